@@ -1,0 +1,54 @@
+"""The ``cpuu-fleet`` command line: wiring and presentation only, no logic.
+
+Each area registers its commands from its own module, so the pieces stay small and separate.
+An :class:`~cpuu_fleet.errors.InputError` anywhere becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cpuu_fleet import __version__
+from cpuu_fleet.cli import codes, inventory, lab, play, render, report, results, template
+from cpuu_fleet.errors import InputError
+
+app = typer.Typer(
+    name="cpuu-fleet",
+    help="Switch Outlook profiles to a new Exchange server with CPUU, wave by wave, over WinRM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cpuu-fleet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Switch Outlook profiles to a new Exchange server with CPUU, wave by wave, over WinRM."""
+
+
+for _module in (inventory, render, template, results, codes, lab, play, report):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point: turn bad input into one clear line and exit code 2."""
+    try:
+        app()
+    except InputError as exc:
+        typer.echo(f"cpuu-fleet: error: {exc.render()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("cpuu-fleet: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,488 @@
+"""The vendor's facts about CPUU, as code.
+
+Everything here comes from ``../shared/cpuu-reference.md`` (the vendor's administration guides).
+Where the guides are silent, the choice made is said next to it. Nothing in this module talks to a
+network or a workstation: it is the vocabulary the rest of cpuu-fleet (and the lab's emulator) use.
+"""
+
+from __future__ import annotations
+
+import codecs
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpuu_fleet.errors import InputError
+
+
+class Mode(str, enum.Enum):
+    """The three things CPUU can do to a user's Outlook profiles."""
+
+    UPDATE = "update"
+    UNDO = "undo"
+    CLEANUP = "cleanup"
+
+    @property
+    def batch_file(self) -> str:
+        """The vendor wizard's batch file for this mode (the Cleanup name is our best guess)."""
+        return _BATCH_FILES[self]
+
+    @classmethod
+    def parse(cls, text: str) -> Mode:
+        """Accept the mode names operators use, including the vendor's "Rollback" for Undo."""
+        key = text.strip().lower()
+        if key == "rollback":
+            return cls.UNDO
+        try:
+            return cls(key)
+        except ValueError:
+            choices = ", ".join(m.value for m in cls)
+            raise InputError(f"unknown mode {text!r} (expected one of: {choices})") from None
+
+
+_BATCH_FILES = {
+    Mode.UPDATE: "CPUU_Update.bat",
+    Mode.UNDO: "CPUU_Rollback.bat",
+    Mode.CLEANUP: "CPUU_Cleanup.bat",
+}
+
+
+class Outcome(str, enum.Enum):
+    """How a migration lead should read a per-profile code."""
+
+    OK = "ok"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    NEEDS_ACTION = "needs-action"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """One per-profile return code: its vendor name, meaning, outcome class and a remediation hint."""
+
+    code: int
+    name: str
+    meaning: str
+    outcome: Outcome
+    hint: str = ""
+
+
+# The outcome classes are ours, not the vendor's: "ok" means the profile is where the mode wanted
+# it; "skipped" means CPUU left it alone by design and nobody has to act; "needs-action" means a
+# person must change something on the workstation or the configuration before a rerun helps;
+# "failed" means the operation itself failed and a rerun (after looking at the log) is the remedy.
+_CODES: tuple[CodeInfo, ...] = (
+    CodeInfo(0, "PROFILE_WAS_NOT_PROCESSED", "not processed", Outcome.SKIPPED),
+    CodeInfo(
+        1, "PROFILE_IS_BACKUP", "the profile is CPUU's backup copy of an original", Outcome.SKIPPED
+    ),
+    CodeInfo(2, "PROFILE_ALREADY_UPDATED", "already updated earlier", Outcome.OK),
+    CodeInfo(
+        3,
+        "PROFILE_BACKUP_NOT_FOUND",
+        "no backup found; cannot restore and update",
+        Outcome.NEEDS_ACTION,
+        "No backup copy exists (Cleanup already ran, or the profile was never updated): "
+        "recreate the profile by hand if a rollback is really needed.",
+    ),
+    CodeInfo(
+        4,
+        "PROFILE_NOT_RESOLVED",
+        "cannot be resolved; skipped",
+        Outcome.NEEDS_ACTION,
+        "Check that the mailbox exists and was switched, and that the source and target Exchange "
+        "servers are reachable in online mode.",
+    ),
+    CodeInfo(
+        5,
+        "PROFILE_NOT_EXCHANGE_SERVICE",
+        "Exchange service lacks server name and/or mailbox DN; skipped",
+        Outcome.NEEDS_ACTION,
+        "The profile's Exchange service is incomplete: repair the profile in Outlook's Mail applet.",
+    ),
+    CodeInfo(
+        6,
+        "PROFILE_IS_OFFLINE",
+        "offline profile skipped (needs -ProcessOfflineProfiles On)",
+        Outcome.NEEDS_ACTION,
+        "Allow offline profiles: add -ProcessOfflineProfiles On to the mode's command line and rerun.",
+    ),
+    CodeInfo(
+        7,
+        "PROFILE_HAS_NO_SEREVER",
+        "no Microsoft Exchange Server service in the profile",
+        Outcome.SKIPPED,
+    ),
+    CodeInfo(
+        8,
+        "PROFILE_UNEXPECTED_SERVICES",
+        "profile holds unexpected services; skipped",
+        Outcome.NEEDS_ACTION,
+        "Allow the extra services with AllowAdditionalServices in CPUU.ini, or remove them.",
+    ),
+    CodeInfo(
+        9,
+        "PROFILE_FAILED_TO_CREATE_BACKUP",
+        "could not create the backup copy",
+        Outcome.FAILED,
+        "Check free disk space and the user's rights on the profile, then rerun.",
+    ),
+    CodeInfo(10, "PROFILE_MODIFYING_OK", "profile updated", Outcome.OK),
+    CodeInfo(
+        11,
+        "PROFILE_MODIFYING_FAILED",
+        "update failed",
+        Outcome.FAILED,
+        "Read the CPUU log for the reason; close Outlook and MAPI clients, then rerun Update.",
+    ),
+    CodeInfo(12, "PROFILE_RESTORE_OK", "rolled back", Outcome.OK),
+    CodeInfo(
+        13,
+        "PROFILE_RESTORE_FAILED",
+        "roll back failed",
+        Outcome.FAILED,
+        "Read the CPUU log; close Outlook and rerun Undo on this workstation only.",
+    ),
+    CodeInfo(14, "PROFILE_CLEANUP_OK", "cleaned up", Outcome.OK),
+    CodeInfo(
+        15,
+        "PROFILE_CLEANUP_FAILED",
+        "clean-up failed",
+        Outcome.FAILED,
+        "Read the CPUU log and rerun Cleanup.",
+    ),
+    CodeInfo(
+        16,
+        "PROFILE_CLEANUP_CANCELED",
+        "clean-up cancelled by the user",
+        Outcome.NEEDS_ACTION,
+        "The user cancelled: agree a time with them and rerun Cleanup.",
+    ),
+    CodeInfo(
+        17,
+        "PROFILE_IS_UNABLE_OPEN_DEFSTORE",
+        "cannot open the default message store",
+        Outcome.FAILED,
+        "The default store could not be opened: check the PST/OST path and that Outlook is closed.",
+    ),
+    CodeInfo(
+        18,
+        "PROFILE_IS_UNABLE_OPEN_MAILBOX_STORE",
+        "cannot open the mailbox message store",
+        Outcome.FAILED,
+        "The OST may be locked (Windows Search, a chat client): stop the locking process and rerun.",
+    ),
+    CodeInfo(
+        19,
+        "PROFILE_HAS_UNSUPPORTED_AUTHENTICATION",
+        "authentication type not supported",
+        Outcome.NEEDS_ACTION,
+        "Switch the profile's logon network security to a supported authentication type.",
+    ),
+    CodeInfo(
+        20,
+        "PROFILE_HAS_CFG_UI_LOCK",
+        "locked: a properties dialog is open",
+        Outcome.NEEDS_ACTION,
+        "A properties dialog is open on the workstation: ask the user to close it, then rerun.",
+    ),
+    CodeInfo(
+        21,
+        "PROFILE_IS_OFFLINE_AND_RC",
+        "unexpected error",
+        Outcome.FAILED,
+        "Unexpected error: read the CPUU log and escalate to the vendor if it repeats.",
+    ),
+    CodeInfo(
+        22,
+        "PROFILE_NOT_FREESPACE_FOR_BACKUPOST",
+        "not enough disk space to back up the OST",
+        Outcome.NEEDS_ACTION,
+        "Free disk space for the OST backup (at least the OST's size) and rerun.",
+    ),
+)
+
+PROFILE_CODES: dict[int, CodeInfo] = {info.code: info for info in _CODES}
+
+
+def code_info(code: int) -> CodeInfo:
+    """Describe any code; one outside 0..22 is reported as "unknown code N", never an error."""
+    known = PROFILE_CODES.get(code)
+    if known is not None:
+        return known
+    return CodeInfo(
+        code,
+        f"UNKNOWN_{code}",
+        f"unknown code {code}",
+        Outcome.UNKNOWN,
+        "Not in the vendor's table: read the CPUU log on this workstation.",
+    )
+
+
+class ExitFlags(enum.IntFlag):
+    """CPUU's process exit code: a bit mask. Zero (CANNOT_START) means "nothing to do"."""
+
+    SUCCESS = 1
+    NO_SWITCH_MSG = 2
+    SWITCH_ERR = 4
+    USER_ABORT = 8
+    GLOBAL_ERR = 16
+    CRASH = 32
+    FAILED_TO_WRITE_LOG = 64
+    FAILED_TO_CREATE_TMP_DIR = 128
+    FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE = 256
+    INVALID_SWITCH_MSG = 512
+
+
+FLAG_MEANINGS: dict[ExitFlags, str] = {
+    ExitFlags.SUCCESS: "one or more profiles processed",
+    ExitFlags.NO_SWITCH_MSG: "no switch message found for one or more profiles",
+    ExitFlags.SWITCH_ERR: "failed for one or more profiles",
+    ExitFlags.USER_ABORT: "the user aborted",
+    ExitFlags.GLOBAL_ERR: "the whole run failed",
+    ExitFlags.CRASH: "CPUU crashed",
+    ExitFlags.FAILED_TO_WRITE_LOG: "the log could not be written",
+    ExitFlags.FAILED_TO_CREATE_TMP_DIR: "the temporary folder could not be created",
+    ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE: "the local log could not be copied to the share",
+    ExitFlags.INVALID_SWITCH_MSG: "an invalid switch message was found",
+}
+
+FLAG_HINTS: dict[ExitFlags, str] = {
+    ExitFlags.NO_SWITCH_MSG: "The mailbox is not switched yet: rerun after the migration batch switches it.",
+    ExitFlags.SWITCH_ERR: "See the per-profile codes for the failing profiles.",
+    ExitFlags.USER_ABORT: "The user cancelled: agree a time with them and rerun.",
+    ExitFlags.GLOBAL_ERR: "Read the CPUU log: the configuration or the Exchange servers are at fault.",
+    ExitFlags.CRASH: "CPUU crashed: collect the log and rerun; escalate to the vendor if it repeats.",
+    ExitFlags.FAILED_TO_WRITE_LOG: "Check free space and rights on the log folder.",
+    ExitFlags.FAILED_TO_CREATE_TMP_DIR: "Check free space and the user's %TEMP% folder.",
+    ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE: "Check the log share's path and rights.",
+    ExitFlags.INVALID_SWITCH_MSG: "The switch message is invalid: check the migration's switch settings.",
+}
+
+# Flags that mean the run did not do its job on this workstation.
+FAILURE_FLAGS = (
+    ExitFlags.SWITCH_ERR
+    | ExitFlags.USER_ABORT
+    | ExitFlags.GLOBAL_ERR
+    | ExitFlags.CRASH
+    | ExitFlags.INVALID_SWITCH_MSG
+)
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """A decoded CPUU exit code. Kept whole: values above 255 are real on Windows."""
+
+    code: int
+
+    @property
+    def flags(self) -> ExitFlags:
+        return ExitFlags(self.code & _ALL_FLAGS)
+
+    @property
+    def unknown_bits(self) -> int:
+        return self.code & ~_ALL_FLAGS
+
+    @property
+    def cannot_start(self) -> bool:
+        """Exit code 0: CPUU found nothing to do. Not success, not failure."""
+        return self.code == 0
+
+    @property
+    def succeeded(self) -> bool:
+        """SUCCESS set and no failure flag. Only meaningful when CPUU exited on its own."""
+        return bool(self.flags & ExitFlags.SUCCESS) and not self.flags & FAILURE_FLAGS
+
+    def names(self) -> list[str]:
+        """Flag names, CANNOT_START for zero, and UNKNOWN_0x... for bits the vendor never listed."""
+        if self.code == 0:
+            return ["CANNOT_START"]
+        names = [flag.name for flag in ExitFlags if flag in self.flags and flag.name]
+        if self.unknown_bits:
+            names.append(f"UNKNOWN_0x{self.unknown_bits:X}")
+        return names
+
+    def describe(self) -> str:
+        return f"{self.code} ({'|'.join(self.names())})"
+
+
+_ALL_FLAGS = 0
+for _flag in ExitFlags:
+    _ALL_FLAGS |= int(_flag)
+
+
+# --------------------------------------------------------------------------------------------------
+# Result files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """One line of a CPUU result file: a profile and its current and previous status codes."""
+
+    profile: str
+    current: int
+    previous: int | None
+    line: int
+
+    @property
+    def info(self) -> CodeInfo:
+        return code_info(self.current)
+
+
+@dataclass(frozen=True)
+class ResultProblem:
+    """A line the parser could not read. Reported with its place, never silently dropped."""
+
+    line: int
+    text: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A parsed result file: what could be read, what could not, and how it was encoded."""
+
+    path: str
+    encoding: str
+    profiles: tuple[ProfileResult, ...]
+    problems: tuple[ResultProblem, ...]
+    had_header: bool
+
+
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_result_bytes(data: bytes, source: str) -> tuple[str, str]:
+    """Decode a result file whose encoding the vendor never documented.
+
+    Order: a BOM decides; else BOM-less UTF-16 is recognised by its NUL pattern; else strict UTF-8;
+    else cp1252 (the ANSI code page of Western European Windows, our assumption for "ANSI").
+    A file with NUL bytes that is not UTF-16 is not text and is refused.
+    """
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError as exc:
+                raise InputError(
+                    f"not a readable {encoding} file ({exc.reason})", where=source
+                ) from None
+    if len(data) >= 2 and b"\x00" in data:
+        even_nuls = data[0::2].count(0)
+        odd_nuls = data[1::2].count(0)
+        half = len(data) // 2
+        guess = (
+            "utf-16-le"
+            if odd_nuls > half * 0.4
+            else "utf-16-be"
+            if even_nuls > half * 0.4
+            else None
+        )
+        if guess and len(data) % 2 == 0:
+            try:
+                return data.decode(guess), guess
+            except UnicodeDecodeError:
+                pass
+        raise InputError("not a text file (binary content)", where=source)
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace"), "cp1252"
+
+
+def _parse_code(text: str) -> int | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return int(text, 10)
+    except ValueError:
+        return None
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    """A first line whose code columns are not numbers is a header, not a malformed profile line."""
+    return (
+        len(fields) >= 2 and not fields[1].strip().lstrip("-").isdigit() and fields[1].strip() != ""
+    )
+
+
+def parse_result_text(text: str, source: str, encoding: str = "utf-8") -> ResultFile:
+    """Parse ``profile<TAB>current<TAB>previous`` lines; split on TAB only (names hold spaces)."""
+    profiles: list[ProfileResult] = []
+    problems: list[ResultProblem] = []
+    had_header = False
+    first_content_line = True
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if first_content_line:
+            first_content_line = False
+            if _looks_like_header(fields):
+                had_header = True
+                continue
+        if len(fields) < 2:
+            problems.append(
+                ResultProblem(number, line, "expected profile<TAB>current<TAB>previous")
+            )
+            continue
+        # A trailing empty field (a line ending in TAB) is tolerated; more columns are not.
+        while len(fields) > 3 and fields[-1].strip() == "":
+            fields.pop()
+        if len(fields) > 3:
+            problems.append(
+                ResultProblem(number, line, f"{len(fields)} tab-separated fields, expected 3")
+            )
+            continue
+        name = fields[0]
+        current = _parse_code(fields[1])
+        if current is None:
+            problems.append(
+                ResultProblem(number, line, f"current code {fields[1]!r} is not a number")
+            )
+            continue
+        previous: int | None = None
+        if len(fields) == 3 and fields[2].strip():
+            previous = _parse_code(fields[2])
+            if previous is None:
+                problems.append(
+                    ResultProblem(number, line, f"previous code {fields[2]!r} is not a number")
+                )
+                continue
+        if not name.strip():
+            problems.append(ResultProblem(number, line, "empty profile name"))
+            continue
+        profiles.append(ProfileResult(name, current, previous, number))
+    return ResultFile(source, encoding, tuple(profiles), tuple(problems), had_header)
+
+
+def parse_result_bytes(data: bytes, source: str) -> ResultFile:
+    text, encoding = decode_result_bytes(data, source)
+    return parse_result_text(text, source, encoding)
+
+
+def parse_result_file(path: str | Path) -> ResultFile:
+    """Read and parse one result file; an unreadable or non-text file is an :class:`InputError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read result file ({exc.strerror})", where=path) from None
+    return parse_result_bytes(data, str(path))
+
+
+def summarise_codes(results: Iterable[ProfileResult]) -> dict[Outcome, int]:
+    """Count profiles per outcome class, the shape a wave summary needs."""
+    counts = {outcome: 0 for outcome in Outcome}
+    for result in results:
+        counts[result.info.outcome] += 1
+    return counts

@@ -1,0 +1,1 @@
+"""The lab: simulated Windows workstations that speak real WS-Management/PSRP on loopback."""

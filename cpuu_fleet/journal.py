@@ -1,0 +1,500 @@
+"""The journal: every run, host, step attempt, profile result and collected file, in SQLite.
+
+Why SQLite (WAL): the controller may be killed at any moment (``kill -9``, a laptop lid), and the
+operator must still be able to resume without running CPUU twice on a workstation. So every step is
+written *before* it starts (status ``running``) and updated when it ends: an attempt left ``running``
+is exactly the set of places where we must ask the host what happened. Each write is its own
+transaction, so nothing acknowledged is lost.
+
+The report reads only this file and the collected files it indexes. Nothing secret is ever stored:
+free text goes through the process :data:`~cpuu_fleet.redact.REDACTOR` on its way in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cpuu_fleet.cpuu import ProfileResult
+from cpuu_fleet.redact import REDACTOR, Redactor
+
+SCHEMA_VERSION = 1
+
+# Host states. The first group is final; the second is transient while a run is going on.
+SUCCEEDED = "succeeded"
+PARTIAL = "partial"  # some profiles failed
+FAILED = "failed"
+UNREACHABLE = "unreachable"
+SKIPPED = "skipped"  # nobody logged on (policy skip), nothing to do, not applicable
+PENDING = "pending"  # at-logon task registered; results not collected yet
+NOT_RUN = "not_run"  # stopped by max_fail_percentage or Ctrl-C before it started
+FINAL_STATES = (SUCCEEDED, PARTIAL, FAILED, UNREACHABLE, SKIPPED, PENDING, NOT_RUN)
+QUEUED = "queued"
+RUNNING = "running"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- play | retry | resume | step (ad-hoc single step)
+    parent_run TEXT,                 -- the run a retry/resume continues
+    status TEXT NOT NULL,            -- running | completed | stopped | interrupted
+    stop_reason TEXT,                -- why later batches were not started (max_fail_percentage, Ctrl-C)
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    operator TEXT,
+    playbook TEXT,
+    inventory TEXT,
+    limit_pattern TEXT,
+    mode TEXT,
+    payload_sha256 TEXT,
+    tool_version TEXT,
+    check_mode INTEGER NOT NULL DEFAULT 0,
+    options_json TEXT
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    host TEXT NOT NULL,
+    play TEXT,
+    wave TEXT,                       -- the inventory wave group (or the play's pattern)
+    batch INTEGER,                   -- serial batch number within the play, from 1
+    address TEXT,
+    groups_json TEXT,
+    state TEXT NOT NULL,
+    user TEXT,                       -- the interactive user CPUU ran for
+    exit_code INTEGER,               -- CPUU's bit mask, kept whole (values above 255 are real)
+    exit_flags TEXT,                 -- decoded, e.g. SUCCESS|SWITCH_ERR
+    killed INTEGER NOT NULL DEFAULT 0, -- we stopped CPUU on deadline: its exit code 1 is NOT success
+    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu
+    error_message TEXT,
+    started_at TEXT,
+    ended_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    result_dir TEXT,                 -- where this host's collected files are, relative to reports/
+    task_name TEXT,                  -- the scheduled task the run step registered (for resume)
+    PRIMARY KEY (run_id, host)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    step TEXT NOT NULL,              -- connect | preflight | push | run | collect
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,            -- running | ok | changed | skipped | failed | killed
+    error_class TEXT,
+    error_message TEXT,
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    duration_s REAL,
+    details_json TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_host ON attempts (run_id, host);
+CREATE TABLE IF NOT EXISTS profiles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    user TEXT,
+    profile TEXT NOT NULL,
+    current_code INTEGER NOT NULL,
+    previous_code INTEGER,
+    result_file TEXT,                -- local path of the collected CSV, relative to reports/
+    line INTEGER
+);
+CREATE INDEX IF NOT EXISTS profiles_by_host ON profiles (run_id, host);
+CREATE TABLE IF NOT EXISTS files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- result | log | ini | other
+    remote_path TEXT NOT NULL,
+    local_path TEXT NOT NULL,        -- relative to reports/
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    collected_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);
+"""
+
+_HOST_FIELDS = {
+    "play",
+    "wave",
+    "batch",
+    "address",
+    "groups_json",
+    "state",
+    "user",
+    "exit_code",
+    "exit_flags",
+    "killed",
+    "error_class",
+    "error_message",
+    "started_at",
+    "ended_at",
+    "attempts",
+    "result_dir",
+    "task_name",
+}
+_TEXT_TO_SCRUB = {"error_message", "user"}
+
+
+def utcnow() -> str:
+    """ISO-8601 UTC with milliseconds: sortable as text, readable by pandas."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """A run id an operator can type and sort: ``20261121-235959-a1b2``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """A host as a run targets it, before anything happened to it."""
+
+    host: str
+    play: str | None = None
+    wave: str | None = None
+    batch: int | None = None
+    address: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+class Journal:
+    """One SQLite journal file, safe to share between the runner's worker threads.
+
+    One connection guarded by a lock: SQLite serialises writers anyway, and a single connection
+    keeps WAL checkpoints and ``kill -9`` semantics simple. Every public write commits at once
+    unless it runs inside :meth:`batch`.
+    """
+
+    FILENAME = "journal.sqlite3"
+
+    def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._redactor = redactor
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    @classmethod
+    def in_reports(cls, reports_dir: str | Path) -> Journal:
+        return cls(Path(reports_dir) / cls.FILENAME)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------------------------- writing
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction (bulk loads, benchmarks)."""
+        with self._lock:
+            if self._depth == 0:
+                self._db.execute("BEGIN")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._db.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if self._depth == 0:
+                self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._db.execute(sql, tuple(params))
+
+    def _scrub(self, text: str | None) -> str | None:
+        return self._redactor.scrub(text)
+
+    def start_run(
+        self,
+        *,
+        kind: str = "play",
+        parent_run: str | None = None,
+        operator: str | None = None,
+        playbook: str | None = None,
+        inventory: str | None = None,
+        limit_pattern: str | None = None,
+        mode: str | None = None,
+        payload_sha256: str | None = None,
+        tool_version: str | None = None,
+        check_mode: bool = False,
+        options: dict[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        run_id = run_id or new_run_id()
+        self._write(
+            "INSERT INTO runs (run_id, kind, parent_run, status, started_at, operator, playbook,"
+            " inventory, limit_pattern, mode, payload_sha256, tool_version, check_mode, options_json)"
+            " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run_id,
+                kind,
+                parent_run,
+                utcnow(),
+                operator if operator is not None else _operator(),
+                playbook,
+                inventory,
+                limit_pattern,
+                mode,
+                payload_sha256,
+                tool_version,
+                int(check_mode),
+                self._scrub(json.dumps(options or {}, sort_keys=True, default=str)),
+            ),
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, stop_reason: str | None = None) -> None:
+        self._write(
+            "UPDATE runs SET status = ?, stop_reason = COALESCE(?, stop_reason), ended_at = ?"
+            " WHERE run_id = ?",
+            (status, self._scrub(stop_reason), utcnow(), run_id),
+        )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        allowed = {"payload_sha256", "stop_reason", "status", "mode"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown run fields: {sorted(unknown)}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        self._write(f"UPDATE runs SET {sets} WHERE run_id = ?", (*fields.values(), run_id))
+
+    def add_hosts(self, run_id: str, entries: Iterable[HostEntry], state: str = QUEUED) -> None:
+        """Target hosts for a run (idempotent: a resumed run keeps what it had)."""
+        rows = [
+            (run_id, e.host, e.play, e.wave, e.batch, e.address, json.dumps(list(e.groups)), state)
+            for e in entries
+        ]
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO hosts (run_id, host, play, wave, batch, address, groups_json,"
+                " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def set_host(self, run_id: str, host: str, **fields: Any) -> None:
+        """Update a host's row; free text is scrubbed of secrets on the way in."""
+        unknown = set(fields) - _HOST_FIELDS
+        if unknown:
+            raise ValueError(f"unknown host fields: {sorted(unknown)}")
+        if not fields:
+            return
+        values = [
+            self._scrub(value) if name in _TEXT_TO_SCRUB and isinstance(value, str) else value
+            for name, value in fields.items()
+        ]
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        self._write(
+            f"UPDATE hosts SET {sets} WHERE run_id = ? AND host = ?", (*values, run_id, host)
+        )
+
+    def start_step(self, run_id: str, host: str, step: str, attempt: int = 1) -> int:
+        """Record that a step is about to touch a host. Returns the attempt's id."""
+        cursor = self._write(
+            "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
+            " VALUES (?, ?, ?, ?, 'running', ?)",
+            (run_id, host, step, attempt, utcnow()),
+        )
+        return int(cursor.lastrowid)
+
+    def end_step(
+        self,
+        attempt_id: int,
+        status: str,
+        *,
+        error_class: str | None = None,
+        error_message: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        ended = utcnow()
+        with self._lock:
+            row = self._db.execute(
+                "SELECT started_at FROM attempts WHERE id = ?", (attempt_id,)
+            ).fetchone()
+            duration = None
+            if row is not None:
+                duration = (
+                    datetime.fromisoformat(ended) - datetime.fromisoformat(row["started_at"])
+                ).total_seconds()
+            self._db.execute(
+                "UPDATE attempts SET status = ?, error_class = ?, error_message = ?, ended_at = ?,"
+                " duration_s = ?, details_json = ? WHERE id = ?",
+                (
+                    status,
+                    error_class,
+                    self._scrub(error_message),
+                    ended,
+                    duration,
+                    self._scrub(json.dumps(details, sort_keys=True, default=str))
+                    if details is not None
+                    else None,
+                    attempt_id,
+                ),
+            )
+
+    def add_profiles(
+        self,
+        run_id: str,
+        host: str,
+        user: str | None,
+        results: Iterable[ProfileResult],
+        result_file: str | None = None,
+    ) -> None:
+        rows = [
+            (run_id, host, user, r.profile, r.current, r.previous, result_file, r.line)
+            for r in results
+        ]
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO profiles (run_id, host, user, profile, current_code, previous_code,"
+                " result_file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def add_file(
+        self,
+        run_id: str,
+        host: str,
+        *,
+        kind: str,
+        remote_path: str,
+        local_path: str,
+        sha256: str,
+        size: int,
+    ) -> None:
+        self._write(
+            "INSERT INTO files (run_id, host, kind, remote_path, local_path, sha256, size,"
+            " collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
+        )
+
+    # ---------------------------------------------------------------------------------- reading
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(row) for row in self._db.execute(sql, tuple(params)).fetchall()]
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM runs ORDER BY started_at, run_id")
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return rows[0] if rows else None
+
+    def latest_run(self) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def hosts(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (run_id,))
+
+    def host(self, run_id: str, host: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM hosts WHERE run_id = ? AND host = ?", (run_id, host))
+        return rows[0] if rows else None
+
+    def attempts(self, run_id: str, host: str | None = None) -> list[dict[str, Any]]:
+        if host is None:
+            return self._rows("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
+        return self._rows(
+            "SELECT * FROM attempts WHERE run_id = ? AND host = ? ORDER BY id", (run_id, host)
+        )
+
+    def unfinished_steps(self, run_id: str) -> list[dict[str, Any]]:
+        """Steps that started and never ended: the controller died while they ran."""
+        return self._rows(
+            "SELECT * FROM attempts WHERE run_id = ? AND status = 'running' ORDER BY id", (run_id,)
+        )
+
+    def profiles(self, run_id: str, host: str | None = None) -> list[dict[str, Any]]:
+        if host is None:
+            return self._rows("SELECT * FROM profiles WHERE run_id = ? ORDER BY id", (run_id,))
+        return self._rows(
+            "SELECT * FROM profiles WHERE run_id = ? AND host = ? ORDER BY id", (run_id, host)
+        )
+
+    def files(self, run_id: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if host is not None:
+            clauses.append("host = ?")
+            params.append(host)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._rows(f"SELECT * FROM files{where} ORDER BY id", params)
+
+    def has_file(self, host: str, sha256: str) -> bool:
+        """Was a file with this content already collected from this host (in any run)?"""
+        rows = self._rows(
+            "SELECT 1 FROM files WHERE host = ? AND sha256 = ? LIMIT 1", (host, sha256)
+        )
+        return bool(rows)
+
+    def hosts_in_states(self, run_id: str, states: Iterable[str]) -> list[str]:
+        wanted = tuple(states)
+        marks = ", ".join("?" for _ in wanted)
+        rows = self._rows(
+            f"SELECT host FROM hosts WHERE run_id = ? AND state IN ({marks}) ORDER BY rowid",
+            (run_id, *wanted),
+        )
+        return [row["host"] for row in rows]
+
+    def cleanup_succeeded(self, host: str) -> str | None:
+        """The run id of a successful Cleanup on this host, if any: Undo must then be refused."""
+        rows = self._rows(
+            "SELECT h.run_id FROM hosts h JOIN runs r ON r.run_id = h.run_id"
+            " WHERE h.host = ? AND r.mode = 'cleanup' AND h.state IN (?, ?)"
+            " ORDER BY h.ended_at DESC LIMIT 1",
+            (host, SUCCEEDED, PARTIAL),
+        )
+        return rows[0]["run_id"] if rows else None
+
+    def state_counts(self, run_id: str) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT state, COUNT(*) AS n FROM hosts WHERE run_id = ? GROUP BY state", (run_id,)
+        )
+        return {row["state"]: row["n"] for row in rows}
+
+    def connection(self) -> sqlite3.Connection:
+        """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
+        return self._db
+
+
+def _operator() -> str:
+    """Who ran it: the login name, for the report's metadata (never a secret)."""
+    for name in ("CPUU_FLEET_OPERATOR", "USER", "USERNAME", "LOGNAME"):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return "unknown"

@@ -1,0 +1,57 @@
+"""Scrub secret values out of any text before it is logged, journalled or reported.
+
+Secrets are masked at the source (``credentials.Secret`` prints as ``********``), but error texts come
+from places we do not control: a pypsrp exception that quotes a URL, a workstation's error message, a
+rendered INI. A :class:`Redactor` is the last line of defence: every revealed secret is registered with
+it, and every free text that leaves the process goes through :meth:`Redactor.scrub`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+MASK = "********"
+
+
+class Redactor:
+    """Replaces every registered secret value in a text with ``********``."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None) -> None:
+        """Register a revealed secret. Very short values are ignored: masking "a" would shred text."""
+        if value and len(value) >= 4:
+            with self._lock:
+                self._secrets.add(value)
+
+    def scrub(self, text: str | None) -> str | None:
+        if not text:
+            return text
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def scrub_bytes(
+        self, data: bytes, encodings: tuple[str, ...] = ("utf-8", "utf-16-le", "cp1252")
+    ) -> bytes:
+        """Mask secrets in a file's bytes, in each encoding a Windows file may use."""
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            for encoding in encodings:
+                try:
+                    needle = secret.encode(encoding)
+                    mask = MASK.encode(encoding)
+                except UnicodeEncodeError:
+                    continue
+                data = data.replace(needle, mask)
+        return data
+
+
+#: The process-wide redactor: the engine registers every secret it reveals here.
+REDACTOR = Redactor()

@@ -1,0 +1,176 @@
+"""A host's final state, decided from what happened to it: errors, the run, CPUU's exit flags, profiles.
+
+One table, in one place, so the runner, the report and an operator reading the docs agree on what
+"succeeded" means. The vendor documents the exit bit mask and the per-profile codes but not how to
+judge a workstation as a whole; the judgement below is ours (the ``cpuu.py`` outcome classes of the
+profile codes do most of the work):
+
+=====================================================  ============  ==============
+what happened                                          state         error class
+=====================================================  ============  ==============
+connection refused / reset / dropped, DNS, connect      unreachable   unreachable
+timeout
+any other session error (401, TLS, read timeout,       failed        that class
+WSMan fault, remote script error)
+Undo refused: Cleanup already succeeded on the host    failed        policy
+nobody logged on, policy ``skip``                      skipped       policy
+nobody logged on, policy ``at_logon``                  pending       —
+CPUU killed on our deadline (its exit code 1 is NOT    failed        cpuu
+success)
+exit code with bits the vendor never listed (e.g.      failed        cpuu
+9009: cmd could not find the exe)
+exit 0 (CANNOT_START, "nothing to do"), no bad         succeeded if  —
+profile                                                some profile
+                                                       is OK (e.g.
+                                                       code 2),
+                                                       else skipped
+SUCCESS, no failure flag, no NO_SWITCH_MSG, no bad     succeeded     —
+profile
+SUCCESS plus a failure flag, NO_SWITCH_MSG or a bad    partial       cpuu
+profile
+no SUCCESS, only NO_SWITCH_MSG (mailbox not switched   skipped       cpuu
+yet: rerun after the switch; not a failure)
+no SUCCESS, anything else; or exit 0 with bad          failed        cpuu
+profiles and none OK (partial when some are OK)
+=====================================================  ============  ==============
+
+A *bad* profile is one whose code's outcome class is failed, needs-action or unknown. A failure
+after the run (collecting results) keeps the run's state and adds the error: CPUU's verdict stands,
+the missing files are reported with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
+from cpuu_fleet.session import ErrorClass, SessionError
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the run step learned, in the terms the table above needs."""
+
+    ran: bool = False
+    """CPUU ran to an end (on its own, or killed by us)."""
+    exit_code: int | None = None
+    killed: bool = False
+    no_user: bool = False
+    pending: bool = False
+    """An at-logon task is registered and has not run yet."""
+    refused: str | None = None
+    """Why we refused to run (Undo after Cleanup)."""
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A host's final state for the journal and the runner."""
+
+    state: str
+    error_class: str | None = None
+    message: str | None = None
+    transient: bool = False
+
+
+def _bad(profile: ProfileResult) -> bool:
+    return profile.info.outcome in (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
+
+
+def judge_exit(
+    exit_code: int, profiles: Iterable[ProfileResult], *, killed: bool = False
+) -> Verdict:
+    """The state CPUU's own report gives a host (exit bit mask + per-profile codes)."""
+    results = list(profiles)
+    ok = sum(1 for p in results if p.info.outcome is Outcome.OK)
+    bad = [p for p in results if _bad(p)]
+    status = ExitStatus(exit_code)
+    detail = f"exit {status.describe()}"
+    if bad:
+        detail += f"; {len(bad)} profile(s) not done: " + ", ".join(
+            f"{p.profile!r}={p.info.name}" for p in bad[:5]
+        )
+    if killed:
+        return Verdict(
+            states.FAILED,
+            ErrorClass.CPUU.value,
+            f"CPUU killed on our deadline (its exit code {exit_code} is not success)",
+        )
+    if status.unknown_bits:
+        hint = " (cmd: command not found - is the exe in the payload?)" if exit_code == 9009 else ""
+        return Verdict(
+            states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code{hint}"
+        )
+    flags = status.flags
+    if status.cannot_start:
+        if bad:
+            state = states.PARTIAL if ok else states.FAILED
+            return Verdict(state, ErrorClass.CPUU.value, detail)
+        if ok:
+            return Verdict(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
+        return Verdict(states.SKIPPED, None, "nothing to do (" + detail + ")")
+    if flags & ExitFlags.SUCCESS:
+        if flags & FAILURE_FLAGS or flags & ExitFlags.NO_SWITCH_MSG or bad:
+            return Verdict(states.PARTIAL, ErrorClass.CPUU.value, detail)
+        return Verdict(states.SUCCEEDED, None, detail)
+    log_only = (
+        ExitFlags.FAILED_TO_WRITE_LOG
+        | ExitFlags.FAILED_TO_CREATE_TMP_DIR
+        | ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE
+    )
+    if flags & ExitFlags.NO_SWITCH_MSG and not flags & ~(ExitFlags.NO_SWITCH_MSG | log_only):
+        return Verdict(
+            states.SKIPPED,
+            ErrorClass.CPUU.value,
+            f"{detail}: mailbox not switched yet, rerun later",
+        )
+    if bad and ok:
+        return Verdict(states.PARTIAL, ErrorClass.CPUU.value, detail)
+    return Verdict(states.FAILED, ErrorClass.CPUU.value, detail)
+
+
+def judge(
+    run: RunSummary | None,
+    profiles: Iterable[ProfileResult] = (),
+    error: SessionError | None = None,
+    *,
+    check_mode: bool = False,
+) -> Verdict:
+    """A host's final state. ``run`` is None when the play has no run step (or it never got there).
+
+    ``error`` is the failure that ended the visit, if any; it decides alone when CPUU did not run,
+    and is appended to CPUU's verdict when it happened afterwards (collecting results).
+    """
+    profiles = list(profiles)
+    if run is not None and run.ran and run.exit_code is not None:
+        verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
+        if error is not None:
+            message = f"{verdict.message}; afterwards: {error.message}"
+            return Verdict(
+                verdict.state,
+                verdict.error_class or error.error_class.value,
+                message,
+                transient=error.transient,
+            )
+        return verdict
+    if error is not None:
+        state = states.UNREACHABLE if error.error_class is ErrorClass.UNREACHABLE else states.FAILED
+        return Verdict(state, error.error_class.value, error.message, transient=error.transient)
+    if run is None:
+        # preflight / push / collect only: reaching the end without an error is success.
+        if profiles:
+            return judge_exit(1, profiles)
+        return Verdict(
+            states.SUCCEEDED, None, "check mode: nothing changed" if check_mode else None
+        )
+    if run.refused:
+        return Verdict(states.FAILED, ErrorClass.POLICY.value, run.refused)
+    if run.pending:
+        return Verdict(
+            states.PENDING, None, "nobody logged on: CPUU will run at the next logon; collect later"
+        )
+    if run.no_user:
+        return Verdict(states.SKIPPED, ErrorClass.POLICY.value, "nobody logged on (policy: skip)")
+    return Verdict(states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result")

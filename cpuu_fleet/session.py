@@ -1,0 +1,385 @@
+"""One WinRM conversation with one workstation: a pypsrp WSMan + RunspacePool, reused by every step.
+
+Why one pool per host visit: opening a PSRP runspace pool costs several round trips (and, on real
+Windows, a wsmprovhost.exe start). ``pypsrp.client.Client`` opens a new one for every call; we open
+it once and run each step as its own ``PowerShell`` pipeline on it. pypsrp objects are not
+thread-safe (NTLM sealing state, the requests session): a :class:`HostSession` belongs to the one
+worker thread that created it and is never shared.
+
+Why the error classes: the runner retries transient failures and the report tells an operator what
+to do next, so every failure is turned into one :class:`SessionError` with a class an operator can
+act on (unreachable, authentication, certificate, timeout, remote, protocol). Every message goes
+through the redactor before it is stored: pypsrp and workstations quote things we do not control.
+"""
+
+from __future__ import annotations
+
+import enum
+import http.client
+import socket
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from pypsrp.exceptions import (
+    AuthenticationError,
+    FragmentError,
+    InvalidPSRPOperation,
+    SerializationError,
+    WinRMError,
+    WinRMTransportError,
+    WSManFaultError,
+    _InvalidStateError,
+)
+from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.wsman import WSMan
+
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.redact import REDACTOR, Redactor
+
+
+class ErrorClass(str, enum.Enum):
+    """Why a host did not get what the wave wanted. Stored in the journal as the value."""
+
+    UNREACHABLE = "unreachable"  # refused, reset, DNS, connect timeout, connection dropped
+    AUTHENTICATION = "authentication"  # HTTP 401, a failed NTLM/Kerberos exchange
+    CERTIFICATE = "certificate"  # TLS verification failed
+    TIMEOUT = "timeout"  # a read timeout, or one of our own deadlines
+    REMOTE = "remote"  # the workstation's PowerShell reported an error
+    PROTOCOL = "protocol"  # WSMan faults, broken XML/PSRP, unusable connection settings
+    POLICY = "policy"  # we refused to act (Undo after Cleanup)
+    CPUU = "cpuu"  # CPUU ran and reported failure, or was killed on deadline
+    INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
+
+
+#: Failures that may well go away by themselves: the runner retries these with backoff.
+TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
+
+#: WSMan fault for "the operation timed out": a normal end of a Receive long-poll.
+_OPERATION_TIMEOUT_FAULT = 2150858793
+
+
+class SessionError(Exception):
+    """A classified failure talking to one host. Its text is already scrubbed of secrets."""
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        message: str,
+        *,
+        transient: bool | None = None,
+        error_id: str | None = None,
+        output: list[Any] | None = None,
+    ):
+        self.error_class = error_class
+        self.message = REDACTOR.scrub(message) or ""
+        self.transient = error_class in TRANSIENT_CLASSES if transient is None else transient
+        self.error_id = error_id
+        self.output = output or []
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"SessionError({self.error_class.value}, {self.message!r})"
+
+
+def _walk_causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        for arg in getattr(current, "args", ()):
+            if isinstance(arg, BaseException) and id(arg) not in seen:
+                yield from _walk_causes(arg)
+        current = current.__cause__ or current.__context__
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:500]
+
+
+def classify(
+    exc: BaseException, *, during: str = "", redactor: Redactor = REDACTOR
+) -> SessionError:
+    """Turn any exception raised while talking to a host into a :class:`SessionError`."""
+    if isinstance(exc, SessionError):
+        return exc
+    prefix = f"{during}: " if during else ""
+
+    def make(cls: ErrorClass, text: str, **kwargs: Any) -> SessionError:
+        return SessionError(cls, redactor.scrub(prefix + text) or "", **kwargs)
+
+    chain = list(_walk_causes(exc))
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain) or isinstance(
+        exc, requests.exceptions.SSLError
+    ):
+        return make(ErrorClass.CERTIFICATE, f"TLS certificate verification failed ({_short(exc)})")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return make(ErrorClass.UNREACHABLE, "connect timeout: no answer from the host")
+    if isinstance(exc, (requests.exceptions.ReadTimeout, socket.timeout, TimeoutError)):
+        return make(ErrorClass.TIMEOUT, f"read timeout: the host stopped answering ({_short(exc)})")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc):
+            return make(ErrorClass.UNREACHABLE, "connection refused: WinRM is not listening")
+        if any(isinstance(e, socket.gaierror) for e in chain) or "resolve" in str(exc).lower():
+            return make(ErrorClass.UNREACHABLE, "name resolution failed (DNS)")
+        return make(ErrorClass.UNREACHABLE, f"connection dropped ({_short(exc)})")
+    if isinstance(exc, (ConnectionError, http.client.HTTPException)):
+        return make(ErrorClass.UNREACHABLE, f"connection dropped ({_short(exc)})")
+    if isinstance(exc, AuthenticationError):
+        return make(
+            ErrorClass.AUTHENTICATION, "authentication failed (HTTP 401): check user and password"
+        )
+    if type(exc).__module__.startswith("spnego"):
+        return make(ErrorClass.AUTHENTICATION, f"authentication failed ({_short(exc)})")
+    if isinstance(exc, WSManFaultError):
+        reason = exc.reason or exc.message or ""
+        return make(ErrorClass.PROTOCOL, f"WSMan fault {exc.code}: {' '.join(str(reason).split())}")
+    if isinstance(exc, WinRMTransportError):
+        return make(ErrorClass.PROTOCOL, f"HTTP {exc.code} from WinRM")
+    if isinstance(
+        exc,
+        (
+            ET.ParseError,
+            FragmentError,
+            SerializationError,
+            InvalidPSRPOperation,
+            _InvalidStateError,
+            WinRMError,
+        ),
+    ):
+        return make(ErrorClass.PROTOCOL, f"{type(exc).__name__}: {_short(exc)}")
+    if isinstance(exc, OSError):
+        return make(ErrorClass.UNREACHABLE, f"network error ({_short(exc)})")
+    if isinstance(exc, ValueError):
+        # pypsrp raises ValueError for unusable settings, e.g. Basic over HTTP without opting out of
+        # message encryption: nothing will fix itself, the inventory must change.
+        return make(ErrorClass.PROTOCOL, f"unusable connection settings: {_short(exc)}")
+    return make(ErrorClass.PROTOCOL, f"{type(exc).__name__}: {_short(exc)}", transient=False)
+
+
+def check_timeouts(kwargs: Mapping[str, Any], host: str) -> None:
+    """``read_timeout`` must exceed ``operation_timeout``: a Receive long-poll may legitimately
+    take the whole operation timeout, and a read timeout below it would cut every long-poll off
+    (pypsrp issue 182). Refused up front, as operator input, before a wave starts."""
+    read = float(kwargs.get("read_timeout", 30))
+    operation = float(kwargs.get("operation_timeout", 20))
+    if read <= operation:
+        raise InputError(
+            f"read_timeout ({read:g}s) must be greater than operation_timeout ({operation:g}s)",
+            where=f"host {host}",
+        )
+
+
+@dataclass
+class ScriptResult:
+    """What one pipeline produced: its output objects and any non-fatal warnings."""
+
+    output: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> Any:
+        """The first output object (the remote scripts return one hashtable), or None."""
+        return self.output[0] if self.output else None
+
+
+def error_record_text(record: Any) -> str:
+    """The message of a pypsrp ErrorRecord, however much of it the server filled in."""
+    for candidate in (
+        str(record) if record is not None else "",
+        getattr(getattr(record, "exception", None), "message", None),
+        getattr(record, "details_message", None),
+        getattr(record, "message", None),
+    ):
+        if candidate and candidate != "None":
+            return " ".join(str(candidate).split())
+    return "unknown remote error"
+
+
+def _load_script(name: str) -> str:
+    from cpuu_fleet.remote import load_script
+
+    return load_script(name)
+
+
+class HostSession:
+    """One host's WSMan connection and RunspacePool, opened once per visit, closed at the end.
+
+    Use as a context manager. :meth:`run` executes one remote script (by its name in
+    ``cpuu_fleet/remote/``) as its own pipeline. A finished pipeline is closed lazily, just before
+    the next one starts: the last pipeline of a visit is never closed separately, because deleting
+    the pool frees it anyway (one round trip saved per host).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        server: str,
+        wsman_kwargs: Mapping[str, Any],
+        *,
+        configuration_name: str = "Microsoft.PowerShell",
+        script_loader: Callable[[str], str] = _load_script,
+    ):
+        self.host = host
+        self._server = server
+        kwargs = dict(wsman_kwargs)
+        configuration_name = kwargs.pop("configuration_name", None) or configuration_name
+        check_timeouts(kwargs, host)
+        self._kwargs = kwargs
+        self._configuration_name = configuration_name
+        self._load = script_loader
+        self._wsman: WSMan | None = None
+        self._pool: RunspacePool | None = None
+        self._finished: PowerShell | None = None
+        self._broken = False
+        self.operation_timeout = int(kwargs.get("operation_timeout", 20))
+        self.pipelines_run = 0
+
+    def __repr__(self) -> str:  # never the kwargs: they hold the password
+        return f"HostSession({self.host!r}, {self._server!r})"
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    def open(self) -> HostSession:
+        try:
+            self._wsman = WSMan(self._server, **self._kwargs)
+            self._pool = RunspacePool(self._wsman, configuration_name=self._configuration_name)
+            self._pool.open()
+        except Exception as exc:
+            self._broken = True
+            self.close()
+            raise classify(exc, during="connect") from None
+        return self
+
+    def close(self) -> None:
+        """Delete the pool (frees every pipeline on the host) and drop the HTTP connection."""
+        pool, wsman = self._pool, self._wsman
+        self._pool = self._wsman = self._finished = None
+        try:
+            if pool is not None and not self._broken:
+                pool.close()
+        except Exception:  # the host is going away either way; nothing to report
+            pass
+        finally:
+            if wsman is not None:
+                wsman.close()
+
+    def __enter__(self) -> HostSession:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def max_payload_size(self) -> int:
+        """Bytes of PSRP data one WSMan Send may carry (raised to the 512000 envelope on open)."""
+        if self._wsman is None:
+            raise RuntimeError("session not open")
+        return int(self._wsman.max_payload_size)
+
+    @property
+    def chunk_size(self) -> int:
+        """Raw bytes per base64 chunk so that one chunk fills one Send (pypsrp's own formula)."""
+        return int((self.max_payload_size - 82) / 4 * 3)
+
+    # ------------------------------------------------------------------------------ pipelines
+
+    def _close_finished(self) -> None:
+        finished, self._finished = self._finished, None
+        if finished is None:
+            return
+        try:
+            finished.close()
+        except Exception as exc:
+            raise classify(exc, during="closing the previous pipeline") from None
+
+    def run(
+        self,
+        script: str,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        input: Iterator[list[Any]] | None = None,
+        deadline: float | None = None,
+        on_output: Callable[[Any], None] | None = None,
+        during: str | None = None,
+    ) -> ScriptResult:
+        """Run one remote script as a pipeline and wait for it.
+
+        ``input`` is a generator of lists of input objects (each list goes out in as few WSMan
+        Sends as its size allows). ``deadline`` (``time.monotonic()`` value) bounds the whole call:
+        past it the pipeline is stopped and a TIMEOUT error raised. ``on_output`` receives every
+        output object as it arrives, which keeps downloads memory-flat; without it the objects are
+        collected into the result. Terminating errors *and* non-terminating ``Write-Error``
+        records both raise a REMOTE error: ``had_errors`` alone misses the latter.
+        """
+        if self._pool is None or self._broken:
+            raise SessionError(ErrorClass.PROTOCOL, "session is not open", transient=False)
+        during = during or script
+        self._close_finished()
+        ps = PowerShell(self._pool)
+        ps.add_script(self._load(script))
+        for name, value in (parameters or {}).items():
+            ps.add_parameter(name, value)
+        collected: list[Any] = []
+        try:
+            ps.begin_invoke(input=input)
+            while ps.state == PSInvocationState.RUNNING:
+                wait = self.operation_timeout
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._stop(ps)
+                        raise SessionError(
+                            ErrorClass.TIMEOUT, f"{during}: no answer before our deadline"
+                        )
+                    wait = max(1, min(wait, int(remaining) + 1))
+                ps.poll_invoke(timeout=wait)
+                self._drain(ps, on_output, collected)
+            self._drain(ps, on_output, collected)
+        except SessionError:
+            raise
+        except Exception as exc:
+            error = classify(exc, during=during)
+            if error.error_class in (ErrorClass.TIMEOUT, ErrorClass.UNREACHABLE):
+                self._broken = True  # pypsrp issue 21: a pool is unusable after a read timeout
+            raise error from None
+        self.pipelines_run += 1
+        self._finished = ps
+        if ps.had_errors or ps.streams.error:
+            records = list(ps.streams.error)
+            text = "; ".join(error_record_text(r) for r in records) or "the remote script failed"
+            error_id = getattr(records[-1], "fq_error", None) if records else None
+            if error_id:
+                error_id = str(error_id).split(",")[0]
+            raise SessionError(
+                ErrorClass.REMOTE,
+                f"{during}: {text}",
+                transient=False,
+                error_id=error_id,
+                output=collected,
+            )
+        warnings = [" ".join(str(w).split()) for w in ps.streams.warning]
+        return ScriptResult(collected, warnings)
+
+    @staticmethod
+    def _drain(ps: PowerShell, on_output: Callable[[Any], None] | None, into: list[Any]) -> None:
+        if not ps.output:
+            return
+        items, ps.output = ps.output, []
+        if on_output is None:
+            into.extend(items)
+        else:
+            for item in items:
+                on_output(item)
+
+    def _stop(self, ps: PowerShell) -> None:
+        try:
+            ps.stop()
+        except Exception:
+            self._broken = True

@@ -1,0 +1,684 @@
+"""The four things a wave does to a workstation: preflight, push, run, collect.
+
+Each step takes the host's :class:`HostContext` and its open :class:`~cpuu_fleet.session.HostSession`
+and returns a typed result; a failure is a :class:`~cpuu_fleet.session.SessionError` (the per-host
+pipeline in ``hostwork.py`` turns it into the host's state). The remote side of each step is one
+script of ``cpuu_fleet/remote/`` whose contract is ``docs/remote-scripts.md``.
+
+Round trips are the cost that matters on a WAN with thousands of hosts, so:
+* push sends every changed file through ONE ``upload`` pipeline, small files packed together into
+  as few WSMan Sends as their size allows, and skips files whose SHA-256 the host already reports;
+* collect downloads every new result file through ONE ``download`` pipeline, drained as it
+  arrives so memory stays flat (``Client.fetch`` would rebuild each file with quadratic work);
+* run waits for CPUU inside one ``run-task -Action Run`` pipeline (the scheduled task starts in
+  the interactive user's session, which WinRM's own session cannot reach).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.filenames import create_exclusive
+from cpuu_fleet.journal import Journal, utcnow
+from cpuu_fleet.payload import Payload
+from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+
+STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
+STATE_DIR = STAGING_ROOT + "\\state"
+CLEANUP_MARKER = "cleanup-done.json"
+RESULT_FILTER = "CPUU_*"
+
+# Windows Task Scheduler's LastTaskResult values that are not a process exit code.
+TASK_HAS_NOT_RUN = 267011
+TASK_RUNNING = 267009
+
+# Serialised-size estimates (CLIXML + PSRP message header) used to pack small input objects into
+# one WSMan Send. Generous on purpose: an underestimate only costs one extra Send.
+_STRING_OVERHEAD = 96
+_HEADER_OVERHEAD = 720
+
+
+def version_dir(version: str) -> str:
+    return f"{STAGING_ROOT}\\{version}"
+
+
+@dataclass
+class HostContext:
+    """Everything the steps need about one host visit (built by ``hostwork.py``)."""
+
+    run_id: str
+    host: str
+    journal: Journal
+    reports_dir: Path
+    payload: Payload | None = None
+    rendered_files: dict[str, bytes] = field(default_factory=dict)
+    """File name → bytes as they go on the wire (the rendered INI and batch files; secrets in)."""
+    rendered_masked: dict[str, bytes] = field(default_factory=dict)
+    """The same files with secrets masked: what may be kept on the controller."""
+    version: str | None = None
+    """The payload version (staging folder name); from the payload, or a previous run's."""
+    stopping: threading.Event = field(default_factory=threading.Event)
+    preflight: PreflightResult | None = None
+    user: str | None = None
+
+    @property
+    def staging(self) -> str:
+        if not self.version:
+            raise InputError("no payload version known for this host (push a payload first)")
+        return version_dir(self.version)
+
+    @property
+    def host_dir(self) -> Path:
+        """Where this host's collected files go: ``reports/<run-id>/hosts/<host>/``."""
+        return self.reports_dir / self.run_id / "hosts" / self.host
+
+
+# ----------------------------------------------------------------------------------- preflight
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    computer_name: str | None
+    os_caption: str | None
+    os_version: str | None
+    free_bytes: int | None
+    logged_on_user: str | None
+    outlook_running: bool
+    outlook_version: str | None
+    staged_files: dict[str, str]
+    """Relative path (lower-cased for comparison) → lowercase SHA-256, in the staging folder."""
+    cleanup_done: str | None
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "computer_name": self.computer_name,
+            "os": " ".join(x for x in (self.os_caption, self.os_version) if x),
+            "free_bytes": self.free_bytes,
+            "user": self.logged_on_user,
+            "outlook_running": self.outlook_running,
+            "outlook_version": self.outlook_version,
+            "staged_files": len(self.staged_files),
+            "cleanup_done": bool(self.cleanup_done),
+        }
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _protocol_error(message: str) -> SessionError:
+    return SessionError(ErrorClass.PROTOCOL, message, transient=False)
+
+
+def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
+    """Read-only look at the host: user, Outlook, disk, what is already staged, Cleanup marker."""
+    directory = version_dir(ctx.version) if ctx.version else f"{STAGING_ROOT}\\none"
+    result = session.run(
+        "preflight", {"Directory": directory, "StateDirectory": STATE_DIR}, during="preflight"
+    )
+    data = result.first
+    if not isinstance(data, dict):
+        raise _protocol_error(f"preflight: expected one hashtable, got {type(data).__name__}")
+    staged_raw = data.get("StagedFiles") or {}
+    if not isinstance(staged_raw, dict):
+        raise _protocol_error("preflight: StagedFiles is not a hashtable")
+    staged = {str(k).replace("/", "\\").lower(): str(v).lower() for k, v in staged_raw.items()}
+    free = data.get("FreeBytes")
+    found = PreflightResult(
+        computer_name=_text(data.get("ComputerName")),
+        os_caption=_text(data.get("OSCaption")),
+        os_version=_text(data.get("OSVersion")),
+        free_bytes=int(free) if free is not None else None,
+        logged_on_user=_text(data.get("LoggedOnUser")) or None,
+        outlook_running=bool(data.get("OutlookRunning")),
+        outlook_version=_text(data.get("OutlookVersion")),
+        staged_files=staged,
+        cleanup_done=_text(data.get("CleanupDone")) or None,
+    )
+    ctx.preflight = found
+    ctx.user = found.logged_on_user
+    return found
+
+
+# ----------------------------------------------------------------------------------- push
+
+
+@dataclass(frozen=True)
+class OutgoingFile:
+    """One file to place on the host: its relative path there and where its bytes come from."""
+
+    relative: str
+    size: int
+    sha256: str
+    source: Path | None = None
+    data: bytes | None = None
+
+    def chunks(self, size: int) -> Iterator[bytes]:
+        if self.data is not None:
+            for offset in range(0, len(self.data), size):
+                yield self.data[offset : offset + size]
+            return
+        assert self.source is not None
+        with self.source.open("rb") as stream:
+            while block := stream.read(size):
+                yield block
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    directory: str
+    send: tuple[OutgoingFile, ...]
+    skip: tuple[OutgoingFile, ...]
+
+    @property
+    def bytes_to_send(self) -> int:
+        return sum(f.size for f in self.send)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "directory": self.directory,
+            "files_sent": [f.relative for f in self.send],
+            "files_skipped": len(self.skip),
+            "bytes_sent": self.bytes_to_send,
+        }
+
+
+@dataclass(frozen=True)
+class PushResult:
+    plan: PushPlan
+    written: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.written)
+
+    def details(self) -> dict[str, Any]:
+        return self.plan.details()
+
+
+def outgoing_files(ctx: HostContext) -> list[OutgoingFile]:
+    """The payload's files plus this host's rendered INI and batch files."""
+    files: list[OutgoingFile] = []
+    if ctx.payload is not None:
+        files.extend(
+            OutgoingFile(f.relative, f.size, f.sha256, source=f.source) for f in ctx.payload.files
+        )
+    for name, data in ctx.rendered_files.items():
+        relative = name.replace("/", "\\")
+        files.append(OutgoingFile(relative, len(data), hashlib.sha256(data).hexdigest(), data=data))
+    return files
+
+
+def plan_push(ctx: HostContext, staged: dict[str, str] | None = None) -> PushPlan:
+    """Which files must travel: those whose SHA-256 the host does not already have in place."""
+    staged = staged if staged is not None else (ctx.preflight.staged_files if ctx.preflight else {})
+    send: list[OutgoingFile] = []
+    skip: list[OutgoingFile] = []
+    for item in outgoing_files(ctx):
+        (skip if staged.get(item.relative.lower()) == item.sha256 else send).append(item)
+    return PushPlan(ctx.staging, tuple(send), tuple(skip))
+
+
+def _header(item: OutgoingFile) -> dict[str, Any]:
+    return {"Path": item.relative, "Length": item.size, "Sha256": item.sha256}
+
+
+def upload_input(
+    files: tuple[OutgoingFile, ...], chunk_size: int, send_budget: int
+) -> Iterator[list[Any]]:
+    """Pipeline input for ``upload``: per file a header then base64 chunks of ``chunk_size``.
+
+    Each yielded list goes out as the fewest Sends its size allows, and a list never spans more
+    bytes than one Send holds unless it is a single full chunk. So small files (the INI, the batch
+    files, the last piece of a big file) share Sends instead of costing one round trip each.
+    """
+    batch: list[Any] = []
+    used = 0
+
+    def add(item: Any, size: int) -> Iterator[list[Any]]:
+        nonlocal batch, used
+        if batch and used + size > send_budget:
+            yield batch
+            batch, used = [], 0
+        batch.append(item)
+        used += size
+
+    for item in files:
+        yield from add(_header(item), _HEADER_OVERHEAD + len(item.relative) * 2)
+        for block in item.chunks(chunk_size):
+            encoded = base64.b64encode(block).decode("ascii")
+            yield from add(encoded, len(encoded) + _STRING_OVERHEAD)
+    if batch:
+        yield batch
+
+
+def upload(
+    session: HostSession,
+    directory: str,
+    files: tuple[OutgoingFile, ...],
+    *,
+    during: str = "push",
+    deadline: float | None = None,
+) -> tuple[str, ...]:
+    """Send files into ``directory`` on the host through one ``upload`` pipeline."""
+    if not files:
+        return ()
+    budget = session.max_payload_size - 200
+    result = session.run(
+        "upload",
+        {"Directory": directory},
+        input=upload_input(files, session.chunk_size, budget),
+        deadline=deadline,
+        during=during,
+    )
+    written: list[str] = []
+    for entry, item in zip(result.output, files, strict=False):
+        if not isinstance(entry, dict) or str(entry.get("Sha256", "")).lower() != item.sha256:
+            raise SessionError(
+                ErrorClass.REMOTE,
+                f"{during}: the host did not confirm {item.relative!r} with the right SHA-256",
+                transient=False,
+            )
+        written.append(item.relative)
+    if len(written) != len(files):
+        raise _protocol_error(f"{during}: {len(files)} files sent, {len(written)} confirmed")
+    return tuple(written)
+
+
+def push(ctx: HostContext, session: HostSession, plan: PushPlan | None = None) -> PushResult:
+    """Place the payload and the rendered files in the versioned staging folder, changed files only."""
+    plan = plan or plan_push(ctx)
+    written = upload(session, plan.directory, plan.send)
+    return PushResult(plan, written)
+
+
+# ----------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What became of CPUU on this host in this visit."""
+
+    task_name: str
+    ran: bool = False
+    exit_code: int | None = None
+    killed: bool = False
+    no_user: bool = False
+    pending: bool = False
+    refused: str | None = None
+    user: str | None = None
+    resumed: str | None = None
+    """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
+    seconds: float | None = None
+
+    def details(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"task": self.task_name}
+        for key in ("exit_code", "user", "resumed", "refused"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        for key in ("ran", "killed", "no_user", "pending"):
+            if getattr(self, key):
+                data[key] = True
+        if self.seconds is not None:
+            data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+def task_name_for(run_id: str, mode: Mode) -> str:
+    """The scheduled task's name: unique per run and mode, recorded before it is registered."""
+    return f"cpuu-fleet {mode.value} {run_id}"
+
+
+def undo_refusal(ctx: HostContext) -> str | None:
+    """Why Undo must not run here: Cleanup succeeded (journal, or the host's own marker)."""
+    earlier = ctx.journal.cleanup_succeeded(ctx.host)
+    if earlier:
+        return f"Undo refused: Cleanup succeeded on this host in run {earlier} (journal)"
+    if ctx.preflight is not None and ctx.preflight.cleanup_done:
+        return "Undo refused: the host's cleanup-done marker says Cleanup succeeded"
+    return None
+
+
+def _task_result(
+    data: Any, task_name: str, when_no_user: str, seconds: float, resumed: str | None = None
+) -> RunResult:
+    if not isinstance(data, dict):
+        raise _protocol_error(f"run: expected one hashtable, got {type(data).__name__}")
+    user = _text(data.get("User"))
+    if data.get("NoUser") and not data.get("Exists"):
+        return RunResult(task_name, no_user=True, seconds=seconds, resumed=resumed)
+    if data.get("Trigger") == "AtLogon" or (data.get("NoUser") and when_no_user == "at_logon"):
+        last = data.get("LastTaskResult")
+        if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
+            return RunResult(
+                task_name, pending=True, no_user=True, user=user, seconds=seconds, resumed=resumed
+            )
+    state = str(data.get("State") or "")
+    last = data.get("LastTaskResult")
+    if (
+        state in ("Running", "Queued")
+        or last is None
+        or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING)
+    ):
+        raise SessionError(
+            ErrorClass.TIMEOUT,
+            f"run: the task is still {state or 'unfinished'} (no exit code yet)",
+        )
+    return RunResult(
+        task_name,
+        ran=True,
+        exit_code=int(last),
+        killed=bool(data.get("Killed")),
+        user=user,
+        seconds=seconds,
+        resumed=resumed,
+    )
+
+
+def _client_deadline(session: HostSession, timeout_s: float) -> float:
+    """Our own bound on a Wait: the remote timeout plus time to stop the task and answer."""
+    return time.monotonic() + timeout_s + session.operation_timeout + 30
+
+
+def run_cpuu(
+    ctx: HostContext,
+    session: HostSession,
+    mode: Mode,
+    *,
+    when_no_user: str = "skip",
+    timeout_s: float = 900,
+) -> RunResult:
+    """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
+
+    The task name is written to the journal *before* the task is registered, so a controller that
+    dies while CPUU runs leaves enough behind for ``--resume`` to ask the host instead of starting
+    CPUU a second time.
+    """
+    task_name = task_name_for(ctx.run_id, mode)
+    if mode is Mode.UNDO:
+        refusal = undo_refusal(ctx)
+        if refusal:
+            return RunResult(task_name, refused=refusal)
+    ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
+    started = time.monotonic()
+    result = session.run(
+        "run-task",
+        {
+            "Action": "Run",
+            "TaskName": task_name,
+            "Command": f"{ctx.staging}\\{mode.batch_file}",
+            "WorkingDirectory": ctx.staging,
+            "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
+            "TimeoutSeconds": int(timeout_s),
+        },
+        deadline=_client_deadline(session, timeout_s),
+        during=f"run {mode.value}",
+    )
+    run = _task_result(result.first, task_name, when_no_user, time.monotonic() - started)
+    if run.user:
+        ctx.user = run.user
+    return run
+
+
+def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
+    result = session.run(
+        "run-task", {"Action": "Status", "TaskName": task_name}, during="task status"
+    )
+    if not isinstance(result.first, dict):
+        raise _protocol_error("task status: expected one hashtable")
+    return result.first
+
+
+def resume_cpuu(
+    ctx: HostContext,
+    session: HostSession,
+    mode: Mode,
+    task_name: str,
+    *,
+    when_no_user: str = "skip",
+    timeout_s: float = 900,
+) -> RunResult:
+    """A run step that an earlier visit started and never finished: ask the host first.
+
+    * the task finished → take its exit code (CPUU is NOT started again);
+    * it is still running → wait for it (under the run timeout; killed on deadline as usual);
+    * an at-logon task that has not run → still pending;
+    * it was never registered → start it now (the earlier visit died before the task existed).
+    """
+    started = time.monotonic()
+    status = task_status(session, task_name)
+    if not status.get("Exists"):
+        fresh = run_cpuu(ctx, session, mode, when_no_user=when_no_user, timeout_s=timeout_s)
+        return RunResult(**{**fresh.__dict__, "resumed": "started"})
+    state = str(status.get("State") or "")
+    last = status.get("LastTaskResult")
+    finished = last is not None and int(last) not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
+    if state in ("Running", "Queued") or (not finished and status.get("Trigger") == "Now"):
+        result = session.run(
+            "run-task",
+            {"Action": "Wait", "TaskName": task_name, "TimeoutSeconds": int(timeout_s)},
+            deadline=_client_deadline(session, timeout_s),
+            during=f"wait for {mode.value}",
+        )
+        run = _task_result(
+            result.first, task_name, when_no_user, time.monotonic() - started, "waited"
+        )
+    else:
+        run = _task_result(status, task_name, when_no_user, time.monotonic() - started, "finished")
+    if run.user:
+        ctx.user = run.user
+    return run
+
+
+def remove_task(session: HostSession, task_name: str) -> None:
+    """Unregister a finished one-shot task (after its result is safely in the journal)."""
+    session.run("run-task", {"Action": "Remove", "TaskName": task_name}, during="remove task")
+
+
+def write_cleanup_marker(ctx: HostContext, session: HostSession, exit_code: int | None) -> None:
+    """Tell the host itself that Cleanup succeeded: a later Undo is refused even without our journal."""
+    data = json.dumps(
+        {"run_id": ctx.run_id, "at": utcnow(), "exit_code": exit_code, "tool": "cpuu-fleet"},
+        sort_keys=True,
+    ).encode("utf-8")
+    item = OutgoingFile(CLEANUP_MARKER, len(data), hashlib.sha256(data).hexdigest(), data=data)
+    upload(session, STATE_DIR, (item,), during="cleanup marker")
+
+
+# ----------------------------------------------------------------------------------- collect
+
+
+@dataclass(frozen=True)
+class CollectedFile:
+    remote_path: str
+    local_path: Path
+    size: int
+    sha256: str
+    kind: str
+
+
+@dataclass
+class CollectResult:
+    files: list[CollectedFile] = field(default_factory=list)
+    skipped_known: int = 0
+    profiles: list[ProfileResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "files": [f.local_path.name for f in self.files],
+            "already_collected": self.skipped_known,
+            "profiles": len(self.profiles),
+            "problems": self.problems[:20],
+        }
+
+
+def _kind(name: str) -> str:
+    lowered = name.lower()
+    if lowered.endswith(".csv"):
+        return "result"
+    if lowered.endswith(".log"):
+        return "log"
+    return "other"
+
+
+class _DownloadSink:
+    """Writes the ``download`` pipeline's output objects to local files as they arrive."""
+
+    def __init__(self, folder: Path, wanted: list[dict[str, Any]]):
+        self.folder = folder
+        self.wanted = {str(w["FullName"]).lower(): w for w in wanted}
+        self.done: list[tuple[dict[str, Any], Path, int, str]] = []
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._entry: dict[str, Any] | None = None
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def __call__(self, item: Any) -> None:
+        if isinstance(item, dict):
+            self._finish()
+            remote = str(item.get("Path", ""))
+            entry = self.wanted.get(remote.lower())
+            if entry is None:
+                raise _protocol_error(
+                    f"collect: the host sent a file we did not ask for: {remote!r}"
+                )
+            self._entry = entry
+            self._path, self._fd = create_exclusive(self.folder, str(entry.get("Name") or remote))
+            self._digest = hashlib.sha256()
+            self._size = 0
+            return
+        if self._fd is None:
+            raise _protocol_error("collect: file content arrived before its header")
+        block = base64.b64decode(str(item))
+        self._digest.update(block)
+        self._size += len(block)
+        os.write(self._fd, block)
+
+    def _finish(self) -> None:
+        if self._fd is None:
+            return
+        os.close(self._fd)
+        assert self._entry is not None and self._path is not None
+        self.done.append((self._entry, self._path, self._size, self._digest.hexdigest()))
+        self._fd = None
+
+    def close(self) -> None:
+        self._finish()
+
+
+def _save_ini(ctx: HostContext, result: CollectResult) -> None:
+    """Keep the INI this host received, with every secret masked (twice: renderer and redactor)."""
+    for name, data in ctx.rendered_masked.items():
+        if not name.lower().endswith(".ini"):
+            continue
+        safe = REDACTOR.scrub_bytes(data)
+        sha = hashlib.sha256(safe).hexdigest()
+        if any(f["sha256"] == sha for f in ctx.journal.files(ctx.run_id, ctx.host)):
+            continue
+        path, fd = create_exclusive(ctx.host_dir, name)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(safe)
+        _record(ctx, result, name, path, len(safe), sha, "ini")
+
+
+def _record(
+    ctx: HostContext, result: CollectResult, remote: str, path: Path, size: int, sha: str, kind: str
+) -> None:
+    relative = path.relative_to(ctx.reports_dir.resolve()).as_posix()
+    ctx.journal.add_file(
+        ctx.run_id,
+        ctx.host,
+        kind=kind,
+        remote_path=remote,
+        local_path=relative,
+        sha256=sha,
+        size=size,
+    )
+    result.files.append(CollectedFile(remote, path, size, sha, kind))
+
+
+def collect(
+    ctx: HostContext,
+    session: HostSession,
+    *,
+    exclude: set[str] | None = None,
+    on_profiles: Callable[[list[ProfileResult]], None] | None = None,
+) -> CollectResult:
+    """Download the CPUU result and log files that are new, parse the results, journal everything.
+
+    New means: not already in the journal for this host by SHA-256 (in any run). Files we pushed
+    ourselves (the batch files match ``CPUU_*`` too) are never collected.
+    """
+    result = CollectResult()
+    ctx.host_dir.mkdir(parents=True, exist_ok=True)
+    _save_ini(ctx, result)
+    pushed = {name.lower() for name in (exclude or set())}
+    pushed |= {f.relative.lower() for f in outgoing_files(ctx)}
+    listing = session.run(
+        "list-files", {"Directory": ctx.staging, "Filter": RESULT_FILTER}, during="collect (list)"
+    ).output
+    wanted: list[dict[str, Any]] = []
+    for entry in listing:
+        if not isinstance(entry, dict) or not entry.get("FullName"):
+            continue
+        name = str(entry.get("Name") or "")
+        if name.lower() in pushed or name.lower().endswith((".bat", ".cmd", ".ini", ".exe")):
+            continue
+        sha = str(entry.get("Sha256") or "").lower()
+        if sha and ctx.journal.has_file(ctx.host, sha):
+            result.skipped_known += 1
+            continue
+        wanted.append(entry)
+    if not wanted:
+        return result
+    sink = _DownloadSink(ctx.host_dir, wanted)
+    try:
+        session.run(
+            "download",
+            {"Paths": [str(w["FullName"]) for w in wanted], "ChunkSize": session.chunk_size},
+            on_output=sink,
+            during="collect (download)",
+        )
+    finally:
+        sink.close()
+    for entry, path, size, sha in sink.done:
+        expected = str(entry.get("Sha256") or "").lower()
+        name = str(entry.get("Name") or path.name)
+        if expected and expected != sha:
+            result.problems.append(f"{name}: SHA-256 differs from the host's listing (kept as is)")
+        kind = _kind(name)
+        _record(ctx, result, str(entry["FullName"]), path, size, sha, kind)
+        if kind == "result":
+            _parse_results(ctx, result, path)
+    if on_profiles is not None:
+        on_profiles(result.profiles)
+    return result
+
+
+def _parse_results(ctx: HostContext, result: CollectResult, path: Path) -> None:
+    relative = path.relative_to(ctx.reports_dir.resolve()).as_posix()
+    try:
+        parsed = parse_result_bytes(path.read_bytes(), relative)
+    except InputError as exc:
+        result.problems.append(exc.render())
+        return
+    for problem in parsed.problems:
+        result.problems.append(f"{relative}:{problem.line}: {problem.reason}")
+    if parsed.profiles:
+        ctx.journal.add_profiles(ctx.run_id, ctx.host, ctx.user, parsed.profiles, relative)
+        result.profiles.extend(parsed.profiles)

@@ -400,6 +400,7 @@ def run_cpuu(
     *,
     when_no_user: str = "skip",
     timeout_s: float = 900,
+    batch_file: str | None = None,
 ) -> RunResult:
     """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
 
@@ -419,7 +420,7 @@ def run_cpuu(
         {
             "Action": "Run",
             "TaskName": task_name,
-            "Command": f"{ctx.staging}\\{mode.batch_file}",
+            "Command": f"{ctx.staging}\\{batch_file or mode.batch_file}",
             "WorkingDirectory": ctx.staging,
             "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
             "TimeoutSeconds": int(timeout_s),
@@ -450,6 +451,7 @@ def resume_cpuu(
     *,
     when_no_user: str = "skip",
     timeout_s: float = 900,
+    batch_file: str | None = None,
 ) -> RunResult:
     """A run step that an earlier visit started and never finished: ask the host first.
 
@@ -461,7 +463,14 @@ def resume_cpuu(
     started = time.monotonic()
     status = task_status(session, task_name)
     if not status.get("Exists"):
-        fresh = run_cpuu(ctx, session, mode, when_no_user=when_no_user, timeout_s=timeout_s)
+        fresh = run_cpuu(
+            ctx,
+            session,
+            mode,
+            when_no_user=when_no_user,
+            timeout_s=timeout_s,
+            batch_file=batch_file,
+        )
         return RunResult(**{**fresh.__dict__, "resumed": "started"})
     state = str(status.get("State") or "")
     last = status.get("LastTaskResult")

@@ -1,0 +1,375 @@
+"""The per-host pipeline the runner calls: open a session, run the play's steps in order, close.
+
+Why the journal is written around every step (before it starts and when it ends): a controller may
+die at any instant, and the one thing that must never happen is CPUU running twice on a
+workstation, or a collected result being lost. So the run step's scheduled-task name is journalled
+before the task exists, and a later visit (a retry in the same run, or ``--resume``) that finds an
+unfinished run step asks the host what became of that task instead of starting CPUU again.
+
+Nornir's tone: everything that goes wrong on a host ends as a :class:`HostVisit` with a state and
+an error class; only bugs escape as exceptions (the runner turns those into ``internal`` failures).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import ExitStatus, Mode
+from cpuu_fleet.journal import Journal
+from cpuu_fleet.outcome import RunSummary, Verdict, judge
+from cpuu_fleet.payload import Payload
+from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.session import HostSession, SessionError
+from cpuu_fleet.steps import (
+    CollectResult,
+    HostContext,
+    PushPlan,
+    RunResult,
+    collect,
+    plan_push,
+    preflight,
+    push,
+    remove_task,
+    resume_cpuu,
+    run_cpuu,
+    write_cleanup_marker,
+)
+
+#: Opens a session for a host; tests and the benchmark may wrap it (to count round trips).
+SessionFactory = Callable[[str, Any], HostSession]
+
+
+def open_session(name: str, connection: Any) -> HostSession:
+    """A :class:`HostSession` from the foundation's ``ConnectionSettings``."""
+    kwargs = connection.pypsrp_kwargs()
+    REDACTOR.add(kwargs.get("password"))
+    return HostSession(
+        name,
+        connection.address,
+        kwargs,
+        configuration_name=getattr(connection, "configuration_name", None)
+        or "Microsoft.PowerShell",
+    )
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """The run step's options as the host work needs them (from the play's ``RunOptions``)."""
+
+    mode: Mode
+    when_no_user: str = "skip"
+    timeout_s: float = 900
+    batch_file: str | None = None
+
+
+@dataclass
+class WaveSettings:
+    """What every host of one play in one run shares."""
+
+    run_id: str
+    journal: Journal
+    reports_dir: Path
+    steps: tuple[str, ...]
+    run: RunStep | None = None
+    payload: Payload | None = None
+    version: str | None = None
+    rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = field(default_factory=dict)
+    """Host name → (wire files, masked files), rendered before the wave starts."""
+    check: bool = False
+    resume_tasks: dict[str, str] = field(default_factory=dict)
+    """Host name → task name of an unfinished run step in an earlier run (``--resume``)."""
+    session_factory: SessionFactory = open_session
+
+
+@dataclass
+class HostVisit:
+    """How one visit of one host ended: the verdict plus what the report and ``--check`` show."""
+
+    verdict: Verdict
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        return self.verdict.state
+
+
+Emit = Callable[[str, str, dict[str, Any]], None]
+"""``emit(kind, step, data)``: ``step_started`` / ``step_finished`` notifications for progress."""
+
+
+def _no_emit(kind: str, step: str, data: dict[str, Any]) -> None:
+    return None
+
+
+class _Steps:
+    """Journals each step attempt around its execution and tells the progress display."""
+
+    def __init__(self, wave: WaveSettings, host: str, attempt: int, emit: Emit):
+        self.wave = wave
+        self.host = host
+        self.attempt = attempt
+        self.emit = emit
+
+    def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
+        journal = self.wave.journal
+        attempt_id = journal.start_step(self.wave.run_id, self.host, step, self.attempt)
+        self.emit("step_started", step, {"attempt": self.attempt})
+        started = time.monotonic()
+        try:
+            value = action()
+        except SessionError as error:
+            status = "failed"
+            journal.end_step(
+                attempt_id,
+                status,
+                error_class=error.error_class.value,
+                error_message=error.message,
+                details={"error_id": error.error_id} if error.error_id else None,
+            )
+            self.emit(
+                "step_finished",
+                step,
+                {
+                    "attempt": self.attempt,
+                    "status": status,
+                    "error_class": error.error_class.value,
+                    "error_message": error.message,
+                    "duration_s": time.monotonic() - started,
+                },
+            )
+            raise
+        status = status_of(value)
+        details = value.details() if hasattr(value, "details") else None
+        journal.end_step(attempt_id, status, details=details)
+        self.emit(
+            "step_finished",
+            step,
+            {"attempt": self.attempt, "status": status, "duration_s": time.monotonic() - started},
+        )
+        return value
+
+
+def _run_status(run: RunResult) -> str:
+    if run.killed:
+        return "killed"
+    if run.refused:
+        return "failed"
+    if run.no_user and not run.pending:
+        return "skipped"
+    return "changed" if run.ran else "ok"
+
+
+def _finished_run(journal: Journal, run_id: str, host: str) -> RunResult | None:
+    """A run step of this host that already ended in this run (so a retry must not run CPUU)."""
+    for attempt in reversed(journal.attempts(run_id, host)):
+        if attempt["step"] != "run" or attempt["status"] in ("running", "failed"):
+            continue
+        data = json.loads(attempt["details_json"] or "{}")
+        return RunResult(
+            task_name=data.get("task", ""),
+            ran=bool(data.get("ran")),
+            exit_code=data.get("exit_code"),
+            killed=bool(data.get("killed")),
+            no_user=bool(data.get("no_user")),
+            pending=bool(data.get("pending")),
+            refused=data.get("refused"),
+            user=data.get("user"),
+            resumed="finished",
+        )
+    return None
+
+
+def _unfinished_task(wave: WaveSettings, host: str) -> str | None:
+    """A task an earlier attempt may have started: ask the host before starting CPUU."""
+    attempts = [a for a in wave.journal.attempts(wave.run_id, host) if a["step"] == "run"]
+    if attempts:
+        row = wave.journal.host(wave.run_id, host) or {}
+        if row.get("task_name"):
+            return str(row["task_name"])
+    return wave.resume_tasks.get(host)
+
+
+def visit_host(
+    wave: WaveSettings,
+    name: str,
+    connection: Any,
+    *,
+    attempt: int = 1,
+    stopping: threading.Event | None = None,
+    emit: Emit = _no_emit,
+) -> HostVisit:
+    """Visit one host: session → the play's steps in order → close → the host's verdict."""
+    files, masked = wave.rendered.get(name, ({}, {}))
+    ctx = HostContext(
+        run_id=wave.run_id,
+        host=name,
+        journal=wave.journal,
+        reports_dir=wave.reports_dir,
+        payload=wave.payload,
+        rendered_files=files,
+        rendered_masked=masked,
+        version=wave.version,
+        stopping=stopping or threading.Event(),
+    )
+    steps = _Steps(wave, name, attempt, emit)
+    details: dict[str, Any] = {}
+    run: RunResult | None = None
+    collected = CollectResult()
+    error: SessionError | None = None
+    plan: PushPlan | None = None
+    stopped = False
+    try:
+        session = steps.run(
+            "connect",
+            lambda: wave.session_factory(name, connection).open(),
+            lambda _: "ok",
+        )
+    except SessionError as exc:
+        return _finish(wave, ctx, HostVisit(judge(None, (), exc)), run)
+    try:
+        with_session = session
+        for step in wave.steps:
+            if ctx.stopping.is_set() and step == "run":
+                stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
+                break
+            if step == "preflight":
+                found = steps.run("preflight", lambda: preflight(ctx, with_session), lambda _: "ok")
+                details["preflight"] = found.details()
+                if wave.check:
+                    plan = plan_push(ctx) if (wave.payload or files) else None
+            elif step == "push":
+                if wave.check:
+                    plan = plan or plan_push(ctx)
+                    continue
+                pushed = steps.run(
+                    "push",
+                    lambda: push(ctx, with_session),
+                    lambda result: "changed" if result.changed else "ok",
+                )
+                details["push"] = pushed.details()
+            elif step == "run" and wave.run is not None and not wave.check:
+                run = _run_step(wave, ctx, with_session, steps)
+                details["run"] = run.details()
+                if run.ran or run.pending:
+                    _remove_task_quietly(with_session, run, details)
+            elif step == "collect" and not wave.check:
+                if run is not None and not run.ran:
+                    continue  # nothing ran: no new results to fetch
+                collected = steps.run(
+                    "collect",
+                    lambda: collect(ctx, with_session),
+                    lambda result: "changed" if result.files else "ok",
+                )
+                details["collect"] = collected.details()
+    except SessionError as exc:
+        error = exc
+    except Exception as exc:  # a bug, but the session must still be closed
+        session.close()
+        raise exc
+    if wave.check and plan is not None:
+        details["would_push"] = {
+            "files": [f.relative for f in plan.send],
+            "bytes": plan.bytes_to_send,
+            "skipped": len(plan.skip),
+        }
+        if wave.run is not None:
+            details["would_run"] = wave.run.mode.value
+    summary = _summary(run)
+    verdict = judge(summary, collected.profiles, error, check_mode=wave.check)
+    if stopped and error is None:
+        verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
+    visit = HostVisit(verdict, details)
+    if (
+        wave.run is not None
+        and wave.run.mode is Mode.CLEANUP
+        and run is not None
+        and run.ran
+        and verdict.state in (states.SUCCEEDED, states.PARTIAL)
+    ):
+        try:
+            write_cleanup_marker(ctx, session, run.exit_code)
+        except SessionError as exc:
+            visit.details["cleanup_marker"] = f"not written: {exc.message}"
+    session.close()
+    return _finish(wave, ctx, visit, run)
+
+
+def _run_step(
+    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+) -> RunResult:
+    assert wave.run is not None
+    options = wave.run
+    mode = options.mode
+    done = _finished_run(wave.journal, wave.run_id, ctx.host)
+    if done is not None:
+        return done
+    earlier = _unfinished_task(wave, ctx.host)
+
+    def action() -> RunResult:
+        if earlier:
+            return resume_cpuu(
+                ctx,
+                session,
+                mode,
+                earlier,
+                when_no_user=options.when_no_user,
+                timeout_s=options.timeout_s,
+                batch_file=options.batch_file,
+            )
+        return run_cpuu(
+            ctx,
+            session,
+            mode,
+            when_no_user=options.when_no_user,
+            timeout_s=options.timeout_s,
+            batch_file=options.batch_file,
+        )
+
+    return steps.run("run", action, _run_status)
+
+
+def _remove_task_quietly(session: HostSession, run: RunResult, details: dict[str, Any]) -> None:
+    """Unregister a finished one-shot task; a failure here is noted, never fatal."""
+    if run.pending or not run.task_name:
+        return
+    try:
+        remove_task(session, run.task_name)
+    except SessionError as exc:
+        details["task_removal"] = f"failed: {exc.message}"
+
+
+def _summary(run: RunResult | None) -> RunSummary | None:
+    if run is None:
+        return None
+    return RunSummary(
+        ran=run.ran,
+        exit_code=run.exit_code,
+        killed=run.killed,
+        no_user=run.no_user,
+        pending=run.pending,
+        refused=run.refused,
+    )
+
+
+def _finish(
+    wave: WaveSettings, ctx: HostContext, visit: HostVisit, run: RunResult | None
+) -> HostVisit:
+    fields: dict[str, Any] = {}
+    if ctx.user:
+        fields["user"] = ctx.user
+    if run is not None and run.exit_code is not None:
+        fields["exit_code"] = run.exit_code
+        fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
+        fields["killed"] = int(run.killed)
+    if ctx.host_dir.exists():
+        fields["result_dir"] = ctx.host_dir.relative_to(wave.reports_dir).as_posix()
+    if fields:
+        wave.journal.set_host(wave.run_id, ctx.host, **fields)
+    return visit

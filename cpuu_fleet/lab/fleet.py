@@ -1,0 +1,348 @@
+"""A fleet of simulated Windows workstations on loopback addresses, served from this process.
+
+``LabFleet`` is a context manager used by pytest fixtures and ``cpuu-fleet lab up``: it plans the
+hosts (``scenarios.plan_fleet``), gives each its own address ``127.0.x.y`` (x, y from 1; port 5985
+for HTTP, 5986 for HTTPS), makes the certificates, registers the NTLM accounts, starts one
+:class:`~cpuu_fleet.lab.server.LabServer` and writes an Ansible inventory for the hosts.
+
+NTLM accounts: pyspnego's acceptor reads them from the file named by the ``NTLM_USER_FILE``
+environment variable, which is process-global. The lab therefore keeps ONE file per process
+holding every lab account of every fleet alive in it, and sets the variable once; a fleet only
+adds its lines (``:user:password`` for the fleet account, ``HOST:user:password`` for a host that
+keeps its own password).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import trustme
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from spnego.channel_bindings import GssChannelBindings
+
+from cpuu_fleet.lab.contract import TransportFaults
+from cpuu_fleet.lab.psrp import LabShell, ShellSettings, resolve_pipeline
+from cpuu_fleet.lab.server import LabServer, assert_loopback
+from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
+from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
+
+try:  # the model branch's real fleet planner; a small stand-in until it is merged
+    from cpuu_fleet.lab.scenarios import plan_fleet
+except ModuleNotFoundError:  # pragma: no cover - replaced once the model branch is merged
+    from cpuu_fleet.lab._standin import plan_fleet
+
+AUTHS = ("basic", "ntlm", "negotiate", "certificate")
+HTTP_PORT = 5985
+HTTPS_PORT = 5986
+PASSWORD_ENV = "CPUU_FLEET_LAB_PASSWORD"
+MAX_HOSTS = 254 * 254
+
+
+def host_address(index: int, block: int = 0) -> str:
+    """The n-th host's loopback address: 127.<block>.x.y with x, y from 1."""
+    x, y = divmod(index, 254)
+    return f"127.{block}.{x + 1}.{y + 1}"
+
+
+class _NtlmAccounts:
+    """The process-wide NTLM_USER_FILE (see module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[str, tuple[str, int]] = {}
+        self._path = Path(tempfile.gettempdir()) / f"cpuu-fleet-lab-ntlm-{os.getpid()}.txt"
+
+    def add(self, username: str, password: str) -> None:
+        """Register an account while a fleet uses it; the same name with another password
+        while the first is alive is refused (one file serves every fleet of the process)."""
+        with self._lock:
+            key = username.lower()
+            current = self._accounts.get(key)
+            if current and current[0] != password:
+                raise ValueError(
+                    f"lab account {username!r} is already in use with another password in this "
+                    "process; give this fleet another username"
+                )
+            self._accounts[key] = (password, (current[1] if current else 0) + 1)
+            self._write()
+
+    def remove(self, username: str) -> None:
+        with self._lock:
+            key = username.lower()
+            password, count = self._accounts.get(key, ("", 0))
+            if count <= 1:
+                self._accounts.pop(key, None)
+            else:
+                self._accounts[key] = (password, count - 1)
+            self._write()
+
+    def _write(self) -> None:
+        text = "".join(f":{user}:{pw}\n" for user, (pw, _) in self._accounts.items())
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, self._path)
+        os.environ["NTLM_USER_FILE"] = str(self._path)
+
+
+NTLM_ACCOUNTS = _NtlmAccounts()
+DEFAULT_PASSWORD = secrets.token_urlsafe(12) + "a1!"
+"""One generated password per process, so fleets alive together share the NTLM account."""
+
+
+@dataclass
+class LabHost:
+    """One simulated workstation as a client sees it."""
+
+    name: str
+    address: str
+    port: int
+    workstation: Any
+    faults: TransportFaults
+    scenario: str
+    endpoint: HostEndpoint
+
+
+class LabFleet:
+    """Simulated workstations speaking WS-Management/PSRP on 127.0.x.y (see module docstring)."""
+
+    def __init__(
+        self,
+        hosts: int,
+        scenario: str = "healthy",
+        seed: int = 0,
+        auth: str = "ntlm",
+        https: bool = False,
+        workdir: Path | None = None,
+        latency_s: float | None = None,
+        *,
+        username: str = "labadmin",
+        password: str | None = None,
+        block: int | None = None,
+    ):
+        if auth not in AUTHS:
+            raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
+        if auth == "certificate" and not https:
+            raise ValueError("certificate auth needs https")
+        if not 1 <= hosts <= MAX_HOSTS:
+            raise ValueError(f"hosts must be between 1 and {MAX_HOSTS}")
+        self.auth = auth
+        self.https = https
+        self.scenario = scenario
+        self.seed = seed
+        self.username = username
+        self.password = password or DEFAULT_PASSWORD
+        self._own_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="cpuu-fleet-lab-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ca_cert_path = self.workdir / "lab-ca.pem"
+        self.client_cert_path = self.workdir / "lab-client-cert.pem"
+        self.client_key_path = self.workdir / "lab-client-key.pem"
+        plans = plan_fleet(hosts, scenario, seed, self.workdir / "hosts")
+        self._plans = plans
+        self._latency = latency_s
+        self._block = block
+        self.hosts: list[LabHost] = []
+        self._server: LabServer | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> LabFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        ssl_context, bindings = self._tls() if self.https else (None, None)
+        NTLM_ACCOUNTS.add(self.username, self.password)
+        try:
+            self._listen(ssl_context, bindings)
+        except BaseException:
+            NTLM_ACCOUNTS.remove(self.username)
+            raise
+
+    def _listen(
+        self, ssl_context: ssl.SSLContext | None, bindings: GssChannelBindings | None
+    ) -> None:
+        blocks = [self._block] if self._block is not None else range(0, 64)
+        last_error: OSError | None = None
+        for block in blocks:
+            server = LabServer(ssl_context=ssl_context)
+            hosts = self._build_hosts(block, bindings)
+            try:
+                for host in hosts:
+                    if host.faults.listening:
+                        server.add(host.endpoint)
+            except OSError as exc:
+                server.stop()
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                last_error = exc
+                continue
+            server.start()
+            self._server = server
+            self.hosts = hosts
+            return
+        raise RuntimeError(f"no free loopback block for the lab: {last_error}")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            NTLM_ACCOUNTS.remove(self.username)
+
+    # -- what clients need ---------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return HTTPS_PORT if self.https else HTTP_PORT
+
+    def host(self, name: str) -> LabHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment variables a client process needs (the inventory reads the password)."""
+        return {PASSWORD_ENV: self.password}
+
+    def client_kwargs(self, host: LabHost | str) -> dict[str, Any]:
+        """pypsrp ``Client``/``WSMan`` keyword arguments that reach ``host`` as configured."""
+        lab_host = self.host(host) if isinstance(host, str) else host
+        kwargs: dict[str, Any] = {
+            "server": lab_host.address,
+            "port": lab_host.port,
+            "username": self.username,
+            "password": self.password,
+            "ssl": self.https,
+            "auth": self.auth,
+        }
+        if self.https:
+            kwargs["cert_validation"] = str(self.ca_cert_path)
+        if self.auth == "basic" and not self.https:
+            kwargs["encryption"] = "never"
+        if self.auth == "certificate":
+            kwargs.pop("password")
+            kwargs["certificate_pem"] = str(self.client_cert_path)
+            kwargs["certificate_key_pem"] = str(self.client_key_path)
+        return kwargs
+
+    def write_inventory(self, path: Path, group: str = "lab", waves: int | None = None) -> Path:
+        """An Ansible YAML inventory with psrp connection variables for every host."""
+        path = Path(path)
+        group_vars: dict[str, Any] = {
+            "ansible_connection": "psrp",
+            "ansible_port": self.port,
+            "ansible_user": self.username,
+            "ansible_password": "{{ lookup('env', '" + PASSWORD_ENV + "') }}",
+            "ansible_psrp_protocol": "https" if self.https else "http",
+            "ansible_psrp_auth": self.auth,
+            "ansible_psrp_message_encryption": "never" if self.auth == "basic" else "auto",
+        }
+        if self.https:
+            group_vars["ansible_psrp_ca_cert"] = str(self.ca_cert_path)
+        entries = {h.name: {"ansible_host": h.address} for h in self.hosts}
+        group_body: dict[str, Any] = {"vars": group_vars}
+        if waves:
+            names = list(entries)
+            size = -(-len(names) // waves)
+            group_body["children"] = {
+                f"wave{i + 1}": {"hosts": {n: entries[n] for n in names[i * size : (i + 1) * size]}}
+                for i in range(waves)
+            }
+        else:
+            group_body["hosts"] = entries
+        document = {"all": {"children": {group: group_body}}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        return path
+
+    def summary(self) -> dict[str, int]:
+        """Hosts per scenario."""
+        counts: dict[str, int] = {}
+        for host in self.hosts:
+            counts[host.scenario] = counts.get(host.scenario, 0) + 1
+        return counts
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _policy(self) -> AuthPolicy:
+        if self.auth == "basic":
+            return AuthPolicy(basic=True, negotiate=True, allow_unencrypted=True)
+        if self.auth == "certificate":
+            return AuthPolicy(negotiate=True, certificate=True, allow_unencrypted=True)
+        return AuthPolicy(negotiate=True, allow_unencrypted=False)
+
+    def _build_hosts(self, block: int, bindings: GssChannelBindings | None) -> list[LabHost]:
+        hosts = []
+        for index, plan in enumerate(self._plans):
+            address = host_address(index, block)
+            assert_loopback(address)
+            faults = plan.faults
+            if self._latency is not None:
+                faults = replace(faults, latency_s=self._latency)
+            workstation = plan.workstation
+            identity = HostIdentity(machine=address, owner=f"{plan.name.upper()}\\{self.username}")
+            dispatcher = WSManDispatcher(identity, _shell_factory(workstation))
+            endpoint = HostEndpoint(
+                name=plan.name,
+                address=address,
+                port=self.port,
+                https=self.https,
+                dispatcher=dispatcher,
+                username=self.username,
+                password=self.password,
+                faults=faults,
+                policy=self._policy(),
+                channel_bindings=bindings,
+                cert_users={self.username: self.username},
+            )
+            hosts.append(
+                LabHost(plan.name, address, self.port, workstation, faults, plan.scenario, endpoint)
+            )
+        return hosts
+
+    def _tls(self) -> tuple[ssl.SSLContext, GssChannelBindings]:
+        """A trustme CA (written where the inventory's ansible_psrp_ca_cert points) and one
+        server certificate whose SANs cover every address the fleet may use."""
+        ca = trustme.CA(organization_name="cpuu-fleet lab")
+        blocks = [self._block] if self._block is not None else range(0, 64)
+        names = ["localhost"]
+        count = len(self._plans)
+        for block in blocks:
+            names.extend(host_address(i, block) for i in range(count))
+        server_cert = ca.issue_cert(*names)
+        ca.cert_pem.write_to_path(str(self.ca_cert_path))
+        client_cert = ca.issue_cert(common_name=self.username)
+        client_cert.cert_chain_pems[0].write_to_path(str(self.client_cert_path))
+        client_cert.private_key_pem.write_to_path(str(self.client_key_path))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_cert.configure_cert(context)
+        ca.configure_trust(context)
+        context.verify_mode = ssl.CERT_OPTIONAL
+        der = x509.load_pem_x509_certificate(server_cert.cert_chain_pems[0].bytes())
+        digest = hashlib.sha256(der.public_bytes(Encoding.DER)).digest()
+        bindings = GssChannelBindings(application_data=b"tls-server-end-point:" + digest)
+        return context, bindings
+
+
+def _shell_factory(workstation: Any) -> Any:
+    def make(shell_id: str, resource_uri: str, settings: ShellSettings) -> LabShell:
+        return LabShell(shell_id, resource_uri, settings, workstation, resolve_pipeline)
+
+    return make

@@ -1,0 +1,537 @@
+"""PSRP for the lab: psrpcore's server objects, one worker thread per pipeline, output queues.
+
+A :class:`LabShell` is one WSMan shell = one psrpcore ``ServerRunspacePool``. Each pipeline
+(WSMan Command) runs its script handler in its own thread; the handler's input arrives through
+``ScriptCall.input`` as the client Sends it, and what the handler writes is fragmented at once
+into per-target queues that Receive long-polls drain. psrpcore is not thread-safe, so every touch
+of the pool happens under the shell's condition lock.
+
+Windows fidelity kept here: 32 KiB fragments, one fragment per ``rsp:Stream``, no
+PipelineState=Running, ``<ToString>`` on warning/verbose records, the two-step open (capability and
+private data in the first Receive, RunspacePoolState in the second), a realistic PSVersionTable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import queue
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import psrpcore
+from psrpcore.types import (
+    ErrorCategory,
+    ErrorCategoryInfo,
+    ErrorRecord,
+    NETException,
+    PSInvocationState,
+    PSRPMessageType,
+    PSVersion,
+    VerboseRecord,
+    WarningRecord,
+)
+
+from cpuu_fleet.lab import pypsrp_scripts, registry
+from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed, ScriptHandler
+
+log = logging.getLogger(__name__)
+
+FRAGMENT_SIZE = 32_768
+"""Windows' PSRP fragment size (32,747 payload bytes + the 21-byte header)."""
+
+_BOUNDARY = object()
+"""Queue marker: the next Receive answer starts here (Windows' two-step open)."""
+_END_OF_INPUT = object()
+
+
+class OperationTimedOut(Exception):
+    """No data within OperationTimeout: the WSMan layer answers fault 2150858793."""
+
+
+class UnknownCommand(Exception):
+    """A Receive/Send/Signal named a CommandId this shell does not know."""
+
+
+@dataclass
+class ShellSettings:
+    """What the CreateResponse reports about the shell (and who owns it)."""
+
+    owner: str
+    client_ip: str
+    process_id: int
+    idle_timeout_s: float = 7200.0
+
+
+@dataclass
+class ReceiveResult:
+    chunks: list[bytes]
+    done: bool
+
+
+Resolver = Callable[[Any], tuple[ScriptCall, ScriptHandler]]
+"""Turns a psrpcore pipeline description into the call and the handler that plays it."""
+
+
+def _load_private_data() -> dict[str, Any]:
+    """The PSVersionTable of a real Windows host (taken as data from pypsrp's recordings)."""
+    raw = json.loads(
+        resources.files("cpuu_fleet.lab").joinpath("data/psversiontable.json").read_text("utf-8")
+    )
+    table: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            table[key] = [PSVersion(v) for v in value]
+        elif key == "PSEdition":
+            table[key] = value
+        else:
+            table[key] = PSVersion(value)
+    return {"PSVersionTable": table}
+
+
+_PRIVATE_DATA: dict[str, Any] | None = None
+
+
+def private_data() -> dict[str, Any]:
+    global _PRIVATE_DATA
+    if _PRIVATE_DATA is None:
+        _PRIVATE_DATA = _load_private_data()
+    return _PRIVATE_DATA
+
+
+def split_fragments(payload: bytes) -> list[bytes]:
+    """Cut a psrpcore payload into its PSRP fragments (Windows sends one per rsp:Stream)."""
+    out = []
+    view = memoryview(payload)
+    offset = 0
+    while offset < len(view):
+        (length,) = struct.unpack(">I", view[offset + 17 : offset + 21])
+        end = offset + 21 + length
+        out.append(bytes(view[offset:end]))
+        offset = end
+    return out
+
+
+def _category(name: str) -> ErrorCategory:
+    try:
+        return ErrorCategory[name]
+    except KeyError:
+        return ErrorCategory.NotSpecified
+
+
+def error_record(
+    message: str,
+    *,
+    error_id: str,
+    category: str,
+    exception_type: str = "System.Management.Automation.RuntimeException",
+    target: str | None = None,
+) -> ErrorRecord:
+    """An ErrorRecord shaped like the one PowerShell serialises for ``throw``/``Write-Error``."""
+    exc = NETException(Message=message)
+    chain = [exception_type]
+    if exception_type.startswith("System.Management.Automation.") and not exception_type.endswith(
+        ".RuntimeException"
+    ):
+        chain.append("System.Management.Automation.RuntimeException")
+    exc.PSObject.type_names = [
+        *chain,
+        "System.SystemException",
+        "System.Exception",
+        "System.Object",
+    ]
+    info = ErrorCategoryInfo(
+        Category=_category(category),
+        Reason=exception_type.rsplit(".", 1)[-1],
+        TargetName=target or "",
+        TargetType="String" if target else "",
+    )
+    record = ErrorRecord(
+        Exception=exc,
+        CategoryInfo=info,
+        FullyQualifiedErrorId=error_id or message,
+        TargetObject=target,
+    )
+    record.PSObject.to_string = message
+    return record
+
+
+def _load_handlers() -> None:
+    """Run the ``@register`` decorators of the model's handlers, if that module exists yet."""
+    try:
+        importlib.import_module("cpuu_fleet.lab.handlers")
+    except ModuleNotFoundError as exc:
+        if exc.name != "cpuu_fleet.lab.handlers":
+            raise
+
+
+def _first_term(script: str) -> str:
+    for line in script.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            return line.split()[0]
+    return script.strip()[:40]
+
+
+def resolve_pipeline(metadata: Any) -> tuple[ScriptCall, ScriptHandler]:
+    """Which handler plays this pipeline: pypsrp's own scripts first, then the
+    ``# cpuu-fleet: <name>`` marker through the registry; anything else is CommandNotFound."""
+    commands = list(metadata.commands)
+    known = pypsrp_scripts.recognise(commands)
+    if known is not None:
+        return known
+    if not commands:
+        raise pypsrp_scripts.CommandNotFound("")
+    first = commands[0]
+    text = str(first.command_text)
+    if first.is_script:
+        name = registry.marker_name(text)
+        handler = registry.lookup(name) if name else None
+        if handler is None and name:
+            _load_handlers()
+            handler = registry.lookup(name)
+        if handler is not None and name:
+            arguments, parameters = pypsrp_scripts.split_parameters(first)
+            return ScriptCall(name, text, arguments, parameters), handler
+        raise pypsrp_scripts.CommandNotFound(_first_term(text))
+    raise pypsrp_scripts.CommandNotFound(text)
+
+
+class LabPipeline:
+    """One WSMan command: a psrpcore ServerPipeline plus the thread running its handler.
+
+    Implements :class:`cpuu_fleet.lab.contract.PipelineHost` for the handler.
+    """
+
+    def __init__(self, shell: LabShell, command_id: str):
+        self.shell = shell
+        self.command_id = command_id
+        self.pipe = psrpcore.ServerPipeline(shell.pool, uuid.UUID(command_id))
+        self.stopping = threading.Event()
+        self.finished = False
+        self.signalled = False
+        self._input: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        user = shell.settings.owner.rsplit("\\", 1)[-1] or "Public"
+        self.current_location = f"C:\\Users\\{user}\\Documents"
+        """Where relative paths resolve: a WinRM logon starts in the user's Documents."""
+
+    # -- lifecycle (called by LabShell under its lock) -----------------------------------
+
+    def launch(self, metadata: Any) -> None:
+        if getattr(metadata, "no_input", False):
+            self._input.put(_END_OF_INPUT)
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(metadata,),
+            name=f"lab-pipeline-{self.command_id[:8]}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def feed_input(self, item: Any) -> None:
+        self._input.put(item)
+
+    def end_input(self) -> None:
+        self._input.put(_END_OF_INPUT)
+
+    def _run(self, metadata: Any) -> None:
+        shell = self.shell
+        with shell.cond:
+            shell.pump()
+            self.pipe.start()
+            # Windows never sends PipelineState=Running: drop the one psrpcore queues.
+            shell.pool.data_to_send()
+        state: tuple[PSInvocationState, ErrorRecord | None]
+        try:
+            call, handler = shell.resolve(metadata)
+            call.input = self._iter_input()
+            handler(shell.workstation, call, self)
+            if self.stopping.is_set():
+                raise PipelineStopped()
+            state = (PSInvocationState.Completed, None)
+        except ScriptFailed as exc:
+            state = (
+                PSInvocationState.Failed,
+                error_record(
+                    exc.message,
+                    error_id=exc.error_id,
+                    category=exc.category,
+                    exception_type=getattr(
+                        exc, "exception_type", "System.Management.Automation.RuntimeException"
+                    ),
+                    target=getattr(exc, "term", None),
+                ),
+            )
+        except PipelineStopped:
+            state = (
+                PSInvocationState.Stopped,
+                error_record(
+                    "The pipeline has been stopped.",
+                    error_id="PipelineStopped",
+                    category="OperationStopped",
+                    exception_type="System.Management.Automation.PipelineStoppedException",
+                ),
+            )
+        except Exception as exc:
+            log.exception("lab script handler crashed on %s", shell.settings.owner)
+            text = str(exc) or type(exc).__name__
+            state = (
+                PSInvocationState.Failed,
+                error_record(text, error_id=type(exc).__name__, category="NotSpecified"),
+            )
+        with shell.cond:
+            if state[0] == PSInvocationState.Completed:
+                self.pipe.complete()
+            else:
+                self.pipe._change_state(state[0], state[1])
+            self.finished = True
+            shell.pump()
+            self.pipe.close()
+            if self.signalled:
+                shell.forget(self.command_id)
+            shell.cond.notify_all()
+
+    # -- PipelineHost --------------------------------------------------------------------
+
+    def _write(self, action: Callable[[], None]) -> None:
+        if self.stopping.is_set():
+            raise PipelineStopped()
+        with self.shell.cond:
+            action()
+            self.shell.pump()
+
+    def write_output(self, value: Any) -> None:
+        self._write(lambda: self.pipe.write_output(value))
+
+    def write_error(
+        self, message: str, *, error_id: str = "", category: str = "NotSpecified"
+    ) -> None:
+        record = error_record(
+            message,
+            error_id=error_id or "Microsoft.PowerShell.Commands.WriteErrorException",
+            category=category,
+            exception_type="Microsoft.PowerShell.Commands.WriteErrorException",
+        )
+        self._write(
+            lambda: self.pipe.prepare_message(record, message_type=PSRPMessageType.ErrorRecord)
+        )
+
+    def write_warning(self, message: str) -> None:
+        record = WarningRecord(Message=message)
+        record.PSObject.to_string = message
+        self._write(
+            lambda: self.pipe.prepare_message(record, message_type=PSRPMessageType.WarningRecord)
+        )
+
+    def write_verbose(self, message: str) -> None:
+        record = VerboseRecord(Message=message)
+        record.PSObject.to_string = message
+        self._write(
+            lambda: self.pipe.prepare_message(record, message_type=PSRPMessageType.VerboseRecord)
+        )
+
+    def sleep(self, seconds: float) -> None:
+        if self.stopping.wait(max(0.0, seconds)):
+            raise PipelineStopped()
+
+    def _iter_input(self) -> Iterator[Any]:
+        while True:
+            try:
+                item = self._input.get(timeout=0.2)
+            except queue.Empty:
+                if self.stopping.is_set():
+                    raise PipelineStopped() from None
+                continue
+            if item is _END_OF_INPUT:
+                return
+            if self.stopping.is_set():
+                raise PipelineStopped()
+            yield item
+
+
+@dataclass
+class LabShell:
+    """One WSMan shell: a PSRP runspace pool, its pipelines and their output queues."""
+
+    shell_id: str
+    resource_uri: str
+    settings: ShellSettings
+    workstation: Any
+    resolve: Resolver
+    pool: psrpcore.ServerRunspacePool = field(init=False)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    pipelines: dict[str, LabPipeline] = field(default_factory=dict)
+    queues: dict[str | None, deque[Any]] = field(default_factory=dict)
+    closed: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    _receive_cache: dict[str | None, tuple[str, bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pool = psrpcore.ServerRunspacePool(application_private_data=private_data())
+        self.queues[None] = deque()
+
+    def run_time(self) -> str:
+        seconds = int(time.monotonic() - self.created_at)
+        return f"P0DT{seconds // 3600}H{seconds // 60 % 60}M{seconds % 60}S"
+
+    # -- WSMan operations ----------------------------------------------------------------
+
+    def create(self, creation: bytes) -> None:
+        """Create: SessionCapability + InitRunspacePool; answers go out in two Receives."""
+        with self.cond:
+            self._feed(creation, None)
+            pool_queue = self.queues[None]
+            if pool_queue:
+                # The last queued fragment is RunspacePoolState(Opened): Windows sends it alone.
+                last = pool_queue.pop()
+                pool_queue.append(_BOUNDARY)
+                pool_queue.append(last)
+            self.cond.notify_all()
+
+    def command(self, command_id: str, first_fragment: bytes) -> None:
+        with self.cond:
+            self._check_open()
+            if command_id not in self.pipelines:
+                self.pipelines[command_id] = LabPipeline(self, command_id)
+                self.queues[command_id] = deque()
+            self._feed(first_fragment, command_id)
+
+    def send(self, command_id: str | None, data: bytes) -> None:
+        with self.cond:
+            self._check_open()
+            if command_id is not None and command_id not in self.pipelines:
+                raise UnknownCommand(command_id)
+            self._feed(data, command_id)
+
+    def receive(self, command_id: str | None, timeout: float, budget_chars: int) -> ReceiveResult:
+        """Long-poll for output of the pool (None) or one pipeline, up to about ``budget_chars``
+        of base64 in the answer."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                self._check_open()
+                out = self.queues.get(command_id)
+                if out is None:
+                    raise UnknownCommand(command_id or "")
+                while out and out[0] is _BOUNDARY and len(out) > 1:
+                    out.popleft()
+                if out and out[0] is not _BOUNDARY:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise OperationTimedOut()
+                self.cond.wait(remaining)
+            chunks: list[bytes] = []
+            used = 0
+            while out and out[0] is not _BOUNDARY:
+                size = (len(out[0]) + 2) // 3 * 4
+                if chunks and used + size > budget_chars:
+                    break
+                chunks.append(out.popleft())
+                used += size
+            done = False
+            if command_id is not None:
+                pipeline = self.pipelines.get(command_id)
+                if pipeline is not None and pipeline.finished and not out:
+                    done = True
+                    self.forget(command_id)
+            return ReceiveResult(chunks, done)
+
+    def signal(self, command_id: str, *, terminate: bool) -> None:
+        """ctrl_c (PowerShell.stop) or Terminate (PowerShell.close): stop the handler; its
+        queued output is dropped once it ends (the client no longer reads it)."""
+        with self.cond:
+            pipeline = self.pipelines.get(command_id)
+            if pipeline is None:
+                return
+            pipeline.signalled = True
+            pipeline.stopping.set()
+            if pipeline.finished:
+                self.forget(command_id)
+            self.cond.notify_all()
+
+    def close(self) -> None:
+        """Delete: stop every pipeline and refuse further use."""
+        with self.cond:
+            self.closed = True
+            for pipeline in self.pipelines.values():
+                pipeline.signalled = True
+                pipeline.stopping.set()
+            self.cond.notify_all()
+
+    def cached_receive(self, command_id: str | None, message_id: str) -> bytes | None:
+        """The answer already given to this very Receive (pypsrp 0.9 re-sends the identical
+        request after a read timeout and expects the same data again)."""
+        with self.cond:
+            cached = self._receive_cache.get(command_id)
+        if cached and cached[0] == message_id:
+            return cached[1]
+        return None
+
+    def remember_receive(self, command_id: str | None, message_id: str, response: bytes) -> None:
+        with self.cond:
+            self._receive_cache[command_id] = (message_id, response)
+
+    # -- internals (lock held) -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise UnknownCommand("shell closed")
+
+    def forget(self, command_id: str) -> None:
+        self.pipelines.pop(command_id, None)
+        self.queues.pop(command_id, None)
+
+    def _feed(self, data: bytes, command_id: str | None) -> None:
+        pid = uuid.UUID(command_id) if command_id else None
+        self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))
+        while True:
+            event = self.pool.next_event()
+            if event is None:
+                break
+            self._on_event(event)
+        self.pump()
+
+    def _on_event(self, event: Any) -> None:
+        target = str(event.pipeline_id).upper() if event.pipeline_id else None
+        pipeline = self.pipelines.get(target) if target else None
+        if isinstance(event, psrpcore.CreatePipelineEvent) and pipeline is not None:
+            pipeline.launch(event.pipeline)
+        elif isinstance(event, psrpcore.PipelineInputEvent) and pipeline is not None:
+            pipeline.feed_input(event.data)
+        elif isinstance(event, psrpcore.EndOfPipelineInputEvent) and pipeline is not None:
+            pipeline.end_input()
+        elif isinstance(event, psrpcore.GetAvailableRunspacesEvent):
+            self.pool.runspace_availability_response(event.ci, 1)
+        elif isinstance(
+            event,
+            psrpcore.SetMaxRunspacesEvent
+            | psrpcore.SetMinRunspacesEvent
+            | psrpcore.ResetRunspaceStateEvent,
+        ):
+            self.pool.runspace_availability_response(event.ci, True)
+
+    def pump(self) -> None:
+        """Move everything psrpcore has queued into the per-target fragment queues."""
+        moved = False
+        while True:
+            payload = self.pool.data_to_send(FRAGMENT_SIZE)
+            if payload is None:
+                break
+            target = str(payload.pipeline_id).upper() if payload.pipeline_id else None
+            out = self.queues.get(target)
+            if out is None:
+                continue  # a pipeline the client already let go of
+            out.extend(split_fragments(payload.data))
+            moved = True
+        if moved:
+            self.cond.notify_all()

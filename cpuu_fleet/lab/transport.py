@@ -1,0 +1,325 @@
+"""The HTTP side of one simulated host: keep-alive, authentication, message encryption, faults.
+
+Behaves as a Windows WinRM listener does for pypsrp 0.9.1:
+
+* HTTP/1.1 keep-alive; an NTLM/Negotiate logon (and its sealing keys) belongs to the TCP
+  connection, so the security context lives on the connection's handler.
+* ``Basic`` (pre-emptive, only where the host allows it), ``Negotiate`` carrying raw NTLM or
+  SPNEGO (pyspnego's acceptor, accounts from ``NTLM_USER_FILE``, see :mod:`.accounts`), channel
+  binding (CBT) over HTTPS, certificate auth over HTTPS. A failed logon gets a fresh 401, never a
+  dropped connection.
+* Message encryption over HTTP (``multipart/encrypted``); plain SOAP on an encryption-required
+  listener (Windows ``AllowUnencrypted=false``) is refused with 401.
+* MaxEnvelopeSize: a SOAP request over 500 KiB gets HTTP 413, which pypsrp reports as
+  ``WinRMTransportError`` (Windows' client names it ERROR_WSMAN_HTTP_REQUEST_TOO_LARGE_STATUS,
+  0x80338111). Assumption: the limit applies to the SOAP envelope after decryption, not to the
+  slightly larger encrypted HTTP body (unverified on Windows; see ansible.windows#391).
+* :class:`~cpuu_fleet.lab.contract.TransportFaults`: added latency per request, a connection
+  dropped once after N bytes of Send requests, a per-host password.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import spnego
+from pypsrp.encryption import WinRMEncryption
+from spnego.channel_bindings import GssChannelBindings
+
+from cpuu_fleet.lab.contract import TransportFaults
+from cpuu_fleet.lab.wsman import SERVER_MAX_ENVELOPE, WSManDispatcher
+
+log = logging.getLogger(__name__)
+
+CERT_AUTH_HEADER = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
+ENCRYPTED_CONTENT_TYPE = (
+    'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";'
+    'boundary="Encrypted Boundary"'
+)
+SPNEGO_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+KEEP_ALIVE_IDLE_S = 120.0
+"""Idle keep-alive connections are closed after this long (Windows' HTTP.sys idle timeout)."""
+
+
+@dataclass
+class AuthPolicy:
+    """Which logons a listener accepts, like WinRM's ``Service/Auth`` and ``AllowUnencrypted``."""
+
+    basic: bool = False
+    negotiate: bool = True
+    certificate: bool = False
+    allow_unencrypted: bool = False
+    """Plain SOAP accepted after logon (always true in effect over HTTPS: TLS protects it)."""
+
+
+@dataclass
+class HostEndpoint:
+    """Everything one host's listener needs: who it is, who may log on, how it misbehaves."""
+
+    name: str
+    address: str
+    port: int
+    https: bool
+    dispatcher: WSManDispatcher
+    username: str
+    password: str
+    faults: TransportFaults = field(default_factory=TransportFaults)
+    policy: AuthPolicy = field(default_factory=AuthPolicy)
+    channel_bindings: GssChannelBindings | None = None
+    """Set over HTTPS: the tls-server-end-point binding a client's NTLM token must carry."""
+    cert_users: dict[str, str] = field(default_factory=dict)
+    """Client-certificate subject CN -> local user it maps to (certificate auth)."""
+    _sent_bytes: int = 0
+    _dropped: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def accepted_password(self) -> str:
+        return self.faults.password if self.faults.password is not None else self.password
+
+    def principal_allowed(self, principal: str) -> bool:
+        """An NTLM principal proven by pyspnego (against the fleet password in NTLM_USER_FILE).
+
+        A host playing "wrong password" (``faults.password`` set) refuses every NTLM logon: the
+        process-wide account file only knows the fleet password. Basic logons there work with
+        the host's own password."""
+        domain, _, user = principal.rpartition("\\")
+        if user.lower() != self.username.lower() or domain:
+            return False
+        return self.faults.password is None
+
+    def basic_allowed(self, user: str, password: str) -> bool:
+        domain, _, name = user.rpartition("\\")
+        if name.lower() != self.username.lower():
+            return False
+        if domain and domain.upper() != self.name.upper():
+            return False
+        return hmac.compare_digest(password.encode(), self.accepted_password.encode())
+
+    def should_drop(self, send_bytes: int) -> bool:
+        """Count Send bytes; True exactly once, when the configured threshold is crossed."""
+        limit = self.faults.drop_after_send_bytes
+        if limit is None:
+            return False
+        with self._lock:
+            if self._dropped:
+                return False
+            self._sent_bytes += send_bytes
+            if self._sent_bytes >= limit:
+                self._dropped = True
+                return True
+        return False
+
+
+class WSManRequestHandler(BaseHTTPRequestHandler):
+    """One TCP connection to one host (``self.server`` is its :class:`HostEndpoint`)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "Microsoft-HTTPAPI/2.0"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    timeout = KEEP_ALIVE_IDLE_S
+    server: HostEndpoint  # type: ignore[assignment]
+
+    def setup(self) -> None:
+        super().setup()
+        self._ctx: Any = None
+        self._ctx_done = False
+        self._encryption: WinRMEncryption | None = None
+        self._cert_user: str | None = None
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.server.name, format % args)
+
+    # -- HTTP --------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        endpoint = self.server
+        if endpoint.faults.latency_s > 0:
+            time.sleep(endpoint.faults.latency_s)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+
+        if not self._authenticate(body):
+            return
+
+        content_type = self.headers.get("Content-Type", "")
+        encrypted = content_type.startswith("multipart/encrypted")
+        if encrypted:
+            if self._encryption is None:
+                self._reply(400, b"")
+                return
+            boundary = _boundary(content_type)
+            try:
+                soap = self._encryption.unwrap_message(body, boundary)
+            except Exception:
+                log.info("%s: undecryptable message", endpoint.name)
+                self._reply(400, b"")
+                return
+        else:
+            soap = body
+            if soap and self._needs_encryption():
+                # AllowUnencrypted=false: Windows refuses plain SOAP after an NTLM logon.
+                self._reply_401()
+                return
+
+        if not soap:
+            # pypsrp's empty POST that only runs the NTLM handshake before encrypting.
+            self._reply(200, b"")
+            return
+
+        if b"/windows/shell/Send</" in soap[:2000] and endpoint.should_drop(len(soap)):
+            log.info("%s: dropping the connection mid transfer (fault)", endpoint.name)
+            self.close_connection = True
+            self.connection.close()
+            return
+
+        if len(soap) > SERVER_MAX_ENVELOPE:
+            self._reply(413, b"")
+            return
+
+        status, response = endpoint.dispatcher.handle(soap, self.client_address[0])
+        if encrypted and self._encryption is not None:
+            _, wrapped = self._encryption.wrap_message(response)
+            self._reply(status, wrapped, content_type=ENCRYPTED_CONTENT_TYPE)
+        else:
+            self._reply(status, response, content_type=SOAP_CONTENT_TYPE)
+
+    def _reply(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers or []:
+            self.send_header(name, value)
+        if content_type and body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    # -- authentication ----------------------------------------------------------------
+
+    def _needs_encryption(self) -> bool:
+        endpoint = self.server
+        return not endpoint.https and not endpoint.policy.allow_unencrypted
+
+    def _reply_401(self, token: str | None = None) -> None:
+        policy = self.server.policy
+        headers = []
+        if token:
+            headers.append(("WWW-Authenticate", f"Negotiate {token}"))
+        else:
+            if policy.negotiate:
+                headers.append(("WWW-Authenticate", "Negotiate"))
+            if policy.basic:
+                headers.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
+        self._reply(401, b"", headers=headers)
+
+    def _authenticate(self, body: bytes) -> bool:
+        """True when the request may proceed; otherwise an answer was already sent."""
+        endpoint = self.server
+        header = self.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        scheme_l = scheme.lower()
+        self._final_token = None
+
+        if scheme_l == "basic" and endpoint.policy.basic:
+            try:
+                user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                user, password = "", ""
+            if endpoint.basic_allowed(user, password):
+                return True
+            self._reply_401()
+            return False
+
+        if scheme_l in ("negotiate", "ntlm") and endpoint.policy.negotiate and value:
+            return self._negotiate_step(value.strip())
+
+        if header == CERT_AUTH_HEADER and endpoint.policy.certificate and endpoint.https:
+            if self._certificate_user():
+                return True
+            self._reply_401()
+            return False
+
+        if not header and self._ctx_done:
+            return True  # a connection already authenticated by NTLM/Negotiate
+        self._reply_401()
+        return False
+
+    def _negotiate_step(self, token_b64: str) -> bool:
+        endpoint = self.server
+        if self._ctx is None or self._ctx_done:
+            self._ctx = spnego.server(
+                protocol="negotiate",
+                options=spnego.NegotiateOptions.wrapping_winrm,
+                channel_bindings=endpoint.channel_bindings,
+            )
+            self._ctx_done = False
+            self._encryption = None
+        try:
+            out = self._ctx.step(base64.b64decode(token_b64))
+        except Exception as exc:
+            log.info("%s: logon failed: %s", endpoint.name, type(exc).__name__)
+            self._ctx = None
+            self._reply_401()
+            return False
+        out_b64 = base64.b64encode(out).decode() if out else None
+        if not self._ctx.complete:
+            self._reply_401(out_b64)
+            return False
+        principal = self._ctx.client_principal or ""
+        if not endpoint.principal_allowed(principal):
+            log.info("%s: logon refused for %s", endpoint.name, principal)
+            self._ctx = None
+            self._reply_401()
+            return False
+        self._ctx_done = True
+        self._final_token = out_b64
+        if not endpoint.https:
+            self._encryption = WinRMEncryption(self._ctx, SPNEGO_PROTOCOL)
+        return True
+
+    def _certificate_user(self) -> str | None:
+        getpeercert = getattr(self.connection, "getpeercert", None)
+        cert = getpeercert() if getpeercert else None
+        if not cert:
+            return None
+        for rdn in cert.get("subject", ()):
+            for key, value in rdn:
+                if key == "commonName" and value in self.server.cert_users:
+                    self._cert_user = self.server.cert_users[value]
+                    return self._cert_user
+        return None
+
+    def end_headers(self) -> None:
+        # Send the final SPNEGO token on the 200 that completes a logon (pypsrp verifies its
+        # mechListMIC; without it auth="negotiate" fails with BadMICError).
+        final = getattr(self, "_final_token", None)
+        if final:
+            self.send_header("WWW-Authenticate", f"Negotiate {final}")
+            self._final_token = None
+        super().end_headers()
+
+
+def _boundary(content_type: str) -> str:
+    for part in content_type.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "boundary":
+            return value.strip('"')
+    return "Encrypted Boundary"

@@ -94,6 +94,8 @@ class HostVisit:
 
     verdict: Verdict
     details: dict[str, Any] = field(default_factory=dict)
+    host_fields: dict[str, Any] = field(default_factory=dict)
+    """Journal host columns (user, exit code and flags, killed, result folder) for the runner."""
 
     @property
     def state(self) -> str:
@@ -370,6 +372,5 @@ def _finish(
         fields["killed"] = int(run.killed)
     if ctx.host_dir.exists():
         fields["result_dir"] = ctx.host_dir.relative_to(wave.reports_dir).as_posix()
-    if fields:
-        wave.journal.set_host(wave.run_id, ctx.host, **fields)
+    visit.host_fields.update(fields)
     return visit

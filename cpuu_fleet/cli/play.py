@@ -1,9 +1,435 @@
-"""CLI commands: play (filled in by its area)."""
+"""CLI commands: ``play``, the single steps (``preflight``, ``push``, ``run``, ``collect``),
+``status`` and ``demo``. Wiring and presentation only: the work is in ``cpuu_fleet.engine``.
+
+Exit codes (also in ``play --help``): 0 every host succeeded or was skipped/pending by policy;
+2 bad input (nothing touched); 3 at least one host failed, partially succeeded, was unreachable or
+was not run because the wave stopped; 130 interrupted (Ctrl-C; ``--resume RUN`` carries on).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cpuu_fleet.errors import InputError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
+    "touched; 3 some hosts failed, partially succeeded, were unreachable or not run; "
+    "130 interrupted (Ctrl-C)."
+)
+
+_STATE_STYLES = {
+    "succeeded": "green",
+    "partial": "yellow",
+    "failed": "red",
+    "unreachable": "magenta",
+    "skipped": "cyan",
+    "pending": "blue",
+    "not_run": "dim",
+    "queued": "dim",
+    "running": "bold",
+}
+_ACTION_STATES = ("failed", "partial", "unreachable", "pending", "not_run", "queued", "running")
+
+
+def _console() -> Console:
+    return Console(stderr=False, highlight=False)
+
+
+def _extra_vars(pairs: list[str] | None) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InputError(f"-e expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        result[key.strip()] = value
+    return result
+
+
+def _processors(reports: Path, as_json: bool) -> list[Any]:
+    from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress, RunLogProcessor
+
+    processors: list[Any] = [RunLogProcessor(reports)]
+    processors.append(JsonLinesPrinter() if as_json else LiveProgress())
+    return processors
+
+
+def _ask_pass(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from cpuu_fleet.credentials import AskPass
+
+    return AskPass()
+
+
+def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
+    """The end of a run: summary table (or one JSON object), where the files are."""
+    if as_json:
+        data = {
+            "event": "result",
+            "run_id": result.run_id,
+            "status": result.summary.status,
+            "stop_reason": result.summary.stop_reason,
+            "counts": result.counts,
+            "exit_code": int(result.exit_code),
+            "run_dir": str(result.run_dir),
+        }
+        if check:
+            data["check"] = {h: _check_line(d) for h, d in result.details.items()}
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    console = _console()
+    if check:
+        _print_check(console, result)
+    if result.report is not None:
+        from cpuu_fleet.report import summary_table
+
+        console.print(summary_table(result.report))
+    else:
+        console.print(_counts_table(result.counts, f"Run {result.run_id}"))
+        if result.report_error:
+            console.print(f"[yellow]{result.report_error}[/]")
+    if result.summary.stop_reason:
+        console.print(f"[bold yellow]Stopped:[/] {escape(result.summary.stop_reason)}")
+    console.print(f"Run [bold]{result.run_id}[/]: {result.summary.status}")
+    console.print(f"Files:   {result.run_dir}")
+    console.print(f"Journal: {result.journal_path}")
+    if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
+        console.print(
+            f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}"
+            f"   (or --limit @{result.summary.retry_file})"
+        )
+
+
+def _check_line(details: dict[str, Any]) -> dict[str, Any]:
+    would = details.get("would_push") or {}
+    return {
+        "files": would.get("files", []),
+        "bytes": would.get("bytes", 0),
+        "already_there": would.get("skipped", 0),
+        "run": details.get("would_run"),
+        "user": (details.get("preflight") or {}).get("user"),
+    }
+
+
+def _print_check(console: Console, result: Any) -> None:
+    table = Table(title="Check mode: what a real run would do (nothing was changed)")
+    for column in ("host", "user", "files to push", "bytes", "already there", "run"):
+        table.add_column(column)
+    for host, details in sorted(result.details.items()):
+        line = _check_line(details)
+        files = line["files"]
+        shown = ", ".join(files[:3]) + (f" (+{len(files) - 3})" if len(files) > 3 else "")
+        table.add_row(
+            escape(host),
+            escape(str(line["user"] or "-")),
+            escape(shown or "-"),
+            f"{line['bytes']:,}",
+            str(line["already_there"]),
+            str(line["run"] or "-"),
+        )
+    console.print(table)
+
+
+def _counts_table(counts: dict[str, int], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("state")
+    table.add_column("hosts", justify="right")
+    for state, count in sorted(counts.items(), key=lambda item: -item[1]):
+        style = _STATE_STYLES.get(state, "")
+        table.add_row(f"[{style}]{state}[/]" if style else state, str(count))
+    table.add_row("[bold]total[/]", str(sum(counts.values())))
+    return table
+
+
+def _finish(result: Any, *, as_json: bool, check: bool = False) -> None:
+    _print_result(result, as_json=as_json, check=check)
+    raise typer.Exit(int(result.exit_code))
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+
+    @app.command(
+        help="Run a playbook wave by wave. " + EXIT_CODES_HELP,
+        short_help="Run a playbook wave by wave.",
+    )
+    def play(
+        playbook: Annotated[
+            Path | None,
+            typer.Argument(
+                help="Playbook YAML (optional with --resume/--retry-failed: taken from RUN)."
+            ),
+        ] = None,
+        inventory: Annotated[
+            Path | None, typer.Option("-i", "--inventory", help="Inventory file or folder.")
+        ] = None,
+        limit: Annotated[
+            str | None, typer.Option("--limit", "-l", help="Host pattern (Ansible syntax).")
+        ] = None,
+        forks: Annotated[
+            int | None, typer.Option("--forks", "-f", help="Hosts at once (overrides plays).")
+        ] = None,
+        check: Annotated[
+            bool,
+            typer.Option(
+                "--check", help="Read-only: preflight, then show what would be pushed and run."
+            ),
+        ] = False,
+        resume: Annotated[
+            str | None,
+            typer.Option(
+                "--resume",
+                metavar="RUN",
+                help="Carry on an interrupted run (never runs CPUU twice).",
+            ),
+        ] = None,
+        retry_failed: Annotated[
+            str | None,
+            typer.Option(
+                "--retry-failed", metavar="RUN", help="Re-run only RUN's failed/unreachable hosts."
+            ),
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="One JSON object per event on stdout.")
+        ] = False,
+        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
+            "reports"
+        ),
+        ask_pass: Annotated[
+            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
+        ] = False,
+        extra: Annotated[
+            list[str] | None, typer.Option("-e", "--extra-vars", help="KEY=VALUE for templates.")
+        ] = None,
+    ) -> None:
+        from cpuu_fleet.engine import PlayRequest, run_play
+
+        if playbook is None and not (resume or retry_failed):
+            raise InputError("a PLAYBOOK is required (unless --resume or --retry-failed is given)")
+        request = PlayRequest(
+            playbook=playbook,
+            inventory=inventory,
+            reports_dir=reports,
+            limit=limit,
+            forks=forks,
+            check=check,
+            resume=resume,
+            retry_failed=retry_failed,
+            ask_pass=_ask_pass(ask_pass),
+            extra_vars=_extra_vars(extra),
+            processors=_processors(reports, as_json),
+        )
+        _finish(run_play(request), as_json=as_json, check=check)
+
+    def _step_command(step: str, help_text: str) -> None:
+        @app.command(name=step, help=help_text + " " + EXIT_CODES_HELP, short_help=help_text)
+        def command(
+            inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
+            limit: Annotated[
+                str | None, typer.Option("--limit", "-l", help="Host pattern.")
+            ] = None,
+            forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
+            payload: Annotated[
+                Path | None,
+                typer.Option(
+                    "--payload", help="The vendor's CPUU folder (push; default playbooks/payload)."
+                ),
+            ] = None,
+            templates: Annotated[
+                Path | None,
+                typer.Option(
+                    "--templates", help="Template folder (push; default playbooks/templates)."
+                ),
+            ] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+            reports: Annotated[
+                Path, typer.Option("--reports", help="Journal and run files.")
+            ] = Path("reports"),
+            ask_pass: Annotated[
+                bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
+            ] = False,
+        ) -> None:
+            _single(step, inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+
+    _step_command("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
+    _step_command("push", "Stage the payload and rendered files (changed files only).")
+    _step_command("collect", "Fetch new CPUU result files and logs (pending hosts too).")
+
+    @app.command(
+        name="run",
+        help="Run CPUU in one mode on hosts (ad hoc). " + EXIT_CODES_HELP,
+        short_help="Run CPUU in one mode on hosts (ad hoc).",
+    )
+    def run_command(
+        mode: Annotated[str, typer.Option("--mode", help="update | undo | cleanup")],
+        inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
+        limit: Annotated[str | None, typer.Option("--limit", "-l", help="Host pattern.")] = None,
+        when_no_user: Annotated[
+            str, typer.Option("--when-no-user", help="skip | at_logon")
+        ] = "skip",
+        timeout: Annotated[
+            int, typer.Option("--timeout", help="Seconds before CPUU is stopped.")
+        ] = 900,
+        forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
+        payload: Annotated[
+            Path | None, typer.Option("--payload", help="Payload folder (names the version).")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
+            "reports"
+        ),
+        ask_pass: Annotated[
+            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
+        ] = False,
+    ) -> None:
+        from cpuu_fleet.cpuu import Mode
+
+        if when_no_user not in ("skip", "at_logon"):
+            raise InputError(f"--when-no-user must be skip or at_logon, not {when_no_user!r}")
+        _single(
+            "run",
+            inventory,
+            limit,
+            forks,
+            payload,
+            None,
+            as_json,
+            reports,
+            ask_pass,
+            mode=Mode.parse(mode),
+            when_no_user=when_no_user,
+            timeout=timeout,
+        )
+
+    @app.command(
+        help="Per-state counts of a run (default: the latest) and the hosts needing action."
+    )
+    def status(
+        run: Annotated[str | None, typer.Argument(help="Run id (default: the latest run).")] = None,
+        reports: Annotated[Path, typer.Option("--reports", help="Journal folder.")] = Path(
+            "reports"
+        ),
+        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    ) -> None:
+        _status(run, reports, as_json)
+
+    @app.command(help="Run an update wave against an in-process lab fleet (no Windows needed).")
+    def demo(
+        hosts: Annotated[int, typer.Option("--hosts", help="Simulated workstations.")] = 32,
+        seed: Annotated[
+            int, typer.Option("--seed", help="Scenario seed (same seed, same fleet).")
+        ] = 7,
+        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
+            "reports"
+        ),
+        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+    ) -> None:
+        from cpuu_fleet.demo import run_demo
+
+        result = run_demo(
+            hosts=hosts, seed=seed, reports_dir=reports, processors=_processors(reports, as_json)
+        )
+        _print_result(result, as_json=as_json, check=False)
+        if not as_json:
+            _console().print(
+                "This was a lab: the hosts are simulated workstations on 127.0.x.y, and the "
+                "payload is a stand-in, not the vendor's CPUU. Exit code 3 is expected: the mix "
+                "includes failing and unreachable hosts on purpose."
+            )
+        raise typer.Exit(int(result.exit_code))
+
+
+def _single(
+    step: str,
+    inventory: Path,
+    limit: str | None,
+    forks: int,
+    payload: Path | None,
+    templates: Path | None,
+    as_json: bool,
+    reports: Path,
+    ask_pass: bool,
+    **options: Any,
+) -> None:
+    from cpuu_fleet.engine import PlayRequest, run_step
+
+    if step == "push":
+        payload = payload or Path("playbooks") / "payload"
+        templates = templates or Path("playbooks") / "templates"
+    request = PlayRequest(
+        playbook=None,
+        inventory=inventory,
+        reports_dir=reports,
+        limit=limit,
+        ask_pass=_ask_pass(ask_pass),
+        processors=_processors(reports, as_json),
+    )
+    result = run_step(
+        request,
+        step,
+        pattern=limit or "all",
+        payload=payload,
+        templates=templates,
+        forks=forks,
+        **options,
+    )
+    _finish(result, as_json=as_json)
+
+
+def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
+    from cpuu_fleet.journal import Journal
+
+    path = reports / Journal.FILENAME
+    if not path.exists():
+        raise InputError("no journal here (run a playbook first)", where=path)
+    with Journal(path) as journal:
+        run = journal.run(run_id) if run_id else journal.latest_run()
+        if run is None:
+            raise InputError(
+                f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
+                where=path,
+            )
+        counts = journal.state_counts(run["run_id"])
+        hosts = [h for h in journal.hosts(run["run_id"]) if h["state"] in _ACTION_STATES]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "run": {k: run[k] for k in ("run_id", "kind", "status", "stop_reason", "mode")},
+                    "counts": counts,
+                    "needs_action": [
+                        {k: h[k] for k in ("host", "state", "error_class", "error_message")}
+                        for h in hosts
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    console = _console()
+    title = f"Run {run['run_id']} ({run['kind']}, {run['mode'] or '-'}): {run['status']}"
+    console.print(_counts_table(counts, title))
+    if run.get("stop_reason"):
+        console.print(f"[bold yellow]Stopped:[/] {escape(run['stop_reason'])}")
+    if hosts:
+        table = Table(title="Hosts needing action")
+        for column in ("host", "wave", "state", "error", "message"):
+            table.add_column(column, overflow="fold")
+        for host in hosts:
+            style = _STATE_STYLES.get(host["state"], "")
+            table.add_row(
+                escape(host["host"]),
+                escape(host["wave"] or "-"),
+                f"[{style}]{host['state']}[/]",
+                host["error_class"] or "-",
+                escape((host["error_message"] or "")[:200]),
+            )
+        console.print(table)

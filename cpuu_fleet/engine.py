@@ -1,0 +1,399 @@
+"""The facade the CLI calls: inventory + playbook → plan → journal → runner → report.
+
+Why everything is checked before the first host is touched: a wave changes thousands of
+workstations, so a bad template variable, a missing secret, a missing payload file or
+``read_timeout <= operation_timeout`` must stop the run with one clear line (exit code 2) while
+nothing has happened yet. So every host's files are rendered, and its connection settings
+resolved, up front; afterwards only per-host results remain (Nornir's tone).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cpuu_fleet import __version__
+from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import Mode
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
+from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.journal import Journal
+from cpuu_fleet.payload import Payload, load_payload
+from cpuu_fleet.planning import RunPlan, Selection, build_plan, select_resume, select_retry_failed
+from cpuu_fleet.playbook import Play, Playbook, RunOptions, StepSpec, load_playbook
+from cpuu_fleet.render import Renderer
+from cpuu_fleet.runner import HostJob, HostOutcome, Runner
+from cpuu_fleet.runner import RunSummary as RunnerSummary
+from cpuu_fleet.session import check_timeouts
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes of ``play`` and the single-step commands (documented in --help)."""
+
+    OK = 0
+    """Every host succeeded, or was skipped/pending by policy."""
+    BAD_INPUT = 2
+    """Bad operator input (the CLI's InputError handler); nothing was touched."""
+    HOSTS_NEED_ATTENTION = 3
+    """At least one host failed, partially succeeded, was unreachable or not run (wave stopped)."""
+    INTERRUPTED = 130
+    """Ctrl-C: the run stopped early; ``--resume RUN`` carries on."""
+
+
+ATTENTION_STATES = (states.FAILED, states.PARTIAL, states.UNREACHABLE, states.NOT_RUN)
+
+
+@dataclass
+class PlayRequest:
+    """What the operator asked for on the command line."""
+
+    playbook: Path | None
+    inventory: Path | None
+    reports_dir: Path = Path("reports")
+    limit: str | None = None
+    forks: int | None = None
+    check: bool = False
+    resume: str | None = None
+    retry_failed: str | None = None
+    ask_pass: Callable[[str], str] | None = None
+    extra_vars: dict[str, Any] = field(default_factory=dict)
+    processors: list[Any] = field(default_factory=list)
+    write_report: bool = True
+    kind: str = "play"
+    handle_sigint: bool = True
+    session_factory: SessionFactory = open_session
+    retry_backoff: float | None = None
+
+
+@dataclass
+class PlayResult:
+    run_id: str
+    summary: RunnerSummary
+    journal_path: Path
+    run_dir: Path
+    report: Any = None
+    report_error: str | None = None
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.summary.counts
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.summary.status == "interrupted":
+            return ExitCode.INTERRUPTED
+        if any(state in ATTENTION_STATES for state in self.summary.states.values()):
+            return ExitCode.HOSTS_NEED_ATTENTION
+        return ExitCode.OK
+
+
+def _run_options(play: Play) -> RunStep | None:
+    options: RunOptions | None = play.run_options
+    if options is None:
+        return None
+    return RunStep(
+        mode=options.mode,
+        when_no_user=options.when_no_user,
+        timeout_s=float(options.timeout),
+        batch_file=options.batch_file,
+    )
+
+
+def _templates_dir(play: Play) -> Path:
+    if play.templates is not None:
+        return play.templates
+    if play.source is not None:
+        return play.source.parent / "templates"
+    return Path("playbooks") / "templates"
+
+
+class _PlayPrep:
+    """One play made ready: payload read, every host rendered and its connection resolved."""
+
+    def __init__(self, play: Play, hosts: Iterable[Any], extra_vars: dict[str, Any]):
+        self.play = play
+        self.run = _run_options(play)
+        steps = play.step_names
+        self.payload: Payload | None = None
+        if "push" in steps or "run" in steps:
+            if play.payload is None and "push" in steps:
+                raise play.error("the 'push' step needs 'payload' (the vendor's CPUU folder)")
+            if play.payload is not None:
+                self.payload = load_payload(play.payload)
+        self.rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = {}
+        self.connections: dict[str, Any] = {}
+        renderer = Renderer(_templates_dir(play)) if "push" in steps else None
+        mode = self.run.mode if self.run else Mode.UPDATE
+        self.warnings: list[str] = []
+        for host in hosts:
+            connection = host.connection
+            check_timeouts(connection.pypsrp_kwargs(), host.name)
+            self.connections[host.name] = connection
+            if renderer is not None:
+                rendered = renderer.render_host(host, mode, extra_vars)
+                self.rendered[host.name] = (rendered.files, rendered.masked)
+                self.warnings.extend(rendered.warnings)
+
+
+def _select_follow_up(journal: Journal, request: PlayRequest) -> Selection | None:
+    if request.resume and request.retry_failed:
+        raise InputError("--resume and --retry-failed cannot be combined")
+    if request.resume:
+        return select_resume(journal, request.resume)
+    if request.retry_failed:
+        return select_retry_failed(journal, request.retry_failed)
+    return None
+
+
+def _path_from(selection: Selection | None, key: str, given: Path | None, what: str) -> Path:
+    if given is not None:
+        return Path(given)
+    if selection is not None and selection.run.get(key):
+        return Path(selection.run[key])
+    raise InputError(f"no {what} given")
+
+
+class Engine:
+    """Runs playbooks against an inventory, journalling everything under ``reports_dir``."""
+
+    def __init__(self, request: PlayRequest):
+        self.request = request
+        self.reports_dir = Path(request.reports_dir)
+        self.journal = Journal.in_reports(self.reports_dir)
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------ planning
+
+    def load(self) -> tuple[Playbook, Inventory, Selection | None]:
+        request = self.request
+        selection = _select_follow_up(self.journal, request)
+        playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
+        inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
+        playbook = load_playbook(playbook_path)
+        inventory = Inventory.load(inventory_path, ask_pass=request.ask_pass)
+        return playbook, inventory, selection
+
+    def plan(
+        self, playbook: Playbook, inventory: Inventory, selection: Selection | None
+    ) -> RunPlan:
+        request = self.request
+        limit = request.limit
+        if limit is None and selection is not None:
+            limit = selection.run.get("limit_pattern")
+        only = selection.hosts if selection is not None else None
+        plan = build_plan(
+            playbook,
+            inventory,
+            limit=limit,
+            only=only,
+            resume=selection.ask_first if selection is not None else None,
+            forks=request.forks,
+        )
+        if selection is None and not plan.host_names:
+            raise InputError(f"no host matches the playbook's plays (limit: {limit or 'none'})")
+        return plan
+
+    # ------------------------------------------------------------------------------ running
+
+    def run(
+        self, playbook: Playbook, inventory: Inventory, selection: Selection | None
+    ) -> PlayResult:
+        request = self.request
+        plan = self.plan(playbook, inventory, selection)
+        preps = {
+            pp.play.name: _PlayPrep(pp.play, [h.host for h in pp.hosts], request.extra_vars)
+            for pp in plan.plays
+        }
+        payloads = [p.payload for p in preps.values() if p.payload is not None]
+        modes = [p.run.mode.value for p in preps.values() if p.run is not None]
+        kind = selection.kind if selection is not None else request.kind
+        run_id = self.journal.start_run(
+            kind=kind,
+            parent_run=selection.parent_run if selection is not None else None,
+            playbook=str(playbook.path),
+            inventory=str(inventory_path(inventory)),
+            limit_pattern=request.limit,
+            mode=modes[0] if modes else None,
+            payload_sha256=payloads[0].manifest_sha256 if payloads else None,
+            tool_version=__version__,
+            check_mode=request.check,
+            options={"forks": request.forks, "extra_vars": sorted(request.extra_vars)},
+        )
+        resume_tasks = {}
+        if selection is not None:
+            for name, hint in selection.ask_first.items():
+                if hint.task_name:
+                    resume_tasks[name] = hint.task_name
+        waves: dict[str, WaveSettings] = {}
+        for name, prep in preps.items():
+            waves[name] = WaveSettings(
+                run_id=run_id,
+                journal=self.journal,
+                reports_dir=self.reports_dir,
+                steps=prep.play.step_names,
+                run=prep.run,
+                payload=prep.payload,
+                version=prep.payload.version if prep.payload else self._known_version(),
+                rendered=prep.rendered,
+                check=request.check,
+                resume_tasks=resume_tasks,
+                session_factory=request.session_factory,
+            )
+        details: dict[str, dict[str, Any]] = {}
+
+        def work(job: HostJob) -> HostOutcome:
+            wave = waves[job.play.name]
+            prep = preps[job.play.name]
+            visit = visit_host(
+                wave,
+                job.name,
+                prep.connections[job.name],
+                attempt=job.attempt,
+                stopping=job.stopping,
+                emit=lambda kind, step, data: _emit(job, kind, step, data),
+            )
+            details[job.name] = visit.details
+            verdict = visit.verdict
+            return HostOutcome(
+                state=verdict.state,
+                error_class=verdict.error_class,
+                error_message=verdict.message,
+                transient=verdict.transient,
+                details=visit.details,
+                host_fields=visit.host_fields,
+            )
+
+        runner = Runner(
+            self.journal,
+            self.reports_dir,
+            request.processors,
+            handle_sigint=request.handle_sigint,
+            retry_backoff=request.retry_backoff,
+        )
+        summary = runner.run(
+            plan,
+            work,
+            run_id=run_id,
+            kind=kind,
+            parent_run=selection.parent_run if selection is not None else None,
+        )
+        result = PlayResult(
+            run_id, summary, self.journal.path, self.reports_dir / run_id, details=details
+        )
+        if request.write_report and not request.check:
+            self._report(result)
+        return result
+
+    def _known_version(self) -> str | None:
+        """The payload version of the latest run that pushed one (for run/collect without push)."""
+        for run in reversed(self.journal.runs()):
+            if run.get("payload_sha256"):
+                return str(run["payload_sha256"])[:12]
+        return None
+
+    def _report(self, result: PlayResult) -> None:
+        try:
+            from cpuu_fleet.report import write_report
+        except ImportError as exc:  # the report package is optional at this layer
+            result.report_error = f"report not written: {exc}"
+            return
+        try:
+            result.report = write_report(self.journal, [result.run_id], result.run_dir)
+        except InputError as exc:
+            result.report_error = f"report not written: {exc.render()}"
+
+
+def inventory_path(inventory: Inventory) -> Path | str:
+    return getattr(inventory, "path", "")
+
+
+def _emit(job: HostJob, kind: str, step: str, data: dict[str, Any]) -> None:
+    if kind == "step_started":
+        job.step_started(step)
+    elif kind == "step_finished":
+        job.step_finished(
+            step,
+            data.get("status", ""),
+            error_class=data.get("error_class"),
+            error_message=data.get("error_message"),
+            duration_s=data.get("duration_s"),
+        )
+
+
+def run_play(request: PlayRequest) -> PlayResult:
+    """Load, plan, run and report one playbook run (a fresh one, ``--resume`` or ``--retry-failed``)."""
+    with Engine(request) as engine:
+        playbook, inventory, selection = engine.load()
+        return engine.run(playbook, inventory, selection)
+
+
+# ---------------------------------------------------------------------------------- ad-hoc steps
+
+
+AD_HOC_STEPS = {
+    "preflight": ("preflight",),
+    "push": ("preflight", "push"),
+    "run": ("preflight", "run"),
+    "collect": ("preflight", "collect"),
+}
+
+
+def ad_hoc_playbook(
+    step: str,
+    *,
+    pattern: str = "all",
+    payload: Path | None = None,
+    templates: Path | None = None,
+    mode: Mode = Mode.UPDATE,
+    when_no_user: str = "skip",
+    timeout: int = 900,
+    forks: int = 10,
+) -> Playbook:
+    """A one-play playbook for the single-step commands (``cpuu-fleet push -i INV`` ...).
+
+    Push and run are preceded by a read-only preflight: push needs the host's staged files to skip
+    what is already there, run needs the logged-on user and the host's Cleanup marker.
+    """
+    specs = []
+    for name in AD_HOC_STEPS[step]:
+        options = (
+            RunOptions(mode=mode, when_no_user=when_no_user, timeout=timeout)
+            if name == "run"
+            else None
+        )
+        specs.append(StepSpec(name, run=options))
+    play = Play(
+        name=f"ad-hoc {step}",
+        hosts=pattern,
+        steps=tuple(specs),
+        forks=forks,
+        payload=payload.resolve() if payload is not None else None,
+        templates=templates.resolve() if templates is not None else None,
+        max_fail_percentage=None,
+    )
+    play = replace(play, serial=())
+    return Playbook(path=Path(f"<{step}>"), plays=(play,))
+
+
+def run_step(request: PlayRequest, step: str, **options: Any) -> PlayResult:
+    """Run one step on the inventory's hosts (``--limit`` narrows), journalled as kind ``step``."""
+    playbook = ad_hoc_playbook(step, **options)
+    request = replace(request, kind="step")
+    with Engine(request) as engine:
+        if request.inventory is None:
+            raise InputError("no inventory given (-i)")
+        inventory = Inventory.load(request.inventory, ask_pass=request.ask_pass)
+        return engine.run(playbook, inventory, None)

@@ -10,7 +10,7 @@ resolved, up front; afterwards only per-host results remain (Nornir's tone).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from cpuu_fleet import __version__
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import Mode
+from cpuu_fleet.credentials import AskPass
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
 from cpuu_fleet.inventory import Inventory
@@ -59,7 +60,7 @@ class PlayRequest:
     check: bool = False
     resume: str | None = None
     retry_failed: str | None = None
-    ask_pass: Callable[[str], str] | None = None
+    ask_pass: AskPass | None = None
     extra_vars: dict[str, Any] = field(default_factory=dict)
     processors: list[Any] = field(default_factory=list)
     write_report: bool = True
@@ -67,6 +68,8 @@ class PlayRequest:
     handle_sigint: bool = True
     session_factory: SessionFactory = open_session
     retry_backoff: float | None = None
+    run_id: str | None = None
+    """A run id chosen in advance (the demo writes its inventory into the run's folder first)."""
 
 
 @dataclass
@@ -231,6 +234,7 @@ class Engine:
             tool_version=__version__,
             check_mode=request.check,
             options={"forks": request.forks, "extra_vars": sorted(request.extra_vars)},
+            run_id=request.run_id,
         )
         resume_tasks = {}
         if selection is not None:

@@ -332,19 +332,26 @@ def load_playbook(path: str | Path) -> Playbook:
     for index, raw in enumerate(data, start=1):
         line = data.item_lines[index - 1] if isinstance(data, _LineList) else None
         plays.append(_parse_play(check, raw, index, line))
-    names = [p.name for p in plays]
+    seen: dict[str, Play] = {}
     for play in plays:
-        if names.count(play.name) > 1:
+        if play.name in seen:
             raise check.fail(
-                f"two plays are named {play.name!r}: play names must differ", play.line
+                f"two plays are named {play.name!r} (first on line {seen[play.name].line}):"
+                " play names must differ",
+                play.line,
             )
+        seen[play.name] = play
     return Playbook(path=path, plays=tuple(plays))
 
 
 def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play:
     if not isinstance(raw, _LineDict):
         raise check.fail(f"play {index}: expected a mapping with 'hosts' and 'steps'", line)
-    check.unknown_keys(raw, _PLAY_KEYS, f"play {index}")
+    early_name = raw.get("name")
+    early_label = (
+        f"play {index} ({early_name!r})" if isinstance(early_name, str) else f"play {index}"
+    )
+    check.unknown_keys(raw, _PLAY_KEYS, early_label)
     lines: dict[str, int] = {str(k): v for k, v in raw.key_lines.items()}
 
     def where(key: str) -> int | None:

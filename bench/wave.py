@@ -1,0 +1,382 @@
+"""Benchmark: an update wave with a 2 MB payload, cpuu-fleet against a hand-written pypsrp baseline.
+
+    python bench/wave.py                      # sizes 10 and 100, latency 0 and 50 ms
+    python bench/wave.py --sizes 10,100,500   # add 500 hosts
+    python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
+
+Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
+controller in another, so the controller's CPU time and peak memory are its own. The baseline is
+what an admin would write by hand: a thread pool of the same size over ``pypsrp.client.Client``,
+``copy`` of each file, an ``execute_ps``-style call for the run (a new runspace pool per call,
+exactly ``execute_ps``'s cost; the script itself is cpuu-fleet's run-task, because the lab only
+plays known scripts), a listing the same way, and ``fetch`` of each result file. Both use NTLM
+with message encryption over HTTP (the lab's default, like a domain's WinRM on 5985).
+
+Printed per size and latency: WS-Man round trips (HTTP requests counted on the client, auth
+included) per host, mean wall time per host, hosts per minute, controller CPU seconds per host,
+peak controller memory, and for cpuu-fleet the cost of a second, unchanged push.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+FORKS = 25
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+
+class RequestCounter:
+    """Counts every HTTP request the process sends (WS-Man calls and auth legs alike)."""
+
+    def __init__(self) -> None:
+        import requests.adapters
+
+        self.count = 0
+        self._lock = threading.Lock()
+        original = requests.adapters.HTTPAdapter.send
+        counter = self
+
+        def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            with counter._lock:
+                counter.count += 1
+            return original(adapter, request, *args, **kwargs)
+
+        requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------ the lab process
+
+
+def serve(hosts: int, latency_ms: float, workdir: Path) -> None:
+    """Run a lab fleet until stdin closes; print READY + JSON, then the lab's CPU at the end."""
+    from cpuu_fleet.demo import write_lab_inventory
+    from cpuu_fleet.lab.fleet import LabFleet
+
+    latency = latency_ms / 1000 if latency_ms else None
+    with LabFleet(hosts, scenario="healthy", seed=1, workdir=workdir, latency_s=latency) as fleet:
+        inventory = write_lab_inventory(fleet, workdir / "inventory.yml", waves=None)
+        info = {
+            "inventory": str(inventory),
+            "env": fleet.env,
+            "hosts": [fleet.client_kwargs(h) for h in fleet.hosts],
+        }
+        print("READY " + json.dumps(info), flush=True)
+        sys.stdin.read()
+    print("LABCPU " + json.dumps({"cpu_s": cpu_seconds()}), flush=True)
+
+
+class Lab:
+    def __init__(self, hosts: int, latency_ms: float):
+        self.workdir = Path(tempfile.mkdtemp(prefix="cpuu-bench-lab-"))
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "serve", str(hosts), str(latency_ms), str(self.workdir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"lab did not start: {line!r}")
+        self.info = json.loads(line[6:])
+
+    def close(self) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        cpu = 0.0
+        for line in self.process.stdout:
+            if line.startswith("LABCPU "):
+                cpu = json.loads(line[7:])["cpu_s"]
+        self.process.wait(timeout=60)
+        return cpu
+
+
+# ------------------------------------------------------------------------------ controllers
+
+
+def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[str, Any]:
+    """One update wave with cpuu-fleet, then a second (unchanged) push; metrics as a dict."""
+    os.environ.update(info["env"])
+    from cpuu_fleet.cpuu import Mode
+    from cpuu_fleet.demo import DEMO_SECRETS, find_playbook
+    from cpuu_fleet.engine import Engine, PlayRequest
+    from cpuu_fleet.inventory import Inventory
+    from cpuu_fleet.journal import Journal
+    from cpuu_fleet.playbook import Play, Playbook, RunOptions, StepSpec
+
+    os.environ.update(DEMO_SECRETS)
+    counter = RequestCounter()
+    templates = find_playbook().parent / "templates"
+
+    def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
+        play = Play(
+            name="bench",
+            hosts="all",
+            steps=steps,
+            forks=FORKS,
+            payload=payload,
+            templates=templates,
+            retries=0,
+        )
+        return Playbook(path=Path("bench.yml"), plays=(play,))
+
+    wave = playbook(
+        (
+            StepSpec("preflight"),
+            StepSpec("push"),
+            StepSpec("run", run=RunOptions(mode=Mode.UPDATE, timeout=120)),
+            StepSpec("collect"),
+        )
+    )
+    repush = playbook((StepSpec("preflight"), StepSpec("push")))
+    inventory = Inventory.load(info["inventory"])
+    request = PlayRequest(
+        playbook=None,
+        inventory=Path(info["inventory"]),
+        reports_dir=reports,
+        write_report=False,
+        handle_sigint=False,
+    )
+    cpu0, t0, n0 = cpu_seconds(), time.monotonic(), counter.count
+    with Engine(request) as engine:
+        first = engine.run(wave, inventory, None)
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds() - cpu0
+    requests_made = counter.count - n0
+    t1 = time.monotonic()
+    with Engine(request) as engine:
+        second = engine.run(repush, inventory, None)
+    repush_wall = time.monotonic() - t1
+    with Journal.in_reports(reports) as journal:
+        hosts = journal.hosts(first.run_id)
+        durations = [_seconds(h["started_at"], h["ended_at"]) for h in hosts]
+        steps = journal.attempts(first.run_id)
+        push_first = [a["duration_s"] for a in steps if a["step"] in ("preflight", "push")]
+        again = journal.attempts(second.run_id)
+        push_second = [a["duration_s"] for a in again if a["step"] in ("preflight", "push")]
+        states = journal.state_counts(first.run_id)
+    n = len(hosts)
+    return {
+        "states": states,
+        "round_trips_per_host": requests_made / n,
+        "wall_per_host_s": sum(durations) / n,
+        "hosts_per_min": n / wall * 60,
+        "cpu_per_host_s": cpu / n,
+        "peak_mib": peak_mib(),
+        "preflight_push_s_first": sum(push_first) / n,
+        "preflight_push_s_second": sum(push_second) / n,
+        "repush_wave_s": repush_wall,
+    }
+
+
+def _seconds(start: str | None, end: str | None) -> float:
+    from datetime import datetime
+
+    if not start or not end:
+        return 0.0
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def _execute_script(client: Any, name: str, parameters: dict[str, Any]) -> list[Any]:
+    """What ``Client.execute_ps`` costs on the wire - a new runspace pool, one pipeline, delete -
+    running one of cpuu-fleet's scripts (the lab plays only scripts it knows)."""
+    from cpuu_fleet.remote import load_script
+    from pypsrp.powershell import PowerShell, RunspacePool
+
+    with RunspacePool(client.wsman) as pool:
+        ps = PowerShell(pool)
+        ps.add_script(load_script(name))
+        for key, value in parameters.items():
+            ps.add_parameter(key, value)
+        output = ps.invoke()
+        if ps.had_errors:
+            raise RuntimeError(f"{name} failed: {[str(e) for e in ps.streams.error]}")
+        return output
+
+
+def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, Any]:
+    """The hand-written baseline: Client.copy each file, execute_ps-style run, Client.fetch."""
+    os.environ.update(info["env"])
+    from pypsrp.client import Client
+
+    from cpuu_fleet.demo import DEMO_SECRETS, find_playbook
+    from cpuu_fleet.inventory import Inventory
+    from cpuu_fleet.render import Renderer
+
+    os.environ.update(DEMO_SECRETS)
+    counter = RequestCounter()
+    inventory = Inventory.load(info["inventory"])
+    renderer = Renderer(find_playbook().parent / "templates")
+    staging = "C:\\Windows\\Temp"  # exists on every workstation; a hand-written script's choice
+    by_address = {kw["server"]: kw for kw in info["hosts"]}
+    durations: list[float] = []
+    lock = threading.Lock()
+
+    def one(host: Any) -> None:
+        started = time.monotonic()
+        kwargs = dict(by_address[host.vars["ansible_host"]])
+        server = kwargs.pop("server")
+        local = out / host.name
+        local.mkdir(parents=True, exist_ok=True)
+        rendered = renderer.render_host(host, "update")
+        for name, data in rendered.files.items():
+            (local / name).write_bytes(data)
+        with Client(server, **kwargs) as client:
+            for path in sorted(payload.iterdir()):
+                client.copy(str(path), f"{staging}\\{path.name}")
+            for name in rendered.files:
+                client.copy(str(local / name), f"{staging}\\{name}")
+            _execute_script(
+                client,
+                "run-task",
+                {
+                    "Action": "Run",
+                    "TaskName": "baseline",
+                    "Command": f"{staging}\\CPUU_Update.bat",
+                    "WorkingDirectory": staging,
+                    "WhenNoUser": "Skip",
+                    "TimeoutSeconds": 120,
+                },
+            )
+            _execute_script(client, "run-task", {"Action": "Remove", "TaskName": "baseline"})
+            listing = _execute_script(
+                client, "list-files", {"Directory": staging, "Filter": "CPUU_*"}
+            )
+            for entry in listing:
+                name = str(entry["Name"])
+                if name.lower().endswith((".csv", ".log")):
+                    client.fetch(str(entry["FullName"]), str(local / name))
+        with lock:
+            durations.append(time.monotonic() - started)
+
+    hosts = inventory.select("all")
+    cpu0, t0, n0 = cpu_seconds(), time.monotonic(), counter.count
+    with ThreadPoolExecutor(FORKS) as pool:
+        list(pool.map(one, hosts))
+    wall = time.monotonic() - t0
+    n = len(hosts)
+    return {
+        "round_trips_per_host": (counter.count - n0) / n,
+        "wall_per_host_s": sum(durations) / n,
+        "hosts_per_min": n / wall * 60,
+        "cpu_per_host_s": (cpu_seconds() - cpu0) / n,
+        "peak_mib": peak_mib(),
+    }
+
+
+def controller(kind: str, info_path: str, payload: str, out: str) -> None:
+    info = json.loads(Path(info_path).read_text())
+    if kind == "cpuu-fleet":
+        result = run_cpuu_fleet(info, Path(payload), Path(out))
+    else:
+        result = run_baseline(info, Path(payload), Path(out))
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ------------------------------------------------------------------------------ orchestration
+
+
+def measure(kind: str, hosts: int, latency_ms: float, payload: Path) -> dict[str, Any]:
+    lab = Lab(hosts, latency_ms)
+    try:
+        work = Path(tempfile.mkdtemp(prefix="cpuu-bench-ctl-"))
+        info_path = work / "info.json"
+        info_path.write_text(json.dumps(lab.info))
+        done = subprocess.run(
+            [sys.executable, __file__, "controller", kind, str(info_path), str(payload), str(work)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=3600,
+        )
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not lines:
+            raise RuntimeError(f"{kind} controller failed:\n{done.stderr[-3000:]}")
+        return json.loads(lines[-1][7:])
+    finally:
+        lab.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10,100", help="comma-separated host counts")
+    parser.add_argument("--latencies", default="0,50", help="added ms per round trip")
+    parser.add_argument("--quick", action="store_true", help="10 hosts only")
+    args = parser.parse_args()
+    sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
+    latencies = [float(x) for x in args.latencies.split(",")]
+    from cpuu_fleet.demo import make_standin_payload
+
+    payload = make_standin_payload(Path(tempfile.mkdtemp(prefix="cpuu-bench-payload-")))
+    rows = []
+    for size in sizes:
+        for latency in latencies:
+            ours = measure("cpuu-fleet", size, latency, payload)
+            base = measure("baseline", size, latency, payload)
+            rows.append((size, latency, ours, base))
+            _print_row(size, latency, ours, base)
+    print()
+    print("| hosts | latency | metric | cpuu-fleet | baseline | ratio |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for size, latency, ours, base in rows:
+        for key, label in (
+            ("round_trips_per_host", "round trips / host"),
+            ("wall_per_host_s", "wall s / host"),
+            ("hosts_per_min", "hosts / min"),
+            ("cpu_per_host_s", "controller CPU s / host"),
+            ("peak_mib", "peak controller MiB"),
+        ):
+            ratio = ours[key] / base[key] if base[key] else float("nan")
+            print(
+                f"| {size} | {latency:g} ms | {label} | {ours[key]:.3f} | {base[key]:.3f} | {ratio:.2f}x |"
+            )
+        print(
+            f"| {size} | {latency:g} ms | preflight+push s / host, first → unchanged re-push | "
+            f"{ours['preflight_push_s_first']:.3f} → {ours['preflight_push_s_second']:.3f} | | "
+            f"{ours['preflight_push_s_second'] / max(ours['preflight_push_s_first'], 1e-9):.2f}x |"
+        )
+
+
+def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:
+    print(
+        f"{size:>4} hosts, {latency:>3g} ms: round trips/host {ours['round_trips_per_host']:.1f} vs "
+        f"{base['round_trips_per_host']:.1f}; wall/host {ours['wall_per_host_s']:.2f}s vs "
+        f"{base['wall_per_host_s']:.2f}s; CPU/host {ours['cpu_per_host_s']:.3f}s vs "
+        f"{base['cpu_per_host_s']:.3f}s; states {ours['states']}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "serve":
+        serve(int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "controller":
+        controller(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
+    else:
+        main()

@@ -248,6 +248,24 @@ class WindowsFS:
             if wildcard_match(pattern, name)
         ]
 
+    def walk_files(self, directory: str) -> list[str]:
+        """Windows paths of every file under ``directory``, recursively (``Get-ChildItem -File
+        -Recurse``); none if it does not exist. Symlinks are not followed."""
+        if not self.is_dir(directory):
+            return []
+        local_dir = self.resolve(directory)
+        found: list[str] = []
+        for name in sorted(os.listdir(local_dir), key=str.casefold):
+            local = local_dir / name
+            if local.is_symlink():
+                continue
+            path = join_windows(directory, name)
+            if local.is_dir():
+                found.extend(self.walk_files(path))
+            else:
+                found.append(path)
+        return found
+
     @property
     def used_bytes(self) -> int:
         with self._lock:

@@ -21,6 +21,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ class LabFleet:
         username: str = "labadmin",
         password: str | None = None,
         block: int | None = None,
+        faults: Mapping[str, TransportFaults] | None = None,
     ):
         if auth not in AUTHS:
             raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
@@ -152,6 +154,8 @@ class LabFleet:
         plans = plan_fleet(hosts, scenario, seed, self.workdir / "hosts")
         self._plans = plans
         self._latency = latency_s
+        self._fault_overrides = dict(faults or {})
+        """Per-host faults that replace the scenario's (tests, ad-hoc experiments)."""
         self._block = block
         self.hosts: list[LabHost] = []
         self._server: LabServer | None = None
@@ -293,7 +297,7 @@ class LabFleet:
         for index, plan in enumerate(self._plans):
             address = host_address(index, block)
             assert_loopback(address)
-            faults = plan.faults
+            faults = self._fault_overrides.get(plan.name, plan.faults)
             if self._latency is not None:
                 faults = replace(faults, latency_s=self._latency)
             workstation = plan.workstation

@@ -34,14 +34,10 @@ from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
 from cpuu_fleet.lab.psrp import LabShell, ShellSettings, resolve_pipeline
+from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
 from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
-
-try:  # the model branch's real fleet planner; a small stand-in until it is merged
-    from cpuu_fleet.lab.scenarios import plan_fleet
-except ModuleNotFoundError:  # pragma: no cover - replaced once the model branch is merged
-    from cpuu_fleet.lab._standin import plan_fleet
 
 AUTHS = ("basic", "ntlm", "negotiate", "certificate")
 HTTP_PORT = 5985
@@ -301,6 +297,9 @@ class LabFleet:
             if self._latency is not None:
                 faults = replace(faults, latency_s=self._latency)
             workstation = plan.workstation
+            # The WinRM account's profile exists, as after its first logon: sessions start in
+            # its Documents folder.
+            workstation.fs.mkdir(f"C:\\Users\\{self.username}\\Documents")
             identity = HostIdentity(machine=address, owner=f"{plan.name.upper()}\\{self.username}")
             dispatcher = WSManDispatcher(identity, _shell_factory(workstation))
             endpoint = HostEndpoint(

@@ -111,6 +111,8 @@ def test_fault_hosts(tmp_path: Path, local_file) -> None:
             client_for(fleet, "pc-0004") as client,
             pytest.raises(requests.exceptions.ConnectionError),
         ):
-            client.copy(str(src), "C:\\Temp\\big.bin")
+            client.copy(str(src), "C:\\Windows\\Temp\\big.bin")
         with client_for(fleet, "pc-0004") as client:  # a blip: the next connection works
-            assert client.copy(str(src), "C:\\Temp\\big.bin") == "C:\\Temp\\big.bin"
+            assert (
+                client.copy(str(src), "C:\\Windows\\Temp\\big.bin") == "C:\\Windows\\Temp\\big.bin"
+            )

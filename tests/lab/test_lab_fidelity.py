@@ -14,6 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pypsrp.exceptions import WinRMTransportError
+from pypsrp.wsman import WSMan, _TransportHTTP
+
+from cpuu_fleet.lab.contract import PipelineHost, ScriptCall
+from cpuu_fleet.lab.registry import register
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_shape import (  # the helper lives beside this file (tests are no package)
@@ -152,3 +157,85 @@ def test_allow_list_explains_known_differences_and_reports_stale_entries():
     )
     assert left == ["psrp S>C extra: PipelineState(Running)"]
     assert stale == [allowed[1]]
+
+
+# --------------------------------------------------------------------------------------------
+# pypsrp against the lab, observed on the wire
+# --------------------------------------------------------------------------------------------
+
+
+class WireRecorder:
+    """Observes what pypsrp's transport sends and receives (plain SOAP, before encryption).
+
+    It wraps ``pypsrp.wsman._TransportHTTP.send`` and passes every call through unchanged: this is
+    observation, not mocking. Only the transports of watched ``WSMan`` objects are recorded, so a
+    helper connection (e.g. one that deletes a shell behind the pool's back) stays out of the shape.
+    """
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[bytes, bytes | str | None]] = []
+        self._watched: set[int] = set()
+
+    def watch(self, wsman: WSMan) -> WSMan:
+        self._watched.add(id(wsman.transport))
+        return wsman
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original = _TransportHTTP.send
+        recorder = self
+
+        def observed_send(transport, message, *args, **kwargs):
+            if id(transport) not in recorder._watched:
+                return original(transport, message, *args, **kwargs)
+            try:
+                response = original(transport, message, *args, **kwargs)
+            except WinRMTransportError as err:
+                recorder.pairs.append((message, err.response_text))
+                raise
+            except Exception:
+                recorder.pairs.append((message, None))
+                raise
+            recorder.pairs.append((message, response))
+            return response
+
+        monkeypatch.setattr(_TransportHTTP, "send", observed_send)
+
+    def shape(self) -> Exchange:
+        return exchange_shape(self.pairs)
+
+
+# The lab cannot run the cmdlets the recordings used (Get-Service, Start-Sleep, Write-Debug...).
+# Where that matters, the test drives the same *protocol* operation through a script handler it
+# registers itself (the lab's documented seam), so only the PowerShell content differs.
+SLEEP_S = 2.6
+"""With ``operation_timeout=1`` the long-running pipeline outlives two Receive long-polls, as the
+recording's 10 s Start-Sleep outlived two 5 s ones (same shape, a quarter of the wait)."""
+
+
+@register("fidelity-sleep")
+def _sleep_then_hi(workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Plays ``Start-Sleep -Seconds 10; echo hi``."""
+    host.sleep(SLEEP_S)
+    host.write_output("hi")
+
+
+@register("fidelity-streams")
+def _every_stream(workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Plays the recording's Write-Debug/Verbose/Error/Output/Warning/Information script with the
+    streams a lab handler has (no debug or information stream: listed in the allow-list)."""
+    host.write_verbose("verbose stream")
+    host.write_error("error stream")
+    host.write_output("output stream")
+    host.write_warning("warning stream")
+
+
+@register("fidelity-echo")
+def _error_then_input(workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Plays the protocol-2.3 script: an error merged into output, then ``$input`` echoed."""
+    host.write_output("error")
+    for item in call.input:
+        host.write_output(item)
+
+
+def marked(name: str, body: str) -> str:
+    return f"# cpuu-fleet: {name}\n{body}"

@@ -200,6 +200,9 @@ class SoapShape:
 
     psrp: tuple[PsrpMessage, ...]
 
+    header_paths: frozenset[str] = frozenset()
+    """The same for ``s:Header`` (pypsrp needs only RelatesTo; Windows sends more)."""
+
 
 @dataclass(frozen=True)
 class Step:
@@ -215,7 +218,7 @@ class Step:
         return f"{req.action}[{req.resource}/{req.target}] -> {self.response.action}"
 
 
-def _body_paths(body: ET.Element | None) -> frozenset[str]:
+def _element_paths(body: ET.Element | None) -> frozenset[str]:
     paths: set[str] = set()
 
     def walk(element: ET.Element, prefix: str) -> None:
@@ -279,8 +282,9 @@ def soap_shape(
         action=_action_name(root),
         resource=_resource_kind(uri) if is_request else "",
         target="pipeline" if command_ids else "pool",
-        body_paths=_body_paths(body),
+        body_paths=_element_paths(body),
         psrp=tuple(psrp),
+        header_paths=_element_paths(root.find("s:Header", NS)),
     )
 
 
@@ -349,11 +353,12 @@ def _sequence_diff(kind: str, recorded: Sequence[str], lab: Sequence[str]) -> li
     return differences
 
 
-def _paths_by_signature(exchange: Exchange, side: str) -> dict[str, set[str]]:
+def _paths_by_signature(exchange: Exchange, side: str, part: str) -> dict[str, set[str]]:
     union: dict[str, set[str]] = {}
     for step in exchange.steps:
         shape = step.request if side == "request" else step.response
-        union.setdefault(step.signature, set()).update(shape.body_paths)
+        paths = shape.body_paths if part == "body" else shape.header_paths
+        union.setdefault(step.signature, set()).update(paths)
     return union
 
 
@@ -361,9 +366,10 @@ def differences(recorded: Exchange, lab: Exchange) -> list[str]:
     """Every way ``lab`` differs from ``recorded``, as sorted, de-duplicated short strings.
 
     * ``step missing|extra: <signature>``: the aligned sequence of request/response actions;
-    * ``<side> body of <signature> lacks|adds <path>``: element paths, compared as the union over
-      all steps with the same signature (a Receive split differently carries different subsets
-      per message, but the same elements overall);
+    * ``<side> body|header of <signature> lacks|adds <path>``: element paths, compared as the
+      union over all steps with the same signature (a Receive split differently carries different
+      subsets per message, but the same elements overall). Request headers are pypsrp's own and
+      not compared; response headers are;
     * ``psrp C>S|S>C missing|extra: <type>(<state>)``: the aligned PSRP message sequences;
     * ``psrp unfinished fragments``: a message whose end fragment never came.
     """

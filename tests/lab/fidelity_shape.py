@@ -374,15 +374,13 @@ def differences(recorded: Exchange, lab: Exchange) -> list[str]:
     * ``psrp unfinished fragments``: a message whose end fragment never came.
     """
     found = _sequence_diff("step", recorded.signatures(), lab.signatures())
-    for side in ("request", "response"):
-        want, got = _paths_by_signature(recorded, side), _paths_by_signature(lab, side)
+    for side, part in (("request", "body"), ("response", "body"), ("response", "header")):
+        want = _paths_by_signature(recorded, side, part)
+        got = _paths_by_signature(lab, side, part)
         for signature in sorted(set(want) & set(got)):
-            found.extend(
-                f"{side} body of {signature} lacks {p}" for p in want[signature] - got[signature]
-            )
-            found.extend(
-                f"{side} body of {signature} adds {p}" for p in got[signature] - want[signature]
-            )
+            prefix = f"{side} {part} of {signature}"
+            found.extend(f"{prefix} lacks {path}" for path in want[signature] - got[signature])
+            found.extend(f"{prefix} adds {path}" for path in got[signature] - want[signature])
     for direction in ("C>S", "S>C"):
         found.extend(
             _sequence_diff(f"psrp {direction}", recorded.psrp(direction), lab.psrp(direction))

@@ -21,6 +21,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +34,10 @@ from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
 from cpuu_fleet.lab.psrp import LabShell, ShellSettings, resolve_pipeline
+from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
 from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
-
-try:  # the model branch's real fleet planner; a small stand-in until it is merged
-    from cpuu_fleet.lab.scenarios import plan_fleet
-except ModuleNotFoundError:  # pragma: no cover - replaced once the model branch is merged
-    from cpuu_fleet.lab._standin import plan_fleet
 
 AUTHS = ("basic", "ntlm", "negotiate", "certificate")
 HTTP_PORT = 5985
@@ -130,6 +127,7 @@ class LabFleet:
         username: str = "labadmin",
         password: str | None = None,
         block: int | None = None,
+        faults: Mapping[str, TransportFaults] | None = None,
     ):
         if auth not in AUTHS:
             raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
@@ -152,6 +150,8 @@ class LabFleet:
         plans = plan_fleet(hosts, scenario, seed, self.workdir / "hosts")
         self._plans = plans
         self._latency = latency_s
+        self._fault_overrides = dict(faults or {})
+        """Per-host faults that replace the scenario's (tests, ad-hoc experiments)."""
         self._block = block
         self.hosts: list[LabHost] = []
         self._server: LabServer | None = None
@@ -293,10 +293,13 @@ class LabFleet:
         for index, plan in enumerate(self._plans):
             address = host_address(index, block)
             assert_loopback(address)
-            faults = plan.faults
+            faults = self._fault_overrides.get(plan.name, plan.faults)
             if self._latency is not None:
                 faults = replace(faults, latency_s=self._latency)
             workstation = plan.workstation
+            # The WinRM account's profile exists, as after its first logon: sessions start in
+            # its Documents folder.
+            workstation.fs.mkdir(f"C:\\Users\\{self.username}\\Documents")
             identity = HostIdentity(machine=address, owner=f"{plan.name.upper()}\\{self.username}")
             dispatcher = WSManDispatcher(identity, _shell_factory(workstation))
             endpoint = HostEndpoint(

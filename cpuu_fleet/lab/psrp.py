@@ -29,10 +29,12 @@ from typing import Any
 
 import psrpcore
 from psrpcore.types import (
+    DebugRecord,
     ErrorCategory,
     ErrorCategoryInfo,
     ErrorRecord,
     NETException,
+    ProgressRecordType,
     PSInvocationState,
     PSRPMessageType,
     PSVersion,
@@ -47,6 +49,9 @@ log = logging.getLogger(__name__)
 
 FRAGMENT_SIZE = 32_768
 """Windows' PSRP fragment size (32,747 payload bytes + the 21-byte header)."""
+
+SETTLE_S = 0.05
+"""How long a Receive lets a still-running pipeline's output gather (see LabShell._settle)."""
 
 _BOUNDARY = object()
 """Queue marker: the next Receive answer starts here (Windows' two-step open)."""
@@ -250,6 +255,16 @@ class LabPipeline:
             self.pipe.start()
             # Windows never sends PipelineState=Running: drop the one psrpcore queues.
             shell.pool.data_to_send()
+            if shell.first_pipeline:
+                # A fresh wsmprovhost loads its modules on the first pipeline and says so.
+                shell.first_pipeline = False
+                self.pipe.write_progress(
+                    "Preparing modules for first use.",
+                    0,
+                    " ",
+                    record_type=ProgressRecordType.Completed,
+                )
+                shell.pump()
         state: tuple[PSInvocationState, ErrorRecord | None]
         try:
             call, handler = shell.resolve(metadata)
@@ -339,6 +354,23 @@ class LabPipeline:
             lambda: self.pipe.prepare_message(record, message_type=PSRPMessageType.VerboseRecord)
         )
 
+    def write_debug(self, message: str) -> None:
+        """Beyond the contract: ``Write-Debug`` with ``$DebugPreference = 'Continue'``."""
+        record = DebugRecord(Message=message)
+        record.PSObject.to_string = message
+        self._write(
+            lambda: self.pipe.prepare_message(record, message_type=PSRPMessageType.DebugRecord)
+        )
+
+    def write_information(self, message: str, source: str = "Write-Information") -> None:
+        """Beyond the contract: ``Write-Information`` (PowerShell 5.1's information stream)."""
+        computer = str(getattr(self.shell.workstation, "name", "WORKSTATION")).upper()
+        self._write(
+            lambda: self.pipe.write_information(
+                message, source, user=self.shell.settings.owner, computer=computer
+            )
+        )
+
     def sleep(self, seconds: float) -> None:
         if self.stopping.wait(max(0.0, seconds)):
             raise PipelineStopped()
@@ -372,6 +404,7 @@ class LabShell:
     pipelines: dict[str, LabPipeline] = field(default_factory=dict)
     queues: dict[str | None, deque[Any]] = field(default_factory=dict)
     closed: bool = False
+    first_pipeline: bool = True
     created_at: float = field(default_factory=time.monotonic)
     _receive_cache: dict[str | None, tuple[str, bytes]] = field(default_factory=dict)
 
@@ -425,6 +458,7 @@ class LabShell:
                 while out and out[0] is _BOUNDARY and len(out) > 1:
                     out.popleft()
                 if out and out[0] is not _BOUNDARY:
+                    self._settle(command_id, out, budget_chars)
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -445,6 +479,18 @@ class LabShell:
                     done = True
                     self.forget(command_id)
             return ReceiveResult(chunks, done)
+
+    def _settle(self, command_id: str | None, out: deque[Any], budget_chars: int) -> None:
+        """Let a running pipeline's output gather briefly before answering (lock held), so a
+        quick script's output and final state travel in one ReceiveResponse as on Windows."""
+        pipeline = self.pipelines.get(command_id) if command_id else None
+        waited = 0.0
+        while pipeline is not None and not pipeline.finished and waited < SETTLE_S:
+            if sum(len(c) for c in out if c is not _BOUNDARY) * 4 // 3 >= budget_chars:
+                return
+            started = time.monotonic()
+            self.cond.wait(SETTLE_S - waited)
+            waited += time.monotonic() - started
 
     def signal(self, command_id: str, *, terminate: bool) -> None:
         """ctrl_c (PowerShell.stop) or Terminate (PowerShell.close): stop the handler; its

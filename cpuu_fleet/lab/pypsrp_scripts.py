@@ -13,6 +13,7 @@ behaviour, including their exact error texts.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import ntpath
 import re
@@ -84,6 +85,25 @@ def _args(call: ScriptCall) -> tuple[str, bool]:
     return path, expand
 
 
+def method_failed(method: str, arguments: int, exc: Exception) -> ScriptFailed:
+    """A .NET method call that threw, as PowerShell reports it (MethodInvocationException)."""
+    if isinstance(exc, FileNotFoundError):
+        kind, text = "DirectoryNotFoundException", "Could not find a part of the path."
+    elif isinstance(exc, ValueError):
+        kind, text = "NotSupportedException", "The given path's format is not supported."
+    elif getattr(exc, "errno", None) == errno.ENOSPC or type(exc).__name__ == "DiskFullError":
+        kind, text = "IOException", "There is not enough space on the disk.\r\n"
+    elif isinstance(exc, PermissionError | IsADirectoryError):
+        kind, text = "UnauthorizedAccessException", "Access to the path is denied."
+    else:
+        kind, text = "IOException", str(exc)
+    return ScriptFailed(
+        f'Exception calling "{method}" with "{arguments}" argument(s): "{text}"',
+        error_id=kind,
+        category="NotSpecified",
+    )
+
+
 def copy_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> None:
     """copy.ps1: base64 chunks on the input, the last input is the SHA1 hex (base64); write a
     temp file, check the hash, replace the destination, output its full path."""
@@ -97,7 +117,10 @@ def copy_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> None
             for item in call.input:
                 if previous is not None:
                     sha1.update(previous)
-                    out.write(previous)
+                    try:
+                        out.write(previous)
+                    except OSError as exc:
+                        raise method_failed("Write", 3, exc) from exc
                 previous = base64.b64decode(str(item) if item is not None else "")
         if expand:
             raw = expand_env(raw, workstation)
@@ -109,9 +132,15 @@ def copy_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> None
                 f"Transport failure, hash mismatch\r\nActual: {actual}\r\nExpected: {expected}",
                 category="OperationStopped",
             )
-        if fs.exists(dest):
-            fs.delete(dest)
-        fs.move(temp, dest)
+        try:
+            if fs.exists(dest):
+                fs.delete(dest)
+        except (OSError, ValueError) as exc:
+            raise method_failed("Delete", 1, exc) from exc
+        try:
+            fs.move(temp, dest)
+        except (OSError, ValueError) as exc:
+            raise method_failed("Move", 2, exc) from exc
         host.write_output(dest)
     finally:
         if fs.exists(temp):
@@ -130,12 +159,19 @@ def fetch_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> Non
     if expand:
         raw = expand_env(raw, workstation)
     src = full_path(raw, host)
-    if fs.is_dir(src):
+    try:
+        is_dir, exists = fs.is_dir(src), fs.exists(src)
+    except ValueError as exc:
+        raise method_failed("GetUnresolvedProviderPathFromPSPath", 1, exc) from exc
+    if is_dir:
         raise ScriptFailed(f"The path at '{src}' is a directory, src must be a file")
-    if not fs.exists(src):
+    if not exists:
         raise ScriptFailed(f"The path at '{src}' does not exist")
-    with fs.open_read(src) as handle:
-        data = handle.read()
+    try:
+        with fs.open_read(src) as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise method_failed("Read", 3, exc) from exc
     if not data:
         raise ScriptFailed(
             'Exception calling "TransformFinalBlock" with "3" argument(s): "Value cannot be '

@@ -16,6 +16,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from xml.sax.saxutils import escape
 
 from cpuu_fleet.lab.psrp import LabShell, OperationTimedOut, ShellSettings, UnknownCommand
@@ -189,7 +190,9 @@ def parse_request(data: bytes) -> WSManRequest:
 
 
 def _envelope(action: str, relates_to: str, body: str, extra_ns: str = "") -> bytes:
-    """A response envelope with Windows' prefixes and header order."""
+    """A response envelope with Windows' prefixes and header order.
+
+    No ``p:ActivityId``: most recordings (Server 2019 among them) have none."""
     return (
         '<s:Envelope xml:lang="en-US" xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
         'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
@@ -270,11 +273,9 @@ def _shell_xml(shell: LabShell, *, with_usage: bool = False) -> str:
 
 
 _CONFIG_BODY = (
-    '<cfg:Config xmlns:cfg="http://schemas.microsoft.com/wbem/wsman/1/config">'
-    "<cfg:MaxEnvelopeSizekb>500</cfg:MaxEnvelopeSizekb><cfg:MaxTimeoutms>60000</cfg:MaxTimeoutms>"
-    "<cfg:MaxBatchItems>32000</cfg:MaxBatchItems>"
-    "<cfg:MaxProviderRequests>4294967295</cfg:MaxProviderRequests></cfg:Config>"
+    resources.files("cpuu_fleet.lab").joinpath("data/wsman-config.xml").read_text("utf-8").strip()
 )
+"""``winrm get winrm/config`` of a default Windows host (MaxEnvelopeSizekb=500), kept as data."""
 
 
 @dataclass

@@ -158,8 +158,8 @@ def test_copy_then_fetch_round_trip_is_byte_exact(
 ) -> None:
     src = local_file(size)
     with client_for(any_fleet) as client:
-        remote = client.copy(str(src), "C:\\Temp\\payload.bin")
-        assert remote == "C:\\Temp\\payload.bin"
+        remote = client.copy(str(src), "C:\\Windows\\Temp\\payload.bin")
+        assert remote == "C:\\Windows\\Temp\\payload.bin"
         workstation = any_fleet.host("pc-0001").workstation
         assert workstation.fs.read_bytes(remote) == src.read_bytes()
         if size == 0:
@@ -181,3 +181,12 @@ def test_fetch_missing_file_fails_like_windows(basic_fleet: LabFleet, tmp_path) 
     with client_for(basic_fleet) as client, pytest.raises(WinRMError) as info:
         client.fetch("C:\\nope.txt", str(tmp_path / "x"))
     assert "The path at 'C:\\nope.txt' does not exist" in str(info.value)
+
+
+def test_copy_into_a_missing_folder_fails_like_file_move(basic_fleet: LabFleet, local_file) -> None:
+    with client_for(basic_fleet) as client, pytest.raises(WinRMError) as info:
+        client.copy(str(local_file(10)), "C:\\No\\Such\\Folder\\x.bin")
+    assert (
+        'Exception calling "Move" with "2" argument(s): "Could not find a part of the path."'
+        in str(info.value)
+    )

@@ -29,7 +29,7 @@ from typing import Any
 
 from cpuu_fleet import patterns
 from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import AskPass, Secret, resolve
+from cpuu_fleet.credentials import MASK, AskPass, Secret, is_secret_name, resolve
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
@@ -97,6 +97,15 @@ class Host:
     @property
     def inventory(self) -> Inventory:
         return self._inventory
+
+    def describe(self) -> dict[str, Any]:
+        """Name, groups, effective connection settings and variables, with every secret masked."""
+        return {
+            "name": self.name,
+            "groups": list(self.groups),
+            "connection": self.connection.describe(),
+            "vars": mask_secrets(self.vars),
+        }
 
     def magic_vars(self) -> dict[str, Any]:
         """The names Ansible sets for every host, available to templates and values."""
@@ -492,6 +501,18 @@ class Inventory:
 
         draw("all", 0)
         return "\n".join(lines)
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` in which every secret-named variable (at any depth) is ``********``."""
+    if isinstance(value, Mapping):
+        return {
+            key: MASK if isinstance(key, str) and is_secret_name(key) else mask_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(item) for item in value]
+    return value
 
 
 def _line(mapping: Any, key: Any) -> int | None:

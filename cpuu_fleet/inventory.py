@@ -308,7 +308,7 @@ class Inventory:
                         line=host_line,
                     )
                 host_text, port = _split_port(str(host_key))
-                variables = dict(host_vars or {})
+                variables = _str_keys(host_vars or {}, file)
                 if port is not None:
                     variables.setdefault("ansible_port", port)
                 for host_name in _expand_range(host_text, file, host_line):
@@ -384,23 +384,33 @@ class Inventory:
 
     def _compute_depths(self) -> None:
         """Depth = longest path from ``all`` (Ansible's); a cycle in ``children`` is an error."""
-        state: dict[str, int] = {}
+        done: set[str] = set()
 
-        def visit(name: str, depth: int, path: list[str]) -> None:
+        def check(name: str, path: list[str]) -> None:
             if name in path:
                 cycle = " -> ".join([*path[path.index(name) :], name])
-                raise InputError(
-                    f"groups form a cycle: {cycle}", where=self.groups[name].source or self.path
-                )
-            group = self.groups[name]
-            if state.get(name, -1) >= depth:
+                where = self.groups[name].source or self.path
+                raise InputError(f"groups form a cycle: {cycle}", where=where)
+            if name in done:
                 return
-            state[name] = depth
-            group.depth = max(group.depth, depth)
-            for child in group.children:
-                visit(child, depth + 1, [*path, name])
+            for child in self.groups[name].children:
+                check(child, [*path, name])
+            done.add(name)
 
-        visit("all", 0, [])
+        for name in list(self.groups):
+            check(name, [])
+
+        def visit(name: str, depth: int) -> None:
+            group = self.groups[name]
+            if depth < group.depth or (depth == group.depth and name in visited):
+                return
+            visited.add(name)
+            group.depth = depth
+            for child in group.children:
+                visit(child, depth + 1)
+
+        visited: set[str] = set()
+        visit("all", 0)
 
     def _ancestors(self, groups: Iterable[str]) -> set[str]:
         found: set[str] = set()

@@ -13,6 +13,7 @@ the file a workstation receives and a copy that is safe to keep for review.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -36,13 +37,55 @@ def make_environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environm
     files are not HTML). ``trim_blocks`` is on as in Ansible's template modules, so a
     ``{% if %}`` line does not leave a blank line behind.
     """
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         trim_blocks=True,
     )
+    environment.filters.update(bool=to_bool, win_args=win_args, bat_args=bat_args)
+    return environment
+
+
+_TRUE_WORDS = {"true", "yes", "on", "1", "y"}
+_FALSE_WORDS = {"false", "no", "off", "0", "n", ""}
+_NEEDS_QUOTES = re.compile(r"[\s&|<>^(),;=]")
+
+
+def to_bool(value: Any) -> bool:
+    """Ansible's ``bool`` filter: yes/no, on/off, true/false, 1/0 as written in YAML or INI files."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE_WORDS:
+        return True
+    if text in _FALSE_WORDS:
+        return False
+    raise InputError(f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def win_args(value: Any) -> str:
+    """A list (or one value) as space-separated Windows arguments, quoted where needed.
+
+    Used for CPUU's space-separated lists (``-Profiles``, ``AllowAdditionalServices``). A double
+    quote or a line break cannot be passed safely, so a value holding one is refused.
+    """
+    items = value if isinstance(value, (list, tuple)) else [value]
+    words = []
+    for item in items:
+        text = str(item)
+        if '"' in text or "\n" in text or "\r" in text:
+            raise InputError(
+                f"{text!r} cannot be passed as a Windows argument (quote or line break)"
+            )
+        words.append(f'"{text}"' if not text or _NEEDS_QUOTES.search(text) else text)
+    return " ".join(words)
+
+
+def bat_args(value: Any) -> str:
+    """:func:`win_args` for a batch file, where ``%`` must be doubled to stay literal."""
+    return win_args(value).replace("%", "%%")
 
 
 class UndefinedVariable(InputError):

@@ -29,7 +29,7 @@ from typing import Any
 
 from cpuu_fleet import patterns
 from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import AskPass, Secret, resolve
+from cpuu_fleet.credentials import MASK, AskPass, Secret, is_secret_name, resolve
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
@@ -97,6 +97,15 @@ class Host:
     @property
     def inventory(self) -> Inventory:
         return self._inventory
+
+    def describe(self) -> dict[str, Any]:
+        """Name, groups, effective connection settings and variables, with every secret masked."""
+        return {
+            "name": self.name,
+            "groups": list(self.groups),
+            "connection": self.connection.describe(),
+            "vars": mask_secrets(self.vars),
+        }
 
     def magic_vars(self) -> dict[str, Any]:
         """The names Ansible sets for every host, available to templates and values."""
@@ -299,7 +308,7 @@ class Inventory:
                         line=host_line,
                     )
                 host_text, port = _split_port(str(host_key))
-                variables = dict(host_vars or {})
+                variables = _str_keys(host_vars or {}, file)
                 if port is not None:
                     variables.setdefault("ansible_port", port)
                 for host_name in _expand_range(host_text, file, host_line):
@@ -375,23 +384,33 @@ class Inventory:
 
     def _compute_depths(self) -> None:
         """Depth = longest path from ``all`` (Ansible's); a cycle in ``children`` is an error."""
-        state: dict[str, int] = {}
+        done: set[str] = set()
 
-        def visit(name: str, depth: int, path: list[str]) -> None:
+        def check(name: str, path: list[str]) -> None:
             if name in path:
                 cycle = " -> ".join([*path[path.index(name) :], name])
-                raise InputError(
-                    f"groups form a cycle: {cycle}", where=self.groups[name].source or self.path
-                )
-            group = self.groups[name]
-            if state.get(name, -1) >= depth:
+                where = self.groups[name].source or self.path
+                raise InputError(f"groups form a cycle: {cycle}", where=where)
+            if name in done:
                 return
-            state[name] = depth
-            group.depth = max(group.depth, depth)
-            for child in group.children:
-                visit(child, depth + 1, [*path, name])
+            for child in self.groups[name].children:
+                check(child, [*path, name])
+            done.add(name)
 
-        visit("all", 0, [])
+        for name in list(self.groups):
+            check(name, [])
+
+        def visit(name: str, depth: int) -> None:
+            group = self.groups[name]
+            if depth < group.depth or (depth == group.depth and name in visited):
+                return
+            visited.add(name)
+            group.depth = depth
+            for child in group.children:
+                visit(child, depth + 1)
+
+        visited: set[str] = set()
+        visit("all", 0)
 
     def _ancestors(self, groups: Iterable[str]) -> set[str]:
         found: set[str] = set()
@@ -492,6 +511,18 @@ class Inventory:
 
         draw("all", 0)
         return "\n".join(lines)
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of ``value`` in which every secret-named variable (at any depth) is ``********``."""
+    if isinstance(value, Mapping):
+        return {
+            key: MASK if isinstance(key, str) and is_secret_name(key) else mask_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(item) for item in value]
+    return value
 
 
 def _line(mapping: Any, key: Any) -> int | None:

@@ -152,15 +152,6 @@ def _match_term(
     group_names: Sequence[str],
 ) -> list[str] | None:
     """Hosts matched by one term, or None when it matches nothing at all."""
-    subscript = _SUBSCRIPT.match(text)
-    if subscript and not _is_plain_name(text, host_names, group_names):
-        base = subscript.group("base")
-        found = _match_term(base, host_names, group_members, group_names)
-        if found is not None:
-            return _apply_subscript(found, subscript.group("start"), subscript.group("end"), text)
-        # Not a known base: the brackets may be a glob character class; go on below.
-    if text in ("all", "*"):
-        return list(host_names)
     if text.startswith("~"):
         try:
             regex = re.compile(text[1:])
@@ -173,6 +164,15 @@ def _match_term(
             [h for h in host_names if regex.match(h)],
             group_members,
         )
+    subscript = _SUBSCRIPT.match(text)
+    if subscript and not _is_plain_name(text, host_names, group_names):
+        base = subscript.group("base")
+        found = _match_term(base, host_names, group_members, group_names)
+        if found is not None:
+            return _apply_subscript(found, subscript.group("start"), subscript.group("end"), text)
+        # Not a known base: the brackets may be a glob character class; go on below.
+    if text in ("all", "*"):
+        return list(host_names)
     if _GLOB_CHARS & set(text):
         return _collect(
             [g for g in group_names if fnmatch.fnmatchcase(g, text)],

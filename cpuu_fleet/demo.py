@@ -51,6 +51,8 @@ LAB_TEMPLATE_VARS = {
     "cpuu_password": "{{ lookup('env', 'CPUU_FLEET_CPUU_PASSWORD') }}",
     "cpuu_admin_trg": "svc-cpuu@target.example",
     "cpuu_password_trg": "{{ lookup('env', 'CPUU_FLEET_CPUU_PASSWORD_TRG') }}",
+    # as in inventories/group_vars/all.yml: how the generic batch files select the mode
+    "cpuu_mode_switch": {"update": "", "undo": "-Undo", "cleanup": "-Cleanup"},
 }
 
 

@@ -206,8 +206,9 @@ def _seconds(start: str | None, end: str | None) -> float:
 def _execute_script(client: Any, name: str, parameters: dict[str, Any]) -> list[Any]:
     """What ``Client.execute_ps`` costs on the wire - a new runspace pool, one pipeline, delete -
     running one of cpuu-fleet's scripts (the lab plays only scripts it knows)."""
-    from cpuu_fleet.remote import load_script
     from pypsrp.powershell import PowerShell, RunspacePool
+
+    from cpuu_fleet.remote import load_script
 
     with RunspacePool(client.wsman) as pool:
         ps = PowerShell(pool)

@@ -24,6 +24,8 @@ profile                                                some profile
                                                        is OK (e.g.
                                                        code 2),
                                                        else skipped
+CRASH or GLOBAL_ERR set (the run did not complete),     failed        cpuu
+even with SUCCESS
 SUCCESS, no failure flag, no NO_SWITCH_MSG, no bad     succeeded     —
 profile
 SUCCESS plus a failure flag, NO_SWITCH_MSG or a bad    partial       cpuu
@@ -111,6 +113,9 @@ def judge_exit(
         if ok:
             return Verdict(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
         return Verdict(states.SKIPPED, None, "nothing to do (" + detail + ")")
+    if flags & (ExitFlags.CRASH | ExitFlags.GLOBAL_ERR):
+        # The run did not complete: whatever it did before, the workstation is not done.
+        return Verdict(states.FAILED, ErrorClass.CPUU.value, detail)
     if flags & ExitFlags.SUCCESS:
         if flags & FAILURE_FLAGS or flags & ExitFlags.NO_SWITCH_MSG or bad:
             return Verdict(states.PARTIAL, ErrorClass.CPUU.value, detail)

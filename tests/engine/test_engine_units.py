@@ -87,6 +87,7 @@ def _profiles(*codes: int) -> list[ProfileResult]:
         (1 | 4, (10, 11), False, states.PARTIAL),
         (4, (11,), False, states.FAILED),
         (32, (), False, states.FAILED),
+        (1 | 32, (10,), False, states.FAILED),  # a crash is never partial
         (1, (), True, states.FAILED),  # killed: exit 1 is NOT success
         (0, (), False, states.SKIPPED),
         (0, (2, 2), False, states.SUCCEEDED),

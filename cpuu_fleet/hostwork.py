@@ -26,8 +26,10 @@ from cpuu_fleet.journal import Journal
 from cpuu_fleet.outcome import RunSummary, Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import HostSession, SessionError
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError
 from cpuu_fleet.steps import (
+    TASK_HAS_NOT_RUN,
+    TASK_RUNNING,
     CollectResult,
     HostContext,
     PushPlan,
@@ -39,6 +41,7 @@ from cpuu_fleet.steps import (
     remove_task,
     resume_cpuu,
     run_cpuu,
+    task_status,
     write_cleanup_marker,
 )
 
@@ -262,6 +265,11 @@ def visit_host(
                 if run.ran or run.pending:
                     _remove_task_quietly(with_session, run, details)
             elif step == "collect" and not wave.check:
+                if wave.run is None and run is None:
+                    run = _pick_up_pending(wave, ctx, with_session, steps)
+                    if run is not None:
+                        details["run"] = run.details()
+                        _remove_task_quietly(with_session, run, details)
                 if run is not None and not run.ran:
                     continue  # nothing ran: no new results to fetch
                 collected = steps.run(
@@ -334,6 +342,53 @@ def _run_step(
             batch_file=options.batch_file,
         )
 
+    return steps.run("run", action, _run_status)
+
+
+def _pending_task(journal: Journal, run_id: str, host: str) -> str | None:
+    """The at-logon task of this host's latest earlier run, if that run left the host pending."""
+    for earlier in reversed(journal.runs()):
+        if earlier["run_id"] == run_id:
+            continue
+        row = journal.host(earlier["run_id"], host)
+        if row is None or row["state"] in (states.QUEUED, states.NOT_RUN):
+            continue
+        if row["state"] == states.PENDING and row.get("task_name"):
+            return str(row["task_name"])
+        return None
+    return None
+
+
+def _pick_up_pending(
+    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+) -> RunResult | None:
+    """A collect on a host left pending by an at-logon task: did CPUU run since? Take its exit
+    code (the task is then removed), or keep the host pending."""
+    task_name = _pending_task(wave.journal, wave.run_id, ctx.host)
+    if task_name is None:
+        return None
+
+    def action() -> RunResult:
+        status = task_status(session, task_name)
+        if not status.get("Exists"):
+            raise SessionError(
+                ErrorClass.REMOTE,
+                f"the at-logon task {task_name!r} is gone from the host (removed by hand?)",
+                transient=False,
+            )
+        last = status.get("LastTaskResult")
+        if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
+            return RunResult(task_name, pending=True, no_user=True, resumed="at_logon")
+        return RunResult(
+            task_name,
+            ran=True,
+            exit_code=int(last),
+            killed=bool(status.get("Killed")),
+            user=ctx.user,
+            resumed="at_logon",
+        )
+
+    wave.journal.set_host(wave.run_id, ctx.host, task_name=task_name)
     return steps.run("run", action, _run_status)
 
 

@@ -1,0 +1,131 @@
+"""The command line, as an operator runs it: ``play``, exit codes, ``status``, and ``--resume``
+after the controller was killed (``kill -9``) while CPUU ran on the workstations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import make_playbook
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.demo import DEMO_SECRETS
+from cpuu_fleet.journal import Journal
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(wave) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(wave.fleet.env)
+    env.update(DEMO_SECRETS)
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def _cli(wave, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cpuu_fleet", *args],
+        env=_env(wave),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def test_play_exit_codes_json_and_status(wave_factory):
+    wave = wave_factory(2)
+    playbook = make_playbook(wave.payload)
+    done = _cli(
+        wave, "play", str(playbook.path), "-i", str(wave.inventory_path),
+        "--reports", str(wave.reports), "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert events[-1]["event"] == "result" and events[-1]["counts"] == {"succeeded": 2}
+    assert any(e["event"] == "step_finished" and e["step"] == "push" for e in events)
+
+    status = _cli(wave, "status", "--reports", str(wave.reports), "--json")
+    assert status.returncode == 0
+    assert json.loads(status.stdout)["counts"] == {"succeeded": 2}
+
+    bad = _cli(wave, "play", str(playbook.path), "-i", str(wave.inventory_path / "nope"))
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "cpuu-fleet: error:" in bad.stderr
+
+
+def test_failed_hosts_give_exit_code_3_and_status_lists_them(wave_factory):
+    wave = wave_factory(2, "wrong_password")
+    playbook = make_playbook(wave.payload)
+    done = _cli(wave, "play", str(playbook.path), "-i", str(wave.inventory_path),
+                "--reports", str(wave.reports))  # fmt: skip
+    assert done.returncode == 3
+    status = _cli(wave, "status", "--reports", str(wave.reports))
+    assert "Hosts needing action" in status.stdout and "authentication" in status.stdout
+
+
+def _running_run_steps(journal: Path) -> tuple[str | None, int]:
+    if not journal.exists():
+        return None, 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT run_id, COUNT(*) FROM attempts WHERE step = 'run' AND status = 'running'"
+                " GROUP BY run_id"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:
+        return None, 0
+    return (rows[0][0], rows[0][1]) if rows else (None, 0)
+
+
+def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
+    wave = wave_factory(4)
+    launches: dict[str, int] = {}
+    for host in wave.fleet.hosts:
+        workstation = host.workstation
+        workstation.cpuu.base_seconds = 2.5  # CPUU is still busy when the controller dies
+        original = workstation._launcher
+
+        def counting(ws, task, user, _original=original):
+            launches[ws.name] = launches.get(ws.name, 0) + 1
+            return _original(ws, task, user)
+
+        workstation._launcher = counting
+    playbook = make_playbook(wave.payload, timeout=30)
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "cpuu_fleet", "play", str(playbook.path),
+         "-i", str(wave.inventory_path), "--reports", str(wave.reports), "--json"],
+        env=_env(wave), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    journal_path = wave.reports / Journal.FILENAME
+    deadline = time.monotonic() + 60
+    run_id, running = None, 0
+    while time.monotonic() < deadline and running < 4:
+        run_id, running = _running_run_steps(journal_path)
+        time.sleep(0.05)
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait(timeout=10)
+    assert run_id is not None and running == 4, "the controller never reached the run step"
+    assert sum(launches.values()) == 4
+
+    resumed = wave.follow_up(resume=run_id, inventory=None)
+    with Journal.in_reports(wave.reports) as journal:
+        rows = {r["host"]: r for r in journal.hosts(resumed.run_id)}
+        assert set(rows) == {h.name for h in wave.fleet.hosts}
+        for host, row in rows.items():
+            assert row["state"] == states.SUCCEEDED, row
+            assert journal.profiles(resumed.run_id, host), "results of the first run lost"
+            attempt = [a for a in journal.attempts(resumed.run_id, host) if a["step"] == "run"]
+            assert '"resumed"' in attempt[0]["details_json"]
+    assert launches == {h.name: 1 for h in wave.fleet.hosts}

@@ -303,7 +303,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     grouped = by_host.groupby("host", sort=False)
     problem_profiles = grouped["label"].agg("; ".join)
     profile_hints = grouped["hint"].agg(lambda h: " ".join(dict.fromkeys(x for x in h if x)))
-    actions["problem_profiles"] = actions["host"].map(problem_profiles).fillna("")
+    actions["problem_profiles"] = actions["host"].map(problem_profiles).astype(object).fillna("")
 
     error_hint = actions["error_class"].map(hints.ERROR_CLASS_HINTS).fillna("")
     error_hint = error_hint.where(actions["state"].isin(states.ACTION_LABELS[:2]), "")
@@ -314,7 +314,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     exit_hint = _map_distinct(
         exit_keys, lambda key: hints.exit_code_hint(None if pd.isna(key[0]) else key[0], key[1])
     ).fillna("")
-    profile_hint = actions["host"].map(profile_hints).fillna("")
+    profile_hint = actions["host"].map(profile_hints).astype(object).fillna("")
     combined = error_hint.str.cat([exit_hint, profile_hint], sep=" ").str.split().str.join(" ")
     actions["hint"] = combined.fillna("")
 

@@ -1,10 +1,15 @@
-"""The terminal summary: the Summary sheet's per-wave table, coloured like the workbook."""
+"""The terminal summary: the Summary sheet's numbers, one column per wave, coloured like the workbook.
+
+Why waves as columns: a play has a handful of waves but eleven figures per wave; eleven columns do
+not fit an 80-column terminal, a handful of waves do.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import pandas as pd
+from rich import box
 from rich.table import Table
 
 from cpuu_fleet.report import states
@@ -15,32 +20,31 @@ if TYPE_CHECKING:
 
 
 def summary_table(result: ReportResult) -> Table:
-    """Per wave and in total: targeted, each state, success %, profiles switched and failed."""
-    return frame_table(result.summary, title=f"Report: {', '.join(result.run_ids)}")
+    """Targeted hosts, each state, success %, profiles switched and failed: per wave and in total."""
+    ids = result.run_ids
+    runs = ", ".join(ids) if len(ids) <= 2 else f"{len(ids)} runs, {ids[0]} … {ids[-1]}"
+    return frame_table(result.summary, title=f"Report: {runs}")
 
 
 def frame_table(summary: pd.DataFrame, *, title: str | None = None) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column("wave")
-    table.add_column("targeted", justify="right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY)
+    table.add_column("")
+    for wave in summary["wave"]:
+        table.add_column(str(wave), justify="right", style="bold" if wave == TOTAL else None)
+    columns = summary.set_index("wave")
+
+    def counts(key: str) -> list[str]:
+        return [_count(int(value)) for value in columns[key]]
+
+    table.add_row("targeted", *counts("targeted"), end_section=True)
     for label in states.STATE_LABELS:
-        table.add_column(label, justify="right", style=states.RICH_STYLES[label])
-    table.add_column("success", justify="right")
-    table.add_column("profiles switched", justify="right")
-    table.add_column("profiles failed", justify="right")
-    last_wave = len(summary) - 2  # the row before the Total
-    for index, row in enumerate(summary.itertuples(index=False, name=None)):
-        record = dict(zip(summary.columns, row, strict=True))
-        cells = [
-            str(record["wave"]),
-            f"{record['targeted']:,}",
-            *(_count(record[label]) for label in states.STATE_LABELS),
-            f"{record['success_pct']:.1%}",
-            f"{record['profiles_switched']:,}",
-            f"{record['profiles_failed']:,}",
-        ]
-        is_total = record["wave"] == TOTAL
-        table.add_row(*cells, style="bold" if is_total else None, end_section=index == last_wave)
+        style = states.RICH_STYLES[label]
+        table.add_row(f"[{style}]{label}[/]", *counts(label))
+    table.add_row(
+        "success", *(f"{value:.1%}" for value in columns["success_pct"]), end_section=True
+    )
+    table.add_row("profiles switched", *counts("profiles_switched"))
+    table.add_row("profiles failed", *counts("profiles_failed"))
     return table
 
 

@@ -1,9 +1,86 @@
-"""CLI commands: report (filled in by its area)."""
+"""CLI: ``cpuu-fleet report``, the migration report from the journal (wiring and printing only)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal
+
+
+def report(
+    run: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run",
+            metavar="ID",
+            help="Run id to report on (repeat for several). Default: the latest run.",
+        ),
+    ] = None,
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Report on every run in the journal.")
+    ] = False,
+    wave: Annotated[
+        str | None,
+        typer.Option(
+            "--wave",
+            metavar="PAT",
+            help="Only these waves: globs separated by ',' or ':', '!' excludes.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="DIR",
+            help="Where to write. Default: <reports>/<run id>/ for one run,"
+            " <reports>/report-<UTC time>/ for several.",
+        ),
+    ] = None,
+    reports: Annotated[
+        Path,
+        typer.Option(
+            "--reports", metavar="DIR", help="The reports folder holding journal.sqlite3."
+        ),
+    ] = Path("reports"),
+) -> None:
+    """Write report.xlsx, hosts.csv, profiles.csv, actions.csv and retry.txt, and print the summary."""
+    # Imported here: pandas takes a moment to load, and other commands need not pay for it.
+    from cpuu_fleet.report import default_out_dir, summary_table, write_report
+    from cpuu_fleet.report.selection import resolve_runs
+
+    if run and all_runs:
+        raise InputError("--run and --all cannot be used together")
+    journal_path = reports / Journal.FILENAME
+    if not journal_path.is_file():
+        raise InputError(f"no runs in {journal_path}")
+    with Journal(journal_path) as journal:
+        run_ids = resolve_runs(journal, run, all_runs=all_runs)
+        out_dir = out if out is not None else default_out_dir(reports, run_ids)
+        result = write_report(journal, run_ids, out_dir, wave=wave)
+
+    console = Console()
+    console.print(summary_table(result))
+    for sheet, parts in result.sheets.items():
+        if len(parts) > 1:
+            console.print(
+                f"[yellow]{sheet} did not fit on one sheet: continued on {len(parts) - 1} more.[/]"
+            )
+    actions = len(result.frames.actions) if result.frames is not None else 0
+    if actions:
+        console.print(
+            f"{actions:,} host(s) need a person: see the Action list, or rerun them with "
+            f"--limit @{result.paths['retry.txt']}"
+        )
+    console.print("Written:", highlight=False)
+    for path in result.paths.values():
+        console.print(f"  {path}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    """Add ``report`` to the root app."""
+    app.command("report")(report)

@@ -1,0 +1,73 @@
+"""The migration report: the journal as ``report.xlsx``, CSVs, ``retry.txt`` and a terminal table.
+
+Entry points (the ``play`` command calls them when a play ends; ``cpuu-fleet report`` too):
+
+* :func:`write_report` reads the selected runs from the journal and writes every file.
+* :func:`summary_table` turns its result into a rich table for the terminal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from cpuu_fleet.journal import Journal
+from cpuu_fleet.report.csvs import write_csvs
+from cpuu_fleet.report.frames import ReportFrames, load_frames
+from cpuu_fleet.report.selection import resolve_runs
+from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
+from cpuu_fleet.report.summary import summary_table
+from cpuu_fleet.report.workbook import write_workbook
+
+__all__ = ["ReportResult", "default_out_dir", "summary_table", "write_report"]
+
+WORKBOOK_NAME = "report.xlsx"
+
+
+@dataclass
+class ReportResult:
+    """What a report wrote, and the per-wave summary it showed."""
+
+    out_dir: Path
+    run_ids: list[str]
+    paths: dict[str, Path]
+    summary: pd.DataFrame
+    sheets: dict[str, list[SheetPart]] = field(default_factory=dict)
+    frames: ReportFrames | None = field(default=None, repr=False)
+
+    @property
+    def workbook(self) -> Path:
+        return self.paths[WORKBOOK_NAME]
+
+
+def write_report(
+    journal: Journal,
+    run_ids: list[str],
+    out_dir: Path,
+    *,
+    wave: str | None = None,
+    max_rows: int = EXCEL_MAX_ROWS,
+) -> ReportResult:
+    """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv`` and ``retry.txt``.
+
+    ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
+    run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
+    smaller by tests to exercise the continuation sheets.
+    """
+    selected = resolve_runs(journal, run_ids)
+    frames = load_frames(journal, selected, wave=wave)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    workbook = write_workbook(frames, out_dir / WORKBOOK_NAME, max_rows=max_rows)
+    paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+    return ReportResult(out_dir, selected, paths, frames.summary, workbook.sheets, frames)
+
+
+def default_out_dir(reports_dir: Path, run_ids: list[str]) -> Path:
+    """``reports/<run id>/`` for one run, ``reports/report-<UTC timestamp>/`` for several."""
+    if len(run_ids) == 1:
+        return Path(reports_dir) / run_ids[0]
+    return Path(reports_dir) / f"report-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"

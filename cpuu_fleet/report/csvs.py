@@ -1,0 +1,95 @@
+"""``hosts.csv``, ``profiles.csv``, ``actions.csv`` and ``retry.txt``.
+
+The CSVs are meant to be opened in Excel by people and read by scripts, so:
+
+* UTF-8 **with a BOM**: without it Excel reads the file as the ANSI code page and ``Zoë`` turns
+  into ``ZoÃ«``.
+* **ISO-8601 UTC** times (``2026-11-21T10:02:30.500Z``) and a **stable column order** (the
+  ``*_COLUMNS`` tuples below; new columns are only ever appended).
+* **Formula injection** (OWASP "CSV Injection"): Excel executes a cell that starts with ``=``,
+  ``+``, ``-`` or ``@`` (and, through some importers, a leading TAB or CR). Every *text* cell that
+  starts with one of those characters is written with a leading ``'``, so Excel shows it as
+  text. The price: a script reading the CSV sees the ``'``; it can strip one leading quote
+  before those characters. Numeric columns (codes, counts) are never prefixed; negative numbers
+  stay numbers. The workbook needs no such trick: its cells are typed as text.
+
+``retry.txt`` lists the action list's hosts, one per line, for ``--limit @retry.txt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from cpuu_fleet.report.frames import ReportFrames
+
+HOST_COLUMNS = (
+    "wave", "host", "user", "state", "exit_code", "exit_flags", "profiles_ok", "profiles_failed",
+    "started_at", "ended_at", "duration_s", "attempts", "error_class", "error_message",
+    "result_dir", "run_id", "batch", "address",
+)  # fmt: skip
+PROFILE_COLUMNS = (
+    "wave", "host", "user", "profile", "current_code", "current_name", "previous_code",
+    "previous_name", "outcome", "meaning", "hint", "result_file", "run_id",
+)  # fmt: skip
+ACTION_COLUMNS = (
+    "wave", "host", "user", "state", "reason", "exit_code", "exit_flags", "error_class",
+    "error_message", "problem_profiles", "hint", "result_dir", "run_id",
+)  # fmt: skip
+
+#: A text cell starting with one of these is a formula to Excel (OWASP's list).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_TRIGGER_PATTERN = r"^[=+\-@\t\r]"
+
+
+def neutralise_formulas(series: pd.Series) -> pd.Series:
+    """Prefix ``'`` to text that Excel would run as a formula; leave everything else alone."""
+    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+        return series
+    text = series.astype(object)
+    is_text = text.map(type).eq(str)
+    risky = is_text & text.where(is_text, "").str.contains(_TRIGGER_PATTERN, regex=True)
+    return text.where(~risky, "'" + text.where(risky, ""))
+
+
+def _iso(series: pd.Series) -> pd.Series:
+    """Naive UTC datetimes as ISO-8601 with milliseconds and a ``Z``; empty where missing."""
+    text = series.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z"
+    return text.where(series.notna(), "")
+
+
+def _csv_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    out = pd.DataFrame(index=frame.index)
+    for column in columns:
+        series = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(series):
+            out[column] = _iso(series)
+        elif isinstance(series.dtype, pd.CategoricalDtype):
+            out[column] = neutralise_formulas(series.astype(str))
+        else:
+            out[column] = neutralise_formulas(series)
+    return out
+
+
+def write_csv(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> Path:
+    _csv_frame(frame, columns).to_csv(
+        path, index=False, encoding="utf-8-sig", lineterminator="\r\n"
+    )
+    return path
+
+
+def write_retry_file(frames: ReportFrames, path: Path) -> Path:
+    """The hosts that need a person, one per line: ``cpuu-fleet play ... --limit @retry.txt``."""
+    hosts = list(dict.fromkeys(frames.actions["host"]))
+    path.write_text("".join(f"{host}\n" for host in hosts), encoding="utf-8")
+    return path
+
+
+def write_csvs(frames: ReportFrames, out_dir: Path) -> dict[str, Path]:
+    return {
+        "hosts.csv": write_csv(frames.hosts, HOST_COLUMNS, out_dir / "hosts.csv"),
+        "profiles.csv": write_csv(frames.profiles, PROFILE_COLUMNS, out_dir / "profiles.csv"),
+        "actions.csv": write_csv(frames.actions, ACTION_COLUMNS, out_dir / "actions.csv"),
+        "retry.txt": write_retry_file(frames, out_dir / "retry.txt"),
+    }

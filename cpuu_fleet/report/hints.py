@@ -1,0 +1,51 @@
+"""What a person should do about a host, from what the journal knows about it.
+
+The per-profile hints and the exit-flag hints are the vendor's facts and live in
+:mod:`cpuu_fleet.cpuu`; the hints for *our* error classes (how the connection or a step failed) are
+ours and live here. Everything is computed once per distinct value, never once per row: a fleet has
+100,000 hosts but only a handful of distinct exit codes and error classes.
+"""
+
+from __future__ import annotations
+
+from cpuu_fleet.cpuu import FLAG_HINTS, ExitFlags, ExitStatus
+
+# The error classes the engine records (see journal.py: hosts.error_class).
+ERROR_CLASS_HINTS: dict[str, str] = {
+    "unreachable": "The workstation did not answer: check that it is on, on the network, and that "
+    "WinRM listens (winrm quickconfig); then retry.",
+    "authentication": "WinRM refused the credentials: check the account, its password and that it "
+    "is a local administrator on the workstation.",
+    "certificate": "The WinRM HTTPS certificate was not trusted: fix the workstation's certificate "
+    "or the CA bundle (do not turn validation off).",
+    "timeout": "A step ran past its deadline: check the link and the workstation's load, then retry.",
+    "remote": "A remote command failed on the workstation: read the error message and the step's "
+    "output in the Attempts sheet.",
+    "protocol": "The WinRM conversation broke (proxy, size limits, dropped connection): retry; if "
+    "it repeats, check MaxEnvelopeSizekb and any proxy in between.",
+    "policy": "The play's policy stopped this host (for example nobody logged on): see the error "
+    "message; rerun when the condition is met.",
+    "cpuu": "CPUU did not do its job: read the CPUU log collected from the workstation.",
+    "interrupted": "The controller stopped while this host was running: run resume to collect "
+    "what happened before running it again.",
+}
+
+
+def exit_flag_names(code: int | None, killed: bool = False) -> str:
+    """``SUCCESS|SWITCH_ERR`` for a CPUU exit code; a kill on deadline says so (its 1 is no success)."""
+    if code is None:
+        return ""
+    names = "|".join(ExitStatus(int(code)).names())
+    return f"KILLED_ON_DEADLINE (exit {names} is not success)" if killed else names
+
+
+def exit_code_hint(code: int | None, killed: bool = False) -> str:
+    """The vendor's advice for each problem flag set in an exit code."""
+    if killed:
+        return "CPUU ran past its deadline and was stopped: find out why it hangs (a dialog, a lock) and rerun."
+    if code is None:
+        return ""
+    flags = ExitStatus(int(code)).flags
+    return " ".join(
+        hint for flag, hint in FLAG_HINTS.items() if flag in flags and flag != ExitFlags.SUCCESS
+    )

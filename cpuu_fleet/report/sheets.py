@@ -1,0 +1,190 @@
+"""Write a DataFrame as an Excel table: typed cells, frozen header, autofilter, split at the row limit.
+
+Why not ``DataFrame.to_excel``: it writes column by column, which XlsxWriter's ``constant_memory``
+mode cannot accept (rows must arrive in order), and without that mode a 100,000-host report holds
+every cell of every sheet in memory until the file is closed (measured: see bench/report.py). It
+also picks a cell's type from the value, while we must decide it from the column: text that comes
+from a workstation (a profile named ``=HYPERLINK(...)``) is always written with ``write_string``,
+never as a formula or a link. Values are prepared column by column with pandas (vectorised) and
+written row by row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from xlsxwriter.workbook import Workbook
+from xlsxwriter.worksheet import Worksheet
+
+from cpuu_fleet.report import states
+
+#: Excel's limit: 1,048,576 rows per sheet, the header row included.
+EXCEL_MAX_ROWS = 1_048_576
+#: Excel's limit on the characters in one cell.
+EXCEL_MAX_CHARS = 32_767
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+_DAY = pd.Timedelta(days=1)
+
+TEXT, INT, NUMBER, DATE, DURATION, PERCENT = "text", "int", "number", "date", "duration", "percent"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a sheet: where its values come from, its header, its type and its width."""
+
+    key: str
+    header: str
+    kind: str = TEXT
+    width: float = 12
+
+
+@dataclass(frozen=True)
+class SheetPart:
+    """One worksheet a table was written to (several when it passed the row limit)."""
+
+    name: str
+    first_row: int  # 0-based index of its first data row in the frame
+    rows: int
+
+
+class Formats:
+    """The workbook's cell formats, made once (XlsxWriter wants one object per distinct format)."""
+
+    def __init__(self, book: Workbook):
+        self.header = book.add_format(
+            {"bold": True, "text_wrap": True, "valign": "top", "bg_color": "#DDEBF7", "border": 1}
+        )
+        self.bold = book.add_format({"bold": True})
+        self.title = book.add_format({"bold": True, "font_size": 14})
+        self.text = book.add_format({"valign": "top"})
+        self.date = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss", "valign": "top"})
+        self.duration = book.add_format({"num_format": "[h]:mm:ss", "valign": "top"})
+        self.percent = book.add_format({"num_format": "0.0%", "valign": "top"})
+        self.int = book.add_format({"num_format": "0", "valign": "top"})
+        self.number = book.add_format({"num_format": "0.###", "valign": "top"})
+        self.total = book.add_format({"bold": True, "top": 1})
+        self.total_percent = book.add_format({"bold": True, "top": 1, "num_format": "0.0%"})
+        self.states = {
+            label: book.add_format({"bg_color": fill, "font_color": font})
+            for label, (fill, font) in states.COLOURS.items()
+        }
+        self.state_headers = {
+            label: book.add_format(
+                {
+                    "bold": True,
+                    "text_wrap": True,
+                    "valign": "top",
+                    "border": 1,
+                    "bg_color": fill,
+                    "font_color": font,
+                }
+            )
+            for label, (fill, font) in states.COLOURS.items()
+        }
+
+    def for_kind(self, kind: str):
+        return {
+            TEXT: self.text,
+            INT: self.int,
+            NUMBER: self.number,
+            DATE: self.date,
+            DURATION: self.duration,
+            PERCENT: self.percent,
+        }[kind]
+
+
+def cell_values(series: pd.Series, kind: str) -> list:
+    """A column as Python values ready for XlsxWriter; ``None`` where the cell stays empty."""
+    if kind == TEXT:
+        text = series.astype(object)
+        present = text.notna() & (text != "")
+        text = text.where(present, None)
+        values = text[present].astype(str)
+        values = values.where(
+            values.str.len() <= EXCEL_MAX_CHARS, values.str.slice(0, EXCEL_MAX_CHARS)
+        )
+        text[present] = values
+        return text.tolist()
+    if kind == DATE:
+        numbers = (series - _EXCEL_EPOCH) / _DAY
+    elif kind == DURATION:
+        numbers = pd.to_numeric(series, errors="coerce") / 86_400
+    else:
+        numbers = pd.to_numeric(series, errors="coerce")
+    numbers = numbers.astype("float64")
+    finite = np.isfinite(numbers.to_numpy())
+    out = numbers.astype(object)
+    out[~finite] = None
+    if kind == INT:
+        out[finite] = numbers[finite].astype("int64").astype(object)
+    return out.tolist()
+
+
+def sheet_names(base: str, rows: int, max_rows: int) -> list[SheetPart]:
+    """How a table of ``rows`` data rows spreads over sheets of ``max_rows`` rows (header included)."""
+    per_sheet = max_rows - 1
+    if per_sheet < 1:
+        raise ValueError("max_rows must leave room for a header and one row")
+    parts = []
+    for index, first in enumerate(range(0, max(rows, 1), per_sheet)):
+        name = base if index == 0 else f"{base} ({index + 1})"
+        parts.append(SheetPart(name, first, min(per_sheet, rows - first)))
+    return parts
+
+
+def write_table(
+    book: Workbook,
+    formats: Formats,
+    base_name: str,
+    frame: pd.DataFrame,
+    columns: Sequence[Column],
+    *,
+    max_rows: int = EXCEL_MAX_ROWS,
+    state_key: str | None = "state",
+) -> list[SheetPart]:
+    """Write ``frame`` as one table per sheet, continued on ``<name> (2)`` etc. past ``max_rows``."""
+    values = [cell_values(frame[column.key], column.kind) for column in columns]
+    cell_formats = [formats.for_kind(column.kind) for column in columns]
+    parts = sheet_names(base_name, len(frame), max_rows)
+    for part in parts:
+        sheet = book.add_worksheet(part.name)
+        _layout(sheet, formats, columns, part.rows, state_key)
+        writers = [
+            sheet.write_string if column.kind == TEXT else sheet.write_number for column in columns
+        ]
+        cells = list(zip(writers, cell_formats, strict=True))
+        chunk = [
+            column_values[part.first_row : part.first_row + part.rows] for column_values in values
+        ]
+        for row, row_values in enumerate(zip(*chunk, strict=False), start=1):
+            for col, value in enumerate(row_values):
+                if value is not None:
+                    write, cell_format = cells[col]
+                    write(row, col, value, cell_format)
+    return parts
+
+
+def _layout(
+    sheet: Worksheet, formats: Formats, columns: Sequence[Column], rows: int, state_key: str | None
+) -> None:
+    """Header, widths, frozen header row, autofilter and state colours: before any data row."""
+    for col, column in enumerate(columns):
+        sheet.set_column(col, col, column.width)
+        sheet.write_string(0, col, column.header, formats.header)
+    sheet.freeze_panes(1, 0)
+    last_row = max(rows, 1)
+    sheet.autofilter(0, 0, last_row, len(columns) - 1)
+    keys = [column.key for column in columns]
+    if state_key in keys and rows:
+        col = keys.index(state_key)
+        for label, state_format in formats.states.items():
+            sheet.conditional_format(
+                1,
+                col,
+                rows,
+                col,
+                {"type": "cell", "criteria": "==", "value": f'"{label}"', "format": state_format},
+            )

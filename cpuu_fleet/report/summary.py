@@ -1,0 +1,52 @@
+"""The terminal summary: the Summary sheet's numbers, one column per wave, coloured like the workbook.
+
+Why waves as columns: a play has a handful of waves but eleven figures per wave; eleven columns do
+not fit an 80-column terminal, a handful of waves do.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from rich import box
+from rich.table import Table
+
+from cpuu_fleet.report import states
+from cpuu_fleet.report.frames import TOTAL
+
+if TYPE_CHECKING:
+    from cpuu_fleet.report import ReportResult
+
+
+def summary_table(result: ReportResult) -> Table:
+    """Targeted hosts, each state, success %, profiles switched and failed: per wave and in total."""
+    ids = result.run_ids
+    runs = ", ".join(ids) if len(ids) <= 2 else f"{len(ids)} runs, {ids[0]} … {ids[-1]}"
+    return frame_table(result.summary, title=f"Report: {runs}")
+
+
+def frame_table(summary: pd.DataFrame, *, title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY)
+    table.add_column("")
+    for wave in summary["wave"]:
+        table.add_column(str(wave), justify="right", style="bold" if wave == TOTAL else None)
+    columns = summary.set_index("wave")
+
+    def counts(key: str) -> list[str]:
+        return [_count(int(value)) for value in columns[key]]
+
+    table.add_row("targeted", *counts("targeted"), end_section=True)
+    for label in states.STATE_LABELS:
+        style = states.RICH_STYLES[label]
+        table.add_row(f"[{style}]{label}[/]", *counts(label))
+    table.add_row(
+        "success", *(f"{value:.1%}" for value in columns["success_pct"]), end_section=True
+    )
+    table.add_row("profiles switched", *counts("profiles_switched"))
+    table.add_row("profiles failed", *counts("profiles_failed"))
+    return table
+
+
+def _count(value: int) -> str:
+    return f"{value:,}" if value else "·"

@@ -1,0 +1,101 @@
+"""``cpuu-fleet report``: default folders, run selection, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+from typer.testing import CliRunner
+
+from cpuu_fleet.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (``python -m cpuu_fleet``), where InputError becomes exit code 2."""
+    return subprocess.run(
+        [sys.executable, "-m", "cpuu_fleet", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_report_on_the_latest_run_writes_into_its_folder_and_prints_the_summary(fleet):
+    fleet.journal.close()
+    result = CliRunner().invoke(
+        app, ["report", "--reports", str(fleet.reports)], terminal_width=100
+    )
+    assert result.exit_code == 0, result.output
+    out = fleet.reports / fleet.retry_run
+    for name in ("report.xlsx", "hosts.csv", "profiles.csv", "actions.csv", "retry.txt"):
+        assert (out / name).is_file(), name
+    assert "succeeded" in result.output and "Total" in result.output
+    book = openpyxl.load_workbook(out / "report.xlsx", read_only=True)
+    hosts = [row[1] for row in book["Hosts"].iter_rows(min_row=2, values_only=True)]
+    assert hosts == ["pc-02", "pc-07"]  # the retry run targeted only these
+
+
+def test_report_on_several_runs_goes_to_a_timestamped_folder(fleet):
+    fleet.journal.close()
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "--reports",
+            str(fleet.reports),
+            "--run",
+            fleet.first_run,
+            "--run",
+            fleet.retry_run,
+        ],
+        terminal_width=100,
+    )
+    assert result.exit_code == 0, result.output
+    folders = [p for p in fleet.reports.iterdir() if p.name.startswith("report-")]
+    assert len(folders) == 1 and (folders[0] / "report.xlsx").is_file()
+    assert "33.3%" in result.output  # 3 of 9 succeeded across both runs
+    assert "@" + str(folders[0] / "retry.txt") in result.output.replace("\n", "")
+
+
+def test_report_all_with_a_wave_and_an_explicit_out_folder(fleet, tmp_path):
+    fleet.journal.close()
+    out = tmp_path / "wave2-report"
+    result = CliRunner().invoke(
+        app,
+        ["report", "--reports", str(fleet.reports), "--all", "--wave", "wave2", "--out", str(out)],
+        terminal_width=100,
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "retry.txt").read_text() == "pc-09\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", "20990101-000000-ffff"], "unknown run id 20990101-000000-ffff"),
+        (["--wave", "nowave"], "no wave matches 'nowave'"),
+        (["--all", "--run", "x"], "--run and --all cannot be used together"),
+    ],
+)
+def test_bad_selections_are_one_line_and_exit_2(fleet, args, message):
+    fleet.journal.close()
+    completed = _cli("report", "--reports", str(fleet.reports), *args)
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cpuu-fleet: error: ")
+    assert message in lines[0]
+
+
+def test_no_journal_means_no_runs_and_creates_nothing(tmp_path):
+    completed = _cli("report", "--reports", str(tmp_path / "reports"))
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == (
+        f"cpuu-fleet: error: no runs in {tmp_path / 'reports' / 'journal.sqlite3'}"
+    )
+    assert not (tmp_path / "reports").exists()

@@ -1,0 +1,154 @@
+"""The journal becomes one row per host with one state, whatever happened across runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpuu_fleet import journal as J
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import HostEntry, Journal
+from cpuu_fleet.report.frames import TOTAL, load_frames
+from cpuu_fleet.report.selection import resolve_runs
+
+
+def _by_host(frame):
+    return {row["host"]: row for row in frame.to_dict("records")}
+
+
+def test_a_retry_that_succeeded_replaces_the_failure_and_counts_both_attempts(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run])
+    hosts = _by_host(frames.hosts)
+    assert hosts["pc-02"]["state"] == "succeeded"
+    assert hosts["pc-02"]["attempts"] == 2
+    assert hosts["pc-02"]["run_id"] == fleet.retry_run
+    assert hosts["pc-02"]["profiles_ok"] == 1 and hosts["pc-02"]["profiles_failed"] == 0
+    # Its profiles are the retry's, not the failed run's: one Outlook row, switched.
+    pc02 = frames.profiles[frames.profiles["host"] == "pc-02"]
+    assert pc02[["profile", "current_code", "previous_code"]].values.tolist() == [
+        ["Outlook", 10, 11]
+    ]
+
+
+def test_only_the_first_run_shows_the_failure(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run])
+    hosts = _by_host(frames.hosts)
+    assert hosts["pc-02"]["state"] == "failed"
+    assert hosts["pc-02"]["attempts"] == 1
+    assert hosts["pc-02"]["exit_flags"] == "SUCCESS|SWITCH_ERR"
+
+
+def test_every_host_has_exactly_one_of_the_seven_states(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run])
+    assert frames.hosts["host"].is_unique
+    states = dict(zip(frames.hosts["host"], frames.hosts["state"].astype(str), strict=True))
+    assert states == {
+        "pc-01": "succeeded",
+        "pc-02": "succeeded",
+        "pc-03": "unreachable",
+        "pc-04": "partially succeeded",
+        "pc-05": "skipped",
+        "pc-06": "pending",
+        "pc-07": "not run",
+        "pc-08": "succeeded",
+        "pc-09": "failed",
+    }
+
+
+def test_summary_counts_match_the_journal_per_wave(fleet):
+    """Cross-check against the journal's own counts for a single run."""
+    frames = load_frames(fleet.journal, [fleet.first_run])
+    summary = frames.summary.set_index("wave")
+    journal_counts = fleet.journal.state_counts(fleet.first_run)
+    labels = {"partial": "partially succeeded", "not_run": "not run"}
+    for state, count in journal_counts.items():
+        assert summary.loc[TOTAL, labels.get(state, state)] == count
+    assert summary.loc[TOTAL, "targeted"] == sum(journal_counts.values()) == 9
+    assert summary.loc["wave1", "targeted"] == 4 and summary.loc["wave2", "targeted"] == 5
+    assert summary.loc["wave1", "failed"] == 1  # pc-02 before its retry
+    assert summary.loc["wave1", "success_pct"] == pytest.approx(1 / 4)
+    # wave1 profiles: pc-01 Outlook 10 + Archive 2, pc-04 Main 10 -> 3 switched;
+    # pc-02 Outlook 11 (failed), pc-04 offline (needs action) and code 99 (unknown) -> 3 failed.
+    assert summary.loc["wave1", "profiles_switched"] == 3
+    assert summary.loc["wave1", "profiles_failed"] == 3
+
+
+def test_codes_are_decoded_from_the_vendor_table_and_unknown_codes_survive(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run])
+    profiles = frames.profiles.set_index("profile")
+    assert profiles.loc["Outlook", "current_name"].tolist() == [
+        "PROFILE_MODIFYING_OK",
+        "PROFILE_MODIFYING_FAILED",
+    ]
+    assert profiles.loc["Odd", "current_name"] == "UNKNOWN_99"
+    assert profiles.loc["Odd", "outcome"] == "unknown"
+    assert profiles.loc["Archive", "previous_name"] == "PROFILE_MODIFYING_OK"
+    codes = frames.codes.set_index("code")
+    assert codes.loc[10, "wave1"] == 2 and codes.loc[10, "wave2"] == 2
+    assert codes.loc[99, "name"] == "UNKNOWN_99"
+
+
+def test_action_list_holds_hosts_that_need_a_person_with_a_hint(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run])
+    actions = frames.actions
+    assert actions["host"].tolist() == ["pc-03", "pc-04", "pc-09"]  # by wave, then state
+    by_host = _by_host(actions)
+    assert "WinRM" in by_host["pc-03"]["hint"]
+    assert "ProcessOfflineProfiles" in by_host["pc-04"]["hint"]
+    assert "PROFILE_IS_OFFLINE" in by_host["pc-04"]["problem_profiles"]
+    assert "KILLED_ON_DEADLINE" in by_host["pc-09"]["exit_flags"]
+
+
+def test_a_killed_cpuu_exit_1_is_never_shown_as_plain_success(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run])
+    pc09 = _by_host(frames.hosts)["pc-09"]
+    assert pc09["exit_code"] == 1
+    assert pc09["exit_flags"].startswith("KILLED_ON_DEADLINE")
+
+
+def test_transient_states_of_an_interrupted_run_are_reported_as_final_states(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="w"), HostEntry("pc-b", wave="w")])
+    journal.set_host(run, "pc-b", state=J.RUNNING)
+    frames = load_frames(journal, [run])
+    hosts = _by_host(frames.hosts)
+    assert hosts["pc-a"]["state"] == "not run"  # still queued: never started
+    assert hosts["pc-b"]["state"] == "pending"  # controller died: results not collected
+    assert hosts["pc-b"]["error_class"] == "interrupted"
+
+
+def test_a_later_run_that_never_reached_a_host_does_not_hide_its_result(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    first = journal.start_run(run_id="r1")
+    journal.add_hosts(first, [HostEntry("pc-a", wave="w")])
+    journal.set_host(first, "pc-a", state=J.FAILED, attempts=1)
+    second = journal.start_run(run_id="r2", kind="retry")
+    journal.add_hosts(second, [HostEntry("pc-a", wave="w")], state=J.NOT_RUN)
+    frames = load_frames(journal, [first, second])
+    assert frames.hosts["state"].astype(str).tolist() == ["failed"]
+    assert frames.hosts["attempts"].tolist() == [1]
+
+
+def test_wave_pattern_filters_every_frame(fleet):
+    frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run], wave="wave2")
+    assert set(frames.hosts["wave"]) == {"wave2"}
+    assert set(frames.profiles["wave"]) == {"wave2"}
+    assert set(frames.attempts["wave"]) == {"wave2"}
+    assert frames.summary["wave"].tolist() == ["wave2", TOTAL]
+    excluded = load_frames(fleet.journal, [fleet.first_run], wave="wave*:!wave1")
+    assert frames.hosts["host"].tolist() == excluded.hosts["host"].tolist()
+
+
+def test_a_wave_pattern_matching_nothing_names_the_waves_there_are(fleet):
+    with pytest.raises(InputError, match=r"no wave matches 'wave9'.*wave1, wave2"):
+        load_frames(fleet.journal, [fleet.first_run], wave="wave9")
+
+
+def test_run_selection_errors_are_one_clear_line(tmp_path, fleet):
+    empty = Journal(tmp_path / "empty.sqlite3")
+    with pytest.raises(InputError, match=r"^no runs in .*empty\.sqlite3$"):
+        resolve_runs(empty, None)
+    with pytest.raises(InputError, match="unknown run id 20990101-000000-ffff"):
+        resolve_runs(fleet.journal, ["20990101-000000-ffff", fleet.first_run])
+    assert resolve_runs(fleet.journal, None) == [fleet.retry_run]  # the latest
+    assert resolve_runs(fleet.journal, None, all_runs=True) == [fleet.first_run, fleet.retry_run]

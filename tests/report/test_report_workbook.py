@@ -1,0 +1,195 @@
+"""report.xlsx, read back with openpyxl the way a migration lead's Excel would see it."""
+
+from __future__ import annotations
+
+import re
+import warnings
+import zipfile
+from datetime import datetime
+
+import openpyxl
+import pytest
+from conftest import ACCENTED_USER, DDE, HYPERLINK
+
+from cpuu_fleet.report import write_report
+
+SHEETS = ["Summary", "Hosts", "Profiles", "Return codes", "Action list", "Attempts"]
+
+
+def _open(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # openpyxl drops the data-bar extension it cannot read
+        return openpyxl.load_workbook(path)
+
+
+def _table(sheet):
+    """Header row and data rows of a table sheet, as dicts keyed by header."""
+    rows = list(sheet.iter_rows(values_only=True))
+    header = rows[0]
+    return [
+        dict(zip(header, row, strict=True)) for row in rows[1:] if any(v is not None for v in row)
+    ]
+
+
+def _cells(sheet, header):
+    """The cells of one column, below the header."""
+    col = [cell.value for cell in sheet[1]].index(header) + 1
+    return [sheet.cell(row, col) for row in range(2, sheet.max_row + 1)]
+
+
+@pytest.fixture
+def report(fleet, tmp_path):
+    result = write_report(fleet.journal, [fleet.first_run, fleet.retry_run], tmp_path / "out")
+    return result, _open(result.workbook)
+
+
+def test_the_workbook_has_every_sheet_with_frozen_headers_and_filters(report):
+    _, book = report
+    assert book.sheetnames == SHEETS
+    for name in SHEETS[1:]:
+        sheet = book[name]
+        assert sheet.freeze_panes == "A2", name
+        assert sheet.auto_filter.ref and sheet.auto_filter.ref.startswith("A1:"), name
+        assert sheet.column_dimensions["B"].width > 8, name  # widths set, not Excel's default
+
+
+def test_summary_counts_per_state_per_wave_match_the_journal(fleet, tmp_path):
+    result = write_report(fleet.journal, [fleet.first_run], tmp_path / "one")
+    summary = {row["Wave"]: row for row in _table(_open(result.workbook)["Summary"])[:3]}
+    sql = "SELECT wave, state, COUNT(*) FROM hosts WHERE run_id = ? GROUP BY wave, state"
+    expected: dict[str, dict[str, int]] = {}
+    for wave, state, count in fleet.journal.connection().execute(sql, (fleet.first_run,)):
+        expected.setdefault(wave, {})[state] = count
+    headers = {
+        "succeeded": "Succeeded",
+        "partial": "Partially succeeded",
+        "failed": "Failed",
+        "unreachable": "Unreachable",
+        "skipped": "Skipped",
+        "pending": "Pending",
+        "not_run": "Not run",
+    }
+    for wave, counts in expected.items():
+        for state, header in headers.items():
+            assert summary[wave][header] == counts.get(state, 0), (wave, state)
+        assert summary[wave]["Targeted"] == sum(counts.values())
+    assert summary["Total"]["Targeted"] == 9
+    assert summary["wave1"]["Success %"] == pytest.approx(0.25)
+
+
+def test_summary_shows_percentages_a_chart_and_the_runs_metadata(report, fleet):
+    result, book = report
+    sheet = book["Summary"]
+    success = _cells(sheet, "Success %")[0]
+    assert "%" in success.number_format
+    texts = [cell.value for row in sheet.iter_rows() for cell in row if cell.value is not None]
+    assert fleet.first_run in texts and fleet.retry_run in texts
+    assert "ab" * 32 in texts  # payload SHA-256
+    assert {"alice", "bob", "update.yml", "inventories/prod.yml", "0.1.0"} <= set(texts)
+    assert "max_fail_percentage 20% exceeded" in texts
+    starts = [
+        cell.value
+        for row in sheet.iter_rows()
+        for cell in row
+        if cell.is_date and isinstance(cell.value, datetime)
+    ]
+    assert len(starts) >= 4  # each run's start and end are real dates
+    with zipfile.ZipFile(result.workbook) as archive:
+        chart = archive.read("xl/charts/chart1.xml").decode()
+    assert 'grouping val="stacked"' in chart
+    assert chart.count("<c:ser>") == 7  # one series per state
+
+
+def test_hosts_sheet_decodes_exit_codes_and_keeps_dates_as_dates(report):
+    _, book = report
+    hosts = {row["Host"]: row for row in _table(book["Hosts"])}
+    assert hosts["pc-04"]["Exit code"] == 5
+    assert hosts["pc-04"]["Exit flags"] == "SUCCESS|SWITCH_ERR"
+    assert hosts["pc-04"]["State"] == "partially succeeded"
+    assert hosts["pc-04"]["Profiles OK"] == 1 and hosts["pc-04"]["Profiles failed"] == 2
+    assert hosts["pc-02"]["State"] == "succeeded" and hosts["pc-02"]["Attempts"] == 2
+    assert hosts["pc-08"]["User"] == ACCENTED_USER
+    assert hosts["pc-01"]["Start (UTC)"] == datetime(2026, 11, 21, 10, 0, 0)
+    assert hosts["pc-01"]["End (UTC)"] == datetime(2026, 11, 21, 10, 2, 30, 500000)
+    assert hosts["pc-01"]["Duration"].total_seconds() == pytest.approx(150.5)
+    assert hosts["pc-03"]["Collected files"] == "20261121-100000-aaaa/hosts/pc-03"
+    start_cells = _cells(book["Hosts"], "Start (UTC)")
+    assert start_cells[0].is_date
+
+
+def test_states_are_colour_coded(report):
+    _, book = report
+    sheet = book["Hosts"]
+    ranges = {
+        str(rule_range.sqref): rules
+        for rule_range, rules in sheet.conditional_formatting._cf_rules.items()
+    }
+    state_rules = ranges["D2:D10"]
+    formulas = {rule.formula[0] for rule in state_rules}
+    assert {'"failed"', '"succeeded"', '"partially succeeded"', '"unreachable"'} <= formulas
+
+
+def test_profiles_sheet_names_current_and_previous_codes(report):
+    _, book = report
+    rows = _table(book["Profiles"])
+    odd = next(row for row in rows if row["Profile"] == "Odd")
+    assert odd["Code"] == 99 and odd["Code name"] == "UNKNOWN_99" and odd["Outcome"] == "unknown"
+    archive = next(row for row in rows if row["Profile"] == "Archive")
+    assert (
+        archive["Previous code"] == 10 and archive["Previous code name"] == "PROFILE_MODIFYING_OK"
+    )
+    codes = {row["Code"]: row for row in _table(book["Return codes"])}
+    assert codes[6]["Name"] == "PROFILE_IS_OFFLINE" and codes[6]["wave1"] == 1
+    assert "ProcessOfflineProfiles" in codes[6]["What to do"]
+
+
+def test_text_from_workstations_is_stored_as_text_never_as_a_formula(report):
+    result, book = report
+    profiles = _cells(book["Profiles"], "Profile")
+    by_value = {cell.value: cell for cell in profiles}
+    for hostile in (HYPERLINK, DDE):
+        assert by_value[hostile].data_type == "s"
+    messages = [cell.value for cell in _cells(book["Hosts"], "Error message")]
+    assert "=1+2 CPUU ran past 600 s" in messages
+    with zipfile.ZipFile(result.workbook) as archive:
+        for name in archive.namelist():
+            if name.startswith("xl/worksheets/sheet"):
+                xml = archive.read(name).decode()
+                assert not re.search(r"<f[ >]", xml), f"{name} holds a formula"
+                assert "<hyperlink" not in xml, f"{name} holds a link"
+
+
+def test_action_list_and_attempts(report, fleet):
+    _, book = report
+    actions = _table(book["Action list"])
+    assert [row["Host"] for row in actions] == ["pc-03", "pc-04", "pc-09"]
+    assert all(row["What to do"] for row in actions)
+    attempts = _table(book["Attempts"])
+    journal_attempts = fleet.journal.attempts(fleet.first_run) + fleet.journal.attempts(
+        fleet.retry_run
+    )
+    assert len(attempts) == len(journal_attempts)
+    assert {row["Step"] for row in attempts} == {"connect", "preflight", "push", "run", "collect"}
+
+
+def test_a_sheet_past_the_row_limit_continues_and_the_summary_says_so(fleet, tmp_path):
+    result = write_report(
+        fleet.journal, [fleet.first_run, fleet.retry_run], tmp_path / "split", max_rows=4
+    )
+    book = _open(result.workbook)
+    assert [n for n in book.sheetnames if n.startswith("Hosts")] == [
+        "Hosts",
+        "Hosts (2)",
+        "Hosts (3)",
+    ]
+    hosts = [
+        row["Host"] for name in ("Hosts", "Hosts (2)", "Hosts (3)") for row in _table(book[name])
+    ]
+    assert hosts == [f"pc-0{i}" for i in range(1, 10)]
+    for name in ("Hosts", "Hosts (2)"):
+        assert book[name].max_row == 4  # header + 3 rows: never past the limit
+        assert book[name].freeze_panes == "A2"
+    notes = [cell.value for row in book["Summary"].iter_rows() for cell in row if cell.value]
+    assert "Hosts: 9 rows exceed one sheet's limit; continued on Hosts (2), Hosts (3)." in notes
+    assert any(str(note).startswith("Attempts:") for note in notes)
+    assert not any(str(note).startswith("Action list:") for note in notes)  # 3 rows fit

@@ -203,6 +203,7 @@ class Inventory:
         inventory._add_group("all", source=None)
         files = inventory._inventory_files(path)
         for file in files:
+            _refuse_ini_inventory(file)
             data = load_data_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
@@ -511,6 +512,25 @@ class Inventory:
 
         draw("all", 0)
         return "\n".join(lines)
+
+
+_INI_SECTION = re.compile(r"^\s*\[[A-Za-z0-9_:\-]+\]\s*$", re.MULTILINE)
+
+
+def _refuse_ini_inventory(file: Path) -> None:
+    """An Ansible INI inventory would be misread as YAML: say what to do instead."""
+    if file.suffix.lower() in DATA_SUFFIXES:
+        return
+    try:
+        head = file.read_bytes()[:65536].decode("utf-8", errors="replace")
+    except OSError:
+        return  # load_data_file reports it
+    if _INI_SECTION.search(head):
+        raise InputError(
+            "this looks like an INI inventory; cpuu-fleet reads YAML or JSON inventories "
+            "(convert it with: ansible-inventory -i FILE --list --yaml > inventory.yml)",
+            where=file,
+        )
 
 
 def mask_secrets(value: Any) -> Any:

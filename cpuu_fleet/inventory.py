@@ -42,7 +42,6 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
 _GROUP_KEYS = ("hosts", "vars", "children")
-_RESERVED_GROUPS = ("all", "ungrouped")
 
 
 @dataclass(eq=False)
@@ -189,6 +188,7 @@ class Inventory:
         self._host_file_vars: dict[str, dict[str, Any]] = {}
         self._host_source: dict[str, str] = {}
         self._by_name: dict[str, Host] = {}
+        self._group_hosts: dict[str, list[str]] | None = None
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -462,8 +462,13 @@ class Inventory:
             raise InputError(f"no host named {name!r} in the inventory", where=self.path) from None
 
     def group_hosts(self) -> dict[str, list[str]]:
-        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``)."""
-        return {name: self._members(name) for name in self.groups}
+        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``).
+
+        Worked out once: the inventory does not change after loading, and every rendering uses it.
+        """
+        if self._group_hosts is None:
+            self._group_hosts = {name: self._members(name) for name in self.groups}
+        return self._group_hosts
 
     def _members(self, group: str) -> list[str]:
         wanted: set[str] = set()

@@ -48,6 +48,21 @@ def make_environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environm
     return environment
 
 
+_COMPILED: dict[tuple[int, str], jinja2.Template] = {}
+
+
+def compile_value(environment: jinja2.Environment, text: str) -> jinja2.Template:
+    """Compile a variable's template once per environment: thousands of hosts share the same
+    group_vars values, and compiling is the costly part of templating them."""
+    key = (id(environment), text)
+    template = _COMPILED.get(key)
+    if template is None:
+        template = environment.from_string(text)
+        if len(_COMPILED) < 10000:
+            _COMPILED[key] = template
+    return template
+
+
 _TRUE_WORDS = {"true", "yes", "on", "1", "y"}
 _FALSE_WORDS = {"false", "no", "off", "0", "n", ""}
 _NEEDS_QUOTES = re.compile(r"[\s&|<>^(),;=]")
@@ -277,7 +292,7 @@ class HostScope(Mapping[str, Any]):
     def render_string(self, text: str, *, variable: str) -> str:
         """Template one value; errors name the host and the variable."""
         try:
-            template = self._env.from_string(text)
+            template = compile_value(self._env, text)
         except jinja2.TemplateSyntaxError as exc:
             raise InputError(
                 f"template syntax error in variable {variable!r}: {exc.message}",

@@ -42,7 +42,6 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
 _GROUP_KEYS = ("hosts", "vars", "children")
-_RESERVED_GROUPS = ("all", "ungrouped")
 
 
 @dataclass(eq=False)
@@ -189,6 +188,7 @@ class Inventory:
         self._host_file_vars: dict[str, dict[str, Any]] = {}
         self._host_source: dict[str, str] = {}
         self._by_name: dict[str, Host] = {}
+        self._group_hosts: dict[str, list[str]] | None = None
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -203,6 +203,7 @@ class Inventory:
         inventory._add_group("all", source=None)
         files = inventory._inventory_files(path)
         for file in files:
+            _refuse_ini_inventory(file)
             data = load_data_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
@@ -461,8 +462,13 @@ class Inventory:
             raise InputError(f"no host named {name!r} in the inventory", where=self.path) from None
 
     def group_hosts(self) -> dict[str, list[str]]:
-        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``)."""
-        return {name: self._members(name) for name in self.groups}
+        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``).
+
+        Worked out once: the inventory does not change after loading, and every rendering uses it.
+        """
+        if self._group_hosts is None:
+            self._group_hosts = {name: self._members(name) for name in self.groups}
+        return self._group_hosts
 
     def _members(self, group: str) -> list[str]:
         wanted: set[str] = set()
@@ -511,6 +517,25 @@ class Inventory:
 
         draw("all", 0)
         return "\n".join(lines)
+
+
+_INI_SECTION = re.compile(r"^\s*\[[A-Za-z0-9_:\-]+\]\s*$", re.MULTILINE)
+
+
+def _refuse_ini_inventory(file: Path) -> None:
+    """An Ansible INI inventory would be misread as YAML: say what to do instead."""
+    if file.suffix.lower() in DATA_SUFFIXES:
+        return
+    try:
+        head = file.read_bytes()[:65536].decode("utf-8", errors="replace")
+    except OSError:
+        return  # load_data_file reports it
+    if _INI_SECTION.search(head):
+        raise InputError(
+            "this looks like an INI inventory; cpuu-fleet reads YAML or JSON inventories "
+            "(convert it with: ansible-inventory -i FILE --list --yaml > inventory.yml)",
+            where=file,
+        )
 
 
 def mask_secrets(value: Any) -> Any:

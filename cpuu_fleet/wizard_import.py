@@ -224,10 +224,13 @@ def import_wizard(
         fmt = OutputFormat(encoding, newline)
         formats.files[path.name] = fmt
         prepared.append((ImportedFile(source, path, fmt, secrets), template_text))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for imported, template_text in prepared:
-        imported.template.write_text(template_text, encoding="utf-8", newline="\n")
-        result.files.append(imported)
-    (out_dir / FORMATS_FILE).write_text(formats.dump(), encoding="utf-8", newline="\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for imported, template_text in prepared:
+            imported.template.write_text(template_text, encoding="utf-8", newline="\n")
+            result.files.append(imported)
+        (out_dir / FORMATS_FILE).write_text(formats.dump(), encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise InputError(f"cannot write templates ({exc.strerror})", where=out_dir) from None
     assert any(f.template.name == INI_TEMPLATE for f in result.files)
     return result

@@ -86,9 +86,14 @@ def render(
     for host in hosts:
         rendered = renderer.render_host(host, chosen_mode, extra)
         folder = out / host.name
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, data in rendered.masked.items():
-            (folder / name).write_bytes(data)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, data in rendered.masked.items():
+                (folder / name).write_bytes(data)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the review copy ({exc.strerror})", where=folder
+            ) from None
         warn(rendered.warnings)
         summary.append(
             {

@@ -264,3 +264,9 @@ def test_unsafe_values_are_not_templated(tree):
 def test_missing_inventory_file(tmp_path):
     with pytest.raises(InputError, match="inventory not found"):
         Inventory.load(tmp_path / "nope.yml")
+
+
+def test_an_ini_inventory_is_refused_with_the_conversion_command(tree):
+    root = tree({"hosts": "[wave1]\npc-1 ansible_host=10.0.0.1\n"})
+    with pytest.raises(InputError, match="ansible-inventory -i FILE --list --yaml"):
+        Inventory.load(root / "hosts")

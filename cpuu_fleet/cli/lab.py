@@ -1,9 +1,118 @@
-"""CLI commands: lab (filled in by its area)."""
+"""CLI: ``cpuu-fleet lab up``, a simulated workstation fleet served in the foreground."""
 
 from __future__ import annotations
 
+import shlex
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.lab.fleet import AUTHS, PASSWORD_ENV, LabFleet
+from cpuu_fleet.lab.scenarios import SCENARIOS
+
+lab_app = typer.Typer(
+    help="A lab of simulated Windows workstations speaking WinRM on 127.0.0.0/8.",
+    no_args_is_help=True,
+)
+
+_SCENARIO_HELP = "Fleet scenario: " + "; ".join(f"{k} = {v}" for k, v in SCENARIOS.items())
+
+
+@lab_app.command("up")
+def up(
+    inventory_out: Annotated[
+        Path,
+        typer.Option("--inventory-out", help="Write the fleet's Ansible inventory (YAML) here."),
+    ],
+    hosts: Annotated[int, typer.Option("--hosts", min=1, help="Number of workstations.")] = 10,
+    scenario: Annotated[str, typer.Option("--scenario", help=_SCENARIO_HELP)] = "healthy",
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same fleet.")] = 0,
+    auth: Annotated[
+        str, typer.Option("--auth", help="basic | ntlm | negotiate | certificate")
+    ] = "ntlm",
+    https: Annotated[
+        bool, typer.Option("--https", help="Listen on 5986 with TLS (the inventory names the CA).")
+    ] = False,
+    latency: Annotated[
+        float | None,
+        typer.Option("--latency", min=0, help="Added latency per request for every host, in ms."),
+    ] = None,
+    waves: Annotated[
+        int | None, typer.Option("--waves", min=1, help="Split the hosts into wave1..N groups.")
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", help="Where the disks and certificates live (default: temp)."),
+    ] = None,
+) -> None:
+    """Serve a fleet in the foreground until Ctrl-C, and write its inventory."""
+    if scenario not in SCENARIOS:
+        raise InputError(
+            f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}", where="--scenario"
+        )
+    if auth not in AUTHS:
+        raise InputError(f"unknown auth {auth!r}; valid: {', '.join(AUTHS)}", where="--auth")
+    if auth == "certificate" and not https:
+        raise InputError("certificate auth needs --https", where="--auth")
+    try:
+        fleet = LabFleet(
+            hosts,
+            scenario=scenario,
+            seed=seed,
+            auth=auth,
+            https=https,
+            workdir=workdir,
+            latency_s=latency / 1000 if latency is not None else None,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    console = Console()
+    stop = threading.Event()
+    # Ctrl-C and SIGTERM stop the lab cleanly, even when started from a script that ignores
+    # SIGINT for background jobs.
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with fleet:
+            path = fleet.write_inventory(inventory_out, waves=waves)
+            _print_summary(console, fleet, path)
+            while not stop.wait(1.0):
+                pass
+            console.print("stopping the lab ...")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print("lab stopped")
+
+
+def _print_summary(console: Console, fleet: LabFleet, inventory: Path) -> None:
+    table = Table(title=f"cpuu-fleet lab: {len(fleet.hosts)} workstations")
+    table.add_column("scenario")
+    table.add_column("hosts", justify="right")
+    for scenario, count in sorted(fleet.summary().items()):
+        table.add_row(scenario, str(count))
+    console.print(table)
+    first, last = fleet.hosts[0], fleet.hosts[-1]
+    scheme = "https" if fleet.https else "http"
+    console.print(f"addresses  {first.address} .. {last.address}  ({scheme}, port {fleet.port})")
+    console.print(f"auth       {fleet.auth} as {fleet.username}")
+    if fleet.https:
+        console.print(f"CA         {fleet.ca_cert_path}")
+    console.print(f"inventory  {inventory}")
+    console.print("Export the lab password before running cpuu-fleet against it:")
+    console.print(
+        f"export {PASSWORD_ENV}={shlex.quote(fleet.password)}", markup=False, highlight=False
+    )
+    console.print("Serving; press Ctrl-C to stop.", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    """Add ``lab`` (``lab up``) to the root app."""
+    app.add_typer(lab_app, name="lab")

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import os
 import secrets
+import shutil
 import ssl
 import tempfile
 import threading
@@ -203,6 +204,8 @@ class LabFleet:
             self._server.stop()
             self._server = None
             NTLM_ACCOUNTS.remove(self.username)
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- what clients need ---------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""``cpuu-fleet lab up`` as an operator runs it: a real process, a real client, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from pypsrp.client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    inventory = tmp_path / "lab.yml"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cpuu_fleet", "lab", "up", "--inventory-out", str(inventory), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    return proc, inventory
+
+
+def _read_until_serving(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "Serving" in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError("lab up did not start:\n" + "".join(seen))
+
+
+def test_lab_up_serves_until_ctrl_c(tmp_path: Path) -> None:
+    proc, inventory = _start(tmp_path, "--hosts", "30", "--auth", "ntlm", "--waves", "3")
+    try:
+        banner = _read_until_serving(proc)
+        password = re.search(r"export CPUU_FLEET_LAB_PASSWORD=(\S+)", banner).group(1).strip("'")
+        assert "healthy" in banner and "127.0.1.1" in banner
+        doc = yaml.safe_load(inventory.read_text())
+        lab = doc["all"]["children"]["lab"]
+        assert lab["vars"]["ansible_psrp_auth"] == "ntlm"
+        assert lab["vars"]["ansible_password"] == "{{ lookup('env', 'CPUU_FLEET_LAB_PASSWORD') }}"
+        assert sorted(lab["children"]) == ["wave1", "wave2", "wave3"]
+        wave3 = lab["children"]["wave3"]["hosts"]
+        assert len(wave3) == 10
+        name, host_vars = next(iter(wave3.items()))
+        client = Client(
+            host_vars["ansible_host"],
+            port=lab["vars"]["ansible_port"],
+            username=lab["vars"]["ansible_user"],
+            password=password,
+            ssl=False,
+            auth="ntlm",
+        )
+        with client:
+            assert client.execute_ps("$env:COMPUTERNAME")[0] == name.upper()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "lab stopped" in out
+
+
+def test_lab_up_refuses_an_unknown_scenario(tmp_path: Path) -> None:
+    proc, _ = _start(tmp_path, "--scenario", "volcano")
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "unknown scenario 'volcano'" in out

@@ -36,16 +36,22 @@ from __future__ import annotations
 import codecs
 import ntpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from cpuu_fleet.cpuu import ExitFlags, Mode, code_info, decode_result_bytes
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.lab.winfs import join_windows
-
-if TYPE_CHECKING:
-    from cpuu_fleet.lab.workstation import OutlookProfile, ScheduledTask, Workstation
+from cpuu_fleet.lab.workstation import (
+    TASK_BAD_DIRECTORY,
+    TASK_FILE_NOT_FOUND,
+    OutlookProfile,
+    ProfileState,
+    ScheduledTask,
+    Workstation,
+    backup_name,
+)
 
 EXE_NAME = "ClientProfileUpdatingUtility.exe"
 CMD_NOT_RECOGNIZED = 9009
@@ -388,7 +394,8 @@ class CpuuProcess:
         self.args = parse_arguments(call.args, call.batch_name)
         self.started = ws.now()
         stamp = datetime.fromtimestamp(self.started, tz=timezone.utc)
-        base = f"CPUU_{ws.name}_{stamp:%Y%m%d}_{stamp:%H%M%S}"
+        # #h of the vendor's pattern: the computer name, upper case as %COMPUTERNAME% has it.
+        base = f"CPUU_{ws.name.upper()}_{stamp:%Y%m%d}_{stamp:%H%M%S}"
         self.log_path = join_windows(call.current_dir, base + ".log")
         self.csv_path = join_windows(call.current_dir, base + ".csv")
         self.log_failed = ws.cpuu.log_write_fails
@@ -525,7 +532,15 @@ def _selected(args: CpuuArguments, profile: OutlookProfile) -> bool:
     )
 
 
-def _each_profile(ws, user, args, result, handle, *, include_backups=True):
+def _each_profile(
+    ws: Workstation,
+    user: str,
+    args: CpuuArguments,
+    result: RunResult,
+    handle: Callable[[OutlookProfile], int],
+    *,
+    include_backups: bool = True,
+) -> None:
     """Run ``handle`` on each profile, honouring crash/abort facts; record outcomes."""
     behaviour = ws.cpuu
     done = 0
@@ -561,9 +576,9 @@ def _record(result: RunResult, profile: OutlookProfile, code: int) -> None:
         profile.last_code = code
 
 
-def _update(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import OutlookProfile, ProfileState, backup_name
-
+def _update(
+    ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult
+) -> None:
     allowed = {s.casefold() for s in ini.get_list("AllowAdditionalServices")}
     allow_all = "all" in allowed
     critical = {c.casefold() for c in args.critical}
@@ -644,9 +659,7 @@ def _update(ws, user, args, ini, result: RunResult) -> None:
     result.exit_code |= flags
 
 
-def _undo(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import ProfileState
-
+def _undo(ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult) -> None:
     profiles = ws.profiles_of(user)
 
     def handle(profile: OutlookProfile) -> int:
@@ -674,9 +687,9 @@ def _undo(ws, user, args, ini, result: RunResult) -> None:
     result.exit_code |= flags
 
 
-def _cleanup(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import ProfileState
-
+def _cleanup(
+    ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult
+) -> None:
     profiles = ws.profiles_of(user)
 
     def handle(profile: OutlookProfile) -> int:
@@ -728,10 +741,8 @@ class FinishedProcess:
         return KILLED_EXIT_CODE
 
 
-def launch_task(ws: Workstation, task: ScheduledTask, user: str):
+def launch_task(ws: Workstation, task: ScheduledTask, user: str) -> CpuuProcess | FinishedProcess:
     """Start a task's action as ``user``: a batch file (cmd), or CPUU's exe directly."""
-    from cpuu_fleet.lab.workstation import TASK_BAD_DIRECTORY, TASK_FILE_NOT_FOUND
-
     now = ws.now()
     program, raw_args = split_program(task.command)
     if not program:

@@ -280,10 +280,14 @@ def _mode_from_batch_name(batch_name: str) -> Mode:
 class CpuuIni:
     """CPUU.ini as read leniently: keys are case-insensitive, the last value wins."""
 
-    values: dict[str, str]
-    """Raw values (quotes kept) by lower-case key."""
+    values: dict[str, str] = field(repr=False)
+    """Raw values (quotes kept) by lower-case key. Never in the repr: they hold the encrypted
+    passwords."""
     encoding: str
     skipped_lines: list[int]
+
+    def __repr__(self) -> str:
+        return f"CpuuIni(keys={sorted(self.values)}, encoding={self.encoding!r})"
 
     def get(self, key: str) -> str | None:
         raw = self.values.get(key.lower())
@@ -404,10 +408,11 @@ class CpuuProcess:
         self._log(f"Mode: {self.args.mode.value}; command line: {self._safe_args()}")
         for ignored in self.args.ignored:
             self._log(f"Unknown parameter ignored: {ignored}")
-        self._flush_log()
         refused = ws.stop_processes(MAPI_CLIENTS)
-        self._mapi_still_running = bool(refused)
         self._log("Stopped Outlook and other MAPI clients")
+        for process in refused:
+            self._log(f"Warning: {process.name} (pid {process.pid}) did not close")
+        self._flush_log()  # CPUU opens its log at once: a hung or killed run leaves this much
         count = len(ws.profiles_of(user))
         behaviour = ws.cpuu
         self.finish_at: float | None = (

@@ -357,3 +357,10 @@ def test_a_full_disk_leaves_empty_log_and_result_files(bench):
     assert run.exit == ExitFlags.SUCCESS | ExitFlags.FAILED_TO_WRITE_LOG
     # NTFS still creates the files (a directory entry costs no cluster), then writes fail.
     assert run.results.profiles == () and run.log == ""
+
+
+def test_the_ini_never_shows_its_passwords_in_a_repr():
+    ini = read_ini(b"Admin CORP\\svc\r\nPassword S3cr3t==\r\n")
+    assert ini.get("Password") == "S3cr3t=="
+    assert "S3cr3t" not in repr(ini) and "S3cr3t" not in str(ini)
+    assert "password" in repr(ini)

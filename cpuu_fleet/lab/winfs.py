@@ -168,11 +168,17 @@ class WindowsFS:
         self._clock = clock
         self._lock = threading.RLock()
         self._temp_counter = 0
+        existed = self.root.exists()
         for drive in self.drives:
             (self.root / drive).mkdir(parents=True, exist_ok=True)
         self._real_root = os.path.realpath(self.root)
-        self._used = sum(
-            f.stat().st_size for f in self.root.rglob("*") if f.is_file() and not f.is_symlink()
+        # A sandbox left by an earlier lab keeps its files, and they take space.
+        self._used = (
+            sum(
+                f.stat().st_size for f in self.root.rglob("*") if f.is_file() and not f.is_symlink()
+            )
+            if existed
+            else 0
         )
 
     # ---------------------------------------------------------------- mapping

@@ -54,11 +54,12 @@ if (-not [string]::IsNullOrEmpty($computer.UserName)) {
 
 $outlookRunning = $null -ne (Get-Process -Name 'OUTLOOK' -ErrorAction SilentlyContinue)
 
-# HKCR\Outlook.Application\CurVer holds e.g. "Outlook.Application.16": report "16.0".
+# HKCR\Outlook.Application\CurVer's default value is e.g. "Outlook.Application.16": report "16.0".
+# GetValue('') reads the default value without tripping strict mode when it is absent.
 $outlookVersion = $null
-$curVer = Get-ItemProperty -LiteralPath 'Registry::HKEY_CLASSES_ROOT\Outlook.Application\CurVer' -ErrorAction SilentlyContinue
-if ($null -ne $curVer) {
-    $progId = [string]$curVer.'(default)'
+$curVerKey = Get-Item -LiteralPath 'Registry::HKEY_CLASSES_ROOT\Outlook.Application\CurVer' -ErrorAction SilentlyContinue
+if ($null -ne $curVerKey) {
+    $progId = [string]$curVerKey.GetValue('')
     if ($progId -match '\.(\d+)$') {
         $outlookVersion = '{0}.0' -f $Matches[1]
     }

@@ -74,10 +74,14 @@ function Get-TaskReport {
         }
     }
     $info = Get-ScheduledTaskInfo -InputObject $task
-    $logonTriggers = @($task.Triggers | Where-Object { $_.CimClass.CimClassName -eq 'MSFT_TaskLogonTrigger' })
+    # A task registered without trigger was started on demand ("Now").
     $trigger = 'Now'
-    if ($logonTriggers.Count -gt 0) {
-        $trigger = 'AtLogon'
+    if ($null -ne $task.Triggers) {
+        foreach ($candidate in $task.Triggers) {
+            if ($null -ne $candidate -and $candidate.CimClass.CimClassName -eq 'MSFT_TaskLogonTrigger') {
+                $trigger = 'AtLogon'
+            }
+        }
     }
     $user = [string]$task.Principal.UserId
     if (-not [string]::IsNullOrEmpty([string]$task.Principal.GroupId)) {
@@ -113,8 +117,10 @@ function Start-FleetTask {
         return $true
     }
     $action = New-ScheduledTaskAction -Execute $Command -WorkingDirectory $WorkingDirectory
+    # The execution time limit is only a safety net for a run the engine never comes back to:
+    # Wait enforces the real deadline and records the kill itself.
     $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries `
-        -MultipleInstances IgnoreNew -ExecutionTimeLimit (New-TimeSpan -Seconds $TimeoutSeconds)
+        -MultipleInstances IgnoreNew -ExecutionTimeLimit (New-TimeSpan -Seconds ($TimeoutSeconds + 300))
     $register = @{
         TaskName = $TaskName
         TaskPath = $taskPath
@@ -131,7 +137,7 @@ function Start-FleetTask {
     }
     $register['Principal'] = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
     $null = Register-ScheduledTask @register
-    Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+    $null = Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
     return $false
 }
 
@@ -148,7 +154,7 @@ function Wait-FleetTask {
             return $false
         }
         if ([DateTime]::UtcNow -ge $deadline) {
-            Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+            $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
             return $true
         }
         Start-Sleep -Seconds $pollSeconds
@@ -175,14 +181,14 @@ switch ($Action) {
     'Stop' {
         $task = Get-FleetTask
         if ($null -ne $task -and [string]$task.State -eq 'Running') {
-            Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+            $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
             $killed = $true
         }
     }
     'Remove' {
         $task = Get-FleetTask
         if ($null -ne $task) {
-            Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false
+            $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false
         }
     }
 }

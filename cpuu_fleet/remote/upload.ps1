@@ -149,7 +149,13 @@ begin {
                     $file.Relative, $file.Written, $actual, $file.Length, $file.Sha256) `
                 -ErrorId 'HashMismatch' -Category InvalidData -Target $file.Relative
         }
-        Move-Item -LiteralPath $file.Partial -Destination $file.Target -Force
+        # Replace keeps the target's identity (ACLs) and swaps in one step; Move for a new file.
+        if ([System.IO.File]::Exists($file.Target)) {
+            [System.IO.File]::Replace($file.Partial, $file.Target, [NullString]::Value)
+        }
+        else {
+            [System.IO.File]::Move($file.Partial, $file.Target)
+        }
         $script:current = $null
         @{
             Path   = $file.Relative

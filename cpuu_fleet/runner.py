@@ -309,8 +309,9 @@ class Runner:
         previous_handler = self._install_sigint()
         status, stop_reason = COMPLETED, None
         try:
-            for play_plan in plan.plays:
-                stop_reason = self._run_play(run_id, play_plan, work, states, outcomes)
+            for index, play_plan in enumerate(plan.plays):
+                more = any(p.batches for p in plan.plays[index + 1 :])
+                stop_reason = self._run_play(run_id, play_plan, work, states, outcomes, more)
                 if stop_reason or self.draining.is_set():
                     break
             if self.draining.is_set():
@@ -373,11 +374,15 @@ class Runner:
         work: HostWork,
         states: dict[str, str],
         outcomes: dict[str, HostOutcome],
+        more_after: bool,
     ) -> str | None:
-        """Run a play's batches; returns why the run must stop, or None."""
+        """Run a play's batches; returns why the run must stop, or None.
+
+        A threshold crossed by the very last batch of the run stops nothing, so it is not a stop.
+        """
         play = play_plan.play
         total = len(play_plan.batches)
-        for planned_batch in play_plan.batches:
+        for position, planned_batch in enumerate(play_plan.batches, 1):
             if self.draining.is_set():
                 return None
             # Ansible's tone: a host that failed in an earlier play sits out the later ones.
@@ -402,8 +407,11 @@ class Runner:
             failed = sum(1 for o in batch.finals.values() if o.state == FAILED)
             unreachable = sum(1 for o in batch.finals.values() if o.state == UNREACHABLE)
             reason = None
-            if not self.draining.is_set() and max_fail_exceeded(
-                failed + unreachable, len(hosts), play.max_fail_percentage
+            last = position == total and not more_after
+            if (
+                not last
+                and not self.draining.is_set()
+                and max_fail_exceeded(failed + unreachable, len(hosts), play.max_fail_percentage)
             ):
                 reason = _stop_reason(play, number, len(hosts), failed, unreachable)
             counts: dict[str, int] = {}

@@ -359,3 +359,23 @@ def test_a_host_that_failed_in_one_play_sits_out_the_next(journal, tmp_path, wri
     assert seen[2:] == [("Update", "pc-2")]
     assert summary.states == {"pc-1": FAILED, "pc-2": SUCCEEDED}
     assert journal.host(summary.run_id, "pc-2")["play"] == "Update"
+
+
+def test_a_threshold_crossed_by_the_last_batch_stops_nothing(journal, tmp_path, write_playbook):
+    hosts = names("pc", 3)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = _playbook(write_playbook, serial=2, max_fail_percentage=10)
+    summary = Runner(journal, tmp_path / "r").run(
+        build_plan(playbook, inventory), _failing({hosts[2]: FAILED})
+    )
+    assert (summary.status, summary.stop_reason) == (COMPLETED, None)
+    assert summary.counts == {SUCCEEDED: 2, FAILED: 1}
+
+
+def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_playbook):
+    inventory = SmallInventory({"wave2": ["pc-1"]})
+    summary = Runner(journal, tmp_path / "r").run(
+        build_plan(_playbook(write_playbook), inventory), lambda job: HostOutcome(SUCCEEDED)
+    )
+    assert (summary.status, summary.states) == (COMPLETED, {})
+    assert summary.retry_file.read_text() == ""

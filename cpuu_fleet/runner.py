@@ -19,6 +19,7 @@ WinRM session and runs the steps); the runner owns everything around it:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import signal
@@ -325,6 +326,17 @@ class Runner:
             elif stop_reason:
                 status = STOPPED
             self._mark_not_run(run_id, plan, states, stop_reason)
+        except BaseException as exc:
+            # A bug or a hard stop in the runner itself: tell the workers to wind down and leave
+            # the journal saying "interrupted", never "completed". Hosts still busy stay running.
+            self.draining.set()
+            self.stopping.set()
+            status = INTERRUPTED
+            stop_reason = f"runner aborted: {type(exc).__name__}: {exc}"
+            RUN_LOG.exception("runner aborted", extra={"run_id": run_id})
+            with contextlib.suppress(Exception):
+                self._mark_not_run(run_id, plan, states, stop_reason)
+            raise
         finally:
             self._restore_sigint(previous_handler)
             self.journal.finish_run(run_id, status, stop_reason)
@@ -488,7 +500,12 @@ class Runner:
             alive = [t for t in workers if t.is_alive()]
             if not alive:
                 break
-            alive[0].join(timeout=0.05)
+            try:
+                alive[0].join(timeout=0.05)
+            except KeyboardInterrupt:
+                # Our handler is not installed (handle_sigint=False, or another one replaced it):
+                # a Ctrl-C that arrives as an exception still takes the graceful path.
+                self.interrupt()
             self._poll_signals()
             if self.draining.is_set() and not notified_drain:
                 notified_drain = True

@@ -379,3 +379,29 @@ def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_pla
     )
     assert (summary.status, summary.states) == (COMPLETED, {})
     assert summary.retry_file.read_text() == ""
+
+
+def test_a_fault_in_the_runner_itself_never_leaves_the_run_completed(
+    journal, tmp_path, write_playbook, monkeypatch
+):
+    import pytest
+
+    inventory = SmallInventory({"wave1": names("pc", 4)})
+    playbook = _playbook(write_playbook, serial=2)
+    runner = Runner(journal, tmp_path / "r")
+    calls = []
+    real = runner._run_batch
+
+    def second_batch_breaks(run_id, batch, work):
+        calls.append(batch.number)
+        if batch.number == 2:
+            raise RuntimeError("disk full on the controller")
+        return real(run_id, batch, work)
+
+    monkeypatch.setattr(runner, "_run_batch", second_batch_breaks)
+    with pytest.raises(RuntimeError):
+        runner.run(build_plan(playbook, inventory), lambda job: HostOutcome(SUCCEEDED))
+    (run,) = journal.runs()
+    assert run["status"] == INTERRUPTED
+    assert "disk full on the controller" in run["stop_reason"]
+    assert journal.state_counts(run["run_id"]) == {SUCCEEDED: 2, NOT_RUN: 2}

@@ -230,13 +230,15 @@ class Runner:
         self._signals_handled = 0
         self._seq = itertools.count()
         self._run_id = ""
+        self._abandon_now = False
 
     # ---------------------------------------------------------------------------- interruption
 
     def interrupt(self) -> None:
         """What Ctrl-C does; callable from any thread (not from a signal handler).
 
-        First call: stop starting hosts. Second: also ask running host work to stop.
+        First call: stop starting hosts. Second: also ask running host work to stop, and leave
+        hosts still busy after ``abort_grace_s`` to ``--resume``. Third: do not wait for the grace.
         """
         with self._interrupt_lock:
             self._interrupts += 1
@@ -255,7 +257,9 @@ class Runner:
                 " finish on the workstation (--resume asks it)"
             )
         else:
-            return
+            # Third and later: the operator will not wait for the grace period.
+            self._abandon_now = True
+            message = "Ctrl-C a third time: leaving the busy hosts to --resume now"
         RUN_LOG.warning(message, extra={"run_id": self._run_id})
         if self._run_id:
             self.events.emit(RunInterrupted(self._run_id, level=level, message=message))
@@ -395,6 +399,7 @@ class Runner:
         play = play_plan.play
         total = len(play_plan.batches)
         for position, planned_batch in enumerate(play_plan.batches, 1):
+            self._poll_signals()
             if self.draining.is_set():
                 return None
             # Ansible's tone: a host that failed in an earlier play sits out the later ones.
@@ -514,7 +519,7 @@ class Runner:
             if self.stopping.is_set():
                 if abort_deadline is None:
                     abort_deadline = time.monotonic() + self.abort_grace_s
-                elif time.monotonic() >= abort_deadline:
+                elif self._abandon_now or time.monotonic() >= abort_deadline:
                     self._abandon(run_id, batch)
                     break
         self._finish_leftovers(run_id, batch)

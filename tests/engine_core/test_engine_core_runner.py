@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from engine_core_helpers import SmallInventory, names
 
 from cpuu_fleet.journal import (
@@ -296,8 +297,9 @@ def test_ctrl_c_during_a_retry_backoff_keeps_the_last_result(journal, tmp_path, 
     assert (row["state"], row["attempts"]) == (UNREACHABLE, 1)
 
 
+@pytest.mark.parametrize(("grace", "presses"), [(1.0, 2), (600, 3)])
 def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
-    journal, tmp_path, write_playbook
+    journal, tmp_path, write_playbook, grace, presses
 ):
     inventory = SmallInventory({"wave1": ["pc-good", "pc-stuck", "pc-later"]})
     playbook = _playbook(write_playbook, forks=2)
@@ -314,7 +316,7 @@ def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
         never.wait(5)  # ignores the request (a hung WinRM call)
         return HostOutcome(SUCCEEDED)
 
-    runner = Runner(journal, tmp_path / "r", handle_sigint=False, abort_grace_s=0.2)
+    runner = Runner(journal, tmp_path / "r", handle_sigint=False, abort_grace_s=grace)
     result = {}
     thread = threading.Thread(
         target=lambda: result.setdefault("s", runner.run(build_plan(playbook, inventory), work))
@@ -323,7 +325,14 @@ def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
     both.wait(5)
     runner.interrupt()
     runner.interrupt()
+    if presses == 3:  # the third press does not wait out the grace period
+        deadline = time.monotonic() + 5
+        run_id = journal.runs()[0]["run_id"]
+        while journal.host(run_id, "pc-good")["state"] != FAILED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        runner.interrupt()
     thread.join(5)
+    assert not thread.is_alive()
     never.set()
     summary = result["s"]
 
@@ -384,8 +393,6 @@ def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_pla
 def test_a_fault_in_the_runner_itself_never_leaves_the_run_completed(
     journal, tmp_path, write_playbook, monkeypatch
 ):
-    import pytest
-
     inventory = SmallInventory({"wave1": names("pc", 4)})
     playbook = _playbook(write_playbook, serial=2)
     runner = Runner(journal, tmp_path / "r")

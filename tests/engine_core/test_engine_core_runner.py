@@ -51,7 +51,10 @@ def test_batches_run_in_order_with_at_most_forks_hosts_at_once(journal, tmp_path
             running[0] += 1
             peak[0] = max(peak[0], running[0])
             log.append(("start", job.batch, job.name))
-        time.sleep(0.02)
+        deadline = time.monotonic() + 2
+        while job.batch > 1 and peak[0] < 3 and time.monotonic() < deadline:  # fill the pool once
+            time.sleep(0.002)
+        time.sleep(0.005)
         with lock:
             running[0] -= 1
             log.append(("end", job.batch, job.name))

@@ -42,8 +42,12 @@ SCRIPT = textwrap.dedent(
                 return HostOutcome(FAILED, "interrupted", "stopped before the run step")
         return HostOutcome(SUCCEEDED)
 
+    class Witness:
+        def run_interrupted(self, event):
+            (work_dir / f"interrupted-{{event.level}}").touch()
+
     journal = Journal.in_reports(work_dir / "reports")
-    summary = Runner(journal, work_dir / "reports").run(plan, work)
+    summary = Runner(journal, work_dir / "reports", [Witness()]).run(plan, work)
     print(json.dumps({{"run_id": summary.run_id, "status": summary.status,
                       "reason": summary.stop_reason, "states": summary.states}}))
     """
@@ -81,8 +85,8 @@ def test_first_sigint_drains_running_hosts_and_leaves_the_rest_not_run(tmp_path)
     try:
         assert _wait_for(lambda: _started(tmp_path) == 2), proc.stderr.read()
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)  # the running hosts keep going: nothing new may start meanwhile
-        (tmp_path / "release").touch()
+        assert _wait_for((tmp_path / "interrupted-1").exists)
+        (tmp_path / "release").touch()  # the running hosts finish; nothing new may start
         out, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
@@ -104,7 +108,7 @@ def test_second_sigint_stops_the_running_hosts_and_keeps_the_journal_consistent(
     try:
         assert _wait_for(lambda: _started(tmp_path) == 2), proc.stderr.read()
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.2)
+        assert _wait_for((tmp_path / "interrupted-1").exists)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     finally:

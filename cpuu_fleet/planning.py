@@ -155,6 +155,14 @@ def _groups(host: Any) -> list[str]:
 
 
 def _address(host: Any) -> str | None:
+    """Where the host is reached, for the journal. Templated settings come from the inventory's
+    own connection view; a host whose settings are broken still plans (its work reports it)."""
+    try:
+        address = getattr(host.connection, "address", None)
+    except Exception:
+        address = None
+    if address:
+        return str(address)
     variables = getattr(host, "vars", None) or {}
     value = variables.get("ansible_host") or variables.get("ansible_psrp_host")
     return str(value) if value else None

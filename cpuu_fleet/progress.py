@@ -19,12 +19,13 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -151,7 +152,7 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
-def render_stats(stats: RunStats, now: float | None = None) -> Group:
+def render_stats(stats: RunStats, now: float | None = None) -> Table:
     """The display's content: a bar, the counts, the batch and the ETA."""
     bar = ProgressBar(total=max(stats.total, 1), completed=stats.finished, width=40)
     counts = Table.grid(padding=(0, 2))
@@ -164,19 +165,22 @@ def render_stats(stats: RunStats, now: float | None = None) -> Group:
         ("running", len(stats.running), "cyan"),
     ]
     counts.add_row(*(Text(f"{label} {value}", style=style) for label, value, style in cells))
-    batch = "-"
+    batch = "starting"
     if stats.current is not None:
         c = stats.current
         batch = f"{c.play}: batch {c.batch}/{c.batches} ({len(c.hosts)} hosts)"
     head = Text.assemble(
         (f"{stats.finished}/{stats.total} hosts  ", "bold"),
-        f"batch {batch}  ",
+        f"{batch}  ",
         f"ETA {_duration(stats.eta_seconds(now))}",
     )
-    parts: list[Any] = [head, bar, counts]
+    layout = Table.grid()
+    layout.add_row(head)
+    layout.add_row(bar)
+    layout.add_row(counts)
     if stats.message:
-        parts.append(Text(REDACTOR.scrub(stats.message) or "", style="yellow"))
-    return Group(*parts)
+        layout.add_row(Text(REDACTOR.scrub(stats.message) or "", style="yellow"))
+    return layout
 
 
 # ------------------------------------------------------------------------------ processors
@@ -190,12 +194,16 @@ class LiveProgress(BaseProcessor):
         self.stats = RunStats()
         self._refresh = refresh_per_second
         self._live: Live | None = None
+        # rich redraws from its own thread while events arrive from the workers' fan-out.
+        self._lock = threading.Lock()
 
-    def __rich__(self) -> Group:
-        return render_stats(self.stats)
+    def __rich__(self) -> Table:
+        with self._lock:
+            return render_stats(self.stats)
 
     def on_event(self, event: Event) -> None:
-        self.stats.update(event)
+        with self._lock:
+            self.stats.update(event)
 
     def run_started(self, event: RunStarted) -> None:
         self._live = Live(
@@ -208,6 +216,8 @@ class LiveProgress(BaseProcessor):
             self._live.refresh()
             self._live.stop()
             self._live = None
+            if not self.console.is_terminal:
+                self.console.line()  # a redirected display ends without a newline
         summary = ", ".join(f"{state} {n}" for state, n in sorted(event.counts.items()))
         self.console.print(f"run {event.run_id} {event.status}: {summary or 'no hosts'}")
         if event.retry_file:

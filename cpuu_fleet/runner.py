@@ -19,6 +19,7 @@ WinRM session and runs the steps); the runner owns everything around it:
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import signal
@@ -229,13 +230,15 @@ class Runner:
         self._signals_handled = 0
         self._seq = itertools.count()
         self._run_id = ""
+        self._abandon_now = False
 
     # ---------------------------------------------------------------------------- interruption
 
     def interrupt(self) -> None:
         """What Ctrl-C does; callable from any thread (not from a signal handler).
 
-        First call: stop starting hosts. Second: also ask running host work to stop.
+        First call: stop starting hosts. Second: also ask running host work to stop, and leave
+        hosts still busy after ``abort_grace_s`` to ``--resume``. Third: do not wait for the grace.
         """
         with self._interrupt_lock:
             self._interrupts += 1
@@ -254,7 +257,9 @@ class Runner:
                 " finish on the workstation (--resume asks it)"
             )
         else:
-            return
+            # Third and later: the operator will not wait for the grace period.
+            self._abandon_now = True
+            message = "Ctrl-C a third time: leaving the busy hosts to --resume now"
         RUN_LOG.warning(message, extra={"run_id": self._run_id})
         if self._run_id:
             self.events.emit(RunInterrupted(self._run_id, level=level, message=message))
@@ -309,8 +314,9 @@ class Runner:
         previous_handler = self._install_sigint()
         status, stop_reason = COMPLETED, None
         try:
-            for play_plan in plan.plays:
-                stop_reason = self._run_play(run_id, play_plan, work, states, outcomes)
+            for index, play_plan in enumerate(plan.plays):
+                more = any(p.batches for p in plan.plays[index + 1 :])
+                stop_reason = self._run_play(run_id, play_plan, work, states, outcomes, more)
                 if stop_reason or self.draining.is_set():
                     break
             if self.draining.is_set():
@@ -324,6 +330,17 @@ class Runner:
             elif stop_reason:
                 status = STOPPED
             self._mark_not_run(run_id, plan, states, stop_reason)
+        except BaseException as exc:
+            # A bug or a hard stop in the runner itself: tell the workers to wind down and leave
+            # the journal saying "interrupted", never "completed". Hosts still busy stay running.
+            self.draining.set()
+            self.stopping.set()
+            status = INTERRUPTED
+            stop_reason = f"runner aborted: {type(exc).__name__}: {exc}"
+            RUN_LOG.exception("runner aborted", extra={"run_id": run_id})
+            with contextlib.suppress(Exception):
+                self._mark_not_run(run_id, plan, states, stop_reason)
+            raise
         finally:
             self._restore_sigint(previous_handler)
             self.journal.finish_run(run_id, status, stop_reason)
@@ -373,11 +390,16 @@ class Runner:
         work: HostWork,
         states: dict[str, str],
         outcomes: dict[str, HostOutcome],
+        more_after: bool,
     ) -> str | None:
-        """Run a play's batches; returns why the run must stop, or None."""
+        """Run a play's batches; returns why the run must stop, or None.
+
+        A threshold crossed by the very last batch of the run stops nothing, so it is not a stop.
+        """
         play = play_plan.play
         total = len(play_plan.batches)
-        for planned_batch in play_plan.batches:
+        for position, planned_batch in enumerate(play_plan.batches, 1):
+            self._poll_signals()
             if self.draining.is_set():
                 return None
             # Ansible's tone: a host that failed in an earlier play sits out the later ones.
@@ -402,8 +424,11 @@ class Runner:
             failed = sum(1 for o in batch.finals.values() if o.state == FAILED)
             unreachable = sum(1 for o in batch.finals.values() if o.state == UNREACHABLE)
             reason = None
-            if not self.draining.is_set() and max_fail_exceeded(
-                failed + unreachable, len(hosts), play.max_fail_percentage
+            last = position == total and not more_after
+            if (
+                not last
+                and not self.draining.is_set()
+                and max_fail_exceeded(failed + unreachable, len(hosts), play.max_fail_percentage)
             ):
                 reason = _stop_reason(play, number, len(hosts), failed, unreachable)
             counts: dict[str, int] = {}
@@ -480,7 +505,12 @@ class Runner:
             alive = [t for t in workers if t.is_alive()]
             if not alive:
                 break
-            alive[0].join(timeout=0.05)
+            try:
+                alive[0].join(timeout=0.05)
+            except KeyboardInterrupt:
+                # Our handler is not installed (handle_sigint=False, or another one replaced it):
+                # a Ctrl-C that arrives as an exception still takes the graceful path.
+                self.interrupt()
             self._poll_signals()
             if self.draining.is_set() and not notified_drain:
                 notified_drain = True
@@ -489,7 +519,7 @@ class Runner:
             if self.stopping.is_set():
                 if abort_deadline is None:
                     abort_deadline = time.monotonic() + self.abort_grace_s
-                elif time.monotonic() >= abort_deadline:
+                elif self._abandon_now or time.monotonic() >= abort_deadline:
                     self._abandon(run_id, batch)
                     break
         self._finish_leftovers(run_id, batch)

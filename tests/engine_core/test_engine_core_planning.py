@@ -175,3 +175,32 @@ def test_the_resume_hint_reaches_the_host_work(journal, tmp_path, write_playbook
 def test_an_unknown_run_is_an_input_error(journal):
     with pytest.raises(InputError, match="no run 'nope' in the journal"):
         select_retry_failed(journal, "nope")
+
+
+def test_shipped_update_playbook_over_the_example_inventory_and_its_retry_file(journal, tmp_path):
+    """The real inventory (foundation) + the shipped playbook: waves, batches, and a retry file
+    that works as ``--limit @reports/<run>/retry.txt``."""
+    from pathlib import Path
+
+    from cpuu_fleet.inventory import Inventory
+    from cpuu_fleet.playbook import load_playbook
+
+    repo = Path(__file__).resolve().parents[2]
+    inventory = Inventory.load(repo / "inventories" / "example.yml")
+    playbook = load_playbook(repo / "playbooks" / "update.yml")
+
+    plan = build_plan(playbook, inventory, limit="wave2")
+    (play,) = plan.plays
+    # 7 Paris hosts, serial [1, "10%", "50%"]: 10% of 7 truncates to 0 → 1; 50% → 3.
+    assert [len(b) for b in play.batches] == [1, 1, 3, 2]
+    assert {h.wave for h in play.hosts} == {"wave2"}
+    assert play.hosts[0].address == "par-pc-0101.corp.example"
+
+    bad = {"par-pc-0104.corp.example": UNREACHABLE, "par-lt-0150.corp.example": FAILED}
+    summary = _run(journal, tmp_path, playbook, inventory, bad)
+    retry = summary.retry_file
+    assert sorted(retry.read_text().splitlines()) == sorted(bad)
+    again = build_plan(playbook, inventory, limit=f"@{retry}")
+    assert sorted(again.host_names) == sorted(bad)
+    rows = {r["host"]: r for r in journal.hosts(summary.run_id)}
+    assert rows["lyo-pc-0301.corp.example"]["wave"] == "wave3"

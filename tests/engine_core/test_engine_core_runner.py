@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from engine_core_helpers import SmallInventory, names
 
 from cpuu_fleet.journal import (
@@ -50,7 +51,10 @@ def test_batches_run_in_order_with_at_most_forks_hosts_at_once(journal, tmp_path
             running[0] += 1
             peak[0] = max(peak[0], running[0])
             log.append(("start", job.batch, job.name))
-        time.sleep(0.02)
+        deadline = time.monotonic() + 2
+        while job.batch > 1 and peak[0] < 3 and time.monotonic() < deadline:  # fill the pool once
+            time.sleep(0.002)
+        time.sleep(0.005)
         with lock:
             running[0] -= 1
             log.append(("end", job.batch, job.name))
@@ -296,8 +300,9 @@ def test_ctrl_c_during_a_retry_backoff_keeps_the_last_result(journal, tmp_path, 
     assert (row["state"], row["attempts"]) == (UNREACHABLE, 1)
 
 
+@pytest.mark.parametrize(("grace", "presses"), [(1.0, 2), (600, 3)])
 def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
-    journal, tmp_path, write_playbook
+    journal, tmp_path, write_playbook, grace, presses
 ):
     inventory = SmallInventory({"wave1": ["pc-good", "pc-stuck", "pc-later"]})
     playbook = _playbook(write_playbook, forks=2)
@@ -314,7 +319,7 @@ def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
         never.wait(5)  # ignores the request (a hung WinRM call)
         return HostOutcome(SUCCEEDED)
 
-    runner = Runner(journal, tmp_path / "r", handle_sigint=False, abort_grace_s=0.2)
+    runner = Runner(journal, tmp_path / "r", handle_sigint=False, abort_grace_s=grace)
     result = {}
     thread = threading.Thread(
         target=lambda: result.setdefault("s", runner.run(build_plan(playbook, inventory), work))
@@ -323,7 +328,14 @@ def test_second_ctrl_c_stops_host_work_and_abandons_stuck_hosts_as_running(
     both.wait(5)
     runner.interrupt()
     runner.interrupt()
+    if presses == 3:  # the third press does not wait out the grace period
+        deadline = time.monotonic() + 5
+        run_id = journal.runs()[0]["run_id"]
+        while journal.host(run_id, "pc-good")["state"] != FAILED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        runner.interrupt()
     thread.join(5)
+    assert not thread.is_alive()
     never.set()
     summary = result["s"]
 
@@ -359,3 +371,47 @@ def test_a_host_that_failed_in_one_play_sits_out_the_next(journal, tmp_path, wri
     assert seen[2:] == [("Update", "pc-2")]
     assert summary.states == {"pc-1": FAILED, "pc-2": SUCCEEDED}
     assert journal.host(summary.run_id, "pc-2")["play"] == "Update"
+
+
+def test_a_threshold_crossed_by_the_last_batch_stops_nothing(journal, tmp_path, write_playbook):
+    hosts = names("pc", 3)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = _playbook(write_playbook, serial=2, max_fail_percentage=10)
+    summary = Runner(journal, tmp_path / "r").run(
+        build_plan(playbook, inventory), _failing({hosts[2]: FAILED})
+    )
+    assert (summary.status, summary.stop_reason) == (COMPLETED, None)
+    assert summary.counts == {SUCCEEDED: 2, FAILED: 1}
+
+
+def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_playbook):
+    inventory = SmallInventory({"wave2": ["pc-1"]})
+    summary = Runner(journal, tmp_path / "r").run(
+        build_plan(_playbook(write_playbook), inventory), lambda job: HostOutcome(SUCCEEDED)
+    )
+    assert (summary.status, summary.states) == (COMPLETED, {})
+    assert summary.retry_file.read_text() == ""
+
+
+def test_a_fault_in_the_runner_itself_never_leaves_the_run_completed(
+    journal, tmp_path, write_playbook, monkeypatch
+):
+    inventory = SmallInventory({"wave1": names("pc", 4)})
+    playbook = _playbook(write_playbook, serial=2)
+    runner = Runner(journal, tmp_path / "r")
+    calls = []
+    real = runner._run_batch
+
+    def second_batch_breaks(run_id, batch, work):
+        calls.append(batch.number)
+        if batch.number == 2:
+            raise RuntimeError("disk full on the controller")
+        return real(run_id, batch, work)
+
+    monkeypatch.setattr(runner, "_run_batch", second_batch_breaks)
+    with pytest.raises(RuntimeError):
+        runner.run(build_plan(playbook, inventory), lambda job: HostOutcome(SUCCEEDED))
+    (run,) = journal.runs()
+    assert run["status"] == INTERRUPTED
+    assert "disk full on the controller" in run["stop_reason"]
+    assert journal.state_counts(run["run_id"]) == {SUCCEEDED: 2, NOT_RUN: 2}

@@ -149,7 +149,7 @@ def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
 
 def run_demo(
     *,
-    hosts: int = 32,
+    hosts: int = 40,
     seed: int = 7,
     reports_dir: Path = Path("reports"),
     processors: list[Any] | None = None,

@@ -100,6 +100,8 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
         console.print(f"[bold yellow]Stopped:[/] {escape(result.summary.stop_reason)}")
     console.print(f"Run [bold]{result.run_id}[/]: {result.summary.status}")
     console.print(f"Files:   {result.run_dir}")
+    if result.report is not None:
+        console.print(f"Report:  {result.report.workbook}")
     console.print(f"Journal: {result.journal_path}")
     if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
         console.print(
@@ -323,7 +325,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command(help="Run an update wave against an in-process lab fleet (no Windows needed).")
     def demo(
-        hosts: Annotated[int, typer.Option("--hosts", help="Simulated workstations.")] = 32,
+        hosts: Annotated[int, typer.Option("--hosts", help="Simulated workstations.")] = 40,
         seed: Annotated[
             int, typer.Option("--seed", help="Scenario seed (same seed, same fleet).")
         ] = 7,

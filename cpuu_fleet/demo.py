@@ -167,10 +167,10 @@ def run_demo(
     run_id = new_run_id()
     run_dir = reports_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    payload = make_standin_payload(run_dir / "payload")
-    playbook = demo_playbook(payload, run_timeout)
     workdir = Path(tempfile.mkdtemp(prefix="cpuu-fleet-demo-"))
     try:
+        payload = make_standin_payload(workdir / "payload")
+        playbook = demo_playbook(payload, run_timeout)
         with LabFleet(hosts, scenario=scenario, seed=seed, workdir=workdir) as fleet:
             inventory_path = write_lab_inventory(fleet, run_dir / "inventory.yml")
             with lab_environment(fleet):

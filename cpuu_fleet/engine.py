@@ -350,7 +350,7 @@ def run_play(request: PlayRequest) -> PlayResult:
 AD_HOC_STEPS = {
     "preflight": ("preflight",),
     "push": ("preflight", "push"),
-    "run": ("preflight", "run"),
+    "run": ("preflight", "push", "run"),
     "collect": ("preflight", "collect"),
 }
 
@@ -369,7 +369,9 @@ def ad_hoc_playbook(
     """A one-play playbook for the single-step commands (``cpuu-fleet push -i INV`` ...).
 
     Push and run are preceded by a read-only preflight: push needs the host's staged files to skip
-    what is already there, run needs the logged-on user and the host's Cleanup marker.
+    what is already there, run needs the logged-on user and the host's Cleanup marker. Run also
+    pushes (changed files only, so usually nothing): each mode has its own batch file, and the one
+    for this mode must be on the host.
     """
     specs = []
     for name in AD_HOC_STEPS[step]:

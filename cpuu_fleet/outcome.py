@@ -77,6 +77,15 @@ class Verdict:
     transient: bool = False
 
 
+# Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).
+_TASK_RESULT_HINTS = {
+    9009: " (cmd: command not found - is ClientProfileUpdatingUtility.exe in the payload?)",
+    2147942402: " (0x80070002: the batch file was not found - push the payload for this mode)",
+    2147942667: " (0x8007010B: the task's working folder does not exist - push first)",
+    2147942405: " (0x80070005: access denied starting the task)",
+}
+
+
 def _bad(profile: ProfileResult) -> bool:
     return profile.info.outcome in (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
 
@@ -101,7 +110,7 @@ def judge_exit(
             f"CPUU killed on our deadline (its exit code {exit_code} is not success)",
         )
     if status.unknown_bits:
-        hint = " (cmd: command not found - is the exe in the payload?)" if exit_code == 9009 else ""
+        hint = _TASK_RESULT_HINTS.get(exit_code, "")
         return Verdict(
             states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code{hint}"
         )

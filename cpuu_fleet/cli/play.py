@@ -282,7 +282,12 @@ def register(app: typer.Typer) -> None:
         ] = 900,
         forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
         payload: Annotated[
-            Path | None, typer.Option("--payload", help="Payload folder (names the version).")
+            Path | None,
+            typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
+        ] = None,
+        templates: Annotated[
+            Path | None,
+            typer.Option("--templates", help="Template folder (default playbooks/templates)."),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
         reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
@@ -302,7 +307,7 @@ def register(app: typer.Typer) -> None:
             limit,
             forks,
             payload,
-            None,
+            templates,
             as_json,
             reports,
             ask_pass,
@@ -363,7 +368,7 @@ def _single(
 ) -> None:
     from cpuu_fleet.engine import PlayRequest, run_step
 
-    if step == "push":
+    if step in ("push", "run"):
         payload = payload or Path("playbooks") / "payload"
         templates = templates or Path("playbooks") / "templates"
     request = PlayRequest(

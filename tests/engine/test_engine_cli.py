@@ -129,3 +129,22 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
             attempt = [a for a in journal.attempts(resumed.run_id, host) if a["step"] == "run"]
             assert '"resumed"' in attempt[0]["details_json"]
     assert launches == {h.name: 1 for h in wave.fleet.hosts}
+
+
+def test_single_steps_preflight_run_collect(wave_factory):
+    wave = wave_factory(2)
+    common = ["-i", str(wave.inventory_path), "--reports", str(wave.reports)]
+    assert _cli(wave, "preflight", *common, "--json").returncode == 0
+    ran = _cli(
+        wave, "run", "--mode", "update", *common, "--payload", str(wave.payload),
+        "--templates", str(make_playbook(wave.payload).plays[0].templates), "--timeout", "10",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    collected = _cli(wave, "collect", *common, "--json")
+    assert collected.returncode == 0, collected.stderr
+    with Journal.in_reports(wave.reports) as journal:
+        runs = journal.runs()
+        assert [r["kind"] for r in runs] == ["step"] * 3
+        last = runs[-1]["run_id"]
+        assert journal.profiles(last), "collect found no result file"
+        assert {f["kind"] for f in journal.files(last)} >= {"result", "log"}

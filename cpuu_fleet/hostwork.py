@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,11 @@ def visit_host(
     verdict = judge(summary, collected.profiles, error, check_mode=wave.check)
     if stopped and error is None:
         verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
+    if collected.problems:
+        note = f"{len(collected.problems)} result-file problem(s), e.g. {collected.problems[0]}"
+        verdict = replace(
+            verdict, message=f"{verdict.message}; {note}" if verdict.message else note
+        )
     visit = HostVisit(verdict, details)
     if (
         wave.run is not None

@@ -169,3 +169,23 @@ def test_hostile_file_names_stay_inside_the_host_folder(wave_factory, monkeypatc
     with Journal.in_reports(wave.reports) as journal:
         remote = {f["remote_path"] for f in journal.files(result.run_id, host)}
     assert any(r.endswith("CPUU_one.csv") for r in remote)
+
+
+def test_a_malformed_result_file_is_kept_and_reported(wave_factory):
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    first = wave.run(make_playbook(wave.payload, steps=("preflight", "push")))
+    staging = first.details[host]["push"]["directory"]
+    wave.workstation(host).fs.write_bytes(f"{staging}\\CPUU_broken.csv", b"\x00\xff\x00binary")
+    wave.workstation(host).fs.write_bytes(
+        f"{staging}\\CPUU_half.csv", b"Good\t10\t0\r\nBad line\r\n"
+    )
+    result = wave.run(make_playbook(wave.payload, steps=("preflight", "collect")))
+    folder = wave.reports / result.run_id / "hosts" / host
+    assert (folder / "CPUU_broken.csv").read_bytes() == b"\x00\xff\x00binary"
+    problems = result.details[host]["collect"]["problems"]
+    assert any("CPUU_broken.csv" in p and "not a text file" in p for p in problems)
+    assert any("CPUU_half.csv:2" in p for p in problems)
+    with Journal.in_reports(wave.reports) as journal:
+        assert [p["profile"] for p in journal.profiles(result.run_id, host)] == ["Good"]
+        assert "result-file problem" in journal.host(result.run_id, host)["error_message"]

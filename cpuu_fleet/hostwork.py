@@ -26,7 +26,7 @@ from cpuu_fleet.journal import Journal
 from cpuu_fleet.outcome import RunSummary, Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.session import ErrorClass, HostSession, Interrupted, SessionError
 from cpuu_fleet.steps import (
     TASK_HAS_NOT_RUN,
     TASK_RUNNING,
@@ -129,6 +129,21 @@ class _Steps:
         started = time.monotonic()
         try:
             value = action()
+        except Interrupted as error:
+            # Deliberately left "running" in the journal: CPUU may still be working on the host,
+            # and an unfinished run step is what --resume looks for to ask the host first.
+            self.emit(
+                "step_finished",
+                step,
+                {
+                    "attempt": self.attempt,
+                    "status": "interrupted",
+                    "error_class": error.error_class.value,
+                    "error_message": error.message,
+                    "duration_s": time.monotonic() - started,
+                },
+            )
+            raise
         except SessionError as error:
             status = "failed"
             journal.end_step(

@@ -12,6 +12,8 @@ connection refused / reset / dropped, DNS, connect      unreachable   unreachabl
 timeout
 any other session error (401, TLS, read timeout,       failed        that class
 WSMan fault, remote script error)
+aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
+ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy
 nobody logged on, policy ``skip``                      skipped       policy
 nobody logged on, policy ``at_logon``                  pending       —
@@ -169,6 +171,12 @@ def judge(
                 transient=error.transient,
             )
         return verdict
+    if error is not None and error.error_class is ErrorClass.INTERRUPTED:
+        return Verdict(
+            states.FAILED,
+            error.error_class.value,
+            f"{error.message}; CPUU may still be running: --resume asks the host",
+        )
     if error is not None:
         state = states.UNREACHABLE if error.error_class is ErrorClass.UNREACHABLE else states.FAILED
         return Verdict(state, error.error_class.value, error.message, transient=error.transient)

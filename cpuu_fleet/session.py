@@ -18,6 +18,7 @@ import enum
 import http.client
 import socket
 import ssl
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping
@@ -54,10 +55,14 @@ class ErrorClass(str, enum.Enum):
     POLICY = "policy"  # we refused to act (Undo after Cleanup)
     CPUU = "cpuu"  # CPUU ran and reported failure, or was killed on deadline
     INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
+    INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
 
 
 #: Failures that may well go away by themselves: the runner retries these with backoff.
 TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
+
+#: Longest Receive long-poll while an operator may abandon the wait (second Ctrl-C).
+ABANDON_POLL_S = 3
 
 #: WSMan fault for "the operation timed out": a normal end of a Receive long-poll.
 _OPERATION_TIMEOUT_FAULT = 2150858793
@@ -84,6 +89,17 @@ class SessionError(Exception):
 
     def __repr__(self) -> str:
         return f"SessionError({self.error_class.value}, {self.message!r})"
+
+
+class Interrupted(SessionError):
+    """The operator aborted (second Ctrl-C) while we waited on the host.
+
+    Nothing on the host is stopped: a CPUU already started finishes on its own (the scheduled
+    task does not depend on our connection), and ``--resume`` asks the host what became of it.
+    """
+
+    def __init__(self, message: str):
+        super().__init__(ErrorClass.INTERRUPTED, message, transient=False)
 
 
 def _walk_causes(exc: BaseException) -> Iterator[BaseException]:
@@ -308,6 +324,7 @@ class HostSession:
         deadline: float | None = None,
         on_output: Callable[[Any], None] | None = None,
         during: str | None = None,
+        abandon: threading.Event | None = None,
     ) -> ScriptResult:
         """Run one remote script as a pipeline and wait for it.
 
@@ -316,7 +333,8 @@ class HostSession:
         past it the pipeline is stopped and a TIMEOUT error raised. ``on_output`` receives every
         output object as it arrives, which keeps downloads memory-flat; without it the objects are
         collected into the result. Terminating errors *and* non-terminating ``Write-Error``
-        records both raise a REMOTE error: ``had_errors`` alone misses the latter.
+        records both raise a REMOTE error: ``had_errors`` alone misses the latter. ``abandon``
+        set while waiting raises :class:`Interrupted` without stopping the remote pipeline.
         """
         if self._pool is None or self._broken:
             raise SessionError(ErrorClass.PROTOCOL, "session is not open", transient=False)
@@ -330,7 +348,12 @@ class HostSession:
         try:
             ps.begin_invoke(input=input)
             while ps.state == PSInvocationState.RUNNING:
+                if abandon is not None and abandon.is_set():
+                    self._broken = True  # the pipeline is still running: never reuse the pool
+                    raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
                 wait = self.operation_timeout
+                if abandon is not None:
+                    wait = min(wait, ABANDON_POLL_S)  # notice a Ctrl-C within seconds
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:

@@ -427,6 +427,7 @@ def run_cpuu(
         },
         deadline=_client_deadline(session, timeout_s),
         during=f"run {mode.value}",
+        abandon=ctx.stopping,
     )
     run = _task_result(result.first, task_name, when_no_user, time.monotonic() - started)
     if run.user:
@@ -481,6 +482,7 @@ def resume_cpuu(
             {"Action": "Wait", "TaskName": task_name, "TimeoutSeconds": int(timeout_s)},
             deadline=_client_deadline(session, timeout_s),
             during=f"wait for {mode.value}",
+            abandon=ctx.stopping,
         )
         run = _task_result(
             result.first, task_name, when_no_user, time.monotonic() - started, "waited"

@@ -148,3 +148,42 @@ def test_single_steps_preflight_run_collect(wave_factory):
         last = runs[-1]["run_id"]
         assert journal.profiles(last), "collect found no result file"
         assert {f["kind"] for f in journal.files(last)} >= {"result", "log"}
+
+
+def test_two_ctrl_c_leave_cpuu_running_and_resume_collects_it(wave_factory):
+    wave = wave_factory(2)
+    launches: dict[str, int] = {}
+    for host in wave.fleet.hosts:
+        host.workstation.cpuu.base_seconds = 4
+        original = host.workstation._launcher
+
+        def counting(ws, task, user, _original=original):
+            launches[ws.name] = launches.get(ws.name, 0) + 1
+            return _original(ws, task, user)
+
+        host.workstation._launcher = counting
+    playbook = make_playbook(wave.payload, timeout=30)
+    controller = subprocess.Popen(
+        [sys.executable, "-m", "cpuu_fleet", "play", str(playbook.path),
+         "-i", str(wave.inventory_path), "--reports", str(wave.reports), "--json"],
+        env=_env(wave), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    journal_path = wave.reports / Journal.FILENAME
+    deadline = time.monotonic() + 60
+    run_id, running = None, 0
+    while time.monotonic() < deadline and running < 2:
+        run_id, running = _running_run_steps(journal_path)
+        time.sleep(0.05)
+    controller.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    controller.send_signal(signal.SIGINT)
+    _out, err = controller.communicate(timeout=30)
+    assert controller.returncode == 130, err
+    with Journal.in_reports(wave.reports) as journal:
+        assert journal.run(run_id)["status"] == "interrupted"
+        assert len([s for s in journal.unfinished_steps(run_id) if s["step"] == "run"]) == 2
+        rows = journal.hosts(run_id)
+        assert {r["error_class"] for r in rows} == {"interrupted"}
+    resumed = wave.follow_up(resume=run_id, inventory=None)
+    assert resumed.counts == {"succeeded": 2}
+    assert launches == {h.name: 1 for h in wave.fleet.hosts}

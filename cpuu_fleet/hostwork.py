@@ -226,109 +226,173 @@ def visit_host(
     emit: Emit = _no_emit,
 ) -> HostVisit:
     """Visit one host: session → the play's steps in order → close → the host's verdict."""
-    files, masked = wave.rendered.get(name, ({}, {}))
-    ctx = HostContext(
-        run_id=wave.run_id,
-        host=name,
-        journal=wave.journal,
-        reports_dir=wave.reports_dir,
-        payload=wave.payload,
-        rendered_files=files,
-        rendered_masked=masked,
-        version=wave.version,
-        stopping=stopping or threading.Event(),
-    )
-    steps = _Steps(wave, name, attempt, emit)
-    details: dict[str, Any] = {}
-    run: RunResult | None = None
-    collected = CollectResult()
-    error: SessionError | None = None
-    plan: PushPlan | None = None
-    stopped = False
-    try:
-        session = steps.run(
-            "connect",
-            lambda: wave.session_factory(name, connection).open(),
-            lambda _: "ok",
-        )
-    except SessionError as exc:
-        return _finish(wave, ctx, HostVisit(judge(None, (), exc)), run)
-    try:
-        with_session = session
-        for step in wave.steps:
-            if ctx.stopping.is_set() and step == "run":
-                stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
-                break
-            if step == "preflight":
-                found = steps.run("preflight", lambda: preflight(ctx, with_session), lambda _: "ok")
-                details["preflight"] = found.details()
-                if wave.check:
-                    plan = plan_push(ctx) if (wave.payload or files) else None
-            elif step == "push":
-                if wave.check:
-                    plan = plan or plan_push(ctx)
-                    continue
-                pushed = steps.run(
-                    "push",
-                    lambda: push(ctx, with_session),
-                    lambda result: "changed" if result.changed else "ok",
-                )
-                details["push"] = pushed.details()
-            elif step == "run" and wave.run is not None and not wave.check:
-                run = _run_step(wave, ctx, with_session, steps)
-                details["run"] = run.details()
-                if run.ran or run.pending:
-                    _remove_task_quietly(with_session, run, details)
-            elif step == "collect" and not wave.check:
-                if wave.run is None and run is None:
-                    run = _pick_up_pending(wave, ctx, with_session, steps)
-                    if run is not None:
-                        details["run"] = run.details()
-                        _remove_task_quietly(with_session, run, details)
-                if run is not None and not run.ran:
-                    continue  # nothing ran: no new results to fetch
-                collected = steps.run(
-                    "collect",
-                    lambda: collect(ctx, with_session),
-                    lambda result: "changed" if result.files else "ok",
-                )
-                details["collect"] = collected.details()
-    except SessionError as exc:
-        error = exc
-    except Exception as exc:  # a bug, but the session must still be closed
-        session.close()
-        raise exc
-    if wave.check and plan is not None:
-        details["would_push"] = {
-            "files": [f.relative for f in plan.send],
-            "bytes": plan.bytes_to_send,
-            "skipped": len(plan.skip),
-        }
-        if wave.run is not None:
-            details["would_run"] = wave.run.mode.value
-    summary = _summary(run)
-    verdict = judge(summary, collected.profiles, error, check_mode=wave.check)
-    if stopped and error is None:
-        verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
-    if collected.problems:
-        note = f"{len(collected.problems)} result-file problem(s), e.g. {collected.problems[0]}"
-        verdict = replace(
-            verdict, message=f"{verdict.message}; {note}" if verdict.message else note
-        )
-    visit = HostVisit(verdict, details)
-    if (
-        wave.run is not None
-        and wave.run.mode is Mode.CLEANUP
-        and run is not None
-        and run.ran
-        and verdict.state in (states.SUCCEEDED, states.PARTIAL)
+    return _Visit(wave, name, connection, attempt, stopping or threading.Event(), emit).run()
+
+
+class _Visit:
+    """One visit of one host; each step of the play is one method."""
+
+    def __init__(
+        self,
+        wave: WaveSettings,
+        name: str,
+        connection: Any,
+        attempt: int,
+        stopping: threading.Event,
+        emit: Emit,
     ):
+        files, masked = wave.rendered.get(name, ({}, {}))
+        self.wave = wave
+        self.connection = connection
+        self.ctx = HostContext(
+            run_id=wave.run_id,
+            host=name,
+            journal=wave.journal,
+            reports_dir=wave.reports_dir,
+            payload=wave.payload,
+            rendered_files=files,
+            rendered_masked=masked,
+            version=wave.version,
+            stopping=stopping,
+        )
+        self.steps = _Steps(wave, name, attempt, emit)
+        self.details: dict[str, Any] = {}
+        self.run_result: RunResult | None = None
+        self.collected = CollectResult()
+        self.plan: PushPlan | None = None
+        self.session: HostSession
+
+    def run(self) -> HostVisit:
+        wave, ctx = self.wave, self.ctx
         try:
-            write_cleanup_marker(ctx, session, run.exit_code)
+            self.session = self.steps.run(
+                "connect",
+                lambda: wave.session_factory(ctx.host, self.connection).open(),
+                _ok,
+            )
+        except SessionError as exc:
+            return self._finish(HostVisit(judge(None, (), exc)))
+        error: SessionError | None = None
+        stopped = False
+        try:
+            for step in wave.steps:
+                if ctx.stopping.is_set() and step == "run":
+                    stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
+                    break
+                getattr(self, f"_{step}")()
+        except SessionError as exc:
+            error = exc
+        except Exception:  # a bug: the runner reports it; the host's pool must still go away
+            self.session.close()
+            raise
+        visit = HostVisit(self._verdict(error, stopped), self.details)
+        self._after_cleanup(visit)
+        self.session.close()
+        return self._finish(visit)
+
+    # ------------------------------------------------------------------------------ steps
+
+    def _preflight(self) -> None:
+        found = self.steps.run("preflight", lambda: preflight(self.ctx, self.session), _ok)
+        self.details["preflight"] = found.details()
+        if self.wave.check and (self.wave.payload or self.ctx.rendered_files):
+            self.plan = plan_push(self.ctx)
+
+    def _push(self) -> None:
+        if self.wave.check:
+            self.plan = self.plan or plan_push(self.ctx)
+            return
+        pushed = self.steps.run(
+            "push",
+            lambda: push(self.ctx, self.session),
+            lambda result: "changed" if result.changed else "ok",
+        )
+        self.details["push"] = pushed.details()
+
+    def _run(self) -> None:
+        if self.wave.run is None or self.wave.check:
+            return
+        self._ran(_run_step(self.wave, self.ctx, self.session, self.steps))
+
+    def _collect(self) -> None:
+        if self.wave.check:
+            return
+        if self.wave.run is None and self.run_result is None:
+            picked = _pick_up_pending(self.wave, self.ctx, self.session, self.steps)
+            if picked is not None:
+                self._ran(picked)
+        if self.run_result is not None and not self.run_result.ran:
+            return  # nothing ran: no new results to fetch
+        self.collected = self.steps.run(
+            "collect",
+            lambda: collect(self.ctx, self.session),
+            lambda result: "changed" if result.files else "ok",
+        )
+        self.details["collect"] = self.collected.details()
+
+    def _ran(self, run: RunResult) -> None:
+        self.run_result = run
+        self.details["run"] = run.details()
+        if run.ran:
+            _remove_task_quietly(self.session, run, self.details)
+
+    # ------------------------------------------------------------------------------ the end
+
+    def _verdict(self, error: SessionError | None, stopped: bool) -> Verdict:
+        if self.wave.check and self.plan is not None:
+            self.details["would_push"] = {
+                "files": [f.relative for f in self.plan.send],
+                "bytes": self.plan.bytes_to_send,
+                "skipped": len(self.plan.skip),
+            }
+            if self.wave.run is not None:
+                self.details["would_run"] = self.wave.run.mode.value
+        verdict = judge(
+            _summary(self.run_result), self.collected.profiles, error, check_mode=self.wave.check
+        )
+        if stopped and error is None:
+            verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
+        problems = self.collected.problems
+        if problems:
+            note = f"{len(problems)} result-file problem(s), e.g. {problems[0]}"
+            message = f"{verdict.message}; {note}" if verdict.message else note
+            verdict = replace(verdict, message=message)
+        return verdict
+
+    def _after_cleanup(self, visit: HostVisit) -> None:
+        """After a successful Cleanup, tell the host itself (a later Undo is refused there too)."""
+        run = self.run_result
+        if (
+            self.wave.run is None
+            or self.wave.run.mode is not Mode.CLEANUP
+            or run is None
+            or not run.ran
+            or visit.state not in (states.SUCCEEDED, states.PARTIAL)
+        ):
+            return
+        try:
+            write_cleanup_marker(self.ctx, self.session, run.exit_code)
         except SessionError as exc:
             visit.details["cleanup_marker"] = f"not written: {exc.message}"
-    session.close()
-    return _finish(wave, ctx, visit, run)
+
+    def _finish(self, visit: HostVisit) -> HostVisit:
+        """The journal host columns the runner stores with the final state."""
+        ctx, run = self.ctx, self.run_result
+        fields: dict[str, Any] = {}
+        if ctx.user:
+            fields["user"] = ctx.user
+        if run is not None and run.exit_code is not None:
+            fields["exit_code"] = run.exit_code
+            fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
+            fields["killed"] = int(run.killed)
+        if ctx.host_dir.exists():
+            fields["result_dir"] = ctx.host_dir.relative_to(self.wave.reports_dir).as_posix()
+        visit.host_fields.update(fields)
+        return visit
+
+
+def _ok(_: Any) -> str:
+    return "ok"
 
 
 def _run_step(
@@ -433,19 +497,3 @@ def _summary(run: RunResult | None) -> RunSummary | None:
         pending=run.pending,
         refused=run.refused,
     )
-
-
-def _finish(
-    wave: WaveSettings, ctx: HostContext, visit: HostVisit, run: RunResult | None
-) -> HostVisit:
-    fields: dict[str, Any] = {}
-    if ctx.user:
-        fields["user"] = ctx.user
-    if run is not None and run.exit_code is not None:
-        fields["exit_code"] = run.exit_code
-        fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
-        fields["killed"] = int(run.killed)
-    if ctx.host_dir.exists():
-        fields["result_dir"] = ctx.host_dir.relative_to(wave.reports_dir).as_posix()
-    visit.host_fields.update(fields)
-    return visit

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -463,7 +463,8 @@ def resume_cpuu(
     """
     started = time.monotonic()
     status = task_status(session, task_name)
-    if not status.get("Exists"):
+
+    def start_afresh() -> RunResult:
         fresh = run_cpuu(
             ctx,
             session,
@@ -472,11 +473,14 @@ def resume_cpuu(
             timeout_s=timeout_s,
             batch_file=batch_file,
         )
-        return RunResult(**{**fresh.__dict__, "resumed": "started"})
+        return replace(fresh, resumed="started")
+
+    if not status.get("Exists"):
+        return start_afresh()
     state = str(status.get("State") or "")
     last = status.get("LastTaskResult")
     finished = last is not None and int(last) not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
-    if state in ("Running", "Queued") or (not finished and status.get("Trigger") == "Now"):
+    if state in ("Running", "Queued"):
         result = session.run(
             "run-task",
             {"Action": "Wait", "TaskName": task_name, "TimeoutSeconds": int(timeout_s)},
@@ -484,11 +488,16 @@ def resume_cpuu(
             during=f"wait for {mode.value}",
             abandon=ctx.stopping,
         )
-        run = _task_result(
-            result.first, task_name, when_no_user, time.monotonic() - started, "waited"
-        )
+        elapsed = time.monotonic() - started
+        run = _task_result(result.first, task_name, when_no_user, elapsed, "waited")
+    elif finished or status.get("Trigger") == "AtLogon":
+        elapsed = time.monotonic() - started
+        run = _task_result(status, task_name, when_no_user, elapsed, "finished")
     else:
-        run = _task_result(status, task_name, when_no_user, time.monotonic() - started, "finished")
+        # Registered but never started (the earlier visit died between the two): CPUU has not
+        # run, so starting it now is the first and only run. The stale registration goes first.
+        remove_task(session, task_name)
+        return start_afresh()
     if run.user:
         ctx.user = run.user
     return run

@@ -35,6 +35,7 @@ from cpuu_fleet.steps import (
     PushPlan,
     RunResult,
     collect,
+    is_task_of,
     plan_push,
     preflight,
     push,
@@ -398,6 +399,13 @@ def _ok(_: Any) -> str:
 def _run_step(
     wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
 ) -> RunResult:
+    """The run step, never starting CPUU a second time for this host and this wave.
+
+    In order: a run already finished in this run (a retry after a later step failed) is reused;
+    an unfinished one (a retry, or ``--resume``) is asked about on the host; an at-logon task left
+    pending by an earlier run is adopted if it ran (same mode) or unregistered if it did not, so
+    that two at-logon tasks never wait for the same logon; otherwise CPUU starts now.
+    """
     assert wave.run is not None
     options = wave.run
     mode = options.mode
@@ -405,26 +413,23 @@ def _run_step(
     if done is not None:
         return done
     earlier = _unfinished_task(wave, ctx.host)
+    pending = None if earlier else _pending_task(wave.journal, wave.run_id, ctx.host)
+    kwargs = {
+        "when_no_user": options.when_no_user,
+        "timeout_s": options.timeout_s,
+        "batch_file": options.batch_file,
+    }
 
     def action() -> RunResult:
         if earlier:
-            return resume_cpuu(
-                ctx,
-                session,
-                mode,
-                earlier,
-                when_no_user=options.when_no_user,
-                timeout_s=options.timeout_s,
-                batch_file=options.batch_file,
-            )
-        return run_cpuu(
-            ctx,
-            session,
-            mode,
-            when_no_user=options.when_no_user,
-            timeout_s=options.timeout_s,
-            batch_file=options.batch_file,
-        )
+            return resume_cpuu(ctx, session, mode, earlier, **kwargs)
+        if pending:
+            adopted = _at_logon_result(session, pending, ctx)
+            if adopted is not None and adopted.ran and is_task_of(pending, mode):
+                return adopted
+            if adopted is not None:
+                remove_task(session, pending)
+        return run_cpuu(ctx, session, mode, **kwargs)
 
     return steps.run("run", action, _run_status)
 
@@ -443,6 +448,25 @@ def _pending_task(journal: Journal, run_id: str, host: str) -> str | None:
     return None
 
 
+def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
+    """What became of an at-logon task: None when it is gone from the host, a pending result when
+    it has not run (or runs right now), else its exit code."""
+    status = task_status(session, task_name)
+    if not status.get("Exists"):
+        return None
+    last = status.get("LastTaskResult")
+    if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
+        return RunResult(task_name, pending=True, no_user=True, resumed="at_logon")
+    return RunResult(
+        task_name,
+        ran=True,
+        exit_code=int(last),
+        killed=bool(status.get("Killed")),
+        user=ctx.user,
+        resumed="at_logon",
+    )
+
+
 def _pick_up_pending(
     wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
 ) -> RunResult | None:
@@ -453,24 +477,14 @@ def _pick_up_pending(
         return None
 
     def action() -> RunResult:
-        status = task_status(session, task_name)
-        if not status.get("Exists"):
+        found = _at_logon_result(session, task_name, ctx)
+        if found is None:
             raise SessionError(
                 ErrorClass.REMOTE,
                 f"the at-logon task {task_name!r} is gone from the host (removed by hand?)",
                 transient=False,
             )
-        last = status.get("LastTaskResult")
-        if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
-            return RunResult(task_name, pending=True, no_user=True, resumed="at_logon")
-        return RunResult(
-            task_name,
-            ran=True,
-            exit_code=int(last),
-            killed=bool(status.get("Killed")),
-            user=ctx.user,
-            resumed="at_logon",
-        )
+        return found
 
     wave.journal.set_host(wave.run_id, ctx.host, task_name=task_name)
     return steps.run("run", action, _run_status)

@@ -342,6 +342,11 @@ def task_name_for(run_id: str, mode: Mode) -> str:
     return f"cpuu-fleet {mode.value} {run_id}"
 
 
+def is_task_of(task_name: str, mode: Mode) -> bool:
+    """Was this task (named by :func:`task_name_for`) registered for ``mode``?"""
+    return task_name.startswith(f"cpuu-fleet {mode.value} ")
+
+
 def undo_refusal(ctx: HostContext) -> str | None:
     """Why Undo must not run here: Cleanup succeeded (journal, or the host's own marker)."""
     earlier = ctx.journal.cleanup_succeeded(ctx.host)

@@ -3,13 +3,14 @@ check mode and hostile file names; each against small lab fleets over real pypsr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from conftest import make_playbook
+from conftest import lab_env, make_playbook
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.engine import ExitCode
+from cpuu_fleet.engine import ExitCode, run_step
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab import registry
 
@@ -71,8 +72,6 @@ def test_nobody_logged_on_with_policy_skip(wave_factory):
 
 
 def test_at_logon_run_is_picked_up_by_a_later_collect(wave_factory):
-    from cpuu_fleet.engine import run_step
-
     wave = wave_factory(1, "no_user")
     host = wave.fleet.hosts[0].name
     first = wave.run(make_playbook(wave.payload, when_no_user="at_logon"))
@@ -83,8 +82,6 @@ def test_at_logon_run_is_picked_up_by_a_later_collect(wave_factory):
     workstation.logon(user)  # the at-logon task starts CPUU as this user
 
     import time
-
-    from conftest import lab_env
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -189,3 +186,37 @@ def test_a_malformed_result_file_is_kept_and_reported(wave_factory):
     with Journal.in_reports(wave.reports) as journal:
         assert [p["profile"] for p in journal.profiles(result.run_id, host)] == ["Good"]
         assert "result-file problem" in journal.host(result.run_id, host)["error_message"]
+
+
+def test_a_pending_at_logon_task_is_replaced_or_adopted_never_doubled(wave_factory):
+    wave = wave_factory(1, "no_user")
+    host = wave.fleet.hosts[0].name
+    workstation = wave.workstation(host)
+    launches = []
+    original = workstation._launcher
+
+    def counting(ws, task, user):
+        launches.append(task.name)
+        return original(ws, task, user)
+
+    workstation._launcher = counting
+    at_logon = make_playbook(wave.payload, when_no_user="at_logon")
+    first = wave.run(at_logon)
+    second = wave.run(at_logon)
+    with Journal.in_reports(wave.reports) as journal:
+        assert journal.host(first.run_id, host)["state"] == states.PENDING
+        assert journal.host(second.run_id, host)["state"] == states.PENDING
+        task_name = journal.host(second.run_id, host)["task_name"]
+    assert [t.name for t in workstation.tasks.values()] == [task_name]  # the first was removed
+
+    workstation.logon(next(iter(workstation.profiles)))
+    for _ in range(100):
+        if not workstation.task(task_name).running:
+            break
+        time.sleep(0.05)
+    third = wave.run(at_logon)  # the user is there now, but CPUU already ran at logon
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(third.run_id, host)
+        assert (row["state"], row["exit_code"]) == (states.SUCCEEDED, 1)
+        assert journal.profiles(third.run_id, host)
+    assert launches == [task_name] and workstation.tasks == {}

@@ -16,6 +16,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.demo import DEMO_SECRETS
 from cpuu_fleet.engine import ExitCode
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.progress import JsonLinesPrinter, RunLogProcessor
 
 HOSTS = 44
 
@@ -25,7 +26,10 @@ def mixed(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("mixed")
     with started_wave(root, HOSTS, "mixed", seed=3) as wave:
         playbook = make_playbook(wave.payload, when_no_user="at_logon", timeout=3, retries=1)
-        result = wave.run(playbook)
+        wave.reports.mkdir(parents=True)
+        with (wave.reports / "events.jsonl").open("w", encoding="utf-8") as events:
+            processors = [RunLogProcessor(wave.reports), JsonLinesPrinter(stream=events)]
+            result = wave.run(playbook, processors=processors)
         journal = Journal.in_reports(wave.reports)
         yield wave, result, journal
         journal.close()
@@ -164,6 +168,9 @@ def test_secrets_never_reach_anything_written(mixed):
     files = _every_file_text(wave.reports)
     assert any(p.name == "journal.sqlite3" for p, _ in files)
     assert any(p.name == "CPUU.ini" for p, _ in files)
+    assert any(p.name == "run.log" for p, _ in files)
+    assert any(p.name == "events.jsonl" and b"step_finished" in d for p, d in files)
+    assert any(p.name == "report.xlsx" for p, _ in files)
     for path, data in files:
         for secret in secrets:
             for encoding in ("utf-8", "utf-16-le", "cp1252"):

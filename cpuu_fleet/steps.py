@@ -39,6 +39,8 @@ STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"
 CLEANUP_MARKER = "cleanup-done.json"
 RESULT_FILTER = "CPUU_*"
+DISK_MARGIN = 1024 * 1024
+"""Room left on the system drive after staging (CPUU's own log and result files need some)."""
 
 # Windows Task Scheduler's LastTaskResult values that are not a process exit code.
 TASK_HAS_NOT_RUN = 267011
@@ -298,8 +300,21 @@ def upload(
 
 
 def push(ctx: HostContext, session: HostSession, plan: PushPlan | None = None) -> PushResult:
-    """Place the payload and the rendered files in the versioned staging folder, changed files only."""
+    """Place the payload and the rendered files in the versioned staging folder, changed files only.
+
+    When preflight reported less free space than the files need, nothing is sent: the upload
+    would fail part-way anyway, after costing the bandwidth.
+    """
     plan = plan or plan_push(ctx)
+    free = ctx.preflight.free_bytes if ctx.preflight is not None else None
+    if free is not None and plan.send and plan.bytes_to_send + DISK_MARGIN > free:
+        raise SessionError(
+            ErrorClass.REMOTE,
+            f"push: There is not enough space on the disk: {plan.bytes_to_send:,} bytes to stage"
+            f" (+{DISK_MARGIN:,} margin), {free:,} free",
+            transient=False,
+            error_id="DiskFull",
+        )
     written = upload(session, plan.directory, plan.send)
     return PushResult(plan, written)
 

@@ -1,0 +1,100 @@
+"""The session layer over real pypsrp: error classes, non-terminating errors, our deadlines."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+import pytest
+
+from cpuu_fleet.lab import registry
+from cpuu_fleet.lab.fleet import LabFleet
+from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.steps import OutgoingFile, upload
+
+
+def _test_script(name: str) -> str:
+    return f"# cpuu-fleet: {name}\n[CmdletBinding()]\nparam()\n"
+
+
+@registry.register("engine-test-nonterminating")
+def _nonterminating(workstation, call, host):
+    host.write_output("partial output")
+    host.write_error("Access to the path is denied.", error_id="UnauthorizedAccess")
+
+
+@registry.register("engine-test-slow")
+def _slow(workstation, call, host):
+    host.sleep(30)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    with LabFleet(1, workdir=tmp_path_factory.mktemp("lab")) as lab:
+        yield lab
+
+
+def _session(fleet, *, real_scripts: bool = False, **overrides) -> HostSession:
+    kwargs = fleet.client_kwargs(fleet.hosts[0])
+    server = kwargs.pop("server")
+    kwargs.update(overrides)
+    if real_scripts:
+        return HostSession(fleet.hosts[0].name, server, kwargs)
+    return HostSession(fleet.hosts[0].name, server, kwargs, script_loader=_test_script)
+
+
+def test_non_terminating_error_is_a_remote_error(fleet):
+    with _session(fleet) as session, pytest.raises(SessionError) as caught:
+        session.run("engine-test-nonterminating")
+    error = caught.value
+    assert error.error_class is ErrorClass.REMOTE and not error.transient
+    assert "denied" in error.message and error.output == ["partial output"]
+
+
+def test_our_deadline_stops_the_pipeline_and_the_pool_stays_usable(fleet):
+    with _session(fleet) as session:
+        started = time.monotonic()
+        with pytest.raises(SessionError) as caught:
+            session.run("engine-test-slow", deadline=time.monotonic() + 1)
+        assert caught.value.error_class is ErrorClass.TIMEOUT and caught.value.transient
+        assert time.monotonic() - started < 15
+        with pytest.raises(SessionError, match="denied"):
+            session.run("engine-test-nonterminating")  # the same pool still answers
+
+
+def test_disk_full_on_the_host_is_a_remote_error_with_its_id(fleet):
+    workstation = fleet.hosts[0].workstation
+    data = os.urandom(400_000)
+    item = OutgoingFile("big.bin", len(data), hashlib.sha256(data).hexdigest(), data=data)
+    saved = workstation.fs.reserved_bytes
+    workstation.fs.reserved_bytes += workstation.fs.free_bytes - 100_000
+    try:
+        with _session(fleet, real_scripts=True) as session, pytest.raises(SessionError) as caught:
+            upload(session, "C:\\ProgramData\\cpuu-fleet\\t", (item,))
+    finally:
+        workstation.fs.reserved_bytes = saved
+    assert caught.value.error_class is ErrorClass.REMOTE
+    assert "not enough space" in caught.value.message
+    assert caught.value.error_id and "DiskFull" in caught.value.error_id
+
+
+def test_tls_verification_failure_is_a_certificate_error(tmp_path):
+    with LabFleet(1, https=True, workdir=tmp_path) as https_fleet:
+        kwargs = https_fleet.client_kwargs(https_fleet.hosts[0])
+        server = kwargs.pop("server")
+        kwargs["cert_validation"] = True  # the system's CAs do not know the lab's CA
+        with pytest.raises(SessionError) as caught:
+            HostSession("pc-0001", server, kwargs).open()
+    assert caught.value.error_class is ErrorClass.CERTIFICATE and not caught.value.transient
+
+
+def test_repr_and_errors_never_show_the_password(fleet):
+    session = _session(fleet, password="wrong-Secret-123")
+    assert "wrong-Secret-123" not in repr(session)
+    REDACTOR.add("wrong-Secret-123")
+    with pytest.raises(SessionError) as caught:
+        session.open()
+    assert caught.value.error_class is ErrorClass.AUTHENTICATION
+    assert "wrong-Secret-123" not in str(caught.value)

@@ -153,6 +153,13 @@ def _select_follow_up(journal: Journal, request: PlayRequest) -> Selection | Non
     return None
 
 
+def _effective_limit(request: PlayRequest, selection: Selection | None) -> str | None:
+    """``--limit``, or the limit of the run a retry/resume continues."""
+    if request.limit is not None or selection is None:
+        return request.limit
+    return selection.run.get("limit_pattern")
+
+
 def _path_from(selection: Selection | None, key: str, given: Path | None, what: str) -> Path:
     if given is not None:
         return Path(given)
@@ -193,9 +200,7 @@ class Engine:
         self, playbook: Playbook, inventory: Inventory, selection: Selection | None
     ) -> RunPlan:
         request = self.request
-        limit = request.limit
-        if limit is None and selection is not None:
-            limit = selection.run.get("limit_pattern")
+        limit = _effective_limit(request, selection)
         only = selection.hosts if selection is not None else None
         plan = build_plan(
             playbook,
@@ -228,7 +233,7 @@ class Engine:
             parent_run=selection.parent_run if selection is not None else None,
             playbook=str(playbook.path),
             inventory=str(inventory_path(inventory)),
-            limit_pattern=request.limit,
+            limit_pattern=_effective_limit(request, selection),
             mode=modes[0] if modes else None,
             payload_sha256=payloads[0].manifest_sha256 if payloads else None,
             tool_version=__version__,

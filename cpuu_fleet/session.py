@@ -349,7 +349,9 @@ class HostSession:
             ps.begin_invoke(input=input)
             while ps.state == PSInvocationState.RUNNING:
                 if abandon is not None and abandon.is_set():
-                    self._broken = True  # the pipeline is still running: never reuse the pool
+                    # Leave the pool and its pipeline alive on the host (no Delete): the remote
+                    # wait keeps enforcing CPUU's deadline after we are gone. Never reused here.
+                    self._broken = True
                     raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
                 wait = self.operation_timeout
                 if abandon is not None:

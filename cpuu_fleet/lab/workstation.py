@@ -243,6 +243,7 @@ class Workstation:
         self.tasks: dict[str, ScheduledTask] = {}
         self._next_pid = 5000
         if launcher is None:
+            # Imported here: the emulator builds on this module's types.
             from cpuu_fleet.lab.cpuu_emulator import launch_task
 
             launcher = launch_task

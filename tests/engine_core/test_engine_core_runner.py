@@ -385,12 +385,21 @@ def test_a_threshold_crossed_by_the_last_batch_stops_nothing(journal, tmp_path, 
 
 
 def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_playbook):
-    inventory = SmallInventory({"wave2": ["pc-1"]})
-    summary = Runner(journal, tmp_path / "r").run(
-        build_plan(_playbook(write_playbook), inventory), lambda job: HostOutcome(SUCCEEDED)
-    )
+    from cpuu_fleet.planning import PlayPlan, RunPlan
+
+    playbook = _playbook(write_playbook)
+    plan = RunPlan(plays=(PlayPlan(playbook.plays[0], ()),), playbook=playbook)
+    summary = Runner(journal, tmp_path / "r").run(plan, lambda job: HostOutcome(SUCCEEDED))
     assert (summary.status, summary.states) == (COMPLETED, {})
     assert summary.retry_file.read_text() == ""
+
+
+def test_a_limit_that_leaves_no_host_is_an_input_error(write_playbook):
+    from cpuu_fleet.errors import InputError
+
+    inventory = SmallInventory({"wave2": ["pc-1"], "wave1": ["pc-2"]})
+    with pytest.raises(InputError, match="no host to run: the plays' hosts \\('wave1'\\) narrowed"):
+        build_plan(_playbook(write_playbook), inventory, limit="wave2")
 
 
 def test_a_fault_in_the_runner_itself_never_leaves_the_run_completed(

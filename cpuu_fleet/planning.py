@@ -144,12 +144,11 @@ def build_plan(
                 )
             )
         plays.append(PlayPlan(play=play, batches=tuple(batches)))
-    if not any(p.batches for p in plays):
-        # Like the inventory's patterns: a run that would quietly touch nothing is a mistake.
+    if wanted is None and not any(p.batches for p in plays):
+        # Like the inventory's patterns: a fresh run that would quietly touch nothing is a
+        # mistake. (A retry/resume with nothing left to do is not: it simply completes.)
         patterns = ", ".join(repr(p.hosts) for p in playbook.plays)
         narrowed = f" narrowed by --limit {limit!r}" if limit else ""
-        if wanted is not None:
-            narrowed += " and by the hosts to retry/resume"
         raise InputError(
             f"no host to run: the plays' hosts ({patterns}){narrowed} match no host",
             where=playbook.path,

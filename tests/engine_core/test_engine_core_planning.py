@@ -204,3 +204,9 @@ def test_shipped_update_playbook_over_the_example_inventory_and_its_retry_file(j
     assert sorted(again.host_names) == sorted(bad)
     rows = {r["host"]: r for r in journal.hosts(summary.run_id)}
     assert rows["lyo-pc-0301.corp.example"]["wave"] == "wave3"
+
+
+def test_a_follow_up_with_nothing_left_plans_no_host_without_error(write_playbook):
+    inventory = SmallInventory({"wave1": names("pc", 2)})
+    plan = build_plan(write_playbook(PLAY), inventory, only=())
+    assert plan.host_names == [] and plan.plays[0].batches == ()

@@ -59,6 +59,7 @@ from cpuu_fleet.journal import (
 )
 from cpuu_fleet.planning import PlannedHost, PlayPlan, ResumeHint, RunPlan, write_retry_file
 from cpuu_fleet.playbook import Play, max_fail_exceeded
+from cpuu_fleet.redact import REDACTOR
 
 # Run statuses (the journal's ``runs.status``).
 COMPLETED = "completed"
@@ -677,7 +678,10 @@ class Runner:
                 traceback.format_exc(),
                 extra={"run_id": run_id},
             )
-            return HostOutcome(FAILED, INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            # An exception's text may quote anything (a URL with a password): scrub it here,
+            # since the summary reaches the console without passing through the journal.
+            text = REDACTOR.scrub(f"internal error: {type(exc).__name__}: {exc}")
+            return HostOutcome(FAILED, INTERNAL, text)
         if not isinstance(outcome, HostOutcome) or outcome.state not in FINAL_STATES:
             shown = outcome.state if isinstance(outcome, HostOutcome) else type(outcome).__name__
             RUN_LOG.error(

@@ -198,19 +198,27 @@ def test_a_host_work_exception_is_that_hosts_result_and_the_others_finish(
     def work(job):
         if job.name == hosts[2]:
             raise KeyError("profile-table")
+        if job.name == hosts[3]:
+            raise ConnectionError("https://admin:Hunter2-Secret@pc/wsman refused")
         return HostOutcome(SUCCEEDED)
+
+    from cpuu_fleet.redact import REDACTOR
+
+    REDACTOR.add("Hunter2-Secret")
 
     reports = tmp_path / "reports"
     runner = Runner(journal, reports, [RunLogProcessor(reports)])
     summary = runner.run(build_plan(playbook, inventory), work)
 
     assert summary.status == COMPLETED
-    assert summary.counts == {SUCCEEDED: 4, FAILED: 1}
+    assert summary.counts == {SUCCEEDED: 3, FAILED: 2}
+    assert "Hunter2-Secret" not in summary.outcomes[hosts[3]].error_message
     row = journal.host(summary.run_id, hosts[2])
     assert (row["state"], row["error_class"]) == (FAILED, "internal")
     assert "KeyError" in row["error_message"]
     log = (reports / summary.run_id / "run.log").read_text(encoding="utf-8")
     assert "Traceback (most recent call last)" in log and "profile-table" in log
+    assert "ConnectionError" in log and "Hunter2-Secret" not in log
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
 

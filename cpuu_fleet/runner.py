@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -798,10 +798,3 @@ def _stop_reason(play: Play, batch: int, size: int, failed: int, unreachable: in
         f"{where}: {bad} of {size} hosts failed ({_percent(100 * bad / size)}%: {split})"
         f" > max_fail_percentage {_percent(play.max_fail_percentage)}"
     )
-
-
-def outcome_counts(outcomes: Mapping[str, HostOutcome]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for outcome in outcomes.values():
-        counts[outcome.state] = counts.get(outcome.state, 0) + 1
-    return counts

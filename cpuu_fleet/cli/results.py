@@ -1,9 +1,96 @@
-"""CLI commands: results (filled in by its area)."""
+"""CLI: ``cpuu-fleet results show``, CPUU result files decoded for a person."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from cpuu_fleet.cpuu import ResultFile, parse_result_file
+from cpuu_fleet.errors import InputError
+
+results_app = typer.Typer(
+    help="Read CPUU result files (tab-separated, any encoding).", no_args_is_help=True
+)
+
+
+def _as_dict(result: ResultFile) -> dict[str, Any]:
+    return {
+        "file": result.path,
+        "encoding": result.encoding,
+        "had_header": result.had_header,
+        "profiles": [
+            {
+                "profile": p.profile,
+                "line": p.line,
+                "code": p.current,
+                "name": p.info.name,
+                "meaning": p.info.meaning,
+                "outcome": p.info.outcome.value,
+                "previous": p.previous,
+                "hint": p.info.hint,
+            }
+            for p in result.profiles
+        ],
+        "problems": [
+            {"line": problem.line, "reason": problem.reason, "text": problem.text}
+            for problem in result.problems
+        ],
+    }
+
+
+@results_app.command("show")
+def show(
+    files: Annotated[list[Path], typer.Argument(help="CPUU_*.csv result files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Decode result files: each profile's code, meaning and outcome; unreadable lines with file:line.
+
+    Every readable file is shown even when another one is unreadable; those are reported at the
+    end as one error line (exit code 2).
+    """
+    parsed: list[ResultFile] = []
+    errors: list[InputError] = []
+    for path in files:
+        try:
+            parsed.append(parse_result_file(path))
+        except InputError as exc:
+            errors.append(exc)
+    if as_json:
+        typer.echo(json.dumps([_as_dict(r) for r in parsed], indent=2, ensure_ascii=False))
+    else:
+        console = Console()
+        for result in parsed:
+            table = Table(
+                title=f"{result.path} ({result.encoding}, {len(result.profiles)} profile(s))"
+            )
+            for column in ("profile", "code", "name", "outcome", "previous", "what to do"):
+                table.add_column(column, overflow="fold")
+            for p in result.profiles:
+                previous = "" if p.previous is None else str(p.previous)
+                table.add_row(
+                    p.profile,
+                    str(p.current),
+                    p.info.name,
+                    p.info.outcome.value,
+                    previous,
+                    p.info.hint,
+                )
+            console.print(table)
+            for problem in result.problems:
+                typer.echo(f"{result.path}:{problem.line}: {problem.reason}: {problem.text!r}")
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise InputError(
+            f"{len(errors)} files could not be read: " + "; ".join(e.render() for e in errors)
+        )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    """Add ``results show`` to the root app."""
+    app.add_typer(results_app, name="results")

@@ -1,0 +1,124 @@
+"""Read the YAML and JSON files operators write, remembering line numbers for error messages.
+
+Every mapping comes back as a :class:`LineDict`, a plain ``dict`` that also knows the line of each
+key, so "``hosts`` must be a mapping" can point at ``inventories/example.yml:12`` instead of leaving
+the operator to search. A syntax error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.hostvars import Unsafe
+
+DATA_SUFFIXES = (".yml", ".yaml", ".json")
+
+
+class LineDict(dict):
+    """A dict from a data file, with the line of the mapping and of each of its keys."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.key_lines = {}
+
+    def line_of(self, key: Any) -> int | None:
+        return self.key_lines.get(key, self.line)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that builds LineDicts and knows Ansible's ``!unsafe`` and ``!vault`` tags."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    result = LineDict()
+    result.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                "found an unhashable key",
+                key_node.start_mark,
+            ) from None
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_unsafe(loader: _Loader, node: yaml.Node) -> Unsafe:
+    return Unsafe(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+def _construct_vault(loader: _Loader, node: yaml.Node) -> Any:
+    raise yaml.constructor.ConstructorError(
+        None,
+        None,
+        "Ansible Vault values are not supported: use an env or keyring lookup for secrets",
+        node.start_mark,
+    )
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor("!unsafe", _construct_unsafe)
+_Loader.add_constructor("!vault", _construct_vault)
+
+
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """Parse YAML text; a syntax error becomes an InputError naming ``source:line``."""
+    if text.lstrip().startswith("$ANSIBLE_VAULT;"):
+        raise InputError(
+            "Ansible Vault files are not supported: use env or keyring lookups for secrets",
+            where=source,
+        )
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and exc.context not in problem:
+            problem = f"{problem} ({exc.context})"
+        line = mark.line + 1 if mark is not None else None
+        raise InputError(f"YAML syntax error: {problem}", where=source, line=line) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"YAML error: {exc}", where=source) from None
+
+
+def _json_hook(pairs: list[tuple[str, Any]]) -> LineDict:
+    return LineDict(pairs)
+
+
+def load_data_file(path: Path) -> Any:
+    """Load one YAML or JSON file (by suffix; anything else is read as YAML, a superset of JSON)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({exc.strerror})", where=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError("not a UTF-8 text file", where=path, line=line) from None
+    if "\x00" in text:
+        raise InputError("not a text file (binary content)", where=path)
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text, object_pairs_hook=_json_hook)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"JSON syntax error: {exc.msg}", where=path, line=exc.lineno) from None
+    return parse_yaml(text, path)

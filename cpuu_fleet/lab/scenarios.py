@@ -1,0 +1,249 @@
+"""Named situations for a simulated fleet: every problem cpuu-fleet must report, on purpose.
+
+Why: a lab is only useful if an operator (or a test) can say "give me 200 workstations, a realistic
+mix of trouble" and get the same fleet again tomorrow. Everything here is drawn from a
+``random.Random(seed)``, so a scenario and a seed fully decide the fleet: names, users, profiles,
+facts and transport faults.
+
+A scenario touches either the transport (:class:`TransportFaults`, honoured by the protocol layer)
+or the workstation model (users, profiles, processes, disk, CPUU's behaviour), never both at once,
+so each one shows exactly one problem.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpuu_fleet.lab.contract import TransportFaults
+from cpuu_fleet.lab.workstation import OutlookProfile, Workstation
+
+MIB = 1024**2
+GIB = 1024**3
+
+SCENARIOS: dict[str, str] = {
+    "healthy": "users logged on, Outlook closed, switched mailboxes: Update succeeds",
+    "unreachable": "nothing listens on the host's address (powered off, firewalled)",
+    "wrong_password": "WinRM refuses the fleet's credentials (HTTP 401)",
+    "slow_link": "every WinRM answer is delayed, as over a slow WAN link",
+    "drop_mid_transfer": "the connection drops once while the payload is being pushed",
+    "disk_full": "the system drive has too little free space for the payload",
+    "no_user": "nobody is logged on: CPUU cannot run in a user session now",
+    "outlook_running": "the user has Outlook open (CPUU closes it)",
+    "ost_locked": "Windows Search holds the OST files open: mailbox store cannot be opened",
+    "offline_profiles": "profiles set to work offline: skipped unless -ProcessOfflineProfiles On",
+    "not_switched": "the mailboxes are not switched yet: no switch message",
+    "cpuu_crash": "CPUU crashes part-way and writes no result file",
+    "cpuu_hang": "CPUU never finishes: the run must time out and kill it",
+    "mixed_results": "several profiles per user, each with a different outcome",
+    "mixed": "a realistic fleet: mostly healthy, a few of each problem above",
+}
+
+_FIRST = ("Jean", "Marie", "Luc", "Chloé", "Ahmed", "Sofia", "Pieter", "Ana", "Kenji", "Zoë")
+_LAST = ("Dupont", "Martin", "Bernard", "Müller", "Garcia", "Rossi", "Nowak", "Silva", "Sato")
+_EXTRA_PROFILES = (
+    "Outlook 2016",
+    "Archive «2019»",
+    'José\'s "main" profile',
+    "Boîte partagée",
+    "Außendienst",
+    "Projet Ω",
+)
+HOSTILE_PROFILE = '\'; Remove-Item C:\\ -Recurse -Force; $(Stop-Computer) # "x"'
+"""A profile name that would do damage if any script interpolated it into code."""
+
+
+@dataclass
+class HostPlan:
+    """One simulated workstation of a fleet, and how its network misbehaves."""
+
+    name: str
+    scenario: str
+    workstation: Workstation
+    faults: TransportFaults
+
+    @property
+    def user(self) -> str | None:
+        return self.workstation.interactive_user
+
+
+def plan_fleet(
+    hosts: int,
+    scenario: str,
+    seed: int,
+    root: Path,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> list[HostPlan]:
+    """Build ``hosts`` workstations (``pc-0001``...) for ``scenario``, deterministically from
+    ``seed``, each with its own sandbox folder under ``root``. ``clock`` is the workstations'
+    clock (tests pass a fake one so that simulated CPUU runs cost no real time)."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r} (valid: {', '.join(sorted(SCENARIOS))})")
+    if hosts < 1:
+        raise ValueError(f"a fleet needs at least one host, not {hosts}")
+    rng = random.Random(f"{scenario}:{seed}")
+    names = [f"pc-{index:04d}" for index in range(1, hosts + 1)]
+    chosen = _mixed_assignment(hosts, rng) if scenario == "mixed" else [scenario] * hosts
+    plans = []
+    for index, (name, host_scenario) in enumerate(zip(names, chosen, strict=True)):
+        host_rng = random.Random(f"{scenario}:{seed}:{index}")
+        workstation = _base_workstation(name, Path(root) / name, host_rng, clock)
+        faults = _BUILDERS[host_scenario](workstation, host_rng)
+        plans.append(HostPlan(name, host_scenario, workstation, faults))
+    return plans
+
+
+def _mixed_assignment(hosts: int, rng: random.Random) -> list[str]:
+    """About 70 % healthy; the rest cycles through every problem so that each one shows up as soon
+    as the fleet is large enough, then the order is shuffled."""
+    problems = [name for name in SCENARIOS if name not in ("healthy", "mixed")]
+    troubled = max(1, round(hosts * 0.3)) if hosts > 1 else 0
+    rng.shuffle(problems)
+    assignment = [problems[i % len(problems)] for i in range(troubled)]
+    assignment += ["healthy"] * (hosts - troubled)
+    rng.shuffle(assignment)
+    return assignment
+
+
+def _user_name(rng: random.Random) -> str:
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    plain = (first[0] + last).lower().translate(str.maketrans("éëöüß", "eeous"))
+    return f"CORP\\{plain}"
+
+
+def _base_workstation(
+    name: str, root: Path, rng: random.Random, clock: Callable[[], float]
+) -> Workstation:
+    """A healthy workstation: a logged-on user with one to three switched, online profiles."""
+    win11 = rng.random() < 0.3
+    ws = Workstation(
+        name,
+        root,
+        os_caption=f"Microsoft Windows {'11' if win11 else '10'} Enterprise",
+        os_version="10.0.22631" if win11 else "10.0.19045",
+        capacity_bytes=256 * GIB,
+        reserved_bytes=rng.randint(60, 180) * GIB,
+        outlook_version="15.0" if rng.random() < 0.1 else "16.0",
+        clock=clock,
+    )
+    user = _user_name(rng)
+    mailbox = user.split("\\")[1] + "@corp.example"
+    ws.add_profile(user, OutlookProfile("Outlook", mailbox, ost_size=rng.randint(1, 8) * GIB))
+    for extra in rng.sample(_EXTRA_PROFILES, rng.choice((0, 0, 1, 2))):
+        ws.add_profile(user, OutlookProfile(extra, mailbox, ost_size=rng.randint(0, 2) * GIB))
+    ws.logon(user)
+    return ws
+
+
+def _user_profiles(ws: Workstation) -> list[OutlookProfile]:
+    user = ws.interactive_user
+    assert user is not None
+    return ws.profiles_of(user)
+
+
+def _healthy(ws: Workstation, rng: random.Random) -> TransportFaults:
+    return TransportFaults()
+
+
+def _unreachable(ws: Workstation, rng: random.Random) -> TransportFaults:
+    return TransportFaults(listening=False)
+
+
+def _wrong_password(ws: Workstation, rng: random.Random) -> TransportFaults:
+    # Not a secret: any value other than the fleet's lab password plays "wrong password".
+    return TransportFaults(password=f"lab-other-{rng.randrange(10**6):06d}")
+
+
+def _slow_link(ws: Workstation, rng: random.Random) -> TransportFaults:
+    return TransportFaults(latency_s=round(rng.uniform(0.15, 0.4), 3))
+
+
+def _drop_mid_transfer(ws: Workstation, rng: random.Random) -> TransportFaults:
+    return TransportFaults(drop_after_send_bytes=rng.randint(32, 256) * 1024)
+
+
+def _disk_full(ws: Workstation, rng: random.Random) -> TransportFaults:
+    free = rng.randint(64, 512) * 1024
+    ws.fs.reserved_bytes = ws.fs.capacity_bytes - ws.fs.used_bytes + ws.fs.reserved_bytes - free
+    return TransportFaults()
+
+
+def _no_user(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.logoff()
+    return TransportFaults()
+
+
+def _outlook_running(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.start_process("OUTLOOK", ws.interactive_user)
+    return TransportFaults()
+
+
+def _ost_locked(ws: Workstation, rng: random.Random) -> TransportFaults:
+    for profile in _user_profiles(ws):
+        profile.ost_size = profile.ost_size or GIB
+    ws.start_process("SearchIndexer", "NT AUTHORITY\\SYSTEM", locks_ost=True)
+    return TransportFaults()
+
+
+def _offline_profiles(ws: Workstation, rng: random.Random) -> TransportFaults:
+    for profile in _user_profiles(ws):
+        profile.online = False
+    return TransportFaults()
+
+
+def _not_switched(ws: Workstation, rng: random.Random) -> TransportFaults:
+    for profile in _user_profiles(ws):
+        profile.mailbox_switched = False
+    return TransportFaults()
+
+
+def _cpuu_crash(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.cpuu.crash_after_profiles = rng.randrange(len(_user_profiles(ws)))
+    return TransportFaults()
+
+
+def _cpuu_hang(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.cpuu.hang = True
+    return TransportFaults()
+
+
+def _mixed_results(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """The user has five profiles: one updates, the others each stop for another reason."""
+    user = ws.interactive_user
+    assert user is not None
+    mailbox = user.split("\\")[1] + "@corp.example"
+    odd: list[tuple[str, dict]] = [
+        ("Archive «2019»", {"unexpected_services": ("Skype for Business AB",)}),
+        ('José\'s "main" profile', {"online": False}),
+        ("Boîte partagée", {"mailbox_switched": False}),
+        ("Projet Ω", {"auth_type": "Anonymous"}),
+        (HOSTILE_PROFILE, {"update_fails": True}),
+    ]
+    profiles = ws.profiles_of(user)
+    del profiles[1:]
+    for name, facts in odd:
+        ws.add_profile(user, OutlookProfile(name, mailbox, **facts))
+    return TransportFaults()
+
+
+_BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
+    "healthy": _healthy,
+    "unreachable": _unreachable,
+    "wrong_password": _wrong_password,
+    "slow_link": _slow_link,
+    "drop_mid_transfer": _drop_mid_transfer,
+    "disk_full": _disk_full,
+    "no_user": _no_user,
+    "outlook_running": _outlook_running,
+    "ost_locked": _ost_locked,
+    "offline_profiles": _offline_profiles,
+    "not_switched": _not_switched,
+    "cpuu_crash": _cpuu_crash,
+    "cpuu_hang": _cpuu_hang,
+    "mixed_results": _mixed_results,
+}
+assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

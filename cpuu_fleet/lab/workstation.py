@@ -1,0 +1,460 @@
+"""One simulated Windows workstation: disk, logged-on user, Outlook profiles, processes, tasks.
+
+Why a model and not a VM: the lab must play thousands of workstations on two CPU cores, each in a
+known state chosen by a scenario, so that every outcome cpuu-fleet reports can be produced on
+purpose and checked. The model holds only what the remote scripts and CPUU can observe or change.
+
+Time: work takes simulated time, read from an injectable clock. A started task gets a completion
+time when it starts; its effects are applied lazily, the first time anybody looks at the
+workstation after that time (:meth:`Workstation.refresh`). Nothing runs in the background, so the
+model costs nothing between requests and is deterministic under a fake clock.
+
+Thread safety: handlers run in pipeline threads; every public method takes the workstation's one
+re-entrant lock, so a handler sees a consistent state.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from cpuu_fleet.lab.winfs import WindowsFS
+
+TASK_HAS_NOT_RUN = 267011  # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
+TASK_RUNNING = 267009  # 0x41301 SCHED_S_TASK_RUNNING
+TASK_FILE_NOT_FOUND = 2147942402  # 0x80070002: the action's program does not exist
+TASK_BAD_DIRECTORY = 2147942667  # 0x8007010B: the working directory does not exist
+TASK_TERMINATED_AT_LOGOFF = 1
+"""A CPUU killed by anybody (logoff, Stop-ScheduledTask) exits with 1 (vendor doc)."""
+
+USERS_GROUP = "BUILTIN\\Users"
+USERS_GROUP_SID = "S-1-5-32-545"
+
+
+class ProfileState(str, enum.Enum):
+    """Where an Outlook profile stands in the migration."""
+
+    SOURCE = "source"
+    """Points at the source Exchange organisation: never updated, or rolled back."""
+    UPDATED = "updated"
+    """Switched to the target, with CPUU's backup copy still kept (Undo possible)."""
+    BACKUP = "backup"
+    """CPUU's backup copy of an original profile (shows as a profile of its own)."""
+    CLEANED = "cleaned"
+    """Switched, and Cleanup discarded the backup: Undo is no longer possible."""
+
+
+@dataclass
+class OutlookProfile:
+    """One MAPI profile of one user, with the facts that decide CPUU's per-profile code."""
+
+    name: str
+    mailbox: str
+    state: ProfileState = ProfileState.SOURCE
+    online: bool = True
+    """False: the profile is set to work offline (CPUU code 6 unless -ProcessOfflineProfiles On)."""
+    ost_size: int = 0
+    """Bytes of the cached-mode OST file; 0 for an online-mode profile without an OST."""
+    mailbox_switched: bool = True
+    """The migration switched this mailbox (wrote the switch message CPUU looks for)."""
+    switch_message_valid: bool = True
+    """False: a switch message exists but is invalid (exit flag INVALID_SWITCH_MSG)."""
+    resolvable: bool = True
+    """False: the mailbox cannot be resolved (code 4)."""
+    has_exchange_service: bool = True
+    """False: no Microsoft Exchange Server service at all (code 7, e.g. a POP/IMAP profile)."""
+    exchange_service_complete: bool = True
+    """False: the Exchange service lacks server name and/or mailbox DN (code 5)."""
+    unexpected_services: tuple[str, ...] = ()
+    """Services beyond the default ones (code 8 unless AllowAdditionalServices allows them)."""
+    auth_type: str = "Negotiate"
+    """Logon network security; ``Anonymous`` plays an unsupported type (code 19)."""
+    properties_dialog_open: bool = False
+    """The user has the profile's properties dialog open (code 20)."""
+    default_store_opens: bool = True
+    """False: the default message store cannot be opened (code 17)."""
+    failing_features: frozenset[str] = frozenset()
+    """Additional features (``Rules``, ``Delegates``...) that cannot be migrated for this profile."""
+    backup_fails: bool = False
+    """Creating the backup copy fails (code 9)."""
+    update_fails: bool = False
+    """The update itself fails (code 11)."""
+    unexpected_error: bool = False
+    """An unexpected error (code 21)."""
+    restore_fails: bool = False
+    """Undo fails (code 13)."""
+    cleanup_fails: bool = False
+    """Cleanup fails (code 15)."""
+    user_cancels_cleanup: bool = False
+    """The user cancels the clean-up of this profile (code 16)."""
+    backup_of: str | None = None
+    """For a BACKUP profile: the name of the original."""
+    last_code: int | None = None
+    """The code CPUU reported for this profile last time (the result file's "previous" column)."""
+
+    @property
+    def has_backup(self) -> bool:
+        return self.state is ProfileState.UPDATED
+
+
+def backup_name(profile_name: str) -> str:
+    """The name of CPUU's backup copy of a profile.
+
+    Assumption (the vendor guide does not say how the backup is named): the original name with a
+    ``_CPUU_Backup`` suffix; what matters is that it shows as a profile of its own (code 1).
+    """
+    return f"{profile_name}_CPUU_Backup"
+
+
+@dataclass
+class CpuuBehaviour:
+    """Run-level facts about CPUU on one workstation (per-profile facts live on the profiles)."""
+
+    base_seconds: float = 0.2
+    """Simulated run time: this much, plus ``per_profile_seconds`` for each profile."""
+    per_profile_seconds: float = 0.05
+    hang: bool = False
+    """CPUU never ends on its own (waits on a hidden dialog): only a kill stops it."""
+    crash_after_profiles: int | None = None
+    """CPUU crashes after handling this many profiles (CRASH); no result file is written."""
+    global_error: bool = False
+    """The Exchange servers cannot be reached at all (GLOBAL_ERR)."""
+    tmp_dir_fails: bool = False
+    """CPUU cannot create its temporary folder (FAILED_TO_CREATE_TMP_DIR)."""
+    log_write_fails: bool = False
+    """The log cannot be written (FAILED_TO_WRITE_LOG), besides a full disk."""
+    log_share_fails: bool = False
+    """Copying the local log to the remote share fails (FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE)."""
+    user_aborts_after_profiles: int | None = None
+    """The user cancels CPUU's progress window after this many profiles (USER_ABORT)."""
+    user_answers_prompt: bool = False
+    """With ``AskCredentials`` in CPUU.ini, does somebody answer the prompt? (unattended: no)."""
+    csv_encoding: str = "utf-16-bom"
+    """How the result file is encoded: ``utf-16-bom``, ``utf-8``, ``utf-8-bom`` or ``cp1252``."""
+
+
+@dataclass
+class Process:
+    """A running process as ``Get-Process`` would list it."""
+
+    name: str
+    pid: int
+    user: str | None = None
+    locks_ost: bool = False
+    """Holds the user's OST files open (Windows Search, a chat client): CPUU cannot open them."""
+    stoppable: bool = True
+    """CPUU stops MAPI clients it finds; False plays one that refuses to close."""
+
+
+class TaskProcess(Protocol):
+    """A started task action (the CPUU emulator implements it)."""
+
+    finish_at: float | None
+    """Clock time at which the process ends on its own; None: it never does (a hang)."""
+
+    def complete(self) -> int:
+        """Apply the process's effects and return its exit code (called once, at finish_at)."""
+
+    def kill(self) -> int:
+        """The process is terminated from outside; return its exit code."""
+
+
+Launcher = Callable[["Workstation", "ScheduledTask", str], TaskProcess]
+"""Starts a task's action as a given user and returns the running process."""
+
+
+@dataclass
+class ScheduledTask:
+    """One registered scheduled task, with the state ``Get-ScheduledTaskInfo`` reports."""
+
+    name: str
+    command: str
+    working_directory: str
+    trigger: str
+    """``Now`` (registered, then started at once) or ``AtLogon``."""
+    user: str
+    """The principal: ``DOMAIN\\user`` (logon type Interactive) or ``BUILTIN\\Users`` (group)."""
+    enabled: bool = True
+    last_run_time: datetime | None = None
+    last_result: int = TASK_HAS_NOT_RUN
+    killed: bool = False
+    run_as: str | None = None
+    """Who the current or last run ran as (for a group principal: the user who logged on)."""
+    process: TaskProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "Disabled"
+        return "Running" if self.running else "Ready"
+
+
+def _same_user(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.casefold() == b.casefold()
+
+
+def _utc(stamp: float) -> datetime:
+    return datetime.fromtimestamp(stamp, tz=timezone.utc)
+
+
+class Workstation:
+    """One Windows workstation as the remote scripts and CPUU see it."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        *,
+        os_caption: str = "Microsoft Windows 10 Enterprise",
+        os_version: str = "10.0.19045",
+        capacity_bytes: int = 256 * 1024**3,
+        reserved_bytes: int = 120 * 1024**3,
+        outlook_version: str | None = "16.0",
+        clock: Callable[[], float] = time.time,
+        launcher: Launcher | None = None,
+    ):
+        self.name = name
+        self.os_caption = os_caption
+        self.os_version = os_version
+        self.outlook_version = outlook_version
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.fs = WindowsFS(
+            root, capacity_bytes, reserved_bytes=reserved_bytes, clock=clock, drives=("C",)
+        )
+        for folder in ("C:\\Windows\\Temp", "C:\\ProgramData", "C:\\Users"):
+            self.fs.mkdir(folder)
+        self.interactive_user: str | None = None
+        self.usual_user: str | None = None
+        """Who normally works here: set by the first logon, kept when they log off."""
+        self._pending_logons: list[tuple[float, str]] = []
+        self.profiles: dict[str, list[OutlookProfile]] = {}
+        self.processes: list[Process] = [Process("System", 4), Process("explorer", 4120)]
+        self.tasks: dict[str, ScheduledTask] = {}
+        self._next_pid = 5000
+        if launcher is None:
+            # Imported here: the emulator builds on this module's types.
+            from cpuu_fleet.lab.cpuu_emulator import launch_task
+
+            launcher = launch_task
+        self._launcher = launcher
+        self.cpuu = CpuuBehaviour()
+        """How CPUU behaves on this workstation beyond what the profiles decide."""
+
+    def __repr__(self) -> str:
+        return f"Workstation({self.name!r}, user={self.interactive_user!r})"
+
+    # ---------------------------------------------------------------- time
+
+    def now(self) -> float:
+        return self.clock()
+
+    def refresh(self) -> None:
+        """Apply what simulated time has brought: logons that were due (:meth:`logon_at`), then
+        the end of every task whose work is over. Call before looking at the state."""
+        with self.lock:
+            now = self.clock()
+            due = [entry for entry in self._pending_logons if entry[0] <= now]
+            if due:
+                self._pending_logons = [e for e in self._pending_logons if e[0] > now]
+                for _, user in sorted(due):
+                    self.logon(user)
+            for task in self.tasks.values():
+                process = task.process
+                if (
+                    process is not None
+                    and process.finish_at is not None
+                    and now >= process.finish_at
+                ):
+                    task.process = None
+                    task.last_result = process.complete()
+
+    # ---------------------------------------------------------------- users and profiles
+
+    def logon(self, user: str) -> None:
+        """``user`` logs on at the console; at-logon tasks for them start now."""
+        with self.lock:
+            self.refresh()
+            if self.interactive_user is not None and not _same_user(self.interactive_user, user):
+                self.logoff()
+            self.interactive_user = user
+            self.usual_user = self.usual_user or user
+            self.profiles_of(user)
+            for task in self.tasks.values():
+                for_user = task.user in (USERS_GROUP, USERS_GROUP_SID) or _same_user(
+                    task.user, user
+                )
+                if task.trigger == "AtLogon" and task.enabled and not task.running and for_user:
+                    self._launch(task, user)
+
+    def logon_at(self, when: float, user: str | None = None) -> None:
+        """Schedule a console logon at clock time ``when`` (default: the usual user), applied
+        lazily like everything else: plays "the user comes in later" for at-logon tasks."""
+        who = user or self.usual_user
+        if who is None:
+            raise ValueError(f"{self.name}: nobody to log on")
+        with self.lock:
+            self._pending_logons.append((when, who))
+
+    def logoff(self) -> None:
+        """The user logs off: their processes end, tasks running in their session are killed."""
+        with self.lock:
+            self.refresh()
+            user = self.interactive_user
+            if user is None:
+                return
+            for task in self.tasks.values():
+                if task.running and _same_user(task.run_as, user):
+                    self._kill(task)
+            self.processes = [p for p in self.processes if not _same_user(p.user, user)]
+            self.interactive_user = None
+
+    def add_profile(self, user: str, profile: OutlookProfile) -> OutlookProfile:
+        with self.lock:
+            self.profiles.setdefault(user, []).append(profile)
+            return profile
+
+    def profiles_of(self, user: str) -> list[OutlookProfile]:
+        """The user's profiles (the live list: the emulator edits it under the lock)."""
+        with self.lock:
+            for known, profiles in self.profiles.items():
+                if _same_user(known, user):
+                    return profiles
+            return self.profiles.setdefault(user, [])
+
+    def profile(self, user: str, name: str) -> OutlookProfile | None:
+        with self.lock:
+            return next((p for p in self.profiles_of(user) if p.name == name), None)
+
+    # ---------------------------------------------------------------- processes
+
+    def start_process(
+        self, name: str, user: str | None = None, *, locks_ost: bool = False, stoppable=True
+    ) -> Process:
+        with self.lock:
+            self._next_pid += 4
+            process = Process(name, self._next_pid, user, locks_ost, stoppable)
+            self.processes.append(process)
+            return process
+
+    def running(self, name: str) -> list[Process]:
+        """Processes by image name without ``.exe``, ignoring case (``Get-Process -Name``)."""
+        wanted = name.casefold().removesuffix(".exe")
+        with self.lock:
+            return [p for p in self.processes if p.name.casefold() == wanted]
+
+    def stop_processes(self, names: Iterable[str]) -> list[Process]:
+        """Stop the stoppable processes with these names; return the ones that would not stop."""
+        wanted = {n.casefold().removesuffix(".exe") for n in names}
+        with self.lock:
+            refused = [p for p in self.processes if p.name.casefold() in wanted and not p.stoppable]
+            self.processes = [
+                p for p in self.processes if p.name.casefold() not in wanted or not p.stoppable
+            ]
+            return refused
+
+    @property
+    def ost_locked(self) -> bool:
+        with self.lock:
+            return any(p.locks_ost for p in self.processes)
+
+    # ---------------------------------------------------------------- scheduled tasks
+
+    def register_task(
+        self,
+        name: str,
+        command: str,
+        working_directory: str,
+        *,
+        user: str,
+        trigger: str = "Now",
+    ) -> ScheduledTask:
+        """Register (or replace, as ``Register-ScheduledTask -Force``) a task."""
+        if trigger not in ("Now", "AtLogon"):
+            raise ValueError(f"unsupported trigger {trigger!r}")
+        with self.lock:
+            self.refresh()
+            old = self.tasks.get(name.casefold())
+            if old is not None and old.running:
+                self._kill(old)
+            task = ScheduledTask(name, command, working_directory, trigger, user)
+            self.tasks[name.casefold()] = task
+            return task
+
+    def task(self, name: str) -> ScheduledTask | None:
+        with self.lock:
+            self.refresh()
+            return self.tasks.get(name.casefold())
+
+    def start_task(self, name: str) -> ScheduledTask:
+        """``Start-ScheduledTask``: run now, in the session of the principal's logged-on user.
+
+        An Interactive principal whose user is not logged on cannot run (TASK_LOGON_INTERACTIVE_TOKEN
+        needs an existing session): the task stays Ready and has not run.
+        """
+        with self.lock:
+            task = self._require(name)
+            if task.running or not task.enabled:
+                return task
+            user = self.interactive_user
+            if user is None:
+                return task
+            if task.user not in (USERS_GROUP, USERS_GROUP_SID) and not _same_user(task.user, user):
+                return task
+            self._launch(task, user)
+            return task
+
+    def stop_task(self, name: str) -> ScheduledTask:
+        """``Stop-ScheduledTask``: kill the running instance (CPUU then exits with 1)."""
+        with self.lock:
+            task = self._require(name)
+            if task.running:
+                self._kill(task)
+            return task
+
+    def unregister_task(self, name: str) -> bool:
+        """``Unregister-ScheduledTask``: a running instance is stopped first. False if unknown."""
+        with self.lock:
+            self.refresh()
+            task = self.tasks.get(name.casefold())
+            if task is None:
+                return False
+            if task.running:
+                self._kill(task)
+            del self.tasks[name.casefold()]
+            return True
+
+    def _require(self, name: str) -> ScheduledTask:
+        self.refresh()
+        task = self.tasks.get(name.casefold())
+        if task is None:
+            raise KeyError(name)
+        return task
+
+    def _launch(self, task: ScheduledTask, user: str) -> None:
+        task.killed = False
+        task.run_as = user
+        task.last_run_time = _utc(self.clock())
+        task.last_result = TASK_RUNNING
+        process = self._launcher(self, task, user)
+        if process.finish_at is not None and process.finish_at <= self.clock():
+            task.last_result = process.complete()
+        else:
+            task.process = process
+
+    def _kill(self, task: ScheduledTask) -> None:
+        process = task.process
+        task.process = None
+        if process is not None:
+            task.last_result = process.kill()
+            task.killed = True

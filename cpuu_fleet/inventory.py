@@ -166,7 +166,14 @@ class Host:
                 raw, host=self.name, variable=variable, ask_pass=self._inventory.ask_pass
             ).reveal()
         value = self.scope(reveal=True)[variable]
-        if not isinstance(value, str) or not value:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # an unquoted all-digit password reads as a YAML number
+        if not isinstance(value, str):
+            raise InputError(
+                f"{variable} must be a string, not {type(value).__name__}",
+                where=f"host {self.name}",
+            )
+        if not value:
             raise InputError(
                 f"{variable} is empty (a blank secret is never used)", where=f"host {self.name}"
             )

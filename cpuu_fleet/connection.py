@@ -8,7 +8,7 @@ cannot be used is an :class:`~cpuu_fleet.errors.InputError` naming the host and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -342,8 +342,3 @@ def settings_from_vars(
         negotiate_hostname_override=read.text("negotiate_hostname_override"),
         negotiate_delegate=read.flag("negotiate_delegate", None),
     )
-
-
-def lookup_names() -> Mapping[str, tuple[str, ...]]:
-    """Which variables feed which setting (for documentation and ``inventory list``)."""
-    return VARIABLES

@@ -114,7 +114,7 @@ class AskPass:
                 if not answer:
                     raise InputError(
                         f"no value given for {variable} at the prompt (a blank secret is never used)",
-                        where=host,
+                        where=f"host {host}",
                     )
                 REDACTOR.add(answer)
                 self._answers[key] = answer
@@ -278,7 +278,7 @@ def resolve(value: object, *, host: str, variable: str, ask_pass: AskPass | None
     """
     if value is None:
         if ask_pass is None:
-            raise InputError(f"{variable} is not set", where=host)
+            raise InputError(f"{variable} is not set", where=f"host {host}")
         answer = ask_pass.ask(
             f"var:{variable}", f"{variable} for {host}: ", host=host, variable=variable
         )
@@ -286,12 +286,16 @@ def resolve(value: object, *, host: str, variable: str, ask_pass: AskPass | None
     if isinstance(value, Secret):
         return value
     if not isinstance(value, str):
-        raise InputError(f"{variable} must be a string, not {type(value).__name__}", where=host)
+        raise InputError(
+            f"{variable} must be a string, not {type(value).__name__}", where=f"host {host}"
+        )
     text = (
         render_lookups(value, host=host, variable=variable, ask_pass=ask_pass)
         if has_template(value)
         else value
     )
     if not text:
-        raise InputError(f"{variable} is empty (a blank secret is never used)", where=host)
+        raise InputError(
+            f"{variable} is empty (a blank secret is never used)", where=f"host {host}"
+        )
     return Secret(text)

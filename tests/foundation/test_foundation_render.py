@@ -241,3 +241,14 @@ def test_keyring_values_are_masked_whatever_the_variable_name(setup, memory_keyr
     out = renderer.render_host(host, "update")
     assert out.files["CPUU.ini"] == b"Share Share-Key-777\r\n"
     assert out.masked["CPUU.ini"] == b"Share ********\r\n"
+
+
+def test_a_missing_key_is_named_as_a_key(setup):
+    inv, renderer, root = setup(ini="Switch {{ cpuu_mode_switch['undo'] }}\n")
+    host = inv.host("par-pc-0101")
+    host.vars["cpuu_mode_switch"] = {"update": ""}
+    with pytest.raises(InputError) as err:
+        renderer.render_host(host, "undo")
+    assert err.value.render() == (
+        f"{root / 'tpl' / 'CPUU.ini.j2'}:1: host par-pc-0101: undefined key 'undo' of a dict object"
+    )

@@ -158,7 +158,10 @@ class Deferred:
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
         raise self._error.with_traceback(None)
 
-    __str__ = __repr__ = __iter__ = __len__ = __bool__ = __call__ = _fail
+    def __repr__(self) -> str:  # debuggers and tracebacks must not fail (messages hold no secret)
+        return f"<unavailable: {self._error.render()}>"
+
+    __str__ = __iter__ = __len__ = __bool__ = __call__ = _fail
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _fail
     __add__ = __radd__ = __mul__ = __mod__ = __int__ = __float__ = __getitem__ = _fail
     __hash__ = None  # type: ignore[assignment]

@@ -377,6 +377,14 @@ class Inventory:
                 if host not in ungrouped.hosts:
                     ungrouped.hosts.append(host)
                 direct.add("ungrouped")
+        seen_lower: dict[str, str] = {}
+        for name in self._host_inline:
+            other = seen_lower.setdefault(name.lower(), name)
+            if other != name:
+                self.warnings.append(
+                    f"hosts {other!r} and {name!r} differ only in case: Windows names are not "
+                    "case-sensitive, so this may be one workstation listed twice"
+                )
         for name in self._host_inline:
             groups = self._ancestors(member_of[name])
             ordered = sorted((self.groups[g] for g in groups), key=Group.sort_key)

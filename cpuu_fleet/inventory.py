@@ -29,7 +29,14 @@ from typing import Any
 
 from cpuu_fleet import patterns
 from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import MASK, AskPass, Secret, is_secret_name, resolve
+from cpuu_fleet.credentials import (
+    MASK,
+    AskPassLike,
+    Secret,
+    as_ask_pass,
+    is_secret_name,
+    resolve,
+)
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
@@ -183,10 +190,10 @@ class Host:
 class Inventory:
     """All hosts and groups of one inventory file or folder, in inventory order."""
 
-    def __init__(self, path: Path, *, ask_pass: AskPass | None = None):
+    def __init__(self, path: Path, *, ask_pass: AskPassLike = None):
         self.path = path
         self.directory = path if path.is_dir() else path.parent
-        self.ask_pass = ask_pass
+        self.ask_pass = as_ask_pass(ask_pass)
         self.groups: dict[str, Group] = {}
         self.hosts: list[Host] = []
         self.warnings: list[str] = []
@@ -201,7 +208,7 @@ class Inventory:
     # Loading
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, ask_pass: AskPass | None = None) -> Inventory:
+    def load(cls, path: str | Path, *, ask_pass: AskPassLike = None) -> Inventory:
         """Read an inventory file (or folder of them) and its ``group_vars``/``host_vars``."""
         path = Path(path)
         if not path.exists():

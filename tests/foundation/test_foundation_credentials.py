@@ -144,3 +144,12 @@ def test_an_all_digit_password_is_text_and_a_list_is_refused(tree):
     assert inv.host("a").connection.pypsrp_kwargs()["password"] == "123456"
     with pytest.raises(InputError, match="ansible_password must be a string"):
         inv.host("b").connection.pypsrp_kwargs()
+
+
+def test_ask_pass_may_be_a_plain_prompt_function(tree):
+    root = tree({"inv.yml": "all:\n  hosts:\n    pc-1:\n"})
+    inv = Inventory.load(root / "inv.yml", ask_pass=lambda question: "from-function")
+    assert inv.host("pc-1").connection.pypsrp_kwargs()["password"] == "from-function"
+    assert (
+        resolve(None, host="pc-1", variable="x_password", ask_pass=lambda q: "f2").reveal() == "f2"
+    )

@@ -29,7 +29,14 @@ from typing import Any
 
 from cpuu_fleet import patterns
 from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import MASK, AskPass, Secret, is_secret_name, resolve
+from cpuu_fleet.credentials import (
+    MASK,
+    AskPassLike,
+    Secret,
+    as_ask_pass,
+    is_secret_name,
+    resolve,
+)
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
@@ -42,7 +49,6 @@ _HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,252}$")
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::(\d+))?\]")
 _GROUP_KEYS = ("hosts", "vars", "children")
-_RESERVED_GROUPS = ("all", "ungrouped")
 
 
 @dataclass(eq=False)
@@ -167,7 +173,14 @@ class Host:
                 raw, host=self.name, variable=variable, ask_pass=self._inventory.ask_pass
             ).reveal()
         value = self.scope(reveal=True)[variable]
-        if not isinstance(value, str) or not value:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # an unquoted all-digit password reads as a YAML number
+        if not isinstance(value, str):
+            raise InputError(
+                f"{variable} must be a string, not {type(value).__name__}",
+                where=f"host {self.name}",
+            )
+        if not value:
             raise InputError(
                 f"{variable} is empty (a blank secret is never used)", where=f"host {self.name}"
             )
@@ -177,10 +190,10 @@ class Host:
 class Inventory:
     """All hosts and groups of one inventory file or folder, in inventory order."""
 
-    def __init__(self, path: Path, *, ask_pass: AskPass | None = None):
+    def __init__(self, path: Path, *, ask_pass: AskPassLike = None):
         self.path = path
         self.directory = path if path.is_dir() else path.parent
-        self.ask_pass = ask_pass
+        self.ask_pass = as_ask_pass(ask_pass)
         self.groups: dict[str, Group] = {}
         self.hosts: list[Host] = []
         self.warnings: list[str] = []
@@ -189,12 +202,13 @@ class Inventory:
         self._host_file_vars: dict[str, dict[str, Any]] = {}
         self._host_source: dict[str, str] = {}
         self._by_name: dict[str, Host] = {}
+        self._group_hosts: dict[str, list[str]] | None = None
 
     # ------------------------------------------------------------------------------------------
     # Loading
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, ask_pass: AskPass | None = None) -> Inventory:
+    def load(cls, path: str | Path, *, ask_pass: AskPassLike = None) -> Inventory:
         """Read an inventory file (or folder of them) and its ``group_vars``/``host_vars``."""
         path = Path(path)
         if not path.exists():
@@ -203,6 +217,7 @@ class Inventory:
         inventory._add_group("all", source=None)
         files = inventory._inventory_files(path)
         for file in files:
+            _refuse_ini_inventory(file)
             data = load_data_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
@@ -369,6 +384,14 @@ class Inventory:
                 if host not in ungrouped.hosts:
                     ungrouped.hosts.append(host)
                 direct.add("ungrouped")
+        seen_lower: dict[str, str] = {}
+        for name in self._host_inline:
+            other = seen_lower.setdefault(name.lower(), name)
+            if other != name:
+                self.warnings.append(
+                    f"hosts {other!r} and {name!r} differ only in case: Windows names are not "
+                    "case-sensitive, so this may be one workstation listed twice"
+                )
         for name in self._host_inline:
             groups = self._ancestors(member_of[name])
             ordered = sorted((self.groups[g] for g in groups), key=Group.sort_key)
@@ -461,8 +484,13 @@ class Inventory:
             raise InputError(f"no host named {name!r} in the inventory", where=self.path) from None
 
     def group_hosts(self) -> dict[str, list[str]]:
-        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``)."""
-        return {name: self._members(name) for name in self.groups}
+        """Group name -> its hosts and its descendants' hosts, in inventory order (Ansible's ``groups``).
+
+        Worked out once: the inventory does not change after loading, and every rendering uses it.
+        """
+        if self._group_hosts is None:
+            self._group_hosts = {name: self._members(name) for name in self.groups}
+        return self._group_hosts
 
     def _members(self, group: str) -> list[str]:
         wanted: set[str] = set()
@@ -511,6 +539,25 @@ class Inventory:
 
         draw("all", 0)
         return "\n".join(lines)
+
+
+_INI_SECTION = re.compile(r"^\s*\[[A-Za-z0-9_:\-]+\]\s*$", re.MULTILINE)
+
+
+def _refuse_ini_inventory(file: Path) -> None:
+    """An Ansible INI inventory would be misread as YAML: say what to do instead."""
+    if file.suffix.lower() in DATA_SUFFIXES:
+        return
+    try:
+        head = file.read_bytes()[:65536].decode("utf-8", errors="replace")
+    except OSError:
+        return  # load_data_file reports it
+    if _INI_SECTION.search(head):
+        raise InputError(
+            "this looks like an INI inventory; cpuu-fleet reads YAML or JSON inventories "
+            "(convert it with: ansible-inventory -i FILE --list --yaml > inventory.yml)",
+            where=file,
+        )
 
 
 def mask_secrets(value: Any) -> Any:

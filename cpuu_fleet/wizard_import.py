@@ -189,6 +189,13 @@ def import_wizard(
     if "CPUU.ini" not in chosen:
         raise InputError("no CPUU.ini in the wizard folder", where=wizard_dir)
 
+    for mode in Mode:
+        if mode.batch_file not in chosen:
+            kept = out_dir / (mode.batch_file + TEMPLATE_SUFFIX)
+            state = f"the existing {kept} is kept" if kept.exists() else f"write {kept} yourself"
+            result.warnings.append(
+                f"{wizard_dir}: no batch file for {mode.value} ({mode.batch_file}); {state}"
+            )
     planned = [
         (target, source, out_dir / (target + TEMPLATE_SUFFIX)) for target, source in chosen.items()
     ]
@@ -224,10 +231,13 @@ def import_wizard(
         fmt = OutputFormat(encoding, newline)
         formats.files[path.name] = fmt
         prepared.append((ImportedFile(source, path, fmt, secrets), template_text))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for imported, template_text in prepared:
-        imported.template.write_text(template_text, encoding="utf-8", newline="\n")
-        result.files.append(imported)
-    (out_dir / FORMATS_FILE).write_text(formats.dump(), encoding="utf-8", newline="\n")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for imported, template_text in prepared:
+            imported.template.write_text(template_text, encoding="utf-8", newline="\n")
+            result.files.append(imported)
+        (out_dir / FORMATS_FILE).write_text(formats.dump(), encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise InputError(f"cannot write templates ({exc.strerror})", where=out_dir) from None
     assert any(f.template.name == INI_TEMPLATE for f in result.files)
     return result

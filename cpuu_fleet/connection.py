@@ -8,7 +8,7 @@ cannot be used is an :class:`~cpuu_fleet.errors.InputError` naming the host and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,33 +20,42 @@ ENCRYPTIONS = ("auto", "always", "never")
 # Auth protocols that can encrypt WinRM messages themselves (pypsrp's list).
 _ENCRYPTING_AUTHS = ("negotiate", "ntlm", "kerberos", "credssp")
 
-# Each setting, with the variable names Ansible's psrp plugin reads for it, first one wins.
+# Each setting, with the variable names that feed it, first one wins: the psrp plugin's names,
+# then the winrm plugin's (an inventory written for ``ansible_connection: winrm`` works too).
 VARIABLES: dict[str, tuple[str, ...]] = {
-    "address": ("ansible_psrp_host", "ansible_host"),
-    "port": ("ansible_psrp_port", "ansible_port"),
-    "protocol": ("ansible_psrp_protocol",),
-    "user": ("ansible_psrp_user", "ansible_user"),
+    "address": ("ansible_psrp_host", "ansible_winrm_host", "ansible_host"),
+    "port": ("ansible_psrp_port", "ansible_winrm_port", "ansible_port"),
+    "protocol": ("ansible_psrp_protocol", "ansible_winrm_scheme"),
+    "user": ("ansible_psrp_user", "ansible_winrm_user", "ansible_user"),
     "password": ("ansible_password", "ansible_winrm_pass", "ansible_winrm_password"),
-    "auth": ("ansible_psrp_auth",),
-    "cert_validation": ("ansible_psrp_cert_validation",),
-    "ca_cert": ("ansible_psrp_ca_cert", "ansible_psrp_cert_trust_path"),
-    "connection_timeout": ("ansible_psrp_connection_timeout",),
-    "read_timeout": ("ansible_psrp_read_timeout",),
-    "operation_timeout": ("ansible_psrp_operation_timeout",),
-    "message_encryption": ("ansible_psrp_message_encryption",),
+    "auth": ("ansible_psrp_auth", "ansible_winrm_transport"),
+    "cert_validation": ("ansible_psrp_cert_validation", "ansible_winrm_server_cert_validation"),
+    "ca_cert": (
+        "ansible_psrp_ca_cert",
+        "ansible_psrp_cert_trust_path",
+        "ansible_winrm_ca_trust_path",
+    ),
+    "connection_timeout": ("ansible_psrp_connection_timeout", "ansible_winrm_connection_timeout"),
+    "read_timeout": ("ansible_psrp_read_timeout", "ansible_winrm_read_timeout_sec"),
+    "operation_timeout": ("ansible_psrp_operation_timeout", "ansible_winrm_operation_timeout_sec"),
+    "message_encryption": ("ansible_psrp_message_encryption", "ansible_winrm_message_encryption"),
     "reconnection_retries": ("ansible_psrp_reconnection_retries",),
     "reconnection_backoff": ("ansible_psrp_reconnection_backoff",),
     "configuration_name": ("ansible_psrp_configuration_name",),
     "max_envelope_size": ("ansible_psrp_max_envelope_size",),
-    "path": ("ansible_psrp_path",),
+    "path": ("ansible_psrp_path", "ansible_winrm_path"),
     "proxy": ("ansible_psrp_proxy",),
     "ignore_proxy": ("ansible_psrp_ignore_proxy",),
-    "certificate_pem": ("ansible_psrp_certificate_pem",),
-    "certificate_key_pem": ("ansible_psrp_certificate_key_pem",),
+    "certificate_pem": ("ansible_psrp_certificate_pem", "ansible_winrm_cert_pem"),
+    "certificate_key_pem": ("ansible_psrp_certificate_key_pem", "ansible_winrm_cert_key_pem"),
     "negotiate_service": ("ansible_psrp_negotiate_service",),
     "negotiate_hostname_override": ("ansible_psrp_negotiate_hostname_override",),
     "negotiate_delegate": ("ansible_psrp_negotiate_delegate",),
 }
+# The winrm plugin's transport names that differ from psrp's auth names.
+_WINRM_TRANSPORTS = {"plaintext": "basic", "ssl": "basic"}
+# ansible_connection values that mean WinRM; anything else (ssh, local...) is not for cpuu-fleet.
+WINRM_CONNECTIONS = ("psrp", "winrm", "ansible.builtin.psrp", "ansible.builtin.winrm")
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,14 @@ def settings_from_vars(
     variable; ``password`` turns the password variable's name (or None) into a lazy Secret.
     """
     read = _Reader(host, get, defined)
+    if defined("ansible_connection"):
+        plugin = str(get("ansible_connection")).strip().lower()
+        if plugin not in WINRM_CONNECTIONS:
+            raise read.fail(
+                "ansible_connection",
+                f"{plugin!r}: cpuu-fleet reaches workstations over WinRM only (psrp or winrm); "
+                "leave this host out with --limit",
+            )
     address = read.text("address", host) or host
 
     protocol_name, _ = read.find("protocol")
@@ -251,7 +268,19 @@ def settings_from_vars(
         else:
             raise read.fail(cert_name, f"{cert_value!r} is not 'validate' or 'ignore'")
 
-    auth = read.choice("auth", AUTHS, "negotiate")
+    auth_name, auth_value = read.find("auth")
+    if (
+        isinstance(auth_value, list) and auth_value
+    ):  # winrm's transport may be a list: take the first
+        auth_value = auth_value[0]
+    if auth_name is None or auth_value in (None, ""):
+        auth = "negotiate"
+    else:
+        auth = _WINRM_TRANSPORTS.get(
+            str(auth_value).strip().lower(), str(auth_value).strip().lower()
+        )
+        if auth not in AUTHS:
+            raise read.fail(auth_name, f"{auth_value!r} is not one of {', '.join(AUTHS)}")
     encryption = read.choice("message_encryption", ENCRYPTIONS, "auto")
     connection_timeout = read.number("connection_timeout", 30, integer=False, minimum=0.001)
     read_timeout = read.number("read_timeout", 30, integer=False, minimum=0.001)
@@ -304,7 +333,7 @@ def settings_from_vars(
         configuration_name=read.text("configuration_name", "Microsoft.PowerShell")
         or "Microsoft.PowerShell",
         max_envelope_size=int(read.number("max_envelope_size", 153600, integer=True, minimum=1024)),
-        path=read.text("path", "wsman") or "wsman",
+        path=(read.text("path", "wsman") or "wsman").lstrip("/") or "wsman",
         proxy=read.text("proxy"),
         ignore_proxy=bool(read.flag("ignore_proxy", False)),
         certificate_pem=read.text("certificate_pem"),
@@ -313,8 +342,3 @@ def settings_from_vars(
         negotiate_hostname_override=read.text("negotiate_hostname_override"),
         negotiate_delegate=read.flag("negotiate_delegate", None),
     )
-
-
-def lookup_names() -> Mapping[str, tuple[str, ...]]:
-    """Which variables feed which setting (for documentation and ``inventory list``)."""
-    return VARIABLES

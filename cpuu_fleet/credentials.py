@@ -28,7 +28,9 @@ from cpuu_fleet.redact import MASK, REDACTOR
 __all__ = [
     "MASK",
     "AskPass",
+    "AskPassLike",
     "Secret",
+    "as_ask_pass",
     "is_secret_name",
     "lookup",
     "resolve",
@@ -114,11 +116,31 @@ class AskPass:
                 if not answer:
                     raise InputError(
                         f"no value given for {variable} at the prompt (a blank secret is never used)",
-                        where=host,
+                        where=f"host {host}",
                     )
                 REDACTOR.add(answer)
                 self._answers[key] = answer
             return self._answers[key]
+
+
+AskPassLike = AskPass | Callable[[str], str] | bool | None
+"""What may be passed as ``ask_pass``: see :func:`as_ask_pass`."""
+
+
+def as_ask_pass(value: AskPassLike) -> AskPass | None:
+    """Accept what callers naturally pass for ``ask_pass``: an AskPass, a prompt function
+    (``getpass.getpass``), True (prompt with getpass) or None/False (never prompt)."""
+    if value is None or value is False:
+        return None
+    if isinstance(value, AskPass):
+        return value
+    if value is True:
+        return AskPass()
+    if callable(value):
+        return AskPass(value)
+    raise TypeError(
+        f"ask_pass must be an AskPass, a prompt function, a bool or None, not {value!r}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,7 +160,7 @@ def lookup(
     *terms: Any,
     host: str,
     variable: str | None,
-    ask_pass: AskPass | None = None,
+    ask_pass: AskPassLike = None,
     default: str | None = None,
 ) -> str:
     """Evaluate one ``lookup(kind, ...)`` the way Ansible would, but strictly.
@@ -150,6 +172,7 @@ def lookup(
     password must never reach a workstation. With ``--ask-pass`` the operator is prompted instead.
     """
     where = _where(host, variable)
+    ask_pass = as_ask_pass(ask_pass)
     if kind in _ENV_NAMES:
         if len(terms) != 1 or not isinstance(terms[0], str) or not terms[0]:
             raise InputError(
@@ -244,7 +267,7 @@ class _LookupOnly(Mapping[str, Any]):
         return key in ("lookup", "query", "q") or key in _SECRET_ENV.globals
 
 
-def render_lookups(text: str, *, host: str, variable: str, ask_pass: AskPass | None) -> str:
+def render_lookups(text: str, *, host: str, variable: str, ask_pass: AskPassLike) -> str:
     """Evaluate a value made only of lookups (and literal text); other variables are not in scope."""
 
     def call(kind: str, *terms: Any, default: str | None = None, **_: Any) -> str:
@@ -270,15 +293,16 @@ def render_lookups(text: str, *, host: str, variable: str, ask_pass: AskPass | N
         ) from None
 
 
-def resolve(value: object, *, host: str, variable: str, ask_pass: AskPass | None = None) -> Secret:
+def resolve(value: object, *, host: str, variable: str, ask_pass: AskPassLike = None) -> Secret:
     """Turn a variable's raw value (literal or lookups) into a revealed :class:`Secret`.
 
     ``None`` (the variable is not set) asks the operator when ``ask_pass`` is given, else it is an
     error naming the host and the variable; so is a value that evaluates to an empty string.
     """
+    ask_pass = as_ask_pass(ask_pass)
     if value is None:
         if ask_pass is None:
-            raise InputError(f"{variable} is not set", where=host)
+            raise InputError(f"{variable} is not set", where=f"host {host}")
         answer = ask_pass.ask(
             f"var:{variable}", f"{variable} for {host}: ", host=host, variable=variable
         )
@@ -286,12 +310,16 @@ def resolve(value: object, *, host: str, variable: str, ask_pass: AskPass | None
     if isinstance(value, Secret):
         return value
     if not isinstance(value, str):
-        raise InputError(f"{variable} must be a string, not {type(value).__name__}", where=host)
+        raise InputError(
+            f"{variable} must be a string, not {type(value).__name__}", where=f"host {host}"
+        )
     text = (
         render_lookups(value, host=host, variable=variable, ask_pass=ask_pass)
         if has_template(value)
         else value
     )
     if not text:
-        raise InputError(f"{variable} is empty (a blank secret is never used)", where=host)
+        raise InputError(
+            f"{variable} is empty (a blank secret is never used)", where=f"host {host}"
+        )
     return Secret(text)

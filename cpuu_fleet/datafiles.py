@@ -91,9 +91,13 @@ def parse_yaml(text: str, source: str | Path) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.problem and exc.context not in problem:
-            problem = f"{problem} ({exc.context})"
         line = mark.line + 1 if mark is not None else None
+        if exc.context and exc.problem and exc.context not in problem:
+            context = exc.context
+            started = exc.context_mark.line + 1 if exc.context_mark is not None else None
+            if started is not None and started != line:
+                context = f"{context} that starts at line {started}"
+            problem = f"{problem} ({context})"
         raise InputError(f"YAML syntax error: {problem}", where=source, line=line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", where=source) from None

@@ -23,7 +23,18 @@ class InputError(Exception):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """One line, always: names that come from files or workstations may hold newlines or
+        control characters, and an error must never spill over (or forge) further lines."""
         if self.where is None:
-            return self.message
-        location = self.where if self.line is None else f"{self.where}:{self.line}"
-        return f"{location}: {self.message}"
+            text = self.message
+        else:
+            location = self.where if self.line is None else f"{self.where}:{self.line}"
+            text = f"{location}: {self.message}"
+        return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )

@@ -18,12 +18,25 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from cpuu_fleet.journal import utcnow
+from cpuu_fleet.redact import REDACTOR
 
 #: The run's own log. Host work and the runner log here; only the run log processor writes it out
 #: (to ``reports/<run-id>/run.log``), never the console: a traceback does not belong on an
 #: operator's progress display. Records carry ``extra={"run_id": ...}`` so concurrent runs in one
 #: process (tests) keep their logs apart.
 RUN_LOG = logging.getLogger("cpuu_fleet.run")
+
+
+class _ScrubRecords(logging.Filter):
+    """Scrub each record as it is made, so no handler (a file, a test's capture) sees a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = REDACTOR.scrub(record.getMessage()) or ""
+        record.args = None
+        return True
+
+
+RUN_LOG.addFilter(_ScrubRecords())
 RUN_LOG.addHandler(logging.NullHandler())
 RUN_LOG.propagate = False
 RUN_LOG.setLevel(logging.DEBUG)

@@ -104,7 +104,11 @@ def bat_args(value: Any) -> str:
 
 
 class UndefinedVariable(InputError):
-    """A template or a value used a variable the host does not have."""
+    """A template or a value used a variable (or a key of one) the host does not have.
+
+    ``name`` is what Jinja reported missing: ``'site'``, or for ``x['undo']`` / ``x.undo``
+    ``"key 'undo' of a dict object"``.
+    """
 
     def __init__(
         self,
@@ -119,21 +123,21 @@ class UndefinedVariable(InputError):
         self.host = host
         self.inside = inside
         detail = f" (used in the value of {inside!r})" if inside else ""
+        what = name if name.startswith("key ") else f"variable {name!r}"
         where_text = where if where is not None else f"host {host}"
         prefix = f"host {host}: " if where is not None else ""
-        super().__init__(
-            f"{prefix}undefined variable {name!r}{detail}", where=where_text, line=line
-        )
+        super().__init__(f"{prefix}undefined {what}{detail}", where=where_text, line=line)
 
 
 def undefined_name(exc: jinja2.UndefinedError) -> str:
-    """The missing name from Jinja's message (``'x' is undefined``, ``... has no attribute 'y'``)."""
+    """What is missing, from Jinja's message (``'x' is undefined``, ``'dict object' has no
+    attribute 'y'``)."""
     message = exc.message or ""
-    for marker in (" is undefined", "has no attribute "):
-        if marker in message:
-            if marker == " is undefined":
-                return message.split(marker)[0].strip("'\"")
-            return message.split(marker)[1].strip("'\"")
+    if " is undefined" in message:
+        return message.split(" is undefined")[0].strip("'\"")
+    if " has no attribute " in message:
+        owner, _, attribute = message.partition(" has no attribute ")
+        return f"key {attribute} of a {owner.strip(chr(39))}"
     return message
 
 
@@ -154,7 +158,10 @@ class Deferred:
     def _fail(self, *args: Any, **kwargs: Any) -> Any:
         raise self._error.with_traceback(None)
 
-    __str__ = __repr__ = __iter__ = __len__ = __bool__ = __call__ = _fail
+    def __repr__(self) -> str:  # debuggers and tracebacks must not fail (messages hold no secret)
+        return f"<unavailable: {self._error.render()}>"
+
+    __str__ = __iter__ = __len__ = __bool__ = __call__ = _fail
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __contains__ = _fail
     __add__ = __radd__ = __mul__ = __mod__ = __int__ = __float__ = __getitem__ = _fail
     __hash__ = None  # type: ignore[assignment]

@@ -29,7 +29,14 @@ from typing import Any
 
 from cpuu_fleet import patterns
 from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import MASK, AskPass, Secret, is_secret_name, resolve
+from cpuu_fleet.credentials import (
+    MASK,
+    AskPassLike,
+    Secret,
+    as_ask_pass,
+    is_secret_name,
+    resolve,
+)
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
@@ -166,7 +173,14 @@ class Host:
                 raw, host=self.name, variable=variable, ask_pass=self._inventory.ask_pass
             ).reveal()
         value = self.scope(reveal=True)[variable]
-        if not isinstance(value, str) or not value:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # an unquoted all-digit password reads as a YAML number
+        if not isinstance(value, str):
+            raise InputError(
+                f"{variable} must be a string, not {type(value).__name__}",
+                where=f"host {self.name}",
+            )
+        if not value:
             raise InputError(
                 f"{variable} is empty (a blank secret is never used)", where=f"host {self.name}"
             )
@@ -176,10 +190,10 @@ class Host:
 class Inventory:
     """All hosts and groups of one inventory file or folder, in inventory order."""
 
-    def __init__(self, path: Path, *, ask_pass: AskPass | None = None):
+    def __init__(self, path: Path, *, ask_pass: AskPassLike = None):
         self.path = path
         self.directory = path if path.is_dir() else path.parent
-        self.ask_pass = ask_pass
+        self.ask_pass = as_ask_pass(ask_pass)
         self.groups: dict[str, Group] = {}
         self.hosts: list[Host] = []
         self.warnings: list[str] = []
@@ -194,7 +208,7 @@ class Inventory:
     # Loading
     # ------------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | Path, *, ask_pass: AskPass | None = None) -> Inventory:
+    def load(cls, path: str | Path, *, ask_pass: AskPassLike = None) -> Inventory:
         """Read an inventory file (or folder of them) and its ``group_vars``/``host_vars``."""
         path = Path(path)
         if not path.exists():
@@ -370,6 +384,14 @@ class Inventory:
                 if host not in ungrouped.hosts:
                     ungrouped.hosts.append(host)
                 direct.add("ungrouped")
+        seen_lower: dict[str, str] = {}
+        for name in self._host_inline:
+            other = seen_lower.setdefault(name.lower(), name)
+            if other != name:
+                self.warnings.append(
+                    f"hosts {other!r} and {name!r} differ only in case: Windows names are not "
+                    "case-sensitive, so this may be one workstation listed twice"
+                )
         for name in self._host_inline:
             groups = self._ancestors(member_of[name])
             ordered = sorted((self.groups[g] for g in groups), key=Group.sort_key)

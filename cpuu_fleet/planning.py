@@ -144,6 +144,15 @@ def build_plan(
                 )
             )
         plays.append(PlayPlan(play=play, batches=tuple(batches)))
+    if wanted is None and not any(p.batches for p in plays):
+        # Like the inventory's patterns: a fresh run that would quietly touch nothing is a
+        # mistake. (A retry/resume with nothing left to do is not: it simply completes.)
+        patterns = ", ".join(repr(p.hosts) for p in playbook.plays)
+        narrowed = f" narrowed by --limit {limit!r}" if limit else ""
+        raise InputError(
+            f"no host to run: the plays' hosts ({patterns}){narrowed} match no host",
+            where=playbook.path,
+        )
     return RunPlan(plays=tuple(plays), playbook=playbook)
 
 
@@ -197,13 +206,54 @@ def _family(journal: Journal, run_id: str) -> list[dict[str, Any]]:
     if root is None:
         known = ", ".join(r["run_id"] for r in runs[-3:]) or "none yet"
         raise InputError(f"no run {run_id!r} in the journal (latest: {known})", where=journal.path)
-    family, todo = [], [root]
+    family: list[tuple[str, int, str, dict[str, Any]]] = []
+    todo = [(root, 0)]
     while todo:
-        run = todo.pop()
-        family.append(run)
-        todo.extend(children.get(run["run_id"], []))
-    family.sort(key=lambda r: (r["started_at"], r["run_id"]))
-    return family
+        run, depth = todo.pop()
+        family.append((run["started_at"], depth, run["run_id"], run))
+        todo.extend((child, depth + 1) for child in children.get(run["run_id"], []))
+    # Start time orders them; depth breaks a tie within one millisecond (a child always
+    # comes after the run it continues).
+    family.sort(key=lambda item: item[:3])
+    return [item[3] for item in family]
+
+
+def _tree(journal: Journal, run_id: str) -> list[dict[str, Any]]:
+    """Every run of RUN's tree (its first ancestor and all that continue it), oldest first."""
+    runs = {r["run_id"]: r for r in journal.runs()}
+    root = run_id
+    while runs.get(root, {}).get("parent_run") in runs:
+        root = runs[root]["parent_run"]
+    return _family(journal, root)
+
+
+def open_run_steps(journal: Journal, run_id: str) -> dict[str, ResumeHint]:
+    """Hosts whose latest ``run`` step, anywhere in RUN's tree, started and never ended.
+
+    Why the whole tree: the hint must survive follow-up runs that never got as far as the run
+    step. A resume that found the host unreachable leaves CPUU's fate as unknown as before; only
+    a later ``run`` attempt that *ended* (the engine asked the host, or ran it) settles it.
+    """
+    hints: dict[str, ResumeHint] = {}
+    for run in _tree(journal, run_id):
+        source = run["run_id"]
+        for attempt in journal.attempts(source):
+            if attempt["step"] != "run":
+                continue
+            host = attempt["host"]
+            if attempt["status"] != "running":
+                hints.pop(host, None)
+                continue
+            row = journal.host(source, host) or {}
+            hints[host] = ResumeHint(
+                from_run=source,
+                step="run",
+                attempt_id=int(attempt["id"]),
+                attempt=int(attempt["attempt"]),
+                started_at=attempt["started_at"],
+                task_name=row.get("task_name"),
+            )
+    return hints
 
 
 def latest_rows(journal: Journal, run_id: str) -> dict[str, dict[str, Any]]:
@@ -228,13 +278,23 @@ def _count(states: Iterable[str]) -> dict[str, int]:
 
 
 def select_retry_failed(journal: Journal, run_id: str) -> Selection:
-    """``--retry-failed RUN``: the hosts of RUN whose latest state is failed or unreachable."""
+    """``--retry-failed RUN``: the hosts of RUN whose latest state is failed or unreachable.
+
+    Those among them whose ``run`` step never ended carry a :class:`ResumeHint` too: a retry must
+    not start CPUU a second time where the first one may still be running.
+    """
     run = journal.run(run_id)
     latest = latest_rows(journal, run_id)
     chosen = [h for h, row in latest.items() if row["state"] in (FAILED, UNREACHABLE)]
     kept = _count(row["state"] for h, row in latest.items() if h not in set(chosen))
+    open_steps = open_run_steps(journal, run_id)
     return Selection(
-        kind="retry", parent_run=run_id, hosts=tuple(chosen), kept=kept, run=dict(run or {})
+        kind="retry",
+        parent_run=run_id,
+        hosts=tuple(chosen),
+        ask_first={h: open_steps[h] for h in chosen if h in open_steps},
+        kept=kept,
+        run=dict(run or {}),
     )
 
 
@@ -244,32 +304,19 @@ def select_resume(journal: Journal, run_id: str) -> Selection:
     Visited: hosts whose latest state is queued or running (the controller stopped while they
     waited or ran) or not_run (a Ctrl-C or max_fail_percentage stop kept them from starting;
     resuming means carrying on with them, once the operator has dealt with the cause), plus every
-    host whose ``run`` step has no end in the journal, whatever its state. Those get a
-    :class:`ResumeHint`: CPUU may be running or done on the workstation, so the engine asks first.
+    host whose latest ``run`` step has no end in the journal (see :func:`open_run_steps`),
+    whatever its state. Those get a :class:`ResumeHint`: CPUU may be running or done on the
+    workstation, so the engine asks first.
     """
     run = journal.run(run_id)
     latest = latest_rows(journal, run_id)
-    unfinished: dict[tuple[str, str], dict[str, Any]] = {}
-    for source in {row["run_id"] for row in latest.values()}:
-        for step in journal.unfinished_steps(source):
-            if step["step"] == "run":
-                unfinished[(source, step["host"])] = step  # the latest attempt wins (ORDER BY id)
-    chosen: list[str] = []
-    hints: dict[str, ResumeHint] = {}
-    for host, row in latest.items():
-        step = unfinished.get((row["run_id"], host))
-        if step is not None:
-            hints[host] = ResumeHint(
-                from_run=row["run_id"],
-                step=step["step"],
-                attempt_id=int(step["id"]),
-                attempt=int(step["attempt"]),
-                started_at=step["started_at"],
-                task_name=row.get("task_name"),
-            )
-            chosen.append(host)
-        elif row["state"] in (QUEUED, RUNNING, NOT_RUN):
-            chosen.append(host)
+    open_steps = open_run_steps(journal, run_id)
+    chosen = [
+        host
+        for host, row in latest.items()
+        if host in open_steps or row["state"] in (QUEUED, RUNNING, NOT_RUN)
+    ]
+    hints = {h: open_steps[h] for h in chosen if h in open_steps}
     picked = set(chosen)
     kept = _count(row["state"] for h, row in latest.items() if h not in picked)
     return Selection(

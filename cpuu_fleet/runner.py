@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from cpuu_fleet.journal import (
 )
 from cpuu_fleet.planning import PlannedHost, PlayPlan, ResumeHint, RunPlan, write_retry_file
 from cpuu_fleet.playbook import Play, max_fail_exceeded
+from cpuu_fleet.redact import REDACTOR
 
 # Run statuses (the journal's ``runs.status``).
 COMPLETED = "completed"
@@ -677,7 +678,10 @@ class Runner:
                 traceback.format_exc(),
                 extra={"run_id": run_id},
             )
-            return HostOutcome(FAILED, INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+            # An exception's text may quote anything (a URL with a password): scrub it here,
+            # since the summary reaches the console without passing through the journal.
+            text = REDACTOR.scrub(f"internal error: {type(exc).__name__}: {exc}")
+            return HostOutcome(FAILED, INTERNAL, text)
         if not isinstance(outcome, HostOutcome) or outcome.state not in FINAL_STATES:
             shown = outcome.state if isinstance(outcome, HostOutcome) else type(outcome).__name__
             RUN_LOG.error(
@@ -794,10 +798,3 @@ def _stop_reason(play: Play, batch: int, size: int, failed: int, unreachable: in
         f"{where}: {bad} of {size} hosts failed ({_percent(100 * bad / size)}%: {split})"
         f" > max_fail_percentage {_percent(play.max_fail_percentage)}"
     )
-
-
-def outcome_counts(outcomes: Mapping[str, HostOutcome]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for outcome in outcomes.values():
-        counts[outcome.state] = counts.get(outcome.state, 0) + 1
-    return counts

@@ -189,6 +189,13 @@ def import_wizard(
     if "CPUU.ini" not in chosen:
         raise InputError("no CPUU.ini in the wizard folder", where=wizard_dir)
 
+    for mode in Mode:
+        if mode.batch_file not in chosen:
+            kept = out_dir / (mode.batch_file + TEMPLATE_SUFFIX)
+            state = f"the existing {kept} is kept" if kept.exists() else f"write {kept} yourself"
+            result.warnings.append(
+                f"{wizard_dir}: no batch file for {mode.value} ({mode.batch_file}); {state}"
+            )
     planned = [
         (target, source, out_dir / (target + TEMPLATE_SUFFIX)) for target, source in chosen.items()
     ]

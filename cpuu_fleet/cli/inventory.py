@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cpuu_fleet.inventory import Inventory
 
@@ -51,12 +53,12 @@ def list_hosts(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
         return
-    table = Table(title=f"{len(rows)} host(s) in {inventory}")
+    table = Table(title=escape(f"{len(rows)} host(s) in {inventory}"))
     for column in ("host", "groups", "address", "port", "auth", "user", "password", "certs"):
         table.add_column(column, overflow="fold")
     for row in rows:
         conn = row["connection"]
-        table.add_row(
+        cells = (
             row["name"],
             ", ".join(row["groups"]),
             conn["address"],
@@ -66,6 +68,7 @@ def list_hosts(
             conn["password"] or "-",
             "validate" if conn["cert_validation"] else "ignore",
         )
+        table.add_row(*(Text(str(cell)) for cell in cells))  # values are text, not rich markup
     Console().print(table)
 
 

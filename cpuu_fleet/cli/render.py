@@ -11,7 +11,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cpuu_fleet.cli.inventory import InventoryOption, JsonOption, LimitOption, warn
 from cpuu_fleet.cpuu import Mode
@@ -106,12 +108,15 @@ def render(
         typer.echo(json.dumps(summary, indent=2))
         return
     table = Table(
-        title=f"{chosen_mode.value}: {len(summary)} host(s) rendered into {out} (secrets masked)"
+        title=escape(
+            f"{chosen_mode.value}: {len(summary)} host(s) rendered into {out} (secrets masked)"
+        )
     )
     table.add_column("host")
     table.add_column("files")
     for row in summary:
-        table.add_row(row["host"], ", ".join(f"{n} ({s} B)" for n, s in row["files"].items()))
+        files = ", ".join(f"{n} ({s} B)" for n, s in row["files"].items())
+        table.add_row(Text(row["host"]), Text(files))
     Console().print(table)
 
 

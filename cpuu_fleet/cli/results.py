@@ -8,7 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cpuu_fleet.cpuu import ResultFile, parse_result_file
 from cpuu_fleet.errors import InputError
@@ -16,6 +18,11 @@ from cpuu_fleet.errors import InputError
 results_app = typer.Typer(
     help="Read CPUU result files (tab-separated, any encoding).", no_args_is_help=True
 )
+
+
+def _printable(text: str) -> str:
+    """Control characters from a hostile file must not drive the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _as_dict(result: ResultFile) -> dict[str, Any]:
@@ -65,24 +72,20 @@ def show(
     else:
         console = Console()
         for result in parsed:
-            table = Table(
-                title=f"{result.path} ({result.encoding}, {len(result.profiles)} profile(s))"
-            )
+            title = f"{result.path} ({result.encoding}, {len(result.profiles)} profile(s))"
+            table = Table(title=escape(_printable(title)))
             for column in ("profile", "code", "name", "outcome", "previous", "what to do"):
                 table.add_column(column, overflow="fold")
             for p in result.profiles:
                 previous = "" if p.previous is None else str(p.previous)
-                table.add_row(
-                    p.profile,
-                    str(p.current),
-                    p.info.name,
-                    p.info.outcome.value,
-                    previous,
-                    p.info.hint,
-                )
+                # Profile names come from the workstation: plain text, never rich markup.
+                cells = (p.profile, str(p.current), p.info.name, p.info.outcome.value, previous)
+                table.add_row(*(Text(_printable(c)) for c in cells), Text(p.info.hint))
             console.print(table)
             for problem in result.problems:
-                typer.echo(f"{result.path}:{problem.line}: {problem.reason}: {problem.text!r}")
+                typer.echo(
+                    f"{_printable(result.path)}:{problem.line}: {problem.reason}: {problem.text!r}"
+                )
     if errors:
         if len(errors) == 1:
             raise errors[0]

@@ -40,7 +40,11 @@ def import_templates(
             f"{imported.source} -> {imported.template} ({fmt.encoding}, {fmt.newline.upper()})"
         )
         for line, variable in imported.secrets:
-            env = _ENV_FOR.get(variable.rsplit("_", 1)[0] if variable[-1].isdigit() else variable)
+            base, _, number = variable.rpartition("_")
+            if number.isdigit():  # a second, different Password value: cpuu_password_2
+                env = f"{_ENV_FOR[base]}_{number}" if base in _ENV_FOR else None
+            else:
+                env = _ENV_FOR.get(variable)
             hint = f"lookup('env', '{env}')" if env else "an env or keyring lookup"
             typer.echo(
                 f"  {imported.source}:{line}: the encrypted value is now {{{{ {variable} }}}}; "

@@ -154,6 +154,28 @@ def split_program(command: str) -> tuple[str, str]:
     return program, rest.strip()
 
 
+_BATCH_PERCENT = re.compile(r"%%|%~dp0|%\*|%[1-9]")
+
+
+def _expand_batch_percent(line: str, batch_dir: str, raw_args: str, batch_args: list[str]) -> str:
+    """Expand a batch line in one pass, as cmd does: ``%%`` is a literal ``%`` (so a value such as
+    a profile name holding ``%`` survives), ``%~dp0`` the batch folder, ``%*`` and ``%1``..``%9`` the
+    arguments. One pass matters: an expanded argument is never expanded again."""
+
+    def expand(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "%%":
+            return "%"
+        if token == "%~dp0":
+            return batch_dir
+        if token == "%*":
+            return raw_args
+        n = int(token[1])
+        return batch_args[n - 1] if n <= len(batch_args) else ""
+
+    return _BATCH_PERCENT.sub(expand, line)
+
+
 def find_cpuu_call(
     batch_text: str, batch_path: str, raw_args: str, working_dir: str
 ) -> BatchCall | None:
@@ -169,9 +191,7 @@ def find_cpuu_call(
             continue
         if line.lower() == "rem":
             continue
-        line = line.replace("%~dp0", batch_dir).replace("%*", raw_args)
-        for n in range(1, 10):
-            line = line.replace(f"%{n}", batch_args[n - 1] if n <= len(batch_args) else "")
+        line = _expand_batch_percent(line, batch_dir, raw_args, batch_args)
         words = split_cmd_words(line)
         if not words:
             continue

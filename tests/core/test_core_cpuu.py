@@ -117,3 +117,10 @@ def test_binary_file_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="not a text file") as info:
         parse_result_file(path)
     assert str(path) in info.value.render()
+
+
+def test_input_error_is_always_one_line():
+    error = InputError("no such host 'pc\nFAKE: ok'", where="inv\r.yml", line=3)
+    rendered = error.render()
+    assert "\n" not in rendered and "\r" not in rendered
+    assert rendered == "inv\\r.yml:3: no such host 'pc\\nFAKE: ok'"

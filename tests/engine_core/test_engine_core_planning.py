@@ -204,3 +204,45 @@ def test_shipped_update_playbook_over_the_example_inventory_and_its_retry_file(j
     assert sorted(again.host_names) == sorted(bad)
     rows = {r["host"]: r for r in journal.hosts(summary.run_id)}
     assert rows["lyo-pc-0301.corp.example"]["wave"] == "wave3"
+
+
+def test_a_follow_up_with_nothing_left_plans_no_host_without_error(write_playbook):
+    inventory = SmallInventory({"wave1": names("pc", 2)})
+    plan = build_plan(write_playbook(PLAY), inventory, only=())
+    assert plan.host_names == [] and plan.plays[0].batches == ()
+
+
+def test_an_unsettled_run_step_stays_flagged_until_a_later_run_step_ends(journal):
+    """The controller died while CPUU ran on pc-1; the resume found pc-1 unreachable. Neither a
+    second resume nor a retry may start CPUU there blindly; once a run step ends, it is settled."""
+    first = journal.start_run()
+    journal.add_hosts(first, [HostEntry("pc-1"), HostEntry("pc-2")])
+    journal.set_host(first, "pc-1", state="running", task_name="cpuu-fleet-a1")
+    journal.start_step(first, "pc-1", "run")
+    journal.set_host(first, "pc-2", state=SUCCEEDED)
+
+    resume = journal.start_run(kind="resume", parent_run=first)
+    journal.add_hosts(resume, [HostEntry("pc-1")])
+    connect = journal.start_step(resume, "pc-1", "connect")
+    journal.end_step(connect, "failed", error_class="unreachable")
+    journal.set_host(resume, "pc-1", state=UNREACHABLE)
+
+    for selection in (
+        select_resume(journal, first),
+        select_resume(journal, resume),
+        select_retry_failed(journal, first),
+        select_retry_failed(journal, resume),
+    ):
+        assert selection.hosts == ("pc-1",)
+        assert selection.ask_first["pc-1"].from_run == first
+        assert selection.ask_first["pc-1"].task_name == "cpuu-fleet-a1"
+
+    retry = journal.start_run(kind="retry", parent_run=resume)
+    journal.add_hosts(retry, [HostEntry("pc-1")])
+    asked = journal.start_step(retry, "pc-1", "run")
+    journal.end_step(asked, "ok", details={"resumed_task": "cpuu-fleet-a1"})
+    journal.set_host(retry, "pc-1", state=FAILED)  # CPUU had failed: an honest retry candidate
+
+    assert select_resume(journal, first).hosts == ()
+    settled = select_retry_failed(journal, first)
+    assert settled.hosts == ("pc-1",) and settled.ask_first == {}

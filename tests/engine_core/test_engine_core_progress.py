@@ -135,3 +135,25 @@ def test_a_broken_processor_never_breaks_the_run(journal, tmp_path, write_playbo
     assert summary.counts == {SUCCEEDED: 3}
     fanout = Fanout([Broken()])
     fanout.emit(HostFinished("r", host="x", state=SUCCEEDED))  # logged, not raised
+
+
+def test_run_log_records_are_scrubbed_for_every_handler():
+    import logging
+
+    from cpuu_fleet.events import RUN_LOG
+    from cpuu_fleet.redact import REDACTOR
+
+    REDACTOR.add(SECRET)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(self.format(record))
+
+    handler = Keep()
+    RUN_LOG.addHandler(handler)
+    try:
+        RUN_LOG.error("logon with %s failed", SECRET, extra={"run_id": "r"})
+    finally:
+        RUN_LOG.removeHandler(handler)
+    assert seen == ["logon with ******** failed"]

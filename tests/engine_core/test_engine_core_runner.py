@@ -198,19 +198,27 @@ def test_a_host_work_exception_is_that_hosts_result_and_the_others_finish(
     def work(job):
         if job.name == hosts[2]:
             raise KeyError("profile-table")
+        if job.name == hosts[3]:
+            raise ConnectionError("https://admin:Hunter2-Secret@pc/wsman refused")
         return HostOutcome(SUCCEEDED)
+
+    from cpuu_fleet.redact import REDACTOR
+
+    REDACTOR.add("Hunter2-Secret")
 
     reports = tmp_path / "reports"
     runner = Runner(journal, reports, [RunLogProcessor(reports)])
     summary = runner.run(build_plan(playbook, inventory), work)
 
     assert summary.status == COMPLETED
-    assert summary.counts == {SUCCEEDED: 4, FAILED: 1}
+    assert summary.counts == {SUCCEEDED: 3, FAILED: 2}
+    assert "Hunter2-Secret" not in summary.outcomes[hosts[3]].error_message
     row = journal.host(summary.run_id, hosts[2])
     assert (row["state"], row["error_class"]) == (FAILED, "internal")
     assert "KeyError" in row["error_message"]
     log = (reports / summary.run_id / "run.log").read_text(encoding="utf-8")
     assert "Traceback (most recent call last)" in log and "profile-table" in log
+    assert "ConnectionError" in log and "Hunter2-Secret" not in log
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
 
@@ -385,12 +393,21 @@ def test_a_threshold_crossed_by_the_last_batch_stops_nothing(journal, tmp_path, 
 
 
 def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_playbook):
-    inventory = SmallInventory({"wave2": ["pc-1"]})
-    summary = Runner(journal, tmp_path / "r").run(
-        build_plan(_playbook(write_playbook), inventory), lambda job: HostOutcome(SUCCEEDED)
-    )
+    from cpuu_fleet.planning import PlayPlan, RunPlan
+
+    playbook = _playbook(write_playbook)
+    plan = RunPlan(plays=(PlayPlan(playbook.plays[0], ()),), playbook=playbook)
+    summary = Runner(journal, tmp_path / "r").run(plan, lambda job: HostOutcome(SUCCEEDED))
     assert (summary.status, summary.states) == (COMPLETED, {})
     assert summary.retry_file.read_text() == ""
+
+
+def test_a_limit_that_leaves_no_host_is_an_input_error(write_playbook):
+    from cpuu_fleet.errors import InputError
+
+    inventory = SmallInventory({"wave2": ["pc-1"], "wave1": ["pc-2"]})
+    with pytest.raises(InputError, match="no host to run: the plays' hosts \\('wave1'\\) narrowed"):
+        build_plan(_playbook(write_playbook), inventory, limit="wave2")
 
 
 def test_a_fault_in_the_runner_itself_never_leaves_the_run_completed(

@@ -170,3 +170,11 @@ def test_result_file_that_is_not_text_exit_2_one_line(tree):
     proc = run_subprocess("results", "show", "CPUU_x.csv", cwd=root)
     assert proc.returncode == 2
     assert proc.stderr == "cpuu-fleet: error: CPUU_x.csv: not a text file (binary content)\n"
+
+
+def test_results_show_prints_hostile_profile_names_as_plain_text(cli, tree):
+    root = tree({"CPUU_h.csv": b"Arch [/old] [bold]x\t10\t0\nEvil \x1b[31mred\t2\t\n"})
+    code, out, err = cli("results", "show", root / "CPUU_h.csv")
+    assert code == 0, err
+    assert "Arch [/old] [bold]x" in out  # rich markup is not interpreted (nor a crash)
+    assert "\x1b" not in out and "Evil \\x1b[31mred" in out

@@ -115,3 +115,26 @@ def test_basic_over_http_is_accepted_with_explicit_opt_out(tree):
         "ansible_psrp_protocol: http\nansible_psrp_auth: basic\nansible_psrp_message_encryption: never",
     ).connection
     assert WSMan(conn.address, **conn.pypsrp_kwargs()).transport.endpoint.startswith("http://")
+
+
+def test_an_inventory_written_for_the_winrm_plugin_works_too(tree):
+    conn = host_with(
+        tree,
+        """
+ansible_connection: winrm
+ansible_winrm_scheme: http
+ansible_winrm_transport: [ntlm]
+ansible_winrm_server_cert_validation: ignore
+ansible_winrm_read_timeout_sec: 70
+ansible_winrm_operation_timeout_sec: 60
+ansible_winrm_path: /wsman
+""",
+    ).connection
+    assert (conn.protocol, conn.port, conn.auth) == ("http", 5985, "ntlm")
+    assert conn.cert_validation is False
+    assert (conn.read_timeout, conn.operation_timeout, conn.path) == (70, 60, "wsman")
+
+
+def test_a_host_that_is_not_reached_over_winrm_is_refused(tree):
+    with pytest.raises(InputError, match="ansible_connection: 'ssh': cpuu-fleet reaches"):
+        _ = host_with(tree, "ansible_connection: ssh").connection

@@ -132,3 +132,24 @@ def test_ask_pass_supplies_the_winrm_password_when_the_inventory_has_none(tree):
     inv = Inventory.load(root / "inv.yml", ask_pass=ask)
     assert [h.connection.pypsrp_kwargs()["password"] for h in inv.hosts] == ["typed-winrm"] * 2
     assert len(asked) == 1
+
+
+def test_an_all_digit_password_is_text_and_a_list_is_refused(tree):
+    root = tree(
+        {
+            "inv.yml": "all:\n  hosts:\n    a:\n      ansible_password: 123456\n    b:\n      ansible_password: [x]\n"
+        }
+    )
+    inv = Inventory.load(root / "inv.yml")
+    assert inv.host("a").connection.pypsrp_kwargs()["password"] == "123456"
+    with pytest.raises(InputError, match="ansible_password must be a string"):
+        inv.host("b").connection.pypsrp_kwargs()
+
+
+def test_ask_pass_may_be_a_plain_prompt_function(tree):
+    root = tree({"inv.yml": "all:\n  hosts:\n    pc-1:\n"})
+    inv = Inventory.load(root / "inv.yml", ask_pass=lambda question: "from-function")
+    assert inv.host("pc-1").connection.pypsrp_kwargs()["password"] == "from-function"
+    assert (
+        resolve(None, host="pc-1", variable="x_password", ask_pass=lambda q: "f2").reveal() == "f2"
+    )

@@ -125,3 +125,10 @@ def test_a_wizard_folder_without_ini_or_with_a_binary_ini(tree):
     root = tree({"wizard2/CPUU.ini": b"\x00\x01\x02\x03\xff\xfe\x00"})
     with pytest.raises(InputError, match="not a text file"):
         import_wizard(root / "wizard2", root / "out")
+
+
+def test_a_mode_without_a_wizard_batch_file_is_reported(tree):
+    root = tree({"wizard/CPUU.ini": b"Admin x\r\n", "wizard/CPUU_Update.bat": b"@echo off\r\n"})
+    result = import_wizard(root / "wizard", root / "out")
+    missing = [w for w in result.warnings if "no batch file" in w]
+    assert len(missing) == 2 and any("CPUU_Rollback.bat" in w for w in missing)

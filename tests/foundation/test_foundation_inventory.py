@@ -270,3 +270,10 @@ def test_an_ini_inventory_is_refused_with_the_conversion_command(tree):
     root = tree({"hosts": "[wave1]\npc-1 ansible_host=10.0.0.1\n"})
     with pytest.raises(InputError, match="ansible-inventory -i FILE --list --yaml"):
         Inventory.load(root / "hosts")
+
+
+def test_names_differing_only_in_case_are_a_warning(tree):
+    root = tree({"inv.yml": "all:\n  hosts:\n    PC-0001:\n    pc-0001:\n"})
+    inv = Inventory.load(root / "inv.yml")
+    assert len(inv.hosts) == 2
+    assert any("differ only in case" in w for w in inv.warnings)

@@ -231,3 +231,24 @@ def test_example_inventory_and_templates_render(monkeypatch):
     for mode in Mode:
         for h in inv.hosts:
             assert b"AQAA" not in b"".join(renderer.render_host(h, mode).masked.values())
+
+
+def test_keyring_values_are_masked_whatever_the_variable_name(setup, memory_keyring):
+    memory_keyring.set_password("cpuu-fleet", "share", "Share-Key-777")
+    inv, renderer, _ = setup(ini="Share {{ share_key_text }}\n")
+    host = inv.host("par-pc-0101")
+    host.vars["share_key_text"] = "{{ lookup('keyring', 'cpuu-fleet', 'share') }}"
+    out = renderer.render_host(host, "update")
+    assert out.files["CPUU.ini"] == b"Share Share-Key-777\r\n"
+    assert out.masked["CPUU.ini"] == b"Share ********\r\n"
+
+
+def test_a_missing_key_is_named_as_a_key(setup):
+    inv, renderer, root = setup(ini="Switch {{ cpuu_mode_switch['undo'] }}\n")
+    host = inv.host("par-pc-0101")
+    host.vars["cpuu_mode_switch"] = {"update": ""}
+    with pytest.raises(InputError) as err:
+        renderer.render_host(host, "undo")
+    assert err.value.render() == (
+        f"{root / 'tpl' / 'CPUU.ini.j2'}:1: host par-pc-0101: undefined key 'undo' of a dict object"
+    )

@@ -364,3 +364,17 @@ def test_the_ini_never_shows_its_passwords_in_a_repr():
     assert ini.get("Password") == "S3cr3t=="
     assert "S3cr3t" not in repr(ini) and "S3cr3t" not in str(ini)
     assert "password" in repr(ini)
+
+
+def test_batch_percent_signs_expand_as_cmd_does():
+    """``%%`` in a batch file is one ``%`` (a profile named "50% Sales" survives), and an argument
+    that holds ``%1`` is not expanded a second time."""
+    from cpuu_fleet.lab.cpuu_emulator import find_cpuu_call
+
+    batch = (
+        '@echo off\r\ncd /d "%~dp0"\r\n'
+        'ClientProfileUpdatingUtility.exe -Profiles "50%% Sales" %1\r\n'
+    )
+    call = find_cpuu_call(batch, "C:\\Stage\\CPUU_Update.bat", '"%2-literal"', "C:\\Stage")
+    assert call is not None
+    assert call.args == ["-Profiles", "50% Sales", "%2-literal"]

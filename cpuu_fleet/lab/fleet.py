@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
-from cpuu_fleet.lab.psrp import LabShell, ShellSettings, resolve_pipeline
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
@@ -187,6 +186,8 @@ class LabFleet:
                 for host in hosts:
                     if host.faults.listening:
                         server.add(host.endpoint)
+                    else:
+                        server.reserve(host.address, host.port)
             except OSError as exc:
                 server.stop()
                 if exc.errno != errno.EADDRINUSE:
@@ -304,7 +305,7 @@ class LabFleet:
             # its Documents folder.
             workstation.fs.mkdir(f"C:\\Users\\{self.username}\\Documents")
             identity = HostIdentity(machine=address, owner=f"{plan.name.upper()}\\{self.username}")
-            dispatcher = WSManDispatcher(identity, _shell_factory(workstation))
+            dispatcher = WSManDispatcher(identity, workstation)
             endpoint = HostEndpoint(
                 name=plan.name,
                 address=address,
@@ -345,10 +346,3 @@ class LabFleet:
         digest = hashlib.sha256(der.public_bytes(Encoding.DER)).digest()
         bindings = GssChannelBindings(application_data=b"tls-server-end-point:" + digest)
         return context, bindings
-
-
-def _shell_factory(workstation: Any) -> Any:
-    def make(shell_id: str, resource_uri: str, settings: ShellSettings) -> LabShell:
-        return LabShell(shell_id, resource_uri, settings, workstation, resolve_pipeline)
-
-    return make

@@ -43,6 +43,7 @@ class LabServer:
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _listeners: dict[int, tuple[socket.socket, HostEndpoint]] = field(default_factory=dict)
     _connections: set[socket.socket] = field(default_factory=set)
+    _reserved: list[socket.socket] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.BoundedSemaphore = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -64,6 +65,14 @@ class LabServer:
         with self._lock:
             self._listeners[sock.fileno()] = (sock, endpoint)
             self._selector.register(sock, selectors.EVENT_READ, endpoint)
+
+    def reserve(self, address: str, port: int) -> None:
+        """Hold an address without listening: clients get "connection refused" (a host that is
+        off), and no other lab in this machine can take the address meanwhile."""
+        assert_loopback(address)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((address, port))
+        self._reserved.append(sock)
 
     def start(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -93,6 +102,8 @@ class LabServer:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
         self._selector.close()
+        for sock in self._reserved:
+            sock.close()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()

@@ -190,3 +190,18 @@ def test_copy_into_a_missing_folder_fails_like_file_move(basic_fleet: LabFleet, 
         'Exception calling "Move" with "2" argument(s): "Could not find a part of the path."'
         in str(info.value)
     )
+
+
+def test_execute_cmd_runs_the_tiny_cmd_shell(basic_fleet: LabFleet, local_file) -> None:
+    with client_for(basic_fleet) as client:
+        client.copy(str(local_file(26)), "C:\\Windows\\Temp\\letters.txt")
+        stdout, stderr, rc = client.execute_cmd(
+            "powershell.exe Get-Content C:\\Windows\\Temp\\letters.txt"
+        )
+        assert rc == 0
+        assert stdout.endswith("\r\n") and stderr == ""
+        assert client.execute_cmd("hostname") == ("PC-0001\r\n", "", 0)
+        stdout, stderr, rc = client.execute_cmd("robocopy", environment=None)
+    assert rc == 1
+    assert stdout == ""
+    assert stderr.startswith("'robocopy' is not recognized as an internal or external command")

@@ -36,16 +36,22 @@ from __future__ import annotations
 import codecs
 import ntpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from cpuu_fleet.cpuu import ExitFlags, Mode, code_info, decode_result_bytes
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.lab.winfs import join_windows
-
-if TYPE_CHECKING:
-    from cpuu_fleet.lab.workstation import OutlookProfile, ScheduledTask, Workstation
+from cpuu_fleet.lab.workstation import (
+    TASK_BAD_DIRECTORY,
+    TASK_FILE_NOT_FOUND,
+    OutlookProfile,
+    ProfileState,
+    ScheduledTask,
+    Workstation,
+    backup_name,
+)
 
 EXE_NAME = "ClientProfileUpdatingUtility.exe"
 CMD_NOT_RECOGNIZED = 9009
@@ -274,10 +280,14 @@ def _mode_from_batch_name(batch_name: str) -> Mode:
 class CpuuIni:
     """CPUU.ini as read leniently: keys are case-insensitive, the last value wins."""
 
-    values: dict[str, str]
-    """Raw values (quotes kept) by lower-case key."""
+    values: dict[str, str] = field(repr=False)
+    """Raw values (quotes kept) by lower-case key. Never in the repr: they hold the encrypted
+    passwords."""
     encoding: str
     skipped_lines: list[int]
+
+    def __repr__(self) -> str:
+        return f"CpuuIni(keys={sorted(self.values)}, encoding={self.encoding!r})"
 
     def get(self, key: str) -> str | None:
         raw = self.values.get(key.lower())
@@ -388,7 +398,8 @@ class CpuuProcess:
         self.args = parse_arguments(call.args, call.batch_name)
         self.started = ws.now()
         stamp = datetime.fromtimestamp(self.started, tz=timezone.utc)
-        base = f"CPUU_{ws.name}_{stamp:%Y%m%d}_{stamp:%H%M%S}"
+        # #h of the vendor's pattern: the computer name, upper case as %COMPUTERNAME% has it.
+        base = f"CPUU_{ws.name.upper()}_{stamp:%Y%m%d}_{stamp:%H%M%S}"
         self.log_path = join_windows(call.current_dir, base + ".log")
         self.csv_path = join_windows(call.current_dir, base + ".csv")
         self.log_failed = ws.cpuu.log_write_fails
@@ -397,10 +408,11 @@ class CpuuProcess:
         self._log(f"Mode: {self.args.mode.value}; command line: {self._safe_args()}")
         for ignored in self.args.ignored:
             self._log(f"Unknown parameter ignored: {ignored}")
-        self._flush_log()
         refused = ws.stop_processes(MAPI_CLIENTS)
-        self._mapi_still_running = bool(refused)
         self._log("Stopped Outlook and other MAPI clients")
+        for process in refused:
+            self._log(f"Warning: {process.name} (pid {process.pid}) did not close")
+        self._flush_log()  # CPUU opens its log at once: a hung or killed run leaves this much
         count = len(ws.profiles_of(user))
         behaviour = ws.cpuu
         self.finish_at: float | None = (
@@ -525,7 +537,15 @@ def _selected(args: CpuuArguments, profile: OutlookProfile) -> bool:
     )
 
 
-def _each_profile(ws, user, args, result, handle, *, include_backups=True):
+def _each_profile(
+    ws: Workstation,
+    user: str,
+    args: CpuuArguments,
+    result: RunResult,
+    handle: Callable[[OutlookProfile], int],
+    *,
+    include_backups: bool = True,
+) -> None:
     """Run ``handle`` on each profile, honouring crash/abort facts; record outcomes."""
     behaviour = ws.cpuu
     done = 0
@@ -561,9 +581,9 @@ def _record(result: RunResult, profile: OutlookProfile, code: int) -> None:
         profile.last_code = code
 
 
-def _update(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import OutlookProfile, ProfileState, backup_name
-
+def _update(
+    ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult
+) -> None:
     allowed = {s.casefold() for s in ini.get_list("AllowAdditionalServices")}
     allow_all = "all" in allowed
     critical = {c.casefold() for c in args.critical}
@@ -644,9 +664,7 @@ def _update(ws, user, args, ini, result: RunResult) -> None:
     result.exit_code |= flags
 
 
-def _undo(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import ProfileState
-
+def _undo(ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult) -> None:
     profiles = ws.profiles_of(user)
 
     def handle(profile: OutlookProfile) -> int:
@@ -674,9 +692,9 @@ def _undo(ws, user, args, ini, result: RunResult) -> None:
     result.exit_code |= flags
 
 
-def _cleanup(ws, user, args, ini, result: RunResult) -> None:
-    from cpuu_fleet.lab.workstation import ProfileState
-
+def _cleanup(
+    ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni, result: RunResult
+) -> None:
     profiles = ws.profiles_of(user)
 
     def handle(profile: OutlookProfile) -> int:
@@ -728,10 +746,8 @@ class FinishedProcess:
         return KILLED_EXIT_CODE
 
 
-def launch_task(ws: Workstation, task: ScheduledTask, user: str):
+def launch_task(ws: Workstation, task: ScheduledTask, user: str) -> CpuuProcess | FinishedProcess:
     """Start a task's action as ``user``: a batch file (cmd), or CPUU's exe directly."""
-    from cpuu_fleet.lab.workstation import TASK_BAD_DIRECTORY, TASK_FILE_NOT_FOUND
-
     now = ws.now()
     program, raw_args = split_program(task.command)
     if not program:

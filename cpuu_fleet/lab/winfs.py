@@ -168,11 +168,17 @@ class WindowsFS:
         self._clock = clock
         self._lock = threading.RLock()
         self._temp_counter = 0
+        existed = self.root.exists()
         for drive in self.drives:
             (self.root / drive).mkdir(parents=True, exist_ok=True)
         self._real_root = os.path.realpath(self.root)
-        self._used = sum(
-            f.stat().st_size for f in self.root.rglob("*") if f.is_file() and not f.is_symlink()
+        # A sandbox left by an earlier lab keeps its files, and they take space.
+        self._used = (
+            sum(
+                f.stat().st_size for f in self.root.rglob("*") if f.is_file() and not f.is_symlink()
+            )
+            if existed
+            else 0
         )
 
     # ---------------------------------------------------------------- mapping
@@ -247,6 +253,24 @@ class WindowsFS:
             for name in self.listdir(directory)
             if wildcard_match(pattern, name)
         ]
+
+    def walk_files(self, directory: str) -> list[str]:
+        """Windows paths of every file under ``directory``, recursively (``Get-ChildItem -File
+        -Recurse``); none if it does not exist. Symlinks are not followed."""
+        if not self.is_dir(directory):
+            return []
+        local_dir = self.resolve(directory)
+        found: list[str] = []
+        for name in sorted(os.listdir(local_dir), key=str.casefold):
+            local = local_dir / name
+            if local.is_symlink():
+                continue
+            path = join_windows(directory, name)
+            if local.is_dir():
+                found.extend(self.walk_files(path))
+            else:
+                found.append(path)
+        return found
 
     @property
     def used_bytes(self) -> int:

@@ -235,11 +235,15 @@ class Workstation:
         for folder in ("C:\\Windows\\Temp", "C:\\ProgramData", "C:\\Users"):
             self.fs.mkdir(folder)
         self.interactive_user: str | None = None
+        self.usual_user: str | None = None
+        """Who normally works here: set by the first logon, kept when they log off."""
+        self._pending_logons: list[tuple[float, str]] = []
         self.profiles: dict[str, list[OutlookProfile]] = {}
         self.processes: list[Process] = [Process("System", 4), Process("explorer", 4120)]
         self.tasks: dict[str, ScheduledTask] = {}
         self._next_pid = 5000
         if launcher is None:
+            # Imported here: the emulator builds on this module's types.
             from cpuu_fleet.lab.cpuu_emulator import launch_task
 
             launcher = launch_task
@@ -256,9 +260,15 @@ class Workstation:
         return self.clock()
 
     def refresh(self) -> None:
-        """Finish every task whose simulated work is over. Call before looking at the state."""
+        """Apply what simulated time has brought: logons that were due (:meth:`logon_at`), then
+        the end of every task whose work is over. Call before looking at the state."""
         with self.lock:
             now = self.clock()
+            due = [entry for entry in self._pending_logons if entry[0] <= now]
+            if due:
+                self._pending_logons = [e for e in self._pending_logons if e[0] > now]
+                for _, user in sorted(due):
+                    self.logon(user)
             for task in self.tasks.values():
                 process = task.process
                 if (
@@ -278,13 +288,23 @@ class Workstation:
             if self.interactive_user is not None and not _same_user(self.interactive_user, user):
                 self.logoff()
             self.interactive_user = user
-            self.profiles.setdefault(user, [])
+            self.usual_user = self.usual_user or user
+            self.profiles_of(user)
             for task in self.tasks.values():
                 for_user = task.user in (USERS_GROUP, USERS_GROUP_SID) or _same_user(
                     task.user, user
                 )
                 if task.trigger == "AtLogon" and task.enabled and not task.running and for_user:
                     self._launch(task, user)
+
+    def logon_at(self, when: float, user: str | None = None) -> None:
+        """Schedule a console logon at clock time ``when`` (default: the usual user), applied
+        lazily like everything else: plays "the user comes in later" for at-logon tasks."""
+        who = user or self.usual_user
+        if who is None:
+            raise ValueError(f"{self.name}: nobody to log on")
+        with self.lock:
+            self._pending_logons.append((when, who))
 
     def logoff(self) -> None:
         """The user logs off: their processes end, tasks running in their session are killed."""

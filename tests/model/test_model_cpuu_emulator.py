@@ -346,3 +346,21 @@ def test_mode_argument_in_a_direct_command_line(bench):
     bench.clock.advance(60)
     assert ws.task("direct").last_result == ExitFlags.SUCCESS
     assert ws.profile(bench.user, "P").state is ProfileState.CLEANED
+
+
+def test_a_full_disk_leaves_empty_log_and_result_files(bench):
+    bench.add("Online")  # no OST: nothing to back up, so the profile itself can be updated
+    fs = bench.ws.fs
+    fs.reserved_bytes = fs.capacity_bytes - fs.used_bytes + fs.reserved_bytes
+    assert fs.free_bytes == 0
+    run = bench.run()
+    assert run.exit == ExitFlags.SUCCESS | ExitFlags.FAILED_TO_WRITE_LOG
+    # NTFS still creates the files (a directory entry costs no cluster), then writes fail.
+    assert run.results.profiles == () and run.log == ""
+
+
+def test_the_ini_never_shows_its_passwords_in_a_repr():
+    ini = read_ini(b"Admin CORP\\svc\r\nPassword S3cr3t==\r\n")
+    assert ini.get("Password") == "S3cr3t=="
+    assert "S3cr3t" not in repr(ini) and "S3cr3t" not in str(ini)
+    assert "password" in repr(ini)

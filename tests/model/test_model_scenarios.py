@@ -119,7 +119,12 @@ def test_disk_full_leaves_less_than_a_payload(tmp_path):
 
 def test_no_user_means_nobody_to_run_as(tmp_path):
     plan = _one("no_user", tmp_path)
-    assert plan.user is None and plan.workstation.interactive_user is None
+    ws = plan.workstation
+    assert plan.user is None and ws.interactive_user is None
+    # The person who works there still has profiles; logging on brings them back.
+    assert ws.usual_user and ws.profiles_of(ws.usual_user)
+    ws.logon(ws.usual_user)
+    assert _run_update(ws) == ExitFlags.SUCCESS
 
 
 def test_outlook_running_is_closed_by_cpuu(tmp_path):

@@ -162,3 +162,19 @@ def test_stat_reports_size_and_the_workstation_clock(fs):
     assert info.size == 5 and not info.is_dir
     assert info.mtime.timestamp() == 1_700_000_000.0
     assert fs.to_windows(fs.resolve(r"c:\X")) == r"C:\x"
+
+
+def test_a_reopened_sandbox_counts_the_files_already_there(tmp_path):
+    first = WindowsFS(tmp_path / "h", capacity_bytes=1000)
+    first.write_bytes(r"C:\kept.bin", b"x" * 300)
+    again = WindowsFS(tmp_path / "h", capacity_bytes=1000)
+    assert again.free_bytes == 700
+    assert again.read_bytes(r"C:\KEPT.bin") == b"x" * 300
+
+
+def test_walk_files_lists_every_file_below_a_folder(fs):
+    fs.mkdir(r"C:\p\sub\deeper")
+    fs.write_bytes(r"C:\p\b.txt", b"")
+    fs.write_bytes(r"C:\p\sub\deeper\a.txt", b"")
+    assert fs.walk_files(r"C:\p") == [r"C:\p\b.txt", r"C:\p\sub\deeper\a.txt"]
+    assert fs.walk_files(r"C:\missing") == []

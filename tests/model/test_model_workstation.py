@@ -133,3 +133,28 @@ def test_concurrent_queries_while_a_task_finishes_complete_it_exactly_once(bench
         thread.join()
     assert results == [ExitFlags.SUCCESS] * 8
     assert [p.name for p in ws.profiles_of(bench.user)] == ["A", "A_CPUU_Backup"]
+
+
+def test_a_scheduled_logon_happens_when_its_time_comes_and_starts_at_logon_tasks(bench):
+    bench.add("Outlook")
+    ws, clock = bench.ws, bench.clock
+    ws.logoff()
+    assert ws.usual_user == bench.user
+    ws.register_task(
+        "t", _update_command(bench), bench.stage_dir, user=USERS_GROUP, trigger="AtLogon"
+    )
+    ws.logon_at(clock.now + 600)
+    clock.advance(599)
+    assert ws.task("t").last_result == TASK_HAS_NOT_RUN and ws.interactive_user is None
+    clock.advance(1)
+    assert ws.task("t").state == "Running" and ws.interactive_user == bench.user
+    clock.advance(60)
+    assert ws.task("t").last_result == ExitFlags.SUCCESS
+
+
+def test_logon_ignores_the_case_of_the_account_name(bench):
+    bench.add("Outlook")
+    bench.ws.logoff()
+    bench.ws.logon(bench.user.upper())
+    assert [p.name for p in bench.ws.profiles_of(bench.user.upper())] == ["Outlook"]
+    assert len(bench.ws.profiles) == 1

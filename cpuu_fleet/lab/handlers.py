@@ -1,0 +1,520 @@
+"""The lab's stand-ins for cpuu-fleet's remote PowerShell scripts, one handler per script.
+
+Why: the lab cannot run PowerShell, so each ``cpuu_fleet/remote/<name>.ps1`` is played by the
+Python function registered under the same marker name, over the workstation model. Each handler
+follows ``docs/remote-scripts.md`` exactly as its script does (same output keys and types, same
+FullyQualifiedErrorIds and categories), so the engine cannot tell the lab from a workstation.
+
+Parameter binding mimics PowerShell's where the engine could get it wrong: names match ignoring
+case, an unknown name is ``NamedParameterNotFound``, a missing mandatory one
+``MissingMandatoryParameter``, a ValidateSet/ValidateRange violation
+``ParameterArgumentValidationError``.
+
+Importing this module registers the handlers (the protocol layer imports it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from cpuu_fleet.lab.contract import PipelineHost, PipelineStopped, ScriptCall, ScriptFailed
+from cpuu_fleet.lab.registry import register
+from cpuu_fleet.lab.winfs import (
+    DISK_FULL_MESSAGE,
+    DiskFullError,
+    WindowsFS,
+    join_windows,
+    split_windows_path,
+)
+from cpuu_fleet.lab.workstation import (
+    TASK_HAS_NOT_RUN,
+    USERS_GROUP,
+    USERS_GROUP_SID,
+    ScheduledTask,
+    Workstation,
+)
+
+HASH_BLOCK = 1024 * 1024
+"""Bytes read at a time while hashing: files are streamed, never read whole."""
+WAIT_POLL_SECONDS = 0.1
+"""How often run-task's Wait looks at the task (the script polls every 2 s on Windows; the lab's
+CPUU runs take fractions of a second, so it looks more often)."""
+DEFAULT_CHUNK = 262144
+TASK_ACTIONS = ("Start", "Wait", "Run", "Status", "Stop", "Remove")
+
+PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "preflight": (("Directory", "StateDirectory"), ("Directory", "StateDirectory")),
+    "upload": (("Directory", "InputObject"), ("Directory",)),
+    "run-task": (
+        ("Action", "TaskName", "Command", "WorkingDirectory", "WhenNoUser", "TimeoutSeconds"),
+        ("Action", "TaskName"),
+    ),
+    "list-files": (("Directory", "Filter"), ("Directory",)),
+    "download": (("Paths", "ChunkSize"), ("Paths",)),
+}
+"""Each script's ``param()`` block: (every parameter, the mandatory ones). A test checks these
+against the .ps1 files, so the two sides of the contract cannot drift apart."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameter binding, as PowerShell does it
+# --------------------------------------------------------------------------------------------------
+
+
+def _bind(call: ScriptCall, script: str) -> None:
+    allowed, mandatory = PARAMETERS[script]
+    known = {name.lower() for name in allowed}
+    for key in call.parameters:
+        if key.lower() not in known:
+            raise ScriptFailed(
+                f"A parameter cannot be found that matches parameter name '{key}'.",
+                error_id="NamedParameterNotFound",
+                category="InvalidArgument",
+            )
+    missing = [name for name in mandatory if call.param(name) in (None, "")]
+    if missing:
+        raise ScriptFailed(
+            "Cannot process command because of one or more missing mandatory parameters: "
+            + " ".join(missing)
+            + ".",
+            error_id="MissingMandatoryParameter",
+            category="InvalidArgument",
+        )
+
+
+def _invalid_argument(name: str, reason: str) -> ScriptFailed:
+    return ScriptFailed(
+        f"Cannot validate argument on parameter '{name}'. {reason}",
+        error_id="ParameterArgumentValidationError",
+        category="InvalidData",
+    )
+
+
+def _str(call: ScriptCall, name: str, default: str | None = None) -> str | None:
+    value = call.param(name, default)
+    return None if value is None else str(value)
+
+
+def _choice(call: ScriptCall, name: str, choices: tuple[str, ...], default: str | None = None):
+    """ValidateSet: case-insensitive, returned in the set's own spelling."""
+    value = _str(call, name, default)
+    if value is None:
+        return None
+    for choice in choices:
+        if choice.lower() == value.lower():
+            return choice
+    raise _invalid_argument(
+        name,
+        f'The argument "{value}" does not belong to the set "{",".join(choices)}" specified by '
+        "the ValidateSet attribute.",
+    )
+
+
+def _int(call: ScriptCall, name: str, default: int, low: int, high: int) -> int:
+    value = call.param(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ScriptFailed(
+            f"Cannot process argument transformation on parameter '{name}'. Cannot convert value "
+            f'"{value}" to type "System.Int32".',
+            error_id="ParameterArgumentTransformationError",
+            category="InvalidData",
+        ) from None
+    if not low <= number <= high:
+        raise _invalid_argument(name, f"The {number} argument is not in the range {low} to {high}.")
+    return number
+
+
+def _strings(call: ScriptCall, name: str) -> list[str]:
+    value = call.param(name)
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return [str(value)]
+
+
+def _get(header: Mapping, key: str) -> Any:
+    """A hashtable key, ignoring case as a PowerShell hashtable does."""
+    for name, value in header.items():
+        if str(name).lower() == key.lower():
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _sha256_file(fs: WindowsFS, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open_read(path) as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iso_utc(moment: datetime) -> str:
+    """.NET's round-trip format ``ToString('o')`` of a UTC DateTime: 7 fraction digits and Z."""
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond:06d}0Z"
+
+
+def _read_text(data: bytes) -> str:
+    """As [IO.File]::ReadAllText: a BOM decides, otherwise UTF-8."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def _bad_path(path: str) -> ScriptFailed:
+    return ScriptFailed(
+        f"Illegal characters in path or unsupported path: '{path}'.",
+        error_id="InvalidPath",
+        category="InvalidArgument",
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# preflight
+# --------------------------------------------------------------------------------------------------
+
+
+@register("preflight")
+def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Read-only: OS, disk, console user, Outlook, staged files by SHA-256, Cleanup marker."""
+    _bind(call, "preflight")
+    directory = _str(call, "Directory")
+    state_directory = _str(call, "StateDirectory")
+    fs = ws.fs
+    with ws.lock:
+        ws.refresh()
+        facts = {
+            "ComputerName": ws.name.upper(),
+            "OSCaption": ws.os_caption,
+            "OSVersion": ws.os_version,
+            "FreeBytes": fs.free_bytes,
+            "LoggedOnUser": ws.interactive_user,
+            "OutlookRunning": bool(ws.running("OUTLOOK")),
+            "OutlookVersion": ws.outlook_version,
+        }
+    try:
+        files = fs.walk_files(directory)
+        marker = join_windows(state_directory, "cleanup-done.json")
+        cleanup_done = _read_text(fs.read_bytes(marker)) if fs.is_file(marker) else None
+    except ValueError:
+        raise _bad_path(f"{directory} / {state_directory}") from None
+    prefix = len(directory.rstrip("\\/")) + 1
+    facts["StagedFiles"] = {path[prefix:]: _sha256_file(fs, path) for path in files}
+    facts["CleanupDone"] = cleanup_done
+    host.write_output(facts)
+
+
+# --------------------------------------------------------------------------------------------------
+# upload
+# --------------------------------------------------------------------------------------------------
+
+_ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
+
+
+class _IncomingFile:
+    """One file being received: streamed to ``<target>.partial``, hashed as it arrives."""
+
+    def __init__(self, fs: WindowsFS, directory: str, header: Mapping):
+        self.fs = fs
+        self.relative = str(_get(header, "Path") or "")
+        self.target = self._target(directory, self.relative)
+        try:
+            self.length = int(_get(header, "Length"))
+        except (TypeError, ValueError):
+            raise ScriptFailed(
+                f"Invalid header for '{self.relative}': Length is missing or not a number.",
+                error_id="InvalidHeader",
+                category="InvalidData",
+            ) from None
+        self.expected = str(_get(header, "Sha256") or "").lower()
+        if self.length > fs.free_bytes:
+            raise ScriptFailed(DISK_FULL_MESSAGE, error_id="DiskFull", category="WriteError")
+        self.partial = self.target + ".partial"
+        fs.mkdir(self.target.rsplit("\\", 1)[0])
+        self.handle = fs.open_write(self.partial)
+        self.digest = hashlib.sha256()
+        self.written = 0
+
+    @staticmethod
+    def _target(directory: str, relative: str) -> str:
+        invalid = ScriptFailed(
+            f"Invalid path '{relative}': it must stay inside {directory}.",
+            error_id="InvalidPath",
+            category="InvalidArgument",
+        )
+        if not relative.strip() or _ROOTED.match(relative):
+            raise invalid
+        try:
+            root_drive, root_names = split_windows_path(directory)
+            drive, names = split_windows_path(join_windows(directory, relative))
+        except ValueError:
+            raise invalid from None
+        inside = [n.casefold() for n in names[: len(root_names)]] == [
+            n.casefold() for n in root_names
+        ]
+        if drive != root_drive or not inside or len(names) <= len(root_names):
+            raise invalid
+        return f"{drive}:\\" + "\\".join(names)
+
+    def write(self, text: str) -> None:
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ScriptFailed(
+                "The input is not a valid Base-64 string as it contains a non-base 64 character, "
+                "more than two padding characters, or an illegal character among the padding "
+                "characters.",
+                error_id="FormatException",
+                category="NotSpecified",
+            ) from None
+        try:
+            self.handle.write(data)
+        except DiskFullError:
+            raise ScriptFailed(
+                DISK_FULL_MESSAGE, error_id="DiskFull", category="WriteError"
+            ) from None
+        self.digest.update(data)
+        self.written += len(data)
+
+    def finish(self) -> dict[str, Any]:
+        self.handle.close()
+        actual = self.digest.hexdigest()
+        if self.written != self.length or actual != self.expected:
+            self.discard()
+            raise ScriptFailed(
+                f"Hash mismatch for '{self.relative}': received {self.written} bytes with SHA-256 "
+                f"{actual}, expected {self.length} bytes with {self.expected}.",
+                error_id="HashMismatch",
+                category="InvalidData",
+            )
+        self.fs.move(self.partial, self.target, replace=True)
+        return {"Path": self.relative, "Length": self.written, "Sha256": actual}
+
+    def discard(self) -> None:
+        self.handle.close()
+        if self.fs.exists(self.partial):
+            self.fs.delete(self.partial)
+
+
+@register("upload")
+def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Stream files from the pipeline input into ``-Directory``, checking length and SHA-256."""
+    _bind(call, "upload")
+    directory = _str(call, "Directory")
+    fs = ws.fs
+    try:
+        fs.mkdir(directory)
+    except ValueError:
+        raise _bad_path(directory) from None
+    current: _IncomingFile | None = None
+    try:
+        for item in call.input:
+            if item is None:
+                continue
+            if isinstance(item, Mapping):
+                if current is not None:
+                    done, current = current, None
+                    host.write_output(done.finish())
+                current = _IncomingFile(fs, directory, item)
+            elif current is None:
+                raise ScriptFailed(
+                    "File content arrived before its header.",
+                    error_id="UnexpectedInput",
+                    category="InvalidData",
+                )
+            else:
+                current.write(str(item))
+        if current is not None:
+            done, current = current, None
+            host.write_output(done.finish())
+    except BaseException:
+        if current is not None:
+            current.discard()
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# run-task
+# --------------------------------------------------------------------------------------------------
+
+
+def _task_report(ws: Workstation, name: str, *, no_user: bool, killed: bool) -> dict[str, Any]:
+    task: ScheduledTask | None = ws.task(name)
+    if task is None:
+        return {
+            "TaskName": name,
+            "Exists": False,
+            "State": "NotFound",
+            "Trigger": None,
+            "User": None,
+            "NoUser": no_user,
+            "LastRunTime": None,
+            "LastTaskResult": TASK_HAS_NOT_RUN,
+            "Killed": killed,
+        }
+    group = task.user in (USERS_GROUP, USERS_GROUP_SID)
+    return {
+        "TaskName": task.name,
+        "Exists": True,
+        "State": task.state,
+        "Trigger": task.trigger,
+        "User": USERS_GROUP if group else task.user,
+        "NoUser": no_user,
+        "LastRunTime": iso_utc(task.last_run_time) if task.last_run_time else None,
+        "LastTaskResult": int(task.last_result),
+        "Killed": killed,
+    }
+
+
+def _quoted(command: str) -> str:
+    """The task action's program (``-Execute``), quoted as Task Scheduler launches it."""
+    return command if command.startswith('"') else f'"{command}"'
+
+
+def _start(ws: Workstation, name: str, command, working_directory, when_no_user) -> bool:
+    """Register and start the task; True when nobody is logged on (NoUser)."""
+    if not command or not working_directory:
+        raise ScriptFailed(
+            "-Command and -WorkingDirectory are required to start a task.",
+            error_id="MissingCommand",
+            category="InvalidArgument",
+        )
+    with ws.lock:
+        user = ws.interactive_user
+        if user is None:
+            if when_no_user == "AtLogon":
+                ws.register_task(
+                    name, _quoted(command), working_directory, user=USERS_GROUP, trigger="AtLogon"
+                )
+            return True
+        ws.register_task(name, _quoted(command), working_directory, user=user, trigger="Now")
+        ws.start_task(name)
+        return False
+
+
+def _wait(ws: Workstation, name: str, timeout: int, host: PipelineHost) -> bool:
+    """Poll until the task is no longer running; stop it at the deadline. True when stopped."""
+    deadline = ws.now() + timeout
+    while True:
+        task = ws.task(name)
+        if task is None or not task.running:
+            return False
+        now = ws.now()
+        if now >= deadline:
+            ws.stop_task(name)
+            return True
+        host.sleep(min(WAIT_POLL_SECONDS, deadline - now))
+
+
+@register("run-task")
+def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Start/Wait/Run/Status/Stop/Remove the interactive user's one-shot scheduled task."""
+    _bind(call, "run-task")
+    action = _choice(call, "Action", TASK_ACTIONS)
+    name = _str(call, "TaskName")
+    when_no_user = _choice(call, "WhenNoUser", ("Skip", "AtLogon"), "Skip")
+    timeout = _int(call, "TimeoutSeconds", 3600, 1, 604800)
+    command = _str(call, "Command")
+    working_directory = _str(call, "WorkingDirectory")
+    no_user = killed = False
+    if action in ("Start", "Run"):
+        no_user = _start(ws, name, command, working_directory, when_no_user)
+    if action == "Wait" or (action == "Run" and not no_user):
+        killed = _wait(ws, name, timeout, host)
+    elif action == "Stop":
+        with ws.lock:
+            task = ws.task(name)
+            if task is not None and task.running:
+                ws.stop_task(name)
+                killed = True
+    elif action == "Remove":
+        ws.unregister_task(name)
+    host.write_output(_task_report(ws, name, no_user=no_user, killed=killed))
+
+
+# --------------------------------------------------------------------------------------------------
+# list-files
+# --------------------------------------------------------------------------------------------------
+
+
+@register("list-files")
+def list_files(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """The files of one folder matching a wildcard, sorted by name, with size, time, SHA-256."""
+    _bind(call, "list-files")
+    directory = _str(call, "Directory")
+    pattern = _str(call, "Filter", "*")
+    fs = ws.fs
+    ws.refresh()
+    try:
+        paths = [p for p in fs.glob(directory, pattern) if fs.is_file(p)]
+    except ValueError:
+        return  # Test-Path says no such folder for a path Windows cannot have
+    for path in sorted(paths, key=lambda p: p.rsplit("\\", 1)[1].casefold()):
+        info = fs.stat(path)
+        host.write_output(
+            {
+                "Name": path.rsplit("\\", 1)[1],
+                "FullName": path,
+                "Length": info.size,
+                "LastWriteTimeUtc": iso_utc(info.mtime),
+                "Sha256": _sha256_file(fs, path),
+            }
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# download
+# --------------------------------------------------------------------------------------------------
+
+
+@register("download")
+def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
+    """Per file: a header, then base64 chunks, one output object each, one chunk in memory."""
+    _bind(call, "download")
+    paths = _strings(call, "Paths")
+    chunk_size = _int(call, "ChunkSize", DEFAULT_CHUNK, 1, 16777216)
+    fs = ws.fs
+    ws.refresh()
+    for path in paths:
+        try:
+            present = fs.is_file(path)
+        except ValueError:
+            present = False
+        if not present:
+            raise ScriptFailed(
+                f"Cannot find path '{path}' because it does not exist.",
+                error_id="FileNotFound",
+                category="ObjectNotFound",
+            )
+    for path in paths:
+        with fs.open_read(path) as handle:
+            length = os.fstat(handle.fileno()).st_size
+            digest = hashlib.sha256()
+            remaining = length
+            while remaining > 0 and (block := handle.read(min(chunk_size, remaining))):
+                digest.update(block)
+                remaining -= len(block)
+            host.write_output({"Path": path, "Length": length, "Sha256": digest.hexdigest()})
+            handle.seek(0)
+            remaining = length
+            while remaining > 0 and (block := handle.read(min(chunk_size, remaining))):
+                if host.stopping.is_set():
+                    raise PipelineStopped()
+                host.write_output(base64.b64encode(block).decode("ascii"))
+                remaining -= len(block)

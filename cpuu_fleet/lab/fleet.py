@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
+from cpuu_fleet.lab.psrp import load_handlers
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
@@ -166,6 +167,7 @@ class LabFleet:
         self.stop()
 
     def start(self) -> None:
+        load_handlers()  # the model's @register handlers, before any pipeline arrives
         ssl_context, bindings = self._tls() if self.https else (None, None)
         NTLM_ACCOUNTS.add(self.username, self.password)
         try:

@@ -169,7 +169,7 @@ def error_record(
     return record
 
 
-def _load_handlers() -> None:
+def load_handlers() -> None:
     """Run the ``@register`` decorators of the model's handlers, if that module exists yet."""
     try:
         importlib.import_module("cpuu_fleet.lab.handlers")
@@ -201,7 +201,7 @@ def resolve_pipeline(metadata: Any) -> tuple[ScriptCall, ScriptHandler]:
         name = registry.marker_name(text)
         handler = registry.lookup(name) if name else None
         if handler is None and name:
-            _load_handlers()
+            load_handlers()
             handler = registry.lookup(name)
         if handler is not None and name:
             arguments, parameters = pypsrp_scripts.split_parameters(first)

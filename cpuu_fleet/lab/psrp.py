@@ -406,6 +406,10 @@ class LabShell:
     closed: bool = False
     first_pipeline: bool = True
     created_at: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
+    """When a client last touched the shell (for the IdleTimeOut reaper)."""
+    receiving: int = 0
+    """Receives long-polling right now: a shell being polled is not idle."""
     _receive_cache: dict[str | None, tuple[str, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -450,35 +454,51 @@ class LabShell:
         of base64 in the answer."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while True:
-                self._check_open()
-                out = self.queues.get(command_id)
-                if out is None:
-                    raise UnknownCommand(command_id or "")
-                while out and out[0] is _BOUNDARY and len(out) > 1:
-                    out.popleft()
-                if out and out[0] is not _BOUNDARY:
-                    self._settle(command_id, out, budget_chars)
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OperationTimedOut()
-                self.cond.wait(remaining)
-            chunks: list[bytes] = []
-            used = 0
-            while out and out[0] is not _BOUNDARY:
-                size = (len(out[0]) + 2) // 3 * 4
-                if chunks and used + size > budget_chars:
-                    break
-                chunks.append(out.popleft())
-                used += size
-            done = False
-            if command_id is not None:
-                pipeline = self.pipelines.get(command_id)
-                if pipeline is not None and pipeline.finished and not out:
-                    done = True
-                    self.forget(command_id)
-            return ReceiveResult(chunks, done)
+            self.receiving += 1
+            try:
+                return self._receive_locked(command_id, deadline, budget_chars)
+            finally:
+                self.receiving -= 1
+                self.last_activity = time.monotonic()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the client last used this shell (0 while a Receive is waiting)."""
+        with self.cond:
+            return 0.0 if self.receiving else now - self.last_activity
+
+    def _receive_locked(
+        self, command_id: str | None, deadline: float, budget_chars: int
+    ) -> ReceiveResult:
+        """Receive with the lock held (see :meth:`receive`)."""
+        while True:
+            self._check_open()
+            out = self.queues.get(command_id)
+            if out is None:
+                raise UnknownCommand(command_id or "")
+            while out and out[0] is _BOUNDARY and len(out) > 1:
+                out.popleft()
+            if out and out[0] is not _BOUNDARY:
+                self._settle(command_id, out, budget_chars)
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationTimedOut()
+            self.cond.wait(remaining)
+        chunks: list[bytes] = []
+        used = 0
+        while out and out[0] is not _BOUNDARY:
+            size = (len(out[0]) + 2) // 3 * 4
+            if chunks and used + size > budget_chars:
+                break
+            chunks.append(out.popleft())
+            used += size
+        done = False
+        if command_id is not None:
+            pipeline = self.pipelines.get(command_id)
+            if pipeline is not None and pipeline.finished and not out:
+                done = True
+                self.forget(command_id)
+        return ReceiveResult(chunks, done)
 
     def _settle(self, command_id: str | None, out: deque[Any], budget_chars: int) -> None:
         """Let a running pipeline's output gather briefly before answering (lock held), so a
@@ -538,6 +558,7 @@ class LabShell:
         self.queues.pop(command_id, None)
 
     def _feed(self, data: bytes, command_id: str | None) -> None:
+        self.last_activity = time.monotonic()
         pid = uuid.UUID(command_id) if command_id else None
         self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))
         while True:

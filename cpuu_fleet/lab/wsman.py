@@ -12,6 +12,7 @@ import base64
 import logging
 import re
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -332,6 +333,23 @@ class WSManDispatcher:
             return 500, fault_envelope(
                 WSManFaultError(INTERNAL_ERROR), relates_to, self.identity.machine
             )
+
+    def reap_idle(self, now: float | None = None) -> int:
+        """Delete shells unused for longer than their IdleTimeOut, as WinRM does for clients
+        that vanished without a Delete; returns how many went."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [
+                shell
+                for shell in self.shells.values()
+                if shell.idle_for(now) > shell.settings.idle_timeout_s
+            ]
+            for shell in idle:
+                self.shells.pop(shell.shell_id, None)
+        for shell in idle:
+            log.info("%s: shell %s idle too long, deleted", self.identity.machine, shell.shell_id)
+            shell.close()
+        return len(idle)
 
     def close_all(self) -> None:
         """Stop every pipeline of every shell (server shutdown)."""

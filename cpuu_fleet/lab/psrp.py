@@ -17,7 +17,6 @@ import importlib
 import json
 import logging
 import queue
-import struct
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from importlib import resources
 from typing import Any
 
 import psrpcore
+from psrpcore._payload import create_fragment
 from psrpcore.types import (
     DebugRecord,
     ErrorCategory,
@@ -82,6 +82,15 @@ class ReceiveResult:
     done: bool
 
 
+@dataclass
+class _CachedReceive:
+    """The last Receive of one target, kept to answer a repeated MessageID identically."""
+
+    message_id: str
+    result: ReceiveResult | None = None
+    ready: bool = False
+
+
 Resolver = Callable[[Any], tuple[ScriptCall, ScriptHandler]]
 """Turns a psrpcore pipeline description into the call and the handler that plays it."""
 
@@ -110,19 +119,6 @@ def private_data() -> dict[str, Any]:
     if _PRIVATE_DATA is None:
         _PRIVATE_DATA = _load_private_data()
     return _PRIVATE_DATA
-
-
-def split_fragments(payload: bytes) -> list[bytes]:
-    """Cut a psrpcore payload into its PSRP fragments (Windows sends one per rsp:Stream)."""
-    out = []
-    view = memoryview(payload)
-    offset = 0
-    while offset < len(view):
-        (length,) = struct.unpack(">I", view[offset + 17 : offset + 21])
-        end = offset + 21 + length
-        out.append(bytes(view[offset:end]))
-        offset = end
-    return out
 
 
 def _category(name: str) -> ErrorCategory:
@@ -410,7 +406,7 @@ class LabShell:
     """When a client last touched the shell (for the IdleTimeOut reaper)."""
     receiving: int = 0
     """Receives long-polling right now: a shell being polled is not idle."""
-    _receive_cache: dict[str | None, tuple[str, bytes]] = field(default_factory=dict)
+    _receive_cache: dict[str | None, _CachedReceive] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pool = psrpcore.ServerRunspacePool(application_private_data=private_data())
@@ -449,14 +445,34 @@ class LabShell:
                 raise UnknownCommand(command_id)
             self._feed(data, command_id)
 
-    def receive(self, command_id: str | None, timeout: float, budget_chars: int) -> ReceiveResult:
+    def receive(
+        self, command_id: str | None, message_id: str, timeout: float, budget_chars: int
+    ) -> ReceiveResult:
         """Long-poll for output of the pool (None) or one pipeline, up to about ``budget_chars``
-        of base64 in the answer."""
+        of base64 in the answer.
+
+        A repeated MessageID gets the answer the first request got, even while the first is
+        still waiting: pypsrp 0.9 re-sends the identical Receive after a read timeout and
+        expects the same data again, so nothing may be handed out twice or lost."""
         deadline = time.monotonic() + timeout
         with self.cond:
             self.receiving += 1
             try:
-                return self._receive_locked(command_id, deadline, budget_chars)
+                previous = self._receive_cache.get(command_id)
+                if previous is not None and previous.message_id == message_id:
+                    while not previous.ready:
+                        self.cond.wait()
+                    if previous.result is None:
+                        raise OperationTimedOut()
+                    return previous.result
+                entry = _CachedReceive(message_id)
+                self._receive_cache[command_id] = entry
+                try:
+                    entry.result = self._receive_locked(command_id, deadline, budget_chars)
+                    return entry.result
+                finally:
+                    entry.ready = True
+                    self.cond.notify_all()
             finally:
                 self.receiving -= 1
                 self.last_activity = time.monotonic()
@@ -534,19 +550,6 @@ class LabShell:
                 pipeline.stopping.set()
             self.cond.notify_all()
 
-    def cached_receive(self, command_id: str | None, message_id: str) -> bytes | None:
-        """The answer already given to this very Receive (pypsrp 0.9 re-sends the identical
-        request after a read timeout and expects the same data again)."""
-        with self.cond:
-            cached = self._receive_cache.get(command_id)
-        if cached and cached[0] == message_id:
-            return cached[1]
-        return None
-
-    def remember_receive(self, command_id: str | None, message_id: str, response: bytes) -> None:
-        with self.cond:
-            self._receive_cache[command_id] = (message_id, response)
-
     # -- internals (lock held) -----------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -588,17 +591,29 @@ class LabShell:
             self.pool.runspace_availability_response(event.ci, True)
 
     def pump(self) -> None:
-        """Move everything psrpcore has queued into the per-target fragment queues."""
+        """Move every message psrpcore has queued into the per-target fragment queues.
+
+        Fragments are cut here, from a memoryview, instead of with ``data_to_send``: psrpcore
+        re-slices its buffer for every fragment, which is quadratic (a 50 MB fetch would spend
+        minutes there holding the shell lock). Relies on psrpcore 0.3's ``_send_buffer`` of
+        ``PSRPMessage`` objects (``_data``, ``object_id``, ``pipeline_id``).
+        """
+        pending = self.pool._send_buffer
         moved = False
-        while True:
-            payload = self.pool.data_to_send(FRAGMENT_SIZE)
-            if payload is None:
-                break
-            target = str(payload.pipeline_id).upper() if payload.pipeline_id else None
+        while pending:
+            message = pending.pop(0)
+            target = str(message.pipeline_id).upper() if message.pipeline_id else None
             out = self.queues.get(target)
             if out is None:
                 continue  # a pipeline the client already let go of
-            out.extend(split_fragments(payload.data))
+            data = memoryview(bytes(message._data))
+            step = FRAGMENT_SIZE - 21
+            count = max(1, -(-len(data) // step))
+            for index in range(count):
+                chunk = data[index * step : (index + 1) * step]
+                out.append(
+                    create_fragment(message.object_id, index, bytes(chunk), index == count - 1)
+                )
             moved = True
         if moved:
             self.cond.notify_all()

@@ -503,12 +503,11 @@ class WSManDispatcher:
         command_id = command_id.upper() if command_id else None
         if isinstance(shell, WinRSShell):
             return self._receive_cmd(request, shell, command_id or "")
-        cached = shell.cached_receive(command_id, request.message_id)
-        if cached is not None:
-            return cached
         budget = min(RECEIVE_BUDGET_CHARS, max(request.max_envelope_size - 4096, 8192))
         try:
-            result = shell.receive(command_id, request.operation_timeout, budget)
+            result = shell.receive(
+                command_id, request.message_id, request.operation_timeout, budget
+            )
         except OperationTimedOut as exc:
             raise WSManFaultError(TIMED_OUT) from exc
         attr = f' CommandId="{command_id}"' if command_id else ""
@@ -522,9 +521,7 @@ class WSManDispatcher:
                 "<rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>"
             )
         body = f"<rsp:ReceiveResponse>{''.join(parts)}</rsp:ReceiveResponse>"
-        response = _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
-        shell.remember_receive(command_id, request.message_id, response)
-        return response
+        return _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
 
     def _receive_cmd(self, request: WSManRequest, shell: WinRSShell, command_id: str) -> bytes:
         result = shell.receive(command_id)

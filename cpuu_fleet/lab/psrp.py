@@ -121,6 +121,13 @@ def private_data() -> dict[str, Any]:
     return _PRIVATE_DATA
 
 
+def _psrp_pipeline_id(fragment: bytes) -> uuid.UUID | None:
+    """The PID field of the PSRP message starting in this fragment (.NET GUID byte order)."""
+    if len(fragment) < 21 + 40 or not fragment[16] & 0x1:
+        return None
+    return uuid.UUID(bytes_le=bytes(fragment[21 + 24 : 21 + 40]))
+
+
 def _category(name: str) -> ErrorCategory:
     try:
         return ErrorCategory[name]
@@ -212,10 +219,10 @@ class LabPipeline:
     Implements :class:`cpuu_fleet.lab.contract.PipelineHost` for the handler.
     """
 
-    def __init__(self, shell: LabShell, command_id: str):
+    def __init__(self, shell: LabShell, command_id: str, pipeline_id: uuid.UUID):
         self.shell = shell
         self.command_id = command_id
-        self.pipe = psrpcore.ServerPipeline(shell.pool, uuid.UUID(command_id))
+        self.pipe = psrpcore.ServerPipeline(shell.pool, pipeline_id)
         self.stopping = threading.Event()
         self.finished = False
         self.signalled = False
@@ -407,6 +414,9 @@ class LabShell:
     receiving: int = 0
     """Receives long-polling right now: a shell being polled is not idle."""
     _receive_cache: dict[str | None, _CachedReceive] = field(default_factory=dict)
+    _command_of: dict[uuid.UUID, str] = field(default_factory=dict)
+    """PSRP pipeline id -> WSMan CommandId. Windows routes by the CommandId; they are equal
+    with pypsrp 0.9.1, but older clients wrote the PSRP ids big-endian."""
 
     def __post_init__(self) -> None:
         self.pool = psrpcore.ServerRunspacePool(application_private_data=private_data())
@@ -434,7 +444,9 @@ class LabShell:
         with self.cond:
             self._check_open()
             if command_id not in self.pipelines:
-                self.pipelines[command_id] = LabPipeline(self, command_id)
+                pid = _psrp_pipeline_id(first_fragment) or uuid.UUID(command_id)
+                self._command_of[pid] = command_id
+                self.pipelines[command_id] = LabPipeline(self, command_id, pid)
                 self.queues[command_id] = deque()
             self._feed(first_fragment, command_id)
 
@@ -557,12 +569,15 @@ class LabShell:
             raise UnknownCommand("shell closed")
 
     def forget(self, command_id: str) -> None:
-        self.pipelines.pop(command_id, None)
+        pipeline = self.pipelines.pop(command_id, None)
+        if pipeline is not None:
+            self._command_of.pop(pipeline.pipe.pipeline_id, None)
         self.queues.pop(command_id, None)
 
     def _feed(self, data: bytes, command_id: str | None) -> None:
         self.last_activity = time.monotonic()
-        pid = uuid.UUID(command_id) if command_id else None
+        pipeline = self.pipelines.get(command_id) if command_id else None
+        pid = pipeline.pipe.pipeline_id if pipeline else None
         self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))
         while True:
             event = self.pool.next_event()
@@ -572,7 +587,7 @@ class LabShell:
         self.pump()
 
     def _on_event(self, event: Any) -> None:
-        target = str(event.pipeline_id).upper() if event.pipeline_id else None
+        target = self._command_of.get(event.pipeline_id) if event.pipeline_id else None
         pipeline = self.pipelines.get(target) if target else None
         if isinstance(event, psrpcore.CreatePipelineEvent) and pipeline is not None:
             pipeline.launch(event.pipeline)
@@ -602,7 +617,9 @@ class LabShell:
         moved = False
         while pending:
             message = pending.pop(0)
-            target = str(message.pipeline_id).upper() if message.pipeline_id else None
+            target = self._command_of.get(message.pipeline_id) if message.pipeline_id else None
+            if message.pipeline_id is not None and target is None:
+                continue  # a pipeline the client already let go of
             out = self.queues.get(target)
             if out is None:
                 continue  # a pipeline the client already let go of

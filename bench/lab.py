@@ -68,7 +68,8 @@ def rss_bytes() -> int:
 
 
 class _ThreadProfiler:
-    """cProfile for every thread started after :meth:`install` (cProfile sees one thread only).
+    """CPU-time cProfile for every thread started after :meth:`install` (cProfile sees one
+    thread only).
 
     Python 3.11 has no ``threading.setprofile_all_threads``, so ``Thread.run`` is wrapped: each
     thread profiles itself into its own ``Profile`` and the stats are merged at the end.
@@ -83,7 +84,9 @@ class _ThreadProfiler:
         profiler = self
 
         def profiled_run(thread: threading.Thread) -> None:
-            profile = cProfile.Profile()
+            # CPU time of this thread, not wall time: a wall clock would charge every blocking
+            # recv, lock wait and GIL wait to whatever call was in progress.
+            profile = cProfile.Profile(time.thread_time)
             with profiler._lock:
                 profiler.profiles.append(profile)
             profile.enable()
@@ -110,6 +113,7 @@ def lab_process(conn: Any, hosts: int, auth: str, profile_path: str | None) -> N
     Requests over ``conn``: ``("sha256", host_name, remote_path)`` -> hex digest of that file in
     the host's workstation file system (to check a copy arrived byte-exact); ``("stop",)``.
     """
+    import cpuu_fleet.lab.handlers  # noqa: F401  (imported up front: not part of per-host memory)
     from cpuu_fleet.lab.fleet import LabFleet
 
     profiler = _ThreadProfiler() if profile_path else None
@@ -136,6 +140,9 @@ def lab_process(conn: Any, hosts: int, auth: str, profile_path: str | None) -> N
                 request = conn.recv()
                 if request[0] == "stop":
                     break
+                if request[0] == "cpu":
+                    times = os.times()
+                    conn.send(times.user + times.system)
                 if request[0] == "sha256":
                     _, name, remote = request
                     local = fleet.host(name).workstation.fs.resolve(remote)
@@ -183,6 +190,11 @@ class Lab:
         kwargs.update(extra)
         return kwargs
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the lab process has used so far."""
+        self.conn.send(("cpu",))
+        return self.conn.recv()
+
     def sha256(self, index: int, remote_path: str) -> str:
         self.conn.send(("sha256", self.info["hosts"][index][0], remote_path))
         return self.conn.recv()
@@ -226,6 +238,9 @@ class PipelineFigures:
     pipelines: int = 0
     requests: int = 0
     seconds: float = 0.0
+    lab_cpu: float = 0.0
+    """CPU seconds the lab process used in the timed phase (1.0 per second = one core busy)."""
+    client_cpu: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -284,6 +299,7 @@ def run_pipelines(lab: Lab, clients: int, seconds: float) -> PipelineFigures:
     opened.wait()
     open_s = time.perf_counter() - began
     first = requests_so_far()
+    lab_cpu, own = lab.cpu_seconds(), os.times()
     timed = time.perf_counter()
     stop.wait(seconds)
     stop.set()
@@ -291,6 +307,9 @@ def run_pipelines(lab: Lab, clients: int, seconds: float) -> PipelineFigures:
         thread.join(120)
     elapsed = time.perf_counter() - timed
     figures = PipelineFigures(clients, open_s, len(latencies), requests_so_far() - first, elapsed)
+    figures.lab_cpu = lab.cpu_seconds() - lab_cpu
+    after = os.times()
+    figures.client_cpu = after.user + after.system - own.user - own.system
     figures.latencies = latencies
     figures.errors = errors
     return figures
@@ -419,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{run.requests / run.seconds:.1f}",
                 f"{percentile(run.latencies, 0.5) * 1000:.0f}",
                 f"{percentile(run.latencies, 0.95) * 1000:.0f}",
+                f"{run.lab_cpu / run.seconds:.2f}",
+                f"{run.client_cpu / run.seconds:.2f}",
                 str(len(run.errors)),
             ]
         )
@@ -433,6 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                 "requests/s",
                 "p50 ms",
                 "p95 ms",
+                "lab cores",
+                "client cores",
                 "errors",
             ],
             rows,
@@ -459,9 +482,11 @@ def main(argv: list[str] | None = None) -> int:
         for error in sorted(set(run.errors))[:5]:
             print(f"error with {run.clients} clients: {error}")
     if args.profile:
-        print(f"\nlab-side profile in {args.profile}; hottest functions by own time:")
+        print(f"\nlab-side CPU profile (all threads) in {args.profile}; by own time:")
         stats = pstats.Stats(args.profile)
-        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("tottime").print_stats(20)
+        print("lab functions by cumulative time:")
+        stats.sort_stats("cumulative").print_stats("cpuu_fleet/lab", 20)
     failed = any(run.errors for run in runs) or not (basic_copy.exact and ntlm_copy.exact)
     return 1 if failed else 0
 

@@ -218,6 +218,17 @@ def _literal(token: str) -> str | None:
     return None
 
 
+def _argument(token: str) -> str | None:
+    """A command argument: a quoted/number literal, or a bare word as PowerShell binds it."""
+    value = _literal(token)
+    if value is not None:
+        return value
+    token = token.strip()
+    if token and re.fullmatch(r"[^\s$()@{}'\";|&]+", token):
+        return token
+    return None
+
+
 def _words(statement: str) -> list[str]:
     try:
         return shlex.split(statement, posix=False)
@@ -247,17 +258,17 @@ def _iex_statement(statement: str, workstation: Any, host: PipelineHost) -> None
         host.write_output("5")
         return
     if head in ("write-output", "echo") and len(words) > 1:
-        value = _literal(rest.removeprefix("-InputObject ").strip())
+        value = _argument(rest.removeprefix("-InputObject ").strip())
         if value is not None:
             host.write_output(value)
             return
     if head == "write-error" and len(words) > 1:
-        value = _literal(rest.removeprefix("-Message ").strip())
+        value = _argument(rest.removeprefix("-Message ").strip())
         if value is not None:
             host.write_error(value, error_id="Microsoft.PowerShell.Commands.WriteErrorException")
             return
     if head == "write-warning" and len(words) > 1:
-        value = _literal(rest.removeprefix("-Message ").strip())
+        value = _argument(rest.removeprefix("-Message ").strip())
         if value is not None:
             host.write_warning(value)
             return
@@ -275,12 +286,12 @@ def _iex_statement(statement: str, workstation: Any, host: PipelineHost) -> None
             host.sleep(amount / 1000 if unit in ("m", "milliseconds") else amount)
             return
     if head == "test-path" and len(words) > 1:
-        value = _literal(rest.removeprefix("-Path ").removeprefix("-LiteralPath ").strip())
+        value = _argument(rest.removeprefix("-Path ").removeprefix("-LiteralPath ").strip())
         if value is not None:
             host.write_output("True" if workstation.fs.exists(full_path(value, host)) else "False")
             return
     if head in ("get-content", "type", "cat") and len(words) > 1:
-        value = _literal(rest.removeprefix("-Path ").removeprefix("-LiteralPath ").strip())
+        value = _argument(rest.removeprefix("-Path ").removeprefix("-LiteralPath ").strip())
         if value is not None:
             path = full_path(value, host)
             if not workstation.fs.exists(path):
@@ -302,7 +313,11 @@ def iex_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> None:
     literals, ``Write-Output``/``echo``, ``Write-Error``, ``Write-Warning``, ``throw``,
     ``Start-Sleep``, ``Test-Path``, ``Get-Content``, ``$env:COMPUTERNAME``/``hostname``,
     ``$PSVersionTable.PSVersion``; each output line is a string, as Out-String -Stream makes it."""
-    script = str(call.param("Command", ""))
+    run_expressions(str(call.param("Command", "")), workstation, host)
+
+
+def run_expressions(script: str, workstation: Any, host: PipelineHost) -> None:
+    """Run each statement of ``script`` through the tiny vocabulary (see :func:`iex_handler`)."""
     for statement in _statements(script):
         _iex_statement(statement, workstation, host)
 

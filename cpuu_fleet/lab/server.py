@@ -18,11 +18,15 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 
 from cpuu_fleet.lab.transport import HostEndpoint, WSManRequestHandler
 
 log = logging.getLogger(__name__)
+
+REAP_EVERY_S = 1.0
+"""How often idle shells are looked for (cheap: a few shells per host at most)."""
 
 MAX_CONNECTIONS = 512
 """Connection threads alive at once (each long-poll holds one)."""
@@ -43,6 +47,7 @@ class LabServer:
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
     _listeners: dict[int, tuple[socket.socket, HostEndpoint]] = field(default_factory=dict)
     _connections: set[socket.socket] = field(default_factory=set)
+    _reserved: list[socket.socket] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _slots: threading.BoundedSemaphore = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -64,6 +69,14 @@ class LabServer:
         with self._lock:
             self._listeners[sock.fileno()] = (sock, endpoint)
             self._selector.register(sock, selectors.EVENT_READ, endpoint)
+
+    def reserve(self, address: str, port: int) -> None:
+        """Hold an address without listening: clients get "connection refused" (a host that is
+        off), and no other lab in this machine can take the address meanwhile."""
+        assert_loopback(address)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((address, port))
+        self._reserved.append(sock)
 
     def start(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -93,14 +106,27 @@ class LabServer:
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
         self._selector.close()
+        for sock in self._reserved:
+            sock.close()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
 
     # -- internals ---------------------------------------------------------------------
 
+    def _reap(self) -> None:
+        with self._lock:
+            endpoints = [endpoint for _, endpoint in self._listeners.values()]
+        now = time.monotonic()
+        for endpoint in endpoints:
+            endpoint.dispatcher.reap_idle(now)
+
     def _accept_loop(self) -> None:
+        next_reap = time.monotonic() + REAP_EVERY_S
         while not self._stop.is_set():
+            if time.monotonic() >= next_reap:
+                self._reap()
+                next_reap = time.monotonic() + REAP_EVERY_S
             for key, _ in self._selector.select(timeout=1.0):
                 if key.data is None:
                     return  # woken up by stop()

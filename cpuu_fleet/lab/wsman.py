@@ -12,14 +12,23 @@ import base64
 import logging
 import re
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 from xml.sax.saxutils import escape
 
-from cpuu_fleet.lab.psrp import LabShell, OperationTimedOut, ShellSettings, UnknownCommand
+from cpuu_fleet.lab.psrp import (
+    LabShell,
+    OperationTimedOut,
+    Resolver,
+    ShellSettings,
+    UnknownCommand,
+    resolve_pipeline,
+)
+from cpuu_fleet.lab.winrs import WinRSShell
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,7 @@ FAULT_ACTION = "http://schemas.dmtf.org/wbem/wsman/1/wsman/fault"
 SHELL_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell"
 CONFIG_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/config"
 PS_RESOURCE_PREFIX = "http://schemas.microsoft.com/powershell/"
+CMD_RESOURCE = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 SIGNAL_TERMINATE = SHELL + "signal/Terminate"
 SIGNAL_PS_CTRL_C = "powershell/signal/ctrl_c"
 SIGNAL_CTRL_C = SHELL + "signal/ctrl_c"
@@ -289,9 +299,6 @@ class HostIdentity:
     process_id: int = 4242
 
 
-ShellFactory = Callable[[str, str, ShellSettings], LabShell]
-
-
 @dataclass
 class WSManDispatcher:
     """One simulated host's WS-Management service: its shells and the SOAP actions on them.
@@ -301,8 +308,11 @@ class WSManDispatcher:
     """
 
     identity: HostIdentity
-    make_shell: Callable[[str, str, ShellSettings], LabShell]
-    shells: dict[str, LabShell] = field(default_factory=dict)
+    workstation: Any
+    """The workstation model the host's scripts act on."""
+    resolve: Resolver = resolve_pipeline
+    """Which handler plays a pipeline (see :func:`cpuu_fleet.lab.psrp.resolve_pipeline`)."""
+    shells: dict[str, LabShell | WinRSShell] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, data: bytes, client_ip: str = "127.0.0.1") -> tuple[int, bytes]:
@@ -323,6 +333,23 @@ class WSManDispatcher:
             return 500, fault_envelope(
                 WSManFaultError(INTERNAL_ERROR), relates_to, self.identity.machine
             )
+
+    def reap_idle(self, now: float | None = None) -> int:
+        """Delete shells unused for longer than their IdleTimeOut, as WinRM does for clients
+        that vanished without a Delete; returns how many went."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [
+                shell
+                for shell in self.shells.values()
+                if shell.idle_for(now) > shell.settings.idle_timeout_s
+            ]
+            for shell in idle:
+                self.shells.pop(shell.shell_id, None)
+        for shell in idle:
+            log.info("%s: shell %s idle too long, deleted", self.identity.machine, shell.shell_id)
+            shell.close()
+        return len(idle)
 
     def close_all(self) -> None:
         """Stop every pipeline of every shell (server shutdown)."""
@@ -356,7 +383,7 @@ class WSManDispatcher:
             return self._signal(request)
         raise WSManFaultError(ACTION_NOT_SUPPORTED)
 
-    def _shell(self, request: WSManRequest) -> LabShell:
+    def _shell(self, request: WSManRequest) -> LabShell | WinRSShell:
         shell_id = request.selectors.get("ShellId", "").upper()
         with self._lock:
             shell = self.shells.get(shell_id)
@@ -365,6 +392,8 @@ class WSManDispatcher:
         return shell
 
     def _create(self, request: WSManRequest, client_ip: str) -> bytes:
+        if request.resource_uri == CMD_RESOURCE:
+            return self._create_cmd(request, client_ip)
         if not request.resource_uri.startswith(PS_RESOURCE_PREFIX):
             raise WSManFaultError(ACTION_NOT_SUPPORTED)
         shell_el = request.body.find("rsp:Shell", NS)
@@ -372,17 +401,13 @@ class WSManDispatcher:
         if shell_el is None or creation is None or not creation.text:
             raise WSManFaultError(INVALID_MESSAGE)
         shell_id = (shell_el.get("ShellId") or str(uuid.uuid4())).upper()
-        idle = parse_duration(shell_el.findtext("rsp:IdleTimeOut", None, NS), 7200.0)
-        settings = ShellSettings(
-            owner=self.identity.owner,
-            client_ip=client_ip,
-            process_id=self.identity.process_id,
-            idle_timeout_s=idle,
-        )
+        settings = self._settings(request, client_ip)
         with self._lock:
             if shell_id in self.shells:
                 raise WSManFaultError(ALREADY_EXISTS)
-            shell = self.make_shell(shell_id, request.resource_uri, settings)
+            shell = LabShell(
+                shell_id, request.resource_uri, settings, self.workstation, self.resolve
+            )
             self.shells[shell_id] = shell
         try:
             shell.create(_b64(creation.text))
@@ -398,6 +423,40 @@ class WSManDispatcher:
         )
         return _envelope(TRANSFER + "CreateResponse", request.message_id, body, _NS_X + _NS_RSP)
 
+    def _settings(self, request: WSManRequest, client_ip: str) -> ShellSettings:
+        shell_el = request.body.find("rsp:Shell", NS)
+        idle = shell_el.findtext("rsp:IdleTimeOut", None, NS) if shell_el is not None else None
+        return ShellSettings(
+            owner=self.identity.owner,
+            client_ip=client_ip,
+            process_id=self.identity.process_id,
+            idle_timeout_s=parse_duration(idle, 7200.0),
+        )
+
+    def _create_cmd(self, request: WSManRequest, client_ip: str) -> bytes:
+        shell_id = str(uuid.uuid4()).upper()
+        shell = WinRSShell(
+            shell_id, CMD_RESOURCE, self._settings(request, client_ip), self.workstation
+        )
+        with self._lock:
+            self.shells[shell_id] = shell
+        idle = f"PT{shell.settings.idle_timeout_s:.3f}S"
+        body = (
+            f"<x:ResourceCreated><a:Address>{escape(request.to)}</a:Address>"
+            f"<a:ReferenceParameters><w:ResourceURI>{CMD_RESOURCE}</w:ResourceURI>"
+            f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>'
+            "</a:ReferenceParameters></x:ResourceCreated>"
+            '<rsp:Shell xmlns:rsp="http://schemas.microsoft.com/wbem/wsman/1/windows/shell">'
+            f"<rsp:ShellId>{shell_id}</rsp:ShellId><rsp:ResourceUri>{CMD_RESOURCE}</rsp:ResourceUri>"
+            f"<rsp:Owner>{escape(shell.settings.owner)}</rsp:Owner>"
+            f"<rsp:ClientIP>{escape(client_ip)}</rsp:ClientIP><rsp:IdleTimeOut>{idle}</rsp:IdleTimeOut>"
+            "<rsp:InputStreams>stdin</rsp:InputStreams>"
+            "<rsp:OutputStreams>stdout stderr</rsp:OutputStreams>"
+            "<rsp:ShellRunTime>P0DT0H0M0S</rsp:ShellRunTime>"
+            "<rsp:ShellInactivity>P0DT0H0M0S</rsp:ShellInactivity></rsp:Shell>"
+        )
+        return _envelope(TRANSFER + "CreateResponse", request.message_id, body, _NS_X + _NS_RSP)
+
     def _get(self, request: WSManRequest) -> bytes:
         if request.resource_uri == CONFIG_RESOURCE:
             return _envelope(TRANSFER + "GetResponse", request.message_id, _CONFIG_BODY, _NS_X)
@@ -410,14 +469,23 @@ class WSManDispatcher:
         line = request.body.find("rsp:CommandLine", NS)
         if line is None:
             raise WSManFaultError(INVALID_MESSAGE)
-        command_id = (line.get("CommandId") or str(uuid.uuid4())).upper()
-        arguments = line.findtext("rsp:Arguments", "", NS)
-        shell.command(command_id, _b64(arguments))
+        if isinstance(shell, WinRSShell):
+            command = line.findtext("rsp:Command", "", NS) or ""
+            arguments = [a.text or "" for a in line.findall("rsp:Arguments", NS)]
+            command_id = shell.command(command, arguments)
+        else:
+            command_id = (line.get("CommandId") or str(uuid.uuid4())).upper()
+            shell.command(command_id, _b64(line.findtext("rsp:Arguments", "", NS)))
         body = f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId></rsp:CommandResponse>"
         return _envelope(SHELL + "CommandResponse", request.message_id, body, _NS_X + _NS_RSP)
 
     def _send(self, request: WSManRequest) -> bytes:
         shell = self._shell(request)
+        if isinstance(shell, WinRSShell):
+            # stdin of an already finished process goes nowhere, as on Windows.
+            return _envelope(
+                SHELL + "SendResponse", request.message_id, "<rsp:SendResponse/>", _NS_X + _NS_RSP
+            )
         send = request.body.find("rsp:Send", NS)
         if send is None:
             raise WSManFaultError(INVALID_MESSAGE)
@@ -433,12 +501,13 @@ class WSManDispatcher:
         desired = request.body.find("rsp:Receive/rsp:DesiredStream", NS)
         command_id = desired.get("CommandId") if desired is not None else None
         command_id = command_id.upper() if command_id else None
-        cached = shell.cached_receive(command_id, request.message_id)
-        if cached is not None:
-            return cached
+        if isinstance(shell, WinRSShell):
+            return self._receive_cmd(request, shell, command_id or "")
         budget = min(RECEIVE_BUDGET_CHARS, max(request.max_envelope_size - 4096, 8192))
         try:
-            result = shell.receive(command_id, request.operation_timeout, budget)
+            result = shell.receive(
+                command_id, request.message_id, request.operation_timeout, budget
+            )
         except OperationTimedOut as exc:
             raise WSManFaultError(TIMED_OUT) from exc
         attr = f' CommandId="{command_id}"' if command_id else ""
@@ -452,9 +521,25 @@ class WSManDispatcher:
                 "<rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>"
             )
         body = f"<rsp:ReceiveResponse>{''.join(parts)}</rsp:ReceiveResponse>"
-        response = _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
-        shell.remember_receive(command_id, request.message_id, response)
-        return response
+        return _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
+
+    def _receive_cmd(self, request: WSManRequest, shell: WinRSShell, command_id: str) -> bytes:
+        result = shell.receive(command_id)
+        attr = f' CommandId="{command_id}"'
+        parts = []
+        for name, data in (("stdout", result.stdout), ("stderr", result.stderr)):
+            if data:
+                parts.append(
+                    f'<rsp:Stream Name="{name}"{attr}>{base64.b64encode(data).decode()}</rsp:Stream>'
+                )
+        parts.append(f'<rsp:Stream Name="stdout"{attr} End="true"></rsp:Stream>')
+        parts.append(f'<rsp:Stream Name="stderr"{attr} End="true"></rsp:Stream>')
+        parts.append(
+            f'<rsp:CommandState{attr} State="{COMMAND_DONE}">'
+            f"<rsp:ExitCode>{result.exit_code}</rsp:ExitCode></rsp:CommandState>"
+        )
+        body = f"<rsp:ReceiveResponse>{''.join(parts)}</rsp:ReceiveResponse>"
+        return _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
 
     def _signal(self, request: WSManRequest) -> bytes:
         shell = self._shell(request)
@@ -463,7 +548,10 @@ class WSManDispatcher:
             raise WSManFaultError(INVALID_MESSAGE)
         command_id = (signal.get("CommandId") or "").upper()
         code = signal.findtext("rsp:Code", "", NS).strip()
-        shell.signal(command_id, terminate=code == SIGNAL_TERMINATE)
+        if isinstance(shell, WinRSShell):
+            shell.signal(command_id)
+        else:
+            shell.signal(command_id, terminate=code == SIGNAL_TERMINATE)
         return _envelope(
             SHELL + "SignalResponse", request.message_id, "<rsp:SignalResponse/>", _NS_X + _NS_RSP
         )

@@ -190,3 +190,30 @@ def test_copy_into_a_missing_folder_fails_like_file_move(basic_fleet: LabFleet, 
         'Exception calling "Move" with "2" argument(s): "Could not find a part of the path."'
         in str(info.value)
     )
+
+
+def test_execute_cmd_runs_the_tiny_cmd_shell(basic_fleet: LabFleet, local_file) -> None:
+    with client_for(basic_fleet) as client:
+        client.copy(str(local_file(26)), "C:\\Windows\\Temp\\letters.txt")
+        stdout, stderr, rc = client.execute_cmd(
+            "powershell.exe Get-Content C:\\Windows\\Temp\\letters.txt"
+        )
+        assert rc == 0
+        assert stdout.endswith("\r\n") and stderr == ""
+        assert client.execute_cmd("hostname") == ("PC-0001\r\n", "", 0)
+        stdout, stderr, rc = client.execute_cmd("robocopy", environment=None)
+    assert rc == 1
+    assert stdout == ""
+    assert stderr.startswith("'robocopy' is not recognized as an internal or external command")
+
+
+def test_idle_shell_is_deleted_after_its_idle_timeout(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client:
+        pool = RunspacePool(client.wsman, idle_timeout=1)
+        pool.open()
+        dispatcher = basic_fleet.host("pc-0001").endpoint.dispatcher
+        assert pool.id.upper() in dispatcher.shells
+        deadline = time.monotonic() + 10
+        while pool.id.upper() in dispatcher.shells and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pool.is_alive() is False

@@ -76,17 +76,51 @@ def escape_all(texts: list[str]) -> list[str]:
     return escape(joined).split(_SEPARATOR)
 
 
-def _text_cells(values: pd.Series, letter: str, first: int, style: int) -> list[str]:
-    """``<c t="inlineStr">`` elements; an empty string where the value is missing or empty."""
-    items = values.tolist()
-    present = values.notna().to_numpy()
-    index = [i for i in np.flatnonzero(present).tolist() if items[i] != ""]
-    texts = [str(items[i])[:EXCEL_MAX_CHARS] for i in index]
-    cells = [""] * len(items)
+def _rich_lookalike(text: str) -> bool:
+    """XlsxWriter copies such a string into the shared-string table unescaped: keep it inline."""
+    return text.startswith("<r>") and text.endswith("</r>")
+
+
+def _inline(text: str) -> str:
+    """The inside of an inline-string cell: ``<is><t>`` with whitespace kept where it matters."""
+    space = ' xml:space="preserve"' if text[:1].isspace() or text[-1:].isspace() else ""
+    return f"<is><t{space}>{text}</t></is></c>"
+
+
+def _text_cells(sheet: Worksheet, values: pd.Series, letter: str, first: int) -> list[str]:
+    """String cells; an empty string where the value is missing or empty.
+
+    A column that repeats itself (states, waves, code names, hints) goes through the workbook's
+    shared-string table, so each distinct text is written once; other texts are written inline.
+    The default cell style is used: text needs no number format.
+    """
+    codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+    count = len(codes)
+    cells = [""] * count
+    if not len(uniques):
+        return cells
+    texts = [str(text)[:EXCEL_MAX_CHARS] for text in uniques.tolist()]
     head = f'<c r="{letter}'
-    tail = f'" s="{style}" t="inlineStr"><is><t xml:space="preserve">'
-    for i, text in zip(index, escape_all(texts), strict=True):
-        cells[i] = f"{head}{first + i}{tail}{text}</t></is></c>"
+    present = codes >= 0
+    shared = len(texts) <= count // 2 and sheet.str_table is not None
+    if shared:
+        table = sheet.str_table
+        index = [
+            -1 if not text or _rich_lookalike(text) else table._get_shared_string_index(text)
+            for text in texts
+        ]
+        table.count += int(present.sum()) - sum(1 for i in index if i >= 0)
+        mapped = np.asarray(index)[np.where(present, codes, 0)]
+        for row in np.flatnonzero(present & (mapped >= 0)).tolist():
+            cells[row] = f'{head}{first + row}" t="s"><v>{mapped[row]}</v></c>'
+        inline = present & (mapped < 0)
+    else:
+        inline = present
+    escaped = escape_all(texts)
+    for row in np.flatnonzero(inline).tolist():
+        text = escaped[codes[row]]
+        if text:
+            cells[row] = f'{head}{first + row}" t="inlineStr">{_inline(text)}'
     return cells
 
 
@@ -126,8 +160,7 @@ def write_rows(
     letters = [xl_col_to_name(col) for col in range(len(header))]
     head_style = header_style._get_xf_index()
     head = "".join(
-        f'<c r="{letter}1" s="{head_style}" t="inlineStr"><is><t xml:space="preserve">'
-        f"{escape(title)}</t></is></c>"
+        f'<c r="{letter}1" s="{head_style}" t="inlineStr">{_inline(escape(title))}'
         for letter, title in zip(letters, header, strict=True)
     )
     handle.write(f'<row r="1">{head}</row>')
@@ -140,7 +173,7 @@ def write_rows(
         for letter, (values, kind, _), style in zip(letters, columns, styles, strict=True):
             chunk = values.iloc[start:stop]
             if kind == "text":
-                cells.append(_text_cells(chunk, letter, first, style))
+                cells.append(_text_cells(sheet, chunk, letter, first))
             else:
                 cells.append(_number_cells(chunk, letter, first, style, kind == "int"))
         handle.write(

@@ -28,7 +28,7 @@ from cpuu_fleet.report.frames import ReportFrames
 HOST_COLUMNS = (
     "wave", "host", "user", "state", "exit_code", "exit_flags", "profiles_ok", "profiles_failed",
     "started_at", "ended_at", "duration_s", "attempts", "error_class", "error_message",
-    "result_dir", "run_id", "batch", "address",
+    "result_dir", "run_id", "batch", "address", "log_file",
 )  # fmt: skip
 PROFILE_COLUMNS = (
     "wave", "host", "user", "profile", "current_code", "current_name", "previous_code",

@@ -54,6 +54,7 @@ HOST_COLUMNS = (
     Column("error_class", "Error class", TEXT, 14),
     Column("error_message", "Error message", TEXT, 50),
     Column("result_dir", "Collected files", TEXT, 36),
+    Column("log_file", "CPUU log", TEXT, 36),
     Column("run_id", "Run", TEXT, 22),
     Column("batch", "Batch", INT, 7),
     Column("address", "Address", TEXT, 16),
@@ -129,6 +130,9 @@ RUN_COLUMNS = (
     Column("payload_sha256", "Payload SHA-256", TEXT),
     Column("tool_version", "Tool version", TEXT),
 )
+
+#: Notes on the Summary beyond this are counted, not listed (the sheet stays readable).
+MAX_NOTES = 200
 
 WRITER_OPTIONS = {
     "strings_to_formulas": False,
@@ -268,8 +272,10 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
         "A host's row is its latest attempt across these runs; its attempts add up over them.",
         "Success % = succeeded hosts / targeted hosts.",
         *split_notes(planned),
-        *frames.notes,
+        *frames.notes[:MAX_NOTES],
     ]
+    if len(frames.notes) > MAX_NOTES:
+        notes.append(f"... and {len(frames.notes) - MAX_NOTES:,} more notes like these.")
     row += 2
     write_text(sheet, row, 0, "Notes", formats.title)
     for note in notes:

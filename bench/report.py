@@ -81,7 +81,18 @@ def _record_host(
             ProfileResult(name, code, 0, line)
             for line, (name, code) in enumerate(zip(PROFILE_NAMES, codes, strict=True), 1)
         ]
-        journal.add_profiles(run, host, user, results, f"{run}/hosts/{host}/CPUU_{host}.csv")
+        result_file = f"{run}/hosts/{host}/CPUU_{host}.csv"
+        journal.add_profiles(run, host, user, results, result_file)
+        for kind, path in (("result", result_file), ("log", result_file[:-4] + ".log")):
+            journal.add_file(
+                run,
+                host,
+                kind=kind,
+                remote_path="C:\\ProgramData\\cpuu-fleet\\" + path.rsplit("/", 1)[1],
+                local_path=path,
+                sha256="0" * 64,
+                size=1234,
+            )
         exit_code = 1 if state == J.SUCCEEDED else 5
     started = t0 + timedelta(seconds=rng.randrange(3600))
     journal.set_host(
@@ -177,11 +188,13 @@ def main() -> None:
         print(json.dumps(measure(Path(reports), runs.split(","), fast)))
         return
 
-    print(f"cells written by: {'rowxml (vectorised)' if fast else 'XlsxWriter API'}")
+    print(f"cells written by: {'rowxml (streamed XML)' if fast else 'XlsxWriter API'}")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
         f"{'hosts':>8} {'fill s':>7} {'frames s':>8} {'xlsx s':>7} {'csv s':>6} {'total s':>8} "
         f"{'peak MB':>8} {'xlsx MB':>8} {'rows':>9}"
     )
+    previous: tuple[int, float] | None = None
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory(prefix=f"bench-report-{size}-") as tmp:
             reports = Path(tmp)
@@ -201,9 +214,15 @@ def main() -> None:
             print(
                 f"{size:>8} {filled:>7.1f} {figures['frames_s']:>8.1f} {figures['workbook_s']:>7.1f} "
                 f"{figures['csvs_s']:>6.1f} {figures['total_s']:>8.1f} {peak_mb:>8.0f} "
-                f"{figures['xlsx_mb']:>8.1f} {figures['rows']:>9,}",
+                f"{figures['xlsx_mb']:>8.1f} {figures['rows']:>9,}"
+                + (
+                    f"   x{figures['total_s'] / previous[1]:.1f} time for x{size / previous[0]:.0f} hosts"
+                    if previous
+                    else ""
+                ),
                 flush=True,
             )
+            previous = (size, figures["total_s"])
 
 
 if __name__ == "__main__":

@@ -12,30 +12,11 @@ import zipfile
 
 import openpyxl
 import pytest
+from conftest import HOSTILE, RICH_INJECTION, hostile_journal
 
-from cpuu_fleet import journal as J
-from cpuu_fleet.cpuu import ProfileResult
-from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.report.frames import load_frames
 from cpuu_fleet.report.rowxml import escape, escape_all
 from cpuu_fleet.report.workbook import write_workbook
-
-RICH_INJECTION = (
-    '<r><t>x</t></r></is></c><c r="Z1"><f>HYPERLINK("http://evil.example","click")</f></c>'
-    '<c r="Z2" t="inlineStr"><is><r><t>y</t></r>'
-)
-HOSTILE = [
-    RICH_INJECTION,
-    '=HYPERLINK("http://evil.example","x")',
-    "@SUM(1+1)*cmd|' /C calc'!A0",
-    "bell\x07 and nul\x00 inside",
-    "literal _x0041_ escape",
-    "a & b <c> \"d\" 'e'",
-    "  leading and trailing spaces  ",
-    "line one\nline two",
-    "Zoë Ångström \u4e2d\u6587 \U0001f600",
-    "private \ue000 use",
-]
 
 
 def excel_text(value):
@@ -47,13 +28,7 @@ def excel_text(value):
 
 @pytest.fixture
 def hostile_frames(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
-    run = journal.start_run(run_id="r1", operator=RICH_INJECTION)
-    journal.add_hosts(run, [HostEntry("pc-1", wave="<r>w</r>")])
-    results = [ProfileResult(name, 10, 0, line) for line, name in enumerate(HOSTILE, 1)]
-    results.append(ProfileResult("L" * 40_000, 10, 0, 99))
-    journal.add_profiles(run, "pc-1", "CORP\\x", results)
-    journal.set_host(run, "pc-1", state=J.SUCCEEDED, exit_code=1, error_message=RICH_INJECTION)
+    journal, run = hostile_journal(tmp_path / "j.sqlite3")
     yield load_frames(journal, [run])
     journal.close()
 
@@ -80,9 +55,7 @@ def test_hostile_text_is_stored_literally_and_never_as_a_formula(hostile_frames,
     assert RICH_INJECTION in hosts[0]  # the error message
     summary = [cell for row in book["Summary"].iter_rows(values_only=True) for cell in row]
     assert RICH_INJECTION in summary  # the operator, in the runs' metadata
-    assert "Z1" not in {
-        cell.coordinate for row in book["Profiles"].iter_rows() for cell in row if cell.value
-    }
+    assert book["Profiles"]["Z1"].value is None  # where the injection would have put its formula
 
 
 def test_escape_protects_markup_control_characters_and_excel_escapes():

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report.csvs import write_csvs
 from cpuu_fleet.report.frames import ReportFrames, load_frames
 from cpuu_fleet.report.selection import resolve_runs
@@ -50,6 +51,7 @@ def write_report(
     *,
     wave: str | None = None,
     max_rows: int = EXCEL_MAX_ROWS,
+    redactor: Redactor = REDACTOR,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv`` and ``retry.txt``.
 
@@ -58,7 +60,7 @@ def write_report(
     smaller by tests to exercise the continuation sheets.
     """
     selected = resolve_runs(journal, run_ids)
-    frames = load_frames(journal, selected, wave=wave)
+    frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     workbook = write_workbook(frames, out_dir / WORKBOOK_NAME, max_rows=max_rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cpuu_fleet.report.frames import ReportFrames
@@ -27,7 +28,7 @@ from cpuu_fleet.report.frames import ReportFrames
 HOST_COLUMNS = (
     "wave", "host", "user", "state", "exit_code", "exit_flags", "profiles_ok", "profiles_failed",
     "started_at", "ended_at", "duration_s", "attempts", "error_class", "error_message",
-    "result_dir", "run_id", "batch", "address",
+    "result_dir", "run_id", "batch", "address", "log_file",
 )  # fmt: skip
 PROFILE_COLUMNS = (
     "wave", "host", "user", "profile", "current_code", "current_name", "previous_code",
@@ -40,23 +41,25 @@ ACTION_COLUMNS = (
 
 #: A text cell starting with one of these is a formula to Excel (OWASP's list).
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-_TRIGGER_PATTERN = r"^[=+\-@\t\r]"
+_TRIGGERS = frozenset(FORMULA_TRIGGERS)
 
 
 def neutralise_formulas(series: pd.Series) -> pd.Series:
     """Prefix ``'`` to text that Excel would run as a formula; leave everything else alone."""
     if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
         return series
-    text = series.astype(object)
-    is_text = text.map(type).eq(str)
-    risky = is_text & text.where(is_text, "").str.contains(_TRIGGER_PATTERN, regex=True)
-    return text.where(~risky, "'" + text.where(risky, ""))
+    values = [
+        "'" + value if isinstance(value, str) and value[:1] in _TRIGGERS else value
+        for value in series.astype(object).tolist()
+    ]
+    return pd.Series(values, index=series.index, dtype=object)
 
 
 def _iso(series: pd.Series) -> pd.Series:
     """Naive UTC datetimes as ISO-8601 with milliseconds and a ``Z``; empty where missing."""
-    text = series.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str.slice(0, 23) + "Z"
-    return text.where(series.notna(), "")
+    stamps = np.datetime_as_string(series.to_numpy(dtype="datetime64[ms]"), unit="ms")
+    text = pd.Series(stamps, index=series.index, dtype=object) + "Z"
+    return text.where(series.notna().to_numpy(), "")
 
 
 def _csv_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:

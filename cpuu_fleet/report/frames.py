@@ -33,7 +33,8 @@ import pandas as pd
 from cpuu_fleet import journal as J
 from cpuu_fleet.cpuu import Outcome, code_info
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.report import hints, states
+from cpuu_fleet.redact import REDACTOR, Redactor
+from cpuu_fleet.report import collected, hints, states
 from cpuu_fleet.report.selection import wave_matcher
 
 NO_WAVE = "(no wave)"
@@ -76,6 +77,13 @@ def _map_distinct(series: pd.Series, function) -> pd.Series:
     return series.map({value: function(value) for value in distinct})
 
 
+def _scrub(series: pd.Series, redactor: Redactor) -> pd.Series:
+    """Mask registered secrets in a text column (once per distinct text)."""
+    if series.isna().all():
+        return series
+    return _map_distinct(series.astype(object), redactor.scrub)
+
+
 def _code_table(codes: pd.Series) -> pd.DataFrame:
     """name / meaning / outcome / hint for each distinct per-profile code, from cpuu.code_info."""
     rows = []
@@ -88,17 +96,27 @@ def _code_table(codes: pd.Series) -> pd.DataFrame:
 
 
 def load_frames(
-    journal: Journal, run_ids: Sequence[str], *, wave: str | None = None
+    journal: Journal,
+    run_ids: Sequence[str],
+    *,
+    wave: str | None = None,
+    redactor: Redactor = REDACTOR,
 ) -> ReportFrames:
-    """Read the selected runs from the journal and shape every frame the report needs."""
+    """Read the selected runs from the journal and shape every frame the report needs.
+
+    Free text is scrubbed again on the way out (the journal scrubbed it on the way in): a secret
+    revealed after an error was recorded must still not reach a report.
+    """
     run_ids = list(run_ids)
     runs = _read(journal, "runs", "*", run_ids)
+    runs["stop_reason"] = _scrub(runs["stop_reason"], redactor)
     runs["started_at"] = _utc(runs["started_at"])
     runs["ended_at"] = _utc(runs["ended_at"])
     runs = runs.sort_values(["started_at", "run_id"], kind="stable").reset_index(drop=True)
     run_rank = {run_id: rank for rank, run_id in enumerate(runs["run_id"])}
 
     every_row = _read(journal, "hosts", "rowid AS seq, *", run_ids)
+    every_row["error_message"] = _scrub(every_row["error_message"], redactor)
     every_row["wave"] = every_row["wave"].fillna(NO_WAVE).astype(str)
     every_row["run_rank"] = every_row["run_id"].map(run_rank)
     every_row = every_row.sort_values(["run_rank", "seq"], kind="stable")
@@ -109,9 +127,13 @@ def load_frames(
         every_row = every_row[every_row["wave"].isin(waves)]
 
     hosts = _latest_per_host(every_row, waves)
-    profiles = _profiles(journal, run_ids, hosts)
+    files = collected.read_files(journal, run_ids)
+    hosts = collected.add_file_columns(hosts, files)
+    profiles = _profiles(journal, run_ids, hosts, files, notes)
     hosts = _add_profile_counts(hosts, profiles)
     attempts = _attempts(journal, run_ids, every_row)
+    for column in ("error_message", "details_json"):
+        attempts[column] = _scrub(attempts[column], redactor)
     summary = _summary(hosts, profiles, waves)
     codes = _codes(profiles, waves)
     actions = _actions(hosts, profiles, waves)
@@ -180,10 +202,21 @@ def _latest_per_host(every_row: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     )
 
 
-def _profiles(journal: Journal, run_ids: Sequence[str], hosts: pd.DataFrame) -> pd.DataFrame:
+def _profiles(
+    journal: Journal,
+    run_ids: Sequence[str],
+    hosts: pd.DataFrame,
+    files: pd.DataFrame,
+    notes: list[str],
+) -> pd.DataFrame:
     """One row per host x user x profile, from the run each host's reported row comes from."""
-    columns = "id, run_id, host, user, profile, current_code, previous_code, result_file, line"
-    every_profile = _read(journal, "profiles", columns, run_ids)
+    every_profile = _read(journal, "profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
+    recovered, recovery_notes = collected.recover_profiles(
+        journal.path.parent, files, hosts, every_profile
+    )
+    notes.extend(recovery_notes)
+    if len(recovered):
+        every_profile = pd.concat([every_profile, recovered], ignore_index=True)
     hosts_order = hosts[["run_id", "host", "wave", "wave_rank"]].assign(host_rank=hosts.index)
     profiles = every_profile.merge(hosts_order, on=["run_id", "host"])
     # Two collects of the same host in one run: the later result file wins.

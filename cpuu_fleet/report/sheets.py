@@ -2,11 +2,13 @@
 
 Why not ``DataFrame.to_excel``: it writes column by column, which XlsxWriter's ``constant_memory``
 mode cannot accept (rows must arrive in order), and without that mode a 100,000-host report holds
-every cell of every sheet in memory until the file is closed (measured: see bench/report.py). It
-also picks a cell's type from the value, while we must decide it from the column: text that comes
-from a workstation (a profile named ``=HYPERLINK(...)``) is always written with ``write_string``,
-never as a formula or a link. Values are prepared column by column with pandas (vectorised) and
-written row by row.
+every cell of every sheet in memory until the file is closed. It also picks a cell's type from the
+value, while we decide it from the column: text that comes from a workstation (a profile named
+``=HYPERLINK(...)``) is always a string, never a formula or a link.
+
+Rows are rendered a column at a time by :mod:`cpuu_fleet.report.rowxml` (fast, and escapes what
+XlsxWriter would not); where that is not possible, XlsxWriter's own cell API is used, through
+:func:`write_text` for every string.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
-from cpuu_fleet.report import states
+from cpuu_fleet.report import rowxml, states
 
 #: Excel's limit: 1,048,576 rows per sheet, the header row included.
 EXCEL_MAX_ROWS = 1_048_576
@@ -108,19 +110,40 @@ def cell_values(series: pd.Series, kind: str) -> list:
         )
         text[present] = values
         return text.tolist()
-    if kind == DATE:
-        numbers = (series - _EXCEL_EPOCH) / _DAY
-    elif kind == DURATION:
-        numbers = pd.to_numeric(series, errors="coerce") / 86_400
-    else:
-        numbers = pd.to_numeric(series, errors="coerce")
-    numbers = numbers.astype("float64")
+    numbers = excel_numbers(series, kind).astype("float64")
     finite = np.isfinite(numbers.to_numpy())
     out = numbers.astype(object)
     out[~finite] = None
     if kind == INT:
         out[finite] = numbers[finite].astype("int64").astype(object)
     return out.tolist()
+
+
+def excel_numbers(series: pd.Series, kind: str) -> pd.Series:
+    """A numeric column as the float64 Excel stores: dates as serial days, durations as days."""
+    if kind == DATE:
+        return (series - _EXCEL_EPOCH) / _DAY
+    if kind == DURATION:
+        return pd.to_numeric(series, errors="coerce") / 86_400
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def write_text(sheet: Worksheet, row: int, col: int, text: str, cell_format=None) -> None:
+    """Write a string that is shown literally, whatever it looks like.
+
+    ``strings_to_formulas=False`` already keeps ``=...`` a string. But XlsxWriter passes any
+    ``<r>...</r>`` string through unescaped as a pre-built rich string (an XML and formula
+    injection); such a string is written as a rich string of three plain fragments instead (the
+    fewest XlsxWriter accepts), which it escapes and Excel shows as the same text.
+    """
+    if text.startswith("<r>") and text.endswith("</r>"):
+        fragments = (text[:1], text[1:2], text[2:])
+        if cell_format is None:
+            sheet.write_rich_string(row, col, *fragments)
+        else:
+            sheet.write_rich_string(row, col, *fragments, cell_format)
+    else:
+        sheet.write_string(row, col, text, cell_format)
 
 
 def sheet_names(base: str, rows: int, max_rows: int) -> list[SheetPart]:
@@ -144,36 +167,70 @@ def write_table(
     *,
     max_rows: int = EXCEL_MAX_ROWS,
     state_key: str | None = "state",
+    fast: bool = True,
 ) -> list[SheetPart]:
-    """Write ``frame`` as one table per sheet, continued on ``<name> (2)`` etc. past ``max_rows``."""
-    values = [cell_values(frame[column.key], column.kind) for column in columns]
-    cell_formats = [formats.for_kind(column.kind) for column in columns]
+    """Write ``frame`` as one table per sheet, continued on ``<name> (2)`` etc. past ``max_rows``.
+
+    ``fast=False`` forces XlsxWriter's cell API (the fallback; tests compare both).
+    """
     parts = sheet_names(base_name, len(frame), max_rows)
+    prepared: list[list] | None = None
     for part in parts:
         sheet = book.add_worksheet(part.name)
         _layout(sheet, formats, columns, part.rows, state_key)
-        writers = [
-            sheet.write_string if column.kind == TEXT else sheet.write_number for column in columns
-        ]
-        cells = list(zip(writers, cell_formats, strict=True))
-        chunk = [
-            column_values[part.first_row : part.first_row + part.rows] for column_values in values
-        ]
-        for row, row_values in enumerate(zip(*chunk, strict=False), start=1):
-            for col, value in enumerate(row_values):
-                if value is not None:
-                    write, cell_format = cells[col]
-                    write(row, col, value, cell_format)
+        rows = frame.iloc[part.first_row : part.first_row + part.rows]
+        if fast and rowxml.supported(sheet):
+            _write_fast(sheet, formats, rows, columns)
+            continue
+        if prepared is None:
+            prepared = [cell_values(frame[column.key], column.kind) for column in columns]
+        _write_with_api(sheet, formats, columns, prepared, part)
     return parts
+
+
+def _write_fast(sheet: Worksheet, formats: Formats, rows: pd.DataFrame, columns) -> None:
+    kinds = {TEXT: "text", INT: "int"}
+    rowxml.write_rows(
+        sheet,
+        [column.header for column in columns],
+        formats.header,
+        [
+            (
+                rows[column.key]
+                if column.kind == TEXT
+                else excel_numbers(rows[column.key], column.kind),
+                kinds.get(column.kind, "number"),
+                formats.for_kind(column.kind),
+            )
+            for column in columns
+        ],
+    )
+
+
+def _write_with_api(sheet: Worksheet, formats: Formats, columns, prepared, part: SheetPart) -> None:
+    for col, column in enumerate(columns):
+        write_text(sheet, 0, col, column.header, formats.header)
+    cells = [
+        (write_text if column.kind == TEXT else sheet.write_number, formats.for_kind(column.kind))
+        for column in columns
+    ]
+    chunk = [values[part.first_row : part.first_row + part.rows] for values in prepared]
+    for row, row_values in enumerate(zip(*chunk, strict=True), start=1):
+        for col, value in enumerate(row_values):
+            if value is not None:
+                write, cell_format = cells[col]
+                if write is write_text:
+                    write_text(sheet, row, col, value, cell_format)
+                else:
+                    write(row, col, value, cell_format)
 
 
 def _layout(
     sheet: Worksheet, formats: Formats, columns: Sequence[Column], rows: int, state_key: str | None
 ) -> None:
-    """Header, widths, frozen header row, autofilter and state colours: before any data row."""
+    """Widths, frozen header row, autofilter and state colours (the cells come after)."""
     for col, column in enumerate(columns):
         sheet.set_column(col, col, column.width)
-        sheet.write_string(0, col, column.header, formats.header)
     sheet.freeze_panes(1, 0)
     last_row = max(rows, 1)
     sheet.autofilter(0, 0, last_row, len(columns) - 1)

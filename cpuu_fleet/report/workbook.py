@@ -35,6 +35,7 @@ from cpuu_fleet.report.sheets import (
     cell_values,
     sheet_names,
     write_table,
+    write_text,
 )
 
 HOST_COLUMNS = (
@@ -53,6 +54,7 @@ HOST_COLUMNS = (
     Column("error_class", "Error class", TEXT, 14),
     Column("error_message", "Error message", TEXT, 50),
     Column("result_dir", "Collected files", TEXT, 36),
+    Column("log_file", "CPUU log", TEXT, 36),
     Column("run_id", "Run", TEXT, 22),
     Column("batch", "Batch", INT, 7),
     Column("address", "Address", TEXT, 16),
@@ -129,6 +131,9 @@ RUN_COLUMNS = (
     Column("tool_version", "Tool version", TEXT),
 )
 
+#: Notes on the Summary beyond this are counted, not listed (the sheet stays readable).
+MAX_NOTES = 200
+
 WRITER_OPTIONS = {
     "strings_to_formulas": False,
     "strings_to_urls": False,
@@ -160,9 +165,13 @@ def write_workbook(
     path: Path,
     *,
     max_rows: int = EXCEL_MAX_ROWS,
-    constant_memory: bool = True,
+    fast: bool = True,
 ) -> WorkbookResult:
-    """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests."""
+    """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
+
+    ``fast=False`` writes every cell through XlsxWriter's API instead of :mod:`.rowxml` (the
+    fallback path, kept tested and measured).
+    """
     tables = [
         ("Hosts", frames.hosts, HOST_COLUMNS),
         ("Profiles", frames.profiles, PROFILE_COLUMNS),
@@ -171,15 +180,16 @@ def write_workbook(
         ("Attempts", frames.attempts, ATTEMPT_COLUMNS),
     ]
     planned = {name: sheet_names(name, len(frame), max_rows) for name, frame, _ in tables}
-    options = dict(WRITER_OPTIONS, constant_memory=constant_memory)
     result = WorkbookResult(path)
-    with pd.ExcelWriter(path, engine="xlsxwriter", engine_kwargs={"options": options}) as writer:
+    with pd.ExcelWriter(
+        path, engine="xlsxwriter", engine_kwargs={"options": dict(WRITER_OPTIONS)}
+    ) as writer:
         book = writer.book
         formats = Formats(book)
         _write_summary(book, formats, frames, planned)
         for name, frame, columns in tables:
             result.sheets[name] = write_table(
-                book, formats, name, frame, columns, max_rows=max_rows
+                book, formats, name, frame, columns, max_rows=max_rows, fast=fast
             )
     return result
 
@@ -204,7 +214,7 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
     for col, column in enumerate(SUMMARY_COLUMNS):
         sheet.set_column(col, col, column.width)
         header_format = formats.state_headers.get(column.key, formats.header)
-        sheet.write_string(0, col, column.header, header_format)
+        write_text(sheet, 0, col, column.header, header_format)
     sheet.freeze_panes(1, 1)
     values = [cell_values(summary[column.key], column.kind) for column in SUMMARY_COLUMNS]
     last = len(summary)
@@ -212,8 +222,8 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
         is_total = row == last
         for col, (column, value) in enumerate(zip(SUMMARY_COLUMNS, row_values, strict=True)):
             if column.kind == TEXT:
-                sheet.write_string(
-                    row, col, value or "", formats.total if is_total else formats.text
+                write_text(
+                    sheet, row, col, value or "", formats.total if is_total else formats.text
                 )
             else:
                 if is_total:
@@ -240,10 +250,10 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
         )
 
     row = last + 2
-    sheet.write_string(row, 0, "Runs included", formats.title)
+    write_text(sheet, row, 0, "Runs included", formats.title)
     row += 1
     for col, column in enumerate(RUN_COLUMNS):
-        sheet.write_string(row, col, column.header, formats.header)
+        write_text(sheet, row, col, column.header, formats.header)
     run_values = [cell_values(frames.runs[column.key], column.kind) for column in RUN_COLUMNS]
     for run_row in zip(*run_values, strict=False):
         row += 1
@@ -251,7 +261,7 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
             if value is None:
                 continue
             if column.kind == TEXT:
-                sheet.write_string(row, col, value, formats.text)
+                write_text(sheet, row, col, value, formats.text)
             else:
                 sheet.write_number(row, col, value, formats.date)
 
@@ -262,13 +272,15 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
         "A host's row is its latest attempt across these runs; its attempts add up over them.",
         "Success % = succeeded hosts / targeted hosts.",
         *split_notes(planned),
-        *frames.notes,
+        *frames.notes[:MAX_NOTES],
     ]
+    if len(frames.notes) > MAX_NOTES:
+        notes.append(f"... and {len(frames.notes) - MAX_NOTES:,} more notes like these.")
     row += 2
-    sheet.write_string(row, 0, "Notes", formats.title)
+    write_text(sheet, row, 0, "Notes", formats.title)
     for note in notes:
         row += 1
-        sheet.write_string(row, 0, note)
+        write_text(sheet, row, 0, note)
 
     if frames.waves:
         _insert_chart(book, sheet, len(frames.waves), len(SUMMARY_COLUMNS) + 1)

@@ -18,6 +18,34 @@ from cpuu_fleet.journal import HostEntry, Journal
 HYPERLINK = '=HYPERLINK("http://evil.example/x","click me")'
 DDE = "+cmd|' /C calc'!A0"
 ACCENTED_USER = "CORP\\Zoë Ångström"
+RICH_INJECTION = (
+    '<r><t>x</t></r></is></c><c r="Z1"><f>HYPERLINK("http://evil.example","click")</f></c>'
+    '<c r="Z2" t="inlineStr"><is><r><t>y</t></r>'
+)
+HOSTILE = [
+    RICH_INJECTION,
+    '=HYPERLINK("http://evil.example","x")',
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "bell\x07 and nul\x00 inside",
+    "literal _x0041_ escape",
+    "a & b <c> \"d\" 'e'",
+    "  leading and trailing spaces  ",
+    "line one\nline two",
+    "Zoë Ångström \u4e2d\u6587 \U0001f600",
+    "private \ue000 use",
+]
+
+
+def hostile_journal(path: Path) -> tuple[Journal, str]:
+    """One host whose every free text is hostile: profile names, wave, operator, error."""
+    journal = Journal(path)
+    run = journal.start_run(run_id="r1", operator=RICH_INJECTION)
+    journal.add_hosts(run, [HostEntry("pc-1", wave="<r>w</r>")])
+    results = [ProfileResult(name, 10, 0, line) for line, name in enumerate(HOSTILE, 1)]
+    results.append(ProfileResult("L" * 40_000, 10, 0, 99))
+    journal.add_profiles(run, "pc-1", "CORP\\x", results)
+    journal.set_host(run, "pc-1", state=J.SUCCEEDED, exit_code=1, error_message=RICH_INJECTION)
+    return journal, run
 
 
 @dataclass

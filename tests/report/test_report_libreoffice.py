@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import DDE, HYPERLINK
+from conftest import DDE, HOSTILE, HYPERLINK, hostile_journal
 
 from cpuu_fleet.report import write_report
 
@@ -71,3 +71,15 @@ def test_libreoffice_reads_every_sheet_and_keeps_hostile_text_literal(workbook, 
     with open(out / "report-Summary.csv", encoding="utf-8", newline="") as handle:
         summary = {row[0]: row for row in csv.reader(handle) if row}
     assert summary["Total"][1] == "9"
+
+
+def test_libreoffice_shows_hostile_text_exactly_as_the_workstation_sent_it(tmp_path):
+    journal, run = hostile_journal(tmp_path / "reports" / "journal.sqlite3")
+    workbook = write_report(journal, [run], tmp_path / "out").workbook
+    journal.close()
+    out = tmp_path / "csv"
+    completed = _convert(workbook, EVERY_SHEET_AS_CSV, out, tmp_path / "lo-profile")
+    assert completed.returncode == 0, completed.stderr
+    with open(out / "report-Profiles.csv", encoding="utf-8", newline="") as handle:
+        profiles = [row["Profile"] for row in csv.DictReader(handle)]
+    assert profiles[: len(HOSTILE)] == HOSTILE

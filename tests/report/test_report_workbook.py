@@ -193,3 +193,27 @@ def test_a_sheet_past_the_row_limit_continues_and_the_summary_says_so(fleet, tmp
     assert "Hosts: 9 rows exceed one sheet's limit; continued on Hosts (2), Hosts (3)." in notes
     assert any(str(note).startswith("Attempts:") for note in notes)
     assert not any(str(note).startswith("Action list:") for note in notes)  # 3 rows fit
+
+
+def test_both_cell_writers_produce_the_same_workbook_content(fleet, tmp_path):
+    """The streamed rows (rowxml) and XlsxWriter's own API give identical cells and types."""
+    from cpuu_fleet.report.frames import load_frames
+    from cpuu_fleet.report.workbook import write_workbook
+
+    frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run])
+    books = {}
+    for fast in (True, False):
+        path = tmp_path / f"fast-{fast}.xlsx"
+        write_workbook(frames, path, fast=fast, max_rows=5)
+        books[fast] = _open(path)
+    assert books[True].sheetnames == books[False].sheetnames
+    for name in books[True].sheetnames[1:]:  # the Summary is written by XlsxWriter either way
+        streamed = [
+            [(c.value, c.data_type, c.number_format) for c in row]
+            for row in books[True][name].iter_rows()
+        ]
+        api = [
+            [(c.value, c.data_type, c.number_format) for c in row]
+            for row in books[False][name].iter_rows()
+        ]
+        assert streamed == api, name

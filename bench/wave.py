@@ -323,9 +323,11 @@ def measure(kind: str, hosts: int, latency_ms: float, payload: Path) -> dict[str
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
         if not lines:
             raise RuntimeError(f"{kind} controller failed:\n{done.stderr[-3000:]}")
-        return json.loads(lines[-1][7:])
+        result = json.loads(lines[-1][7:])
     finally:
-        lab.close()
+        lab_cpu = lab.close()
+    result["lab_cpu_per_host_s"] = lab_cpu / hosts
+    return result
 
 
 def main() -> None:
@@ -355,6 +357,7 @@ def main() -> None:
             ("wall_per_host_s", "wall s / host"),
             ("hosts_per_min", "hosts / min"),
             ("cpu_per_host_s", "controller CPU s / host"),
+            ("lab_cpu_per_host_s", "lab (workstations) CPU s / host"),
             ("peak_mib", "peak controller MiB"),
         ):
             ratio = ours[key] / base[key] if base[key] else float("nan")

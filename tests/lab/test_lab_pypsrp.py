@@ -29,6 +29,12 @@ def test_execute_ps_returns_output_and_non_terminating_errors(any_fleet: LabFlee
     assert had_errors is False
 
 
+def test_execute_ps_environment_reaches_the_script(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client:
+        output, _, had_errors = client.execute_ps("$env:WAVE", environment={"WAVE": "wave 2"})
+    assert (output, had_errors) == ("wave 2", False)
+
+
 def test_execute_ps_unknown_command_is_command_not_found(any_fleet: LabFleet) -> None:
     with client_for(any_fleet) as client:
         output, streams, had_errors = client.execute_ps("Get-ServiceTypo")
@@ -217,3 +223,9 @@ def test_idle_shell_is_deleted_after_its_idle_timeout(basic_fleet: LabFleet) -> 
         while pool.id.upper() in dispatcher.shells and time.monotonic() < deadline:
             time.sleep(0.2)
         assert pool.is_alive() is False
+
+
+def test_exchange_keys_completes_the_session_key(ntlm_fleet: LabFleet) -> None:
+    with client_for(ntlm_fleet) as client, RunspacePool(client.wsman) as pool:
+        pool.exchange_keys()
+        assert pool._key_exchanged is True  # pypsrp can now serialise SecureStrings

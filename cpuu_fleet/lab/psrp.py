@@ -576,6 +576,9 @@ class LabShell:
 
     def _feed(self, data: bytes, command_id: str | None) -> None:
         self.last_activity = time.monotonic()
+        # pypsrp writes the call id of Set{Max,Min}Runspaces as <I64 N="CI">; Windows reads it
+        # case-insensitively, psrpcore looks for "ci" only. Same length, so fragments stay valid.
+        data = data.replace(b'<I64 N="CI">', b'<I64 N="ci">')
         pipeline = self.pipelines.get(command_id) if command_id else None
         pid = pipeline.pipe.pipeline_id if pipeline else None
         self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))

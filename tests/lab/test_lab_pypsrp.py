@@ -229,3 +229,10 @@ def test_exchange_keys_completes_the_session_key(ntlm_fleet: LabFleet) -> None:
     with client_for(ntlm_fleet) as client, RunspacePool(client.wsman) as pool:
         pool.exchange_keys()
         assert pool._key_exchanged is True  # pypsrp can now serialise SecureStrings
+
+
+def test_runspace_limits_can_be_changed(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client, RunspacePool(client.wsman) as pool:
+        pool.max_runspaces = 3
+        pool.min_runspaces = 2
+        assert (pool.min_runspaces, pool.max_runspaces) == (2, 3)

@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 FRAGMENT_SIZE = 32_768
 """Windows' PSRP fragment size (32,747 payload bytes + the 21-byte header)."""
 
-SETTLE_S = 0.05
-"""How long a Receive lets a still-running pipeline's output gather (see LabShell._settle)."""
+SETTLE_S = 0.25
+"""How long at most a Receive lets a still-running pipeline's output gather before answering
+(see LabShell._settle); it answers at once when the pipeline ends or the answer is full."""
 
 _BOUNDARY = object()
 """Queue marker: the next Receive answer starts here (Windows' two-step open)."""

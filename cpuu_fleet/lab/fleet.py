@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
-from cpuu_fleet.lab.psrp import load_handlers
+from cpuu_fleet.lab.dispatch import load_handlers
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint

@@ -86,6 +86,9 @@ class _NtlmAccounts:
             self._write()
 
     def _write(self) -> None:
+        if not self._accounts:
+            self._path.unlink(missing_ok=True)  # no lab password left lying around
+            return
         text = "".join(f":{user}:{pw}\n" for user, (pw, _) in self._accounts.items())
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")

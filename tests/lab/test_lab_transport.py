@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -127,3 +128,17 @@ def test_scenario_faults_reach_the_client(tmp_path: Path, scenario: str, error: 
         for host in fleet.hosts:
             with client_for(fleet, host.name, connection_timeout=5) as client, pytest.raises(error):
                 client.execute_ps("'x'")
+
+
+def test_the_fleet_password_stays_out_of_reprs_and_files(tmp_path: Path) -> None:
+    fleet = LabFleet(
+        1, auth="ntlm", workdir=tmp_path, password="S3cret-lab-pw!", username="reprcheck"
+    )
+    with fleet:
+        host = fleet.hosts[0]
+        assert "S3cret-lab-pw!" not in repr(host)
+        assert "S3cret-lab-pw!" not in repr(fleet)
+        user_file = Path(os.environ["NTLM_USER_FILE"])
+        assert "S3cret-lab-pw!" in user_file.read_text()  # the acceptor needs it while serving
+    if user_file.exists():  # other fleets of this process may still be serving
+        assert "S3cret-lab-pw!" not in user_file.read_text()

@@ -166,3 +166,16 @@ RECEIVE = (
     '</s:Header><s:Body><rsp:Receive><rsp:DesiredStream CommandId="{command_id}">stdout'
     "</rsp:DesiredStream></rsp:Receive></s:Body></s:Envelope>"
 )
+
+
+@pytest.mark.parametrize("fleet_name", ["basic_fleet", "ntlm_fleet"])
+def test_pypsrp_read_timeout_retry_gets_the_output(
+    request: pytest.FixtureRequest, fleet_name: str
+) -> None:
+    """pypsrp 0.9 re-sends a Receive whose answer did not come within read_timeout (after
+    rebuilding the NTLM context on a new connection); the lab answers it like the original."""
+    fleet: LabFleet = request.getfixturevalue(fleet_name)
+    client = client_for(fleet, operation_timeout=5, read_timeout=0.5, reconnection_backoff=0.05)
+    with client:
+        output, _, had_errors = client.execute_ps("Start-Sleep 1.2; 'late'")
+    assert (output, had_errors) == ("late", False)

@@ -7,6 +7,7 @@ import base64
 import re
 import struct
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -170,12 +171,24 @@ RECEIVE = (
 
 @pytest.mark.parametrize("fleet_name", ["basic_fleet", "ntlm_fleet"])
 def test_pypsrp_read_timeout_retry_gets_the_output(
-    request: pytest.FixtureRequest, fleet_name: str
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, fleet_name: str
 ) -> None:
     """pypsrp 0.9 re-sends a Receive whose answer did not come within read_timeout (after
     rebuilding the NTLM context on a new connection); the lab answers it like the original."""
     fleet: LabFleet = request.getfixturevalue(fleet_name)
+    receives: Counter[bytes] = Counter()
+    original = WSManDispatcher.handle
+
+    def counting(
+        self: WSManDispatcher, data: bytes, client_ip: str = "127.0.0.1"
+    ) -> tuple[int, bytes]:
+        if b"/windows/shell/Receive<" in data:
+            receives[re.search(rb"<wsa:MessageID>([^<]+)<", data).group(1)] += 1
+        return original(self, data, client_ip)
+
+    monkeypatch.setattr(WSManDispatcher, "handle", counting)
     client = client_for(fleet, operation_timeout=5, read_timeout=0.5, reconnection_backoff=0.05)
     with client:
         output, _, had_errors = client.execute_ps("Start-Sleep 1.2; 'late'")
     assert (output, had_errors) == ("late", False)
+    assert max(receives.values()) >= 2  # the same Receive really came again

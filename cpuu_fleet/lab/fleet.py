@@ -271,6 +271,10 @@ class LabFleet:
         }
         if self.https:
             group_vars["ansible_psrp_ca_cert"] = str(self.ca_cert_path)
+        if self.auth == "certificate":
+            del group_vars["ansible_password"]
+            group_vars["ansible_psrp_certificate_pem"] = str(self.client_cert_path)
+            group_vars["ansible_psrp_certificate_key_pem"] = str(self.client_key_path)
         entries = {h.name: {"ansible_host": h.address} for h in self.hosts}
         group_body: dict[str, Any] = {"vars": group_vars}
         if waves:

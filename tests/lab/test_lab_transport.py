@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from conftest import client_for
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 from pypsrp.wsman import WSMan
@@ -142,3 +143,15 @@ def test_the_fleet_password_stays_out_of_reprs_and_files(tmp_path: Path) -> None
         assert "S3cret-lab-pw!" in user_file.read_text()  # the acceptor needs it while serving
     if user_file.exists():  # other fleets of this process may still be serving
         assert "S3cret-lab-pw!" not in user_file.read_text()
+
+
+def test_inventory_names_what_a_client_needs(tmp_path: Path) -> None:
+    with LabFleet(3, auth="certificate", https=True, workdir=tmp_path) as fleet:
+        inventory = yaml.safe_load(fleet.write_inventory(tmp_path / "inv.yml").read_text())
+    lab = inventory["all"]["children"]["lab"]
+    assert lab["vars"]["ansible_psrp_protocol"] == "https"
+    assert lab["vars"]["ansible_port"] == 5986
+    assert Path(lab["vars"]["ansible_psrp_ca_cert"]) == fleet.ca_cert_path
+    assert lab["vars"]["ansible_psrp_certificate_pem"] == str(fleet.client_cert_path)
+    assert "ansible_password" not in lab["vars"]
+    assert [h["ansible_host"] for h in lab["hosts"].values()] == [h.address for h in fleet.hosts]

@@ -1,9 +1,18 @@
 """Hold the lab to real Windows: pypsrp against the lab must produce the exchange shapes that pypsrp
-against real Windows hosts produced (recordings in ``../shared/fixtures/windows-wsman``).
+against real Windows hosts produced (recordings in ``../shared/fixtures/windows-wsman``, beside
+the checkout; the tests skip, saying so, where that folder is missing).
 
 The shape (see ``fidelity_shape.py``) is the action of each message, the element paths in each
-body and the PSRP message sequence. Every difference that remains is listed per recording in
-``ALLOWED`` with its reason, so a new difference fails the test.
+body and response header, and the PSRP message sequence. Two checks use it:
+
+* **pypsrp against the lab**: the same pypsrp calls the recording came from, observed on the
+  wire, compared with the recording (``test_lab_answers_like_windows``);
+* **request replay**: Windows' recorded requests fed straight to the lab's WSMan dispatcher, the
+  lab's answers compared with Windows' (``test_lab_answers_recorded_requests_like_windows``).
+
+Every difference that remains is listed, with its reason, in ``EVERYWHERE`` (all recordings),
+``ALLOWED`` or ``REPLAYED`` (per recording), so a new difference fails the test. An entry that no
+longer matches anything raises a warning: the lab got closer to Windows and the entry should go.
 """
 
 from __future__ import annotations
@@ -313,6 +322,10 @@ class LabTarget:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    if not FIXTURES.is_dir():
+        pytest.skip(
+            f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
+        )
     try:
         from cpuu_fleet.lab.fleet import LabFleet
     except ImportError as err:

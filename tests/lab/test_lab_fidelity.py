@@ -511,6 +511,14 @@ EVERYWHERE = [
         "Windows hosts disagree: the host behind 6 recordings sends p:ActivityId on every "
         "response, the hosts behind the other 7 never do; pypsrp ignores it. The lab sends none.",
     ),
+    Allowed(
+        r"step (extra|missing): Receive\[pwsh/pipeline\] -> ReceiveResponse",
+        "the Receive split: how many Receives carry a pipeline's messages depends on timing, on "
+        "Windows (fetch_file took three) as in the lab (on a loaded machine its first Receive "
+        "returns the progress record before the pipeline has finished). pypsrp receives until "
+        "the pipeline state arrives, so it cannot tell; the PSRP sequence is still compared "
+        "whole, and the pool's two-step open is still compared step by step.",
+    ),
 ]
 """Differences accepted for every recording."""
 
@@ -543,10 +551,6 @@ ALLOWED: dict[str, list[Allowed]] = {
             r"psrp S>C extra: ProgressRecord",
             "the lab sends 'Preparing modules for first use.' on every shell's first pipeline; "
             "Windows skipped it here because Start-Sleep's module was already loaded.",
-        ),
-        Allowed(
-            r"step extra: Receive\[pwsh/pipeline\] -> ReceiveResponse",
-            "that progress record comes back in its own Receive before the long-polls time out.",
         ),
     ],
     "test_psrp_stream_output_invocation": [],
@@ -607,6 +611,9 @@ REPLAYED: dict[str, list[Allowed]] = {
     ],
     "test_client_copy_file": [],
     "test_client_copy_file_empty": [],
+    "test_client_copy_file_warning": [
+        Allowed(r"psrp S>C missing: WarningRecord", "as in the pypsrp-driven comparison"),
+    ],
     "test_wsman_update_envelope_size_500": [],
 }
 

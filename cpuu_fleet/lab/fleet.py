@@ -168,22 +168,31 @@ class LabFleet:
 
     def start(self) -> None:
         load_handlers()  # the model's @register handlers, before any pipeline arrives
-        ssl_context, bindings = self._tls() if self.https else (None, None)
         NTLM_ACCOUNTS.add(self.username, self.password)
         try:
-            self._listen(ssl_context, bindings)
+            server, hosts, block = self._bind()
+            if self.https:
+                # The certificate names only the addresses actually taken (a handshake with
+                # thousands of SANs would be slow).
+                context, bindings = self._tls(block)
+                server.ssl_context = context
+                for host in hosts:
+                    host.endpoint.channel_bindings = bindings
+            server.start()
         except BaseException:
             NTLM_ACCOUNTS.remove(self.username)
             raise
+        self._server = server
+        self.hosts = hosts
 
-    def _listen(
-        self, ssl_context: ssl.SSLContext | None, bindings: GssChannelBindings | None
-    ) -> None:
+    def _bind(self) -> tuple[LabServer, list[LabHost], int]:
+        """Take the first loopback block whose addresses are all free on this machine (other
+        labs, e.g. concurrent test runs, may hold 127.0.x.y already)."""
         blocks = [self._block] if self._block is not None else range(0, 64)
         last_error: OSError | None = None
         for block in blocks:
-            server = LabServer(ssl_context=ssl_context)
-            hosts = self._build_hosts(block, bindings)
+            server = LabServer()
+            hosts = self._build_hosts(block)
             try:
                 for host in hosts:
                     if host.faults.listening:
@@ -196,10 +205,7 @@ class LabFleet:
                     raise
                 last_error = exc
                 continue
-            server.start()
-            self._server = server
-            self.hosts = hosts
-            return
+            return server, hosts, block
         raise RuntimeError(f"no free loopback block for the lab: {last_error}")
 
     def stop(self) -> None:
@@ -294,7 +300,7 @@ class LabFleet:
             return AuthPolicy(negotiate=True, certificate=True, allow_unencrypted=True)
         return AuthPolicy(negotiate=True, allow_unencrypted=False)
 
-    def _build_hosts(self, block: int, bindings: GssChannelBindings | None) -> list[LabHost]:
+    def _build_hosts(self, block: int) -> list[LabHost]:
         hosts = []
         for index, plan in enumerate(self._plans):
             address = host_address(index, block)
@@ -318,7 +324,6 @@ class LabFleet:
                 password=self.password,
                 faults=faults,
                 policy=self._policy(),
-                channel_bindings=bindings,
                 cert_users={self.username: self.username},
             )
             hosts.append(
@@ -326,15 +331,11 @@ class LabFleet:
             )
         return hosts
 
-    def _tls(self) -> tuple[ssl.SSLContext, GssChannelBindings]:
+    def _tls(self, block: int) -> tuple[ssl.SSLContext, GssChannelBindings]:
         """A trustme CA (written where the inventory's ansible_psrp_ca_cert points) and one
-        server certificate whose SANs cover every address the fleet may use."""
+        server certificate whose SANs are the addresses the fleet took."""
         ca = trustme.CA(organization_name="cpuu-fleet lab")
-        blocks = [self._block] if self._block is not None else range(0, 64)
-        names = ["localhost"]
-        count = len(self._plans)
-        for block in blocks:
-            names.extend(host_address(i, block) for i in range(count))
+        names = ["localhost", *(host_address(i, block) for i in range(len(self._plans)))]
         server_cert = ca.issue_cert(*names)
         ca.cert_pem.write_to_path(str(self.ca_cert_path))
         client_cert = ca.issue_cert(common_name=self.username)

@@ -17,7 +17,6 @@ import importlib
 import json
 import logging
 import queue
-import struct
 import threading
 import time
 import uuid
@@ -28,6 +27,7 @@ from importlib import resources
 from typing import Any
 
 import psrpcore
+from psrpcore._payload import create_fragment
 from psrpcore.types import (
     DebugRecord,
     ErrorCategory,
@@ -82,6 +82,15 @@ class ReceiveResult:
     done: bool
 
 
+@dataclass
+class _CachedReceive:
+    """The last Receive of one target, kept to answer a repeated MessageID identically."""
+
+    message_id: str
+    result: ReceiveResult | None = None
+    ready: bool = False
+
+
 Resolver = Callable[[Any], tuple[ScriptCall, ScriptHandler]]
 """Turns a psrpcore pipeline description into the call and the handler that plays it."""
 
@@ -112,17 +121,11 @@ def private_data() -> dict[str, Any]:
     return _PRIVATE_DATA
 
 
-def split_fragments(payload: bytes) -> list[bytes]:
-    """Cut a psrpcore payload into its PSRP fragments (Windows sends one per rsp:Stream)."""
-    out = []
-    view = memoryview(payload)
-    offset = 0
-    while offset < len(view):
-        (length,) = struct.unpack(">I", view[offset + 17 : offset + 21])
-        end = offset + 21 + length
-        out.append(bytes(view[offset:end]))
-        offset = end
-    return out
+def _psrp_pipeline_id(fragment: bytes) -> uuid.UUID | None:
+    """The PID field of the PSRP message starting in this fragment (.NET GUID byte order)."""
+    if len(fragment) < 21 + 40 or not fragment[16] & 0x1:
+        return None
+    return uuid.UUID(bytes_le=bytes(fragment[21 + 24 : 21 + 40]))
 
 
 def _category(name: str) -> ErrorCategory:
@@ -216,10 +219,10 @@ class LabPipeline:
     Implements :class:`cpuu_fleet.lab.contract.PipelineHost` for the handler.
     """
 
-    def __init__(self, shell: LabShell, command_id: str):
+    def __init__(self, shell: LabShell, command_id: str, pipeline_id: uuid.UUID):
         self.shell = shell
         self.command_id = command_id
-        self.pipe = psrpcore.ServerPipeline(shell.pool, uuid.UUID(command_id))
+        self.pipe = psrpcore.ServerPipeline(shell.pool, pipeline_id)
         self.stopping = threading.Event()
         self.finished = False
         self.signalled = False
@@ -406,7 +409,14 @@ class LabShell:
     closed: bool = False
     first_pipeline: bool = True
     created_at: float = field(default_factory=time.monotonic)
-    _receive_cache: dict[str | None, tuple[str, bytes]] = field(default_factory=dict)
+    last_activity: float = field(default_factory=time.monotonic)
+    """When a client last touched the shell (for the IdleTimeOut reaper)."""
+    receiving: int = 0
+    """Receives long-polling right now: a shell being polled is not idle."""
+    _receive_cache: dict[str | None, _CachedReceive] = field(default_factory=dict)
+    _command_of: dict[uuid.UUID, str] = field(default_factory=dict)
+    """PSRP pipeline id -> WSMan CommandId. Windows routes by the CommandId; they are equal
+    with pypsrp 0.9.1, but older clients wrote the PSRP ids big-endian."""
 
     def __post_init__(self) -> None:
         self.pool = psrpcore.ServerRunspacePool(application_private_data=private_data())
@@ -434,7 +444,9 @@ class LabShell:
         with self.cond:
             self._check_open()
             if command_id not in self.pipelines:
-                self.pipelines[command_id] = LabPipeline(self, command_id)
+                pid = _psrp_pipeline_id(first_fragment) or uuid.UUID(command_id)
+                self._command_of[pid] = command_id
+                self.pipelines[command_id] = LabPipeline(self, command_id, pid)
                 self.queues[command_id] = deque()
             self._feed(first_fragment, command_id)
 
@@ -445,40 +457,76 @@ class LabShell:
                 raise UnknownCommand(command_id)
             self._feed(data, command_id)
 
-    def receive(self, command_id: str | None, timeout: float, budget_chars: int) -> ReceiveResult:
+    def receive(
+        self, command_id: str | None, message_id: str, timeout: float, budget_chars: int
+    ) -> ReceiveResult:
         """Long-poll for output of the pool (None) or one pipeline, up to about ``budget_chars``
-        of base64 in the answer."""
+        of base64 in the answer.
+
+        A repeated MessageID gets the answer the first request got, even while the first is
+        still waiting: pypsrp 0.9 re-sends the identical Receive after a read timeout and
+        expects the same data again, so nothing may be handed out twice or lost."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while True:
-                self._check_open()
-                out = self.queues.get(command_id)
-                if out is None:
-                    raise UnknownCommand(command_id or "")
-                while out and out[0] is _BOUNDARY and len(out) > 1:
-                    out.popleft()
-                if out and out[0] is not _BOUNDARY:
-                    self._settle(command_id, out, budget_chars)
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OperationTimedOut()
-                self.cond.wait(remaining)
-            chunks: list[bytes] = []
-            used = 0
-            while out and out[0] is not _BOUNDARY:
-                size = (len(out[0]) + 2) // 3 * 4
-                if chunks and used + size > budget_chars:
-                    break
-                chunks.append(out.popleft())
-                used += size
-            done = False
-            if command_id is not None:
-                pipeline = self.pipelines.get(command_id)
-                if pipeline is not None and pipeline.finished and not out:
-                    done = True
-                    self.forget(command_id)
-            return ReceiveResult(chunks, done)
+            self.receiving += 1
+            try:
+                previous = self._receive_cache.get(command_id)
+                if previous is not None and previous.message_id == message_id:
+                    while not previous.ready:
+                        self.cond.wait()
+                    if previous.result is None:
+                        raise OperationTimedOut()
+                    return previous.result
+                entry = _CachedReceive(message_id)
+                self._receive_cache[command_id] = entry
+                try:
+                    entry.result = self._receive_locked(command_id, deadline, budget_chars)
+                    return entry.result
+                finally:
+                    entry.ready = True
+                    self.cond.notify_all()
+            finally:
+                self.receiving -= 1
+                self.last_activity = time.monotonic()
+
+    def idle_for(self, now: float) -> float:
+        """Seconds since the client last used this shell (0 while a Receive is waiting)."""
+        with self.cond:
+            return 0.0 if self.receiving else now - self.last_activity
+
+    def _receive_locked(
+        self, command_id: str | None, deadline: float, budget_chars: int
+    ) -> ReceiveResult:
+        """Receive with the lock held (see :meth:`receive`)."""
+        while True:
+            self._check_open()
+            out = self.queues.get(command_id)
+            if out is None:
+                raise UnknownCommand(command_id or "")
+            while out and out[0] is _BOUNDARY and len(out) > 1:
+                out.popleft()
+            if out and out[0] is not _BOUNDARY:
+                self._settle(command_id, out, budget_chars)
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationTimedOut()
+            self.cond.wait(remaining)
+        chunks: list[bytes] = []
+        used = 0
+        while out and out[0] is not _BOUNDARY:
+            size = (len(out[0]) + 2) // 3 * 4
+            if chunks and used + size > budget_chars:
+                break
+            chunks.append(out.popleft())
+            used += size
+        done = False
+        if command_id is not None:
+            pipeline = self.pipelines.get(command_id)
+            if pipeline is not None and pipeline.finished and not out:
+                done = True
+                self.forget(command_id)
+        return ReceiveResult(chunks, done)
 
     def _settle(self, command_id: str | None, out: deque[Any], budget_chars: int) -> None:
         """Let a running pipeline's output gather briefly before answering (lock held), so a
@@ -514,19 +562,6 @@ class LabShell:
                 pipeline.stopping.set()
             self.cond.notify_all()
 
-    def cached_receive(self, command_id: str | None, message_id: str) -> bytes | None:
-        """The answer already given to this very Receive (pypsrp 0.9 re-sends the identical
-        request after a read timeout and expects the same data again)."""
-        with self.cond:
-            cached = self._receive_cache.get(command_id)
-        if cached and cached[0] == message_id:
-            return cached[1]
-        return None
-
-    def remember_receive(self, command_id: str | None, message_id: str, response: bytes) -> None:
-        with self.cond:
-            self._receive_cache[command_id] = (message_id, response)
-
     # -- internals (lock held) -----------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -534,11 +569,15 @@ class LabShell:
             raise UnknownCommand("shell closed")
 
     def forget(self, command_id: str) -> None:
-        self.pipelines.pop(command_id, None)
+        pipeline = self.pipelines.pop(command_id, None)
+        if pipeline is not None:
+            self._command_of.pop(pipeline.pipe.pipeline_id, None)
         self.queues.pop(command_id, None)
 
     def _feed(self, data: bytes, command_id: str | None) -> None:
-        pid = uuid.UUID(command_id) if command_id else None
+        self.last_activity = time.monotonic()
+        pipeline = self.pipelines.get(command_id) if command_id else None
+        pid = pipeline.pipe.pipeline_id if pipeline else None
         self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))
         while True:
             event = self.pool.next_event()
@@ -548,7 +587,7 @@ class LabShell:
         self.pump()
 
     def _on_event(self, event: Any) -> None:
-        target = str(event.pipeline_id).upper() if event.pipeline_id else None
+        target = self._command_of.get(event.pipeline_id) if event.pipeline_id else None
         pipeline = self.pipelines.get(target) if target else None
         if isinstance(event, psrpcore.CreatePipelineEvent) and pipeline is not None:
             pipeline.launch(event.pipeline)
@@ -567,17 +606,31 @@ class LabShell:
             self.pool.runspace_availability_response(event.ci, True)
 
     def pump(self) -> None:
-        """Move everything psrpcore has queued into the per-target fragment queues."""
+        """Move every message psrpcore has queued into the per-target fragment queues.
+
+        Fragments are cut here, from a memoryview, instead of with ``data_to_send``: psrpcore
+        re-slices its buffer for every fragment, which is quadratic (a 50 MB fetch would spend
+        minutes there holding the shell lock). Relies on psrpcore 0.3's ``_send_buffer`` of
+        ``PSRPMessage`` objects (``_data``, ``object_id``, ``pipeline_id``).
+        """
+        pending = self.pool._send_buffer
         moved = False
-        while True:
-            payload = self.pool.data_to_send(FRAGMENT_SIZE)
-            if payload is None:
-                break
-            target = str(payload.pipeline_id).upper() if payload.pipeline_id else None
+        while pending:
+            message = pending.pop(0)
+            target = self._command_of.get(message.pipeline_id) if message.pipeline_id else None
+            if message.pipeline_id is not None and target is None:
+                continue  # a pipeline the client already let go of
             out = self.queues.get(target)
             if out is None:
                 continue  # a pipeline the client already let go of
-            out.extend(split_fragments(payload.data))
+            data = memoryview(bytes(message._data))
+            step = FRAGMENT_SIZE - 21
+            count = max(1, -(-len(data) // step))
+            for index in range(count):
+                chunk = data[index * step : (index + 1) * step]
+                out.append(
+                    create_fragment(message.object_id, index, bytes(chunk), index == count - 1)
+                )
             moved = True
         if moved:
             self.cond.notify_all()

@@ -18,11 +18,15 @@ import selectors
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 
 from cpuu_fleet.lab.transport import HostEndpoint, WSManRequestHandler
 
 log = logging.getLogger(__name__)
+
+REAP_EVERY_S = 1.0
+"""How often idle shells are looked for (cheap: a few shells per host at most)."""
 
 MAX_CONNECTIONS = 512
 """Connection threads alive at once (each long-poll holds one)."""
@@ -110,8 +114,19 @@ class LabServer:
 
     # -- internals ---------------------------------------------------------------------
 
+    def _reap(self) -> None:
+        with self._lock:
+            endpoints = [endpoint for _, endpoint in self._listeners.values()]
+        now = time.monotonic()
+        for endpoint in endpoints:
+            endpoint.dispatcher.reap_idle(now)
+
     def _accept_loop(self) -> None:
+        next_reap = time.monotonic() + REAP_EVERY_S
         while not self._stop.is_set():
+            if time.monotonic() >= next_reap:
+                self._reap()
+                next_reap = time.monotonic() + REAP_EVERY_S
             for key, _ in self._selector.select(timeout=1.0):
                 if key.data is None:
                     return  # woken up by stop()

@@ -118,6 +118,7 @@ class WinRSShell:
     workstation: Any
     results: dict[str, CommandResult] = field(default_factory=dict)
     created_at: float = field(default_factory=time.monotonic)
+    last_activity: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def run_time(self) -> str:
@@ -129,7 +130,11 @@ class WinRSShell:
         user = self.settings.owner.rsplit("\\", 1)[-1] or "Public"
         return f"C:\\Users\\{user}"
 
+    def idle_for(self, now: float) -> float:
+        return now - self.last_activity
+
     def command(self, command: str, arguments: list[str]) -> str:
+        self.last_activity = time.monotonic()
         line = " ".join([command, *arguments])
         result = run_command_line(line, self.workstation, self.current_location)
         command_id = str(uuid.uuid4()).upper()

@@ -12,6 +12,7 @@ import base64
 import logging
 import re
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -333,6 +334,23 @@ class WSManDispatcher:
                 WSManFaultError(INTERNAL_ERROR), relates_to, self.identity.machine
             )
 
+    def reap_idle(self, now: float | None = None) -> int:
+        """Delete shells unused for longer than their IdleTimeOut, as WinRM does for clients
+        that vanished without a Delete; returns how many went."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            idle = [
+                shell
+                for shell in self.shells.values()
+                if shell.idle_for(now) > shell.settings.idle_timeout_s
+            ]
+            for shell in idle:
+                self.shells.pop(shell.shell_id, None)
+        for shell in idle:
+            log.info("%s: shell %s idle too long, deleted", self.identity.machine, shell.shell_id)
+            shell.close()
+        return len(idle)
+
     def close_all(self) -> None:
         """Stop every pipeline of every shell (server shutdown)."""
         with self._lock:
@@ -485,12 +503,11 @@ class WSManDispatcher:
         command_id = command_id.upper() if command_id else None
         if isinstance(shell, WinRSShell):
             return self._receive_cmd(request, shell, command_id or "")
-        cached = shell.cached_receive(command_id, request.message_id)
-        if cached is not None:
-            return cached
         budget = min(RECEIVE_BUDGET_CHARS, max(request.max_envelope_size - 4096, 8192))
         try:
-            result = shell.receive(command_id, request.operation_timeout, budget)
+            result = shell.receive(
+                command_id, request.message_id, request.operation_timeout, budget
+            )
         except OperationTimedOut as exc:
             raise WSManFaultError(TIMED_OUT) from exc
         attr = f' CommandId="{command_id}"' if command_id else ""
@@ -504,9 +521,7 @@ class WSManDispatcher:
                 "<rsp:ExitCode>0</rsp:ExitCode></rsp:CommandState>"
             )
         body = f"<rsp:ReceiveResponse>{''.join(parts)}</rsp:ReceiveResponse>"
-        response = _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
-        shell.remember_receive(command_id, request.message_id, response)
-        return response
+        return _envelope(SHELL + "ReceiveResponse", request.message_id, body, _NS_RSP)
 
     def _receive_cmd(self, request: WSManRequest, shell: WinRSShell, command_id: str) -> bytes:
         result = shell.receive(command_id)

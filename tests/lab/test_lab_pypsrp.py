@@ -205,3 +205,15 @@ def test_execute_cmd_runs_the_tiny_cmd_shell(basic_fleet: LabFleet, local_file) 
     assert rc == 1
     assert stdout == ""
     assert stderr.startswith("'robocopy' is not recognized as an internal or external command")
+
+
+def test_idle_shell_is_deleted_after_its_idle_timeout(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client:
+        pool = RunspacePool(client.wsman, idle_timeout=1)
+        pool.open()
+        dispatcher = basic_fleet.host("pc-0001").endpoint.dispatcher
+        assert pool.id.upper() in dispatcher.shells
+        deadline = time.monotonic() + 10
+        while pool.id.upper() in dispatcher.shells and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pool.is_alive() is False

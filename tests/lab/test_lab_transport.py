@@ -116,3 +116,14 @@ def test_fault_hosts(tmp_path: Path, local_file) -> None:
             assert (
                 client.copy(str(src), "C:\\Windows\\Temp\\big.bin") == "C:\\Windows\\Temp\\big.bin"
             )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error"),
+    [("unreachable", requests.exceptions.ConnectionError), ("wrong_password", AuthenticationError)],
+)
+def test_scenario_faults_reach_the_client(tmp_path: Path, scenario: str, error: type) -> None:
+    with LabFleet(2, scenario=scenario, auth="ntlm", workdir=tmp_path) as fleet:
+        for host in fleet.hosts:
+            with client_for(fleet, host.name, connection_timeout=5) as client, pytest.raises(error):
+                client.execute_ps("'x'")

@@ -8,6 +8,7 @@ import re
 import struct
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -107,10 +108,45 @@ def test_repeated_receive_message_id_gets_the_same_answer(basic_fleet: LabFleet)
         first = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
         again = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
         assert first.status_code == again.status_code == 200
-        assert first.content == again.content
+        body = first.content.split(b"<s:Body>", 1)[1]
+        assert again.content.split(b"<s:Body>", 1)[1] == body  # same data, not the next chunk
         assert b"CommandState/Done" in first.content
         kinds = [t for s in STREAM.findall(first.content) for _, t, _ in fragments(s)]
         assert kinds.count(0x00041004) == 2  # "started", "finished"
+
+
+def test_retried_receive_while_the_first_still_waits_loses_nothing(basic_fleet: LabFleet) -> None:
+    """pypsrp re-sends a Receive after a read timeout while the server may still be answering
+    the first one: both must get the same data, and nothing may be skipped."""
+    host = basic_fleet.host("pc-0001")
+    with client_for(basic_fleet) as client, RunspacePool(client.wsman) as pool:
+        ps = PowerShell(pool)
+        ps.add_script(SLOW_SCRIPT).add_parameter("Seconds", 0.5)
+        ps.begin_invoke()
+        envelope = RECEIVE.format(
+            to=f"http://{host.address}:{host.port}/wsman",
+            message_id=f"uuid:{str(uuid.uuid4()).upper()}",
+            shell_id=pool.id.upper(),
+            command_id=str(ps.id).upper(),
+        ).encode()
+        url = f"http://{host.address}:{host.port}/wsman"
+
+        def post() -> bytes:
+            answer = requests.post(
+                url,
+                data=envelope,
+                auth=(basic_fleet.username, basic_fleet.password),
+                headers={"Content-Type": "application/soap+xml;charset=UTF-8"},
+                timeout=10,
+            )
+            assert answer.status_code == 200
+            return answer.content.split(b"<s:Body>", 1)[1]
+
+        with ThreadPoolExecutor(2) as pool_of_two:
+            first, second = pool_of_two.map(lambda _: post(), range(2))
+        assert first == second
+        kinds = [t for s in STREAM.findall(first) for _, t, _ in fragments(s)]
+        assert 0x00041004 in kinds  # "started" went to both, not to one of them only
 
 
 RECEIVE = (

@@ -17,12 +17,9 @@ longer matches anything raises a warning: the lab got closer to Windows and the 
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import re
 import struct
 import sys
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
@@ -642,44 +639,12 @@ def server_chosen_ids(response: str | bytes | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def modern_guid_order(request: str) -> str:
-    """Rewrite PSRP header GUIDs that an older pypsrp wrote in big-endian byte order.
-
-    Two recordings (open_runspace, execute_ps_failure) come from a pypsrp that put the RPID/PID
-    into PSRP message headers as big-endian bytes, so the header named a pipeline other than the
-    WSMan CommandId; Windows routed by the WSMan ids and did not mind. pypsrp 0.9.1 writes .NET
-    byte order (``bytes_le``), the lab's psrpcore looks the pipeline up by the header, and a
-    replay should send what today's client sends. Only ids that are the byte-swapped twin of the
-    request's own ShellId/CommandId are touched.
-    """
-    ids = {
-        uuid.UUID(value)
-        for value in re.findall(r'(?:ShellId|CommandId)="([0-9A-Fa-f-]{36})"', request)
-    }
-    ids |= {uuid.UUID(v) for v in re.findall(r'Name="ShellId">([0-9A-Fa-f-]{36})<', request)}
-    twins = {wanted.bytes: wanted.bytes_le for wanted in ids if wanted.bytes != wanted.bytes_le}
-
-    def fix(match: re.Match[str]) -> str:
-        blob = bytearray(base64.b64decode(match.group(2)))
-        offset = 0
-        while offset + 21 <= len(blob):
-            flags, length = blob[offset + 16], struct.unpack_from(">I", blob, offset + 17)[0]
-            start = offset + 21
-            if flags & 0x1:  # a message header starts this fragment: RPID at +8, PID at +24
-                for at in (start + 8, start + 24):
-                    twin = twins.get(bytes(blob[at : at + 16]))
-                    if twin:
-                        blob[at : at + 16] = twin
-            offset = start + length
-        return match.group(1) + base64.b64encode(bytes(blob)).decode() + match.group(3)
-
-    if not twins:
-        return request
-    carriers = r"(<(?:rsp:Arguments|rsp:Stream[^>]*|creationXml[^>]*)>)([A-Za-z0-9+/=]+)(</)"
-    return re.sub(carriers, fix, request)
-
-
 def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
+    """Send the recorded requests verbatim, but for the Receive timeout and WinRS ids.
+
+    Verbatim includes a quirk worth keeping: open_runspace and execute_ps_failure come from an
+    older pypsrp that wrote the PSRP header RPID/PID big-endian, so they differ from the WSMan
+    ShellId/CommandId; Windows routed by the WSMan ids, and so must the lab."""
     dispatcher = lab.host.endpoint.dispatcher
     swap: dict[str, str] = {}
     answered = []
@@ -689,7 +654,6 @@ def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
         )
         for windows_id, lab_id in swap.items():
             data = data.replace(windows_id, lab_id)
-        data = modern_guid_order(data)
         _, response = dispatcher.handle(data.encode("utf-8"))
         for windows_id, lab_id in zip(
             server_chosen_ids(recorded_response), server_chosen_ids(response), strict=False

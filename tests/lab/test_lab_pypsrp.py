@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import (
+from lab_testkit import (
     CRASH_SCRIPT,
     ECHO_SCRIPT,
     FAIL_SCRIPT,

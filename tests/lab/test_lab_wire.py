@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import BIG_SCRIPT, SLOW_SCRIPT, client_for
+from lab_testkit import BIG_SCRIPT, SLOW_SCRIPT, client_for
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from cpuu_fleet.lab.fleet import LabFleet

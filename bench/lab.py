@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     count_requests()
     print(
         f"lab benchmark: {args.hosts} hosts, {args.clients} clients, {args.size_mb:g} MB copies, "
-        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}"
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"load average {os.getloadavg()[0]:.1f} (other processes compete for the same cores)"
     )
     lab = timed(
         f"starting a {args.hosts}-host basic/http lab",

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
-from cpuu_fleet.lab.psrp import load_handlers
+from cpuu_fleet.lab.dispatch import load_handlers
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
@@ -86,6 +86,9 @@ class _NtlmAccounts:
             self._write()
 
     def _write(self) -> None:
+        if not self._accounts:
+            self._path.unlink(missing_ok=True)  # no lab password left lying around
+            return
         text = "".join(f":{user}:{pw}\n" for user, (pw, _) in self._accounts.items())
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -268,6 +271,10 @@ class LabFleet:
         }
         if self.https:
             group_vars["ansible_psrp_ca_cert"] = str(self.ca_cert_path)
+        if self.auth == "certificate":
+            del group_vars["ansible_password"]
+            group_vars["ansible_psrp_certificate_pem"] = str(self.client_cert_path)
+            group_vars["ansible_psrp_certificate_key_pem"] = str(self.client_key_path)
         entries = {h.name: {"ansible_host": h.address} for h in self.hosts}
         group_body: dict[str, Any] = {"vars": group_vars}
         if waves:

@@ -13,8 +13,6 @@ private data in the first Receive, RunspacePoolState in the second), a realistic
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
 import queue
 import threading
@@ -23,35 +21,32 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import psrpcore
 from psrpcore._payload import create_fragment
 from psrpcore.types import (
     DebugRecord,
-    ErrorCategory,
-    ErrorCategoryInfo,
     ErrorRecord,
-    NETException,
     ProgressRecordType,
     PSInvocationState,
     PSRPMessageType,
-    PSVersion,
     VerboseRecord,
     WarningRecord,
 )
 
-from cpuu_fleet.lab import pypsrp_scripts, registry
-from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed, ScriptHandler
+from cpuu_fleet.lab.contract import PipelineStopped, ScriptFailed
+from cpuu_fleet.lab.dispatch import Resolver
+from cpuu_fleet.lab.psobjects import error_record, private_data
 
 log = logging.getLogger(__name__)
 
 FRAGMENT_SIZE = 32_768
 """Windows' PSRP fragment size (32,747 payload bytes + the 21-byte header)."""
 
-SETTLE_S = 0.05
-"""How long a Receive lets a still-running pipeline's output gather (see LabShell._settle)."""
+SETTLE_S = 0.25
+"""How long at most a Receive lets a still-running pipeline's output gather before answering
+(see LabShell._settle); it answers at once when the pipeline ends or the answer is full."""
 
 _BOUNDARY = object()
 """Queue marker: the next Receive answer starts here (Windows' two-step open)."""
@@ -91,126 +86,11 @@ class _CachedReceive:
     ready: bool = False
 
 
-Resolver = Callable[[Any], tuple[ScriptCall, ScriptHandler]]
-"""Turns a psrpcore pipeline description into the call and the handler that plays it."""
-
-
-def _load_private_data() -> dict[str, Any]:
-    """The PSVersionTable of a real Windows host (taken as data from pypsrp's recordings)."""
-    raw = json.loads(
-        resources.files("cpuu_fleet.lab").joinpath("data/psversiontable.json").read_text("utf-8")
-    )
-    table: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            table[key] = [PSVersion(v) for v in value]
-        elif key == "PSEdition":
-            table[key] = value
-        else:
-            table[key] = PSVersion(value)
-    return {"PSVersionTable": table}
-
-
-_PRIVATE_DATA: dict[str, Any] | None = None
-
-
-def private_data() -> dict[str, Any]:
-    global _PRIVATE_DATA
-    if _PRIVATE_DATA is None:
-        _PRIVATE_DATA = _load_private_data()
-    return _PRIVATE_DATA
-
-
 def _psrp_pipeline_id(fragment: bytes) -> uuid.UUID | None:
     """The PID field of the PSRP message starting in this fragment (.NET GUID byte order)."""
     if len(fragment) < 21 + 40 or not fragment[16] & 0x1:
         return None
     return uuid.UUID(bytes_le=bytes(fragment[21 + 24 : 21 + 40]))
-
-
-def _category(name: str) -> ErrorCategory:
-    try:
-        return ErrorCategory[name]
-    except KeyError:
-        return ErrorCategory.NotSpecified
-
-
-def error_record(
-    message: str,
-    *,
-    error_id: str,
-    category: str,
-    exception_type: str = "System.Management.Automation.RuntimeException",
-    target: str | None = None,
-) -> ErrorRecord:
-    """An ErrorRecord shaped like the one PowerShell serialises for ``throw``/``Write-Error``."""
-    exc = NETException(Message=message)
-    chain = [exception_type]
-    if exception_type.startswith("System.Management.Automation.") and not exception_type.endswith(
-        ".RuntimeException"
-    ):
-        chain.append("System.Management.Automation.RuntimeException")
-    exc.PSObject.type_names = [
-        *chain,
-        "System.SystemException",
-        "System.Exception",
-        "System.Object",
-    ]
-    info = ErrorCategoryInfo(
-        Category=_category(category),
-        Reason=exception_type.rsplit(".", 1)[-1],
-        TargetName=target or "",
-        TargetType="String" if target else "",
-    )
-    record = ErrorRecord(
-        Exception=exc,
-        CategoryInfo=info,
-        FullyQualifiedErrorId=error_id or message,
-        TargetObject=target,
-    )
-    record.PSObject.to_string = message
-    return record
-
-
-def load_handlers() -> None:
-    """Run the ``@register`` decorators of the model's handlers, if that module exists yet."""
-    try:
-        importlib.import_module("cpuu_fleet.lab.handlers")
-    except ModuleNotFoundError as exc:
-        if exc.name != "cpuu_fleet.lab.handlers":
-            raise
-
-
-def _first_term(script: str) -> str:
-    for line in script.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            return line.split()[0]
-    return script.strip()[:40]
-
-
-def resolve_pipeline(metadata: Any) -> tuple[ScriptCall, ScriptHandler]:
-    """Which handler plays this pipeline: pypsrp's own scripts first, then the
-    ``# cpuu-fleet: <name>`` marker through the registry; anything else is CommandNotFound."""
-    commands = list(metadata.commands)
-    known = pypsrp_scripts.recognise(commands)
-    if known is not None:
-        return known
-    if not commands:
-        raise pypsrp_scripts.CommandNotFound("")
-    first = commands[0]
-    text = str(first.command_text)
-    if first.is_script:
-        name = registry.marker_name(text)
-        handler = registry.lookup(name) if name else None
-        if handler is None and name:
-            load_handlers()
-            handler = registry.lookup(name)
-        if handler is not None and name:
-            arguments, parameters = pypsrp_scripts.split_parameters(first)
-            return ScriptCall(name, text, arguments, parameters), handler
-        raise pypsrp_scripts.CommandNotFound(_first_term(text))
-    raise pypsrp_scripts.CommandNotFound(text)
 
 
 class LabPipeline:
@@ -576,6 +456,9 @@ class LabShell:
 
     def _feed(self, data: bytes, command_id: str | None) -> None:
         self.last_activity = time.monotonic()
+        # pypsrp writes the call id of Set{Max,Min}Runspaces as <I64 N="CI">; Windows reads it
+        # case-insensitively, psrpcore looks for "ci" only. Same length, so fragments stay valid.
+        data = data.replace(b'<I64 N="CI">', b'<I64 N="ci">')
         pipeline = self.pipelines.get(command_id) if command_id else None
         pid = pipeline.pipe.pipeline_id if pipeline else None
         self.pool.receive_data(psrpcore.PSRPPayload(data, psrpcore.StreamType.default, pid))

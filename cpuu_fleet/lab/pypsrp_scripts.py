@@ -236,7 +236,9 @@ def _words(statement: str) -> list[str]:
         return statement.split()
 
 
-def _iex_statement(statement: str, workstation: Any, host: PipelineHost) -> None:
+def _iex_statement(
+    statement: str, workstation: Any, host: PipelineHost, environment: dict[str, str]
+) -> None:
     words = _words(statement)
     head = words[0].lower()
     rest = " ".join(words[1:])
@@ -247,6 +249,13 @@ def _iex_statement(statement: str, workstation: Any, host: PipelineHost) -> None
         return
     if statement.lower() in ("$true", "$false"):
         host.write_output("True" if statement.lower() == "$true" else "False")
+        return
+    variable = re.fullmatch(r"\$env:([A-Za-z_][A-Za-z0-9_]*)", statement)
+    if variable and variable.group(1).lower() != "computername":
+        wanted = variable.group(1).lower()
+        for key, value in environment.items():
+            if key.lower() == wanted:
+                host.write_output(value)
         return
     if statement.lower() in ("$env:computername", "hostname", "[environment]::machinename"):
         host.write_output(name)
@@ -312,14 +321,19 @@ def iex_handler(workstation: Any, call: ScriptCall, host: PipelineHost) -> None:
     """``Invoke-Expression -Command <script> | Out-String -Stream`` over the tiny vocabulary:
     literals, ``Write-Output``/``echo``, ``Write-Error``, ``Write-Warning``, ``throw``,
     ``Start-Sleep``, ``Test-Path``, ``Get-Content``, ``$env:COMPUTERNAME``/``hostname``,
+    ``$env:NAME`` (set through execute_ps's ``environment``),
     ``$PSVersionTable.PSVersion``; each output line is a string, as Out-String -Stream makes it."""
-    run_expressions(str(call.param("Command", "")), workstation, host)
+    environment = dict(call.param("Environment", {}) or {})
+    run_expressions(str(call.param("Command", "")), workstation, host, environment)
 
 
-def run_expressions(script: str, workstation: Any, host: PipelineHost) -> None:
-    """Run each statement of ``script`` through the tiny vocabulary (see :func:`iex_handler`)."""
+def run_expressions(
+    script: str, workstation: Any, host: PipelineHost, environment: dict[str, str] | None = None
+) -> None:
+    """Run each statement of ``script`` through the tiny vocabulary (see :func:`iex_handler`);
+    ``$env:NAME`` reads ``environment`` (execute_ps's ``New-Item env:`` statements)."""
     for statement in _statements(script):
-        _iex_statement(statement, workstation, host)
+        _iex_statement(statement, workstation, host, environment or {})
 
 
 # -- recognition -----------------------------------------------------------------------------

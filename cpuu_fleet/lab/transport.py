@@ -71,7 +71,7 @@ class HostEndpoint:
     https: bool
     dispatcher: WSManDispatcher
     username: str
-    password: str
+    password: str = field(repr=False)
     faults: TransportFaults = field(default_factory=TransportFaults)
     policy: AuthPolicy = field(default_factory=AuthPolicy)
     channel_bindings: GssChannelBindings | None = None

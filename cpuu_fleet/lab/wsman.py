@@ -20,14 +20,8 @@ from importlib import resources
 from typing import Any
 from xml.sax.saxutils import escape
 
-from cpuu_fleet.lab.psrp import (
-    LabShell,
-    OperationTimedOut,
-    Resolver,
-    ShellSettings,
-    UnknownCommand,
-    resolve_pipeline,
-)
+from cpuu_fleet.lab.dispatch import Resolver, resolve_pipeline
+from cpuu_fleet.lab.psrp import LabShell, OperationTimedOut, ShellSettings, UnknownCommand
 from cpuu_fleet.lab.winrs import WinRSShell
 
 log = logging.getLogger(__name__)
@@ -311,7 +305,7 @@ class WSManDispatcher:
     workstation: Any
     """The workstation model the host's scripts act on."""
     resolve: Resolver = resolve_pipeline
-    """Which handler plays a pipeline (see :func:`cpuu_fleet.lab.psrp.resolve_pipeline`)."""
+    """Which handler plays a pipeline (see :func:`cpuu_fleet.lab.dispatch.resolve_pipeline`)."""
     shells: dict[str, LabShell | WinRSShell] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

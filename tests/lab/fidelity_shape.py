@@ -318,7 +318,7 @@ def exchange_shape(pairs: Iterable[tuple[str | bytes, str | bytes]]) -> Exchange
     for request, response in pairs:
         req = soap_shape(request, to_server, is_request=True)
         psrp_answer = to_client if req.resource == "pwsh" else None
-        if response is None or not str(response if isinstance(response, str) else "x").strip():
+        if not response or not response.strip():
             resp = SoapShape("<no response>", "", "pool", frozenset(), ())
         else:
             try:

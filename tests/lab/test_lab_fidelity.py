@@ -1,19 +1,25 @@
 """Hold the lab to real Windows: pypsrp against the lab must produce the exchange shapes that pypsrp
-against real Windows hosts produced (recordings in ``../shared/fixtures/windows-wsman``).
+against real Windows hosts produced (recordings in ``../shared/fixtures/windows-wsman``, beside
+the checkout; the tests skip, saying so, where that folder is missing).
 
 The shape (see ``fidelity_shape.py``) is the action of each message, the element paths in each
-body and the PSRP message sequence. Every difference that remains is listed per recording in
-``ALLOWED`` with its reason, so a new difference fails the test.
+body and response header, and the PSRP message sequence. Two checks use it:
+
+* **pypsrp against the lab**: the same pypsrp calls the recording came from, observed on the
+  wire, compared with the recording (``test_lab_answers_like_windows``);
+* **request replay**: Windows' recorded requests fed straight to the lab's WSMan dispatcher, the
+  lab's answers compared with Windows' (``test_lab_answers_recorded_requests_like_windows``).
+
+Every difference that remains is listed, with its reason, in ``EVERYWHERE`` (all recordings),
+``ALLOWED`` or ``REPLAYED`` (per recording), so a new difference fails the test. An entry that no
+longer matches anything raises a warning: the lab got closer to Windows and the entry should go.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import re
 import struct
 import sys
-import uuid
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
@@ -313,6 +319,10 @@ class LabTarget:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
+    if not FIXTURES.is_dir():
+        pytest.skip(
+            f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
+        )
     try:
         from cpuu_fleet.lab.fleet import LabFleet
     except ImportError as err:
@@ -498,6 +508,14 @@ EVERYWHERE = [
         "Windows hosts disagree: the host behind 6 recordings sends p:ActivityId on every "
         "response, the hosts behind the other 7 never do; pypsrp ignores it. The lab sends none.",
     ),
+    Allowed(
+        r"step (extra|missing): Receive\[pwsh/pipeline\] -> ReceiveResponse",
+        "the Receive split: how many Receives carry a pipeline's messages depends on timing, on "
+        "Windows (fetch_file took three) as in the lab (on a loaded machine its first Receive "
+        "returns the progress record before the pipeline has finished). pypsrp receives until "
+        "the pipeline state arrives, so it cannot tell; the PSRP sequence is still compared "
+        "whole, and the pool's two-step open is still compared step by step.",
+    ),
 ]
 """Differences accepted for every recording."""
 
@@ -530,10 +548,6 @@ ALLOWED: dict[str, list[Allowed]] = {
             r"psrp S>C extra: ProgressRecord",
             "the lab sends 'Preparing modules for first use.' on every shell's first pipeline; "
             "Windows skipped it here because Start-Sleep's module was already loaded.",
-        ),
-        Allowed(
-            r"step extra: Receive\[pwsh/pipeline\] -> ReceiveResponse",
-            "that progress record comes back in its own Receive before the long-polls time out.",
         ),
     ],
     "test_psrp_stream_output_invocation": [],
@@ -594,6 +608,9 @@ REPLAYED: dict[str, list[Allowed]] = {
     ],
     "test_client_copy_file": [],
     "test_client_copy_file_empty": [],
+    "test_client_copy_file_warning": [
+        Allowed(r"psrp S>C missing: WarningRecord", "as in the pypsrp-driven comparison"),
+    ],
     "test_wsman_update_envelope_size_500": [],
 }
 
@@ -622,44 +639,12 @@ def server_chosen_ids(response: str | bytes | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def modern_guid_order(request: str) -> str:
-    """Rewrite PSRP header GUIDs that an older pypsrp wrote in big-endian byte order.
-
-    Two recordings (open_runspace, execute_ps_failure) come from a pypsrp that put the RPID/PID
-    into PSRP message headers as big-endian bytes, so the header named a pipeline other than the
-    WSMan CommandId; Windows routed by the WSMan ids and did not mind. pypsrp 0.9.1 writes .NET
-    byte order (``bytes_le``), the lab's psrpcore looks the pipeline up by the header, and a
-    replay should send what today's client sends. Only ids that are the byte-swapped twin of the
-    request's own ShellId/CommandId are touched.
-    """
-    ids = {
-        uuid.UUID(value)
-        for value in re.findall(r'(?:ShellId|CommandId)="([0-9A-Fa-f-]{36})"', request)
-    }
-    ids |= {uuid.UUID(v) for v in re.findall(r'Name="ShellId">([0-9A-Fa-f-]{36})<', request)}
-    twins = {wanted.bytes: wanted.bytes_le for wanted in ids if wanted.bytes != wanted.bytes_le}
-
-    def fix(match: re.Match[str]) -> str:
-        blob = bytearray(base64.b64decode(match.group(2)))
-        offset = 0
-        while offset + 21 <= len(blob):
-            flags, length = blob[offset + 16], struct.unpack_from(">I", blob, offset + 17)[0]
-            start = offset + 21
-            if flags & 0x1:  # a message header starts this fragment: RPID at +8, PID at +24
-                for at in (start + 8, start + 24):
-                    twin = twins.get(bytes(blob[at : at + 16]))
-                    if twin:
-                        blob[at : at + 16] = twin
-            offset = start + length
-        return match.group(1) + base64.b64encode(bytes(blob)).decode() + match.group(3)
-
-    if not twins:
-        return request
-    carriers = r"(<(?:rsp:Arguments|rsp:Stream[^>]*|creationXml[^>]*)>)([A-Za-z0-9+/=]+)(</)"
-    return re.sub(carriers, fix, request)
-
-
 def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
+    """Send the recorded requests verbatim, but for the Receive timeout and WinRS ids.
+
+    Verbatim includes a quirk worth keeping: open_runspace and execute_ps_failure come from an
+    older pypsrp that wrote the PSRP header RPID/PID big-endian, so they differ from the WSMan
+    ShellId/CommandId; Windows routed by the WSMan ids, and so must the lab."""
     dispatcher = lab.host.endpoint.dispatcher
     swap: dict[str, str] = {}
     answered = []
@@ -669,7 +654,6 @@ def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
         )
         for windows_id, lab_id in swap.items():
             data = data.replace(windows_id, lab_id)
-        data = modern_guid_order(data)
         _, response = dispatcher.handle(data.encode("utf-8"))
         for windows_id, lab_id in zip(
             server_chosen_ids(recorded_response), server_chosen_ids(response), strict=False

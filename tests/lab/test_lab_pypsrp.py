@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import (
+from lab_testkit import (
     CRASH_SCRIPT,
     ECHO_SCRIPT,
     FAIL_SCRIPT,
@@ -27,6 +27,12 @@ def test_execute_ps_returns_output_and_non_terminating_errors(any_fleet: LabFlee
     assert output.splitlines() == ["hello", "42", "PC-0001"]
     assert [str(e) for e in streams.error] == ["oops"]
     assert had_errors is False
+
+
+def test_execute_ps_environment_reaches_the_script(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client:
+        output, _, had_errors = client.execute_ps("$env:WAVE", environment={"WAVE": "wave 2"})
+    assert (output, had_errors) == ("wave 2", False)
 
 
 def test_execute_ps_unknown_command_is_command_not_found(any_fleet: LabFleet) -> None:
@@ -217,3 +223,16 @@ def test_idle_shell_is_deleted_after_its_idle_timeout(basic_fleet: LabFleet) -> 
         while pool.id.upper() in dispatcher.shells and time.monotonic() < deadline:
             time.sleep(0.2)
         assert pool.is_alive() is False
+
+
+def test_exchange_keys_completes_the_session_key(ntlm_fleet: LabFleet) -> None:
+    with client_for(ntlm_fleet) as client, RunspacePool(client.wsman) as pool:
+        pool.exchange_keys()
+        assert pool._key_exchanged is True  # pypsrp can now serialise SecureStrings
+
+
+def test_runspace_limits_can_be_changed(basic_fleet: LabFleet) -> None:
+    with client_for(basic_fleet) as client, RunspacePool(client.wsman) as pool:
+        pool.max_runspaces = 3
+        pool.min_runspaces = 2
+        assert (pool.min_runspaces, pool.max_runspaces) == (2, 3)

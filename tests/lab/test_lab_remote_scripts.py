@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from conftest import client_for
+from lab_testkit import client_for
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from cpuu_fleet.lab.fleet import LabFleet

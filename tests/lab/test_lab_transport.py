@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import client_for
+import yaml
+from lab_testkit import client_for
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 from pypsrp.wsman import WSMan
 
@@ -127,3 +129,29 @@ def test_scenario_faults_reach_the_client(tmp_path: Path, scenario: str, error: 
         for host in fleet.hosts:
             with client_for(fleet, host.name, connection_timeout=5) as client, pytest.raises(error):
                 client.execute_ps("'x'")
+
+
+def test_the_fleet_password_stays_out_of_reprs_and_files(tmp_path: Path) -> None:
+    fleet = LabFleet(
+        1, auth="ntlm", workdir=tmp_path, password="S3cret-lab-pw!", username="reprcheck"
+    )
+    with fleet:
+        host = fleet.hosts[0]
+        assert "S3cret-lab-pw!" not in repr(host)
+        assert "S3cret-lab-pw!" not in repr(fleet)
+        user_file = Path(os.environ["NTLM_USER_FILE"])
+        assert "S3cret-lab-pw!" in user_file.read_text()  # the acceptor needs it while serving
+    if user_file.exists():  # other fleets of this process may still be serving
+        assert "S3cret-lab-pw!" not in user_file.read_text()
+
+
+def test_inventory_names_what_a_client_needs(tmp_path: Path) -> None:
+    with LabFleet(3, auth="certificate", https=True, workdir=tmp_path) as fleet:
+        inventory = yaml.safe_load(fleet.write_inventory(tmp_path / "inv.yml").read_text())
+    lab = inventory["all"]["children"]["lab"]
+    assert lab["vars"]["ansible_psrp_protocol"] == "https"
+    assert lab["vars"]["ansible_port"] == 5986
+    assert Path(lab["vars"]["ansible_psrp_ca_cert"]) == fleet.ca_cert_path
+    assert lab["vars"]["ansible_psrp_certificate_pem"] == str(fleet.client_cert_path)
+    assert "ansible_password" not in lab["vars"]
+    assert [h["ansible_host"] for h in lab["hosts"].values()] == [h.address for h in fleet.hosts]

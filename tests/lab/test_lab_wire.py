@@ -7,12 +7,13 @@ import base64
 import re
 import struct
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from conftest import BIG_SCRIPT, SLOW_SCRIPT, client_for
+from lab_testkit import BIG_SCRIPT, SLOW_SCRIPT, client_for
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from cpuu_fleet.lab.fleet import LabFleet
@@ -91,28 +92,31 @@ def test_output_uses_32k_fragments_and_no_running_state(basic_fleet: LabFleet, r
 
 def test_repeated_receive_message_id_gets_the_same_answer(basic_fleet: LabFleet) -> None:
     host = basic_fleet.host("pc-0001")
+    auth = (basic_fleet.username, basic_fleet.password)
+    url = f"http://{host.address}:{host.port}/wsman"
+    headers = {"Content-Type": "application/soap+xml;charset=UTF-8"}
     with client_for(basic_fleet) as client, RunspacePool(client.wsman) as pool:
         ps = PowerShell(pool)
         ps.add_script(SLOW_SCRIPT).add_parameter("Seconds", 0)
         ps.begin_invoke()
-        message_id = f"uuid:{str(uuid.uuid4()).upper()}"
-        envelope = RECEIVE.format(
-            to=f"http://{host.address}:{host.port}/wsman",
-            message_id=message_id,
-            shell_id=pool.id.upper(),
-            command_id=str(ps.id).upper(),
-        ).encode()
-        auth = (basic_fleet.username, basic_fleet.password)
-        url = f"http://{host.address}:{host.port}/wsman"
-        headers = {"Content-Type": "application/soap+xml;charset=UTF-8"}
-        first = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
-        again = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
-        assert first.status_code == again.status_code == 200
-        body = first.content.split(b"<s:Body>", 1)[1]
-        assert again.content.split(b"<s:Body>", 1)[1] == body  # same data, not the next chunk
-        assert b"CommandState/Done" in first.content
-        kinds = [t for s in STREAM.findall(first.content) for _, t, _ in fragments(s)]
-        assert kinds.count(0x00041004) == 2  # "started", "finished"
+        outputs = 0
+        for _ in range(20):
+            envelope = RECEIVE.format(
+                to=url,
+                message_id=f"uuid:{str(uuid.uuid4()).upper()}",
+                shell_id=pool.id.upper(),
+                command_id=str(ps.id).upper(),
+            ).encode()
+            first = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
+            again = requests.post(url, data=envelope, auth=auth, headers=headers, timeout=10)
+            assert first.status_code == again.status_code == 200
+            body = first.content.split(b"<s:Body>", 1)[1]
+            assert again.content.split(b"<s:Body>", 1)[1] == body  # same data, not the next
+            kinds = [t for s in STREAM.findall(body) for _, t, _ in fragments(s)]
+            outputs += kinds.count(0x00041004)
+            if b"CommandState/Done" in body:
+                break
+        assert outputs == 2  # "started" and "finished", each handed out once
 
 
 def test_retried_receive_while_the_first_still_waits_loses_nothing(basic_fleet: LabFleet) -> None:
@@ -163,3 +167,28 @@ RECEIVE = (
     '</s:Header><s:Body><rsp:Receive><rsp:DesiredStream CommandId="{command_id}">stdout'
     "</rsp:DesiredStream></rsp:Receive></s:Body></s:Envelope>"
 )
+
+
+@pytest.mark.parametrize("fleet_name", ["basic_fleet", "ntlm_fleet"])
+def test_pypsrp_read_timeout_retry_gets_the_output(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, fleet_name: str
+) -> None:
+    """pypsrp 0.9 re-sends a Receive whose answer did not come within read_timeout (after
+    rebuilding the NTLM context on a new connection); the lab answers it like the original."""
+    fleet: LabFleet = request.getfixturevalue(fleet_name)
+    receives: Counter[bytes] = Counter()
+    original = WSManDispatcher.handle
+
+    def counting(
+        self: WSManDispatcher, data: bytes, client_ip: str = "127.0.0.1"
+    ) -> tuple[int, bytes]:
+        if b"/windows/shell/Receive<" in data:
+            receives[re.search(rb"<wsa:MessageID>([^<]+)<", data).group(1)] += 1
+        return original(self, data, client_ip)
+
+    monkeypatch.setattr(WSManDispatcher, "handle", counting)
+    client = client_for(fleet, operation_timeout=5, read_timeout=0.5, reconnection_backoff=0.05)
+    with client:
+        output, _, had_errors = client.execute_ps("Start-Sleep 1.2; 'late'")
+    assert (output, had_errors) == ("late", False)
+    assert max(receives.values()) >= 2  # the same Receive really came again

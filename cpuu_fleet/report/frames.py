@@ -305,6 +305,14 @@ def _codes(profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     return frame[ordered].sort_values("code").reset_index(drop=True)
 
 
+def _join_parts(parts: list[pd.Series], separator: str) -> pd.Series:
+    """Join the non-empty parts of each row (parts are aligned Series; NaN or "" is left out)."""
+    frame = pd.concat([part.astype(object) for part in parts], axis=1)
+    frame = frame.where(frame.notna() & (frame != ""))
+    joined = frame.stack().dropna().groupby(level=0).agg(separator.join)
+    return joined.reindex(frame.index).astype(object).fillna("")
+
+
 def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     """Every host that needs a person, with why and what to do, sorted by wave and state."""
     needs_action = profiles.loc[profiles["outcome"] == Outcome.NEEDS_ACTION.value, "host"].unique()
@@ -313,20 +321,18 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     chosen = in_bad_state | hosts["host"].isin(needs_action) | flags_attention | hosts["killed"]
     actions = hosts.loc[chosen].copy()
 
-    reasons = pd.Series("", index=actions.index)
-    reasons = reasons.where(
-        ~actions["state"].isin(states.ACTION_LABELS), "state: " + actions["state"].astype(str)
-    )
     needs = actions["host"].isin(needs_action)
-    reasons = reasons.where(
-        ~needs,
-        reasons.str.cat(pd.Series("profile codes need action", index=actions.index), sep="; "),
-    )
     odd_exit = flags_attention.loc[actions.index] | actions["killed"]
-    reasons = reasons.where(
-        ~odd_exit, reasons.str.cat("exit " + actions["exit_flags"].fillna(""), sep="; ")
+    actions["reason"] = _join_parts(
+        [
+            ("state: " + actions["state"].astype(str)).where(
+                actions["state"].isin(states.ACTION_LABELS)
+            ),
+            pd.Series("profile codes need action", index=actions.index).where(needs),
+            ("exit " + actions["exit_flags"].fillna("")).where(odd_exit),
+        ],
+        "; ",
     )
-    actions["reason"] = reasons.str.strip("; ")
 
     bad = profiles[profiles["outcome"].isin(BAD_OUTCOMES) & profiles["host"].isin(actions["host"])]
     labels = (
@@ -348,8 +354,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
         exit_keys, lambda key: hints.exit_code_hint(None if pd.isna(key[0]) else key[0], key[1])
     ).fillna("")
     profile_hint = actions["host"].map(profile_hints).astype(object).fillna("")
-    combined = error_hint.str.cat([exit_hint, profile_hint], sep=" ").str.split().str.join(" ")
-    actions["hint"] = combined.fillna("")
+    actions["hint"] = _join_parts([error_hint, exit_hint, profile_hint], " ")
 
     state_rank = actions["state"].map({label: i for i, label in enumerate(states.ACTION_LABELS)})
     actions["state_rank"] = state_rank.astype(float).fillna(len(states.ACTION_LABELS))

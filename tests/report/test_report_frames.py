@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cpuu_fleet import journal as J
+from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.report.frames import TOTAL, load_frames
@@ -152,3 +153,21 @@ def test_run_selection_errors_are_one_clear_line(tmp_path, fleet):
         resolve_runs(fleet.journal, ["20990101-000000-ffff", fleet.first_run])
     assert resolve_runs(fleet.journal, None) == [fleet.retry_run]  # the latest
     assert resolve_runs(fleet.journal, None, all_runs=True) == [fleet.first_run, fleet.retry_run]
+
+
+def test_succeeded_hosts_still_needing_a_person_are_on_the_action_list(tmp_path):
+    """A mailbox not switched yet (exit flag 2) or a profile code that needs action."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry(h, wave="w") for h in ("pc-ok", "pc-noswitch", "pc-locked")])
+    journal.set_host(run, "pc-ok", state=J.SUCCEEDED, exit_code=1)
+    journal.set_host(run, "pc-noswitch", state=J.SUCCEEDED, exit_code=3)
+    journal.add_profiles(run, "pc-locked", "u", [ProfileResult("Main", 20, 0, 1)])
+    journal.set_host(run, "pc-locked", state=J.SUCCEEDED, exit_code=1)
+    actions = _by_host(load_frames(journal, [run]).actions)
+    assert set(actions) == {"pc-noswitch", "pc-locked"}
+    assert actions["pc-noswitch"]["reason"] == "exit SUCCESS|NO_SWITCH_MSG"
+    assert "not switched yet" in actions["pc-noswitch"]["hint"]
+    assert actions["pc-locked"]["reason"] == "profile codes need action"
+    assert "properties dialog" in actions["pc-locked"]["hint"]
+    assert actions["pc-locked"]["problem_profiles"] == "Main (20 PROFILE_HAS_CFG_UI_LOCK)"

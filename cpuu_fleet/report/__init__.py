@@ -58,6 +58,9 @@ def write_report(
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
     smaller by tests to exercise the continuation sheets.
+
+    The journal is read through a second, read-only connection: call this outside
+    ``Journal.batch()``, whose writes are not committed (and so not visible) until it ends.
     """
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)

@@ -9,14 +9,12 @@ lines becomes a note on the Summary (file and line), never an error that stops t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from cpuu_fleet.cpuu import parse_result_file
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import Journal
 
 PROFILE_COLUMNS = [
     "id",
@@ -29,15 +27,6 @@ PROFILE_COLUMNS = [
     "result_file",
     "line",
 ]
-
-
-def read_files(journal: Journal, run_ids: Sequence[str]) -> pd.DataFrame:
-    marks = ", ".join("?" for _ in run_ids)
-    return pd.read_sql(
-        f"SELECT id, run_id, host, kind, local_path FROM files WHERE run_id IN ({marks})",
-        journal.connection(),
-        params=list(run_ids),
-    )
 
 
 def add_file_columns(hosts: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:

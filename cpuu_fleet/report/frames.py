@@ -35,6 +35,7 @@ from cpuu_fleet.cpuu import Outcome, code_info
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report import collected, hints, states
+from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import wave_matcher
 
 NO_WAVE = "(no wave)"
@@ -56,13 +57,6 @@ class ReportFrames:
     waves: list[str]
     journal_path: str
     notes: list[str] = field(default_factory=list)
-
-
-def _read(journal: Journal, table: str, columns: str, run_ids: Sequence[str]) -> pd.DataFrame:
-    """One query for a whole table, restricted to the selected runs."""
-    marks = ", ".join("?" for _ in run_ids)
-    sql = f"SELECT {columns} FROM {table} WHERE run_id IN ({marks})"
-    return pd.read_sql(sql, journal.connection(), params=list(run_ids))
 
 
 def _utc(series: pd.Series) -> pd.Series:
@@ -108,14 +102,22 @@ def load_frames(
     revealed after an error was recorded must still not reach a report.
     """
     run_ids = list(run_ids)
-    runs = _read(journal, "runs", "*", run_ids)
+    with JournalReader(journal) as reader:
+        return _shape(reader, run_ids, wave, redactor)
+
+
+def _shape(
+    reader: JournalReader, run_ids: list[str], wave: str | None, redactor: Redactor
+) -> ReportFrames:
+    journal = reader.journal
+    runs = reader.table("runs", "*", run_ids)
     runs["stop_reason"] = _scrub(runs["stop_reason"], redactor)
     runs["started_at"] = _utc(runs["started_at"])
     runs["ended_at"] = _utc(runs["ended_at"])
     runs = runs.sort_values(["started_at", "run_id"], kind="stable").reset_index(drop=True)
     run_rank = {run_id: rank for rank, run_id in enumerate(runs["run_id"])}
 
-    every_row = _read(journal, "hosts", "rowid AS seq, *", run_ids)
+    every_row = reader.table("hosts", "rowid AS seq, *", run_ids)
     every_row["error_message"] = _scrub(every_row["error_message"], redactor)
     every_row["wave"] = every_row["wave"].fillna(NO_WAVE).astype(str)
     every_row["run_rank"] = every_row["run_id"].map(run_rank)
@@ -127,11 +129,11 @@ def load_frames(
         every_row = every_row[every_row["wave"].isin(waves)]
 
     hosts = _latest_per_host(every_row, waves)
-    files = collected.read_files(journal, run_ids)
+    files = reader.table("files", "id, run_id, host, kind, local_path", run_ids)
     hosts = collected.add_file_columns(hosts, files)
-    profiles = _profiles(journal, run_ids, hosts, files, notes)
+    profiles = _profiles(reader, run_ids, hosts, files, notes)
     hosts = _add_profile_counts(hosts, profiles)
-    attempts = _attempts(journal, run_ids, every_row)
+    attempts = _attempts(reader, run_ids, every_row)
     for column in ("error_message", "details_json"):
         attempts[column] = _scrub(attempts[column], redactor)
     summary = _summary(hosts, profiles, waves)
@@ -203,16 +205,16 @@ def _latest_per_host(every_row: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
 
 
 def _profiles(
-    journal: Journal,
+    reader: JournalReader,
     run_ids: Sequence[str],
     hosts: pd.DataFrame,
     files: pd.DataFrame,
     notes: list[str],
 ) -> pd.DataFrame:
     """One row per host x user x profile, from the run each host's reported row comes from."""
-    every_profile = _read(journal, "profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
+    every_profile = reader.table("profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
     recovered, recovery_notes = collected.recover_profiles(
-        journal.path.parent, files, hosts, every_profile
+        reader.journal.path.parent, files, hosts, every_profile
     )
     notes.extend(recovery_notes)
     if len(recovered):
@@ -248,13 +250,15 @@ def _add_profile_counts(hosts: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataF
     return hosts
 
 
-def _attempts(journal: Journal, run_ids: Sequence[str], every_row: pd.DataFrame) -> pd.DataFrame:
+def _attempts(
+    reader: JournalReader, run_ids: Sequence[str], every_row: pd.DataFrame
+) -> pd.DataFrame:
     """Every step attempt of the selected runs and waves: the audit trail."""
     columns = (
         "id, run_id, host, step, attempt, status, error_class, error_message, started_at,"
         " ended_at, duration_s, details_json"
     )
-    attempts = _read(journal, "attempts", columns, run_ids)
+    attempts = reader.table("attempts", columns, run_ids)
     attempts = attempts.merge(every_row[["run_id", "host", "wave"]], on=["run_id", "host"])
     attempts["started_at"] = _utc(attempts["started_at"])
     attempts["ended_at"] = _utc(attempts["ended_at"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cpuu_fleet import journal as J
@@ -171,3 +173,24 @@ def test_succeeded_hosts_still_needing_a_person_are_on_the_action_list(tmp_path)
     assert actions["pc-locked"]["reason"] == "profile codes need action"
     assert "properties dialog" in actions["pc-locked"]["hint"]
     assert actions["pc-locked"]["problem_profiles"] == "Main (20 PROFILE_HAS_CFG_UI_LOCK)"
+
+
+def test_an_in_memory_journal_is_read_through_its_own_connection(tmp_path):
+    journal = Journal(":memory:")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="w")])
+    journal.set_host(run, "pc-a", state=J.SUCCEEDED, exit_code=1)
+    frames = load_frames(journal, [run])
+    assert frames.hosts["state"].astype(str).tolist() == ["succeeded"]
+    assert not Path(":memory:").exists()  # no stray file was made for it
+
+
+def test_the_report_sees_every_committed_write_of_a_journal_still_open(tmp_path):
+    """The engine reports at the end of play with its journal open: WAL readers see its writes."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="w")])
+    journal.set_host(run, "pc-a", state=J.FAILED)
+    assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["failed"]
+    journal.set_host(run, "pc-a", state=J.SUCCEEDED)
+    assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["succeeded"]

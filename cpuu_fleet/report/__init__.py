@@ -4,6 +4,13 @@ Entry points (the ``play`` command calls them when a play ends; ``cpuu-fleet rep
 
 * :func:`write_report` reads the selected runs from the journal and writes every file.
 * :func:`summary_table` turns its result into a rich table for the terminal.
+
+How it is built, one job per module: :mod:`.selection` (which runs and waves), :mod:`.reader`
+(one ``read_sql`` per table), :mod:`.frames` (the rules: latest attempt per host, the seven
+states, counts, action list), :mod:`.collected` (log paths, result files never parsed),
+:mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
+(rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
+:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours).
 """
 
 from __future__ import annotations

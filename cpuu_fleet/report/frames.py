@@ -24,8 +24,9 @@ Rules the report applies (the vendor is silent on them; they are ours):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,10 +66,10 @@ def _utc(series: pd.Series) -> pd.Series:
     return parsed.dt.tz_convert(None)
 
 
-def _map_distinct(series: pd.Series, function) -> pd.Series:
+def _map_distinct(series: pd.Series, function: Callable[[Any], Any]) -> pd.Series:
     """Apply ``function`` once per distinct value (codes repeat: 100,000 rows, 20 values)."""
     distinct = series.dropna().unique()
-    return series.map({value: function(value) for value in distinct})
+    return series.map({value: function(value) for value in distinct}).astype(object)
 
 
 def _scrub(series: pd.Series, redactor: Redactor) -> pd.Series:
@@ -298,14 +299,21 @@ def _summary(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     return summary.reset_index()
 
 
+def wave_count_key(wave: str) -> str:
+    """The Return codes frame's column for a wave's count (prefixed: a wave may be named "total")."""
+    return f"count:{wave}"
+
+
 def _codes(profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     """Per-profile code x wave counts, with each code's name, outcome, meaning and hint."""
     counts = profiles.groupby(["current_code", "wave"]).size().unstack("wave", fill_value=0)
     counts = counts.reindex(columns=waves, fill_value=0)
+    counts.columns = [wave_count_key(wave) for wave in waves]
     table = _code_table(pd.Series(counts.index, dtype="int64"))
     frame = table.join(counts).reset_index()
-    frame["total"] = frame[waves].sum(axis=1) if waves else 0
-    ordered = ["code", "name", "outcome", "meaning", *waves, "total", "hint"]
+    keys = list(counts.columns)
+    frame["total"] = frame[keys].sum(axis=1) if keys else 0
+    ordered = ["code", "name", "outcome", "meaning", *keys, "total", "hint"]
     return frame[ordered].sort_values("code").reset_index(drop=True)
 
 

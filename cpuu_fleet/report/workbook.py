@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from cpuu_fleet.report import states
-from cpuu_fleet.report.frames import ReportFrames
+from cpuu_fleet.report.frames import ReportFrames, wave_count_key
 from cpuu_fleet.report.sheets import (
     DATE,
     DURATION,
@@ -154,7 +154,7 @@ def code_columns(waves: list[str]) -> tuple[Column, ...]:
         Column("name", "Name", TEXT, 34),
         Column("outcome", "Outcome", TEXT, 13),
         Column("meaning", "Meaning", TEXT, 40),
-        *(Column(wave, wave, INT, 10) for wave in waves),
+        *(Column(wave_count_key(wave), wave, INT, 10) for wave in waves),
         Column("total", "Total", INT, 10),
         Column("hint", "What to do", TEXT, 70),
     )

@@ -86,7 +86,8 @@ def test_codes_are_decoded_from_the_vendor_table_and_unknown_codes_survive(fleet
     assert profiles.loc["Odd", "outcome"] == "unknown"
     assert profiles.loc["Archive", "previous_name"] == "PROFILE_MODIFYING_OK"
     codes = frames.codes.set_index("code")
-    assert codes.loc[10, "wave1"] == 2 and codes.loc[10, "wave2"] == 2
+    assert codes.loc[10, "count:wave1"] == 2 and codes.loc[10, "count:wave2"] == 2
+    assert codes.loc[10, "total"] == 4
     assert codes.loc[99, "name"] == "UNKNOWN_99"
 
 
@@ -194,3 +195,17 @@ def test_the_report_sees_every_committed_write_of_a_journal_still_open(tmp_path)
     assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["failed"]
     journal.set_host(run, "pc-a", state=J.SUCCEEDED)
     assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["succeeded"]
+
+
+def test_waves_named_like_report_columns_do_not_collide(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="total"), HostEntry("pc-b", wave="code")])
+    for host in ("pc-a", "pc-b"):
+        journal.add_profiles(run, host, "u", [ProfileResult("Main", 10, 0, 1)])
+        journal.set_host(run, host, state=J.SUCCEEDED, exit_code=1)
+    frames = load_frames(journal, [run])
+    codes = frames.codes.set_index("code")
+    assert codes.loc[10, "count:total"] == 1 and codes.loc[10, "count:code"] == 1
+    assert codes.loc[10, "total"] == 2
+    assert frames.summary["wave"].tolist() == ["total", "code", TOTAL]

@@ -288,8 +288,10 @@ def _summary(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
         summary[label] = counts[label]
     summary["profiles_switched"] = by_wave["profiles_switched"]
     summary["profiles_failed"] = by_wave["profiles_failed"]
-    summary.loc[TOTAL] = summary.sum(axis=0)
-    summary = summary.astype(int)
+    # Appended, not assigned by label: a wave may itself be called "Total". The last row is the total.
+    total = summary.sum(axis=0).to_frame(TOTAL).T
+    summary = pd.concat([summary, total]).astype(int)
+    summary.index.name = "wave"
     targeted = summary["targeted"].where(summary["targeted"] > 0)
     summary.insert(
         len(states.STATE_LABELS) + 1,

@@ -13,7 +13,6 @@ from rich import box
 from rich.table import Table
 
 from cpuu_fleet.report import states
-from cpuu_fleet.report.frames import TOTAL
 
 if TYPE_CHECKING:
     from cpuu_fleet.report import ReportResult
@@ -29,19 +28,19 @@ def summary_table(result: ReportResult) -> Table:
 def frame_table(summary: pd.DataFrame, *, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAVY)
     table.add_column("")
-    for wave in summary["wave"]:
-        table.add_column(str(wave), justify="right", style="bold" if wave == TOTAL else None)
-    columns = summary.set_index("wave")
+    last = len(summary) - 1  # the total is the last row (a wave may be called "Total" too)
+    for position, wave in enumerate(summary["wave"]):
+        table.add_column(str(wave), justify="right", style="bold" if position == last else None)
 
     def counts(key: str) -> list[str]:
-        return [_count(int(value)) for value in columns[key]]
+        return [_count(int(value)) for value in summary[key]]
 
     table.add_row("targeted", *counts("targeted"), end_section=True)
     for label in states.STATE_LABELS:
         style = states.RICH_STYLES[label]
         table.add_row(f"[{style}]{label}[/]", *counts(label))
     table.add_row(
-        "success", *(f"{value:.1%}" for value in columns["success_pct"]), end_section=True
+        "success", *(f"{value:.1%}" for value in summary["success_pct"]), end_section=True
     )
     table.add_row("profiles switched", *counts("profiles_switched"))
     table.add_row("profiles failed", *counts("profiles_failed"))

@@ -200,12 +200,13 @@ def test_the_report_sees_every_committed_write_of_a_journal_still_open(tmp_path)
 def test_waves_named_like_report_columns_do_not_collide(tmp_path):
     journal = Journal(tmp_path / "j.sqlite3")
     run = journal.start_run(run_id="r1")
-    journal.add_hosts(run, [HostEntry("pc-a", wave="total"), HostEntry("pc-b", wave="code")])
+    journal.add_hosts(run, [HostEntry("pc-a", wave="total"), HostEntry("pc-b", wave="Total")])
     for host in ("pc-a", "pc-b"):
         journal.add_profiles(run, host, "u", [ProfileResult("Main", 10, 0, 1)])
         journal.set_host(run, host, state=J.SUCCEEDED, exit_code=1)
     frames = load_frames(journal, [run])
     codes = frames.codes.set_index("code")
-    assert codes.loc[10, "count:total"] == 1 and codes.loc[10, "count:code"] == 1
+    assert codes.loc[10, "count:total"] == 1 and codes.loc[10, "count:Total"] == 1
     assert codes.loc[10, "total"] == 2
-    assert frames.summary["wave"].tolist() == ["total", "code", TOTAL]
+    assert frames.summary["wave"].tolist() == ["total", "Total", TOTAL]
+    assert frames.summary["targeted"].tolist() == [1, 1, 2]

@@ -64,8 +64,14 @@ def recover_profiles(
     rows: list[tuple] = []
     notes: list[str] = []
     next_id = int(recorded["id"].max()) + 1 if len(recorded) else 1
+    root = reports_dir.resolve()
     for record in results.itertuples(index=False):  # only the few files nobody parsed
-        path = reports_dir / record.local_path
+        path = (reports_dir / record.local_path).resolve()
+        if not path.is_relative_to(root):
+            notes.append(
+                f"{record.host}: result file {record.local_path!r} not read: outside {reports_dir}"
+            )
+            continue
         try:
             parsed = parse_result_file(path)
         except InputError as error:

@@ -108,11 +108,11 @@ ATTEMPT_COLUMNS = (
 )
 
 SUMMARY_COLUMNS = (
-    Column("wave", "Wave", TEXT, 14),
+    Column("wave", "Wave", TEXT, 22),  # wide enough for the run ids listed below it
     Column("targeted", "Targeted", INT, 10),
     *(Column(label, label.capitalize(), INT, 11) for label in states.STATE_LABELS),
     Column("success_pct", "Success %", PERCENT, 10),
-    Column("profiles_switched", "Profiles switched", INT, 10),
+    Column("profiles_switched", "Profiles switched", INT, 16),  # and for the payload hash
     Column("profiles_failed", "Profiles failed", INT, 10),
 )
 

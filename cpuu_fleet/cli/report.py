@@ -38,7 +38,7 @@ def report(
             "--out",
             metavar="DIR",
             help="Where to write. Default: <reports>/<run id>/ for one run,"
-            " <reports>/report-<UTC time>/ for several.",
+            " <reports>/report-<UTC time>/ for several; with --wave, a wave-<PAT>/ folder in it.",
         ),
     ] = None,
     reports: Annotated[
@@ -61,7 +61,7 @@ def report(
         raise InputError(f"no runs in {journal_path}")
     with Journal(journal_path) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
-        out_dir = out if out is not None else default_out_dir(reports, run_ids)
+        out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(journal, run_ids, out_dir, wave=wave)
 
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.

@@ -15,6 +15,7 @@ states, counts, action list), :mod:`.collected` (log paths, result files never p
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,8 +79,16 @@ def write_report(
     return ReportResult(out_dir, selected, paths, frames.summary, workbook.sheets, frames)
 
 
-def default_out_dir(reports_dir: Path, run_ids: list[str]) -> Path:
-    """``reports/<run id>/`` for one run, ``reports/report-<UTC timestamp>/`` for several."""
+def default_out_dir(reports_dir: Path, run_ids: list[str], wave: str | None = None) -> Path:
+    """``reports/<run id>/`` for one run, ``reports/report-<UTC timestamp>/`` for several.
+
+    A report of some waves only goes one level down, into ``wave-<pattern>/``: it must not replace
+    the full report the play wrote into the run's folder.
+    """
     if len(run_ids) == 1:
-        return Path(reports_dir) / run_ids[0]
-    return Path(reports_dir) / f"report-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        folder = Path(reports_dir) / run_ids[0]
+    else:
+        folder = Path(reports_dir) / f"report-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if wave is not None:
+        folder = folder / ("wave-" + re.sub(r"[^A-Za-z0-9._-]+", "_", wave).strip("._"))
+    return folder

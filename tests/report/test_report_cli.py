@@ -118,3 +118,26 @@ def test_names_from_the_journal_are_printed_as_text_not_markup(tmp_path):
     text = console.export_text()
     assert "[red]w1[/red]" in text  # shown literally, not turned into a colour
     assert "\x1b" not in text and "\\x1b[2J" in text  # the escape sequence is shown, not sent
+
+
+def test_a_wave_report_does_not_replace_the_runs_full_report(fleet):
+    fleet.journal.close()
+    runner = CliRunner()
+    full = runner.invoke(app, ["report", "--reports", str(fleet.reports), "--run", fleet.first_run])
+    assert full.exit_code == 0, full.output
+    part = runner.invoke(
+        app,
+        [
+            "report",
+            "--reports",
+            str(fleet.reports),
+            "--run",
+            fleet.first_run,
+            "--wave",
+            "wave*:!wave1",
+        ],
+    )
+    assert part.exit_code == 0, part.output
+    run_dir = fleet.reports / fleet.first_run
+    assert (run_dir / "retry.txt").read_text() == "pc-02\npc-03\npc-04\npc-09\n"
+    assert (run_dir / "wave-wave_wave1" / "retry.txt").read_text() == "pc-09\n"

@@ -209,11 +209,11 @@ def test_both_cell_writers_produce_the_same_workbook_content(fleet, tmp_path):
     assert books[True].sheetnames == books[False].sheetnames
     for name in books[True].sheetnames[1:]:  # the Summary is written by XlsxWriter either way
         streamed = [
-            [(c.value, c.data_type, c.number_format) for c in row]
+            [(c.value, c.data_type, c.number_format, c.alignment.vertical) for c in row]
             for row in books[True][name].iter_rows()
         ]
         api = [
-            [(c.value, c.data_type, c.number_format) for c in row]
+            [(c.value, c.data_type, c.number_format, c.alignment.vertical) for c in row]
             for row in books[False][name].iter_rows()
         ]
         assert streamed == api, name

@@ -38,7 +38,7 @@ def report(
             "--out",
             metavar="DIR",
             help="Where to write. Default: <reports>/<run id>/ for one run,"
-            " <reports>/report-<UTC time>/ for several.",
+            " <reports>/report-<UTC time>/ for several; with --wave, a wave-<PAT>/ folder in it.",
         ),
     ] = None,
     reports: Annotated[
@@ -52,6 +52,7 @@ def report(
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
     from cpuu_fleet.report import default_out_dir, summary_table, write_report
     from cpuu_fleet.report.selection import resolve_runs
+    from cpuu_fleet.report.summary import plain
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
@@ -60,25 +61,30 @@ def report(
         raise InputError(f"no runs in {journal_path}")
     with Journal(journal_path) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
-        out_dir = out if out is not None else default_out_dir(reports, run_ids)
+        out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(journal, run_ids, out_dir, wave=wave)
 
-    console = Console()
+    # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
+    console = Console(highlight=False)
     console.print(summary_table(result))
     for sheet, parts in result.sheets.items():
         if len(parts) > 1:
             console.print(
-                f"[yellow]{sheet} did not fit on one sheet: continued on {len(parts) - 1} more.[/]"
+                f"{sheet} did not fit on one sheet: continued on {len(parts) - 1} more.",
+                style="yellow",
+                markup=False,
             )
     actions = len(result.frames.actions) if result.frames is not None else 0
     if actions:
         console.print(
-            f"{actions:,} host(s) need a person: see the Action list, or rerun them with "
-            f"--limit @{result.paths['retry.txt']}"
+            plain(
+                f"{actions:,} host(s) need a person: see the Action list, or rerun them with "
+                f"--limit @{result.paths['retry.txt']}"
+            )
         )
-    console.print("Written:", highlight=False)
+    console.print("Written:")
     for path in result.paths.values():
-        console.print(f"  {path}", highlight=False, soft_wrap=True)
+        console.print(plain(f"  {path}"), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -4,10 +4,18 @@ Entry points (the ``play`` command calls them when a play ends; ``cpuu-fleet rep
 
 * :func:`write_report` reads the selected runs from the journal and writes every file.
 * :func:`summary_table` turns its result into a rich table for the terminal.
+
+How it is built, one job per module: :mod:`.selection` (which runs and waves), :mod:`.reader`
+(one ``read_sql`` per table), :mod:`.frames` (the rules: latest attempt per host, the seven
+states, counts, action list), :mod:`.collected` (log paths, result files never parsed),
+:mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
+(rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
+:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +66,9 @@ def write_report(
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
     smaller by tests to exercise the continuation sheets.
+
+    The journal is read through a second, read-only connection: call this outside
+    ``Journal.batch()``, whose writes are not committed (and so not visible) until it ends.
     """
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
@@ -68,8 +79,16 @@ def write_report(
     return ReportResult(out_dir, selected, paths, frames.summary, workbook.sheets, frames)
 
 
-def default_out_dir(reports_dir: Path, run_ids: list[str]) -> Path:
-    """``reports/<run id>/`` for one run, ``reports/report-<UTC timestamp>/`` for several."""
+def default_out_dir(reports_dir: Path, run_ids: list[str], wave: str | None = None) -> Path:
+    """``reports/<run id>/`` for one run, ``reports/report-<UTC timestamp>/`` for several.
+
+    A report of some waves only goes one level down, into ``wave-<pattern>/``: it must not replace
+    the full report the play wrote into the run's folder.
+    """
     if len(run_ids) == 1:
-        return Path(reports_dir) / run_ids[0]
-    return Path(reports_dir) / f"report-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        folder = Path(reports_dir) / run_ids[0]
+    else:
+        folder = Path(reports_dir) / f"report-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    if wave is not None:
+        folder = folder / ("wave-" + re.sub(r"[^A-Za-z0-9._-]+", "_", wave).strip("._"))
+    return folder

@@ -9,14 +9,12 @@ lines becomes a note on the Summary (file and line), never an error that stops t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from cpuu_fleet.cpuu import parse_result_file
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import Journal
 
 PROFILE_COLUMNS = [
     "id",
@@ -29,15 +27,6 @@ PROFILE_COLUMNS = [
     "result_file",
     "line",
 ]
-
-
-def read_files(journal: Journal, run_ids: Sequence[str]) -> pd.DataFrame:
-    marks = ", ".join("?" for _ in run_ids)
-    return pd.read_sql(
-        f"SELECT id, run_id, host, kind, local_path FROM files WHERE run_id IN ({marks})",
-        journal.connection(),
-        params=list(run_ids),
-    )
 
 
 def add_file_columns(hosts: pd.DataFrame, files: pd.DataFrame) -> pd.DataFrame:
@@ -75,8 +64,14 @@ def recover_profiles(
     rows: list[tuple] = []
     notes: list[str] = []
     next_id = int(recorded["id"].max()) + 1 if len(recorded) else 1
+    root = reports_dir.resolve()
     for record in results.itertuples(index=False):  # only the few files nobody parsed
-        path = reports_dir / record.local_path
+        path = (reports_dir / record.local_path).resolve()
+        if not path.is_relative_to(root):
+            notes.append(
+                f"{record.host}: result file {record.local_path!r} not read: outside {reports_dir}"
+            )
+            continue
         try:
             parsed = parse_result_file(path)
         except InputError as error:

@@ -24,8 +24,9 @@ Rules the report applies (the vendor is silent on them; they are ours):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ from cpuu_fleet.cpuu import Outcome, code_info
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report import collected, hints, states
+from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import wave_matcher
 
 NO_WAVE = "(no wave)"
@@ -58,23 +60,16 @@ class ReportFrames:
     notes: list[str] = field(default_factory=list)
 
 
-def _read(journal: Journal, table: str, columns: str, run_ids: Sequence[str]) -> pd.DataFrame:
-    """One query for a whole table, restricted to the selected runs."""
-    marks = ", ".join("?" for _ in run_ids)
-    sql = f"SELECT {columns} FROM {table} WHERE run_id IN ({marks})"
-    return pd.read_sql(sql, journal.connection(), params=list(run_ids))
-
-
 def _utc(series: pd.Series) -> pd.Series:
     """ISO-8601 text from the journal to naive UTC datetimes (NaT where missing or unreadable)."""
     parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
     return parsed.dt.tz_convert(None)
 
 
-def _map_distinct(series: pd.Series, function) -> pd.Series:
+def _map_distinct(series: pd.Series, function: Callable[[Any], Any]) -> pd.Series:
     """Apply ``function`` once per distinct value (codes repeat: 100,000 rows, 20 values)."""
     distinct = series.dropna().unique()
-    return series.map({value: function(value) for value in distinct})
+    return series.map({value: function(value) for value in distinct}).astype(object)
 
 
 def _scrub(series: pd.Series, redactor: Redactor) -> pd.Series:
@@ -108,14 +103,22 @@ def load_frames(
     revealed after an error was recorded must still not reach a report.
     """
     run_ids = list(run_ids)
-    runs = _read(journal, "runs", "*", run_ids)
+    with JournalReader(journal) as reader:
+        return _shape(reader, run_ids, wave, redactor)
+
+
+def _shape(
+    reader: JournalReader, run_ids: list[str], wave: str | None, redactor: Redactor
+) -> ReportFrames:
+    journal = reader.journal
+    runs = reader.table("runs", "*", run_ids)
     runs["stop_reason"] = _scrub(runs["stop_reason"], redactor)
     runs["started_at"] = _utc(runs["started_at"])
     runs["ended_at"] = _utc(runs["ended_at"])
     runs = runs.sort_values(["started_at", "run_id"], kind="stable").reset_index(drop=True)
     run_rank = {run_id: rank for rank, run_id in enumerate(runs["run_id"])}
 
-    every_row = _read(journal, "hosts", "rowid AS seq, *", run_ids)
+    every_row = reader.table("hosts", "rowid AS seq, *", run_ids)
     every_row["error_message"] = _scrub(every_row["error_message"], redactor)
     every_row["wave"] = every_row["wave"].fillna(NO_WAVE).astype(str)
     every_row["run_rank"] = every_row["run_id"].map(run_rank)
@@ -127,11 +130,11 @@ def load_frames(
         every_row = every_row[every_row["wave"].isin(waves)]
 
     hosts = _latest_per_host(every_row, waves)
-    files = collected.read_files(journal, run_ids)
+    files = reader.table("files", "id, run_id, host, kind, local_path", run_ids)
     hosts = collected.add_file_columns(hosts, files)
-    profiles = _profiles(journal, run_ids, hosts, files, notes)
+    profiles = _profiles(reader, run_ids, hosts, files, notes)
     hosts = _add_profile_counts(hosts, profiles)
-    attempts = _attempts(journal, run_ids, every_row)
+    attempts = _attempts(reader, run_ids, every_row)
     for column in ("error_message", "details_json"):
         attempts[column] = _scrub(attempts[column], redactor)
     summary = _summary(hosts, profiles, waves)
@@ -203,16 +206,16 @@ def _latest_per_host(every_row: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
 
 
 def _profiles(
-    journal: Journal,
+    reader: JournalReader,
     run_ids: Sequence[str],
     hosts: pd.DataFrame,
     files: pd.DataFrame,
     notes: list[str],
 ) -> pd.DataFrame:
     """One row per host x user x profile, from the run each host's reported row comes from."""
-    every_profile = _read(journal, "profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
+    every_profile = reader.table("profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
     recovered, recovery_notes = collected.recover_profiles(
-        journal.path.parent, files, hosts, every_profile
+        reader.journal.path.parent, files, hosts, every_profile
     )
     notes.extend(recovery_notes)
     if len(recovered):
@@ -248,13 +251,15 @@ def _add_profile_counts(hosts: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataF
     return hosts
 
 
-def _attempts(journal: Journal, run_ids: Sequence[str], every_row: pd.DataFrame) -> pd.DataFrame:
+def _attempts(
+    reader: JournalReader, run_ids: Sequence[str], every_row: pd.DataFrame
+) -> pd.DataFrame:
     """Every step attempt of the selected runs and waves: the audit trail."""
     columns = (
         "id, run_id, host, step, attempt, status, error_class, error_message, started_at,"
         " ended_at, duration_s, details_json"
     )
-    attempts = _read(journal, "attempts", columns, run_ids)
+    attempts = reader.table("attempts", columns, run_ids)
     attempts = attempts.merge(every_row[["run_id", "host", "wave"]], on=["run_id", "host"])
     attempts["started_at"] = _utc(attempts["started_at"])
     attempts["ended_at"] = _utc(attempts["ended_at"])
@@ -283,8 +288,10 @@ def _summary(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
         summary[label] = counts[label]
     summary["profiles_switched"] = by_wave["profiles_switched"]
     summary["profiles_failed"] = by_wave["profiles_failed"]
-    summary.loc[TOTAL] = summary.sum(axis=0)
-    summary = summary.astype(int)
+    # Appended, not assigned by label: a wave may itself be called "Total". The last row is the total.
+    total = summary.sum(axis=0).to_frame(TOTAL).T
+    summary = pd.concat([summary, total]).astype(int)
+    summary.index.name = "wave"
     targeted = summary["targeted"].where(summary["targeted"] > 0)
     summary.insert(
         len(states.STATE_LABELS) + 1,
@@ -294,15 +301,30 @@ def _summary(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     return summary.reset_index()
 
 
+def wave_count_key(wave: str) -> str:
+    """The Return codes frame's column for a wave's count (prefixed: a wave may be named "total")."""
+    return f"count:{wave}"
+
+
 def _codes(profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     """Per-profile code x wave counts, with each code's name, outcome, meaning and hint."""
     counts = profiles.groupby(["current_code", "wave"]).size().unstack("wave", fill_value=0)
     counts = counts.reindex(columns=waves, fill_value=0)
+    counts.columns = [wave_count_key(wave) for wave in waves]
     table = _code_table(pd.Series(counts.index, dtype="int64"))
     frame = table.join(counts).reset_index()
-    frame["total"] = frame[waves].sum(axis=1) if waves else 0
-    ordered = ["code", "name", "outcome", "meaning", *waves, "total", "hint"]
+    keys = list(counts.columns)
+    frame["total"] = frame[keys].sum(axis=1) if keys else 0
+    ordered = ["code", "name", "outcome", "meaning", *keys, "total", "hint"]
     return frame[ordered].sort_values("code").reset_index(drop=True)
+
+
+def _join_parts(parts: list[pd.Series], separator: str) -> pd.Series:
+    """Join the non-empty parts of each row (parts are aligned Series; NaN or "" is left out)."""
+    frame = pd.concat([part.astype(object) for part in parts], axis=1)
+    frame = frame.where(frame.notna() & (frame != ""))
+    joined = frame.stack().dropna().groupby(level=0).agg(separator.join)
+    return joined.reindex(frame.index).astype(object).fillna("")
 
 
 def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
@@ -313,20 +335,18 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     chosen = in_bad_state | hosts["host"].isin(needs_action) | flags_attention | hosts["killed"]
     actions = hosts.loc[chosen].copy()
 
-    reasons = pd.Series("", index=actions.index)
-    reasons = reasons.where(
-        ~actions["state"].isin(states.ACTION_LABELS), "state: " + actions["state"].astype(str)
-    )
     needs = actions["host"].isin(needs_action)
-    reasons = reasons.where(
-        ~needs,
-        reasons.str.cat(pd.Series("profile codes need action", index=actions.index), sep="; "),
-    )
     odd_exit = flags_attention.loc[actions.index] | actions["killed"]
-    reasons = reasons.where(
-        ~odd_exit, reasons.str.cat("exit " + actions["exit_flags"].fillna(""), sep="; ")
+    actions["reason"] = _join_parts(
+        [
+            ("state: " + actions["state"].astype(str)).where(
+                actions["state"].isin(states.ACTION_LABELS)
+            ),
+            pd.Series("profile codes need action", index=actions.index).where(needs),
+            ("exit " + actions["exit_flags"].fillna("")).where(odd_exit),
+        ],
+        "; ",
     )
-    actions["reason"] = reasons.str.strip("; ")
 
     bad = profiles[profiles["outcome"].isin(BAD_OUTCOMES) & profiles["host"].isin(actions["host"])]
     labels = (
@@ -348,8 +368,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
         exit_keys, lambda key: hints.exit_code_hint(None if pd.isna(key[0]) else key[0], key[1])
     ).fillna("")
     profile_hint = actions["host"].map(profile_hints).astype(object).fillna("")
-    combined = error_hint.str.cat([exit_hint, profile_hint], sep=" ").str.split().str.join(" ")
-    actions["hint"] = combined.fillna("")
+    actions["hint"] = _join_parts([error_hint, exit_hint, profile_hint], " ")
 
     state_rank = actions["state"].map({label: i for i, label in enumerate(states.ACTION_LABELS)})
     actions["state_rank"] = state_rank.astype(float).fillna(len(states.ACTION_LABELS))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from xlsxwriter.format import Format
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
@@ -59,7 +60,6 @@ class Formats:
         self.header = book.add_format(
             {"bold": True, "text_wrap": True, "valign": "top", "bg_color": "#DDEBF7", "border": 1}
         )
-        self.bold = book.add_format({"bold": True})
         self.title = book.add_format({"bold": True, "font_size": 14})
         self.text = book.add_format({"valign": "top"})
         self.date = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss", "valign": "top"})
@@ -87,7 +87,7 @@ class Formats:
             for label, (fill, font) in states.COLOURS.items()
         }
 
-    def for_kind(self, kind: str):
+    def for_kind(self, kind: str) -> Format:
         return {
             TEXT: self.text,
             INT: self.int,
@@ -128,7 +128,9 @@ def excel_numbers(series: pd.Series, kind: str) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
-def write_text(sheet: Worksheet, row: int, col: int, text: str, cell_format=None) -> None:
+def write_text(
+    sheet: Worksheet, row: int, col: int, text: str, cell_format: Format | None = None
+) -> None:
     """Write a string that is shown literally, whatever it looks like.
 
     ``strings_to_formulas=False`` already keeps ``=...`` a string. But XlsxWriter passes any
@@ -210,8 +212,11 @@ def _write_fast(sheet: Worksheet, formats: Formats, rows: pd.DataFrame, columns)
 def _write_with_api(sheet: Worksheet, formats: Formats, columns, prepared, part: SheetPart) -> None:
     for col, column in enumerate(columns):
         write_text(sheet, 0, col, column.header, formats.header)
+    # Text cells keep the default style, as the streamed rows do (rowxml): same workbook either way.
     cells = [
-        (write_text if column.kind == TEXT else sheet.write_number, formats.for_kind(column.kind))
+        (write_text, None)
+        if column.kind == TEXT
+        else (sheet.write_number, formats.for_kind(column.kind))
         for column in columns
     ]
     chunk = [values[part.first_row : part.first_row + part.rows] for values in prepared]

@@ -18,9 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+from xlsxwriter.workbook import Workbook
+from xlsxwriter.worksheet import Worksheet
 
 from cpuu_fleet.report import states
-from cpuu_fleet.report.frames import ReportFrames
+from cpuu_fleet.report.frames import ReportFrames, wave_count_key
 from cpuu_fleet.report.sheets import (
     DATE,
     DURATION,
@@ -108,11 +110,11 @@ ATTEMPT_COLUMNS = (
 )
 
 SUMMARY_COLUMNS = (
-    Column("wave", "Wave", TEXT, 14),
+    Column("wave", "Wave", TEXT, 22),  # wide enough for the run ids listed below it
     Column("targeted", "Targeted", INT, 10),
     *(Column(label, label.capitalize(), INT, 11) for label in states.STATE_LABELS),
     Column("success_pct", "Success %", PERCENT, 10),
-    Column("profiles_switched", "Profiles switched", INT, 10),
+    Column("profiles_switched", "Profiles switched", INT, 16),  # and for the payload hash
     Column("profiles_failed", "Profiles failed", INT, 10),
 )
 
@@ -154,7 +156,7 @@ def code_columns(waves: list[str]) -> tuple[Column, ...]:
         Column("name", "Name", TEXT, 34),
         Column("outcome", "Outcome", TEXT, 13),
         Column("meaning", "Meaning", TEXT, 40),
-        *(Column(wave, wave, INT, 10) for wave in waves),
+        *(Column(wave_count_key(wave), wave, INT, 10) for wave in waves),
         Column("total", "Total", INT, 10),
         Column("hint", "What to do", TEXT, 70),
     )
@@ -207,8 +209,14 @@ def split_notes(planned: dict[str, list[SheetPart]]) -> list[str]:
     return notes
 
 
-def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> None:
-    """Per-wave counts, the total, the runs' metadata, notes and a stacked bar chart of states."""
+def _write_summary(
+    book: Workbook, formats: Formats, frames: ReportFrames, planned: dict[str, list[SheetPart]]
+) -> None:
+    """Per-wave counts, the total, the runs' metadata, notes and a stacked bar chart of states.
+
+    A dashboard, not a table: its header is frozen but it has no autofilter (sorting would move
+    the Total row into the waves).
+    """
     sheet = book.add_worksheet("Summary")
     summary = frames.summary
     for col, column in enumerate(SUMMARY_COLUMNS):
@@ -286,11 +294,11 @@ def _write_summary(book, formats: Formats, frames: ReportFrames, planned) -> Non
         _insert_chart(book, sheet, len(frames.waves), len(SUMMARY_COLUMNS) + 1)
 
 
-def _when(value) -> str:
+def _when(value: pd.Timestamp) -> str:
     return "?" if pd.isna(value) else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
-def _insert_chart(book, sheet, wave_count: int, at_col: int) -> None:
+def _insert_chart(book: Workbook, sheet: Worksheet, wave_count: int, at_col: int) -> None:
     """Stacked columns: one bar per wave, one colour per state (the cells' colours)."""
     chart = book.add_chart({"type": "column", "subtype": "stacked"})
     keys = [column.key for column in SUMMARY_COLUMNS]

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
+from cpuu_fleet import journal as J
 from cpuu_fleet.cli import app
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import HostEntry, Journal
+from cpuu_fleet.report import summary_table, write_report
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,3 +105,39 @@ def test_no_journal_means_no_runs_and_creates_nothing(tmp_path):
         f"cpuu-fleet: error: no runs in {tmp_path / 'reports' / 'journal.sqlite3'}"
     )
     assert not (tmp_path / "reports").exists()
+
+
+def test_names_from_the_journal_are_printed_as_text_not_markup(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-1", wave="[red]w1[/red]\x1b[2J")])
+    journal.set_host(run, "pc-1", state=J.SUCCEEDED, exit_code=1)
+    result = write_report(journal, [run], tmp_path / "out")
+    console = Console(record=True, width=120, color_system=None)
+    console.print(summary_table(result))
+    text = console.export_text()
+    assert "[red]w1[/red]" in text  # shown literally, not turned into a colour
+    assert "\x1b" not in text and "\\x1b[2J" in text  # the escape sequence is shown, not sent
+
+
+def test_a_wave_report_does_not_replace_the_runs_full_report(fleet):
+    fleet.journal.close()
+    runner = CliRunner()
+    full = runner.invoke(app, ["report", "--reports", str(fleet.reports), "--run", fleet.first_run])
+    assert full.exit_code == 0, full.output
+    part = runner.invoke(
+        app,
+        [
+            "report",
+            "--reports",
+            str(fleet.reports),
+            "--run",
+            fleet.first_run,
+            "--wave",
+            "wave*:!wave1",
+        ],
+    )
+    assert part.exit_code == 0, part.output
+    run_dir = fleet.reports / fleet.first_run
+    assert (run_dir / "retry.txt").read_text() == "pc-02\npc-03\npc-04\npc-09\n"
+    assert (run_dir / "wave-wave_wave1" / "retry.txt").read_text() == "pc-09\n"

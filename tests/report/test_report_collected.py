@@ -97,3 +97,22 @@ def test_a_secret_registered_after_it_was_journalled_never_reaches_the_report(tm
     for path in out.iterdir():
         if path.suffix in (".csv", ".txt"):
             assert b"Hunter2-Pass" not in path.read_bytes(), path.name
+
+
+def test_a_result_path_leading_outside_the_reports_folder_is_not_read(tmp_path):
+    reports = tmp_path / "reports"
+    journal = Journal.in_reports(reports)
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-1", wave="w1")])
+    secret = tmp_path / "elsewhere.csv"
+    secret.write_text("Stolen\t10\t0\n", encoding="utf-8")
+    for local_path in ("../elsewhere.csv", str(secret)):
+        journal.add_file(
+            run, "pc-1", kind="result", remote_path="C:\\x.csv", local_path=local_path,
+            sha256="0" * 64, size=1,
+        )  # fmt: skip
+    journal.set_host(run, "pc-1", state=J.FAILED)
+    report = write_report(journal, [run], tmp_path / "out")
+    assert report.frames.profiles.empty
+    refused = [note for note in report.frames.notes if "not read: outside" in note]
+    assert len(refused) == 2

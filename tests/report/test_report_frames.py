@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cpuu_fleet import journal as J
+from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.report.frames import TOTAL, load_frames
@@ -83,7 +86,8 @@ def test_codes_are_decoded_from_the_vendor_table_and_unknown_codes_survive(fleet
     assert profiles.loc["Odd", "outcome"] == "unknown"
     assert profiles.loc["Archive", "previous_name"] == "PROFILE_MODIFYING_OK"
     codes = frames.codes.set_index("code")
-    assert codes.loc[10, "wave1"] == 2 and codes.loc[10, "wave2"] == 2
+    assert codes.loc[10, "count:wave1"] == 2 and codes.loc[10, "count:wave2"] == 2
+    assert codes.loc[10, "total"] == 4
     assert codes.loc[99, "name"] == "UNKNOWN_99"
 
 
@@ -152,3 +156,57 @@ def test_run_selection_errors_are_one_clear_line(tmp_path, fleet):
         resolve_runs(fleet.journal, ["20990101-000000-ffff", fleet.first_run])
     assert resolve_runs(fleet.journal, None) == [fleet.retry_run]  # the latest
     assert resolve_runs(fleet.journal, None, all_runs=True) == [fleet.first_run, fleet.retry_run]
+
+
+def test_succeeded_hosts_still_needing_a_person_are_on_the_action_list(tmp_path):
+    """A mailbox not switched yet (exit flag 2) or a profile code that needs action."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry(h, wave="w") for h in ("pc-ok", "pc-noswitch", "pc-locked")])
+    journal.set_host(run, "pc-ok", state=J.SUCCEEDED, exit_code=1)
+    journal.set_host(run, "pc-noswitch", state=J.SUCCEEDED, exit_code=3)
+    journal.add_profiles(run, "pc-locked", "u", [ProfileResult("Main", 20, 0, 1)])
+    journal.set_host(run, "pc-locked", state=J.SUCCEEDED, exit_code=1)
+    actions = _by_host(load_frames(journal, [run]).actions)
+    assert set(actions) == {"pc-noswitch", "pc-locked"}
+    assert actions["pc-noswitch"]["reason"] == "exit SUCCESS|NO_SWITCH_MSG"
+    assert "not switched yet" in actions["pc-noswitch"]["hint"]
+    assert actions["pc-locked"]["reason"] == "profile codes need action"
+    assert "properties dialog" in actions["pc-locked"]["hint"]
+    assert actions["pc-locked"]["problem_profiles"] == "Main (20 PROFILE_HAS_CFG_UI_LOCK)"
+
+
+def test_an_in_memory_journal_is_read_through_its_own_connection(tmp_path):
+    journal = Journal(":memory:")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="w")])
+    journal.set_host(run, "pc-a", state=J.SUCCEEDED, exit_code=1)
+    frames = load_frames(journal, [run])
+    assert frames.hosts["state"].astype(str).tolist() == ["succeeded"]
+    assert not Path(":memory:").exists()  # no stray file was made for it
+
+
+def test_the_report_sees_every_committed_write_of_a_journal_still_open(tmp_path):
+    """The engine reports at the end of play with its journal open: WAL readers see its writes."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="w")])
+    journal.set_host(run, "pc-a", state=J.FAILED)
+    assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["failed"]
+    journal.set_host(run, "pc-a", state=J.SUCCEEDED)
+    assert load_frames(journal, [run]).hosts["state"].astype(str).tolist() == ["succeeded"]
+
+
+def test_waves_named_like_report_columns_do_not_collide(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-a", wave="total"), HostEntry("pc-b", wave="Total")])
+    for host in ("pc-a", "pc-b"):
+        journal.add_profiles(run, host, "u", [ProfileResult("Main", 10, 0, 1)])
+        journal.set_host(run, host, state=J.SUCCEEDED, exit_code=1)
+    frames = load_frames(journal, [run])
+    codes = frames.codes.set_index("code")
+    assert codes.loc[10, "count:total"] == 1 and codes.loc[10, "count:Total"] == 1
+    assert codes.loc[10, "total"] == 2
+    assert frames.summary["wave"].tolist() == ["total", "Total", TOTAL]
+    assert frames.summary["targeted"].tolist() == [1, 1, 2]

@@ -209,11 +209,30 @@ def test_both_cell_writers_produce_the_same_workbook_content(fleet, tmp_path):
     assert books[True].sheetnames == books[False].sheetnames
     for name in books[True].sheetnames[1:]:  # the Summary is written by XlsxWriter either way
         streamed = [
-            [(c.value, c.data_type, c.number_format) for c in row]
+            [(c.value, c.data_type, c.number_format, c.alignment.vertical) for c in row]
             for row in books[True][name].iter_rows()
         ]
         api = [
-            [(c.value, c.data_type, c.number_format) for c in row]
+            [(c.value, c.data_type, c.number_format, c.alignment.vertical) for c in row]
             for row in books[False][name].iter_rows()
         ]
         assert streamed == api, name
+
+
+@pytest.mark.parametrize("with_host", [False, True], ids=["no-hosts", "no-profiles"])
+def test_a_run_with_nothing_to_show_still_gives_a_valid_report(tmp_path, with_host):
+    from cpuu_fleet import journal as J
+    from cpuu_fleet.journal import HostEntry, Journal
+
+    journal = Journal(tmp_path / "j.sqlite3")
+    run = journal.start_run(run_id="r0")
+    if with_host:
+        journal.add_hosts(run, [HostEntry("pc-1", wave="w")])
+        journal.set_host(run, "pc-1", state=J.UNREACHABLE, error_class="unreachable")
+    result = write_report(journal, [run], tmp_path / "out")
+    book = _open(result.workbook)
+    assert book.sheetnames == SHEETS
+    summary = {row["Wave"]: row for row in _table(book["Summary"])[: 2 if with_host else 1]}
+    assert summary["Total"]["Targeted"] == (1 if with_host else 0)
+    assert [row["Host"] for row in _table(book["Action list"])] == (["pc-1"] if with_host else [])
+    assert (tmp_path / "out" / "retry.txt").read_text() == ("pc-1\n" if with_host else "")

@@ -27,7 +27,7 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import FAILED, NOT_RUN, QUEUED, RUNNING, UNREACHABLE, Journal
 from cpuu_fleet.playbook import Play, Playbook, serial_batches
 
-RETRY_FILE = "retry.txt"
+RETRY_FILE = "failed.retry"
 _NOT_NEWS = (QUEUED, NOT_RUN)
 
 
@@ -338,7 +338,9 @@ def retry_hosts(journal: Journal, run_id: str) -> list[str]:
 
 
 def write_retry_file(journal: Journal, run_id: str, run_dir: str | Path) -> Path:
-    """Write ``<run_dir>/retry.txt``: one host per line, for ``--limit @<file>``.
+    """Write ``<run_dir>/failed.retry``: the failed and unreachable hosts, one per line, for
+    ``--limit @<file>`` (Ansible's ``.retry`` convention). The report's ``retry.txt`` beside it is
+    the wider action list (partial results and needs-action codes too).
 
     Written for every run, empty when nothing failed, so scripts can rely on it existing.
     """

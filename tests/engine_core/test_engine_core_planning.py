@@ -86,7 +86,11 @@ def test_retry_failed_takes_the_latest_state_across_the_runs_retries(
     assert select_retry_failed(journal, retry.run_id).hosts == (hosts[4],)
 
     # The retry file of each run lists its own failed and unreachable hosts, for --limit @file.
-    assert (first.run_dir / "retry.txt").read_text().splitlines() == [hosts[0], hosts[2], hosts[4]]
+    assert (first.run_dir / "failed.retry").read_text().splitlines() == [
+        hosts[0],
+        hosts[2],
+        hosts[4],
+    ]
     assert retry.retry_file.read_text() == f"{hosts[4]}\n"
 
 
@@ -179,7 +183,7 @@ def test_an_unknown_run_is_an_input_error(journal):
 
 def test_shipped_update_playbook_over_the_example_inventory_and_its_retry_file(journal, tmp_path):
     """The real inventory (foundation) + the shipped playbook: waves, batches, and a retry file
-    that works as ``--limit @reports/<run>/retry.txt``."""
+    that works as ``--limit @reports/<run>/failed.retry``."""
     from pathlib import Path
 
     from cpuu_fleet.inventory import Inventory

@@ -61,7 +61,7 @@ def test_json_event_stream_parses_line_by_line_and_holds_no_secret(
     finished = events[-1]
     assert finished["status"] == "completed"
     assert finished["counts"] == {SUCCEEDED: 2, FAILED: 1, UNREACHABLE: 1}
-    assert finished["retry_file"].endswith("retry.txt")
+    assert finished["retry_file"].endswith("failed.retry")
 
 
 def test_run_log_is_plain_text_and_scrubbed(journal, tmp_path, write_playbook):
@@ -93,7 +93,7 @@ def test_live_display_shows_counts_batch_and_eta(journal, tmp_path, write_playbo
     assert "4/4 hosts" in text
     assert "done 2" in text and "failed 1" in text and "unreachable 1" in text
     assert "Update: batch 2/2" in text
-    assert "completed" in text and "retry.txt" in text
+    assert "completed" in text and "failed.retry" in text
     assert display.stats.done == 2 and display.stats.running == {}
 
 

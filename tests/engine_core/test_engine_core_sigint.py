@@ -98,7 +98,7 @@ def test_first_sigint_drains_running_hosts_and_leaves_the_rest_not_run(tmp_path)
     journal = Journal.in_reports(tmp_path / "reports")
     assert journal.state_counts(result["run_id"]) == {SUCCEEDED: 2, NOT_RUN: 3}
     assert journal.run(result["run_id"])["status"] == "interrupted"
-    assert (tmp_path / "reports" / result["run_id"] / "retry.txt").read_text() == ""
+    assert (tmp_path / "reports" / result["run_id"] / "failed.retry").read_text() == ""
     journal.close()
 
 

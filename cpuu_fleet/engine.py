@@ -70,6 +70,9 @@ class PlayRequest:
     retry_backoff: float | None = None
     run_id: str | None = None
     """A run id chosen in advance (the demo writes its inventory into the run's folder first)."""
+    payload: Path | None = None
+    """The vendor payload folder for every play that pushes, instead of the playbook's own
+    ``payload:`` (the same playbook, another CPUU build or a lab stand-in)."""
 
 
 @dataclass
@@ -193,6 +196,15 @@ class Engine:
         playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
         inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
         playbook = load_playbook(playbook_path)
+        if request.payload is not None:
+            payload = request.payload.resolve()
+            playbook = replace(
+                playbook,
+                plays=tuple(
+                    replace(play, payload=payload) if "push" in play.step_names else play
+                    for play in playbook.plays
+                ),
+            )
         inventory = Inventory.load(inventory_path, ask_pass=request.ask_pass)
         return playbook, inventory, selection
 

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cpuu_fleet.demo import DEMO_SECRETS, make_standin_payload, write_lab_inventory
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.lab.fleet import AUTHS, PASSWORD_ENV, LabFleet
 from cpuu_fleet.lab.scenarios import SCENARIOS
@@ -44,8 +45,11 @@ def up(
         typer.Option("--latency", min=0, help="Added latency per request for every host, in ms."),
     ] = None,
     waves: Annotated[
-        int | None, typer.Option("--waves", min=1, help="Split the hosts into wave1..N groups.")
-    ] = None,
+        int,
+        typer.Option(
+            "--waves", min=1, help="Split the hosts into wave1..N groups (the playbooks' 'wave*')."
+        ),
+    ] = 3,
     workdir: Annotated[
         Path | None,
         typer.Option("--workdir", help="Where the disks and certificates live (default: temp)."),
@@ -81,8 +85,9 @@ def up(
     }
     try:
         with fleet:
-            path = fleet.write_inventory(inventory_out, waves=waves)
-            _print_summary(console, fleet, path)
+            path = write_lab_inventory(fleet, inventory_out, waves=min(waves, hosts))
+            payload = make_standin_payload(path.parent / f"{path.stem}-payload")
+            _print_summary(console, fleet, path, payload)
             while not stop.wait(1.0):
                 pass
             console.print("stopping the lab ...")
@@ -92,7 +97,7 @@ def up(
     console.print("lab stopped")
 
 
-def _print_summary(console: Console, fleet: LabFleet, inventory: Path) -> None:
+def _print_summary(console: Console, fleet: LabFleet, inventory: Path, payload: Path) -> None:
     table = Table(title=f"cpuu-fleet lab: {len(fleet.hosts)} workstations")
     table.add_column("scenario")
     table.add_column("hosts", justify="right")
@@ -105,10 +110,17 @@ def _print_summary(console: Console, fleet: LabFleet, inventory: Path) -> None:
     console.print(f"auth       {fleet.auth} as {fleet.username}")
     if fleet.https:
         console.print(f"CA         {fleet.ca_cert_path}")
-    console.print(f"inventory  {inventory}")
-    console.print("Export the lab password before running cpuu-fleet against it:")
+    console.print(f"inventory  {inventory}", markup=False, highlight=False)
+    console.print(f"payload    {payload}  (a lab stand-in, not the vendor's CPUU)", markup=False)
+    console.print("In another shell, export the lab's secrets and run a wave against it:")
+    exports = {PASSWORD_ENV: fleet.password, **DEMO_SECRETS}
+    for name, value in exports.items():
+        console.print(f"export {name}={shlex.quote(value)}", markup=False, highlight=False)
     console.print(
-        f"export {PASSWORD_ENV}={shlex.quote(fleet.password)}", markup=False, highlight=False
+        f"cpuu-fleet play playbooks/update.yml -i {shlex.quote(str(inventory))}"
+        f" --payload {shlex.quote(str(payload))}",
+        markup=False,
+        highlight=False,
     )
     console.print("Serving; press Ctrl-C to stop.", highlight=False)
 

@@ -211,6 +211,10 @@ def register(app: typer.Typer) -> None:
         extra: Annotated[
             list[str] | None, typer.Option("-e", "--extra-vars", help="KEY=VALUE for templates.")
         ] = None,
+        payload: Annotated[
+            Path | None,
+            typer.Option("--payload", help="CPUU payload folder (instead of the playbook's)."),
+        ] = None,
     ) -> None:
         from cpuu_fleet.engine import PlayRequest, run_play
 
@@ -228,6 +232,7 @@ def register(app: typer.Typer) -> None:
             ask_pass=_ask_pass(ask_pass),
             extra_vars=_extra_vars(extra),
             processors=_processors(reports, as_json),
+            payload=payload,
         )
         _finish(run_play(request), as_json=as_json, check=check)
 

@@ -83,3 +83,41 @@ def test_lab_up_refuses_an_unknown_scenario(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "unknown scenario 'volcano'" in out
+
+
+def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
+    """The README's lab flow: `lab up`, then the exports and the `play` command it prints."""
+    proc, _inventory = _start(tmp_path, "--hosts", "4", "--auth", "basic")
+    try:
+        banner = _read_until_serving(proc)
+        exports = dict(re.findall(r"^export (\w+)=(\S+)$", banner, re.MULTILINE))
+        assert set(exports) == {
+            "CPUU_FLEET_LAB_PASSWORD",
+            "CPUU_FLEET_CPUU_PASSWORD",
+            "CPUU_FLEET_CPUU_PASSWORD_TRG",
+        }
+        command = re.search(r"^cpuu-fleet (play .*)$", banner, re.MULTILINE).group(1).split()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            **{k: v.strip("'") for k, v in exports.items()},
+        }
+        play = subprocess.run(
+            [sys.executable, "-m", "cpuu_fleet", *command, "--reports", str(tmp_path / "r")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+        assert play.returncode == 0, play.stdout[-3000:] + play.stderr[-3000:]
+        assert list((tmp_path / "r").glob("*/report.xlsx"))
+        from cpuu_fleet.journal import Journal
+
+        with Journal.in_reports(tmp_path / "r") as journal:
+            (run,) = journal.runs()
+            assert journal.state_counts(run["run_id"]) == {"succeeded": 4}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

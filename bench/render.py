@@ -1,6 +1,6 @@
 """Figures for the foundation: load a 5,000-host inventory, select with --limit, render every host.
 
-Run from the repository: ``python bench/bench_foundation_render.py``. Prints timings; asserts nothing.
+Run from the repository: ``python bench/render.py``. Prints timings; asserts nothing.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ free text goes through the process :data:`~cpuu_fleet.redact.REDACTOR` on its wa
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import secrets
@@ -493,8 +494,10 @@ class Journal:
 
 def _operator() -> str:
     """Who ran it: the login name, for the report's metadata (never a secret)."""
-    for name in ("CPUU_FLEET_OPERATOR", "USER", "USERNAME", "LOGNAME"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    return "unknown"
+    explicit = os.environ.get("CPUU_FLEET_OPERATOR")
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()  # USER/LOGNAME/USERNAME, else the account database
+    except (OSError, KeyError, ImportError):
+        return "unknown"

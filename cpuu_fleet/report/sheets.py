@@ -63,6 +63,10 @@ class Formats:
         self.title = book.add_format({"bold": True, "font_size": 14})
         self.text = book.add_format({"valign": "top"})
         self.date = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss", "valign": "top"})
+        # For a date in a wide merged cell: right-aligned, it would sit far from its label.
+        self.date_left = book.add_format(
+            {"num_format": "yyyy-mm-dd hh:mm:ss", "valign": "top", "align": "left"}
+        )
         self.duration = book.add_format({"num_format": "[h]:mm:ss", "valign": "top"})
         self.percent = book.add_format({"num_format": "0.0%", "valign": "top"})
         self.int = book.add_format({"num_format": "0", "valign": "top"})

@@ -133,6 +133,9 @@ RUN_COLUMNS = (
     Column("tool_version", "Tool version", TEXT),
 )
 
+#: The last Summary column a run's metadata value spans (from column B).
+RUN_VALUE_SPAN = 6
+
 #: Notes on the Summary beyond this are counted, not listed (the sheet stays readable).
 MAX_NOTES = 200
 
@@ -259,19 +262,20 @@ def _write_summary(
 
     row = last + 2
     write_text(sheet, row, 0, "Runs included", formats.title)
-    row += 1
-    for col, column in enumerate(RUN_COLUMNS):
-        write_text(sheet, row, col, column.header, formats.header)
+    # One label/value block per run: the values (dates, paths, a 64-digit hash) need more room
+    # than the count columns above them give, so each value spans several of those columns.
     run_values = [cell_values(frames.runs[column.key], column.kind) for column in RUN_COLUMNS]
     for run_row in zip(*run_values, strict=False):
         row += 1
-        for col, (column, value) in enumerate(zip(RUN_COLUMNS, run_row, strict=True)):
-            if value is None:
-                continue
+        for column, value in zip(RUN_COLUMNS, run_row, strict=True):
+            row += 1
+            write_text(sheet, row, 0, column.header, formats.header)
             if column.kind == TEXT:
-                write_text(sheet, row, col, value, formats.text)
-            else:
-                sheet.write_number(row, col, value, formats.date)
+                sheet.merge_range(row, 1, row, RUN_VALUE_SPAN, "", formats.text)
+                if value is not None:
+                    write_text(sheet, row, 1, value, formats.text)
+            else:  # a date, left-aligned next to its label
+                sheet.merge_range(row, 1, row, RUN_VALUE_SPAN, value, formats.date_left)
 
     notes = [
         f"Report generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC from {frames.journal_path}.",

@@ -234,6 +234,13 @@ def _write_with_api(sheet: Worksheet, formats: Formats, columns, prepared, part:
                     write(row, col, value, cell_format)
 
 
+def print_wide(sheet: Worksheet) -> None:
+    """Leads print the action list: landscape, the header row on every page. (Not fitted to
+    one page wide: with a 70-character "what to do" column the text would be unreadable.)"""
+    sheet.set_landscape()
+    sheet.repeat_rows(0)
+
+
 def _layout(
     sheet: Worksheet, formats: Formats, columns: Sequence[Column], rows: int, state_key: str | None
 ) -> None:
@@ -243,6 +250,7 @@ def _layout(
     sheet.freeze_panes(1, 0)
     last_row = max(rows, 1)
     sheet.autofilter(0, 0, last_row, len(columns) - 1)
+    print_wide(sheet)
     keys = [column.key for column in columns]
     if state_key in keys and rows:
         col = keys.index(state_key)

@@ -35,6 +35,7 @@ from cpuu_fleet.report.sheets import (
     Formats,
     SheetPart,
     cell_values,
+    print_wide,
     sheet_names,
     write_table,
     write_text,
@@ -221,6 +222,7 @@ def _write_summary(
     the Total row into the waves).
     """
     sheet = book.add_worksheet("Summary")
+    print_wide(sheet)
     summary = frames.summary
     for col, column in enumerate(SUMMARY_COLUMNS):
         sheet.set_column(col, col, column.width)

@@ -33,8 +33,8 @@ from pypsrp.exceptions import WinRMError, WinRMTransportError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import SelectorSet, WSMan, _TransportHTTP
 
+from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.contract import PipelineHost, ScriptCall
-from cpuu_fleet.lab.registry import register
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_shape import (  # the helper lives beside this file (tests are no package)
@@ -229,14 +229,12 @@ SLEEP_S = 2.6
 recording's 10 s Start-Sleep outlived two 5 s ones (same shape, a quarter of the wait)."""
 
 
-@register("fidelity-sleep")
 def _sleep_then_hi(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays ``Start-Sleep -Seconds 10; echo hi``."""
     host.sleep(SLEEP_S)
     host.write_output("hi")
 
 
-@register("fidelity-streams")
 def _every_stream(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays the recording's Write-Debug/Verbose/Error/Output/Warning/Information script.
 
@@ -250,7 +248,6 @@ def _every_stream(workstation, call: ScriptCall, host: PipelineHost) -> None:
     host.write_information("information stream")
 
 
-@register("fidelity-echo")
 def _error_then_input(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays the protocol-2.3 script: ``Write-Debug`` in begin and end, an error merged into the
     output (Windows sends the ErrorRecord object as output; a string here), ``$input`` echoed."""
@@ -277,6 +274,14 @@ printed through ``Out-String -Stream`` (pypsrp's test expects exactly this text)
 EXECUTE_PS_SCRIPT = "; ".join(f"'{line}'" for line in GET_SERVICE_LINES)
 """The lab has no services: string literals (its execute_ps vocabulary) stand in for Get-Service,
 one per line, so the same eight PipelineOutput messages travel."""
+
+
+FIDELITY_HANDLERS = {
+    "fidelity-sleep": _sleep_then_hi,
+    "fidelity-streams": _every_stream,
+    "fidelity-echo": _error_then_input,
+}
+"""Registered only while this module's lab runs, so they never leak into other tests."""
 
 
 def marked(name: str, body: str) -> str:
@@ -327,9 +332,13 @@ def lab(tmp_path_factory):
         from cpuu_fleet.lab.fleet import LabFleet
     except ImportError as err:
         pytest.skip(f"the lab server is not available on this branch yet ({err})")
-    with LabFleet(hosts=1, auth="basic", workdir=tmp_path_factory.mktemp("fidelity-lab")) as fleet:
-        host = fleet.hosts[0]
-        yield LabTarget(host.address, host.port, fleet.username, fleet.password, host)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, handler in FIDELITY_HANDLERS.items():
+            patch.setitem(registry._HANDLERS, name, handler)
+        workdir = tmp_path_factory.mktemp("fidelity-lab")
+        with LabFleet(hosts=1, auth="basic", workdir=workdir) as fleet:
+            host = fleet.hosts[0]
+            yield LabTarget(host.address, host.port, fleet.username, fleet.password, host)
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ import struct
 import sys
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -191,11 +193,15 @@ class WireRecorder:
 
     def __init__(self) -> None:
         self.pairs: list[tuple[bytes, bytes | str | None]] = []
-        self._watched: set[int] = set()
+        self._watched: dict[int, _TransportHTTP] = {}
 
     def watch(self, wsman: WSMan) -> WSMan:
-        self._watched.add(id(wsman.transport))
+        self._watched[id(wsman.transport)] = wsman.transport
         return wsman
+
+    @property
+    def transports(self) -> list[_TransportHTTP]:
+        return list(self._watched.values())
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         original = _TransportHTTP.send
@@ -290,8 +296,8 @@ def marked(name: str, body: str) -> str:
 
 @dataclass
 class LabTarget:
-    """One lab workstation and how pypsrp reaches it (Basic over HTTP: the cheapest transport;
-    the shape is taken before encryption anyway, as the recordings were)."""
+    """One lab workstation and how pypsrp reaches it: Basic over HTTP by default (the cheapest
+    transport; the shape is taken before encryption anyway, as the recordings were)."""
 
     address: str
     port: int
@@ -299,6 +305,7 @@ class LabTarget:
     password: str
     host: Any
     """The fleet's host object (``.workstation`` is its model)."""
+    auth: str = "basic"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         kwargs = {
@@ -307,8 +314,8 @@ class LabTarget:
             "username": self.username,
             "password": self.password,
             "ssl": False,
-            "auth": "basic",
-            "encryption": "never",
+            "auth": self.auth,
+            "encryption": "never" if self.auth == "basic" else "auto",
         }
         kwargs.update(extra)
         return kwargs
@@ -322,8 +329,9 @@ class LabTarget:
         return client
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextmanager
+def lab_target(tmp_path_factory: pytest.TempPathFactory, auth: str) -> Iterator[LabTarget]:
+    """A one-host lab fleet with the stand-in handlers registered while it runs."""
     if not FIXTURES.is_dir():
         pytest.skip(
             f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
@@ -335,10 +343,16 @@ def lab(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         for name, handler in FIDELITY_HANDLERS.items():
             patch.setitem(registry._HANDLERS, name, handler)
-        workdir = tmp_path_factory.mktemp("fidelity-lab")
-        with LabFleet(hosts=1, auth="basic", workdir=workdir) as fleet:
+        workdir = tmp_path_factory.mktemp(f"fidelity-lab-{auth}")
+        with LabFleet(hosts=1, auth=auth, workdir=workdir) as fleet:
             host = fleet.hosts[0]
-            yield LabTarget(host.address, host.port, fleet.username, fleet.password, host)
+            yield LabTarget(host.address, host.port, fleet.username, fleet.password, host, auth)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with lab_target(tmp_path_factory, "basic") as target:
+        yield target
 
 
 @pytest.fixture
@@ -597,6 +611,20 @@ def describe(exchange: Exchange) -> str:
         f"  {step.signature:<60} {[m.label for m in (*step.request.psrp, *step.response.psrp)]}"
         for step in exchange.steps
     )
+
+
+@pytest.mark.parametrize("name", ["test_client_copy_file", "test_psrp_is_alive_invalid_selectors"])
+def test_the_shape_is_the_same_over_ntlm_with_message_encryption(
+    name, tmp_path_factory, recorder, tmp_path
+):
+    """The recordings are plain SOAP taken after decryption; the recorder sits at the same place
+    in pypsrp, so NTLM-sealed traffic to the lab must reduce to the same shape as Basic."""
+    with lab_target(tmp_path_factory, "ntlm") as target:
+        DRIVERS[name](target, recorder, tmp_path)
+    assert recorder.transports and all(t.wrap_required for t in recorder.transports)
+    windows = recording(name)
+    left, _ = unexplained(differences(windows, recorder.shape()), EVERYWHERE + ALLOWED[name])
+    assert not left, f"{name} over NTLM: " + "\n  ".join(left)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ longer matches anything raises a warning: the lab got closer to Windows and the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 import sys
@@ -676,7 +677,7 @@ def server_chosen_ids(response: str | bytes | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
+def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
     """Send the recorded requests verbatim, but for the Receive timeout and WinRS ids.
 
     Verbatim includes a quirk worth keeping: open_runspace and execute_ps_failure come from an
@@ -698,7 +699,7 @@ def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
             if windows_id != lab_id:
                 swap[windows_id] = lab_id
         answered.append((request, response))
-    return exchange_shape(answered)
+    return answered
 
 
 @pytest.mark.parametrize("name", sorted(REPLAYED))
@@ -708,7 +709,7 @@ def test_lab_answers_recorded_requests_like_windows(name, lab):
     # the recording host's account had a profile: copy_file's second copy goes to the full path
     # the first one returned there
     lab.host.workstation.fs.mkdir("C:\\Users\\vagrant-domain\\Documents")
-    lab_shape = replay(lab, load_recording(FIXTURES / f"{name}.yml"))
+    lab_shape = exchange_shape(replay(lab, load_recording(FIXTURES / f"{name}.yml")))
     left, _ = unexplained(differences(windows, lab_shape), EVERYWHERE + REPLAYED[name])
     assert not left, (
         f"{name} replayed: the lab differs from Windows in new ways:\n  "
@@ -718,3 +719,36 @@ def test_lab_answers_recorded_requests_like_windows(name, lab):
         + "\n\nlab:\n"
         + describe(lab_shape)
     )
+
+
+def received_fragments(response: str | bytes | None) -> list[int]:
+    """Sizes (header included) of the PSRP fragments in a ReceiveResponse, in order."""
+    root = ET.fromstring(response) if response else None
+    sizes: list[int] = []
+    for stream in (
+        root.iterfind("s:Body/rsp:ReceiveResponse/rsp:Stream", NS) if root is not None else []
+    ):
+        blob, offset = base64.b64decode(stream.text or ""), 0
+        while offset < len(blob):
+            (length,) = struct.unpack_from(">I", blob, offset + 17)
+            sizes.append(21 + length)
+            offset += 21 + length
+    return sizes
+
+
+def test_fetch_replay_fragments_data_like_windows(lab):
+    """Beyond the shape: a 250 KB object travels in Windows' 32,768-byte fragments, four to a
+    ReceiveResponse (about 175 KB under the 512,000-byte envelope), and the lab does the same."""
+    windows_pairs = load_recording(FIXTURES / "test_client_fetch_file.yml")
+    seed_fetched_file(lab)
+    lab_pairs = replay(lab, windows_pairs)
+    full = 32_768
+    windows = [received_fragments(response) for _, response in windows_pairs]
+    answered = [received_fragments(response) for _, response in lab_pairs]
+    assert [sizes.count(full) for sizes in answered] == [sizes.count(full) for sizes in windows]
+    assert max(max(sizes, default=0) for sizes in answered) == full
+    largest = {
+        side: max(len(response) for _, response in pairs)
+        for side, pairs in (("windows", windows_pairs), ("lab", lab_pairs))
+    }
+    assert abs(largest["lab"] - largest["windows"]) < 0.01 * largest["windows"], largest

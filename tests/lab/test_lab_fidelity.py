@@ -17,11 +17,14 @@ longer matches anything raises a warning: the lab got closer to Windows and the 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 import sys
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,8 @@ from pypsrp.exceptions import WinRMError, WinRMTransportError
 from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import SelectorSet, WSMan, _TransportHTTP
 
+from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.contract import PipelineHost, ScriptCall
-from cpuu_fleet.lab.registry import register
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_shape import (  # the helper lives beside this file (tests are no package)
@@ -191,11 +194,15 @@ class WireRecorder:
 
     def __init__(self) -> None:
         self.pairs: list[tuple[bytes, bytes | str | None]] = []
-        self._watched: set[int] = set()
+        self._watched: dict[int, _TransportHTTP] = {}
 
     def watch(self, wsman: WSMan) -> WSMan:
-        self._watched.add(id(wsman.transport))
+        self._watched[id(wsman.transport)] = wsman.transport
         return wsman
+
+    @property
+    def transports(self) -> list[_TransportHTTP]:
+        return list(self._watched.values())
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         original = _TransportHTTP.send
@@ -229,14 +236,12 @@ SLEEP_S = 2.6
 recording's 10 s Start-Sleep outlived two 5 s ones (same shape, a quarter of the wait)."""
 
 
-@register("fidelity-sleep")
 def _sleep_then_hi(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays ``Start-Sleep -Seconds 10; echo hi``."""
     host.sleep(SLEEP_S)
     host.write_output("hi")
 
 
-@register("fidelity-streams")
 def _every_stream(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays the recording's Write-Debug/Verbose/Error/Output/Warning/Information script.
 
@@ -250,7 +255,6 @@ def _every_stream(workstation, call: ScriptCall, host: PipelineHost) -> None:
     host.write_information("information stream")
 
 
-@register("fidelity-echo")
 def _error_then_input(workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Plays the protocol-2.3 script: ``Write-Debug`` in begin and end, an error merged into the
     output (Windows sends the ErrorRecord object as output; a string here), ``$input`` echoed."""
@@ -279,14 +283,22 @@ EXECUTE_PS_SCRIPT = "; ".join(f"'{line}'" for line in GET_SERVICE_LINES)
 one per line, so the same eight PipelineOutput messages travel."""
 
 
+FIDELITY_HANDLERS = {
+    "fidelity-sleep": _sleep_then_hi,
+    "fidelity-streams": _every_stream,
+    "fidelity-echo": _error_then_input,
+}
+"""Registered only while this module's lab runs, so they never leak into other tests."""
+
+
 def marked(name: str, body: str) -> str:
     return f"# cpuu-fleet: {name}\n{body}"
 
 
 @dataclass
 class LabTarget:
-    """One lab workstation and how pypsrp reaches it (Basic over HTTP: the cheapest transport;
-    the shape is taken before encryption anyway, as the recordings were)."""
+    """One lab workstation and how pypsrp reaches it: Basic over HTTP by default (the cheapest
+    transport; the shape is taken before encryption anyway, as the recordings were)."""
 
     address: str
     port: int
@@ -294,6 +306,7 @@ class LabTarget:
     password: str
     host: Any
     """The fleet's host object (``.workstation`` is its model)."""
+    auth: str = "basic"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         kwargs = {
@@ -302,8 +315,8 @@ class LabTarget:
             "username": self.username,
             "password": self.password,
             "ssl": False,
-            "auth": "basic",
-            "encryption": "never",
+            "auth": self.auth,
+            "encryption": "never" if self.auth == "basic" else "auto",
         }
         kwargs.update(extra)
         return kwargs
@@ -317,8 +330,9 @@ class LabTarget:
         return client
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextmanager
+def lab_target(tmp_path_factory: pytest.TempPathFactory, auth: str) -> Iterator[LabTarget]:
+    """A one-host lab fleet with the stand-in handlers registered while it runs."""
     if not FIXTURES.is_dir():
         pytest.skip(
             f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
@@ -327,9 +341,19 @@ def lab(tmp_path_factory):
         from cpuu_fleet.lab.fleet import LabFleet
     except ImportError as err:
         pytest.skip(f"the lab server is not available on this branch yet ({err})")
-    with LabFleet(hosts=1, auth="basic", workdir=tmp_path_factory.mktemp("fidelity-lab")) as fleet:
-        host = fleet.hosts[0]
-        yield LabTarget(host.address, host.port, fleet.username, fleet.password, host)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, handler in FIDELITY_HANDLERS.items():
+            patch.setitem(registry._HANDLERS, name, handler)
+        workdir = tmp_path_factory.mktemp(f"fidelity-lab-{auth}")
+        with LabFleet(hosts=1, auth=auth, workdir=workdir) as fleet:
+            host = fleet.hosts[0]
+            yield LabTarget(host.address, host.port, fleet.username, fleet.password, host, auth)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with lab_target(tmp_path_factory, "basic") as target:
+        yield target
 
 
 @pytest.fixture
@@ -590,6 +614,20 @@ def describe(exchange: Exchange) -> str:
     )
 
 
+@pytest.mark.parametrize("name", ["test_client_copy_file", "test_psrp_is_alive_invalid_selectors"])
+def test_the_shape_is_the_same_over_ntlm_with_message_encryption(
+    name, tmp_path_factory, recorder, tmp_path
+):
+    """The recordings are plain SOAP taken after decryption; the recorder sits at the same place
+    in pypsrp, so NTLM-sealed traffic to the lab must reduce to the same shape as Basic."""
+    with lab_target(tmp_path_factory, "ntlm") as target:
+        DRIVERS[name](target, recorder, tmp_path)
+    assert recorder.transports and all(t.wrap_required for t in recorder.transports)
+    windows = recording(name)
+    left, _ = unexplained(differences(windows, recorder.shape()), EVERYWHERE + ALLOWED[name])
+    assert not left, f"{name} over NTLM: " + "\n  ".join(left)
+
+
 # --------------------------------------------------------------------------------------------
 # Request replay: Windows' recorded requests straight into the lab's dispatcher
 # --------------------------------------------------------------------------------------------
@@ -639,7 +677,7 @@ def server_chosen_ids(response: str | bytes | None) -> list[str]:
     return [value.strip() for value in found if value.strip()]
 
 
-def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
+def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
     """Send the recorded requests verbatim, but for the Receive timeout and WinRS ids.
 
     Verbatim includes a quirk worth keeping: open_runspace and execute_ps_failure come from an
@@ -661,7 +699,7 @@ def replay(lab: LabTarget, pairs: list[tuple[str, str]]) -> Exchange:
             if windows_id != lab_id:
                 swap[windows_id] = lab_id
         answered.append((request, response))
-    return exchange_shape(answered)
+    return answered
 
 
 @pytest.mark.parametrize("name", sorted(REPLAYED))
@@ -671,7 +709,7 @@ def test_lab_answers_recorded_requests_like_windows(name, lab):
     # the recording host's account had a profile: copy_file's second copy goes to the full path
     # the first one returned there
     lab.host.workstation.fs.mkdir("C:\\Users\\vagrant-domain\\Documents")
-    lab_shape = replay(lab, load_recording(FIXTURES / f"{name}.yml"))
+    lab_shape = exchange_shape(replay(lab, load_recording(FIXTURES / f"{name}.yml")))
     left, _ = unexplained(differences(windows, lab_shape), EVERYWHERE + REPLAYED[name])
     assert not left, (
         f"{name} replayed: the lab differs from Windows in new ways:\n  "
@@ -681,3 +719,36 @@ def test_lab_answers_recorded_requests_like_windows(name, lab):
         + "\n\nlab:\n"
         + describe(lab_shape)
     )
+
+
+def received_fragments(response: str | bytes | None) -> list[int]:
+    """Sizes (header included) of the PSRP fragments in a ReceiveResponse, in order."""
+    root = ET.fromstring(response) if response else None
+    sizes: list[int] = []
+    for stream in (
+        root.iterfind("s:Body/rsp:ReceiveResponse/rsp:Stream", NS) if root is not None else []
+    ):
+        blob, offset = base64.b64decode(stream.text or ""), 0
+        while offset < len(blob):
+            (length,) = struct.unpack_from(">I", blob, offset + 17)
+            sizes.append(21 + length)
+            offset += 21 + length
+    return sizes
+
+
+def test_fetch_replay_fragments_data_like_windows(lab):
+    """Beyond the shape: a 250 KB object travels in Windows' 32,768-byte fragments, four to a
+    ReceiveResponse (about 175 KB under the 512,000-byte envelope), and the lab does the same."""
+    windows_pairs = load_recording(FIXTURES / "test_client_fetch_file.yml")
+    seed_fetched_file(lab)
+    lab_pairs = replay(lab, windows_pairs)
+    full = 32_768
+    windows = [received_fragments(response) for _, response in windows_pairs]
+    answered = [received_fragments(response) for _, response in lab_pairs]
+    assert [sizes.count(full) for sizes in answered] == [sizes.count(full) for sizes in windows]
+    assert max(max(sizes, default=0) for sizes in answered) == full
+    largest = {
+        side: max(len(response) for _, response in pairs)
+        for side, pairs in (("windows", windows_pairs), ("lab", lab_pairs))
+    }
+    assert abs(largest["lab"] - largest["windows"]) < 0.01 * largest["windows"], largest

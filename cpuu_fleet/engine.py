@@ -25,7 +25,14 @@ from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.payload import Payload, load_payload
 from cpuu_fleet.planning import RunPlan, Selection, build_plan, select_resume, select_retry_failed
-from cpuu_fleet.playbook import Play, Playbook, RunOptions, StepSpec, load_playbook
+from cpuu_fleet.playbook import (
+    WHEN_NO_USER,
+    Play,
+    Playbook,
+    RunOptions,
+    StepSpec,
+    load_playbook,
+)
 from cpuu_fleet.render import Renderer
 from cpuu_fleet.runner import HostJob, HostOutcome, Runner
 from cpuu_fleet.runner import RunSummary as RunnerSummary
@@ -391,6 +398,7 @@ def ad_hoc_playbook(
     for this mode must be on the host.
     """
     specs = []
+    _check_ad_hoc(forks=forks, timeout=timeout, when_no_user=when_no_user)
     for name in AD_HOC_STEPS[step]:
         options = (
             RunOptions(mode=mode, when_no_user=when_no_user, timeout=timeout)
@@ -409,6 +417,23 @@ def ad_hoc_playbook(
     )
     play = replace(play, serial=())
     return Playbook(path=Path(f"<{step}>"), plays=(play,))
+
+
+def _check_ad_hoc(*, forks: int, timeout: int, when_no_user: str) -> None:
+    """The checks a playbook's loader makes on the same settings, for the command-line options.
+
+    Without them ``--forks 0`` started no worker and quietly left every host not_run, and
+    ``--timeout 0`` reached every workstation and failed there, host by host.
+    """
+    if forks < 1:
+        raise InputError(f"must be at least 1, not {forks}", where="--forks")
+    if timeout < 1:
+        raise InputError(f"must be a whole number of seconds > 0, not {timeout}", where="--timeout")
+    if when_no_user not in WHEN_NO_USER:
+        raise InputError(
+            f"must be one of {', '.join(WHEN_NO_USER)}, not {when_no_user!r}",
+            where="--when-no-user",
+        )
 
 
 def run_step(request: PlayRequest, step: str, **options: Any) -> PlayResult:

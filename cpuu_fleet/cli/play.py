@@ -304,8 +304,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from cpuu_fleet.cpuu import Mode
 
-        if when_no_user not in ("skip", "at_logon"):
-            raise InputError(f"--when-no-user must be skip or at_logon, not {when_no_user!r}")
         _single(
             "run",
             inventory,

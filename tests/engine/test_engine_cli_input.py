@@ -1,0 +1,57 @@
+"""Bad command-line input to the single-step commands and follow-up runs: one clear line, exit
+code 2, and nothing touched (no host visited, no run in the journal)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cpuu_fleet.journal import Journal
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "cpuu_fleet", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "inventory.yml"
+    path.write_text(
+        "all:\n  hosts:\n    pc-0001:\n      ansible_host: 127.0.9.1\n"
+        "      ansible_user: admin\n      ansible_password: not-used\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("preflight", "--forks", "0"), "--forks: must be at least 1, not 0"),
+        (("run", "--mode", "update", "--timeout", "0"), "--timeout: must be a whole number"),
+        (("run", "--mode", "update", "--when-no-user", "never"), "--when-no-user: must be one"),
+    ],
+)
+def test_bad_single_step_options_stop_before_any_host(tmp_path, inventory, args, said):
+    done = cli(*args, "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cpuu-fleet: error: {said}"), lines
+    journal = tmp_path / "reports" / Journal.FILENAME
+    if journal.exists():
+        with Journal(journal) as opened:
+            assert opened.runs() == []

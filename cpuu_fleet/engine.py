@@ -24,7 +24,14 @@ from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_sess
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.payload import Payload, load_payload
-from cpuu_fleet.planning import RunPlan, Selection, build_plan, select_resume, select_retry_failed
+from cpuu_fleet.planning import (
+    RETRY_FILE,
+    RunPlan,
+    Selection,
+    build_plan,
+    select_resume,
+    select_retry_failed,
+)
 from cpuu_fleet.playbook import (
     WHEN_NO_USER,
     Play,
@@ -91,6 +98,8 @@ class PlayResult:
     report: Any = None
     report_error: str | None = None
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kind: str = "play"
+    """The journal's run kind: a ``step`` run cannot be continued with ``--retry-failed``."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -200,6 +209,13 @@ class Engine:
     def load(self) -> tuple[Playbook, Inventory, Selection | None]:
         request = self.request
         selection = _select_follow_up(self.journal, request)
+        if selection is not None and request.playbook is None and selection.run["kind"] == "step":
+            # An ad-hoc step keeps no playbook to load again (its journal row says "<push>").
+            raise InputError(
+                f"run {selection.parent_run} was an ad-hoc {selection.run['playbook']} step, not a"
+                " playbook: give the PLAYBOOK to use, or repeat the step with --limit"
+                f" @{self.reports_dir / selection.parent_run / RETRY_FILE}"
+            )
         playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
         inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
         playbook = load_playbook(playbook_path)
@@ -319,7 +335,12 @@ class Engine:
             parent_run=selection.parent_run if selection is not None else None,
         )
         result = PlayResult(
-            run_id, summary, self.journal.path, self.reports_dir / run_id, details=details
+            run_id,
+            summary,
+            self.journal.path,
+            self.reports_dir / run_id,
+            details=details,
+            kind=kind,
         )
         if request.write_report and not request.check:
             self._report(result)

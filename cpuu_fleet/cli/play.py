@@ -95,19 +95,26 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
     else:
         console.print(_counts_table(result.counts, f"Run {result.run_id}"))
         if result.report_error:
-            console.print(f"[yellow]{result.report_error}[/]")
+            console.print(result.report_error, style="yellow", markup=False)
     if result.summary.stop_reason:
         console.print(f"[bold yellow]Stopped:[/] {escape(result.summary.stop_reason)}")
     console.print(f"Run [bold]{result.run_id}[/]: {result.summary.status}")
-    console.print(f"Files:   {result.run_dir}")
+    # Paths are the operator's text (a folder may be called "reports[old]") and must survive a
+    # copy and paste: plain text, never markup, never broken across lines.
+    lines = [f"Files:   {result.run_dir}"]
     if result.report is not None:
-        console.print(f"Report:  {result.report.workbook}")
-    console.print(f"Journal: {result.journal_path}")
+        lines.append(f"Report:  {result.report.workbook}")
+    lines.append(f"Journal: {result.journal_path}")
     if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
-        console.print(
-            f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}"
-            f"   (or --limit @{result.summary.retry_file})"
-        )
+        limit = f"--limit @{result.summary.retry_file}"
+        if result.kind == "step":  # no playbook to continue: repeat the step on those hosts
+            lines.append(f"Retry:   the same command with {limit}")
+        else:
+            lines.append(
+                f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}   (or {limit})"
+            )
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _check_line(details: dict[str, Any]) -> dict[str, Any]:

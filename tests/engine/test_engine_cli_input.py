@@ -55,3 +55,17 @@ def test_bad_single_step_options_stop_before_any_host(tmp_path, inventory, args,
     if journal.exists():
         with Journal(journal) as opened:
             assert opened.runs() == []
+
+
+@pytest.mark.parametrize("follow_up", ["--retry-failed", "--resume"])
+def test_follow_up_of_an_ad_hoc_step_says_what_to_do_instead(tmp_path, inventory, follow_up):
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        run_id = journal.start_run(kind="step", playbook="<push>", inventory=str(inventory))
+        journal.finish_run(run_id, "completed")
+    done = cli("play", follow_up, run_id, "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert f"run {run_id} was an ad-hoc <push> step" in line
+    assert f"--limit @{Path('reports') / run_id / 'failed.retry'}" in line
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        assert [run["run_id"] for run in journal.runs()] == [run_id]

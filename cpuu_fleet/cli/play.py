@@ -17,7 +17,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cpuu_fleet.cli.options import (
+    AskPassOption,
+    ExtraVarsOption,
+    InventoryOption,
+    JsonOption,
+    LimitOption,
+    ReportsOption,
+    parse_extra_vars,
+)
 from cpuu_fleet.errors import InputError
+
+EventsJsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
+]
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
@@ -41,16 +54,6 @@ _ACTION_STATES = ("failed", "partial", "unreachable", "pending", "not_run", "que
 
 def _console() -> Console:
     return Console(stderr=False, highlight=False)
-
-
-def _extra_vars(pairs: list[str] | None) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise InputError(f"-e expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        result[key.strip()] = value
-    return result
 
 
 def _processors(reports: Path, as_json: bool) -> list[Any]:
@@ -180,9 +183,7 @@ def register(app: typer.Typer) -> None:
         inventory: Annotated[
             Path | None, typer.Option("-i", "--inventory", help="Inventory file or folder.")
         ] = None,
-        limit: Annotated[
-            str | None, typer.Option("--limit", "-l", help="Host pattern (Ansible syntax).")
-        ] = None,
+        limit: LimitOption = None,
         forks: Annotated[
             int | None, typer.Option("--forks", "-f", help="Hosts at once (overrides plays).")
         ] = None,
@@ -206,18 +207,10 @@ def register(app: typer.Typer) -> None:
                 "--retry-failed", metavar="RUN", help="Re-run only RUN's failed/unreachable hosts."
             ),
         ] = None,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="One JSON object per event on stdout.")
-        ] = False,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        ask_pass: Annotated[
-            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-        ] = False,
-        extra: Annotated[
-            list[str] | None, typer.Option("-e", "--extra-vars", help="KEY=VALUE for templates.")
-        ] = None,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
+        extra: ExtraVarsOption = None,
         payload: Annotated[
             Path | None,
             typer.Option("--payload", help="CPUU payload folder (instead of the playbook's)."),
@@ -237,7 +230,7 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             retry_failed=retry_failed,
             ask_pass=_ask_pass(ask_pass),
-            extra_vars=_extra_vars(extra),
+            extra_vars=parse_extra_vars(extra),
             processors=_processors(reports, as_json),
             payload=payload,
         )
@@ -246,10 +239,8 @@ def register(app: typer.Typer) -> None:
     def _step_command(step: str, help_text: str) -> None:
         @app.command(name=step, help=help_text + " " + EXIT_CODES_HELP, short_help=help_text)
         def command(
-            inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
-            limit: Annotated[
-                str | None, typer.Option("--limit", "-l", help="Host pattern.")
-            ] = None,
+            inventory: InventoryOption,
+            limit: LimitOption = None,
             forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
             payload: Annotated[
                 Path | None,
@@ -263,13 +254,9 @@ def register(app: typer.Typer) -> None:
                     "--templates", help="Template folder (push; default playbooks/templates)."
                 ),
             ] = None,
-            as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
-            reports: Annotated[
-                Path, typer.Option("--reports", help="Journal and run files.")
-            ] = Path("reports"),
-            ask_pass: Annotated[
-                bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-            ] = False,
+            as_json: EventsJsonOption = False,
+            reports: ReportsOption = Path("reports"),
+            ask_pass: AskPassOption = False,
         ) -> None:
             _single(step, inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
 
@@ -283,9 +270,11 @@ def register(app: typer.Typer) -> None:
         short_help="Run CPUU in one mode on hosts (ad hoc).",
     )
     def run_command(
-        mode: Annotated[str, typer.Option("--mode", help="update | undo | cleanup")],
-        inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
-        limit: Annotated[str | None, typer.Option("--limit", "-l", help="Host pattern.")] = None,
+        mode: Annotated[
+            str, typer.Option("--mode", "-m", help="update, undo (rollback) or cleanup.")
+        ],
+        inventory: InventoryOption,
+        limit: LimitOption = None,
         when_no_user: Annotated[
             str, typer.Option("--when-no-user", help="skip | at_logon")
         ] = "skip",
@@ -301,13 +290,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--templates", help="Template folder (default playbooks/templates)."),
         ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        ask_pass: Annotated[
-            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-        ] = False,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
     ) -> None:
         from cpuu_fleet.cpuu import Mode
 
@@ -331,10 +316,8 @@ def register(app: typer.Typer) -> None:
     )
     def status(
         run: Annotated[str | None, typer.Argument(help="Run id (default: the latest run).")] = None,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal folder.")] = Path(
-            "reports"
-        ),
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        reports: ReportsOption = Path("reports"),
+        as_json: JsonOption = False,
     ) -> None:
         _status(run, reports, as_json)
 
@@ -344,10 +327,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[
             int, typer.Option("--seed", help="Scenario seed (same seed, same fleet).")
         ] = 7,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+        reports: ReportsOption = Path("reports"),
+        as_json: EventsJsonOption = False,
     ) -> None:
         from cpuu_fleet.demo import run_demo
         from cpuu_fleet.engine import ExitCode

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cpuu_fleet.cli.options import ReportsOption
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
 
@@ -41,12 +42,7 @@ def report(
             " <reports>/report-<UTC time>/ for several; with --wave, a wave-<PAT>/ folder in it.",
         ),
     ] = None,
-    reports: Annotated[
-        Path,
-        typer.Option(
-            "--reports", metavar="DIR", help="The reports folder holding journal.sqlite3."
-        ),
-    ] = Path("reports"),
+    reports: ReportsOption = Path("reports"),
 ) -> None:
     """Write report.xlsx, hosts.csv, profiles.csv, actions.csv and retry.txt, and print the summary."""
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.

@@ -18,6 +18,7 @@ not_run) do not count as news about it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -271,10 +272,7 @@ def latest_rows(journal: Journal, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def _count(states: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for state in states:
-        counts[state] = counts.get(state, 0) + 1
-    return counts
+    return dict(Counter(states))
 
 
 def select_retry_failed(journal: Journal, run_id: str) -> Selection:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.cpuu import ProfileResult
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.redact import REDACTOR, Redactor
 
 SCHEMA_VERSION = 1
@@ -181,20 +182,29 @@ class Journal:
 
     def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._redactor = redactor
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise InputError(f"cannot open the journal ({_why(exc)})", where=self.path) from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.Error as exc:
+            # --reports pointing at the wrong folder, a file that is not a journal, a read-only
+            # disk: bad input, said in one line before anything is touched.
+            self._db.close()
+            raise InputError(f"cannot use the journal ({_why(exc)})", where=self.path) from None
 
     @classmethod
     def in_reports(cls, reports_dir: str | Path) -> Journal:
@@ -490,6 +500,10 @@ class Journal:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
         return self._db
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _operator() -> str:

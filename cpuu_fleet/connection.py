@@ -14,6 +14,7 @@ from typing import Any
 
 from cpuu_fleet.credentials import MASK, Secret
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.redact import mask_url_passwords
 
 AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 ENCRYPTIONS = ("auto", "always", "never")
@@ -80,7 +81,8 @@ class ConnectionSettings:
     configuration_name: str = "Microsoft.PowerShell"
     max_envelope_size: int = 153600
     path: str = "wsman"
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)
+    """May hold ``user:password@``: kept out of the repr, masked in :meth:`describe`."""
     ignore_proxy: bool = False
     certificate_pem: str | None = None
     certificate_key_pem: str | None = None
@@ -114,6 +116,7 @@ class ConnectionSettings:
             "reconnection_retries": self.reconnection_retries,
             "reconnection_backoff": self.reconnection_backoff,
             "max_envelope_size": self.max_envelope_size,
+            "proxy": mask_url_passwords(self.proxy) if self.proxy else None,
         }
         if self.proxy:
             kwargs["proxy"] = self.proxy
@@ -148,6 +151,7 @@ class ConnectionSettings:
             "reconnection_retries": self.reconnection_retries,
             "configuration_name": self.configuration_name,
             "max_envelope_size": self.max_envelope_size,
+            "proxy": mask_url_passwords(self.proxy) if self.proxy else None,
         }
 
 

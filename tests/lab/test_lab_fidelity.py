@@ -34,6 +34,7 @@ from pypsrp.powershell import PowerShell, RunspacePool
 from pypsrp.wsman import SelectorSet, WSMan, _TransportHTTP
 
 from cpuu_fleet.lab.contract import PipelineHost, ScriptCall
+from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.lab.registry import register
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -323,10 +324,6 @@ def lab(tmp_path_factory):
         pytest.skip(
             f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
         )
-    try:
-        from cpuu_fleet.lab.fleet import LabFleet
-    except ImportError as err:
-        pytest.skip(f"the lab server is not available on this branch yet ({err})")
     with LabFleet(hosts=1, auth="basic", workdir=tmp_path_factory.mktemp("fidelity-lab")) as fleet:
         host = fleet.hosts[0]
         yield LabTarget(host.address, host.port, fleet.username, fleet.password, host)

@@ -261,6 +261,18 @@ class Engine:
             for pp in plan.plays
         }
         payloads = [p.payload for p in preps.values() if p.payload is not None]
+        # A play without a payload uses the one this run pushes, else the latest one pushed.
+        known_version = payloads[0].version if payloads else self._known_version()
+        for prep in preps.values():
+            if prep.payload is None and known_version is None:
+                needs = [s for s in ("run", "collect") if s in prep.play.step_names]
+                if needs:
+                    # Both read the versioned staging folder a push creates; without one, every
+                    # host would fail alike, after a connection each ("internal error").
+                    raise prep.play.error(
+                        f"'{needs[0]}' needs a payload pushed first, and this journal has no run"
+                        " that pushed one: push first (or give the payload)"
+                    )
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
         run_id = self.journal.start_run(
@@ -290,7 +302,7 @@ class Engine:
                 steps=prep.play.step_names,
                 run=prep.run,
                 payload=prep.payload,
-                version=prep.payload.version if prep.payload else self._known_version(),
+                version=prep.payload.version if prep.payload else known_version,
                 rendered=prep.rendered,
                 check=request.check,
                 resume_tasks=resume_tasks,

@@ -69,3 +69,12 @@ def test_follow_up_of_an_ad_hoc_step_says_what_to_do_instead(tmp_path, inventory
     assert f"--limit @{Path('reports') / run_id / 'failed.retry'}" in line
     with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
         assert [run["run_id"] for run in journal.runs()] == [run_id]
+
+
+def test_collect_before_any_push_is_bad_input_not_a_failure_per_host(tmp_path, inventory):
+    done = cli("collect", "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "'collect' needs a payload pushed first" in line
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        assert journal.runs() == []

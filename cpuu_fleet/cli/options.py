@@ -15,6 +15,7 @@ import typer
 
 from cpuu_fleet.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal
 
 InventoryOption = Annotated[
     Path, typer.Option("-i", "--inventory", help="Inventory file or folder (Ansible YAML/JSON).")
@@ -80,3 +81,11 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
             raise InputError("extra vars must be a mapping", where=source)
         result.update(data)
     return result
+
+
+def existing_journal(reports: Path) -> Journal:
+    """The journal in ``--reports``, for commands that only read it (opening would create one)."""
+    path = reports / Journal.FILENAME
+    if not path.is_file():
+        raise InputError(f"no runs in {path}")
+    return Journal(path)

@@ -24,6 +24,7 @@ from cpuu_fleet.cli.options import (
     JsonOption,
     LimitOption,
     ReportsOption,
+    existing_journal,
     parse_extra_vars,
 )
 from cpuu_fleet.errors import InputError
@@ -150,7 +151,7 @@ def _print_check(console: Console, result: Any) -> None:
     console.print(table)
 
 
-def _counts_table(counts: dict[str, int], title: str) -> Table:
+def _counts_table(counts: dict[str, int], title: str | None) -> Table:
     table = Table(title=title)
     table.add_column("state")
     table.add_column("hosts", justify="right")
@@ -387,17 +388,12 @@ def _single(
 
 
 def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
-    from cpuu_fleet.journal import Journal
-
-    path = reports / Journal.FILENAME
-    if not path.exists():
-        raise InputError("no journal here (run a playbook first)", where=path)
-    with Journal(path) as journal:
+    with existing_journal(reports) as journal:
         run = journal.run(run_id) if run_id else journal.latest_run()
         if run is None:
             raise InputError(
                 f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
-                where=path,
+                where=journal.path,
             )
         counts = journal.state_counts(run["run_id"])
         hosts = [h for h in journal.hosts(run["run_id"]) if h["state"] in _ACTION_STATES]
@@ -418,7 +414,9 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
         return
     console = _console()
     title = f"Run {run['run_id']} ({run['kind']}, {run['mode'] or '-'}): {run['status']}"
-    console.print(_counts_table(counts, title))
+    # Above the table, not as its title: a title wraps to the width of a two-column table.
+    console.print(title, markup=False, soft_wrap=True)
+    console.print(_counts_table(counts, None))
     if run.get("stop_reason"):
         console.print(f"[bold yellow]Stopped:[/] {escape(run['stop_reason'])}")
     if hosts:

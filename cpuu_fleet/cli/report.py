@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from cpuu_fleet.cli.options import ReportsOption
+from cpuu_fleet.cli.options import ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import Journal
 
 
 def report(
@@ -52,10 +51,7 @@ def report(
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
-    journal_path = reports / Journal.FILENAME
-    if not journal_path.is_file():
-        raise InputError(f"no runs in {journal_path}")
-    with Journal(journal_path) as journal:
+    with existing_journal(reports) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(journal, run_ids, out_dir, wave=wave)

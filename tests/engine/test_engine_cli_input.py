@@ -78,3 +78,20 @@ def test_collect_before_any_push_is_bad_input_not_a_failure_per_host(tmp_path, i
     assert "'collect' needs a payload pushed first" in line
     with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
         assert journal.runs() == []
+
+
+def test_status_without_a_journal_says_so_like_report_and_creates_none(tmp_path):
+    for command in ("status", "report"):
+        done = cli(command, "--reports", "reports", cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr == f"cpuu-fleet: error: no runs in {Path('reports', Journal.FILENAME)}\n"
+    assert not (tmp_path / "reports").exists()
+
+
+def test_status_heading_stays_on_one_line(tmp_path):
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        run_id = journal.start_run(kind="play", mode="update")
+        journal.finish_run(run_id, "completed")
+    done = cli("status", "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"Run {run_id} (play, update): completed"

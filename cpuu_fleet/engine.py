@@ -160,6 +160,24 @@ class _PlayPrep:
                 rendered = renderer.render_host(host, mode, extra_vars)
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
+        self._check_batch_file()
+
+    def _check_batch_file(self) -> None:
+        """A play that pushes must push the batch file its run step starts.
+
+        Otherwise every host would fail alike, late, with the Task Scheduler's 0x80070002.
+        """
+        if self.run is None or self.run.batch_file is None or "push" not in self.play.step_names:
+            return
+        pushed = {f.relative.lower() for f in self.payload.files} if self.payload else set()
+        for files, _masked in self.rendered.values():
+            pushed.update(name.lower() for name in files)
+        if self.run.batch_file.lower() not in pushed:  # Windows file names ignore case
+            raise self.play.error(
+                f"step 'run': batch_file {self.run.batch_file!r} is neither a rendered template"
+                " nor a file at the top of the payload, so no host would have it",
+                key="steps",
+            )
 
 
 def _select_follow_up(journal: Journal, request: PlayRequest) -> Selection | None:

@@ -9,14 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from cpuu_fleet.demo import DEMO_SECRETS, LAB_TEMPLATE_VARS, make_standin_payload
 from cpuu_fleet.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **(env or {}), PYTHONPATH=str(REPO))
     return subprocess.run(
         [sys.executable, "-m", "cpuu_fleet", *args],
         env=env,
@@ -95,3 +97,31 @@ def test_status_heading_stays_on_one_line(tmp_path):
     done = cli("status", "--reports", "reports", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == f"Run {run_id} (play, update): completed"
+
+
+def test_a_run_batch_file_that_no_push_delivers_is_bad_input(tmp_path):
+    inventory = tmp_path / "inventory.yml"
+    host_vars = {"ansible_host": "127.0.9.1", "ansible_user": "admin", "ansible_password": "x"}
+    inventory.write_text(
+        yaml.safe_dump({"all": {"hosts": {"pc-0001": {**host_vars, **LAB_TEMPLATE_VARS}}}}),
+        encoding="utf-8",
+    )
+    payload = make_standin_payload(tmp_path / "payload", size=1024)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- name: custom batch\n  hosts: all\n  retries: 0\n"
+        f"  payload: {payload}\n  templates: {REPO / 'playbooks' / 'templates'}\n"
+        "  steps:\n    - push\n    - run: {mode: update, batch_file: Site_Update.bat}\n",
+        encoding="utf-8",
+    )
+    env = dict(DEMO_SECRETS)
+    done = cli("play", str(playbook), "-i", str(inventory), "--reports", "r", cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"cpuu-fleet: error: {playbook}:")
+    assert "batch_file 'Site_Update.bat' is neither a rendered template nor a file" in line
+    # The same file in the payload is fine: the play gets as far as the (unreachable) host.
+    (payload / "site_update.BAT").write_bytes(b"@echo off\r\n")
+    done = cli("play", str(playbook), "-i", str(inventory), "--reports", "r", "--json",
+               cwd=tmp_path, env=env)  # fmt: skip
+    assert "batch_file" not in done.stderr

@@ -97,13 +97,18 @@ class PlayResult:
     run_dir: Path
     report: Any = None
     report_error: str | None = None
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)
     kind: str = "play"
     """The journal's run kind: a ``step`` run cannot be continued with ``--retry-failed``."""
 
     @property
     def counts(self) -> dict[str, int]:
         return self.summary.counts
+
+    @property
+    def details(self) -> dict[str, dict[str, Any]]:
+        """Each visited host's step details (what was pushed, found, collected; check mode's
+        "would" lines), from its final outcome."""
+        return {name: outcome.details for name, outcome in self.summary.outcomes.items()}
 
     @property
     def exit_code(self) -> ExitCode:
@@ -326,7 +331,6 @@ class Engine:
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
             )
-        details: dict[str, dict[str, Any]] = {}
 
         def work(job: HostJob) -> HostOutcome:
             wave = waves[job.play.name]
@@ -339,7 +343,6 @@ class Engine:
                 stopping=job.stopping,
                 emit=lambda kind, step, data: _emit(job, kind, step, data),
             )
-            details[job.name] = visit.details
             verdict = visit.verdict
             return HostOutcome(
                 state=verdict.state,
@@ -365,12 +368,7 @@ class Engine:
             parent_run=selection.parent_run if selection is not None else None,
         )
         result = PlayResult(
-            run_id,
-            summary,
-            self.journal.path,
-            self.reports_dir / run_id,
-            details=details,
-            kind=kind,
+            run_id, summary, self.journal.path, self.reports_dir / run_id, kind=kind
         )
         if request.write_report and not request.check:
             self._report(result)

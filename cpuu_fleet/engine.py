@@ -10,7 +10,7 @@ resolved, up front; afterwards only per-host results remain (Nornir's tone).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ class ExitCode(enum.IntEnum):
 
 
 ATTENTION_STATES = (states.FAILED, states.PARTIAL, states.UNREACHABLE, states.NOT_RUN)
+MAX_WARNINGS = 10
 
 
 @dataclass
@@ -87,6 +88,9 @@ class PlayRequest:
     payload: Path | None = None
     """The vendor payload folder for every play that pushes, instead of the playbook's own
     ``payload:`` (the same playbook, another CPUU build or a lab stand-in)."""
+    warn: Callable[[str], None] | None = None
+    """Where the inventory's and the templates' warnings go (the CLI: stderr), before any host
+    is touched: a group_vars file for no group, or an INI that makes CPUU prompt the user."""
 
 
 @dataclass
@@ -283,6 +287,9 @@ class Engine:
             pp.play.name: _PlayPrep(pp.play, [h.host for h in pp.hosts], request.extra_vars)
             for pp in plan.plays
         }
+        self._warn(
+            [*getattr(inventory, "warnings", []), *(w for p in preps.values() for w in p.warnings)]
+        )
         payloads = [p.payload for p in preps.values() if p.payload is not None]
         # A play without a payload uses the one this run pushes, else the latest one pushed.
         known_version = payloads[0].version if payloads else self._known_version()
@@ -373,6 +380,16 @@ class Engine:
         if request.write_report and not request.check:
             self._report(result)
         return result
+
+    def _warn(self, warnings: list[str]) -> None:
+        """Each distinct warning once; a fleet-wide one (every host's INI) is not 1,000 lines."""
+        if self.request.warn is None:
+            return
+        distinct = list(dict.fromkeys(warnings))
+        for message in distinct[:MAX_WARNINGS]:
+            self.request.warn(message)
+        if len(distinct) > MAX_WARNINGS:
+            self.request.warn(f"... and {len(distinct) - MAX_WARNINGS} more warning(s) like these")
 
     def _known_version(self) -> str | None:
         """The payload version of the latest run that pushed one (for run/collect without push)."""

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cpuu_fleet.cli.inventory import warn
 from cpuu_fleet.cli.options import (
     AskPassOption,
     ExtraVarsOption,
@@ -63,6 +64,10 @@ def _processors(reports: Path, as_json: bool) -> list[Any]:
     processors: list[Any] = [RunLogProcessor(reports)]
     processors.append(JsonLinesPrinter() if as_json else LiveProgress())
     return processors
+
+
+def _warn(message: str) -> None:
+    warn([message])
 
 
 def _ask_pass(enabled: bool) -> Any:
@@ -234,6 +239,7 @@ def register(app: typer.Typer) -> None:
             extra_vars=parse_extra_vars(extra),
             processors=_processors(reports, as_json),
             payload=payload,
+            warn=_warn,
         )
         _finish(run_play(request), as_json=as_json, check=check)
 
@@ -374,6 +380,7 @@ def _single(
         limit=limit,
         ask_pass=_ask_pass(ask_pass),
         processors=_processors(reports, as_json),
+        warn=_warn,
     )
     result = run_step(
         request,

@@ -125,3 +125,26 @@ def test_a_run_batch_file_that_no_push_delivers_is_bad_input(tmp_path):
     done = cli("play", str(playbook), "-i", str(inventory), "--reports", "r", "--json",
                cwd=tmp_path, env=env)  # fmt: skip
     assert "batch_file" not in done.stderr
+
+
+def test_play_shows_the_inventory_warnings_before_the_wave(tmp_path):
+    folder = tmp_path / "inventory"
+    (folder / "group_vars").mkdir(parents=True)
+    (folder / "hosts.yml").write_text(
+        "all:\n  children:\n    wave1:\n      hosts:\n        pc-0001:\n"
+        "          ansible_host: 127.0.9.1\n          ansible_user: admin\n"
+        "          ansible_password: x\n",
+        encoding="utf-8",
+    )
+    # A typo in a group_vars file name: its settings silently apply to nobody.
+    (folder / "group_vars" / "wave_1.yml").write_text("cpuu_admin: SOURCE\\svc\n")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- name: look\n  hosts: wave1\n  retries: 0\n  steps: [preflight]\n", encoding="utf-8"
+    )
+    done = cli("play", str(playbook), "-i", str(folder), "--reports", "r", "--json", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr  # the host is not there
+    assert done.stderr == (
+        f"cpuu-fleet: warning: {folder / 'group_vars' / 'wave_1'}: no group named 'wave_1'"
+        " in the inventory\n"
+    )

@@ -274,6 +274,19 @@ class Engine:
         )
         if selection is None and not plan.host_names:
             raise InputError(f"no host matches the playbook's plays (limit: {limit or 'none'})")
+        if selection is not None:
+            planned = set(plan.host_names)
+            left = [name for name in selection.hosts if name not in planned]
+            if left:
+                # Gone from the inventory, or outside --limit: they would vanish from the run
+                # without a word, and their last state (failed, running) would look settled.
+                shown = ", ".join(left[:10]) + (f" (+{len(left) - 10})" if len(left) > 10 else "")
+                self._warn(
+                    [
+                        f"{len(left)} host(s) of run {selection.parent_run} to {selection.kind}"
+                        f" are not in this inventory, limit or playbook, so not visited: {shown}"
+                    ]
+                )
         return plan
 
     # ------------------------------------------------------------------------------ running

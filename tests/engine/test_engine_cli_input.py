@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cpuu_fleet.demo import DEMO_SECRETS, LAB_TEMPLATE_VARS, make_standin_payload
-from cpuu_fleet.journal import Journal
+from cpuu_fleet.journal import FAILED, HostEntry, Journal
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,4 +147,23 @@ def test_play_shows_the_inventory_warnings_before_the_wave(tmp_path):
     assert done.stderr == (
         f"cpuu-fleet: warning: {folder / 'group_vars' / 'wave_1'}: no group named 'wave_1'"
         " in the inventory\n"
+    )
+
+
+def test_retry_failed_says_which_hosts_left_the_inventory(tmp_path, inventory):
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- name: look\n  hosts: all\n  retries: 0\n  steps: [preflight]\n", encoding="utf-8"
+    )
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        run_id = journal.start_run(playbook=str(playbook), inventory=str(inventory))
+        journal.add_hosts(run_id, [HostEntry("pc-0001"), HostEntry("pc-0002")])
+        for host in ("pc-0001", "pc-0002"):
+            journal.set_host(run_id, host, state=FAILED, error_class="unreachable")
+        journal.finish_run(run_id, "completed")
+    done = cli("play", "--retry-failed", run_id, "--reports", "reports", "--json", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr  # pc-0001 is still not there
+    assert done.stderr == (
+        f"cpuu-fleet: warning: 1 host(s) of run {run_id} to retry are not in this inventory,"
+        " limit or playbook, so not visited: pc-0002\n"
     )

@@ -352,9 +352,14 @@ class Engine:
                 session_factory=request.session_factory,
             )
 
+        staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}
+
         def work(job: HostJob) -> HostOutcome:
             wave = waves[job.play.name]
             prep = preps[job.play.name]
+            if prep.payload is None and job.name in staged:
+                # No push in this play: the host's results are where its own last push went.
+                wave = replace(wave, version=staged[job.name])
             visit = visit_host(
                 wave,
                 job.name,
@@ -408,7 +413,7 @@ class Engine:
         """The payload version of the latest run that pushed one (for run/collect without push)."""
         for run in reversed(self.journal.runs()):
             if run.get("payload_sha256"):
-                return str(run["payload_sha256"])[:12]
+                return _version_of(str(run["payload_sha256"]))
         return None
 
     def _report(self, result: PlayResult) -> None:
@@ -421,6 +426,11 @@ class Engine:
             result.report = write_report(self.journal, [result.run_id], result.run_dir)
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"
+
+
+def _version_of(payload_sha256: str) -> str:
+    """The staging folder name of a payload from its journalled hash (as ``Payload.version``)."""
+    return payload_sha256[:12]
 
 
 def inventory_path(inventory: Inventory) -> Path | str:

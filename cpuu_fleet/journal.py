@@ -481,6 +481,20 @@ class Journal:
         )
         return [row["host"] for row in rows]
 
+    def staged_versions(self) -> dict[str, str]:
+        """Host → the payload hash (``runs.payload_sha256``) of its latest successful push.
+
+        Each host keeps the staging folder of the payload it last received: a later run that
+        pushed another build to other hosts does not move this one.
+        """
+        rows = self._rows(
+            "SELECT a.host AS host, r.payload_sha256 AS sha FROM attempts a"
+            " JOIN runs r ON r.run_id = a.run_id"
+            " WHERE a.step = 'push' AND a.status IN ('ok', 'changed')"
+            " AND r.payload_sha256 IS NOT NULL ORDER BY a.id"
+        )
+        return {row["host"]: row["sha"] for row in rows}  # later pushes overwrite earlier ones
+
     def cleanup_succeeded(self, host: str) -> str | None:
         """The run id of a successful Cleanup on this host, if any: Undo must then be refused."""
         rows = self._rows(

@@ -41,7 +41,7 @@ from cpuu_fleet.playbook import (
     load_playbook,
 )
 from cpuu_fleet.render import Renderer
-from cpuu_fleet.runner import HostJob, HostOutcome, Runner
+from cpuu_fleet.runner import INTERRUPTED, HostJob, HostOutcome, Runner
 from cpuu_fleet.runner import RunSummary as RunnerSummary
 from cpuu_fleet.session import check_timeouts
 
@@ -116,7 +116,7 @@ class PlayResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.summary.status == "interrupted":
+        if self.summary.status == INTERRUPTED:
             return ExitCode.INTERRUPTED
         if any(state in ATTENTION_STATES for state in self.summary.states.values()):
             return ExitCode.HOSTS_NEED_ATTENTION

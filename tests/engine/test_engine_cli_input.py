@@ -167,3 +167,12 @@ def test_retry_failed_says_which_hosts_left_the_inventory(tmp_path, inventory):
         f"cpuu-fleet: warning: 1 host(s) of run {run_id} to retry are not in this inventory,"
         " limit or playbook, so not visited: pc-0002\n"
     )
+
+
+def test_demo_with_a_reports_folder_it_cannot_create_is_one_line(tmp_path):
+    (tmp_path / "taken").write_text("a file where a folder should be\n")
+    done = cli("demo", "--hosts", "2", "--reports", "taken/r", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"cpuu-fleet: error: {Path('taken', 'r')}")
+    assert "cannot create the run folder" in line

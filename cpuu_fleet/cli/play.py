@@ -33,6 +33,19 @@ from cpuu_fleet.errors import InputError
 EventsJsonOption = Annotated[
     bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
 ]
+ForksOption = Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")]
+PayloadOption = Annotated[
+    Path | None,
+    typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
+]
+TemplatesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--templates",
+        "-t",
+        help="Folder of *.j2 templates and templates.yml (default playbooks/templates).",
+    ),
+]
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
@@ -187,7 +200,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         inventory: Annotated[
-            Path | None, typer.Option("-i", "--inventory", help="Inventory file or folder.")
+            Path | None,
+            typer.Option(
+                "-i",
+                "--inventory",
+                help="Inventory file or folder (Ansible YAML/JSON); with --resume or"
+                " --retry-failed, RUN's by default.",
+            ),
         ] = None,
         limit: LimitOption = None,
         forks: Annotated[
@@ -243,33 +262,40 @@ def register(app: typer.Typer) -> None:
         )
         _finish(run_play(request), as_json=as_json, check=check)
 
-    def _step_command(step: str, help_text: str) -> None:
+    def _read_only_step(step: str, help_text: str) -> None:
+        """preflight and collect: nothing is pushed, so they take no payload or templates."""
+
         @app.command(name=step, help=help_text + " " + EXIT_CODES_HELP, short_help=help_text)
         def command(
             inventory: InventoryOption,
             limit: LimitOption = None,
-            forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
-            payload: Annotated[
-                Path | None,
-                typer.Option(
-                    "--payload", help="The vendor's CPUU folder (push; default playbooks/payload)."
-                ),
-            ] = None,
-            templates: Annotated[
-                Path | None,
-                typer.Option(
-                    "--templates", help="Template folder (push; default playbooks/templates)."
-                ),
-            ] = None,
+            forks: ForksOption = 10,
             as_json: EventsJsonOption = False,
             reports: ReportsOption = Path("reports"),
             ask_pass: AskPassOption = False,
         ) -> None:
-            _single(step, inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+            _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass)
 
-    _step_command("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
-    _step_command("push", "Stage the payload and rendered files (changed files only).")
-    _step_command("collect", "Fetch new CPUU result files and logs (pending hosts too).")
+    _read_only_step("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
+
+    @app.command(
+        name="push",
+        help="Stage the payload and rendered files (changed files only). " + EXIT_CODES_HELP,
+        short_help="Stage the payload and rendered files (changed files only).",
+    )
+    def push_command(
+        inventory: InventoryOption,
+        limit: LimitOption = None,
+        forks: ForksOption = 10,
+        payload: PayloadOption = None,
+        templates: TemplatesOption = None,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
+    ) -> None:
+        _single("push", inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+
+    _read_only_step("collect", "Fetch new CPUU result files and logs (pending hosts too).")
 
     @app.command(
         name="run",
@@ -288,15 +314,9 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[
             int, typer.Option("--timeout", help="Seconds before CPUU is stopped.")
         ] = 900,
-        forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
-        payload: Annotated[
-            Path | None,
-            typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
-        ] = None,
-        templates: Annotated[
-            Path | None,
-            typer.Option("--templates", help="Template folder (default playbooks/templates)."),
-        ] = None,
+        forks: ForksOption = 10,
+        payload: PayloadOption = None,
+        templates: TemplatesOption = None,
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
         ask_pass: AskPassOption = False,

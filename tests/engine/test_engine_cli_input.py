@@ -176,3 +176,10 @@ def test_demo_with_a_reports_folder_it_cannot_create_is_one_line(tmp_path):
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"cpuu-fleet: error: {Path('taken', 'r')}")
     assert "cannot create the run folder" in line
+
+
+@pytest.mark.parametrize("step", ["preflight", "collect"])
+def test_read_only_steps_take_no_payload_they_would_ignore(tmp_path, inventory, step):
+    done = cli(step, "-i", str(inventory), "--payload", "elsewhere", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "No such option: --payload" in done.stderr

@@ -412,7 +412,7 @@ class Engine:
     def _known_version(self) -> str | None:
         """The payload version of the latest run that pushed one (for run/collect without push)."""
         for run in reversed(self.journal.runs()):
-            if run.get("payload_sha256"):
+            if run.get("payload_sha256") and not run.get("check_mode"):  # --check pushes nothing
                 return _version_of(str(run["payload_sha256"]))
         return None
 

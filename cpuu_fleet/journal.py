@@ -496,10 +496,13 @@ class Journal:
         return {row["host"]: row["sha"] for row in rows}  # later pushes overwrite earlier ones
 
     def cleanup_succeeded(self, host: str) -> str | None:
-        """The run id of a successful Cleanup on this host, if any: Undo must then be refused."""
+        """The run id of a successful Cleanup on this host, if any: Undo must then be refused.
+
+        A ``--check`` run of Cleanup "succeeds" without touching anything: it does not count.
+        """
         rows = self._rows(
             "SELECT h.run_id FROM hosts h JOIN runs r ON r.run_id = h.run_id"
-            " WHERE h.host = ? AND r.mode = 'cleanup' AND h.state IN (?, ?)"
+            " WHERE h.host = ? AND r.mode = 'cleanup' AND r.check_mode = 0 AND h.state IN (?, ?)"
             " ORDER BY h.ended_at DESC LIMIT 1",
             (host, SUCCEEDED, PARTIAL),
         )

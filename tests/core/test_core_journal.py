@@ -122,6 +122,14 @@ def test_cleanup_success_is_remembered_per_host(tmp_path):
     assert journal.cleanup_succeeded("pc-2") is None
 
 
+def test_a_check_run_of_cleanup_does_not_forbid_undo(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    dry = journal.start_run(mode="cleanup", check_mode=True)
+    journal.add_hosts(dry, [HostEntry("pc-1")])
+    journal.set_host(dry, "pc-1", state=SUCCEEDED, error_message="check mode: nothing changed")
+    assert journal.cleanup_succeeded("pc-1") is None
+
+
 def test_a_file_that_is_not_a_journal_is_bad_input_naming_it(tmp_path):
     path = tmp_path / "journal.sqlite3"
     path.write_bytes(b"not a database, perhaps a wrong --reports folder\n" * 40)

@@ -183,3 +183,12 @@ def test_read_only_steps_take_no_payload_they_would_ignore(tmp_path, inventory, 
     done = cli(step, "-i", str(inventory), "--payload", "elsewhere", cwd=tmp_path)
     assert done.returncode == 2
     assert "No such option: --payload" in done.stderr
+
+
+def test_a_check_run_does_not_count_as_a_push(tmp_path, inventory):
+    with Journal(tmp_path / "reports" / Journal.FILENAME) as journal:
+        dry = journal.start_run(check_mode=True, payload_sha256="ab" * 32)
+        journal.finish_run(dry, "completed")
+    done = cli("collect", "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "'collect' needs a payload pushed first" in done.stderr

@@ -14,6 +14,8 @@ from typing import Any
 
 from cpuu_fleet.credentials import MASK, Secret
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.hostvars import bool_word
+from cpuu_fleet.redact import mask_url_passwords
 
 AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")
 ENCRYPTIONS = ("auto", "always", "never")
@@ -80,7 +82,8 @@ class ConnectionSettings:
     configuration_name: str = "Microsoft.PowerShell"
     max_envelope_size: int = 153600
     path: str = "wsman"
-    proxy: str | None = None
+    proxy: str | None = field(default=None, repr=False)
+    """May hold ``user:password@``: kept out of the repr, masked in :meth:`describe`."""
     ignore_proxy: bool = False
     certificate_pem: str | None = None
     certificate_key_pem: str | None = None
@@ -114,6 +117,7 @@ class ConnectionSettings:
             "reconnection_retries": self.reconnection_retries,
             "reconnection_backoff": self.reconnection_backoff,
             "max_envelope_size": self.max_envelope_size,
+            "proxy": mask_url_passwords(self.proxy) if self.proxy else None,
         }
         if self.proxy:
             kwargs["proxy"] = self.proxy
@@ -148,11 +152,8 @@ class ConnectionSettings:
             "reconnection_retries": self.reconnection_retries,
             "configuration_name": self.configuration_name,
             "max_envelope_size": self.max_envelope_size,
+            "proxy": mask_url_passwords(self.proxy) if self.proxy else None,
         }
-
-
-_TRUE = {"true", "yes", "on", "1", "y"}
-_FALSE = {"false", "no", "off", "0", "n"}
 
 
 class _Reader:
@@ -210,14 +211,10 @@ class _Reader:
         name, value = self.find(setting)
         if name is None or value is None or value == "":
             return default
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise self.fail(name, f"{value!r} is not a boolean (true/false)")
+        parsed = bool_word(value)
+        if parsed is None:
+            raise self.fail(name, f"{value!r} is not a boolean (true/false)")
+        return parsed
 
 
 def settings_from_vars(
@@ -261,12 +258,10 @@ def settings_from_vars(
         cert_validation = cert_value
     else:
         text = str(cert_value).strip().lower()
-        if text in ("validate", *_TRUE):
-            cert_validation = True
-        elif text in ("ignore", *_FALSE):
-            cert_validation = False
-        else:
+        parsed = {"validate": True, "ignore": False}.get(text, bool_word(text))
+        if parsed is None:
             raise read.fail(cert_name, f"{cert_value!r} is not 'validate' or 'ignore'")
+        cert_validation = parsed
 
     auth_name, auth_value = read.find("auth")
     if (

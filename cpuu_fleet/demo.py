@@ -166,7 +166,10 @@ def run_demo(
     reports_dir = Path(reports_dir)
     run_id = new_run_id()
     run_dir = reports_dir / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the run folder ({exc.strerror})", where=run_dir) from None
     workdir = Path(tempfile.mkdtemp(prefix="cpuu-fleet-demo-"))
     try:
         payload = make_standin_payload(workdir / "payload")

@@ -10,7 +10,7 @@ resolved, up front; afterwards only per-host results remain (Nornir's tone).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,24 @@ from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_sess
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.payload import Payload, load_payload
-from cpuu_fleet.planning import RunPlan, Selection, build_plan, select_resume, select_retry_failed
-from cpuu_fleet.playbook import Play, Playbook, RunOptions, StepSpec, load_playbook
+from cpuu_fleet.planning import (
+    RETRY_FILE,
+    RunPlan,
+    Selection,
+    build_plan,
+    select_resume,
+    select_retry_failed,
+)
+from cpuu_fleet.playbook import (
+    WHEN_NO_USER,
+    Play,
+    Playbook,
+    RunOptions,
+    StepSpec,
+    load_playbook,
+)
 from cpuu_fleet.render import Renderer
-from cpuu_fleet.runner import HostJob, HostOutcome, Runner
+from cpuu_fleet.runner import INTERRUPTED, HostJob, HostOutcome, Runner
 from cpuu_fleet.runner import RunSummary as RunnerSummary
 from cpuu_fleet.session import check_timeouts
 
@@ -46,6 +60,7 @@ class ExitCode(enum.IntEnum):
 
 
 ATTENTION_STATES = (states.FAILED, states.PARTIAL, states.UNREACHABLE, states.NOT_RUN)
+MAX_WARNINGS = 10
 
 
 @dataclass
@@ -73,6 +88,9 @@ class PlayRequest:
     payload: Path | None = None
     """The vendor payload folder for every play that pushes, instead of the playbook's own
     ``payload:`` (the same playbook, another CPUU build or a lab stand-in)."""
+    warn: Callable[[str], None] | None = None
+    """Where the inventory's and the templates' warnings go (the CLI: stderr), before any host
+    is touched: a group_vars file for no group, or an INI that makes CPUU prompt the user."""
 
 
 @dataclass
@@ -83,15 +101,22 @@ class PlayResult:
     run_dir: Path
     report: Any = None
     report_error: str | None = None
-    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kind: str = "play"
+    """The journal's run kind: a ``step`` run cannot be continued with ``--retry-failed``."""
 
     @property
     def counts(self) -> dict[str, int]:
         return self.summary.counts
 
     @property
+    def details(self) -> dict[str, dict[str, Any]]:
+        """Each visited host's step details (what was pushed, found, collected; check mode's
+        "would" lines), from its final outcome."""
+        return {name: outcome.details for name, outcome in self.summary.outcomes.items()}
+
+    @property
     def exit_code(self) -> ExitCode:
-        if self.summary.status == "interrupted":
+        if self.summary.status == INTERRUPTED:
             return ExitCode.INTERRUPTED
         if any(state in ATTENTION_STATES for state in self.summary.states.values()):
             return ExitCode.HOSTS_NEED_ATTENTION
@@ -144,6 +169,24 @@ class _PlayPrep:
                 rendered = renderer.render_host(host, mode, extra_vars)
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
+        self._check_batch_file()
+
+    def _check_batch_file(self) -> None:
+        """A play that pushes must push the batch file its run step starts.
+
+        Otherwise every host would fail alike, late, with the Task Scheduler's 0x80070002.
+        """
+        if self.run is None or self.run.batch_file is None or "push" not in self.play.step_names:
+            return
+        pushed = {f.relative.lower() for f in self.payload.files} if self.payload else set()
+        for files, _masked in self.rendered.values():
+            pushed.update(name.lower() for name in files)
+        if self.run.batch_file.lower() not in pushed:  # Windows file names ignore case
+            raise self.play.error(
+                f"step 'run': batch_file {self.run.batch_file!r} is neither a rendered template"
+                " nor a file at the top of the payload, so no host would have it",
+                key="steps",
+            )
 
 
 def _select_follow_up(journal: Journal, request: PlayRequest) -> Selection | None:
@@ -193,6 +236,13 @@ class Engine:
     def load(self) -> tuple[Playbook, Inventory, Selection | None]:
         request = self.request
         selection = _select_follow_up(self.journal, request)
+        if selection is not None and request.playbook is None and selection.run["kind"] == "step":
+            # An ad-hoc step keeps no playbook to load again (its journal row says "<push>").
+            raise InputError(
+                f"run {selection.parent_run} was an ad-hoc {selection.run['playbook']} step, not a"
+                " playbook: give the PLAYBOOK to use, or repeat the step with --limit"
+                f" @{self.reports_dir / selection.parent_run / RETRY_FILE}"
+            )
         playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
         inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
         playbook = load_playbook(playbook_path)
@@ -224,6 +274,19 @@ class Engine:
         )
         if selection is None and not plan.host_names:
             raise InputError(f"no host matches the playbook's plays (limit: {limit or 'none'})")
+        if selection is not None:
+            planned = set(plan.host_names)
+            left = [name for name in selection.hosts if name not in planned]
+            if left:
+                # Gone from the inventory, or outside --limit: they would vanish from the run
+                # without a word, and their last state (failed, running) would look settled.
+                shown = ", ".join(left[:10]) + (f" (+{len(left) - 10})" if len(left) > 10 else "")
+                self._warn(
+                    [
+                        f"{len(left)} host(s) of run {selection.parent_run} to {selection.kind}"
+                        f" are not in this inventory, limit or playbook, so not visited: {shown}"
+                    ]
+                )
         return plan
 
     # ------------------------------------------------------------------------------ running
@@ -237,7 +300,22 @@ class Engine:
             pp.play.name: _PlayPrep(pp.play, [h.host for h in pp.hosts], request.extra_vars)
             for pp in plan.plays
         }
+        self._warn(
+            [*getattr(inventory, "warnings", []), *(w for p in preps.values() for w in p.warnings)]
+        )
         payloads = [p.payload for p in preps.values() if p.payload is not None]
+        # A play without a payload uses the one this run pushes, else the latest one pushed.
+        known_version = payloads[0].version if payloads else self._known_version()
+        for prep in preps.values():
+            if prep.payload is None and known_version is None:
+                needs = [s for s in ("run", "collect") if s in prep.play.step_names]
+                if needs:
+                    # Both read the versioned staging folder a push creates; without one, every
+                    # host would fail alike, after a connection each ("internal error").
+                    raise prep.play.error(
+                        f"'{needs[0]}' needs a payload pushed first, and this journal has no run"
+                        " that pushed one: push first (or give the payload)"
+                    )
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
         run_id = self.journal.start_run(
@@ -267,17 +345,21 @@ class Engine:
                 steps=prep.play.step_names,
                 run=prep.run,
                 payload=prep.payload,
-                version=prep.payload.version if prep.payload else self._known_version(),
+                version=prep.payload.version if prep.payload else known_version,
                 rendered=prep.rendered,
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
             )
-        details: dict[str, dict[str, Any]] = {}
+
+        staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}
 
         def work(job: HostJob) -> HostOutcome:
             wave = waves[job.play.name]
             prep = preps[job.play.name]
+            if prep.payload is None and job.name in staged:
+                # No push in this play: the host's results are where its own last push went.
+                wave = replace(wave, version=staged[job.name])
             visit = visit_host(
                 wave,
                 job.name,
@@ -286,7 +368,6 @@ class Engine:
                 stopping=job.stopping,
                 emit=lambda kind, step, data: _emit(job, kind, step, data),
             )
-            details[job.name] = visit.details
             verdict = visit.verdict
             return HostOutcome(
                 state=verdict.state,
@@ -312,17 +393,27 @@ class Engine:
             parent_run=selection.parent_run if selection is not None else None,
         )
         result = PlayResult(
-            run_id, summary, self.journal.path, self.reports_dir / run_id, details=details
+            run_id, summary, self.journal.path, self.reports_dir / run_id, kind=kind
         )
         if request.write_report and not request.check:
             self._report(result)
         return result
 
+    def _warn(self, warnings: list[str]) -> None:
+        """Each distinct warning once; a fleet-wide one (every host's INI) is not 1,000 lines."""
+        if self.request.warn is None:
+            return
+        distinct = list(dict.fromkeys(warnings))
+        for message in distinct[:MAX_WARNINGS]:
+            self.request.warn(message)
+        if len(distinct) > MAX_WARNINGS:
+            self.request.warn(f"... and {len(distinct) - MAX_WARNINGS} more warning(s) like these")
+
     def _known_version(self) -> str | None:
         """The payload version of the latest run that pushed one (for run/collect without push)."""
         for run in reversed(self.journal.runs()):
-            if run.get("payload_sha256"):
-                return str(run["payload_sha256"])[:12]
+            if run.get("payload_sha256") and not run.get("check_mode"):  # --check pushes nothing
+                return _version_of(str(run["payload_sha256"]))
         return None
 
     def _report(self, result: PlayResult) -> None:
@@ -335,6 +426,11 @@ class Engine:
             result.report = write_report(self.journal, [result.run_id], result.run_dir)
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"
+
+
+def _version_of(payload_sha256: str) -> str:
+    """The staging folder name of a payload from its journalled hash (as ``Payload.version``)."""
+    return payload_sha256[:12]
 
 
 def inventory_path(inventory: Inventory) -> Path | str:
@@ -391,6 +487,7 @@ def ad_hoc_playbook(
     for this mode must be on the host.
     """
     specs = []
+    _check_ad_hoc(forks=forks, timeout=timeout, when_no_user=when_no_user)
     for name in AD_HOC_STEPS[step]:
         options = (
             RunOptions(mode=mode, when_no_user=when_no_user, timeout=timeout)
@@ -409,6 +506,23 @@ def ad_hoc_playbook(
     )
     play = replace(play, serial=())
     return Playbook(path=Path(f"<{step}>"), plays=(play,))
+
+
+def _check_ad_hoc(*, forks: int, timeout: int, when_no_user: str) -> None:
+    """The checks a playbook's loader makes on the same settings, for the command-line options.
+
+    Without them ``--forks 0`` started no worker and quietly left every host not_run, and
+    ``--timeout 0`` reached every workstation and failed there, host by host.
+    """
+    if forks < 1:
+        raise InputError(f"must be at least 1, not {forks}", where="--forks")
+    if timeout < 1:
+        raise InputError(f"must be a whole number of seconds > 0, not {timeout}", where="--timeout")
+    if when_no_user not in WHEN_NO_USER:
+        raise InputError(
+            f"must be one of {', '.join(WHEN_NO_USER)}, not {when_no_user!r}",
+            where="--when-no-user",
+        )
 
 
 def run_step(request: PlayRequest, step: str, **options: Any) -> PlayResult:

@@ -64,12 +64,15 @@ def compile_value(environment: jinja2.Environment, text: str) -> jinja2.Template
 
 
 _TRUE_WORDS = {"true", "yes", "on", "1", "y"}
-_FALSE_WORDS = {"false", "no", "off", "0", "n", ""}
+_FALSE_WORDS = {"false", "no", "off", "0", "n"}
 _NEEDS_QUOTES = re.compile(r"[\s&|<>^(),;=]")
 
 
-def to_bool(value: Any) -> bool:
-    """Ansible's ``bool`` filter: yes/no, on/off, true/false, 1/0 as written in YAML or INI files."""
+def bool_word(value: Any) -> bool | None:
+    """Ansible's boolean words (yes/no, on/off, true/false, 1/0, y/n); None for anything else.
+
+    The one list both the templates' ``bool`` filter and the connection settings read.
+    """
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -77,6 +80,16 @@ def to_bool(value: Any) -> bool:
         return True
     if text in _FALSE_WORDS:
         return False
+    return None
+
+
+def to_bool(value: Any) -> bool:
+    """Ansible's ``bool`` filter: yes/no, on/off, true/false, 1/0 as written in YAML or INI files."""
+    if isinstance(value, str) and not value.strip():
+        return False
+    parsed = bool_word(value)
+    if parsed is not None:
+        return parsed
     raise InputError(f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
 
 

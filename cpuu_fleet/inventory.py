@@ -40,6 +40,7 @@ from cpuu_fleet.credentials import (
 from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import HostScope, make_environment
+from cpuu_fleet.redact import mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
 
@@ -561,7 +562,8 @@ def _refuse_ini_inventory(file: Path) -> None:
 
 
 def mask_secrets(value: Any) -> Any:
-    """A copy of ``value`` in which every secret-named variable (at any depth) is ``********``."""
+    """A copy of ``value`` in which every secret-named variable (at any depth), and the password
+    of any URL, is ``********``."""
     if isinstance(value, Mapping):
         return {
             key: MASK if isinstance(key, str) and is_secret_name(key) else mask_secrets(item)
@@ -569,6 +571,8 @@ def mask_secrets(value: Any) -> Any:
         }
     if isinstance(value, (list, tuple)):
         return [mask_secrets(item) for item in value]
+    if isinstance(value, str):
+        return mask_url_passwords(value)  # a proxy URL with user:password@
     return value
 
 

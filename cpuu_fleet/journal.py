@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.cpuu import ProfileResult
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.redact import REDACTOR, Redactor
 
 SCHEMA_VERSION = 1
@@ -181,20 +182,29 @@ class Journal:
 
     def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._redactor = redactor
         self._lock = threading.RLock()
         self._depth = 0
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise InputError(f"cannot open the journal ({_why(exc)})", where=self.path) from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.Error as exc:
+            # --reports pointing at the wrong folder, a file that is not a journal, a read-only
+            # disk: bad input, said in one line before anything is touched.
+            self._db.close()
+            raise InputError(f"cannot use the journal ({_why(exc)})", where=self.path) from None
 
     @classmethod
     def in_reports(cls, reports_dir: str | Path) -> Journal:
@@ -471,11 +481,28 @@ class Journal:
         )
         return [row["host"] for row in rows]
 
+    def staged_versions(self) -> dict[str, str]:
+        """Host → the payload hash (``runs.payload_sha256``) of its latest successful push.
+
+        Each host keeps the staging folder of the payload it last received: a later run that
+        pushed another build to other hosts does not move this one.
+        """
+        rows = self._rows(
+            "SELECT a.host AS host, r.payload_sha256 AS sha FROM attempts a"
+            " JOIN runs r ON r.run_id = a.run_id"
+            " WHERE a.step = 'push' AND a.status IN ('ok', 'changed')"
+            " AND r.payload_sha256 IS NOT NULL ORDER BY a.id"
+        )
+        return {row["host"]: row["sha"] for row in rows}  # later pushes overwrite earlier ones
+
     def cleanup_succeeded(self, host: str) -> str | None:
-        """The run id of a successful Cleanup on this host, if any: Undo must then be refused."""
+        """The run id of a successful Cleanup on this host, if any: Undo must then be refused.
+
+        A ``--check`` run of Cleanup "succeeds" without touching anything: it does not count.
+        """
         rows = self._rows(
             "SELECT h.run_id FROM hosts h JOIN runs r ON r.run_id = h.run_id"
-            " WHERE h.host = ? AND r.mode = 'cleanup' AND h.state IN (?, ?)"
+            " WHERE h.host = ? AND r.mode = 'cleanup' AND r.check_mode = 0 AND h.state IN (?, ?)"
             " ORDER BY h.ended_at DESC LIMIT 1",
             (host, SUCCEEDED, PARTIAL),
         )
@@ -490,6 +517,10 @@ class Journal:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
         return self._db
+
+
+def _why(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
 
 
 def _operator() -> str:

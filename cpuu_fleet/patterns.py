@@ -12,6 +12,7 @@ mistyped group name must not quietly shrink a wave.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import fnmatch
 import re
@@ -78,13 +79,19 @@ def _read_limit_file(name: str, op: str, base_dir: Path | None) -> list[Term]:
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("limit file not found", where=path) from None
-    except UnicodeDecodeError:
-        raise InputError("limit file is not UTF-8 text", where=path) from None
     except OSError as exc:
         raise InputError(f"cannot read limit file ({exc.strerror})", where=path) from None
+    # Windows PowerShell 5's Out-File and Notepad's "Unicode" write UTF-16 with a BOM.
+    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else None
+    try:
+        text = data.decode(encoding or "utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(
+            "limit file is not UTF-8 (or UTF-16 with a BOM) text", where=path
+        ) from None
     terms: list[Term] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()

@@ -13,11 +13,12 @@ Two questions are answered here, apart from the runner that executes the answer:
 
 "Latest state" looks across RUN and every retry/resume run descending from it: a host that failed
 in RUN and succeeded in a retry is done. Rows that only say a run never got to a host (queued,
-not_run) do not count as news about it.
+not_run), and every row of a ``--check`` run (it changed nothing), do not count as news about it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -262,8 +263,8 @@ def latest_rows(journal: Journal, run_id: str) -> dict[str, dict[str, Any]]:
     rows = {row["host"]: row for row in journal.hosts(run_id)}
     latest = dict(rows)
     for run in family:
-        if run["run_id"] == run_id:
-            continue
+        if run["run_id"] == run_id or run["check_mode"]:
+            continue  # a --check run changed nothing: what it saw is no news about a host
         for row in journal.hosts(run["run_id"]):
             if row["host"] in rows and row["state"] not in _NOT_NEWS:
                 latest[row["host"]] = row
@@ -271,10 +272,7 @@ def latest_rows(journal: Journal, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def _count(states: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for state in states:
-        counts[state] = counts.get(state, 0) + 1
-    return counts
+    return dict(Counter(states))
 
 
 def select_retry_failed(journal: Journal, run_id: str) -> Selection:

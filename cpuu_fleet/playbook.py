@@ -595,9 +595,17 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
             where("timeout"),
         )
     batch_file = options.get("batch_file")
-    if batch_file is not None and (not isinstance(batch_file, str) or not batch_file.strip()):
+    if batch_file is not None and (
+        not isinstance(batch_file, str)
+        or not batch_file.strip()
+        or any(c in batch_file for c in '\\/:*?"<>|')
+        or batch_file.strip(" .") == ""
+    ):
+        # It is started from the staging folder: a path would run something we never pushed.
         raise check.fail(
-            f"{label}: step 'run': 'batch_file' must be a file name", where("batch_file")
+            f"{label}: step 'run': 'batch_file' must be a file name in the staging folder"
+            " (no path), e.g. CPUU_Update.bat",
+            where("batch_file"),
         )
     return RunOptions(
         mode=mode,

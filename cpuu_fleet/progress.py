@@ -108,8 +108,9 @@ class RunStats:
 
     @property
     def done(self) -> int:
-        """Hosts that got where the run wanted them (or will at the next logon)."""
-        return sum(self.counts.get(s, 0) for s in (SUCCEEDED, PARTIAL, PENDING))
+        """Hosts that got where the run wanted them (or will at the next logon). Partial ones
+        are not: some of their profiles failed, and they are counted apart."""
+        return sum(self.counts.get(s, 0) for s in (SUCCEEDED, PENDING))
 
     def eta_seconds(self, now: float | None = None) -> float | None:
         """Seconds left: for each batch not yet finished, rounds of ``min(forks, size)`` hosts
@@ -158,6 +159,7 @@ def render_stats(stats: RunStats, now: float | None = None) -> Table:
     counts = Table.grid(padding=(0, 2))
     cells = [
         ("done", stats.done, "green"),
+        ("partial", stats.counts.get(PARTIAL, 0), "yellow"),
         ("failed", stats.counts.get(FAILED, 0), "red"),
         ("unreachable", stats.counts.get(UNREACHABLE, 0), "magenta"),
         ("skipped", stats.counts.get(SKIPPED, 0), "yellow"),
@@ -219,9 +221,13 @@ class LiveProgress(BaseProcessor):
             if not self.console.is_terminal:
                 self.console.line()  # a redirected display ends without a newline
         summary = ", ".join(f"{state} {n}" for state, n in sorted(event.counts.items()))
-        self.console.print(f"run {event.run_id} {event.status}: {summary or 'no hosts'}")
+        self.console.print(
+            f"run {event.run_id} {event.status}: {summary or 'no hosts'}", markup=False
+        )
         if event.retry_file:
-            self.console.print(f"failed and unreachable hosts: {event.retry_file}")
+            self.console.print(
+                f"failed and unreachable hosts: {event.retry_file}", markup=False, soft_wrap=True
+            )
 
 
 def scrub_value(value: Any, redactor: Redactor = REDACTOR) -> Any:

@@ -8,9 +8,21 @@ it, and every free text that leaves the process goes through :meth:`Redactor.scr
 
 from __future__ import annotations
 
+import re
 import threading
 
 MASK = "********"
+
+# The password part of a URL's user info: "http://user:PASSWORD@proxy:3128". Such a URL (Ansible's
+# ansible_psrp_proxy) carries a secret under a name that says nothing of it.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^@/\s]+@")
+
+
+def mask_url_passwords(text: str) -> str:
+    """``scheme://user:secret@host`` → ``scheme://user:********@host``, anywhere in a text."""
+    if "://" not in text:
+        return text
+    return _URL_PASSWORD.sub(lambda match: f"{match['head']}{MASK}@", text)
 
 
 class Redactor:
@@ -27,6 +39,7 @@ class Redactor:
                 self._secrets.add(value)
 
     def scrub(self, text: str | None) -> str | None:
+        """The text with every registered secret, and every password inside a URL, masked."""
         if not text:
             return text
         with self._lock:
@@ -34,7 +47,7 @@ class Redactor:
         for secret in secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
-        return text
+        return mask_url_passwords(text)
 
     def scrub_bytes(
         self, data: bytes, encodings: tuple[str, ...] = ("utf-8", "utf-16-le", "cp1252")

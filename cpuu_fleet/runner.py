@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,10 +172,7 @@ class RunSummary:
 
     @property
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for state in self.states.values():
-            counts[state] = counts.get(state, 0) + 1
-        return counts
+        return dict(Counter(self.states.values()))
 
 
 @dataclass
@@ -432,9 +430,7 @@ class Runner:
                 and max_fail_exceeded(failed + unreachable, len(hosts), play.max_fail_percentage)
             ):
                 reason = _stop_reason(play, number, len(hosts), failed, unreachable)
-            counts: dict[str, int] = {}
-            for outcome in batch.finals.values():
-                counts[outcome.state] = counts.get(outcome.state, 0) + 1
+            counts = dict(Counter(outcome.state for outcome in batch.finals.values()))
             self.events.emit(
                 BatchFinished(
                     run_id,
@@ -562,19 +558,16 @@ class Runner:
             task.started_at = utcnow()
             task.first_monotonic = time.monotonic()
         began = time.monotonic()
-        try:
-            self.journal.set_host(
-                run_id,
-                planned.name,
-                state=RUNNING,
-                started_at=task.started_at,
-                attempts=task.attempt,
-                play=play.name,
-                wave=planned.wave,
-                batch=planned.batch,
-            )
-        except Exception:
-            RUN_LOG.exception("journal write failed for %s", planned.name, extra={"run_id": run_id})
+        self._write_host(
+            run_id,
+            planned.name,
+            state=RUNNING,
+            started_at=task.started_at,
+            attempts=task.attempt,
+            play=play.name,
+            wave=planned.wave,
+            batch=planned.batch,
+        )
         self._emit(
             batch,
             HostStarted(
@@ -646,21 +639,19 @@ class Runner:
 
     def _write_final(self, run_id: str, name: str, outcome: HostOutcome, attempts: int) -> None:
         fields = {k: v for k, v in outcome.host_fields.items() if k in HOST_FIELDS_FROM_WORK}
-        try:
-            self.journal.set_host(
-                run_id,
-                name,
-                state=outcome.state,
-                error_class=outcome.error_class,
-                error_message=outcome.error_message,
-                ended_at=utcnow(),
-                attempts=attempts,
-                **fields,
-            )
-        except Exception:
-            RUN_LOG.exception("journal write failed for %s", name, extra={"run_id": run_id})
+        self._write_host(
+            run_id,
+            name,
+            state=outcome.state,
+            error_class=outcome.error_class,
+            error_message=outcome.error_message,
+            ended_at=utcnow(),
+            attempts=attempts,
+            **fields,
+        )
 
     def _write_host(self, run_id: str, name: str, **fields: Any) -> None:
+        """A host row update from a worker: a failed write is logged, the wave goes on."""
         try:
             self.journal.set_host(run_id, name, **fields)
         except Exception:

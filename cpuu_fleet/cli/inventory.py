@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -12,25 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from cpuu_fleet.cli.options import InventoryOption, JsonOption, LimitOption
 from cpuu_fleet.inventory import Inventory
 
 inventory_app = typer.Typer(
     help="Read an Ansible-style inventory: hosts, groups and connection settings.",
     no_args_is_help=True,
 )
-
-InventoryOption = Annotated[
-    Path, typer.Option("-i", "--inventory", help="Inventory file or folder (Ansible YAML/JSON).")
-]
-LimitOption = Annotated[
-    Optional[str],  # noqa: UP045 - typer reads this annotation at run time
-    typer.Option(
-        "-l",
-        "--limit",
-        help="Host pattern as in Ansible: names, groups, globs, a:b, !x, &x, @file.",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def warn(messages: list[str]) -> None:

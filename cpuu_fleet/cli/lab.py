@@ -85,8 +85,14 @@ def up(
     }
     try:
         with fleet:
-            path = write_lab_inventory(fleet, inventory_out, waves=min(waves, hosts))
-            payload = make_standin_payload(path.parent / f"{path.stem}-payload")
+            try:
+                path = write_lab_inventory(fleet, inventory_out, waves=min(waves, hosts))
+                payload = make_standin_payload(path.parent / f"{path.stem}-payload")
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                raise InputError(
+                    f"cannot write the lab's inventory ({why})", where=exc.filename or inventory_out
+                ) from None
             _print_summary(console, fleet, path, payload)
             while not stop.wait(1.0):
                 pass

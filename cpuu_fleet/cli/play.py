@@ -17,7 +17,35 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cpuu_fleet.cli.inventory import warn
+from cpuu_fleet.cli.options import (
+    AskPassOption,
+    ExtraVarsOption,
+    InventoryOption,
+    JsonOption,
+    LimitOption,
+    ReportsOption,
+    existing_journal,
+    parse_extra_vars,
+)
 from cpuu_fleet.errors import InputError
+
+EventsJsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
+]
+ForksOption = Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")]
+PayloadOption = Annotated[
+    Path | None,
+    typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
+]
+TemplatesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--templates",
+        "-t",
+        help="Folder of *.j2 templates and templates.yml (default playbooks/templates).",
+    ),
+]
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
@@ -43,22 +71,16 @@ def _console() -> Console:
     return Console(stderr=False, highlight=False)
 
 
-def _extra_vars(pairs: list[str] | None) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise InputError(f"-e expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        result[key.strip()] = value
-    return result
-
-
 def _processors(reports: Path, as_json: bool) -> list[Any]:
     from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress, RunLogProcessor
 
     processors: list[Any] = [RunLogProcessor(reports)]
     processors.append(JsonLinesPrinter() if as_json else LiveProgress())
     return processors
+
+
+def _warn(message: str) -> None:
+    warn([message])
 
 
 def _ask_pass(enabled: bool) -> Any:
@@ -95,19 +117,26 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
     else:
         console.print(_counts_table(result.counts, f"Run {result.run_id}"))
         if result.report_error:
-            console.print(f"[yellow]{result.report_error}[/]")
+            console.print(result.report_error, style="yellow", markup=False)
     if result.summary.stop_reason:
         console.print(f"[bold yellow]Stopped:[/] {escape(result.summary.stop_reason)}")
     console.print(f"Run [bold]{result.run_id}[/]: {result.summary.status}")
-    console.print(f"Files:   {result.run_dir}")
+    # Paths are the operator's text (a folder may be called "reports[old]") and must survive a
+    # copy and paste: plain text, never markup, never broken across lines.
+    lines = [f"Files:   {result.run_dir}"]
     if result.report is not None:
-        console.print(f"Report:  {result.report.workbook}")
-    console.print(f"Journal: {result.journal_path}")
+        lines.append(f"Report:  {result.report.workbook}")
+    lines.append(f"Journal: {result.journal_path}")
     if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
-        console.print(
-            f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}"
-            f"   (or --limit @{result.summary.retry_file})"
-        )
+        limit = f"--limit @{result.summary.retry_file}"
+        if result.kind == "step":  # no playbook to continue: repeat the step on those hosts
+            lines.append(f"Retry:   the same command with {limit}")
+        else:
+            lines.append(
+                f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}   (or {limit})"
+            )
+    for line in lines:
+        console.print(line, markup=False, soft_wrap=True)
 
 
 def _check_line(details: dict[str, Any]) -> dict[str, Any]:
@@ -140,7 +169,7 @@ def _print_check(console: Console, result: Any) -> None:
     console.print(table)
 
 
-def _counts_table(counts: dict[str, int], title: str) -> Table:
+def _counts_table(counts: dict[str, int], title: str | None) -> Table:
     table = Table(title=title)
     table.add_column("state")
     table.add_column("hosts", justify="right")
@@ -171,11 +200,15 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         inventory: Annotated[
-            Path | None, typer.Option("-i", "--inventory", help="Inventory file or folder.")
+            Path | None,
+            typer.Option(
+                "-i",
+                "--inventory",
+                help="Inventory file or folder (Ansible YAML/JSON); with --resume or"
+                " --retry-failed, RUN's by default.",
+            ),
         ] = None,
-        limit: Annotated[
-            str | None, typer.Option("--limit", "-l", help="Host pattern (Ansible syntax).")
-        ] = None,
+        limit: LimitOption = None,
         forks: Annotated[
             int | None, typer.Option("--forks", "-f", help="Hosts at once (overrides plays).")
         ] = None,
@@ -199,18 +232,10 @@ def register(app: typer.Typer) -> None:
                 "--retry-failed", metavar="RUN", help="Re-run only RUN's failed/unreachable hosts."
             ),
         ] = None,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="One JSON object per event on stdout.")
-        ] = False,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        ask_pass: Annotated[
-            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-        ] = False,
-        extra: Annotated[
-            list[str] | None, typer.Option("-e", "--extra-vars", help="KEY=VALUE for templates.")
-        ] = None,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
+        extra: ExtraVarsOption = None,
         payload: Annotated[
             Path | None,
             typer.Option("--payload", help="CPUU payload folder (instead of the playbook's)."),
@@ -230,45 +255,47 @@ def register(app: typer.Typer) -> None:
             resume=resume,
             retry_failed=retry_failed,
             ask_pass=_ask_pass(ask_pass),
-            extra_vars=_extra_vars(extra),
+            extra_vars=parse_extra_vars(extra),
             processors=_processors(reports, as_json),
             payload=payload,
+            warn=_warn,
         )
         _finish(run_play(request), as_json=as_json, check=check)
 
-    def _step_command(step: str, help_text: str) -> None:
+    def _read_only_step(step: str, help_text: str) -> None:
+        """preflight and collect: nothing is pushed, so they take no payload or templates."""
+
         @app.command(name=step, help=help_text + " " + EXIT_CODES_HELP, short_help=help_text)
         def command(
-            inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
-            limit: Annotated[
-                str | None, typer.Option("--limit", "-l", help="Host pattern.")
-            ] = None,
-            forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
-            payload: Annotated[
-                Path | None,
-                typer.Option(
-                    "--payload", help="The vendor's CPUU folder (push; default playbooks/payload)."
-                ),
-            ] = None,
-            templates: Annotated[
-                Path | None,
-                typer.Option(
-                    "--templates", help="Template folder (push; default playbooks/templates)."
-                ),
-            ] = None,
-            as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
-            reports: Annotated[
-                Path, typer.Option("--reports", help="Journal and run files.")
-            ] = Path("reports"),
-            ask_pass: Annotated[
-                bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-            ] = False,
+            inventory: InventoryOption,
+            limit: LimitOption = None,
+            forks: ForksOption = 10,
+            as_json: EventsJsonOption = False,
+            reports: ReportsOption = Path("reports"),
+            ask_pass: AskPassOption = False,
         ) -> None:
-            _single(step, inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+            _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass)
 
-    _step_command("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
-    _step_command("push", "Stage the payload and rendered files (changed files only).")
-    _step_command("collect", "Fetch new CPUU result files and logs (pending hosts too).")
+    _read_only_step("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
+
+    @app.command(
+        name="push",
+        help="Stage the payload and rendered files (changed files only). " + EXIT_CODES_HELP,
+        short_help="Stage the payload and rendered files (changed files only).",
+    )
+    def push_command(
+        inventory: InventoryOption,
+        limit: LimitOption = None,
+        forks: ForksOption = 10,
+        payload: PayloadOption = None,
+        templates: TemplatesOption = None,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
+    ) -> None:
+        _single("push", inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+
+    _read_only_step("collect", "Fetch new CPUU result files and logs (pending hosts too).")
 
     @app.command(
         name="run",
@@ -276,36 +303,26 @@ def register(app: typer.Typer) -> None:
         short_help="Run CPUU in one mode on hosts (ad hoc).",
     )
     def run_command(
-        mode: Annotated[str, typer.Option("--mode", help="update | undo | cleanup")],
-        inventory: Annotated[Path, typer.Option("-i", "--inventory", help="Inventory.")],
-        limit: Annotated[str | None, typer.Option("--limit", "-l", help="Host pattern.")] = None,
+        mode: Annotated[
+            str, typer.Option("--mode", "-m", help="update, undo (rollback) or cleanup.")
+        ],
+        inventory: InventoryOption,
+        limit: LimitOption = None,
         when_no_user: Annotated[
             str, typer.Option("--when-no-user", help="skip | at_logon")
         ] = "skip",
         timeout: Annotated[
             int, typer.Option("--timeout", help="Seconds before CPUU is stopped.")
         ] = 900,
-        forks: Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")] = 10,
-        payload: Annotated[
-            Path | None,
-            typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
-        ] = None,
-        templates: Annotated[
-            Path | None,
-            typer.Option("--templates", help="Template folder (default playbooks/templates)."),
-        ] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        ask_pass: Annotated[
-            bool, typer.Option("--ask-pass", help="Prompt for missing secrets.")
-        ] = False,
+        forks: ForksOption = 10,
+        payload: PayloadOption = None,
+        templates: TemplatesOption = None,
+        as_json: EventsJsonOption = False,
+        reports: ReportsOption = Path("reports"),
+        ask_pass: AskPassOption = False,
     ) -> None:
         from cpuu_fleet.cpuu import Mode
 
-        if when_no_user not in ("skip", "at_logon"):
-            raise InputError(f"--when-no-user must be skip or at_logon, not {when_no_user!r}")
         _single(
             "run",
             inventory,
@@ -326,10 +343,8 @@ def register(app: typer.Typer) -> None:
     )
     def status(
         run: Annotated[str | None, typer.Argument(help="Run id (default: the latest run).")] = None,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal folder.")] = Path(
-            "reports"
-        ),
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+        reports: ReportsOption = Path("reports"),
+        as_json: JsonOption = False,
     ) -> None:
         _status(run, reports, as_json)
 
@@ -339,10 +354,8 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[
             int, typer.Option("--seed", help="Scenario seed (same seed, same fleet).")
         ] = 7,
-        reports: Annotated[Path, typer.Option("--reports", help="Journal and run files.")] = Path(
-            "reports"
-        ),
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout.")] = False,
+        reports: ReportsOption = Path("reports"),
+        as_json: EventsJsonOption = False,
     ) -> None:
         from cpuu_fleet.demo import run_demo
         from cpuu_fleet.engine import ExitCode
@@ -387,6 +400,7 @@ def _single(
         limit=limit,
         ask_pass=_ask_pass(ask_pass),
         processors=_processors(reports, as_json),
+        warn=_warn,
     )
     result = run_step(
         request,
@@ -401,17 +415,12 @@ def _single(
 
 
 def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
-    from cpuu_fleet.journal import Journal
-
-    path = reports / Journal.FILENAME
-    if not path.exists():
-        raise InputError("no journal here (run a playbook first)", where=path)
-    with Journal(path) as journal:
+    with existing_journal(reports) as journal:
         run = journal.run(run_id) if run_id else journal.latest_run()
         if run is None:
             raise InputError(
                 f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
-                where=path,
+                where=journal.path,
             )
         counts = journal.state_counts(run["run_id"])
         hosts = [h for h in journal.hosts(run["run_id"]) if h["state"] in _ACTION_STATES]
@@ -432,7 +441,9 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
         return
     console = _console()
     title = f"Run {run['run_id']} ({run['kind']}, {run['mode'] or '-'}): {run['status']}"
-    console.print(_counts_table(counts, title))
+    # Above the table, not as its title: a title wraps to the width of a two-column table.
+    console.print(title, markup=False, soft_wrap=True)
+    console.print(_counts_table(counts, None))
     if run.get("stop_reason"):
         console.print(f"[bold yellow]Stopped:[/] {escape(run['stop_reason'])}")
     if hosts:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,39 +15,22 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cpuu_fleet.cli.inventory import InventoryOption, JsonOption, LimitOption, warn
+from cpuu_fleet.cli.inventory import warn
+from cpuu_fleet.cli.options import (
+    AskPassOption,
+    ExtraVarsOption,
+    InventoryOption,
+    JsonOption,
+    LimitOption,
+    parse_extra_vars,
+)
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.credentials import AskPass
-from cpuu_fleet.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.render import Renderer
 
 DEFAULT_TEMPLATES = Path("playbooks/templates")
-
-
-def parse_extra_vars(values: list[str]) -> dict[str, Any]:
-    """Ansible's ``-e``: ``key=value`` pairs, a YAML/JSON mapping, or ``@file``; later ones win."""
-    result: dict[str, Any] = {}
-    for value in values:
-        if value.startswith("@"):
-            data = load_data_file(Path(value[1:]))
-            source = value[1:]
-        elif value.lstrip().startswith("{"):
-            data = parse_yaml(value, "--extra-vars")
-            source = "--extra-vars"
-        else:
-            data = {}
-            for pair in value.split():
-                key, sep, item = pair.partition("=")
-                if not sep or not key:
-                    raise InputError(f"expected key=value, got {pair!r}", where="--extra-vars")
-                data[key] = item
-            source = "--extra-vars"
-        if not isinstance(data, dict):
-            raise InputError("extra vars must be a mapping", where=source)
-        result.update(data)
-    return result
 
 
 def render(
@@ -63,18 +46,8 @@ def render(
         Path,
         typer.Option("--templates", "-t", help="Folder of *.j2 templates and templates.yml."),
     ] = DEFAULT_TEMPLATES,
-    extra_vars: Annotated[
-        Optional[list[str]],  # noqa: UP045 - typer reads this annotation at run time
-        typer.Option(
-            "-e", "--extra-vars", help="key=value, a YAML mapping, or @file; highest precedence."
-        ),
-    ] = None,
-    ask_pass: Annotated[
-        bool,
-        typer.Option(
-            "--ask-pass", "-k", help="Prompt for secrets that are not set (never echoed)."
-        ),
-    ] = False,
+    extra_vars: ExtraVarsOption = None,
+    ask_pass: AskPassOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Render each host's CPUU.ini and batch file for review (secrets are always masked)."""
@@ -82,7 +55,7 @@ def render(
     inv = Inventory.load(inventory, ask_pass=AskPass() if ask_pass else None)
     hosts = inv.select(limit)
     renderer = Renderer(templates)
-    extra = parse_extra_vars(extra_vars or [])
+    extra = parse_extra_vars(extra_vars)
     warn(inv.warnings)
     summary: list[dict[str, Any]] = []
     for host in hosts:

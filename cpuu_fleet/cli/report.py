@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cpuu_fleet.cli.options import ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import Journal
 
 
 def report(
@@ -41,12 +41,7 @@ def report(
             " <reports>/report-<UTC time>/ for several; with --wave, a wave-<PAT>/ folder in it.",
         ),
     ] = None,
-    reports: Annotated[
-        Path,
-        typer.Option(
-            "--reports", metavar="DIR", help="The reports folder holding journal.sqlite3."
-        ),
-    ] = Path("reports"),
+    reports: ReportsOption = Path("reports"),
 ) -> None:
     """Write report.xlsx, hosts.csv, profiles.csv, actions.csv and retry.txt, and print the summary."""
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
@@ -56,10 +51,7 @@ def report(
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
-    journal_path = reports / Journal.FILENAME
-    if not journal_path.is_file():
-        raise InputError(f"no runs in {journal_path}")
-    with Journal(journal_path) as journal:
+    with existing_journal(reports) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(journal, run_ids, out_dir, wave=wave)

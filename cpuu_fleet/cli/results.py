@@ -57,16 +57,29 @@ def show(
 ) -> None:
     """Decode result files: each profile's code, meaning and outcome; unreadable lines with file:line.
 
-    Every readable file is shown even when another one is unreadable; those are reported at the
-    end as one error line (exit code 2).
+    Every readable file is shown even when another one is unreadable; those, and files without
+    a single profile line, are reported at the end as one error line (exit code 2).
     """
     parsed: list[ResultFile] = []
     errors: list[InputError] = []
     for path in files:
         try:
-            parsed.append(parse_result_file(path))
+            result = parse_result_file(path)
         except InputError as exc:
             errors.append(exc)
+            continue
+        parsed.append(result)
+        if result.problems and not result.profiles:
+            # Not one profile line: the wrong file, not a result file with a damaged line.
+            first = result.problems[0]
+            errors.append(
+                InputError(
+                    f"not a CPUU result file: no profile among its {len(result.problems)}"
+                    f" line(s) (the first: {first.reason})",
+                    where=result.path,
+                    line=first.line,
+                )
+            )
     if as_json:
         typer.echo(json.dumps([_as_dict(r) for r in parsed], indent=2, ensure_ascii=False))
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report.csvs import write_csvs
@@ -73,9 +74,17 @@ def write_report(
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    workbook = write_workbook(frames, out_dir / WORKBOOK_NAME, max_rows=max_rows)
-    paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        workbook = write_workbook(frames, out_dir / WORKBOOK_NAME, max_rows=max_rows)
+        paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+    except OSError as exc:
+        # A full disk or a folder the operator cannot write: one line, and after a play the
+        # run's own summary is still printed (the engine reports this as report_error).
+        why = exc.strerror or str(exc)
+        raise InputError(
+            f"cannot write the report ({why})", where=exc.filename or out_dir
+        ) from None
     return ReportResult(out_dir, selected, paths, frames.summary, workbook.sheets, frames)
 
 

@@ -13,6 +13,8 @@ Rules the report applies (the vendor is silent on them; they are ours):
   does not hide what an earlier run found out.
 * Its **attempts** add up over the selected runs (a row with no recorded attempt count that was
   tried counts as one).
+* A **check-mode** run (``play --check``) changed nothing: its rows count as *not run* (with what
+  it saw as the message), so a dry run after a real one never turns a failure into a success.
 * Transient states left by an unfinished run: ``queued`` is reported as *not run*; ``running``
   (the controller died mid-host) as *pending*, error class ``interrupted``. An unknown state is
   reported as *failed* (error class ``unknown-state``), so a person looks at it.
@@ -120,6 +122,10 @@ def _shape(
 
     every_row = reader.table("hosts", "rowid AS seq, *", run_ids)
     every_row["error_message"] = _scrub(every_row["error_message"], redactor)
+    dry_runs = runs.loc[runs["check_mode"].fillna(0).astype(bool), "run_id"]
+    dry = every_row["run_id"].isin(dry_runs)
+    every_row.loc[dry, "state"] = J.NOT_RUN
+    every_row.loc[dry, "attempts"] = 0
     every_row["wave"] = every_row["wave"].fillna(NO_WAVE).astype(str)
     every_row["run_rank"] = every_row["run_id"].map(run_rank)
     every_row = every_row.sort_values(["run_rank", "seq"], kind="stable")

@@ -16,8 +16,9 @@ def resolve_runs(
 ) -> list[str]:
     """The run ids to report on, oldest first.
 
-    No ids (and not ``all_runs``) means the latest run: that is what an operator wants right after
-    a play. An id the journal does not know is an error that names it, never silently dropped.
+    No ids (and not ``all_runs``) means the latest run that changed something (not a ``--check``
+    dry run): that is what an operator wants right after a play. An id the journal does not know
+    is an error that names it, never silently dropped.
     """
     runs = journal.runs()
     if not runs:
@@ -26,7 +27,8 @@ def resolve_runs(
     if all_runs:
         return known
     if not run_ids:
-        return [known[-1]]
+        real = [run["run_id"] for run in runs if not run.get("check_mode")]
+        return [(real or known)[-1]]
     unknown = [run_id for run_id in dict.fromkeys(run_ids) if run_id not in set(known)]
     if unknown:
         names = ", ".join(unknown)

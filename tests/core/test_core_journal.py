@@ -10,7 +10,10 @@ import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
 from cpuu_fleet.cpuu import ProfileResult
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import FAILED, SUCCEEDED, HostEntry, Journal
 from cpuu_fleet.redact import Redactor
 
@@ -117,3 +120,28 @@ def test_cleanup_success_is_remembered_per_host(tmp_path):
     journal.set_host(run, "pc-2", state=FAILED)
     assert journal.cleanup_succeeded("pc-1") == run
     assert journal.cleanup_succeeded("pc-2") is None
+
+
+def test_a_check_run_of_cleanup_does_not_forbid_undo(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    dry = journal.start_run(mode="cleanup", check_mode=True)
+    journal.add_hosts(dry, [HostEntry("pc-1")])
+    journal.set_host(dry, "pc-1", state=SUCCEEDED, error_message="check mode: nothing changed")
+    assert journal.cleanup_succeeded("pc-1") is None
+
+
+def test_a_file_that_is_not_a_journal_is_bad_input_naming_it(tmp_path):
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"not a database, perhaps a wrong --reports folder\n" * 40)
+    with pytest.raises(InputError) as caught:
+        Journal(path)
+    assert caught.value.render() == f"{path}: cannot use the journal (file is not a database)"
+    assert path.read_bytes().startswith(b"not a database")  # left as it was
+
+
+def test_a_journal_folder_that_cannot_exist_is_bad_input(tmp_path):
+    (tmp_path / "reports").write_text("a file where the folder should be\n")
+    with pytest.raises(InputError) as caught:
+        Journal.in_reports(tmp_path / "reports" / "more")
+    assert "cannot open the journal" in caught.value.render()
+    assert str(tmp_path / "reports" / "more" / Journal.FILENAME) in caught.value.render()

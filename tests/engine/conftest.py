@@ -7,7 +7,6 @@ reads what a wave left behind; CPUU's simulated run time is the lab's (a fractio
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,8 @@ import pytest
 import yaml
 
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.demo import DEMO_SECRETS, find_playbook, make_standin_payload, write_lab_inventory
+from cpuu_fleet.demo import find_playbook, make_standin_payload, write_lab_inventory
+from cpuu_fleet.demo import lab_environment as lab_env
 from cpuu_fleet.engine import Engine, PlayRequest, PlayResult
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.lab.fleet import LabFleet
@@ -25,22 +25,6 @@ from cpuu_fleet.playbook import Playbook, load_playbook
 
 TEMPLATES = find_playbook().parent / "templates"
 ALL_STEPS = ("preflight", "push", "run", "collect")
-
-
-@contextmanager
-def lab_env(fleet: LabFleet) -> Iterator[None]:
-    """The environment an operator exports: the lab's WinRM password and the CPUU secrets."""
-    wanted = {**fleet.env, **DEMO_SECRETS}
-    saved = {k: os.environ.get(k) for k in wanted}
-    os.environ.update(wanted)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def make_playbook(

@@ -68,8 +68,14 @@ def test_failed_hosts_give_exit_code_3_and_status_lists_them(wave_factory):
     done = _cli(wave, "play", str(playbook.path), "-i", str(wave.inventory_path),
                 "--reports", str(wave.reports))  # fmt: skip
     assert done.returncode == 3
+    assert "--retry-failed" in done.stdout  # the hint continues the playbook run
     status = _cli(wave, "status", "--reports", str(wave.reports))
     assert "Hosts needing action" in status.stdout and "authentication" in status.stdout
+    # An ad-hoc step has no playbook to continue: its hint repeats the step on those hosts.
+    step = _cli(wave, "preflight", "-i", str(wave.inventory_path), "--reports", str(wave.reports))
+    assert step.returncode == 3
+    assert "Retry:   the same command with --limit @" in step.stdout
+    assert "--retry-failed" not in step.stdout
 
 
 def _running_run_steps(journal: Path) -> tuple[str | None, int]:

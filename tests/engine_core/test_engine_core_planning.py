@@ -250,3 +250,23 @@ def test_an_unsettled_run_step_stays_flagged_until_a_later_run_step_ends(journal
     assert select_resume(journal, first).hosts == ()
     settled = select_retry_failed(journal, first)
     assert settled.hosts == ("pc-1",) and settled.ask_first == {}
+
+
+def test_a_check_run_of_the_failed_hosts_does_not_settle_them(journal, tmp_path, write_playbook):
+    hosts = names("pc", 3)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = write_playbook(PLAY)
+    first = _run(journal, tmp_path, playbook, inventory, {hosts[1]: FAILED})
+    # "play --check --retry-failed FIRST": a preview; it changed nothing on the host.
+    _run(
+        journal,
+        tmp_path,
+        playbook,
+        inventory,
+        {},
+        only=(hosts[1],),
+        kind="retry",
+        parent_run=first.run_id,
+        check_mode=True,
+    )
+    assert select_retry_failed(journal, first.run_id).hosts == (hosts[1],)

@@ -193,6 +193,17 @@ def _error(write_playbook, text) -> InputError:
             3,
             "takes no options",
         ),
+        (
+            "- name: x\n  hosts: wave1\n  steps:\n    - run:\n        mode: update\n"
+            "        batch_file: ..\\..\\Windows\\evil.bat\n",
+            6,
+            "'batch_file' must be a file name in the staging folder (no path)",
+        ),
+        (
+            "- name: x\n  hosts: wave1\n  steps:\n    - run: {mode: update, batch_file: 'C:x.bat'}\n",
+            4,
+            "'batch_file' must be a file name",
+        ),
     ],
 )
 def test_validation_errors_name_file_line_and_key(write_playbook, text, line, fragment):

@@ -9,9 +9,15 @@ from engine_core_helpers import SmallInventory, names
 from rich.console import Console
 
 from cpuu_fleet.events import BatchPlan, BatchStarted, Fanout, HostFinished, HostStarted, RunStarted
-from cpuu_fleet.journal import FAILED, SUCCEEDED, UNREACHABLE
+from cpuu_fleet.journal import FAILED, PARTIAL, PENDING, SUCCEEDED, UNREACHABLE
 from cpuu_fleet.planning import build_plan
-from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress, RunLogProcessor, RunStats
+from cpuu_fleet.progress import (
+    JsonLinesPrinter,
+    LiveProgress,
+    RunLogProcessor,
+    RunStats,
+    render_stats,
+)
 from cpuu_fleet.redact import Redactor
 from cpuu_fleet.runner import HostOutcome, Runner
 
@@ -157,3 +163,17 @@ def test_run_log_records_are_scrubbed_for_every_handler():
     finally:
         RUN_LOG.removeHandler(handler)
     assert seen == ["logon with ******** failed"]
+
+
+def test_partial_hosts_are_shown_apart_from_done():
+    stats = RunStats()
+    stats.update(RunStarted("r1", run_kind="play", playbook=None, total_hosts=3, batches=()))
+    for host, state in (("pc-1", SUCCEEDED), ("pc-2", PARTIAL), ("pc-3", PENDING)):
+        finished = HostFinished(
+            "r1", host=host, play="Update", batch=1, wave="wave1", state=state, attempt=1
+        )
+        stats.update(finished)
+    assert stats.done == 2  # succeeded, and pending (CPUU runs at the next logon)
+    out = io.StringIO()
+    Console(file=out, width=120).print(render_stats(stats))
+    assert "done 2" in out.getvalue() and "partial 1" in out.getvalue()

@@ -178,3 +178,14 @@ def test_results_show_prints_hostile_profile_names_as_plain_text(cli, tree):
     assert code == 0, err
     assert "Arch [/old] [bold]x" in out  # rich markup is not interpreted (nor a crash)
     assert "\x1b" not in out and "Evil \\x1b[31mred" in out
+
+
+def test_results_show_refuses_a_file_without_one_profile_line(cli, tree):
+    root = tree({"good.csv": b"Outlook\t2\t\n", "notes.txt": b"root:x:0:0\nbin:x:1:1\n"})
+    code, out, err = cli("results", "show", root / "good.csv", root / "notes.txt")
+    assert code == 2
+    assert "PROFILE_ALREADY_UPDATED" in out  # the good file is still shown
+    assert err.strip() == (
+        f"cpuu-fleet: error: {root / 'notes.txt'}:1: not a CPUU result file: no profile among"
+        " its 2 line(s) (the first: expected profile<TAB>current<TAB>previous)"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from cpuu_fleet.errors import InputError
@@ -73,6 +75,25 @@ def test_limit_file_such_as_a_retry_file(inv, tmp_path):
     retry.write_text("par-lt-0150\n\n# comment\nit-pc-0001\n", encoding="utf-8")
     assert names(inv.select(f"@{retry}")) == ["it-pc-0001", "par-lt-0150"]
     assert names(inv.select(f"wave2:!@{retry}")) == ["par-pc-0101", "par-pc-0102"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-16-be"])
+def test_limit_file_written_on_windows(inv, tmp_path, encoding):
+    # PowerShell 5's Out-File writes UTF-16 with a BOM; Notepad may add a UTF-8 BOM; CRLF.
+    hosts = tmp_path / "hosts.txt"
+    text = "par-lt-0150\r\nit-pc-0001\r\n"
+    data = text.encode(encoding)
+    if encoding == "utf-16-be":
+        data = codecs.BOM_UTF16_BE + data
+    hosts.write_bytes(data)
+    assert names(inv.select(f"@{hosts}")) == ["it-pc-0001", "par-lt-0150"]
+
+
+def test_limit_file_that_is_not_text(inv, tmp_path):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_bytes(b"\x81\xfe\x00pc\n")
+    with pytest.raises(InputError, match="limit file is not UTF-8"):
+        inv.select(f"@{hosts}")
 
 
 def test_limit_file_with_an_unknown_host_names_file_and_line(inv, tmp_path):

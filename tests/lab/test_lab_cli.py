@@ -121,3 +121,13 @@ def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+def test_lab_up_with_an_inventory_it_cannot_write_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should be\n")
+    target = tmp_path / "taken" / "lab.yml"
+    proc, _ = _start(tmp_path, "--hosts", "1", "--inventory-out", str(target))  # the last wins
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert out.splitlines()[-1].startswith("cpuu-fleet: error: ")
+    assert "cannot write the lab's inventory" in out and "Traceback" not in out

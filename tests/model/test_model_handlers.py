@@ -424,7 +424,9 @@ def test_download_of_a_big_file_holds_one_chunk_at_a_time(ws):
         tracemalloc.stop()
     assert host.count == 1 + size // chunk
     assert host.largest == len(base64.b64encode(b"x" * chunk))
-    assert peak < 2 * 1024 * 1024  # a few chunks' worth, nowhere near the 24 MiB file
+    # tracemalloc counts every thread: in a full run, other tests' lab threads still allocate
+    # (a 4 MB peak was seen). Holding the file would be 24 MiB, its base64 32 MiB more.
+    assert peak < 8 * 1024 * 1024
 
 
 def test_download_stops_when_the_client_stops(ws):

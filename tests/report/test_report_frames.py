@@ -210,3 +210,27 @@ def test_waves_named_like_report_columns_do_not_collide(tmp_path):
     assert codes.loc[10, "total"] == 2
     assert frames.summary["wave"].tolist() == ["total", "Total", TOTAL]
     assert frames.summary["targeted"].tolist() == [1, 1, 2]
+
+
+def test_a_check_run_never_turns_a_failure_into_a_success(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite3")
+    real = journal.start_run(mode="update")
+    journal.add_hosts(real, [HostEntry("pc-1", wave="wave1"), HostEntry("pc-2", wave="wave1")])
+    journal.set_host(real, "pc-1", state=J.FAILED, error_class="cpuu", attempts=1)
+    journal.finish_run(real, "completed")
+    dry = journal.start_run(mode="update", check_mode=True)
+    journal.add_hosts(dry, [HostEntry("pc-1", wave="wave1"), HostEntry("pc-2", wave="wave1")])
+    for host in ("pc-1", "pc-2"):
+        journal.set_host(
+            dry, host, state=J.SUCCEEDED, error_message="check mode: nothing changed", attempts=1
+        )
+    journal.finish_run(dry, "completed")
+
+    assert resolve_runs(journal, None) == [real]  # the default skips the dry run
+    both = _by_host(load_frames(journal, [real, dry]).hosts)
+    assert both["pc-1"]["state"] == "failed" and both["pc-1"]["attempts"] == 1
+    assert both["pc-2"]["state"] == "not run"
+    only_dry = _by_host(load_frames(journal, [dry]).hosts)
+    assert only_dry["pc-1"]["state"] == "not run"
+    assert only_dry["pc-1"]["error_message"] == "check mode: nothing changed"
+    journal.close()

@@ -14,6 +14,8 @@ import openpyxl
 import pytest
 from conftest import HOSTILE, RICH_INJECTION, hostile_journal
 
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.report import write_report
 from cpuu_fleet.report.frames import load_frames
 from cpuu_fleet.report.rowxml import escape, escape_all
 from cpuu_fleet.report.workbook import write_workbook
@@ -64,3 +66,15 @@ def test_escape_protects_markup_control_characters_and_excel_escapes():
     assert escape("_x0041_") == "_x005F_x0041_"
     texts = ["a<b", "c\ue000d", "e&f"]
     assert escape_all(texts) == [escape(text) for text in texts]
+
+
+def test_a_report_folder_that_cannot_be_written_is_one_clear_line(tmp_path):
+    journal, run = hostile_journal(tmp_path / "j.sqlite3")
+    blocker = tmp_path / "reports"
+    blocker.write_text("a file where the folder should be\n")
+    try:
+        with pytest.raises(InputError) as caught:
+            write_report(journal, [run], blocker / run)
+    finally:
+        journal.close()
+    assert caught.value.render().startswith(f"{blocker / run}: cannot write the report (")

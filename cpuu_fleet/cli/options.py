@@ -1,0 +1,91 @@
+"""Options several commands share, defined once so they read and behave the same everywhere.
+
+An operator who learns ``-i``, ``-l``, ``-e``, ``-k``, ``--json`` and ``--reports`` on one command
+can rely on them meaning the same on every other; ``-e`` in particular must give ``render`` (the
+review copy) exactly the variables ``play`` will push.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cpuu_fleet.datafiles import load_data_file, parse_yaml
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal
+
+InventoryOption = Annotated[
+    Path, typer.Option("-i", "--inventory", help="Inventory file or folder (Ansible YAML/JSON).")
+]
+LimitOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "-l",
+        "--limit",
+        help="Host pattern as in Ansible: names, groups, globs, a:b, !x, &x, @file.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ReportsOption = Annotated[
+    Path,
+    typer.Option("--reports", metavar="DIR", help="Folder of journal.sqlite3 and the run files."),
+]
+AskPassOption = Annotated[
+    bool,
+    typer.Option("--ask-pass", "-k", help="Prompt for secrets that are not set (never echoed)."),
+]
+ExtraVarsOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "-e",
+        "--extra-vars",
+        help="key=value (a value may hold spaces), a YAML/JSON mapping, or @file; highest"
+        " precedence in templates.",
+    ),
+]
+
+# "a=1 b=2" is two variables, as in Ansible; "cpuu_admin=Domain Admins" or a Windows path with
+# spaces stays one value: a split happens only where the next word starts a new "name=".
+_NEXT_PAIR = re.compile(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*=)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
+    """Ansible's ``-e``: ``key=value`` pairs, a YAML/JSON mapping, or ``@file``; later ones win.
+
+    Values are kept as written (backslashes included: ``SOURCE\\svc-cpuu``), never shell-unquoted.
+    """
+    result: dict[str, Any] = {}
+    for value in values or []:
+        if value.startswith("@"):
+            data = load_data_file(Path(value[1:]))
+            source = value[1:]
+        elif value.lstrip().startswith("{"):
+            data = parse_yaml(value, "--extra-vars")
+            source = "--extra-vars"
+        else:
+            data = {}
+            source = "--extra-vars"
+            for pair in _NEXT_PAIR.split(value.strip()):
+                key, sep, item = pair.partition("=")
+                # The value is never quoted back: it may be a password typed in the wrong place.
+                if not sep:
+                    raise InputError("expected name=value, got a word without '='", where=source)
+                if not _NAME.fullmatch(key):
+                    raise InputError(f"{key!r} is not a variable name", where=source)
+                data[key] = item
+        if not isinstance(data, dict):
+            raise InputError("extra vars must be a mapping", where=source)
+        result.update(data)
+    return result
+
+
+def existing_journal(reports: Path) -> Journal:
+    """The journal in ``--reports``, for commands that only read it (opening would create one)."""
+    path = reports / Journal.FILENAME
+    if not path.is_file():
+        raise InputError(f"no runs in {path}")
+    return Journal(path)

@@ -38,6 +38,7 @@ from pypsrp.wsman import SelectorSet, WSMan, _TransportHTTP
 
 from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.contract import PipelineHost, ScriptCall
+from cpuu_fleet.lab.fleet import LabFleet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fidelity_shape import (  # the helper lives beside this file (tests are no package)
@@ -337,10 +338,6 @@ def lab_target(tmp_path_factory: pytest.TempPathFactory, auth: str) -> Iterator[
         pytest.skip(
             f"Windows recordings not found at {FIXTURES.resolve()} (they live outside the repo)"
         )
-    try:
-        from cpuu_fleet.lab.fleet import LabFleet
-    except ImportError as err:
-        pytest.skip(f"the lab server is not available on this branch yet ({err})")
     with pytest.MonkeyPatch.context() as patch:
         for name, handler in FIDELITY_HANDLERS.items():
             patch.setitem(registry._HANDLERS, name, handler)

@@ -228,9 +228,19 @@ class HostSession:
     """One host's WSMan connection and RunspacePool, opened once per visit, closed at the end.
 
     Use as a context manager. :meth:`run` executes one remote script (by its name in
-    ``cpuu_fleet/remote/``) as its own pipeline. A finished pipeline is closed lazily, just before
-    the next one starts: the last pipeline of a visit is never closed separately, because deleting
-    the pool frees it anyway (one round trip saved per host).
+    ``cpuu_fleet/remote/``) as its own pipeline.
+
+    A pipeline that has finished (Completed, Failed or Stopped) is never closed with its own
+    Signal Terminate: that is one round trip per pipeline for nothing the host needs. The
+    Receive that carried the final PipelineState also ends the WSMan command (CommandState
+    Done), its runspace is free for the next pipeline at once (PSRP's max_runspaces=1 counts
+    running pipelines only), and the pool's Delete at the end of the visit ends wsmprovhost with
+    everything in it. Assumption (Windows' docs are silent on idle completed commands): a visit
+    runs a handful of pipelines, far below the PowerShell plugin's MaxConcurrentCommandsPerShell,
+    so leaving them to the Delete is safe; pypsrp 0.8 never closed pipelines at all and real
+    Windows recordings (``test_client_execute_ps``) show Command, Receive, Delete and nothing
+    else. The Ansible fix for wsmprovhost memory growth (ansible#55351) was about pools kept open
+    for a whole play, which a visit never does.
     """
 
     def __init__(
@@ -306,14 +316,12 @@ class HostSession:
 
     # ------------------------------------------------------------------------------ pipelines
 
-    def _close_finished(self) -> None:
+    def _forget_finished(self) -> None:
+        """Drop the client's record of the previous, finished pipeline (no round trip: see the
+        class docstring); pypsrp would otherwise keep every PowerShell object of the visit."""
         finished, self._finished = self._finished, None
-        if finished is None:
-            return
-        try:
-            finished.close()
-        except Exception as exc:
-            raise classify(exc, during="closing the previous pipeline") from None
+        if finished is not None and self._pool is not None:
+            self._pool.pipelines.pop(finished.id, None)
 
     def run(
         self,
@@ -339,7 +347,7 @@ class HostSession:
         if self._pool is None or self._broken:
             raise SessionError(ErrorClass.PROTOCOL, "session is not open", transient=False)
         during = during or script
-        self._close_finished()
+        self._forget_finished()
         ps = PowerShell(self._pool)
         ps.add_script(self._load(script))
         for name, value in (parameters or {}).items():

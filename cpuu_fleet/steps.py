@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import threading
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
 from cpuu_fleet.errors import InputError
@@ -46,10 +47,18 @@ DISK_MARGIN = 1024 * 1024
 TASK_HAS_NOT_RUN = 267011
 TASK_RUNNING = 267009
 
-# Serialised-size estimates (CLIXML + PSRP message header) used to pack small input objects into
-# one WSMan Send. Generous on purpose: an underestimate only costs one extra Send.
-_STRING_OVERHEAD = 96
-_HEADER_OVERHEAD = 720
+# What one input object costs inside a WSMan Send, in bytes, as pypsrp 0.9.1 packs it: every PSRP
+# message gets a 21-byte fragment header and a 40-byte message header; a string's CLIXML is
+# ``<S>...</S>`` (7 bytes, base64 needs no escaping); a file header hashtable is about 320 bytes
+# of CLIXML plus its path (counted 8 bytes a character: XML and _xHHHH_ escapes, UTF-8) and
+# the digits of its Length. Measured with pypsrp's own Fragmenter (see the engine unit tests).
+_PER_MESSAGE = 21 + 40
+_STRING_CLIXML = 7
+_HEADER_CLIXML = 360
+_RESERVED = 128
+"""Kept free in every Send: the EndOfPipelineInput message rides in whichever Send is last."""
+_MIN_CHUNK = 4096
+"""A Send with less room than this left is sent as it is rather than topped up with a sliver."""
 
 
 def version_dir(version: str) -> str:
@@ -167,15 +176,12 @@ class OutgoingFile:
     source: Path | None = None
     data: bytes | None = None
 
-    def chunks(self, size: int) -> Iterator[bytes]:
+    def open(self) -> BinaryIO:
+        """A stream of the file's bytes (read piece by piece: big files never sit in memory)."""
         if self.data is not None:
-            for offset in range(0, len(self.data), size):
-                yield self.data[offset : offset + size]
-            return
+            return io.BytesIO(self.data)
         assert self.source is not None
-        with self.source.open("rb") as stream:
-            while block := stream.read(size):
-                yield block
+        return self.source.open("rb")
 
 
 @dataclass(frozen=True)
@@ -237,31 +243,53 @@ def _header(item: OutgoingFile) -> dict[str, Any]:
     return {"Path": item.relative, "Length": item.size, "Sha256": item.sha256}
 
 
-def upload_input(
-    files: tuple[OutgoingFile, ...], chunk_size: int, send_budget: int
-) -> Iterator[list[Any]]:
-    """Pipeline input for ``upload``: per file a header then base64 chunks of ``chunk_size``.
+def _header_cost(item: OutgoingFile) -> int:
+    return _PER_MESSAGE + _HEADER_CLIXML + 8 * len(item.relative) + len(str(item.size))
 
-    Each yielded list goes out as the fewest Sends its size allows, and a list never spans more
-    bytes than one Send holds unless it is a single full chunk. So small files (the INI, the batch
-    files, the last piece of a big file) share Sends instead of costing one round trip each.
+
+def _string_cost(chars: int) -> int:
+    return _PER_MESSAGE + _STRING_CLIXML + chars
+
+
+def upload_input(
+    files: tuple[OutgoingFile, ...], send_budget: int, *, max_chunk: int | None = None
+) -> Iterator[list[Any]]:
+    """Pipeline input for ``upload``: per file a header then its content as base64 strings.
+
+    Each yielded list is one WSMan Send (pypsrp fragments each list on its own), filled to
+    ``send_budget`` bytes of PSRP data (``HostSession.max_payload_size``): a chunk is cut to the
+    room left in the current Send, so a file's header, the start of its content and the small
+    files after it share Sends. The fewest Sends the bytes allow: a 2 MB payload with its INI and
+    batch files goes in 8 instead of 9 with fixed-size chunks (whose header rode alone).
+    ``max_chunk`` caps the raw bytes of one string (tests; the host holds one string at a time).
     """
+    budget = send_budget - _RESERVED
+    if _string_cost(4) > budget:
+        raise ValueError(f"a Send of {send_budget} bytes cannot carry any file content")
     batch: list[Any] = []
     used = 0
-
-    def add(item: Any, size: int) -> Iterator[list[Any]]:
-        nonlocal batch, used
-        if batch and used + size > send_budget:
+    for item in files:
+        cost = _header_cost(item)
+        if batch and used + cost > budget:
             yield batch
             batch, used = [], 0
-        batch.append(item)
-        used += size
-
-    for item in files:
-        yield from add(_header(item), _HEADER_OVERHEAD + len(item.relative) * 2)
-        for block in item.chunks(chunk_size):
-            encoded = base64.b64encode(block).decode("ascii")
-            yield from add(encoded, len(encoded) + _STRING_OVERHEAD)
+        batch.append(_header(item))
+        used += cost
+        with item.open() as stream:
+            while True:
+                raw = (budget - used - _string_cost(0)) // 4 * 3
+                if max_chunk is not None:
+                    raw = min(raw, max_chunk)
+                if batch and raw < min(_MIN_CHUNK, max_chunk or _MIN_CHUNK):
+                    yield batch
+                    batch, used = [], 0
+                    continue
+                block = stream.read(raw)
+                if not block:
+                    break
+                encoded = base64.b64encode(block).decode("ascii")
+                batch.append(encoded)
+                used += _string_cost(len(encoded))
     if batch:
         yield batch
 
@@ -277,11 +305,10 @@ def upload(
     """Send files into ``directory`` on the host through one ``upload`` pipeline."""
     if not files:
         return ()
-    budget = session.max_payload_size - 200
     result = session.run(
         "upload",
         {"Directory": directory},
-        input=upload_input(files, session.chunk_size, budget),
+        input=upload_input(files, session.max_payload_size),
         deadline=deadline,
         during=during,
     )

@@ -603,12 +603,18 @@ def _kind(name: str) -> str:
 
 
 class _DownloadSink:
-    """Writes the ``download`` pipeline's output objects to local files as they arrive."""
+    """Writes the ``download`` pipeline's output objects to local files as they arrive.
 
-    def __init__(self, folder: Path, wanted: list[dict[str, Any]]):
+    Only headers of files directly in ``directory`` are accepted, and none the engine asked to
+    leave out (``excluded``): the host decides which files exist, never where they land here
+    (``create_exclusive`` keeps hostile names inside the host folder)."""
+
+    def __init__(self, folder: Path, directory: str, excluded: Callable[[str], bool]):
         self.folder = folder
-        self.wanted = {str(w["FullName"]).lower(): w for w in wanted}
+        self.directory = directory.rstrip("\\").lower()
+        self.excluded = excluded
         self.done: list[tuple[dict[str, Any], Path, int, str]] = []
+        self.skipped = 0
         self._fd: int | None = None
         self._path: Path | None = None
         self._entry: dict[str, Any] | None = None
@@ -619,13 +625,17 @@ class _DownloadSink:
         if isinstance(item, dict):
             self._finish()
             remote = str(item.get("Path", ""))
-            entry = self.wanted.get(remote.lower())
-            if entry is None:
+            name = str(item.get("Name") or remote.rsplit("\\", 1)[-1])
+            parent = remote.rsplit("\\", 1)[0].lower() if "\\" in remote else ""
+            if parent != self.directory or self.excluded(name):
                 raise _protocol_error(
                     f"collect: the host sent a file we did not ask for: {remote!r}"
                 )
-            self._entry = entry
-            self._path, self._fd = create_exclusive(self.folder, str(entry.get("Name") or remote))
+            if item.get("Skipped"):
+                self.skipped += 1  # already collected (by SHA-256): header only
+                return
+            self._entry = item
+            self._path, self._fd = create_exclusive(self.folder, name)
             self._digest = hashlib.sha256()
             self._size = 0
             return
@@ -679,6 +689,10 @@ def _record(
     result.files.append(CollectedFile(remote, path, size, sha, kind))
 
 
+#: Names never collected: what we push ourselves (CPUU_*.bat matches the result filter too).
+_NOT_RESULTS = ("*.bat", "*.cmd", "*.ini", "*.exe")
+
+
 def collect(
     ctx: HostContext,
     session: HostSession,
@@ -689,47 +703,46 @@ def collect(
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
     New means: not already in the journal for this host by SHA-256 (in any run). Files we pushed
-    ourselves (the batch files match ``CPUU_*`` too) are never collected.
+    ourselves (the batch files match ``CPUU_*`` too) are never collected. One ``download``
+    pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
+    host is told which names to leave out and which SHA-256s we have, so a listing never costs
+    its own pipeline (two round trips and a CreatePipeline per host).
     """
     result = CollectResult()
     ctx.host_dir.mkdir(parents=True, exist_ok=True)
     _save_ini(ctx, result)
     pushed = {name.lower() for name in (exclude or set())}
     pushed |= {f.relative.lower() for f in outgoing_files(ctx)}
-    listing = session.run(
-        "list-files", {"Directory": ctx.staging, "Filter": RESULT_FILTER}, during="collect (list)"
-    ).output
-    wanted: list[dict[str, Any]] = []
-    for entry in listing:
-        if not isinstance(entry, dict) or not entry.get("FullName"):
-            continue
-        name = str(entry.get("Name") or "")
-        if name.lower() in pushed or name.lower().endswith((".bat", ".cmd", ".ini", ".exe")):
-            continue
-        sha = str(entry.get("Sha256") or "").lower()
-        if sha and ctx.journal.has_file(ctx.host, sha):
-            result.skipped_known += 1
-            continue
-        wanted.append(entry)
-    if not wanted:
-        return result
-    sink = _DownloadSink(ctx.host_dir, wanted)
+    known = sorted({str(f["sha256"]).lower() for f in ctx.journal.files(host=ctx.host)})
+
+    def excluded(name: str) -> bool:
+        lowered = name.lower()
+        return lowered in pushed or lowered.endswith(tuple(x[1:] for x in _NOT_RESULTS))
+
+    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded)
     try:
         session.run(
             "download",
-            {"Paths": [str(w["FullName"]) for w in wanted], "ChunkSize": session.chunk_size},
+            {
+                "Directory": ctx.staging,
+                "Filter": RESULT_FILTER,
+                "ExcludeName": sorted(pushed) + list(_NOT_RESULTS),
+                "KnownSha256": known,
+                "ChunkSize": session.chunk_size,
+            },
             on_output=sink,
             during="collect (download)",
         )
     finally:
         sink.close()
+    result.skipped_known = sink.skipped
     for entry, path, size, sha in sink.done:
         expected = str(entry.get("Sha256") or "").lower()
         name = str(entry.get("Name") or path.name)
         if expected and expected != sha:
-            result.problems.append(f"{name}: SHA-256 differs from the host's listing (kept as is)")
+            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
         kind = _kind(name)
-        _record(ctx, result, str(entry["FullName"]), path, size, sha, kind)
+        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
         if kind == "result":
             _parse_results(ctx, result, path)
     if on_profiles is not None:

@@ -98,3 +98,24 @@ def test_repr_and_errors_never_show_the_password(fleet):
         session.open()
     assert caught.value.error_class is ErrorClass.AUTHENTICATION
     assert "wrong-Secret-123" not in str(caught.value)
+
+
+def test_proxy_settings_come_from_the_environment_once(monkeypatch):
+    """The per-request environment lookup is switched off, its answer kept: a proxy the
+    environment names is still used, and NO_PROXY still bypasses it."""
+    from pypsrp.wsman import WSMan
+
+    from cpuu_fleet.session import _pin_proxy_settings
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    wsman = WSMan("127.0.0.5", ssl=False, auth="ntlm", username="u", password="p")
+    _pin_proxy_settings(wsman)
+    session = wsman.transport.session
+    assert session is not None and not session.trust_env
+    assert session.proxies.get("http") == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.5")
+    bypassed = WSMan("127.0.0.5", ssl=False, auth="ntlm", username="u", password="p")
+    _pin_proxy_settings(bypassed)
+    assert not bypassed.transport.session.proxies.get("http")

@@ -37,6 +37,7 @@ from pypsrp.exceptions import (
     _InvalidStateError,
 )
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet.errors import InputError
@@ -242,6 +243,30 @@ def _pin_proxy_settings(wsman: WSMan) -> None:
     transport.session.trust_env = False
 
 
+class QuickStringSerializer(Serializer):
+    """pypsrp's CLIXML serializer with a shortcut for strings that need no escaping.
+
+    pypsrp escapes every string with two regular-expression passes (``_x`` → ``_x005F_x``, and
+    control or astral characters → ``_xHHHH_``), even a 380 kB base64 chunk of a push, where
+    they find nothing: 2.3 ms of the 4.4 ms it takes to pack one full Send. A string of
+    printable ASCII without ``_`` contains nothing either pass could change, so it is returned
+    as is; every other string takes pypsrp's own path. The CLIXML is byte for byte the same.
+    """
+
+    def _serialize_string(self, value: str | None) -> str | None:
+        if type(value) is str and value.isascii() and value.isprintable() and "_" not in value:
+            return value
+        return super()._serialize_string(value)  # type: ignore[no-any-return]
+
+
+def _use_quick_strings(pool: RunspacePool) -> None:
+    """Give a not yet opened pool the :class:`QuickStringSerializer` (pypsrp 0.9.1 keeps its
+    serializer in ``_serializer`` and hands the same object to its fragmenter)."""
+    quick = QuickStringSerializer()
+    pool._serializer = quick
+    pool._fragmenter.serializer = quick
+
+
 class HostSession:
     """One host's WSMan connection and RunspacePool, opened once per visit, closed at the end.
 
@@ -295,6 +320,7 @@ class HostSession:
             self._wsman = WSMan(self._server, **self._kwargs)
             _pin_proxy_settings(self._wsman)
             self._pool = RunspacePool(self._wsman, configuration_name=self._configuration_name)
+            _use_quick_strings(self._pool)
             self._pool.open()
         except Exception as exc:
             self._broken = True

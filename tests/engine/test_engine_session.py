@@ -119,3 +119,43 @@ def test_proxy_settings_come_from_the_environment_once(monkeypatch):
     bypassed = WSMan("127.0.0.5", ssl=False, auth="ntlm", username="u", password="p")
     _pin_proxy_settings(bypassed)
     assert not bypassed.transport.session.proxies.get("http")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "QUJD+/09" * 1000,
+        "C:\\ProgramData\\cpuu-fleet\\abc",
+        "snake_case _x0041_ and _X",
+        "tab\there, newline\nthere, DEL\x7f, NUL\x00",
+        "café ☕ 𝄞",
+        "",
+        " ",
+    ],
+)
+def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
+    from pypsrp.messages import Destination, Message, PipelineInput
+    from pypsrp.serializer import Serializer
+
+    from cpuu_fleet.session import QuickStringSerializer
+
+    pool, pipeline = (
+        "A" * 8 + "-0000-0000-0000-" + "0" * 12,
+        "B" * 8 + "-0000-0000-0000-" + "0" * 12,
+    )
+
+    def packed(serializer):
+        return Message(Destination.SERVER, pool, pipeline, PipelineInput(data=value), serializer)
+
+    assert packed(QuickStringSerializer()).pack() == packed(Serializer()).pack()
+
+
+def test_an_open_session_packs_with_the_quick_serializer(fleet):
+    from cpuu_fleet.session import QuickStringSerializer
+
+    with _session(fleet) as session:
+        pool = session._pool
+        assert isinstance(pool._serializer, QuickStringSerializer)
+        assert pool._fragmenter.serializer is pool._serializer
+        with pytest.raises(SessionError, match="denied"):
+            session.run("engine-test-nonterminating")  # still talks to the host

@@ -62,8 +62,10 @@ class ErrorClass(str, enum.Enum):
 #: Failures that may well go away by themselves: the runner retries these with backoff.
 TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
 
-#: Longest Receive long-poll while an operator may abandon the wait (second Ctrl-C).
-ABANDON_POLL_S = 3
+#: How often a wait that the operator may abandon (Ctrl-C) looks at the abandon flag. The Receive
+#: itself keeps long-polling for the whole OperationTimeout in a helper thread, so a CPUU run of
+#: minutes costs one round trip per OperationTimeout instead of one every few seconds.
+ABANDON_CHECK_S = 0.5
 
 #: WSMan fault for "the operation timed out": a normal end of a Receive long-poll.
 _OPERATION_TIMEOUT_FAULT = 2150858793
@@ -407,8 +409,6 @@ class HostSession:
                     self._broken = True
                     raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
                 wait = self.operation_timeout
-                if abandon is not None:
-                    wait = min(wait, ABANDON_POLL_S)  # notice a Ctrl-C within seconds
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -417,7 +417,7 @@ class HostSession:
                             ErrorClass.TIMEOUT, f"{during}: no answer before our deadline"
                         )
                     wait = max(1, min(wait, int(remaining) + 1))
-                ps.poll_invoke(timeout=wait)
+                self._poll(ps, wait, abandon, during)
                 self._drain(ps, on_output, collected)
             self._drain(ps, on_output, collected)
         except SessionError:
@@ -444,6 +444,38 @@ class HostSession:
             )
         warnings = [" ".join(str(w).split()) for w in ps.streams.warning]
         return ScriptResult(collected, warnings)
+
+    def _poll(
+        self, ps: PowerShell, wait: int, abandon: threading.Event | None, during: str
+    ) -> None:
+        """One Receive long-poll of up to ``wait`` seconds.
+
+        When the operator may abandon the wait, the Receive runs in a helper thread and this
+        thread watches the flag: a Ctrl-C is noticed within :data:`ABANDON_CHECK_S` although the
+        long-poll goes on. On abandonment the helper is left to finish its Receive on its own
+        (it touches nothing but this session, which is marked broken and never used again).
+        """
+        if abandon is None:
+            ps.poll_invoke(timeout=wait)
+            return
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def receive() -> None:
+            try:
+                ps.poll_invoke(timeout=wait)
+            except BaseException as exc:  # handed to the waiting thread below
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=receive, name=f"receive {self.host}", daemon=True).start()
+        while not done.wait(ABANDON_CHECK_S):
+            if abandon.is_set():
+                self._broken = True
+                raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
+        if failure:
+            raise failure[0]
 
     @staticmethod
     def _drain(ps: PowerShell, on_output: Callable[[Any], None] | None, into: list[Any]) -> None:

@@ -6,12 +6,18 @@ pipeline in ``hostwork.py`` turns it into the host's state). The remote side of 
 script of ``cpuu_fleet/remote/`` whose contract is ``docs/remote-scripts.md``.
 
 Round trips are the cost that matters on a WAN with thousands of hosts, so:
-* push sends every changed file through ONE ``upload`` pipeline, small files packed together into
-  as few WSMan Sends as their size allows, and skips files whose SHA-256 the host already reports;
-* collect downloads every new result file through ONE ``download`` pipeline, drained as it
-  arrives so memory stays flat (``Client.fetch`` would rebuild each file with quadratic work);
+* push sends every changed file through ONE ``upload`` pipeline, every WSMan Send filled (a
+  chunk is cut to the room left, so headers and small files share Sends with content), and skips
+  files whose SHA-256 the host already reports;
+* collect lists AND downloads the new result files through ONE ``download -Directory``
+  pipeline, drained as it arrives so memory stays flat (``Client.fetch`` would rebuild each
+  file with quadratic work);
 * run waits for CPUU inside one ``run-task -Action Run`` pipeline (the scheduled task starts in
-  the interactive user's session, which WinRM's own session cannot reach).
+  the interactive user's session, which WinRM's own session cannot reach), long-polling for the
+  whole OperationTimeout.
+A full update visit is 25 round trips (3 NTLM legs, Create + 2 Receives to open the pool, 5
+pipelines of a Command and a Receive each, 8 Sends for a 2 MB payload, the Delete): finished
+pipelines are not closed one by one (see ``HostSession``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,9 @@ seconds rise with the load for both sides alike):
      100   26.0 vs 68.7 0.38x    5.23 vs  8.95 0.58x    0.142 vs 0.300 0.47x     0.215 vs 0.254
      500   25.5 vs 68.5 0.37x    6.12 vs 11.72 0.52x    0.141 vs 0.334 0.42x     0.212 vs 0.276
 
-Unchanged re-push (preflight+push, first → second): 0.07-0.12x; the push step alone 0.00-0.01x.
+Unchanged re-push (preflight+push, first → second): 0.05-0.12x, once 0.20x (10 hosts, 50 ms, load 6:
+the re-push is two round trips of preflight, so latency and load decide it); the push step alone
+0.00-0.01x.
 Above 25 round trips per host are extra Receives of a loaded lab (output sent as it comes).
 """
 

@@ -15,6 +15,25 @@ with message encryption over HTTP (the lab's default, like a domain's WinRM on 5
 Printed per size and latency: WS-Man round trips (HTTP requests counted on the client, auth
 included) per host, mean wall time per host, hosts per minute, controller CPU seconds per host,
 peak controller memory, and for cpuu-fleet the cost of a second, unchanged push.
+
+Measured on the 2-CPU development machine, 2026-11-22, 50 ms latency, cpuu-fleet vs baseline
+(ratios are the figures to compare: the machine was shared, load average 2-7, and absolute CPU
+seconds rise with the load for both sides alike):
+
+    hosts  round trips / host    wall s / host          controller CPU s / host  lab CPU s / host
+    before (main 88cbffd: a Terminate per pipeline, list-files + download, 3 s polls)
+      10   33.0 vs 68.7 0.48x    3.80 vs  4.98 0.76x    0.175 vs 0.237 0.74x     0.215 vs 0.214
+     100   33.0 vs 68.6 0.48x    5.85 vs  9.02 0.65x    0.148 vs 0.233 0.64x     0.165 vs 0.200
+     500   33.1 vs 68.6 0.48x    6.98 vs 10.07 0.69x    0.191 vs 0.272 0.70x     0.197 vs 0.229
+    after (perf)
+      10   25.0 vs 68.4 0.37x    2.58 vs  5.52 0.47x    0.143 vs 0.327 0.44x     0.237 vs 0.302
+     100   26.0 vs 68.7 0.38x    5.23 vs  8.95 0.58x    0.142 vs 0.300 0.47x     0.215 vs 0.254
+     500   25.5 vs 68.5 0.37x    6.12 vs 11.72 0.52x    0.141 vs 0.334 0.42x     0.212 vs 0.276
+
+Unchanged re-push (preflight+push, first → second): 0.05-0.12x, once 0.20x (10 hosts, 50 ms, load 6:
+the re-push is two round trips of preflight, so latency and load decide it); the push step alone
+0.00-0.01x.
+Above 25 round trips per host are extra Receives of a loaded lab (output sent as it comes).
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ from pypsrp.exceptions import (
     _InvalidStateError,
 )
 from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
+from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet.errors import InputError
@@ -61,8 +62,10 @@ class ErrorClass(str, enum.Enum):
 #: Failures that may well go away by themselves: the runner retries these with backoff.
 TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
 
-#: Longest Receive long-poll while an operator may abandon the wait (second Ctrl-C).
-ABANDON_POLL_S = 3
+#: How often a wait that the operator may abandon (Ctrl-C) looks at the abandon flag. The Receive
+#: itself keeps long-polling for the whole OperationTimeout in a helper thread, so a CPUU run of
+#: minutes costs one round trip per OperationTimeout instead of one every few seconds.
+ABANDON_CHECK_S = 0.5
 
 #: WSMan fault for "the operation timed out": a normal end of a Receive long-poll.
 _OPERATION_TIMEOUT_FAULT = 2150858793
@@ -224,13 +227,65 @@ def _load_script(name: str) -> str:
     return load_script(name)
 
 
+def _pin_proxy_settings(wsman: WSMan) -> None:
+    """Resolve the environment's proxy settings once per host instead of once per request.
+
+    pypsrp builds its ``requests.Session`` with the proxies the environment gives for this
+    endpoint (``HTTP_PROXY``/``NO_PROXY``, or its own ``proxy``/``no_proxy``), but leaves
+    ``trust_env`` on, so requests re-reads and re-parses the whole environment on every one of
+    a visit's ~27 round trips: a fifth of the controller's CPU per host in a 10-host profile.
+    ``Session.send`` (all pypsrp uses) consults ``trust_env`` for nothing but that proxy lookup,
+    whose answer for a fixed endpoint is the one pypsrp already stored, so switching it off
+    changes no behaviour. Building the session early only moves pypsrp's own setup errors
+    (e.g. Basic over HTTP) from the first request to here, inside the same ``open``.
+    """
+    transport = wsman.transport
+    if transport.session is None:
+        transport.session = transport._build_session()
+    transport.session.trust_env = False
+
+
+class QuickStringSerializer(Serializer):
+    """pypsrp's CLIXML serializer with a shortcut for strings that need no escaping.
+
+    pypsrp escapes every string with two regular-expression passes (``_x`` → ``_x005F_x``, and
+    control or astral characters → ``_xHHHH_``), even a 380 kB base64 chunk of a push, where
+    they find nothing: 2.3 ms of the 4.4 ms it takes to pack one full Send. A string of
+    printable ASCII without ``_`` contains nothing either pass could change, so it is returned
+    as is; every other string takes pypsrp's own path. The CLIXML is byte for byte the same.
+    """
+
+    def _serialize_string(self, value: str | None) -> str | None:
+        if type(value) is str and value.isascii() and value.isprintable() and "_" not in value:
+            return value
+        return super()._serialize_string(value)  # type: ignore[no-any-return]
+
+
+def _use_quick_strings(pool: RunspacePool) -> None:
+    """Give a not yet opened pool the :class:`QuickStringSerializer` (pypsrp 0.9.1 keeps its
+    serializer in ``_serializer`` and hands the same object to its fragmenter)."""
+    quick = QuickStringSerializer()
+    pool._serializer = quick
+    pool._fragmenter.serializer = quick
+
+
 class HostSession:
     """One host's WSMan connection and RunspacePool, opened once per visit, closed at the end.
 
     Use as a context manager. :meth:`run` executes one remote script (by its name in
-    ``cpuu_fleet/remote/``) as its own pipeline. A finished pipeline is closed lazily, just before
-    the next one starts: the last pipeline of a visit is never closed separately, because deleting
-    the pool frees it anyway (one round trip saved per host).
+    ``cpuu_fleet/remote/``) as its own pipeline.
+
+    A pipeline that has finished (Completed, Failed or Stopped) is never closed with its own
+    Signal Terminate: that is one round trip per pipeline for nothing the host needs. The
+    Receive that carried the final PipelineState also ends the WSMan command (CommandState
+    Done), its runspace is free for the next pipeline at once (PSRP's max_runspaces=1 counts
+    running pipelines only), and the pool's Delete at the end of the visit ends wsmprovhost with
+    everything in it. Assumption (Windows' docs are silent on idle completed commands): a visit
+    runs a handful of pipelines, far below the PowerShell plugin's MaxConcurrentCommandsPerShell,
+    so leaving them to the Delete is safe; pypsrp 0.8 never closed pipelines at all and real
+    Windows recordings (``test_client_execute_ps``) show Command, Receive, Delete and nothing
+    else. The Ansible fix for wsmprovhost memory growth (ansible#55351) was about pools kept open
+    for a whole play, which a visit never does.
     """
 
     def __init__(
@@ -265,7 +320,9 @@ class HostSession:
     def open(self) -> HostSession:
         try:
             self._wsman = WSMan(self._server, **self._kwargs)
+            _pin_proxy_settings(self._wsman)
             self._pool = RunspacePool(self._wsman, configuration_name=self._configuration_name)
+            _use_quick_strings(self._pool)
             self._pool.open()
         except Exception as exc:
             self._broken = True
@@ -306,14 +363,12 @@ class HostSession:
 
     # ------------------------------------------------------------------------------ pipelines
 
-    def _close_finished(self) -> None:
+    def _forget_finished(self) -> None:
+        """Drop the client's record of the previous, finished pipeline (no round trip: see the
+        class docstring); pypsrp would otherwise keep every PowerShell object of the visit."""
         finished, self._finished = self._finished, None
-        if finished is None:
-            return
-        try:
-            finished.close()
-        except Exception as exc:
-            raise classify(exc, during="closing the previous pipeline") from None
+        if finished is not None and self._pool is not None:
+            self._pool.pipelines.pop(finished.id, None)
 
     def run(
         self,
@@ -339,7 +394,7 @@ class HostSession:
         if self._pool is None or self._broken:
             raise SessionError(ErrorClass.PROTOCOL, "session is not open", transient=False)
         during = during or script
-        self._close_finished()
+        self._forget_finished()
         ps = PowerShell(self._pool)
         ps.add_script(self._load(script))
         for name, value in (parameters or {}).items():
@@ -354,8 +409,6 @@ class HostSession:
                     self._broken = True
                     raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
                 wait = self.operation_timeout
-                if abandon is not None:
-                    wait = min(wait, ABANDON_POLL_S)  # notice a Ctrl-C within seconds
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -364,7 +417,7 @@ class HostSession:
                             ErrorClass.TIMEOUT, f"{during}: no answer before our deadline"
                         )
                     wait = max(1, min(wait, int(remaining) + 1))
-                ps.poll_invoke(timeout=wait)
+                self._poll(ps, wait, abandon, during)
                 self._drain(ps, on_output, collected)
             self._drain(ps, on_output, collected)
         except SessionError:
@@ -391,6 +444,38 @@ class HostSession:
             )
         warnings = [" ".join(str(w).split()) for w in ps.streams.warning]
         return ScriptResult(collected, warnings)
+
+    def _poll(
+        self, ps: PowerShell, wait: int, abandon: threading.Event | None, during: str
+    ) -> None:
+        """One Receive long-poll of up to ``wait`` seconds.
+
+        When the operator may abandon the wait, the Receive runs in a helper thread and this
+        thread watches the flag: a Ctrl-C is noticed within :data:`ABANDON_CHECK_S` although the
+        long-poll goes on. On abandonment the helper is left to finish its Receive on its own
+        (it touches nothing but this session, which is marked broken and never used again).
+        """
+        if abandon is None:
+            ps.poll_invoke(timeout=wait)
+            return
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def receive() -> None:
+            try:
+                ps.poll_invoke(timeout=wait)
+            except BaseException as exc:  # handed to the waiting thread below
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=receive, name=f"receive {self.host}", daemon=True).start()
+        while not done.wait(ABANDON_CHECK_S):
+            if abandon.is_set():
+                self._broken = True
+                raise Interrupted(f"{during}: abandoned by the operator (Ctrl-C)")
+        if failure:
+            raise failure[0]
 
     @staticmethod
     def _drain(ps: PowerShell, on_output: Callable[[Any], None] | None, into: list[Any]) -> None:

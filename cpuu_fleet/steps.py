@@ -6,18 +6,25 @@ pipeline in ``hostwork.py`` turns it into the host's state). The remote side of 
 script of ``cpuu_fleet/remote/`` whose contract is ``docs/remote-scripts.md``.
 
 Round trips are the cost that matters on a WAN with thousands of hosts, so:
-* push sends every changed file through ONE ``upload`` pipeline, small files packed together into
-  as few WSMan Sends as their size allows, and skips files whose SHA-256 the host already reports;
-* collect downloads every new result file through ONE ``download`` pipeline, drained as it
-  arrives so memory stays flat (``Client.fetch`` would rebuild each file with quadratic work);
+* push sends every changed file through ONE ``upload`` pipeline, every WSMan Send filled (a
+  chunk is cut to the room left, so headers and small files share Sends with content), and skips
+  files whose SHA-256 the host already reports;
+* collect lists AND downloads the new result files through ONE ``download -Directory``
+  pipeline, drained as it arrives so memory stays flat (``Client.fetch`` would rebuild each
+  file with quadratic work);
 * run waits for CPUU inside one ``run-task -Action Run`` pipeline (the scheduled task starts in
-  the interactive user's session, which WinRM's own session cannot reach).
+  the interactive user's session, which WinRM's own session cannot reach), long-polling for the
+  whole OperationTimeout.
+A full update visit is 25 round trips (3 NTLM legs, Create + 2 Receives to open the pool, 5
+pipelines of a Command and a Receive each, 8 Sends for a 2 MB payload, the Delete): finished
+pipelines are not closed one by one (see ``HostSession``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import threading
@@ -25,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
 from cpuu_fleet.errors import InputError
@@ -46,10 +53,18 @@ DISK_MARGIN = 1024 * 1024
 TASK_HAS_NOT_RUN = 267011
 TASK_RUNNING = 267009
 
-# Serialised-size estimates (CLIXML + PSRP message header) used to pack small input objects into
-# one WSMan Send. Generous on purpose: an underestimate only costs one extra Send.
-_STRING_OVERHEAD = 96
-_HEADER_OVERHEAD = 720
+# What one input object costs inside a WSMan Send, in bytes, as pypsrp 0.9.1 packs it: every PSRP
+# message gets a 21-byte fragment header and a 40-byte message header; a string's CLIXML is
+# ``<S>...</S>`` (7 bytes, base64 needs no escaping); a file header hashtable is about 320 bytes
+# of CLIXML plus its path (counted 8 bytes a character: XML and _xHHHH_ escapes, UTF-8) and
+# the digits of its Length. Measured with pypsrp's own Fragmenter (see the engine unit tests).
+_PER_MESSAGE = 21 + 40
+_STRING_CLIXML = 7
+_HEADER_CLIXML = 360
+_RESERVED = 128
+"""Kept free in every Send: the EndOfPipelineInput message rides in whichever Send is last."""
+_MIN_CHUNK = 4096
+"""A Send with less room than this left is sent as it is rather than topped up with a sliver."""
 
 
 def version_dir(version: str) -> str:
@@ -167,15 +182,12 @@ class OutgoingFile:
     source: Path | None = None
     data: bytes | None = None
 
-    def chunks(self, size: int) -> Iterator[bytes]:
+    def open(self) -> BinaryIO:
+        """A stream of the file's bytes (read piece by piece: big files never sit in memory)."""
         if self.data is not None:
-            for offset in range(0, len(self.data), size):
-                yield self.data[offset : offset + size]
-            return
+            return io.BytesIO(self.data)
         assert self.source is not None
-        with self.source.open("rb") as stream:
-            while block := stream.read(size):
-                yield block
+        return self.source.open("rb")
 
 
 @dataclass(frozen=True)
@@ -237,31 +249,53 @@ def _header(item: OutgoingFile) -> dict[str, Any]:
     return {"Path": item.relative, "Length": item.size, "Sha256": item.sha256}
 
 
-def upload_input(
-    files: tuple[OutgoingFile, ...], chunk_size: int, send_budget: int
-) -> Iterator[list[Any]]:
-    """Pipeline input for ``upload``: per file a header then base64 chunks of ``chunk_size``.
+def _header_cost(item: OutgoingFile) -> int:
+    return _PER_MESSAGE + _HEADER_CLIXML + 8 * len(item.relative) + len(str(item.size))
 
-    Each yielded list goes out as the fewest Sends its size allows, and a list never spans more
-    bytes than one Send holds unless it is a single full chunk. So small files (the INI, the batch
-    files, the last piece of a big file) share Sends instead of costing one round trip each.
+
+def _string_cost(chars: int) -> int:
+    return _PER_MESSAGE + _STRING_CLIXML + chars
+
+
+def upload_input(
+    files: tuple[OutgoingFile, ...], send_budget: int, *, max_chunk: int | None = None
+) -> Iterator[list[Any]]:
+    """Pipeline input for ``upload``: per file a header then its content as base64 strings.
+
+    Each yielded list is one WSMan Send (pypsrp fragments each list on its own), filled to
+    ``send_budget`` bytes of PSRP data (``HostSession.max_payload_size``): a chunk is cut to the
+    room left in the current Send, so a file's header, the start of its content and the small
+    files after it share Sends. The fewest Sends the bytes allow: a 2 MB payload with its INI and
+    batch files goes in 8 instead of 9 with fixed-size chunks (whose header rode alone).
+    ``max_chunk`` caps the raw bytes of one string (tests; the host holds one string at a time).
     """
+    budget = send_budget - _RESERVED
+    if _string_cost(4) > budget:
+        raise ValueError(f"a Send of {send_budget} bytes cannot carry any file content")
     batch: list[Any] = []
     used = 0
-
-    def add(item: Any, size: int) -> Iterator[list[Any]]:
-        nonlocal batch, used
-        if batch and used + size > send_budget:
+    for item in files:
+        cost = _header_cost(item)
+        if batch and used + cost > budget:
             yield batch
             batch, used = [], 0
-        batch.append(item)
-        used += size
-
-    for item in files:
-        yield from add(_header(item), _HEADER_OVERHEAD + len(item.relative) * 2)
-        for block in item.chunks(chunk_size):
-            encoded = base64.b64encode(block).decode("ascii")
-            yield from add(encoded, len(encoded) + _STRING_OVERHEAD)
+        batch.append(_header(item))
+        used += cost
+        with item.open() as stream:
+            while True:
+                raw = (budget - used - _string_cost(0)) // 4 * 3
+                if max_chunk is not None:
+                    raw = min(raw, max_chunk)
+                if batch and raw < min(_MIN_CHUNK, max_chunk or _MIN_CHUNK):
+                    yield batch
+                    batch, used = [], 0
+                    continue
+                block = stream.read(raw)
+                if not block:
+                    break
+                encoded = base64.b64encode(block).decode("ascii")
+                batch.append(encoded)
+                used += _string_cost(len(encoded))
     if batch:
         yield batch
 
@@ -277,11 +311,10 @@ def upload(
     """Send files into ``directory`` on the host through one ``upload`` pipeline."""
     if not files:
         return ()
-    budget = session.max_payload_size - 200
     result = session.run(
         "upload",
         {"Directory": directory},
-        input=upload_input(files, session.chunk_size, budget),
+        input=upload_input(files, session.max_payload_size),
         deadline=deadline,
         during=during,
     )
@@ -576,12 +609,18 @@ def _kind(name: str) -> str:
 
 
 class _DownloadSink:
-    """Writes the ``download`` pipeline's output objects to local files as they arrive."""
+    """Writes the ``download`` pipeline's output objects to local files as they arrive.
 
-    def __init__(self, folder: Path, wanted: list[dict[str, Any]]):
+    Only headers of files directly in ``directory`` are accepted, and none the engine asked to
+    leave out (``excluded``): the host decides which files exist, never where they land here
+    (``create_exclusive`` keeps hostile names inside the host folder)."""
+
+    def __init__(self, folder: Path, directory: str, excluded: Callable[[str], bool]):
         self.folder = folder
-        self.wanted = {str(w["FullName"]).lower(): w for w in wanted}
+        self.directory = directory.rstrip("\\").lower()
+        self.excluded = excluded
         self.done: list[tuple[dict[str, Any], Path, int, str]] = []
+        self.skipped = 0
         self._fd: int | None = None
         self._path: Path | None = None
         self._entry: dict[str, Any] | None = None
@@ -592,13 +631,17 @@ class _DownloadSink:
         if isinstance(item, dict):
             self._finish()
             remote = str(item.get("Path", ""))
-            entry = self.wanted.get(remote.lower())
-            if entry is None:
+            name = str(item.get("Name") or remote.rsplit("\\", 1)[-1])
+            parent = remote.rsplit("\\", 1)[0].lower() if "\\" in remote else ""
+            if parent != self.directory or self.excluded(name):
                 raise _protocol_error(
                     f"collect: the host sent a file we did not ask for: {remote!r}"
                 )
-            self._entry = entry
-            self._path, self._fd = create_exclusive(self.folder, str(entry.get("Name") or remote))
+            if item.get("Skipped"):
+                self.skipped += 1  # already collected (by SHA-256): header only
+                return
+            self._entry = item
+            self._path, self._fd = create_exclusive(self.folder, name)
             self._digest = hashlib.sha256()
             self._size = 0
             return
@@ -652,6 +695,10 @@ def _record(
     result.files.append(CollectedFile(remote, path, size, sha, kind))
 
 
+#: Names never collected: what we push ourselves (CPUU_*.bat matches the result filter too).
+_NOT_RESULTS = ("*.bat", "*.cmd", "*.ini", "*.exe")
+
+
 def collect(
     ctx: HostContext,
     session: HostSession,
@@ -662,47 +709,46 @@ def collect(
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
     New means: not already in the journal for this host by SHA-256 (in any run). Files we pushed
-    ourselves (the batch files match ``CPUU_*`` too) are never collected.
+    ourselves (the batch files match ``CPUU_*`` too) are never collected. One ``download``
+    pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
+    host is told which names to leave out and which SHA-256s we have, so a listing never costs
+    its own pipeline (two round trips and a CreatePipeline per host).
     """
     result = CollectResult()
     ctx.host_dir.mkdir(parents=True, exist_ok=True)
     _save_ini(ctx, result)
     pushed = {name.lower() for name in (exclude or set())}
     pushed |= {f.relative.lower() for f in outgoing_files(ctx)}
-    listing = session.run(
-        "list-files", {"Directory": ctx.staging, "Filter": RESULT_FILTER}, during="collect (list)"
-    ).output
-    wanted: list[dict[str, Any]] = []
-    for entry in listing:
-        if not isinstance(entry, dict) or not entry.get("FullName"):
-            continue
-        name = str(entry.get("Name") or "")
-        if name.lower() in pushed or name.lower().endswith((".bat", ".cmd", ".ini", ".exe")):
-            continue
-        sha = str(entry.get("Sha256") or "").lower()
-        if sha and ctx.journal.has_file(ctx.host, sha):
-            result.skipped_known += 1
-            continue
-        wanted.append(entry)
-    if not wanted:
-        return result
-    sink = _DownloadSink(ctx.host_dir, wanted)
+    known = sorted({str(f["sha256"]).lower() for f in ctx.journal.files(host=ctx.host)})
+
+    def excluded(name: str) -> bool:
+        lowered = name.lower()
+        return lowered in pushed or lowered.endswith(tuple(x[1:] for x in _NOT_RESULTS))
+
+    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded)
     try:
         session.run(
             "download",
-            {"Paths": [str(w["FullName"]) for w in wanted], "ChunkSize": session.chunk_size},
+            {
+                "Directory": ctx.staging,
+                "Filter": RESULT_FILTER,
+                "ExcludeName": sorted(pushed) + list(_NOT_RESULTS),
+                "KnownSha256": known,
+                "ChunkSize": session.chunk_size,
+            },
             on_output=sink,
             during="collect (download)",
         )
     finally:
         sink.close()
+    result.skipped_known = sink.skipped
     for entry, path, size, sha in sink.done:
         expected = str(entry.get("Sha256") or "").lower()
         name = str(entry.get("Name") or path.name)
         if expected and expected != sha:
-            result.problems.append(f"{name}: SHA-256 differs from the host's listing (kept as is)")
+            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
         kind = _kind(name)
-        _record(ctx, result, str(entry["FullName"]), path, size, sha, kind)
+        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
         if kind == "result":
             _parse_results(ctx, result, path)
     if on_profiles is not None:

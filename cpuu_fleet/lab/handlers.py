@@ -33,6 +33,7 @@ from cpuu_fleet.lab.winfs import (
     WindowsFS,
     join_windows,
     split_windows_path,
+    wildcard_match,
 )
 from cpuu_fleet.lab.workstation import (
     TASK_HAS_NOT_RUN,
@@ -58,7 +59,10 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("Action", "TaskName"),
     ),
     "list-files": (("Directory", "Filter"), ("Directory",)),
-    "download": (("Paths", "ChunkSize"), ("Paths",)),
+    "download": (
+        ("Paths", "Directory", "Filter", "ExcludeName", "KnownSha256", "ChunkSize"),
+        (),
+    ),
 }
 """Each script's ``param()`` block: (every parameter, the mandatory ones). A test checks these
 against the .ps1 files, so the two sides of the contract cannot drift apart."""
@@ -485,12 +489,37 @@ def list_files(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 
 @register("download")
 def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
-    """Per file: a header, then base64 chunks, one output object each, one chunk in memory."""
+    """Per file: a header, then base64 chunks, one output object each, one chunk in memory.
+
+    ``-Paths`` names the files; ``-Directory``/``-Filter`` finds them as list-files does, minus
+    ``-ExcludeName`` wildcards, and a file whose SHA-256 is in ``-KnownSha256`` gets its header
+    (``Skipped``) and no content."""
     _bind(call, "download")
-    paths = _strings(call, "Paths")
     chunk_size = _int(call, "ChunkSize", DEFAULT_CHUNK, 1, 16777216)
+    directory = _str(call, "Directory")
     fs = ws.fs
     ws.refresh()
+    known: set[str] = set()
+    if directory:
+        known = {h.lower() for h in _strings(call, "KnownSha256")}
+        excluded = _strings(call, "ExcludeName")
+        try:
+            found = [
+                p for p in fs.glob(directory, _str(call, "Filter", "*") or "*") if fs.is_file(p)
+            ]
+        except ValueError:
+            found = []  # Test-Path says no such folder for a path Windows cannot have
+        paths = [
+            p
+            for p in sorted(found, key=lambda p: p.rsplit("\\", 1)[1].casefold())
+            if not any(wildcard_match(x, p.rsplit("\\", 1)[1]) for x in excluded)
+        ]
+    else:
+        paths = _strings(call, "Paths")
+        if not paths:
+            raise ScriptFailed(
+                "Give -Paths or -Directory.", error_id="MissingPath", category="InvalidArgument"
+            )
     for path in paths:
         try:
             present = fs.is_file(path)
@@ -510,7 +539,19 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
             while remaining > 0 and (block := handle.read(min(chunk_size, remaining))):
                 digest.update(block)
                 remaining -= len(block)
-            host.write_output({"Path": path, "Length": length, "Sha256": digest.hexdigest()})
+            sha = digest.hexdigest()
+            host.write_output(
+                {
+                    "Path": path,
+                    "Name": path.rsplit("\\", 1)[1],
+                    "Length": length,
+                    "Sha256": sha,
+                    "LastWriteTimeUtc": iso_utc(fs.stat(path).mtime),
+                    "Skipped": sha in known,
+                }
+            )
+            if sha in known:
+                continue
             handle.seek(0)
             remaining = length
             while remaining > 0 and (block := handle.read(min(chunk_size, remaining))):

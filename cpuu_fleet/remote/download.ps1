@@ -3,15 +3,28 @@
 .SYNOPSIS
     Streams files back to the engine: a header per file, then base64 chunks, one output object each.
 .DESCRIPTION
-    For each path: @{Path; Length; Sha256}, then the content as base64 strings of at most
-    -ChunkSize raw bytes (none for an empty file). Only one chunk is in memory at a time, so large
-    files cost no more memory than small ones. Every path is checked before anything is sent.
-    Terminating error: FileNotFound (ObjectNotFound). Read-only.
+    Either -Paths (those files, in that order) or -Directory with -Filter (the folder's matching
+    files sorted by name, the way list-files finds them: collect lists and downloads in ONE
+    pipeline). With -Directory, files whose name matches an -ExcludeName wildcard are left out
+    entirely, and a file whose SHA-256 is in -KnownSha256 gets its header with Skipped = $true and
+    no content (the engine already has it).
+    For each file: @{Path; Name; Length; Sha256; LastWriteTimeUtc; Skipped}, then the content as
+    base64 strings of at most -ChunkSize raw bytes (none for an empty file). Only one chunk is in
+    memory at a time, so large files cost no more memory than small ones. Every -Paths entry is
+    checked before anything is sent. Terminating errors: FileNotFound (ObjectNotFound),
+    MissingPath (InvalidArgument: neither -Paths nor -Directory). Read-only.
 #>
 [CmdletBinding()]
 param(
-    [Parameter(Mandatory = $true)]
     [string[]]$Paths,
+
+    [string]$Directory,
+
+    [string]$Filter = '*',
+
+    [string[]]$ExcludeName,
+
+    [string[]]$KnownSha256,
 
     [ValidateRange(1, 16777216)]
     [int]$ChunkSize = 262144
@@ -25,6 +38,45 @@ function Open-Shared {
     param([Parameter(Mandatory = $true)][string]$Path)
     return [System.IO.File]::Open($Path, [System.IO.FileMode]::Open,
         [System.IO.FileAccess]::Read, [System.IO.FileShare]::ReadWrite)
+}
+
+function New-Failure {
+    param([System.Exception]$Exception, [string]$ErrorId, [System.Management.Automation.ErrorCategory]$Category, $Target)
+    return New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+        $Exception, $ErrorId, $Category, $Target)
+}
+
+$skipped = @{}
+if ([string]::IsNullOrEmpty($Directory)) {
+    if ($null -eq $Paths -or $Paths.Count -eq 0) {
+        $exception = New-Object -TypeName System.ArgumentException -ArgumentList 'Give -Paths or -Directory.'
+        $PSCmdlet.ThrowTerminatingError((New-Failure $exception 'MissingPath' InvalidArgument $null))
+    }
+}
+else {
+    # Directory mode: the folder's matching files, as list-files finds them, minus exclusions.
+    $Paths = @()
+    if (Test-Path -LiteralPath $Directory -PathType Container) {
+        $known = @{}
+        foreach ($hash in @($KnownSha256)) {
+            if ($null -ne $hash) {
+                $known[$hash.ToLowerInvariant()] = $true
+            }
+        }
+        $files = Get-ChildItem -LiteralPath $Directory -Filter $Filter -File -Force | Sort-Object -Property Name
+        foreach ($file in $files) {
+            $excluded = $false
+            foreach ($pattern in @($ExcludeName)) {
+                if ($null -ne $pattern -and $file.Name -like $pattern) {
+                    $excluded = $true
+                }
+            }
+            if (-not $excluded) {
+                $Paths += $file.FullName
+            }
+        }
+        $skipped = $known
+    }
 }
 
 foreach ($path in $Paths) {
@@ -61,10 +113,18 @@ foreach ($path in $Paths) {
             $sha256.Dispose()
         }
 
+        $item = Get-Item -LiteralPath $path -Force
+        $isKnown = $skipped.ContainsKey($hex)
         @{
-            Path   = $path
-            Length = [int64]$length
-            Sha256 = $hex
+            Path             = $path
+            Name             = $item.Name
+            Length           = [int64]$length
+            Sha256           = $hex
+            LastWriteTimeUtc = $item.LastWriteTimeUtc.ToString('o')
+            Skipped          = $isKnown
+        }
+        if ($isKnown) {
+            continue
         }
 
         # Second pass: one base64 string per chunk.

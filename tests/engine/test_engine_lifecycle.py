@@ -140,9 +140,9 @@ def test_hostile_file_names_stay_inside_the_host_folder(wave_factory, monkeypatc
     workstation = wave.workstation(host)
     for name in HOSTILE:
         workstation.fs.write_bytes(f"{staging}\\{name}", b"Profile\t10\t0\r\n")
-    original = registry.lookup("list-files")
+    original = registry.lookup("download")
 
-    def hostile_listing(ws, call, pipeline):
+    def hostile_download(ws, call, pipeline):
         class Renaming:
             def __getattr__(self, attr):
                 return getattr(pipeline, attr)
@@ -154,7 +154,7 @@ def test_hostile_file_names_stay_inside_the_host_folder(wave_factory, monkeypatc
 
         original(ws, call, Renaming())
 
-    monkeypatch.setitem(registry._HANDLERS, "list-files", hostile_listing)
+    monkeypatch.setitem(registry._HANDLERS, "download", hostile_download)
     result = wave.run(make_playbook(wave.payload, steps=("preflight", "collect")))
     folder = (wave.reports / result.run_id / "hosts" / host).resolve()
     names = sorted(p.name for p in folder.iterdir())

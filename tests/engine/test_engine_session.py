@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.session import ErrorClass, HostSession, Interrupted, SessionError
 from cpuu_fleet.steps import OutgoingFile, upload
 
 
@@ -28,6 +29,17 @@ def _nonterminating(workstation, call, host):
 @registry.register("engine-test-slow")
 def _slow(workstation, call, host):
     host.sleep(30)
+
+
+@registry.register("engine-test-quick")
+def _quick(workstation, call, host):
+    host.write_output("ready")
+
+
+@registry.register("engine-test-cpuu-like")
+def _cpuu_like(workstation, call, host):
+    host.sleep(3.5)
+    host.write_output("done")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +110,103 @@ def test_repr_and_errors_never_show_the_password(fleet):
         session.open()
     assert caught.value.error_class is ErrorClass.AUTHENTICATION
     assert "wrong-Secret-123" not in str(caught.value)
+
+
+def test_proxy_settings_come_from_the_environment_once(monkeypatch):
+    """The per-request environment lookup is switched off, its answer kept: a proxy the
+    environment names is still used, and NO_PROXY still bypasses it."""
+    from pypsrp.wsman import WSMan
+
+    from cpuu_fleet.session import _pin_proxy_settings
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    wsman = WSMan("127.0.0.5", ssl=False, auth="ntlm", username="u", password="p")
+    _pin_proxy_settings(wsman)
+    session = wsman.transport.session
+    assert session is not None and not session.trust_env
+    assert session.proxies.get("http") == "http://proxy.example:3128"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.5")
+    bypassed = WSMan("127.0.0.5", ssl=False, auth="ntlm", username="u", password="p")
+    _pin_proxy_settings(bypassed)
+    assert not bypassed.transport.session.proxies.get("http")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "QUJD+/09" * 1000,
+        "C:\\ProgramData\\cpuu-fleet\\abc",
+        "snake_case _x0041_ and _X",
+        "tab\there, newline\nthere, DEL\x7f, NUL\x00",
+        "café ☕ 𝄞",
+        "",
+        " ",
+    ],
+)
+def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
+    from pypsrp.messages import Destination, Message, PipelineInput
+    from pypsrp.serializer import Serializer
+
+    from cpuu_fleet.session import QuickStringSerializer
+
+    pool, pipeline = (
+        "A" * 8 + "-0000-0000-0000-" + "0" * 12,
+        "B" * 8 + "-0000-0000-0000-" + "0" * 12,
+    )
+
+    def packed(serializer):
+        return Message(Destination.SERVER, pool, pipeline, PipelineInput(data=value), serializer)
+
+    assert packed(QuickStringSerializer()).pack() == packed(Serializer()).pack()
+
+
+def test_an_open_session_packs_with_the_quick_serializer(fleet):
+    from cpuu_fleet.session import QuickStringSerializer
+
+    with _session(fleet) as session:
+        pool = session._pool
+        assert isinstance(pool._serializer, QuickStringSerializer)
+        assert pool._fragmenter.serializer is pool._serializer
+        with pytest.raises(SessionError, match="denied"):
+            session.run("engine-test-nonterminating")  # still talks to the host
+
+
+def _receives(monkeypatch) -> list[str]:
+    from pypsrp.wsman import WSMan
+
+    seen: list[str] = []
+    invoke = WSMan.invoke
+
+    def counting(self, action, *args, **kwargs):
+        seen.append(action.rsplit("/", 1)[-1])
+        return invoke(self, action, *args, **kwargs)
+
+    monkeypatch.setattr(WSMan, "invoke", counting)
+    return seen
+
+
+def test_an_abandonable_wait_still_long_polls_for_the_whole_operation_timeout(fleet, monkeypatch):
+    """Waiting for CPUU (abandonable by Ctrl-C) costs one Receive per OperationTimeout, not one
+    every few seconds: a 3.5 s pipeline answers in a single Receive."""
+    with _session(fleet) as session:
+        session.run(
+            "engine-test-quick"
+        )  # a pool's first pipeline also gets Windows' progress record
+        actions = _receives(monkeypatch)
+        result = session.run("engine-test-cpuu-like", abandon=threading.Event())
+    assert result.output == ["done"]
+    assert actions.count("Receive") == 1
+
+
+def test_abandoning_does_not_wait_for_the_long_poll(fleet):
+    abandon = threading.Event()
+    timer = threading.Timer(0.3, abandon.set)
+    with _session(fleet) as session:
+        started = time.monotonic()
+        timer.start()
+        with pytest.raises(Interrupted):
+            session.run("engine-test-slow", abandon=abandon)
+        # far sooner than the 20 s OperationTimeout the Receive is long-polling for
+        assert time.monotonic() - started < 10

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+from pypsrp.messages import EndOfPipelineInput, PipelineInput
+from pypsrp.powershell import Fragmenter
+from pypsrp.serializer import Serializer
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ProfileResult
@@ -133,16 +138,52 @@ def test_read_timeout_must_exceed_operation_timeout():
 
 def test_upload_input_packs_small_files_and_streams_big_ones(tmp_path):
     big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(1000))
+    content = os.urandom(1000)
+    big.write_bytes(content)
     files = (
         OutgoingFile("a.ini", 3, "x", data=b"abc"),
         OutgoingFile("b.bat", 2, "y", data=b"de"),
         OutgoingFile("big.bin", 1000, "z", source=big),
     )
-    batches = list(upload_input(files, chunk_size=300, send_budget=2000))
+    batches = list(upload_input(files, send_budget=3000, max_chunk=300))
     flat = [item for batch in batches for item in batch]
     headers = [item for item in flat if isinstance(item, dict)]
     assert [h["Path"] for h in headers] == ["a.ini", "b.bat", "big.bin"]
-    # both small files and the big file's header share the first Send
-    assert [type(i).__name__ for i in batches[0][:4]] == ["dict", "str", "dict", "str"]
-    assert sum(len(b) for b in batches) == len(flat) == 3 + 2 + 4
+    # both small files and the big file's header (and its first chunk) share the first Send
+    assert [type(i).__name__ for i in batches[0][:5]] == ["dict", "str", "dict", "str", "dict"]
+    assert isinstance(batches[0][5], str)
+    chunks = [item for item in flat[flat.index(headers[2]) + 1 :]]
+    assert b"".join(base64.b64decode(c) for c in chunks) == content
+    assert all(len(base64.b64decode(c)) <= 300 for c in chunks)
+
+
+def _sends(batches: list[list[object]], max_payload: int) -> int:
+    """How many WSMan Sends pypsrp 0.9.1 makes of these input lists (its own Fragmenter)."""
+    fragmenter = Fragmenter(max_payload, Serializer())
+    pool, pipeline = str(uuid.uuid4()).upper(), str(uuid.uuid4()).upper()
+    sends = 0
+    for index, batch in enumerate(batches):
+        messages = [PipelineInput(data=item) for item in batch]
+        if index == len(batches) - 1:
+            messages.append(EndOfPipelineInput())
+        sends += len(fragmenter.fragment_multiple(messages, pool, pipeline))
+    return sends
+
+
+def test_upload_input_fills_every_send_as_pypsrp_fragments_it():
+    """A 2 MB exe, a README, an INI and two batch files at Windows' 512000-byte envelope: each
+    yielded list is exactly one Send, and there are as few Sends as the bytes allow."""
+    max_payload = 382752  # pypsrp's max_payload_size once the envelope is raised to 512000
+    exe = os.urandom(2 * 1024 * 1024)
+    small = [os.urandom(n) for n in (180, 2400, 300, 310)]
+    names = ["README-LAB-STANDIN.txt", "CPUU.ini", "CPUU_Update.bat", "CPUU_Undo.bat"]
+    files = (
+        OutgoingFile("ClientProfileUpdatingUtility.exe", len(exe), "a" * 64, data=exe),
+        *(OutgoingFile(n, len(d), "b" * 64, data=d) for n, d in zip(names, small, strict=True)),
+    )
+    batches = list(upload_input(files, send_budget=max_payload))
+    assert _sends(batches, max_payload) == len(batches)
+    wire = (len(exe) + sum(map(len, small))) * 4 / 3
+    assert len(batches) == -(-int(wire) // max_payload) == 8
+    received = b"".join(base64.b64decode(i) for b in batches for i in b if isinstance(i, str))
+    assert received == exe + b"".join(small)

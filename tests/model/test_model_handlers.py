@@ -386,13 +386,47 @@ def test_download_sends_header_then_chunks_per_file(ws):
     ws.fs.write_bytes(r"C:\a.bin", b"0123456789")
     ws.fs.write_bytes(r"C:\empty.csv", b"")
     out = invoke(ws, "download", Paths=[r"C:\a.bin", r"C:\empty.csv"], ChunkSize=4)
-    assert out == [
-        {"Path": r"C:\a.bin", "Length": 10, "Sha256": hashlib.sha256(b"0123456789").hexdigest()},
-        base64.b64encode(b"0123").decode(),
-        base64.b64encode(b"4567").decode(),
-        base64.b64encode(b"89").decode(),
-        {"Path": r"C:\empty.csv", "Length": 0, "Sha256": hashlib.sha256(b"").hexdigest()},
+    headers = [o for o in out if isinstance(o, dict)]
+    assert [type(o).__name__ for o in out] == ["dict", "str", "str", "str", "dict"]
+    assert [(h["Path"], h["Name"], h["Length"], h["Skipped"]) for h in headers] == [
+        (r"C:\a.bin", "a.bin", 10, False),
+        (r"C:\empty.csv", "empty.csv", 0, False),
     ]
+    assert headers[0]["Sha256"] == hashlib.sha256(b"0123456789").hexdigest()
+    assert headers[1]["Sha256"] == hashlib.sha256(b"").hexdigest()
+    assert all(h["LastWriteTimeUtc"].endswith("Z") for h in headers)
+    assert out[1:4] == [base64.b64encode(x).decode() for x in (b"0123", b"4567", b"89")]
+
+
+def test_download_of_a_directory_lists_excludes_and_skips_known_files(staged):
+    staged.run()
+    fs = staged.ws.fs
+    fs.write_bytes(staged.stage_dir + r"\CPUU_keep.txt", b"new")
+    fs.write_bytes(staged.stage_dir + r"\CPUU_seen.txt", b"old")
+    listing = invoke(staged.ws, "list-files", Directory=staged.stage_dir, Filter="CPUU_*")
+    out = invoke(
+        staged.ws,
+        "download",
+        Directory=staged.stage_dir,
+        Filter="cpuu_*",
+        ExcludeName=["*.bat", "CPUU.ini"],
+        KnownSha256=[hashlib.sha256(b"old").hexdigest().upper()],
+        ChunkSize=1 << 20,
+    )
+    headers = [o for o in out if isinstance(o, dict)]
+    wanted = [e for e in listing if not e["Name"].lower().endswith(".bat")]
+    assert [h["Path"] for h in headers] == [e["FullName"] for e in wanted]
+    assert [h["Sha256"] for h in headers] == [e["Sha256"] for e in wanted]
+    assert [h["Name"] for h in headers if h["Skipped"]] == ["CPUU_seen.txt"]
+    assert len(out) - len(headers) == len(headers) - 1  # one chunk each, none for the known file
+    assert invoke(staged.ws, "download", Directory=r"C:\nowhere") == []
+
+
+def test_download_needs_paths_or_a_directory(ws):
+    call = ScriptCall("download", load_script("download"), parameters={"ChunkSize": 4})
+    with pytest.raises(ScriptFailed) as caught:
+        lookup("download")(ws, call, RecordingHost())
+    assert (caught.value.error_id, caught.value.category) == ("MissingPath", "InvalidArgument")
 
 
 def test_download_checks_every_path_before_sending_anything(ws):

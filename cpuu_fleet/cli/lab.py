@@ -121,12 +121,15 @@ def _print_summary(console: Console, fleet: LabFleet, inventory: Path, payload: 
     console.print("In another shell, export the lab's secrets and run a wave against it:")
     exports = {PASSWORD_ENV: fleet.password, **DEMO_SECRETS}
     for name, value in exports.items():
-        console.print(f"export {name}={shlex.quote(value)}", markup=False, highlight=False)
+        console.print(
+            f"export {name}={shlex.quote(value)}", markup=False, highlight=False, soft_wrap=True
+        )
     console.print(
         f"cpuu-fleet play playbooks/update.yml -i {shlex.quote(str(inventory))}"
         f" --payload {shlex.quote(str(payload))}",
         markup=False,
         highlight=False,
+        soft_wrap=True,  # one line, whatever the terminal's width: it is meant to be copied
     )
     console.print("Serving; press Ctrl-C to stop.", highlight=False)
 

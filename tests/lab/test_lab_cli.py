@@ -16,9 +16,9 @@ from pypsrp.client import Client
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+def _start(tmp_path: Path, *args: str, columns: int = 200) -> tuple[subprocess.Popen[str], Path]:
     inventory = tmp_path / "lab.yml"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": str(columns)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cpuu_fleet", "lab", "up", "--inventory-out", str(inventory), *args],
         stdout=subprocess.PIPE,
@@ -86,8 +86,9 @@ def test_lab_up_refuses_an_unknown_scenario(tmp_path: Path) -> None:
 
 
 def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
-    """The README's lab flow: `lab up`, then the exports and the `play` command it prints."""
-    proc, _inventory = _start(tmp_path, "--hosts", "4", "--auth", "basic")
+    """The README's lab flow: `lab up`, then the exports and the `play` command it prints, each on
+    one line even in an 80-column terminal (they are meant to be copied)."""
+    proc, _inventory = _start(tmp_path, "--hosts", "4", "--auth", "basic", columns=80)
     try:
         banner = _read_until_serving(proc)
         exports = dict(re.findall(r"^export (\w+)=(\S+)$", banner, re.MULTILINE))

@@ -435,17 +435,8 @@ def _run_step(
 
 
 def _pending_task(journal: Journal, run_id: str, host: str) -> str | None:
-    """The at-logon task of this host's latest earlier run, if that run left the host pending."""
-    for earlier in reversed(journal.runs()):
-        if earlier["run_id"] == run_id:
-            continue
-        row = journal.host(earlier["run_id"], host)
-        if row is None or row["state"] in (states.QUEUED, states.NOT_RUN):
-            continue
-        if row["state"] == states.PENDING and row.get("task_name"):
-            return str(row["task_name"])
-        return None
-    return None
+    """The at-logon task of this host's latest earlier run step, if that left the host pending."""
+    return journal.pending_task(host, excluding_run=run_id)
 
 
 def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:

@@ -508,6 +508,26 @@ class Journal:
         )
         return rows[0]["run_id"] if rows else None
 
+    def pending_task(self, host: str, *, excluding_run: str) -> str | None:
+        """The at-logon task the host's latest run step left pending, if it is still pending.
+
+        Only runs that reached the run step for this host count (a ``run`` attempt, also the one a
+        collect journals when it looks at a pending task), and never a ``--check`` run: a
+        preflight- or push-only run, or a check run, "succeeds" without knowing anything about
+        the task, so it must not hide it from a later collect or run.
+        """
+        rows = self._rows(
+            "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
+            " WHERE h.host = ? AND h.run_id != ? AND r.check_mode = 0"
+            " AND EXISTS (SELECT 1 FROM attempts a"
+            "  WHERE a.run_id = h.run_id AND a.host = h.host AND a.step = 'run')"
+            " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
+            (host, excluding_run),
+        )
+        if rows and rows[0]["state"] == PENDING and rows[0]["task_name"]:
+            return str(rows[0]["task_name"])
+        return None
+
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(
             "SELECT state, COUNT(*) AS n FROM hosts WHERE run_id = ? GROUP BY state", (run_id,)

@@ -324,12 +324,14 @@ class _Visit:
                 self._ran(picked)
         if self.run_result is not None and not self.run_result.ran:
             return  # nothing ran: no new results to fetch
-        self.collected = self.steps.run(
-            "collect",
-            lambda: collect(self.ctx, self.session),
-            lambda result: "changed" if result.files else "ok",
-        )
-        self.details["collect"] = self.collected.details()
+        try:
+            self.steps.run(
+                "collect",
+                lambda: collect(self.ctx, self.session, into=self.collected),
+                lambda result: "changed" if result.files else "ok",
+            )
+        finally:  # what was collected before a failure is journalled and reported too
+            self.details["collect"] = self.collected.details()
 
     def _ran(self, run: RunResult) -> None:
         self.run_result = run

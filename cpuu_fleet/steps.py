@@ -608,18 +608,26 @@ def _kind(name: str) -> str:
     return "other"
 
 
+#: ``on_file(header, local path, size, sha256)``: a downloaded file is complete on disk.
+FileDone = Callable[[dict[str, Any], Path, int, str], None]
+
+
 class _DownloadSink:
     """Writes the ``download`` pipeline's output objects to local files as they arrive.
 
     Only headers of files directly in ``directory`` are accepted, and none the engine asked to
     leave out (``excluded``): the host decides which files exist, never where they land here
-    (``create_exclusive`` keeps hostile names inside the host folder)."""
+    (``create_exclusive`` keeps hostile names inside the host folder). Each file is handed to
+    ``on_file`` the moment it is complete, so a download that fails later loses none of the
+    files before it."""
 
-    def __init__(self, folder: Path, directory: str, excluded: Callable[[str], bool]):
+    def __init__(
+        self, folder: Path, directory: str, excluded: Callable[[str], bool], on_file: FileDone
+    ):
         self.folder = folder
         self.directory = directory.rstrip("\\").lower()
         self.excluded = excluded
-        self.done: list[tuple[dict[str, Any], Path, int, str]] = []
+        self.on_file = on_file
         self.skipped = 0
         self._fd: int | None = None
         self._path: Path | None = None
@@ -653,15 +661,41 @@ class _DownloadSink:
         os.write(self._fd, block)
 
     def _finish(self) -> None:
+        """The open file is complete (the next header came, or the pipeline ended well)."""
         if self._fd is None:
             return
         os.close(self._fd)
-        assert self._entry is not None and self._path is not None
-        self.done.append((self._entry, self._path, self._size, self._digest.hexdigest()))
         self._fd = None
+        assert self._entry is not None and self._path is not None
+        self.on_file(self._entry, self._path, self._size, self._digest.hexdigest())
 
     def close(self) -> None:
         self._finish()
+
+    def abandon(self) -> str | None:
+        """The download failed: keep the open file only if all its bytes arrived.
+
+        A partial file is renamed ``<name>.partial`` and never journalled, so the report does not
+        parse half a result file, nothing received is deleted, and the next collect fetches the
+        whole file under its own name (not ``name (2)``). Returns a problem line for the report.
+        """
+        if self._fd is None:
+            return None
+        assert self._entry is not None and self._path is not None
+        length = self._entry.get("Length")
+        if length is not None and int(length) == self._size:
+            self._finish()  # every byte arrived; the failure came after it
+            return None
+        os.close(self._fd)
+        self._fd = None
+        partial, fd = create_exclusive(self.folder, self._path.name + ".partial")
+        os.close(fd)
+        os.replace(self._path, partial)
+        expected = "?" if length is None else f"{int(length):,}"
+        return (
+            f"{self._entry.get('Name') or self._path.name}: download broke off after"
+            f" {self._size:,} of {expected} bytes; kept as {partial.name}, fetched again next time"
+        )
 
 
 def _save_ini(ctx: HostContext, result: CollectResult) -> None:
@@ -705,6 +739,7 @@ def collect(
     *,
     exclude: set[str] | None = None,
     on_profiles: Callable[[list[ProfileResult]], None] | None = None,
+    into: CollectResult | None = None,
 ) -> CollectResult:
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
@@ -713,8 +748,11 @@ def collect(
     pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
     host is told which names to leave out and which SHA-256s we have, so a listing never costs
     its own pipeline (two round trips and a CreatePipeline per host).
+
+    Each file is journalled as soon as it is complete; ``into`` (the caller's result) therefore
+    holds what was collected even when the download fails part-way and this raises.
     """
-    result = CollectResult()
+    result = into if into is not None else CollectResult()
     ctx.host_dir.mkdir(parents=True, exist_ok=True)
     _save_ini(ctx, result)
     pushed = {name.lower() for name in (exclude or set())}
@@ -725,7 +763,17 @@ def collect(
         lowered = name.lower()
         return lowered in pushed or lowered.endswith(tuple(x[1:] for x in _NOT_RESULTS))
 
-    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded)
+    def finished(entry: dict[str, Any], path: Path, size: int, sha: str) -> None:
+        expected = str(entry.get("Sha256") or "").lower()
+        name = str(entry.get("Name") or path.name)
+        if expected and expected != sha:
+            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
+        kind = _kind(name)
+        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
+        if kind == "result":
+            _parse_results(ctx, result, path)
+
+    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished)
     try:
         session.run(
             "download",
@@ -739,18 +787,17 @@ def collect(
             on_output=sink,
             during="collect (download)",
         )
+    except BaseException:
+        try:
+            problem = sink.abandon()
+        except OSError as exc:  # the original failure matters more; say what is left behind
+            problem = f"collect: a partly downloaded file could not be set aside: {exc}"
+        if problem:
+            result.problems.append(problem)
+        raise
     finally:
-        sink.close()
-    result.skipped_known = sink.skipped
-    for entry, path, size, sha in sink.done:
-        expected = str(entry.get("Sha256") or "").lower()
-        name = str(entry.get("Name") or path.name)
-        if expected and expected != sha:
-            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
-        kind = _kind(name)
-        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
-        if kind == "result":
-            _parse_results(ctx, result, path)
+        result.skipped_known = sink.skipped
+    sink.close()
     if on_profiles is not None:
         on_profiles(result.profiles)
     return result

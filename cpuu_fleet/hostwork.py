@@ -26,7 +26,13 @@ from cpuu_fleet.journal import Journal
 from cpuu_fleet.outcome import RunSummary, Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, Interrupted, SessionError
+from cpuu_fleet.session import (
+    ErrorClass,
+    HostSession,
+    Interrupted,
+    SessionError,
+    local_error,
+)
 from cpuu_fleet.steps import (
     TASK_HAS_NOT_RUN,
     TASK_RUNNING,
@@ -133,38 +139,29 @@ class _Steps:
         except Interrupted as error:
             # Deliberately left "running" in the journal: CPUU may still be working on the host,
             # and an unfinished run step is what --resume looks for to ask the host first.
-            self.emit(
-                "step_finished",
-                step,
-                {
-                    "attempt": self.attempt,
-                    "status": "interrupted",
-                    "error_class": error.error_class.value,
-                    "error_message": error.message,
-                    "duration_s": time.monotonic() - started,
-                },
-            )
+            self._emit_end(step, "interrupted", started, error)
             raise
         except SessionError as error:
-            status = "failed"
-            journal.end_step(
-                attempt_id,
-                status,
-                error_class=error.error_class.value,
-                error_message=error.message,
-                details={"error_id": error.error_id} if error.error_id else None,
-            )
-            self.emit(
-                "step_finished",
-                step,
-                {
-                    "attempt": self.attempt,
-                    "status": status,
-                    "error_class": error.error_class.value,
-                    "error_message": error.message,
-                    "duration_s": time.monotonic() - started,
-                },
-            )
+            self._fail(attempt_id, step, started, error)
+            raise
+        except OSError as exc:  # our own disk (reports folder): a host result, not a bug
+            error = local_error(step, exc)
+            if step != "run":
+                self._fail(attempt_id, step, started, error)
+            raise error from exc
+        except Exception as exc:
+            # A bug. Any step but run is closed as failed/internal, so the journal never shows it
+            # running for ever (and --resume does not take it as unfinished). A run step is left
+            # "running" on purpose: the bug may have struck after the task was registered (its
+            # name is journalled first) or while CPUU ran, so whether CPUU ran is unknown, and an
+            # unfinished run step is exactly what makes a retry or --resume ask the host before
+            # starting CPUU, never a second run.
+            if step != "run":
+                text = " ".join((str(exc) or "").split())[:300]
+                error = SessionError(
+                    ErrorClass.INTERNAL, f"{step}: {type(exc).__name__}: {text}", transient=False
+                )
+                self._fail(attempt_id, step, started, error)
             raise
         status = status_of(value)
         details = value.details() if hasattr(value, "details") else None
@@ -175,6 +172,29 @@ class _Steps:
             {"attempt": self.attempt, "status": status, "duration_s": time.monotonic() - started},
         )
         return value
+
+    def _fail(self, attempt_id: int, step: str, started: float, error: SessionError) -> None:
+        self.wave.journal.end_step(
+            attempt_id,
+            "failed",
+            error_class=error.error_class.value,
+            error_message=error.message,
+            details={"error_id": error.error_id} if error.error_id else None,
+        )
+        self._emit_end(step, "failed", started, error)
+
+    def _emit_end(self, step: str, status: str, started: float, error: SessionError) -> None:
+        self.emit(
+            "step_finished",
+            step,
+            {
+                "attempt": self.attempt,
+                "status": status,
+                "error_class": error.error_class.value,
+                "error_message": error.message,
+                "duration_s": time.monotonic() - started,
+            },
+        )
 
 
 def _run_status(run: RunResult) -> str:

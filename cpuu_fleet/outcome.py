@@ -12,6 +12,8 @@ connection refused / reset / dropped, DNS, connect      unreachable   unreachabl
 timeout
 any other session error (401, TLS, read timeout,       failed        that class
 WSMan fault, remote script error)
+the controller could not write (disk full, reports     failed        local
+folder not writable)
 aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
 ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy

@@ -3,16 +3,18 @@ already downloaded, CPUU's verdict, an open step attempt (real lab, real journal
 
 from __future__ import annotations
 
+import errno
+import os
 import time
 
-import requests
 from conftest import lab_env, make_playbook
 
+from cpuu_fleet import hostwork, steps
 from cpuu_fleet import journal as states
 from cpuu_fleet.engine import run_step
 from cpuu_fleet.hostwork import open_session
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.session import HostSession
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError
 
 
 def _wait_for_logon_run(workstation, timeout_s: float = 10) -> None:
@@ -72,7 +74,10 @@ class _DroppingSession(HostSession):
                 seen["chunks"] += 1
                 if seen["chunks"] == 2:
                     _DroppingSession.dropped = True
-                    raise requests.exceptions.ConnectionError("connection reset by peer (test)")
+                    self._broken = True  # as after any dropped connection
+                    raise SessionError(
+                        ErrorClass.UNREACHABLE, "collect (download): connection reset (test)"
+                    )
             sink(item)
 
         kwargs["on_output"] = dropping
@@ -111,3 +116,72 @@ def test_a_download_broken_part_way_loses_and_duplicates_nothing(wave_factory):
     assert fetched[0]["remote_path"] != kept[0]["remote_path"]
     names = [p.name for p in (wave.reports / later.run_id / "hosts" / host).iterdir()]
     assert not any("(2)" in name for name in names), names
+
+
+class _FullDiskOs:
+    """``os`` as steps.py sees it, on a controller whose disk fills up during collect: the
+    first write of downloaded content fails with ENOSPC (the one thing the lab cannot play)."""
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd, data):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_local_disk_while_collecting_keeps_cpuus_verdict(wave_factory, monkeypatch):
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    monkeypatch.setattr(steps, "os", _FullDiskOs())
+    result = wave.run(make_playbook(wave.payload, retries=0))
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(result.run_id, host)
+        collect = [a for a in journal.attempts(result.run_id, host) if a["step"] == "collect"]
+    assert (row["state"], row["exit_code"], row["error_class"]) == (states.SUCCEEDED, 1, "local")
+    assert row["user"]
+    assert "No space left on device" in row["error_message"], row["error_message"]
+    assert [(a["status"], a["error_class"]) for a in collect] == [("failed", "local")]
+
+
+def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
+    wave_factory, monkeypatch
+):
+    wave = wave_factory(2)
+    broken_push, bug_after_cpuu = wave.fleet.hosts[0].name, wave.fleet.hosts[1].name
+    workstation = wave.workstation(bug_after_cpuu)
+    launches = []
+    original = workstation._launcher
+
+    def counting(ws, task, user):  # type: ignore[no-untyped-def]
+        launches.append(task.name)
+        return original(ws, task, user)
+
+    workstation._launcher = counting
+    real_push, real_run_status = hostwork.push, hostwork._run_status
+
+    def push(ctx, session):  # type: ignore[no-untyped-def]
+        if ctx.host == broken_push:
+            raise KeyError("a bug")
+        return real_push(ctx, session)
+
+    def run_status(run):  # type: ignore[no-untyped-def]
+        raise ZeroDivisionError("a bug after CPUU ran")
+
+    monkeypatch.setattr(hostwork, "push", push)
+    monkeypatch.setattr(hostwork, "_run_status", run_status)
+    first = wave.run(make_playbook(wave.payload, retries=0))
+    with Journal.in_reports(wave.reports) as journal:
+        pushes = [a for a in journal.attempts(first.run_id, broken_push) if a["step"] == "push"]
+        runs = [a for a in journal.attempts(first.run_id, bug_after_cpuu) if a["step"] == "run"]
+    assert [(a["status"], a["error_class"]) for a in pushes] == [("failed", "internal")]
+    assert "KeyError" in pushes[0]["error_message"]
+    assert [a["status"] for a in runs] == ["running"]  # unknown whether CPUU ran: ask the host
+    assert len(launches) == 1
+
+    monkeypatch.setattr(hostwork, "_run_status", real_run_status)
+    resumed = wave.follow_up(resume=first.run_id, inventory=None)
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(resumed.run_id, bug_after_cpuu)
+    assert (row["state"], row["exit_code"]) == (states.SUCCEEDED, 1), row
+    assert len(launches) == 1  # the host was asked; CPUU did not run a second time

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import http.client
+import logging
 import socket
 import ssl
 import threading
@@ -59,6 +60,9 @@ class ErrorClass(str, enum.Enum):
     INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
     LOCAL = "local"  # the controller could not store what it received (disk full, permissions)
 
+
+_LOG = logging.getLogger("cpuu_fleet.run.session")
+"""A child of the run log (``events.RUN_LOG``): its records land in the run's log file."""
 
 #: Failures that may well go away by themselves: the runner retries these with backoff.
 TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
@@ -365,7 +369,16 @@ class HostSession:
             pass
         finally:
             if wsman is not None:
-                wsman.close()
+                # The visit's result is already decided: a failure to drop the HTTP connection
+                # must not turn a good visit into an internal failure. Logged, and forgotten.
+                try:
+                    wsman.close()
+                except Exception as exc:
+                    _LOG.warning(
+                        "host %s: closing the WinRM connection failed: %s",
+                        self.host,
+                        REDACTOR.scrub(_short(exc)),
+                    )
 
     def __enter__(self) -> HostSession:
         return self.open()

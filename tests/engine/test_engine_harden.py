@@ -4,9 +4,11 @@ already downloaded, CPUU's verdict, an open step attempt (real lab, real journal
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import time
 
+import pytest
 from conftest import lab_env, make_playbook
 
 from cpuu_fleet import hostwork, steps
@@ -15,6 +17,7 @@ from cpuu_fleet.engine import run_step
 from cpuu_fleet.hostwork import open_session
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.steps import HostContext, plan_push
 
 
 def _wait_for_logon_run(workstation, timeout_s: float = 10) -> None:
@@ -185,3 +188,44 @@ def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
         row = journal.host(resumed.run_id, bug_after_cpuu)
     assert (row["state"], row["exit_code"]) == (states.SUCCEEDED, 1), row
     assert len(launches) == 1  # the host was asked; CPUU did not run a second time
+
+
+def test_a_failing_connection_close_does_not_spoil_a_good_visit(wave_factory, caplog):
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+
+    def factory(name, connection):  # type: ignore[no-untyped-def]
+        session = open_session(name, connection)
+        real_open = session.open
+
+        def open_then_break_close():  # type: ignore[no-untyped-def]
+            real_open()
+
+            def close():  # type: ignore[no-untyped-def]
+                raise ConnectionResetError("reset while closing (test)")
+
+            session._wsman.close = close
+            return session
+
+        session.open = open_then_break_close
+        return session
+
+    with caplog.at_level(logging.WARNING, logger="cpuu_fleet.run.session"):
+        result = wave.run(make_playbook(wave.payload, retries=0), session_factory=factory)
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(result.run_id, host)
+    assert (row["state"], row["exit_code"], row["error_class"]) == (states.SUCCEEDED, 1, None)
+    assert "reset while closing" in caplog.text
+
+
+def test_no_payload_version_is_a_classified_host_error_not_input_error(tmp_path):
+    """The engine refuses run/collect without a known version before the wave (and push needs
+    a payload), so only a new caller of the steps can get here: it must get a host result that
+    ends one visit, not an InputError (exit 2) raised from inside a worker thread."""
+    with Journal(tmp_path / "j.sqlite3") as journal:
+        ctx = HostContext(run_id="r", host="pc-0001", journal=journal, reports_dir=tmp_path)
+        with pytest.raises(SessionError) as caught:
+            plan_push(ctx)
+    assert caught.value.error_class is ErrorClass.POLICY
+    assert not caught.value.transient
+    assert "push a payload first" in caught.value.message

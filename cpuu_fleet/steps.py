@@ -93,7 +93,14 @@ class HostContext:
     @property
     def staging(self) -> str:
         if not self.version:
-            raise InputError("no payload version known for this host (push a payload first)")
+            # The engine refuses run/collect without a known version before the wave, but a
+            # push of rendered files alone (a play without a payload, nothing pushed before)
+            # still gets here: a result of this host, not a crash of the wave.
+            raise SessionError(
+                ErrorClass.POLICY,
+                "no payload version known for this host: push a payload first",
+                transient=False,
+            )
         return version_dir(self.version)
 
     @property

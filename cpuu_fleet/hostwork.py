@@ -23,7 +23,7 @@ from typing import Any
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ExitStatus, Mode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.outcome import RunSummary, Verdict, judge
+from cpuu_fleet.outcome import Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.session import (
@@ -39,6 +39,7 @@ from cpuu_fleet.steps import (
     CollectResult,
     HostContext,
     PushPlan,
+    RunOptions,
     RunResult,
     collect,
     is_task_of,
@@ -69,14 +70,8 @@ def open_session(name: str, connection: Any) -> HostSession:
     )
 
 
-@dataclass(frozen=True)
-class RunStep:
-    """The run step's options as the host work needs them (from the play's ``RunOptions``)."""
-
-    mode: Mode
-    when_no_user: str = "skip"
-    timeout_s: float = 900
-    batch_file: str | None = None
+RunStep = RunOptions
+"""The run step's options as the engine hands them over (one definition, in ``steps``)."""
 
 
 @dataclass
@@ -370,9 +365,7 @@ class _Visit:
             }
             if self.wave.run is not None:
                 self.details["would_run"] = self.wave.run.mode.value
-        verdict = judge(
-            _summary(self.run_result), self.collected.profiles, error, check_mode=self.wave.check
-        )
+        verdict = judge(self.run_result, self.collected.profiles, error, check_mode=self.wave.check)
         if stopped and error is None:
             verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems
@@ -436,22 +429,17 @@ def _run_step(
         return done
     earlier = _unfinished_task(wave, ctx.host)
     pending = None if earlier else _pending_task(wave.journal, wave.run_id, ctx.host)
-    kwargs = {
-        "when_no_user": options.when_no_user,
-        "timeout_s": options.timeout_s,
-        "batch_file": options.batch_file,
-    }
 
     def action() -> RunResult:
         if earlier:
-            return resume_cpuu(ctx, session, mode, earlier, **kwargs)
+            return resume_cpuu(ctx, session, options, earlier)
         if pending:
             adopted = _at_logon_result(session, pending, ctx)
             if adopted is not None and adopted.ran and is_task_of(pending, mode):
                 return adopted
             if adopted is not None:
                 remove_task(session, pending)
-        return run_cpuu(ctx, session, mode, **kwargs)
+        return run_cpuu(ctx, session, options)
 
     return steps.run("run", action, _run_status)
 
@@ -511,16 +499,3 @@ def _remove_task_quietly(session: HostSession, run: RunResult, details: dict[str
         remove_task(session, run.task_name)
     except SessionError as exc:
         details["task_removal"] = f"failed: {exc.message}"
-
-
-def _summary(run: RunResult | None) -> RunSummary | None:
-    if run is None:
-        return None
-    return RunSummary(
-        ran=run.ran,
-        exit_code=run.exit_code,
-        killed=run.killed,
-        no_user=run.no_user,
-        pending=run.pending,
-        refused=run.refused,
-    )

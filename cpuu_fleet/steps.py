@@ -38,6 +38,7 @@ from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive
 from cpuu_fleet.journal import Journal, utcnow
+from cpuu_fleet.outcome import RunResult
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
@@ -363,33 +364,13 @@ def push(ctx: HostContext, session: HostSession, plan: PushPlan | None = None) -
 
 
 @dataclass(frozen=True)
-class RunResult:
-    """What became of CPUU on this host in this visit."""
+class RunOptions:
+    """The run step's options (from the play's ``run:``), as starting or resuming CPUU needs them."""
 
-    task_name: str
-    ran: bool = False
-    exit_code: int | None = None
-    killed: bool = False
-    no_user: bool = False
-    pending: bool = False
-    refused: str | None = None
-    user: str | None = None
-    resumed: str | None = None
-    """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
-    seconds: float | None = None
-
-    def details(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"task": self.task_name}
-        for key in ("exit_code", "user", "resumed", "refused"):
-            value = getattr(self, key)
-            if value is not None:
-                data[key] = value
-        for key in ("ran", "killed", "no_user", "pending"):
-            if getattr(self, key):
-                data[key] = True
-        if self.seconds is not None:
-            data["seconds"] = round(self.seconds, 3)
-        return data
+    mode: Mode
+    when_no_user: str = "skip"
+    timeout_s: float = 900
+    batch_file: str | None = None
 
 
 def task_name_for(run_id: str, mode: Mode) -> str:
@@ -453,21 +434,14 @@ def _client_deadline(session: HostSession, timeout_s: float) -> float:
     return time.monotonic() + timeout_s + session.operation_timeout + 30
 
 
-def run_cpuu(
-    ctx: HostContext,
-    session: HostSession,
-    mode: Mode,
-    *,
-    when_no_user: str = "skip",
-    timeout_s: float = 900,
-    batch_file: str | None = None,
-) -> RunResult:
+def run_cpuu(ctx: HostContext, session: HostSession, options: RunOptions) -> RunResult:
     """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
 
     The task name is written to the journal *before* the task is registered, so a controller that
     dies while CPUU runs leaves enough behind for ``--resume`` to ask the host instead of starting
     CPUU a second time.
     """
+    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
     task_name = task_name_for(ctx.run_id, mode)
     if mode is Mode.UNDO:
         refusal = undo_refusal(ctx)
@@ -480,7 +454,7 @@ def run_cpuu(
         {
             "Action": "Run",
             "TaskName": task_name,
-            "Command": f"{ctx.staging}\\{batch_file or mode.batch_file}",
+            "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
             "WorkingDirectory": ctx.staging,
             "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
             "TimeoutSeconds": int(timeout_s),
@@ -505,14 +479,7 @@ def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
 
 
 def resume_cpuu(
-    ctx: HostContext,
-    session: HostSession,
-    mode: Mode,
-    task_name: str,
-    *,
-    when_no_user: str = "skip",
-    timeout_s: float = 900,
-    batch_file: str | None = None,
+    ctx: HostContext, session: HostSession, options: RunOptions, task_name: str
 ) -> RunResult:
     """A run step that an earlier visit started and never finished: ask the host first.
 
@@ -521,19 +488,12 @@ def resume_cpuu(
     * an at-logon task that has not run → still pending;
     * it was never registered → start it now (the earlier visit died before the task existed).
     """
+    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
     started = time.monotonic()
     status = task_status(session, task_name)
 
     def start_afresh() -> RunResult:
-        fresh = run_cpuu(
-            ctx,
-            session,
-            mode,
-            when_no_user=when_no_user,
-            timeout_s=timeout_s,
-            batch_file=batch_file,
-        )
-        return replace(fresh, resumed="started")
+        return replace(run_cpuu(ctx, session, options), resumed="started")
 
     if not status.get("Exists"):
         return start_afresh()

@@ -8,8 +8,9 @@ worker thread that created it and is never shared.
 
 Why the error classes: the runner retries transient failures and the report tells an operator what
 to do next, so every failure is turned into one :class:`SessionError` with a class an operator can
-act on (unreachable, authentication, certificate, timeout, remote, protocol). Every message goes
-through the redactor before it is stored: pypsrp and workstations quote things we do not control.
+act on (unreachable, authentication, certificate, timeout, remote, protocol; local for our own
+disk). Every message goes through the redactor before it is stored: pypsrp and workstations quote
+things we do not control.
 """
 
 from __future__ import annotations

@@ -23,16 +23,23 @@ from typing import Any
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ExitStatus, Mode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.outcome import RunSummary, Verdict, judge
+from cpuu_fleet.outcome import Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, Interrupted, SessionError
+from cpuu_fleet.session import (
+    ErrorClass,
+    HostSession,
+    Interrupted,
+    SessionError,
+    local_error,
+)
 from cpuu_fleet.steps import (
     TASK_HAS_NOT_RUN,
     TASK_RUNNING,
     CollectResult,
     HostContext,
     PushPlan,
+    RunOptions,
     RunResult,
     collect,
     is_task_of,
@@ -63,14 +70,8 @@ def open_session(name: str, connection: Any) -> HostSession:
     )
 
 
-@dataclass(frozen=True)
-class RunStep:
-    """The run step's options as the host work needs them (from the play's ``RunOptions``)."""
-
-    mode: Mode
-    when_no_user: str = "skip"
-    timeout_s: float = 900
-    batch_file: str | None = None
+RunStep = RunOptions
+"""The run step's options as the engine hands them over (one definition, in ``steps``)."""
 
 
 @dataclass
@@ -133,38 +134,29 @@ class _Steps:
         except Interrupted as error:
             # Deliberately left "running" in the journal: CPUU may still be working on the host,
             # and an unfinished run step is what --resume looks for to ask the host first.
-            self.emit(
-                "step_finished",
-                step,
-                {
-                    "attempt": self.attempt,
-                    "status": "interrupted",
-                    "error_class": error.error_class.value,
-                    "error_message": error.message,
-                    "duration_s": time.monotonic() - started,
-                },
-            )
+            self._emit_end(step, "interrupted", started, error)
             raise
         except SessionError as error:
-            status = "failed"
-            journal.end_step(
-                attempt_id,
-                status,
-                error_class=error.error_class.value,
-                error_message=error.message,
-                details={"error_id": error.error_id} if error.error_id else None,
-            )
-            self.emit(
-                "step_finished",
-                step,
-                {
-                    "attempt": self.attempt,
-                    "status": status,
-                    "error_class": error.error_class.value,
-                    "error_message": error.message,
-                    "duration_s": time.monotonic() - started,
-                },
-            )
+            self._fail(attempt_id, step, started, error)
+            raise
+        except OSError as exc:  # our own disk (reports folder): a host result, not a bug
+            error = local_error(step, exc)
+            if step != "run":
+                self._fail(attempt_id, step, started, error)
+            raise error from exc
+        except Exception as exc:
+            # A bug. Any step but run is closed as failed/internal, so the journal never shows it
+            # running for ever (and --resume does not take it as unfinished). A run step is left
+            # "running" on purpose: the bug may have struck after the task was registered (its
+            # name is journalled first) or while CPUU ran, so whether CPUU ran is unknown, and an
+            # unfinished run step is exactly what makes a retry or --resume ask the host before
+            # starting CPUU, never a second run.
+            if step != "run":
+                text = " ".join((str(exc) or "").split())[:300]
+                error = SessionError(
+                    ErrorClass.INTERNAL, f"{step}: {type(exc).__name__}: {text}", transient=False
+                )
+                self._fail(attempt_id, step, started, error)
             raise
         status = status_of(value)
         details = value.details() if hasattr(value, "details") else None
@@ -175,6 +167,29 @@ class _Steps:
             {"attempt": self.attempt, "status": status, "duration_s": time.monotonic() - started},
         )
         return value
+
+    def _fail(self, attempt_id: int, step: str, started: float, error: SessionError) -> None:
+        self.wave.journal.end_step(
+            attempt_id,
+            "failed",
+            error_class=error.error_class.value,
+            error_message=error.message,
+            details={"error_id": error.error_id} if error.error_id else None,
+        )
+        self._emit_end(step, "failed", started, error)
+
+    def _emit_end(self, step: str, status: str, started: float, error: SessionError) -> None:
+        self.emit(
+            "step_finished",
+            step,
+            {
+                "attempt": self.attempt,
+                "status": status,
+                "error_class": error.error_class.value,
+                "error_message": error.message,
+                "duration_s": time.monotonic() - started,
+            },
+        )
 
 
 def _run_status(run: RunResult) -> str:
@@ -324,12 +339,14 @@ class _Visit:
                 self._ran(picked)
         if self.run_result is not None and not self.run_result.ran:
             return  # nothing ran: no new results to fetch
-        self.collected = self.steps.run(
-            "collect",
-            lambda: collect(self.ctx, self.session),
-            lambda result: "changed" if result.files else "ok",
-        )
-        self.details["collect"] = self.collected.details()
+        try:
+            self.steps.run(
+                "collect",
+                lambda: collect(self.ctx, self.session, into=self.collected),
+                lambda result: "changed" if result.files else "ok",
+            )
+        finally:  # what was collected before a failure is journalled and reported too
+            self.details["collect"] = self.collected.details()
 
     def _ran(self, run: RunResult) -> None:
         self.run_result = run
@@ -348,9 +365,7 @@ class _Visit:
             }
             if self.wave.run is not None:
                 self.details["would_run"] = self.wave.run.mode.value
-        verdict = judge(
-            _summary(self.run_result), self.collected.profiles, error, check_mode=self.wave.check
-        )
+        verdict = judge(self.run_result, self.collected.profiles, error, check_mode=self.wave.check)
         if stopped and error is None:
             verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems
@@ -414,38 +429,24 @@ def _run_step(
         return done
     earlier = _unfinished_task(wave, ctx.host)
     pending = None if earlier else _pending_task(wave.journal, wave.run_id, ctx.host)
-    kwargs = {
-        "when_no_user": options.when_no_user,
-        "timeout_s": options.timeout_s,
-        "batch_file": options.batch_file,
-    }
 
     def action() -> RunResult:
         if earlier:
-            return resume_cpuu(ctx, session, mode, earlier, **kwargs)
+            return resume_cpuu(ctx, session, options, earlier)
         if pending:
             adopted = _at_logon_result(session, pending, ctx)
             if adopted is not None and adopted.ran and is_task_of(pending, mode):
                 return adopted
             if adopted is not None:
                 remove_task(session, pending)
-        return run_cpuu(ctx, session, mode, **kwargs)
+        return run_cpuu(ctx, session, options)
 
     return steps.run("run", action, _run_status)
 
 
 def _pending_task(journal: Journal, run_id: str, host: str) -> str | None:
-    """The at-logon task of this host's latest earlier run, if that run left the host pending."""
-    for earlier in reversed(journal.runs()):
-        if earlier["run_id"] == run_id:
-            continue
-        row = journal.host(earlier["run_id"], host)
-        if row is None or row["state"] in (states.QUEUED, states.NOT_RUN):
-            continue
-        if row["state"] == states.PENDING and row.get("task_name"):
-            return str(row["task_name"])
-        return None
-    return None
+    """The at-logon task of this host's latest earlier run step, if that left the host pending."""
+    return journal.pending_task(host, excluding_run=run_id)
 
 
 def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
@@ -498,16 +499,3 @@ def _remove_task_quietly(session: HostSession, run: RunResult, details: dict[str
         remove_task(session, run.task_name)
     except SessionError as exc:
         details["task_removal"] = f"failed: {exc.message}"
-
-
-def _summary(run: RunResult | None) -> RunSummary | None:
-    if run is None:
-        return None
-    return RunSummary(
-        ran=run.ran,
-        exit_code=run.exit_code,
-        killed=run.killed,
-        no_user=run.no_user,
-        pending=run.pending,
-        refused=run.refused,
-    )

@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS hosts (
     exit_code INTEGER,               -- CPUU's bit mask, kept whole (values above 255 are real)
     exit_flags TEXT,                 -- decoded, e.g. SUCCESS|SWITCH_ERR
     killed INTEGER NOT NULL DEFAULT 0, -- we stopped CPUU on deadline: its exit code 1 is NOT success
-    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu
+    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local
     error_message TEXT,
     started_at TEXT,
     ended_at TEXT,
@@ -507,6 +507,26 @@ class Journal:
             (host, SUCCEEDED, PARTIAL),
         )
         return rows[0]["run_id"] if rows else None
+
+    def pending_task(self, host: str, *, excluding_run: str) -> str | None:
+        """The at-logon task the host's latest run step left pending, if it is still pending.
+
+        Only runs that reached the run step for this host count (a ``run`` attempt, also the one a
+        collect journals when it looks at a pending task), and never a ``--check`` run: a
+        preflight- or push-only run, or a check run, "succeeds" without knowing anything about
+        the task, so it must not hide it from a later collect or run.
+        """
+        rows = self._rows(
+            "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
+            " WHERE h.host = ? AND h.run_id != ? AND r.check_mode = 0"
+            " AND EXISTS (SELECT 1 FROM attempts a"
+            "  WHERE a.run_id = h.run_id AND a.host = h.host AND a.step = 'run')"
+            " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
+            (host, excluding_run),
+        )
+        if rows and rows[0]["state"] == PENDING and rows[0]["task_name"]:
+            return str(rows[0]["task_name"])
+        return None
 
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(

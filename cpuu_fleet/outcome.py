@@ -12,6 +12,8 @@ connection refused / reset / dropped, DNS, connect      unreachable   unreachabl
 timeout
 any other session error (401, TLS, read timeout,       failed        that class
 WSMan fault, remote script error)
+the controller could not write (disk full, reports     failed        local
+folder not writable)
 aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
 ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
@@ -54,9 +57,11 @@ from cpuu_fleet.session import ErrorClass, SessionError
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """What the run step learned, in the terms the table above needs."""
+class RunResult:
+    """What became of CPUU on a host in one visit: the run step's result and what :func:`judge`
+    reads (one definition for both, so a field added to one cannot be missed by the other)."""
 
+    task_name: str
     ran: bool = False
     """CPUU ran to an end (on its own, or killed by us)."""
     exit_code: int | None = None
@@ -66,7 +71,23 @@ class RunSummary:
     """An at-logon task is registered and has not run yet."""
     refused: str | None = None
     """Why we refused to run (Undo after Cleanup)."""
-    timeout_s: float | None = None
+    user: str | None = None
+    resumed: str | None = None
+    """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
+    seconds: float | None = None
+
+    def details(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"task": self.task_name}
+        for key in ("exit_code", "user", "resumed", "refused"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        for key in ("ran", "killed", "no_user", "pending"):
+            if getattr(self, key):
+                data[key] = True
+        if self.seconds is not None:
+            data["seconds"] = round(self.seconds, 3)
+        return data
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,7 @@ def judge_exit(
 
 
 def judge(
-    run: RunSummary | None,
+    run: RunResult | None,
     profiles: Iterable[ProfileResult] = (),
     error: SessionError | None = None,
     *,

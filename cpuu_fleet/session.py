@@ -8,14 +8,16 @@ worker thread that created it and is never shared.
 
 Why the error classes: the runner retries transient failures and the report tells an operator what
 to do next, so every failure is turned into one :class:`SessionError` with a class an operator can
-act on (unreachable, authentication, certificate, timeout, remote, protocol). Every message goes
-through the redactor before it is stored: pypsrp and workstations quote things we do not control.
+act on (unreachable, authentication, certificate, timeout, remote, protocol; local for our own
+disk). Every message goes through the redactor before it is stored: pypsrp and workstations quote
+things we do not control.
 """
 
 from __future__ import annotations
 
 import enum
 import http.client
+import logging
 import socket
 import ssl
 import threading
@@ -57,7 +59,11 @@ class ErrorClass(str, enum.Enum):
     CPUU = "cpuu"  # CPUU ran and reported failure, or was killed on deadline
     INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
     INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
+    LOCAL = "local"  # the controller could not store what it received (disk full, permissions)
 
+
+_LOG = logging.getLogger("cpuu_fleet.run.session")
+"""A child of the run log (``events.RUN_LOG``): its records land in the run's log file."""
 
 #: Failures that may well go away by themselves: the runner retries these with backoff.
 TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
@@ -103,6 +109,29 @@ class Interrupted(SessionError):
 
     def __init__(self, message: str):
         super().__init__(ErrorClass.INTERRUPTED, message, transient=False)
+
+
+class _ConsumerFailed(Exception):
+    """An ``on_output`` handler raised: carries its exception past the network classifier."""
+
+    def __init__(self, original: Exception):
+        super().__init__(original)
+        self.original = original
+
+
+def local_error(during: str, exc: OSError) -> SessionError:
+    """A controller-side file error (disk full, permissions) met while working on a host.
+
+    It is a result of the visit like any other: CPUU's verdict, if CPUU already ran, stands
+    and this is added to it. Not transient: retrying at once would meet the same full disk.
+    """
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    return SessionError(
+        ErrorClass.LOCAL,
+        f"{during}: could not write on the controller: {why}{where}",
+        transient=False,
+    )
 
 
 def _walk_causes(exc: BaseException) -> Iterator[BaseException]:
@@ -341,7 +370,16 @@ class HostSession:
             pass
         finally:
             if wsman is not None:
-                wsman.close()
+                # The visit's result is already decided: a failure to drop the HTTP connection
+                # must not turn a good visit into an internal failure. Logged, and forgotten.
+                try:
+                    wsman.close()
+                except Exception as exc:
+                    _LOG.warning(
+                        "host %s: closing the WinRM connection failed: %s",
+                        self.host,
+                        REDACTOR.scrub(_short(exc)),
+                    )
 
     def __enter__(self) -> HostSession:
         return self.open()
@@ -422,6 +460,10 @@ class HostSession:
             self._drain(ps, on_output, collected)
         except SessionError:
             raise
+        except _ConsumerFailed as failed:
+            # Our own handler failed (e.g. the controller's disk is full): that is not a network
+            # error, whatever its type says (OSError), so the caller gets it unclassified.
+            raise failed.original from None
         except Exception as exc:
             error = classify(exc, during=during)
             if error.error_class in (ErrorClass.TIMEOUT, ErrorClass.UNREACHABLE):
@@ -486,7 +528,10 @@ class HostSession:
             into.extend(items)
         else:
             for item in items:
-                on_output(item)
+                try:
+                    on_output(item)
+                except Exception as exc:
+                    raise _ConsumerFailed(exc) from exc
 
     def _stop(self, ps: PowerShell) -> None:
         try:

@@ -38,6 +38,7 @@ from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive
 from cpuu_fleet.journal import Journal, utcnow
+from cpuu_fleet.outcome import RunResult
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
@@ -93,7 +94,14 @@ class HostContext:
     @property
     def staging(self) -> str:
         if not self.version:
-            raise InputError("no payload version known for this host (push a payload first)")
+            # The engine refuses run/collect without a known version before the wave, but a
+            # push of rendered files alone (a play without a payload, nothing pushed before)
+            # still gets here: a result of this host, not a crash of the wave.
+            raise SessionError(
+                ErrorClass.POLICY,
+                "no payload version known for this host: push a payload first",
+                transient=False,
+            )
         return version_dir(self.version)
 
     @property
@@ -356,33 +364,13 @@ def push(ctx: HostContext, session: HostSession, plan: PushPlan | None = None) -
 
 
 @dataclass(frozen=True)
-class RunResult:
-    """What became of CPUU on this host in this visit."""
+class RunOptions:
+    """The run step's options (from the play's ``run:``), as starting or resuming CPUU needs them."""
 
-    task_name: str
-    ran: bool = False
-    exit_code: int | None = None
-    killed: bool = False
-    no_user: bool = False
-    pending: bool = False
-    refused: str | None = None
-    user: str | None = None
-    resumed: str | None = None
-    """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
-    seconds: float | None = None
-
-    def details(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"task": self.task_name}
-        for key in ("exit_code", "user", "resumed", "refused"):
-            value = getattr(self, key)
-            if value is not None:
-                data[key] = value
-        for key in ("ran", "killed", "no_user", "pending"):
-            if getattr(self, key):
-                data[key] = True
-        if self.seconds is not None:
-            data["seconds"] = round(self.seconds, 3)
-        return data
+    mode: Mode
+    when_no_user: str = "skip"
+    timeout_s: float = 900
+    batch_file: str | None = None
 
 
 def task_name_for(run_id: str, mode: Mode) -> str:
@@ -446,21 +434,14 @@ def _client_deadline(session: HostSession, timeout_s: float) -> float:
     return time.monotonic() + timeout_s + session.operation_timeout + 30
 
 
-def run_cpuu(
-    ctx: HostContext,
-    session: HostSession,
-    mode: Mode,
-    *,
-    when_no_user: str = "skip",
-    timeout_s: float = 900,
-    batch_file: str | None = None,
-) -> RunResult:
+def run_cpuu(ctx: HostContext, session: HostSession, options: RunOptions) -> RunResult:
     """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
 
     The task name is written to the journal *before* the task is registered, so a controller that
     dies while CPUU runs leaves enough behind for ``--resume`` to ask the host instead of starting
     CPUU a second time.
     """
+    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
     task_name = task_name_for(ctx.run_id, mode)
     if mode is Mode.UNDO:
         refusal = undo_refusal(ctx)
@@ -473,7 +454,7 @@ def run_cpuu(
         {
             "Action": "Run",
             "TaskName": task_name,
-            "Command": f"{ctx.staging}\\{batch_file or mode.batch_file}",
+            "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
             "WorkingDirectory": ctx.staging,
             "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
             "TimeoutSeconds": int(timeout_s),
@@ -498,14 +479,7 @@ def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
 
 
 def resume_cpuu(
-    ctx: HostContext,
-    session: HostSession,
-    mode: Mode,
-    task_name: str,
-    *,
-    when_no_user: str = "skip",
-    timeout_s: float = 900,
-    batch_file: str | None = None,
+    ctx: HostContext, session: HostSession, options: RunOptions, task_name: str
 ) -> RunResult:
     """A run step that an earlier visit started and never finished: ask the host first.
 
@@ -514,19 +488,12 @@ def resume_cpuu(
     * an at-logon task that has not run → still pending;
     * it was never registered → start it now (the earlier visit died before the task existed).
     """
+    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
     started = time.monotonic()
     status = task_status(session, task_name)
 
     def start_afresh() -> RunResult:
-        fresh = run_cpuu(
-            ctx,
-            session,
-            mode,
-            when_no_user=when_no_user,
-            timeout_s=timeout_s,
-            batch_file=batch_file,
-        )
-        return replace(fresh, resumed="started")
+        return replace(run_cpuu(ctx, session, options), resumed="started")
 
     if not status.get("Exists"):
         return start_afresh()
@@ -608,18 +575,26 @@ def _kind(name: str) -> str:
     return "other"
 
 
+#: ``on_file(header, local path, size, sha256)``: a downloaded file is complete on disk.
+FileDone = Callable[[dict[str, Any], Path, int, str], None]
+
+
 class _DownloadSink:
     """Writes the ``download`` pipeline's output objects to local files as they arrive.
 
     Only headers of files directly in ``directory`` are accepted, and none the engine asked to
     leave out (``excluded``): the host decides which files exist, never where they land here
-    (``create_exclusive`` keeps hostile names inside the host folder)."""
+    (``create_exclusive`` keeps hostile names inside the host folder). Each file is handed to
+    ``on_file`` the moment it is complete, so a download that fails later loses none of the
+    files before it."""
 
-    def __init__(self, folder: Path, directory: str, excluded: Callable[[str], bool]):
+    def __init__(
+        self, folder: Path, directory: str, excluded: Callable[[str], bool], on_file: FileDone
+    ):
         self.folder = folder
         self.directory = directory.rstrip("\\").lower()
         self.excluded = excluded
-        self.done: list[tuple[dict[str, Any], Path, int, str]] = []
+        self.on_file = on_file
         self.skipped = 0
         self._fd: int | None = None
         self._path: Path | None = None
@@ -653,15 +628,41 @@ class _DownloadSink:
         os.write(self._fd, block)
 
     def _finish(self) -> None:
+        """The open file is complete (the next header came, or the pipeline ended well)."""
         if self._fd is None:
             return
         os.close(self._fd)
-        assert self._entry is not None and self._path is not None
-        self.done.append((self._entry, self._path, self._size, self._digest.hexdigest()))
         self._fd = None
+        assert self._entry is not None and self._path is not None
+        self.on_file(self._entry, self._path, self._size, self._digest.hexdigest())
 
     def close(self) -> None:
         self._finish()
+
+    def abandon(self) -> str | None:
+        """The download failed: keep the open file only if all its bytes arrived.
+
+        A partial file is renamed ``<name>.partial`` and never journalled, so the report does not
+        parse half a result file, nothing received is deleted, and the next collect fetches the
+        whole file under its own name (not ``name (2)``). Returns a problem line for the report.
+        """
+        if self._fd is None:
+            return None
+        assert self._entry is not None and self._path is not None
+        length = self._entry.get("Length")
+        if length is not None and int(length) == self._size:
+            self._finish()  # every byte arrived; the failure came after it
+            return None
+        os.close(self._fd)
+        self._fd = None
+        partial, fd = create_exclusive(self.folder, self._path.name + ".partial")
+        os.close(fd)
+        os.replace(self._path, partial)
+        expected = "?" if length is None else f"{int(length):,}"
+        return (
+            f"{self._entry.get('Name') or self._path.name}: download broke off after"
+            f" {self._size:,} of {expected} bytes; kept as {partial.name}, fetched again next time"
+        )
 
 
 def _save_ini(ctx: HostContext, result: CollectResult) -> None:
@@ -705,6 +706,7 @@ def collect(
     *,
     exclude: set[str] | None = None,
     on_profiles: Callable[[list[ProfileResult]], None] | None = None,
+    into: CollectResult | None = None,
 ) -> CollectResult:
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
@@ -713,8 +715,11 @@ def collect(
     pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
     host is told which names to leave out and which SHA-256s we have, so a listing never costs
     its own pipeline (two round trips and a CreatePipeline per host).
+
+    Each file is journalled as soon as it is complete; ``into`` (the caller's result) therefore
+    holds what was collected even when the download fails part-way and this raises.
     """
-    result = CollectResult()
+    result = into if into is not None else CollectResult()
     ctx.host_dir.mkdir(parents=True, exist_ok=True)
     _save_ini(ctx, result)
     pushed = {name.lower() for name in (exclude or set())}
@@ -725,7 +730,17 @@ def collect(
         lowered = name.lower()
         return lowered in pushed or lowered.endswith(tuple(x[1:] for x in _NOT_RESULTS))
 
-    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded)
+    def finished(entry: dict[str, Any], path: Path, size: int, sha: str) -> None:
+        expected = str(entry.get("Sha256") or "").lower()
+        name = str(entry.get("Name") or path.name)
+        if expected and expected != sha:
+            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
+        kind = _kind(name)
+        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
+        if kind == "result":
+            _parse_results(ctx, result, path)
+
+    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished)
     try:
         session.run(
             "download",
@@ -739,18 +754,17 @@ def collect(
             on_output=sink,
             during="collect (download)",
         )
+    except BaseException:
+        try:
+            problem = sink.abandon()
+        except OSError as exc:  # the original failure matters more; say what is left behind
+            problem = f"collect: a partly downloaded file could not be set aside: {exc}"
+        if problem:
+            result.problems.append(problem)
+        raise
     finally:
-        sink.close()
-    result.skipped_known = sink.skipped
-    for entry, path, size, sha in sink.done:
-        expected = str(entry.get("Sha256") or "").lower()
-        name = str(entry.get("Name") or path.name)
-        if expected and expected != sha:
-            result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
-        kind = _kind(name)
-        _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
-        if kind == "result":
-            _parse_results(ctx, result, path)
+        result.skipped_known = sink.skipped
+    sink.close()
     if on_profiles is not None:
         on_profiles(result.profiles)
     return result

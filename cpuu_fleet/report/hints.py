@@ -26,6 +26,8 @@ ERROR_CLASS_HINTS: dict[str, str] = {
     "policy": "The play's policy stopped this host (for example nobody logged on): see the error "
     "message; rerun when the condition is met.",
     "cpuu": "CPUU did not do its job: read the CPUU log collected from the workstation.",
+    "local": "The controller could not store what it received (disk full, no permission on the "
+    "reports folder): fix that, then run collect for this host.",
     "interrupted": "The controller stopped while this host was running: run resume to collect "
     "what happened before running it again.",
 }

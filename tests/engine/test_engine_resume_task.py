@@ -11,7 +11,7 @@ from conftest import make_playbook
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.session import HostSession
-from cpuu_fleet.steps import HostContext, plan_push, preflight, resume_cpuu
+from cpuu_fleet.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
 
 TASK = "cpuu-fleet update earlier-run"
 
@@ -66,7 +66,7 @@ def test_finished_task_is_read_not_rerun(host):
     deadline = time.monotonic() + 5
     while workstation.task(TASK).running and time.monotonic() < deadline:
         time.sleep(0.05)
-    run = resume_cpuu(ctx, session, Mode.UPDATE, TASK, timeout_s=10)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
     assert (run.resumed, run.ran, run.exit_code) == ("finished", True, 1)
     assert launches == [TASK]
 
@@ -76,7 +76,7 @@ def test_running_task_is_waited_for(host):
     workstation.cpuu.base_seconds = 1.0
     _register(workstation, staging)
     workstation.start_task(TASK)
-    run = resume_cpuu(ctx, session, Mode.UPDATE, TASK, timeout_s=10)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
     assert (run.resumed, run.ran, run.exit_code, run.killed) == ("waited", True, 1, False)
     assert launches == [TASK]
 
@@ -84,13 +84,13 @@ def test_running_task_is_waited_for(host):
 def test_registered_but_never_started_runs_once(host):
     workstation, staging, ctx, session, launches = host
     _register(workstation, staging)
-    run = resume_cpuu(ctx, session, Mode.UPDATE, TASK, timeout_s=10)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
     assert (run.resumed, run.ran, run.exit_code) == ("started", True, 1)
     assert len(launches) == 1 and workstation.task(TASK) is None
 
 
 def test_never_registered_starts_it(host):
     _, _, ctx, session, launches = host
-    run = resume_cpuu(ctx, session, Mode.UPDATE, TASK, timeout_s=10)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
     assert (run.resumed, run.ran) == ("started", True)
     assert len(launches) == 1

@@ -16,7 +16,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive, safe_basename
-from cpuu_fleet.outcome import RunSummary, judge, judge_exit
+from cpuu_fleet.outcome import RunResult, judge, judge_exit
 from cpuu_fleet.payload import load_payload
 from cpuu_fleet.session import ErrorClass, SessionError, check_timeouts
 from cpuu_fleet.steps import OutgoingFile, upload_input
@@ -121,11 +121,11 @@ def test_outcome_of_errors_and_policies():
         "authentication",
         False,
     )
-    assert judge(RunSummary(no_user=True), ()).state == states.SKIPPED
-    assert judge(RunSummary(no_user=True, pending=True), ()).state == states.PENDING
-    assert judge(RunSummary(refused="Undo refused"), ()).error_class == "policy"
+    assert judge(RunResult("t", no_user=True), ()).state == states.SKIPPED
+    assert judge(RunResult("t", no_user=True, pending=True), ()).state == states.PENDING
+    assert judge(RunResult("t", refused="Undo refused"), ()).error_class == "policy"
     after = judge(
-        RunSummary(ran=True, exit_code=1), _profiles(10), SessionError(ErrorClass.TIMEOUT, "x")
+        RunResult("t", ran=True, exit_code=1), _profiles(10), SessionError(ErrorClass.TIMEOUT, "x")
     )
     assert after.state == states.SUCCEEDED and after.transient
 

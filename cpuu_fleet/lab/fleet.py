@@ -14,6 +14,7 @@ keeps its own password).
 
 from __future__ import annotations
 
+import datetime
 import errno
 import hashlib
 import os
@@ -30,14 +31,17 @@ from typing import Any
 import trustme
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
 from cpuu_fleet.lab.dispatch import load_handlers
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
-from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint
+from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint, upn_other_name
 from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
 
 AUTHS = ("basic", "ntlm", "negotiate", "certificate")
@@ -331,7 +335,7 @@ class LabFleet:
                 password=self.password,
                 faults=faults,
                 policy=self._policy(),
-                cert_users={self.username: self.username},
+                cert_users={client_upn(self.username): self.username},
             )
             hosts.append(
                 LabHost(plan.name, address, self.port, workstation, faults, plan.scenario, endpoint)
@@ -339,15 +343,16 @@ class LabFleet:
         return hosts
 
     def _tls(self, block: int) -> tuple[ssl.SSLContext, GssChannelBindings]:
-        """A trustme CA (written where the inventory's ansible_psrp_ca_cert points) and one
-        server certificate whose SANs are the addresses the fleet took."""
+        """A trustme CA (written where the inventory's ansible_psrp_ca_cert points), one
+        server certificate whose SANs are the addresses the fleet took, and the client
+        certificate for certificate auth (see :func:`issue_client_cert`)."""
         ca = trustme.CA(organization_name="cpuu-fleet lab")
         names = ["localhost", *(host_address(i, block) for i in range(len(self._plans)))]
         server_cert = ca.issue_cert(*names)
         ca.cert_pem.write_to_path(str(self.ca_cert_path))
-        client_cert = ca.issue_cert(common_name=self.username)
-        client_cert.cert_chain_pems[0].write_to_path(str(self.client_cert_path))
-        client_cert.private_key_pem.write_to_path(str(self.client_key_path))
+        cert_pem, key_pem = issue_client_cert(ca, self.username)
+        self.client_cert_path.write_bytes(cert_pem)
+        self.client_key_path.write_bytes(key_pem)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_cert.configure_cert(context)
         ca.configure_trust(context)
@@ -356,3 +361,61 @@ class LabFleet:
         digest = hashlib.sha256(der.public_bytes(Encoding.DER)).digest()
         bindings = GssChannelBindings(application_data=b"tls-server-end-point:" + digest)
         return context, bindings
+
+
+def client_upn(username: str) -> str:
+    """The UPN a local account's client certificate carries. Windows maps a client certificate
+    to a local account by the UPN in its SAN (``WSMan:\\localhost\\ClientCertificate`` with
+    ``-Subject user@localhost``, as Ansible's WinRM guide sets it up); the lab does the same."""
+    return f"{username}@localhost"
+
+
+def issue_client_cert(ca: trustme.CA, username: str) -> tuple[bytes, bytes]:
+    """A client certificate (PEM) and its key (PEM, unencrypted) for ``username``, signed by
+    ``ca``: what WinRM certificate auth needs (a SAN otherName UPN and the clientAuth EKU).
+
+    Built with cryptography's public x509 API because trustme's ``issue_cert`` cannot add an
+    otherName, and a certificate without any SAN is refused by current cryptography ("general_names
+    must be a non-empty list").
+    """
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, username)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([upn_other_name(client_upn(username))]), critical=False
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(Encoding.PEM), key_pem

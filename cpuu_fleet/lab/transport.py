@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import spnego
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from pypsrp.encryption import WinRMEncryption
 from spnego.channel_bindings import GssChannelBindings
 
@@ -40,6 +42,9 @@ from cpuu_fleet.lab.wsman import SERVER_MAX_ENVELOPE, WSManDispatcher
 log = logging.getLogger(__name__)
 
 CERT_AUTH_HEADER = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+"""Microsoft's User Principal Name otherName (szOID_NT_PRINCIPAL_NAME) in a certificate's SAN."""
+_UTF8STRING = 0x0C
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
 ENCRYPTED_CONTENT_TYPE = (
     'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";'
@@ -77,7 +82,7 @@ class HostEndpoint:
     channel_bindings: GssChannelBindings | None = None
     """Set over HTTPS: the tls-server-end-point binding a client's NTLM token must carry."""
     cert_users: dict[str, str] = field(default_factory=dict)
-    """Client-certificate subject CN -> local user it maps to (certificate auth)."""
+    """Client-certificate UPN (SAN otherName) -> local user it maps to (certificate auth)."""
     _sent_bytes: int = 0
     _dropped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -296,15 +301,17 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
         return True
 
     def _certificate_user(self) -> str | None:
+        """The local user the TLS client certificate maps to, as Windows maps it: by a UPN in
+        the certificate's SAN (never its subject CN), and only for a certificate that carries the
+        clientAuth EKU. The TLS layer has already verified the chain against the lab CA."""
         getpeercert = getattr(self.connection, "getpeercert", None)
-        cert = getpeercert() if getpeercert else None
-        if not cert:
+        der = getpeercert(binary_form=True) if getpeercert else None
+        if not der:
             return None
-        for rdn in cert.get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName" and value in self.server.cert_users:
-                    self._cert_user = self.server.cert_users[value]
-                    return self._cert_user
+        for upn in client_certificate_upns(der):
+            if upn in self.server.cert_users:
+                self._cert_user = self.server.cert_users[upn]
+                return self._cert_user
         return None
 
     def end_headers(self) -> None:
@@ -315,6 +322,39 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
             self.send_header("WWW-Authenticate", f"Negotiate {final}")
             self._final_token = None
         super().end_headers()
+
+
+def upn_other_name(upn: str) -> x509.OtherName:
+    """A SAN entry holding ``upn`` as Windows writes it: otherName UPN, a DER UTF8String."""
+    value = upn.encode("utf-8")
+    if len(value) >= 128:  # short-form DER length only; a lab UPN is far shorter
+        raise ValueError("UPN too long for a lab client certificate")
+    return x509.OtherName(UPN_OID, bytes([_UTF8STRING, len(value)]) + value)
+
+
+def client_certificate_upns(der: bytes) -> list[str]:
+    """The UPNs in a DER client certificate's SAN; none when it lacks the clientAuth EKU, has
+    no SAN or cannot be parsed (a client's certificate is input like any other)."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return []
+    if ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        return []
+    upns = []
+    for name in san.get_values_for_type(x509.OtherName):
+        if name.type_id != UPN_OID:
+            continue
+        value = name.value
+        # DER UTF8String with a short-form length; anything else is not a UPN this lab issued.
+        if len(value) >= 2 and value[0] == _UTF8STRING and value[1] == len(value) - 2:
+            try:
+                upns.append(value[2:].decode("utf-8"))
+            except UnicodeDecodeError:
+                continue
+    return upns
 
 
 def _boundary(content_type: str) -> str:

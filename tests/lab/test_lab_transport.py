@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from lab_testkit import client_for
 from pypsrp.exceptions import AuthenticationError, WinRMTransportError
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet.lab.contract import TransportFaults
 from cpuu_fleet.lab.fleet import LabFleet
+from cpuu_fleet.lab.transport import client_certificate_upns
 
 
 def test_wrong_password_gets_authentication_error_over_basic(basic_fleet: LabFleet) -> None:
@@ -71,6 +76,22 @@ def test_certificate_auth_over_https(tmp_path: Path) -> None:
             client_for(fleet, auth="ntlm", password="bad") as client,
         ):
             client.execute_ps("'x'")
+
+
+def test_client_certificate_maps_by_its_upn_as_windows_does(tmp_path: Path) -> None:
+    # Windows maps a client certificate to a local account by the UPN in its SAN and wants the
+    # clientAuth EKU; a certificate naming the user only in its subject CN maps to nobody.
+    with LabFleet(1, auth="certificate", https=True, workdir=tmp_path) as fleet:
+        cert = x509.load_pem_x509_certificate(fleet.client_cert_path.read_bytes())
+        assert client_certificate_upns(cert.public_bytes(Encoding.DER)) == ["labadmin@localhost"]
+        assert (
+            ExtendedKeyUsageOID.CLIENT_AUTH
+            in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        )
+    cn_only = trustme.CA().issue_cert("pc-0001", common_name="labadmin")
+    cn_only_der = x509.load_pem_x509_certificate(cn_only.cert_chain_pems[0].bytes())
+    assert client_certificate_upns(cn_only_der.public_bytes(Encoding.DER)) == []
+    assert client_certificate_upns(b"not a certificate") == []
 
 
 def test_oversized_envelope_is_refused_with_http_413(basic_fleet: LabFleet) -> None:

@@ -64,6 +64,14 @@ class Group:
     parents: list[str] = field(default_factory=list)
     depth: int = 0
     source: str | None = None
+    _host_set: set[str] = field(default_factory=set, init=False, repr=False)
+    """``hosts`` as a set: membership tests stay O(1) with tens of thousands of hosts in a group."""
+
+    def add_host(self, name: str) -> None:
+        """Add a direct host once, keeping file order."""
+        if name not in self._host_set:
+            self._host_set.add(name)
+            self.hosts.append(name)
 
     @property
     def priority(self) -> int:
@@ -203,6 +211,8 @@ class Inventory:
         self._host_file_vars: dict[str, dict[str, Any]] = {}
         self._host_source: dict[str, str] = {}
         self._by_name: dict[str, Host] = {}
+        self._position: dict[str, int] = {}
+        """Host name -> its index in inventory order."""
         self._group_hosts: dict[str, list[str]] | None = None
 
     # ------------------------------------------------------------------------------------------
@@ -359,8 +369,7 @@ class Inventory:
             self._host_inline[name] = {}
             self._host_source[name] = f"{file}:{line}" if line else str(file)
         self._host_inline[name].update(_str_keys(variables, file))
-        if name not in self.groups[group].hosts:
-            self.groups[group].hosts.append(name)
+        self.groups[group].add_host(name)
 
     def _finish(self) -> None:
         # Groups with no parent (written at the top level) are children of 'all', as in Ansible.
@@ -382,8 +391,7 @@ class Inventory:
                 if "ungrouped" not in all_group.children:
                     self._link("all", "ungrouped")
                     ungrouped.depth = 1
-                if host not in ungrouped.hosts:
-                    ungrouped.hosts.append(host)
+                ungrouped.add_host(host)
                 direct.add("ungrouped")
         seen_lower: dict[str, str] = {}
         for name in self._host_inline:
@@ -403,6 +411,7 @@ class Inventory:
                 self,
                 self._host_source.get(name),
             )
+            self._position[name] = len(self.hosts)
             self.hosts.append(host)
             self._by_name[name] = host
 
@@ -505,7 +514,9 @@ class Inventory:
             pending.extend(self.groups[name].children)
         if group == "all":
             return [h.name for h in self.hosts]
-        return [h.name for h in self.hosts if h.name in wanted]
+        # Sorting the members (not scanning every host for each group) keeps group_hosts()
+        # proportional to the memberships, with hundreds of groups over tens of thousands of hosts.
+        return sorted(wanted, key=self._position.__getitem__)
 
     def select(self, pattern: str | None, *, base_dir: Path | None = None) -> list[Host]:
         """The hosts a ``--limit`` pattern names, in inventory order (None selects all)."""

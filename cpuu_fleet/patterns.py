@@ -17,6 +17,7 @@ import difflib
 import fnmatch
 import re
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +126,10 @@ def select(
     if not terms:
         raise InputError(f"empty host pattern {pattern!r}", where="--limit")
     order = {name: index for index, name in enumerate(host_names)}
+    names = _Names(host_names, order.keys(), group_names, frozenset(group_names), group_members)
 
     def match(term: Term) -> list[str]:
-        found = _match_term(term.text, host_names, group_members, group_names)
+        found = _match_term(term.text, names)
         if found is None:
             hint = _hint(term.text, [*group_names, *host_names])
             message = f"host pattern {term.text!r} matches no host or group in the inventory{hint}"
@@ -152,13 +154,22 @@ def select(
     return sorted(selected, key=order.__getitem__)
 
 
-def _match_term(
-    text: str,
-    host_names: Sequence[str],
-    group_members: Callable[[str], list[str] | None],
-    group_names: Sequence[str],
-) -> list[str] | None:
+@dataclass(frozen=True)
+class _Names:
+    """What a term is matched against: the names in inventory order (for globs and regular
+    expressions) and as sets, so that a retry file of thousands of host names is matched in
+    linear time, not one scan of the inventory per line."""
+
+    hosts: Sequence[str]
+    host_set: AbstractSet[str]
+    groups: Sequence[str]
+    group_set: AbstractSet[str]
+    group_members: Callable[[str], list[str] | None]
+
+
+def _match_term(text: str, names: _Names) -> list[str] | None:
     """Hosts matched by one term, or None when it matches nothing at all."""
+    host_names, group_names, group_members = names.hosts, names.groups, names.group_members
     if text.startswith("~"):
         try:
             regex = re.compile(text[1:])
@@ -172,9 +183,9 @@ def _match_term(
             group_members,
         )
     subscript = _SUBSCRIPT.match(text)
-    if subscript and not _is_plain_name(text, host_names, group_names):
+    if subscript and text not in names.host_set and text not in names.group_set:
         base = subscript.group("base")
-        found = _match_term(base, host_names, group_members, group_names)
+        found = _match_term(base, names)
         if found is not None:
             return _apply_subscript(found, subscript.group("start"), subscript.group("end"), text)
         # Not a known base: the brackets may be a glob character class; go on below.
@@ -189,13 +200,9 @@ def _match_term(
     members = group_members(text)
     if members is not None:
         return members
-    if text in host_names:
+    if text in names.host_set:
         return [text]
     return None
-
-
-def _is_plain_name(text: str, host_names: Sequence[str], group_names: Sequence[str]) -> bool:
-    return text in host_names or text in group_names
 
 
 def _collect(

@@ -17,6 +17,12 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import Unsafe
 
 DATA_SUFFIXES = (".yml", ".yaml", ".json")
+MAX_YAML_NODES = 2_000_000
+"""How many values a YAML document may hold once its aliases are expanded. An alias shares its
+anchor's value, so a few hundred bytes of nested aliases ("billion laughs") stand for billions
+of values, and everything that walks the data (templating, masking, listing) would never end.
+Anchors and ``<<: *defaults`` merges in a real inventory stay far below this (40,000 hosts
+each merging 40 defaults is about 1.7 million)."""
 
 
 class LineDict(dict):
@@ -33,13 +39,28 @@ class LineDict(dict):
         return self.key_lines.get(key, self.line)
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that builds LineDicts and knows Ansible's ``!unsafe`` and ``!vault`` tags."""
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """Note which keys were written in the mapping itself before ``<<: *anchor`` merges
+        are put in (PyYAML flattens a merged mapping when it is merged, which may be before
+        it is constructed)."""
+        if not hasattr(node, "written_keys"):
+            node.written_keys = {id(key) for key, _ in node.value if key.tag != _MERGE_TAG}
+        super().flatten_mapping(node)
+
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
+    # A key written twice is an error, but a written key may override one merged in with
+    # ``<<: *anchor`` (flatten_mapping puts the merged pairs first, so the written one wins).
     loader.flatten_mapping(node)
+    written = node.written_keys
     result = LineDict()
+    written_keys: set[Any] = set()
     result.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
@@ -52,10 +73,12 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
                 "found an unhashable key",
                 key_node.start_mark,
             ) from None
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+        if id(key_node) in written:
+            if key in written_keys:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            written_keys.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
     return result
@@ -86,8 +109,19 @@ def parse_yaml(text: str, source: str | Path) -> Any:
             "Ansible Vault files are not supported: use env or keyring lookups for secrets",
             where=source,
         )
+    loader = _Loader(text)  # a SafeLoader subclass
     try:
-        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader subclass
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node) > MAX_YAML_NODES:
+            raise InputError(
+                f"YAML aliases expand to more than {MAX_YAML_NODES:,} values or refer to themselves "
+                "(an alias bomb?); "
+                "write the values out, or share them through group vars",
+                where=source,
+            )
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -101,6 +135,51 @@ def parse_yaml(text: str, source: str | Path) -> Any:
         raise InputError(f"YAML syntax error: {problem}", where=source, line=line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"YAML error: {exc}", where=source) from None
+    except RecursionError:  # PyYAML composes and constructs recursively
+        raise InputError("YAML nested too deeply", where=source) from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document holds with every alias expanded, in time proportional to its
+    distinct nodes (a shared node is sized once). An alias inside its own anchor expands without
+    end: it counts as over any limit."""
+    over = MAX_YAML_NODES + 1
+    sizes: dict[int, int] = {id(root): _SIZING}
+    # Depth first with an explicit stack (a deeply nested document must not hit the recursion
+    # limit); each frame resumes its children where it left off.
+    children = _children(root)
+    stack = [(root, children, iter(children))]
+    while stack:
+        node, children, todo = stack[-1]
+        for child in todo:
+            size = sizes.get(id(child))
+            if size == _SIZING:
+                return over  # the child is its own ancestor: an alias inside its anchor
+            if size is None:
+                grandchildren = _children(child)
+                if grandchildren:
+                    sizes[id(child)] = _SIZING
+                    stack.append((child, grandchildren, iter(grandchildren)))
+                    break
+                sizes[id(child)] = 1
+        else:
+            stack.pop()
+            sizes[id(node)] = min(over, 1 + sum(sizes[id(child)] for child in children))
+    return sizes[id(root)]
+
+
+_SIZING = -1
+"""The size of a node whose children are still being sized."""
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _json_hook(pairs: list[tuple[str, Any]]) -> LineDict:

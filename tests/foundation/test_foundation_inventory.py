@@ -232,6 +232,57 @@ def test_structural_mistakes_name_file_and_line(tree, text, line, words):
     assert words in err.value.message
 
 
+def _alias_bomb() -> str:
+    """A "billion laughs" inventory: nine levels of nine aliases, 10**9 values in ~600 bytes."""
+    lines = ["all:", "  vars:", '    l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, 10):
+        lines.append(f"    l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join([*lines, "  hosts:", "    pc-1:", ""])
+
+
+@pytest.mark.timeout(20)
+def test_a_yaml_alias_bomb_is_refused_with_one_line_naming_the_file(tree, cli):
+    bomb = _alias_bomb()
+    assert len(bomb) < 700
+    root = tree({"inv.yml": bomb})
+    code, out, err = cli("inventory", "list", "-i", root / "inv.yml")
+    assert code == 2
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"cpuu-fleet: error: {root / 'inv.yml'}: YAML aliases expand to more than 2,000,000 "
+        "values or refer to themselves (an alias bomb?); write the values out, or share them "
+        "through group vars"
+    ]
+
+
+@pytest.mark.timeout(20)
+def test_an_alias_inside_its_own_anchor_is_refused(tree):
+    root = tree({"inv.yml": "all:\n  vars:\n    loop: &a [1, *a]\n  hosts:\n    pc-1:\n"})
+    with pytest.raises(InputError, match="refer to themselves") as err:
+        Inventory.load(root / "inv.yml")
+    assert str(root / "inv.yml") in str(err.value)
+
+
+def test_ordinary_anchors_and_merge_keys_still_work(tree):
+    root = tree(
+        {
+            "inv.yml": """
+            all:
+              hosts:
+                pc-1: &office {site: paris, floor: 2}
+                pc-2: {<<: *office, floor: 3}
+                pc-3: *office
+            """
+        }
+    )
+    inv = Inventory.load(root / "inv.yml")
+    assert [(h.vars["site"], h.vars["floor"]) for h in inv.hosts] == [
+        ("paris", 2),
+        ("paris", 3),
+        ("paris", 2),
+    ]
+
+
 def test_group_cycle_is_an_error(tree):
     root = tree({"inv.yml": "a:\n  children:\n    b:\n      children:\n        a:\n"})
     with pytest.raises(InputError, match="cycle: a -> b -> a"):

@@ -1,4 +1,6 @@
-"""Figures for the foundation: load a 5,000-host inventory, select with --limit, render every host.
+"""Figures for the foundation: load a 5,000-host inventory, select with --limit, render every host;
+then one group of 10,000 and of 40,000 hosts, loaded and selected with a retry file naming a
+quarter of them (the times should grow about 4x from one to the other, not 16x).
 
 Run from the repository: ``python bench/render.py``. Prints timings; asserts nothing.
 """
@@ -34,6 +36,22 @@ def build(folder: Path) -> Path:
     return folder / "inv.yml"
 
 
+def one_big_group(folder: Path, count: int) -> tuple[float, float]:
+    """Seconds to load an inventory of ``count`` hosts in one group, and to select a quarter of
+    them from a retry file (one host name a line)."""
+    names = [f"pc-{i:06d}" for i in range(count)]
+    lines = ["all:", "  children:", "    wave1:", "      hosts:", *(f"        {n}:" for n in names)]
+    path = folder / f"group{count}.yml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    retry = folder / f"retry{count}.txt"
+    retry.write_text("\n".join(names[::4]) + "\n", encoding="utf-8")
+    start = time.perf_counter()
+    inventory = Inventory.load(path)
+    loaded = time.perf_counter()
+    inventory.select(f"@{retry}")
+    return loaded - start, time.perf_counter() - loaded
+
+
 def main() -> None:
     os.environ.setdefault("CPUU_FLEET_CPUU_PASSWORD", "A" * 40)
     os.environ.setdefault("CPUU_FLEET_CPUU_PASSWORD_TRG", "B" * 40)
@@ -58,6 +76,13 @@ def main() -> None:
     print(
         f"render + connection settings, all hosts: {rendered - chosen:.2f} s ({per_host:.2f} ms/host)"
     )
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in (10_000, 40_000):
+            load, select = one_big_group(Path(tmp), count)
+            print(
+                f"one group of {count:,} hosts: load {load:.2f} s, "
+                f"select @retry ({count // 4:,} names) {select:.3f} s"
+            )
 
 
 if __name__ == "__main__":

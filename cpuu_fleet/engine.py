@@ -336,6 +336,7 @@ class Engine:
             for name, hint in selection.ask_first.items():
                 if hint.task_name:
                     resume_tasks[name] = hint.task_name
+        cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
         waves: dict[str, WaveSettings] = {}
         for name, prep in preps.items():
             waves[name] = WaveSettings(
@@ -350,6 +351,8 @@ class Engine:
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
+                cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
+                cpuu_runs=cpuu_runs,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

@@ -508,7 +508,7 @@ class Journal:
         )
         return rows[0]["run_id"] if rows else None
 
-    def pending_task(self, host: str, *, excluding_run: str) -> str | None:
+    def pending_task(self, host: str, *, excluding: Iterable[str]) -> str | None:
         """The at-logon task the host's latest run step left pending, if it is still pending.
 
         Only runs that reached the run step for this host count (a ``run`` attempt, also the one a
@@ -516,17 +516,39 @@ class Journal:
         preflight- or push-only run, or a check run, "succeeds" without knowing anything about
         the task, so it must not hide it from a later collect or run.
         """
+        left_out = tuple(excluding)
+        marks = ", ".join("?" for _ in left_out) or "NULL"
         rows = self._rows(
             "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
-            " WHERE h.host = ? AND h.run_id != ? AND r.check_mode = 0"
+            f" WHERE h.host = ? AND h.run_id NOT IN ({marks}) AND r.check_mode = 0"
             " AND EXISTS (SELECT 1 FROM attempts a"
             "  WHERE a.run_id = h.run_id AND a.host = h.host AND a.step = 'run')"
             " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
-            (host, excluding_run),
+            (host, *left_out),
         )
         if rows and rows[0]["state"] == PENDING and rows[0]["task_name"]:
             return str(rows[0]["task_name"])
         return None
+
+    def cpuu_runs(self, run_id: str) -> tuple[str, tuple[str, ...]]:
+        """The run whose CPUU RUN carries on, and every run that carries on that same CPUU run.
+
+        A ``--resume`` finishes its parent's run: same scheduled task, same results, and CPUU
+        never started a second time; a ``--retry-failed`` or a fresh play is a run of its own.
+        Returns (the first run of the chain, all its runs in start order, RUN included).
+        """
+        runs = {row["run_id"]: row for row in self.runs()}
+        root = run_id
+        while runs.get(root, {}).get("kind") == "resume" and runs[root]["parent_run"] in runs:
+            root = runs[root]["parent_run"]
+        members = [root]
+        for row in sorted(runs.values(), key=lambda r: (r["started_at"], r["run_id"])):
+            resumes_a_member = row["kind"] == "resume" and row["parent_run"] in members
+            if resumes_a_member and row["run_id"] not in members:
+                members.append(row["run_id"])
+        if run_id not in members:
+            members.append(run_id)
+        return root, tuple(members)
 
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(

@@ -18,7 +18,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,6 +124,16 @@ CREATE TABLE IF NOT EXISTS files (
     collected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);
+CREATE TABLE IF NOT EXISTS leases (  -- one live controller per run (see lease.py)
+    run_id TEXT PRIMARY KEY,
+    owner_json TEXT NOT NULL,        -- machine, pid, process start, operator
+    acquired_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lease_hosts (  -- ... and per host: the key makes a host held once
+    host TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+);
 """
 
 _HOST_FIELDS = {
@@ -409,6 +419,91 @@ class Journal:
             " collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
         )
+
+    # ---------------------------------------------------------------------------------- leases
+
+    def take_lease(
+        self,
+        run_id: str,
+        hosts: Iterable[str],
+        owner: dict[str, Any],
+        is_dead: Callable[[dict[str, Any], str], bool],
+    ) -> dict[str, Any] | None:
+        """Hold ``hosts`` for ``run_id`` in one transaction, or name the live run that holds one.
+
+        Leases whose controller ``is_dead(owner, heartbeat_at)`` are cleared first (their run, if
+        still ``running``, becomes ``interrupted``). Exclusivity comes from the key of
+        ``lease_hosts``, not from reading first: a shared server database (PostgreSQL) gives the
+        same guarantee with the same statements. Returns None when taken, else the holder's lease
+        row (with ``host``: one host it holds).
+        """
+        names = sorted(set(hosts))
+        now = utcnow()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in self._db.execute("SELECT * FROM leases").fetchall():
+                    if is_dead(json.loads(row["owner_json"]), row["heartbeat_at"]):
+                        self._drop_lease(row["run_id"], interrupted=True)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO leases (run_id, owner_json, acquired_at, heartbeat_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (run_id, json.dumps(owner, sort_keys=True), now, now),
+                )
+                self._db.executemany(
+                    "INSERT INTO lease_hosts (host, run_id) VALUES (?, ?)"
+                    " ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id"
+                    " WHERE lease_hosts.run_id = excluded.run_id",
+                    [(name, run_id) for name in names],
+                )
+                held = self._db.execute(
+                    "SELECT COUNT(*) FROM lease_hosts WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+                if held < len(names):
+                    holder = self._lease_holder(run_id, names)
+                    self._db.execute("ROLLBACK")
+                    return holder
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return None
+
+    def _lease_holder(self, run_id: str, names: list[str]) -> dict[str, Any]:
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ", ".join("?" for _ in part)
+            row = self._db.execute(
+                "SELECT h.host, l.* FROM lease_hosts h JOIN leases l ON l.run_id = h.run_id"
+                f" WHERE h.host IN ({marks}) AND h.run_id != ? LIMIT 1",
+                (*part, run_id),
+            ).fetchone()
+            if row is not None:
+                return dict(row)
+        return {"run_id": "?", "host": "?", "owner_json": "{}", "heartbeat_at": ""}
+
+    def _drop_lease(self, run_id: str, *, interrupted: bool) -> None:
+        self._db.execute("DELETE FROM lease_hosts WHERE run_id = ?", (run_id,))
+        self._db.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+        if interrupted:
+            self._db.execute(
+                "UPDATE runs SET status = 'interrupted', ended_at = COALESCE(ended_at, ?),"
+                " stop_reason = COALESCE(stop_reason, 'the controller died')"
+                " WHERE run_id = ? AND status = 'running'",
+                (utcnow(), run_id),
+            )
+
+    def heartbeat(self, run_id: str) -> None:
+        self._write("UPDATE leases SET heartbeat_at = ? WHERE run_id = ?", (utcnow(), run_id))
+
+    def release_lease(self, run_id: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._drop_lease(run_id, interrupted=False)
+            self._db.execute("COMMIT")
+
+    def leases(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM leases ORDER BY acquired_at")
 
     # ---------------------------------------------------------------------------------- reading
 

@@ -22,7 +22,8 @@ from cpuu_fleet.credentials import AskPass
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
 from cpuu_fleet.inventory import Inventory
-from cpuu_fleet.journal import Journal
+from cpuu_fleet.journal import Journal, new_run_id
+from cpuu_fleet.lease import RunLease
 from cpuu_fleet.payload import Payload, load_payload
 from cpuu_fleet.planning import (
     RETRY_FILE,
@@ -294,8 +295,28 @@ class Engine:
     def run(
         self, playbook: Playbook, inventory: Inventory, selection: Selection | None
     ) -> PlayResult:
-        request = self.request
+        """Plan, hold the hosts (the run's lease), run the waves, write the report."""
         plan = self.plan(playbook, inventory, selection)
+        run_id = self.request.run_id or new_run_id()
+        # Before anything is written: a second controller over these hosts stops here (exit 2).
+        # A --check run changes nothing on a host and holds nothing.
+        if self.request.check:
+            return self._run(playbook, inventory, selection, plan, run_id)
+        lease = RunLease.take(self.journal, run_id, plan.host_names)
+        try:
+            return self._run(playbook, inventory, selection, plan, run_id)
+        finally:
+            lease.release()
+
+    def _run(
+        self,
+        playbook: Playbook,
+        inventory: Inventory,
+        selection: Selection | None,
+        plan: RunPlan,
+        run_id: str,
+    ) -> PlayResult:
+        request = self.request
         preps = {
             pp.play.name: _PlayPrep(pp.play, [h.host for h in pp.hosts], request.extra_vars)
             for pp in plan.plays
@@ -318,7 +339,7 @@ class Engine:
                     )
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
-        run_id = self.journal.start_run(
+        self.journal.start_run(
             kind=kind,
             parent_run=selection.parent_run if selection is not None else None,
             playbook=str(playbook.path),
@@ -329,13 +350,15 @@ class Engine:
             tool_version=__version__,
             check_mode=request.check,
             options={"forks": request.forks, "extra_vars": sorted(request.extra_vars)},
-            run_id=request.run_id,
+            run_id=run_id,
         )
         resume_tasks = {}
         if selection is not None:
             for name, hint in selection.ask_first.items():
                 if hint.task_name:
                     resume_tasks[name] = hint.task_name
+        cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
+        cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
         waves: dict[str, WaveSettings] = {}
         for name, prep in preps.items():
             waves[name] = WaveSettings(
@@ -350,6 +373,8 @@ class Engine:
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
+                cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
+                cpuu_runs=cpuu_runs,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

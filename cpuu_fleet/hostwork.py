@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.cpuu import ExitStatus, Mode
+from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.outcome import Verdict, judge
 from cpuu_fleet.payload import Payload
@@ -34,8 +34,8 @@ from cpuu_fleet.session import (
     local_error,
 )
 from cpuu_fleet.steps import (
-    TASK_HAS_NOT_RUN,
-    TASK_RUNNING,
+    NOT_AN_EXIT_CODE,
+    TASK_TERMINATED,
     CollectResult,
     HostContext,
     PushPlan,
@@ -89,8 +89,17 @@ class WaveSettings:
     """Host name → (wire files, masked files), rendered before the wave starts."""
     check: bool = False
     resume_tasks: dict[str, str] = field(default_factory=dict)
-    """Host name → task name of an unfinished run step in an earlier run (``--resume``)."""
+    """Host name → task name of an unfinished run step in an earlier run (``--retry-failed``
+    after a run step that never ended): the host is asked about that task, never a new one."""
     session_factory: SessionFactory = open_session
+    cpuu_run_id: str | None = None
+    """The run whose CPUU this run carries on (``--resume``); None: this run is its own."""
+    cpuu_runs: tuple[str, ...] = ()
+    """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
+
+    @property
+    def same_cpuu_runs(self) -> tuple[str, ...]:
+        return self.cpuu_runs or (self.run_id,)
 
 
 @dataclass
@@ -202,34 +211,38 @@ def _run_status(run: RunResult) -> str:
     return "changed" if run.ran else "ok"
 
 
-def _finished_run(journal: Journal, run_id: str, host: str) -> RunResult | None:
-    """A run step of this host that already ended in this run (so a retry must not run CPUU)."""
-    for attempt in reversed(journal.attempts(run_id, host)):
-        if attempt["step"] != "run" or attempt["status"] in ("running", "failed"):
-            continue
-        data = json.loads(attempt["details_json"] or "{}")
-        return RunResult(
-            task_name=data.get("task", ""),
-            ran=bool(data.get("ran")),
-            exit_code=data.get("exit_code"),
-            killed=bool(data.get("killed")),
-            no_user=bool(data.get("no_user")),
-            pending=bool(data.get("pending")),
-            refused=data.get("refused"),
-            user=data.get("user"),
-            resumed="finished",
-        )
+def _finished_run(journal: Journal, run_ids: tuple[str, ...], host: str) -> RunResult | None:
+    """A run step of this host that already ended in this CPUU run (this run, or the run a
+    ``--resume`` carries on): a retry or a resume reuses it and never runs CPUU again."""
+    for run_id in reversed(run_ids):
+        for attempt in reversed(journal.attempts(run_id, host)):
+            if attempt["step"] != "run" or attempt["status"] in ("running", "failed"):
+                continue
+            data = json.loads(attempt["details_json"] or "{}")
+            return RunResult(
+                task_name=data.get("task", ""),
+                ran=bool(data.get("ran")),
+                exit_code=data.get("exit_code"),
+                killed=bool(data.get("killed")),
+                no_user=bool(data.get("no_user")),
+                pending=bool(data.get("pending")),
+                refused=data.get("refused"),
+                user=data.get("user"),
+                resumed="finished",
+                started_at=data.get("started_at"),
+            )
     return None
 
 
-def _unfinished_task(wave: WaveSettings, host: str) -> str | None:
-    """A task an earlier attempt may have started: ask the host before starting CPUU."""
-    attempts = [a for a in wave.journal.attempts(wave.run_id, host) if a["step"] == "run"]
-    if attempts:
-        row = wave.journal.host(wave.run_id, host) or {}
-        if row.get("task_name"):
-            return str(row["task_name"])
-    return wave.resume_tasks.get(host)
+def _earlier_profiles(wave: WaveSettings, host: str) -> list[ProfileResult]:
+    """Profiles collected for this host by the earlier runs of the same CPUU run (before a
+    controller died in collect): the verdict of the resumed visit weighs them too."""
+    return [
+        ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
+        for run_id in wave.same_cpuu_runs
+        if run_id != wave.run_id
+        for row in wave.journal.profiles(run_id, host)
+    ]
 
 
 def visit_host(
@@ -270,6 +283,8 @@ class _Visit:
             rendered_masked=masked,
             version=wave.version,
             stopping=stopping,
+            cpuu_run_id=wave.cpuu_run_id,
+            cpuu_runs=wave.same_cpuu_runs,
         )
         self.steps = _Steps(wave, name, attempt, emit)
         self.details: dict[str, Any] = {}
@@ -342,7 +357,12 @@ class _Visit:
         try:
             self.steps.run(
                 "collect",
-                lambda: collect(self.ctx, self.session, into=self.collected),
+                lambda: collect(
+                    self.ctx,
+                    self.session,
+                    into=self.collected,
+                    since=self.run_result.started_at if self.run_result else None,
+                ),
                 lambda result: "changed" if result.files else "ok",
             )
         finally:  # what was collected before a failure is journalled and reported too
@@ -365,7 +385,10 @@ class _Visit:
             }
             if self.wave.run is not None:
                 self.details["would_run"] = self.wave.run.mode.value
-        verdict = judge(self.run_result, self.collected.profiles, error, check_mode=self.wave.check)
+        profiles = self.collected.profiles
+        if self.run_result is not None and self.run_result.resumed == "finished":
+            profiles = _earlier_profiles(self.wave, self.ctx.host) + profiles
+        verdict = judge(self.run_result, profiles, error, check_mode=self.wave.check)
         if stopped and error is None:
             verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems
@@ -411,24 +434,32 @@ def _ok(_: Any) -> str:
     return "ok"
 
 
+def _text_or_none(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
 def _run_step(
     wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
 ) -> RunResult:
-    """The run step, never starting CPUU a second time for this host and this wave.
+    """The run step, never starting CPUU a second time for this host and this run.
 
-    In order: a run already finished in this run (a retry after a later step failed) is reused;
-    an unfinished one (a retry, or ``--resume``) is asked about on the host; an at-logon task left
-    pending by an earlier run is adopted if it ran (same mode) or unregistered if it did not, so
-    that two at-logon tasks never wait for the same logon; otherwise CPUU starts now.
+    The one place that decides, in order: a run step that already ended in this CPUU run (a
+    retry after a later step failed, a ``--resume`` after a kill in collect) is reused from the
+    journal without asking the host; an earlier run's unfinished run step (``--retry-failed``)
+    is asked about under its own task name; an at-logon task left pending by an earlier run is
+    adopted if it ran (same mode) or unregistered if it did not, so that two at-logon tasks never
+    wait for the same logon. Otherwise the host is told to run CPUU under this run's task name,
+    and the host itself refuses a second start: its marker (``run-task``) turns the call into
+    "wait for it" or "read its exit code" when the run was claimed before, by anybody.
     """
     assert wave.run is not None
     options = wave.run
     mode = options.mode
-    done = _finished_run(wave.journal, wave.run_id, ctx.host)
+    done = _finished_run(wave.journal, wave.same_cpuu_runs, ctx.host)
     if done is not None:
         return done
-    earlier = _unfinished_task(wave, ctx.host)
-    pending = None if earlier else _pending_task(wave.journal, wave.run_id, ctx.host)
+    earlier = wave.resume_tasks.get(ctx.host)
+    pending = None if earlier else _pending_task(wave, ctx.host)
 
     def action() -> RunResult:
         if earlier:
@@ -444,9 +475,10 @@ def _run_step(
     return steps.run("run", action, _run_status)
 
 
-def _pending_task(journal: Journal, run_id: str, host: str) -> str | None:
-    """The at-logon task of this host's latest earlier run step, if that left the host pending."""
-    return journal.pending_task(host, excluding_run=run_id)
+def _pending_task(wave: WaveSettings, host: str) -> str | None:
+    """The at-logon task of this host's latest earlier run step, if that left the host pending
+    (runs of this same CPUU run are not "earlier": their task is this run's own)."""
+    return wave.journal.pending_task(host, excluding=wave.same_cpuu_runs)
 
 
 def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
@@ -456,15 +488,16 @@ def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> 
     if not status.get("Exists"):
         return None
     last = status.get("LastTaskResult")
-    if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
+    if not status.get("Killed") and (last is None or int(last) in NOT_AN_EXIT_CODE):
         return RunResult(task_name, pending=True, no_user=True, resumed="at_logon")
     return RunResult(
         task_name,
         ran=True,
-        exit_code=int(last),
+        exit_code=TASK_TERMINATED if last is None or int(last) in NOT_AN_EXIT_CODE else int(last),
         killed=bool(status.get("Killed")),
         user=ctx.user,
         resumed="at_logon",
+        started_at=_text_or_none(status.get("StartedAt")),
     )
 
 
@@ -473,7 +506,7 @@ def _pick_up_pending(
 ) -> RunResult | None:
     """A collect on a host left pending by an at-logon task: did CPUU run since? Take its exit
     code (the task is then removed), or keep the host pending."""
-    task_name = _pending_task(wave.journal, wave.run_id, ctx.host)
+    task_name = _pending_task(wave, ctx.host)
     if task_name is None:
         return None
 

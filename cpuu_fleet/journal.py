@@ -18,7 +18,7 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -124,6 +124,16 @@ CREATE TABLE IF NOT EXISTS files (
     collected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);
+CREATE TABLE IF NOT EXISTS leases (  -- one live controller per run (see lease.py)
+    run_id TEXT PRIMARY KEY,
+    owner_json TEXT NOT NULL,        -- machine, pid, process start, operator
+    acquired_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lease_hosts (  -- ... and per host: the key makes a host held once
+    host TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL
+);
 """
 
 _HOST_FIELDS = {
@@ -410,6 +420,91 @@ class Journal:
             (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
         )
 
+    # ---------------------------------------------------------------------------------- leases
+
+    def take_lease(
+        self,
+        run_id: str,
+        hosts: Iterable[str],
+        owner: dict[str, Any],
+        is_dead: Callable[[dict[str, Any], str], bool],
+    ) -> dict[str, Any] | None:
+        """Hold ``hosts`` for ``run_id`` in one transaction, or name the live run that holds one.
+
+        Leases whose controller ``is_dead(owner, heartbeat_at)`` are cleared first (their run, if
+        still ``running``, becomes ``interrupted``). Exclusivity comes from the key of
+        ``lease_hosts``, not from reading first: a shared server database (PostgreSQL) gives the
+        same guarantee with the same statements. Returns None when taken, else the holder's lease
+        row (with ``host``: one host it holds).
+        """
+        names = sorted(set(hosts))
+        now = utcnow()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in self._db.execute("SELECT * FROM leases").fetchall():
+                    if is_dead(json.loads(row["owner_json"]), row["heartbeat_at"]):
+                        self._drop_lease(row["run_id"], interrupted=True)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO leases (run_id, owner_json, acquired_at, heartbeat_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (run_id, json.dumps(owner, sort_keys=True), now, now),
+                )
+                self._db.executemany(
+                    "INSERT INTO lease_hosts (host, run_id) VALUES (?, ?)"
+                    " ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id"
+                    " WHERE lease_hosts.run_id = excluded.run_id",
+                    [(name, run_id) for name in names],
+                )
+                held = self._db.execute(
+                    "SELECT COUNT(*) FROM lease_hosts WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+                if held < len(names):
+                    holder = self._lease_holder(run_id, names)
+                    self._db.execute("ROLLBACK")
+                    return holder
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return None
+
+    def _lease_holder(self, run_id: str, names: list[str]) -> dict[str, Any]:
+        for start in range(0, len(names), 500):
+            part = names[start : start + 500]
+            marks = ", ".join("?" for _ in part)
+            row = self._db.execute(
+                "SELECT h.host, l.* FROM lease_hosts h JOIN leases l ON l.run_id = h.run_id"
+                f" WHERE h.host IN ({marks}) AND h.run_id != ? LIMIT 1",
+                (*part, run_id),
+            ).fetchone()
+            if row is not None:
+                return dict(row)
+        return {"run_id": "?", "host": "?", "owner_json": "{}", "heartbeat_at": ""}
+
+    def _drop_lease(self, run_id: str, *, interrupted: bool) -> None:
+        self._db.execute("DELETE FROM lease_hosts WHERE run_id = ?", (run_id,))
+        self._db.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
+        if interrupted:
+            self._db.execute(
+                "UPDATE runs SET status = 'interrupted', ended_at = COALESCE(ended_at, ?),"
+                " stop_reason = COALESCE(stop_reason, 'the controller died')"
+                " WHERE run_id = ? AND status = 'running'",
+                (utcnow(), run_id),
+            )
+
+    def heartbeat(self, run_id: str) -> None:
+        self._write("UPDATE leases SET heartbeat_at = ? WHERE run_id = ?", (utcnow(), run_id))
+
+    def release_lease(self, run_id: str) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._drop_lease(run_id, interrupted=False)
+            self._db.execute("COMMIT")
+
+    def leases(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM leases ORDER BY acquired_at")
+
     # ---------------------------------------------------------------------------------- reading
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
@@ -508,7 +603,7 @@ class Journal:
         )
         return rows[0]["run_id"] if rows else None
 
-    def pending_task(self, host: str, *, excluding_run: str) -> str | None:
+    def pending_task(self, host: str, *, excluding: Iterable[str]) -> str | None:
         """The at-logon task the host's latest run step left pending, if it is still pending.
 
         Only runs that reached the run step for this host count (a ``run`` attempt, also the one a
@@ -516,17 +611,39 @@ class Journal:
         preflight- or push-only run, or a check run, "succeeds" without knowing anything about
         the task, so it must not hide it from a later collect or run.
         """
+        left_out = tuple(excluding)
+        marks = ", ".join("?" for _ in left_out) or "NULL"
         rows = self._rows(
             "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
-            " WHERE h.host = ? AND h.run_id != ? AND r.check_mode = 0"
+            f" WHERE h.host = ? AND h.run_id NOT IN ({marks}) AND r.check_mode = 0"
             " AND EXISTS (SELECT 1 FROM attempts a"
             "  WHERE a.run_id = h.run_id AND a.host = h.host AND a.step = 'run')"
             " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
-            (host, excluding_run),
+            (host, *left_out),
         )
         if rows and rows[0]["state"] == PENDING and rows[0]["task_name"]:
             return str(rows[0]["task_name"])
         return None
+
+    def cpuu_runs(self, run_id: str) -> tuple[str, tuple[str, ...]]:
+        """The run whose CPUU RUN carries on, and every run that carries on that same CPUU run.
+
+        A ``--resume`` finishes its parent's run: same scheduled task, same results, and CPUU
+        never started a second time; a ``--retry-failed`` or a fresh play is a run of its own.
+        Returns (the first run of the chain, all its runs in start order, RUN included).
+        """
+        runs = {row["run_id"]: row for row in self.runs()}
+        root = run_id
+        while runs.get(root, {}).get("kind") == "resume" and runs[root]["parent_run"] in runs:
+            root = runs[root]["parent_run"]
+        members = [root]
+        for row in sorted(runs.values(), key=lambda r: (r["started_at"], r["run_id"])):
+            resumes_a_member = row["kind"] == "resume" and row["parent_run"] in members
+            if resumes_a_member and row["run_id"] not in members:
+                members.append(row["run_id"])
+        if run_id not in members:
+            members.append(run_id)
+        return root, tuple(members)
 
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(

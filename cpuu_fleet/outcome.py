@@ -75,10 +75,12 @@ class RunResult:
     resumed: str | None = None
     """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
     seconds: float | None = None
+    started_at: str | None = None
+    """When CPUU started, by the host's clock (its run marker): collect takes files from then on."""
 
     def details(self) -> dict[str, Any]:
         data: dict[str, Any] = {"task": self.task_name}
-        for key in ("exit_code", "user", "resumed", "refused"):
+        for key in ("exit_code", "user", "resumed", "refused", "started_at"):
             value = getattr(self, key)
             if value is not None:
                 data[key] = value

@@ -53,6 +53,10 @@ DISK_MARGIN = 1024 * 1024
 # Windows Task Scheduler's LastTaskResult values that are not a process exit code.
 TASK_HAS_NOT_RUN = 267011
 TASK_RUNNING = 267009
+TASK_TERMINATED = 267014
+"""SCHED_S_TASK_TERMINATED: Task Scheduler ended the run (Stop, the time limit): killed."""
+TASK_QUEUED = 267045
+NOT_AN_EXIT_CODE = (TASK_HAS_NOT_RUN, TASK_RUNNING, TASK_QUEUED)
 
 # What one input object costs inside a WSMan Send, in bytes, as pypsrp 0.9.1 packs it: every PSRP
 # message gets a 21-byte fragment header and a 40-byte message header; a string's CLIXML is
@@ -90,6 +94,10 @@ class HostContext:
     stopping: threading.Event = field(default_factory=threading.Event)
     preflight: PreflightResult | None = None
     user: str | None = None
+    cpuu_run_id: str | None = None
+    """The run whose CPUU this visit carries on (a ``--resume``'s parent chain); None: its own."""
+    cpuu_runs: tuple[str, ...] = ()
+    """Every run of that CPUU run (see ``Journal.cpuu_runs``): their collected files count."""
 
     @property
     def staging(self) -> str:
@@ -393,27 +401,62 @@ def undo_refusal(ctx: HostContext) -> str | None:
     return None
 
 
+def _resumed(data: dict[str, Any], resumed: str | None) -> str | None:
+    """How a call that did not start CPUU found it (None: this call started it)."""
+    if resumed is not None or data.get("Claimed") or not data.get("Marker"):
+        return resumed
+    return "waited" if data.get("Waited") else "finished"
+
+
 def _task_result(
     data: Any, task_name: str, when_no_user: str, seconds: float, resumed: str | None = None
 ) -> RunResult:
     if not isinstance(data, dict):
         raise _protocol_error(f"run: expected one hashtable, got {type(data).__name__}")
     user = _text(data.get("User"))
-    if data.get("NoUser") and not data.get("Exists"):
+    started_at = _text(data.get("StartedAt"))
+    resumed = _resumed(data, resumed)
+    if data.get("NoUser") and not data.get("Exists") and not data.get("Marker"):
         return RunResult(task_name, no_user=True, seconds=seconds, resumed=resumed)
-    if data.get("Trigger") == "AtLogon" or (data.get("NoUser") and when_no_user == "at_logon"):
-        last = data.get("LastTaskResult")
-        if last is None or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING):
-            return RunResult(
-                task_name, pending=True, no_user=True, user=user, seconds=seconds, resumed=resumed
-            )
-    state = str(data.get("State") or "")
     last = data.get("LastTaskResult")
-    if (
-        state in ("Running", "Queued")
-        or last is None
-        or int(last) in (TASK_HAS_NOT_RUN, TASK_RUNNING)
-    ):
+    not_yet = last is None or int(last) in NOT_AN_EXIT_CODE
+    at_logon = data.get("Trigger") == "AtLogon" or (
+        data.get("NoUser") and when_no_user == "at_logon"
+    )
+    if at_logon and not_yet and not data.get("Killed"):
+        return RunResult(
+            task_name,
+            pending=True,
+            no_user=True,
+            user=user,
+            seconds=seconds,
+            resumed=resumed,
+            started_at=started_at,
+        )
+    if data.get("Killed"):
+        # Killed on its deadline (by a Wait, maybe a controller ago) or by the time limit: never
+        # success, whatever the exit code (CPUU's 1, or Task Scheduler's 267014).
+        return RunResult(
+            task_name,
+            ran=True,
+            exit_code=TASK_TERMINATED if not_yet else int(last),  # type: ignore[arg-type]
+            killed=True,
+            user=user,
+            seconds=seconds,
+            resumed=resumed,
+            started_at=started_at,
+        )
+    state = str(data.get("State") or "")
+    if data.get("Marker") and not data.get("Exists") and not_yet:
+        # Started (the marker says so) and the task is gone with no exit code recorded: CPUU
+        # may have run. Never started again; the operator must look at the host.
+        raise SessionError(
+            ErrorClass.CPUU,
+            f"run: CPUU was started on this host for this run (at {started_at or 'an unknown time'})"
+            " but its task is gone without an exit code: not started again; check the host",
+            transient=False,
+        )
+    if state in ("Running", "Queued") or not_yet:
         raise SessionError(
             ErrorClass.TIMEOUT,
             f"run: the task is still {state or 'unfinished'} (no exit code yet)",
@@ -421,11 +464,11 @@ def _task_result(
     return RunResult(
         task_name,
         ran=True,
-        exit_code=int(last),
-        killed=bool(data.get("Killed")),
+        exit_code=int(last),  # type: ignore[arg-type]
         user=user,
         seconds=seconds,
         resumed=resumed,
+        started_at=started_at,
     )
 
 
@@ -434,15 +477,25 @@ def _client_deadline(session: HostSession, timeout_s: float) -> float:
     return time.monotonic() + timeout_s + session.operation_timeout + 30
 
 
-def run_cpuu(ctx: HostContext, session: HostSession, options: RunOptions) -> RunResult:
+def cpuu_task_name(ctx: HostContext, mode: Mode) -> str:
+    """The task of this run's CPUU on this host: a ``--resume`` uses the name of the run it
+    carries on, so the host's marker recognises the run and never starts CPUU again."""
+    return task_name_for(ctx.cpuu_run_id or ctx.run_id, mode)
+
+
+def run_cpuu(
+    ctx: HostContext, session: HostSession, options: RunOptions, task_name: str | None = None
+) -> RunResult:
     """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
 
-    The task name is written to the journal *before* the task is registered, so a controller that
-    dies while CPUU runs leaves enough behind for ``--resume`` to ask the host instead of starting
-    CPUU a second time.
+    Safe to call again for the same run, by anyone: the host's ``run-task`` claims the run with
+    a marker file created only if absent, so a second call (a retry, ``--resume``, a second
+    controller) waits for or reads the first one's CPUU instead of starting another. The task
+    name is also written to the journal *before* the call, so what the controller knew survives
+    its death.
     """
     mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
-    task_name = task_name_for(ctx.run_id, mode)
+    task_name = task_name or cpuu_task_name(ctx, mode)
     if mode is Mode.UNDO:
         refusal = undo_refusal(ctx)
         if refusal:
@@ -458,6 +511,7 @@ def run_cpuu(ctx: HostContext, session: HostSession, options: RunOptions) -> Run
             "WorkingDirectory": ctx.staging,
             "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
             "TimeoutSeconds": int(timeout_s),
+            "StateDirectory": STATE_DIR,
         },
         deadline=_client_deadline(session, timeout_s),
         during=f"run {mode.value}",
@@ -471,7 +525,9 @@ def run_cpuu(ctx: HostContext, session: HostSession, options: RunOptions) -> Run
 
 def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
     result = session.run(
-        "run-task", {"Action": "Status", "TaskName": task_name}, during="task status"
+        "run-task",
+        {"Action": "Status", "TaskName": task_name, "StateDirectory": STATE_DIR},
+        during="task status",
     )
     if not isinstance(result.first, dict):
         raise _protocol_error("task status: expected one hashtable")
@@ -481,46 +537,15 @@ def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
 def resume_cpuu(
     ctx: HostContext, session: HostSession, options: RunOptions, task_name: str
 ) -> RunResult:
-    """A run step that an earlier visit started and never finished: ask the host first.
+    """A run step that an earlier visit started and never finished: the host answers.
 
-    * the task finished → take its exit code (CPUU is NOT started again);
-    * it is still running → wait for it (under the run timeout; killed on deadline as usual);
-    * an at-logon task that has not run → still pending;
-    * it was never registered → start it now (the earlier visit died before the task existed).
+    The same ``Run`` call as a first start: the host's marker makes it read a finished task's
+    exit code, wait for a running one (under the deadline counted from CPUU's start), or keep an
+    at-logon task pending; only a task that was never claimed is started, and that is the first
+    and only CPUU of the run.
     """
-    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
-    started = time.monotonic()
-    status = task_status(session, task_name)
-
-    def start_afresh() -> RunResult:
-        return replace(run_cpuu(ctx, session, options), resumed="started")
-
-    if not status.get("Exists"):
-        return start_afresh()
-    state = str(status.get("State") or "")
-    last = status.get("LastTaskResult")
-    finished = last is not None and int(last) not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
-    if state in ("Running", "Queued"):
-        result = session.run(
-            "run-task",
-            {"Action": "Wait", "TaskName": task_name, "TimeoutSeconds": int(timeout_s)},
-            deadline=_client_deadline(session, timeout_s),
-            during=f"wait for {mode.value}",
-            abandon=ctx.stopping,
-        )
-        elapsed = time.monotonic() - started
-        run = _task_result(result.first, task_name, when_no_user, elapsed, "waited")
-    elif finished or status.get("Trigger") == "AtLogon":
-        elapsed = time.monotonic() - started
-        run = _task_result(status, task_name, when_no_user, elapsed, "finished")
-    else:
-        # Registered but never started (the earlier visit died between the two): CPUU has not
-        # run, so starting it now is the first and only run. The stale registration goes first.
-        remove_task(session, task_name)
-        return start_afresh()
-    if run.user:
-        ctx.user = run.user
-    return run
+    run = run_cpuu(ctx, session, options, task_name)
+    return run if run.resumed else replace(run, resumed="started")
 
 
 def remove_task(session: HostSession, task_name: str) -> None:
@@ -707,11 +732,16 @@ def collect(
     exclude: set[str] | None = None,
     on_profiles: Callable[[list[ProfileResult]], None] | None = None,
     into: CollectResult | None = None,
+    since: str | None = None,
 ) -> CollectResult:
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
-    New means: not already in the journal for this host by SHA-256 (in any run). Files we pushed
-    ourselves (the batch files match ``CPUU_*`` too) are never collected. One ``download``
+    After a run step (``since``: when CPUU started, by the host's clock), new means written since
+    then and not already collected by this same CPUU run: each run is judged on the files its
+    own CPUU wrote, even when they are byte for byte those of an earlier run (CPUU's result file
+    holds no time stamp: a host that fails the same way twice writes the same bytes). Without a
+    run (an ad-hoc collect), new means not collected from this host by any run yet. Files we
+    pushed ourselves (the batch files match ``CPUU_*`` too) are never collected. One ``download``
     pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
     host is told which names to leave out and which SHA-256s we have, so a listing never costs
     its own pipeline (two round trips and a CreatePipeline per host).
@@ -724,7 +754,12 @@ def collect(
     _save_ini(ctx, result)
     pushed = {name.lower() for name in (exclude or set())}
     pushed |= {f.relative.lower() for f in outgoing_files(ctx)}
-    known = sorted({str(f["sha256"]).lower() for f in ctx.journal.files(host=ctx.host)})
+    if since is None:
+        earlier = ctx.journal.files(host=ctx.host)
+    else:
+        runs = ctx.cpuu_runs or (ctx.run_id,)
+        earlier = [f for run_id in runs for f in ctx.journal.files(run_id, ctx.host)]
+    known = sorted({str(f["sha256"]).lower() for f in earlier})
 
     def excluded(name: str) -> bool:
         lowered = name.lower()
@@ -741,16 +776,19 @@ def collect(
             _parse_results(ctx, result, path)
 
     sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished)
+    parameters: dict[str, Any] = {
+        "Directory": ctx.staging,
+        "Filter": RESULT_FILTER,
+        "ExcludeName": sorted(pushed) + list(_NOT_RESULTS),
+        "KnownSha256": known,
+        "ChunkSize": session.chunk_size,
+    }
+    if since:
+        parameters["NewerThan"] = since
     try:
         session.run(
             "download",
-            {
-                "Directory": ctx.staging,
-                "Filter": RESULT_FILTER,
-                "ExcludeName": sorted(pushed) + list(_NOT_RESULTS),
-                "KnownSha256": known,
-                "ChunkSize": session.chunk_size,
-            },
+            parameters,
             on_output=sink,
             during="collect (download)",
         )

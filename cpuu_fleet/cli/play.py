@@ -29,6 +29,7 @@ from cpuu_fleet.cli.options import (
     parse_extra_vars,
 )
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.lease import live_status
 
 EventsJsonOption = Annotated[
     bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
@@ -422,6 +423,7 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                 f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
                 where=journal.path,
             )
+        run = {**run, "status": live_status(journal, run)}  # a dead controller's run: interrupted
         counts = journal.state_counts(run["run_id"])
         hosts = [h for h in journal.hosts(run["run_id"]) if h["state"] in _ACTION_STATES]
     if as_json:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import codecs
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ from cpuu_fleet.lab.winfs import (
 )
 from cpuu_fleet.lab.workstation import (
     TASK_HAS_NOT_RUN,
+    TASK_RUNNING,
+    TASK_TERMINATED,
     USERS_GROUP,
     USERS_GROUP_SID,
     ScheduledTask,
@@ -55,12 +58,20 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "preflight": (("Directory", "StateDirectory"), ("Directory", "StateDirectory")),
     "upload": (("Directory", "InputObject"), ("Directory",)),
     "run-task": (
-        ("Action", "TaskName", "Command", "WorkingDirectory", "WhenNoUser", "TimeoutSeconds"),
+        (
+            "Action",
+            "TaskName",
+            "Command",
+            "WorkingDirectory",
+            "WhenNoUser",
+            "TimeoutSeconds",
+            "StateDirectory",
+        ),
         ("Action", "TaskName"),
     ),
     "list-files": (("Directory", "Filter"), ("Directory",)),
     "download": (
-        ("Paths", "Directory", "Filter", "ExcludeName", "KnownSha256", "ChunkSize"),
+        ("Paths", "Directory", "Filter", "ExcludeName", "KnownSha256", "ChunkSize", "NewerThan"),
         (),
     ),
 }
@@ -172,6 +183,20 @@ def iso_utc(moment: datetime) -> str:
     """.NET's round-trip format ``ToString('o')`` of a UTC DateTime: 7 fraction digits and Z."""
     moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond:06d}0Z"
+
+
+def parse_iso_utc(text: str) -> datetime:
+    """.NET's round-trip time (``2025-11-21T00:00:00.0000000Z``: 7 fraction digits, which
+    ``datetime.fromisoformat`` of Python 3.10 refuses) as an aware UTC datetime."""
+    match = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?", text.strip())
+    if match is None:
+        raise ValueError(f"not an ISO-8601 time: {text!r}")
+    stamp, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(stamp + "." + (fraction or "0")[:6].ljust(6, "0"))
+    if zone and zone != "Z":
+        moment = moment.replace(tzinfo=datetime.fromisoformat("2000-01-01T00:00:00" + zone).tzinfo)
+        return moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=timezone.utc)
 
 
 def _read_text(data: bytes) -> str:
@@ -358,32 +383,81 @@ def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _task_report(ws: Workstation, name: str, *, no_user: bool, killed: bool) -> dict[str, Any]:
+STATE_DIRECTORY = "C:\\ProgramData\\cpuu-fleet\\state"
+SAFETY_NET_SECONDS = 300
+"""run-task gives a task an ExecutionTimeLimit of -TimeoutSeconds plus this."""
+
+
+def _marker_path(state_directory: str, name: str) -> str:
+    """``<state>\\runs\\<task name>.json``, characters a file name cannot hold replaced."""
+    return join_windows(state_directory, "runs", re.sub(r"[^A-Za-z0-9 ._-]", "_", name) + ".json")
+
+
+def _read_marker(ws: Workstation, path: str) -> dict[str, Any] | None:
+    try:
+        if not ws.fs.is_file(path):
+            return None
+        text = ws.fs.read_bytes(path).decode("utf-8")
+    except ValueError:
+        return None
+    if not text:
+        return {"StartedAt": None, "Trigger": "Now", "User": None, "Killed": False}
+    return dict(json.loads(text))
+
+
+def _write_marker(ws: Workstation, path: str, marker: dict[str, Any]) -> None:
+    ws.fs.mkdir(path.rsplit("\\", 1)[0])
+    ws.fs.write_bytes(path, json.dumps(marker, separators=(",", ":")).encode("utf-8"))
+
+
+def _task_report(
+    ws: Workstation,
+    name: str,
+    marker: dict[str, Any] | None,
+    *,
+    no_user: bool = False,
+    killed: bool = False,
+    claimed: bool = False,
+    waited: bool = False,
+) -> dict[str, Any]:
     task: ScheduledTask | None = ws.task(name)
-    if task is None:
-        return {
-            "TaskName": name,
-            "Exists": False,
-            "State": "NotFound",
-            "Trigger": None,
-            "User": None,
-            "NoUser": no_user,
-            "LastRunTime": None,
-            "LastTaskResult": TASK_HAS_NOT_RUN,
-            "Killed": killed,
-        }
-    group = task.user in (USERS_GROUP, USERS_GROUP_SID)
-    return {
-        "TaskName": task.name,
-        "Exists": True,
-        "State": task.state,
-        "Trigger": task.trigger,
-        "User": USERS_GROUP if group else task.user,
+    marker_killed = bool(marker and marker.get("Killed"))
+    report: dict[str, Any] = {
+        "TaskName": name,
+        "Exists": False,
+        "State": "NotFound",
+        "Trigger": None,
+        "User": None,
         "NoUser": no_user,
-        "LastRunTime": iso_utc(task.last_run_time) if task.last_run_time else None,
-        "LastTaskResult": int(task.last_result),
-        "Killed": killed,
+        "LastRunTime": None,
+        "LastTaskResult": TASK_HAS_NOT_RUN,
+        "Killed": killed or marker_killed,
+        "Marker": marker is not None,
+        "Claimed": claimed,
+        "Waited": waited,
+        "StartedAt": marker.get("StartedAt") if marker else None,
     }
+    if task is None:
+        if marker is not None:  # removed after it ended: the marker kept what became of it
+            report["Trigger"] = marker.get("Trigger")
+            report["User"] = marker.get("User")
+            if marker.get("ExitCode") is not None:
+                report["LastTaskResult"] = int(marker["ExitCode"])
+        return report
+    group = task.user in (USERS_GROUP, USERS_GROUP_SID)
+    report.update(
+        {
+            "TaskName": task.name,
+            "Exists": True,
+            "State": task.state,
+            "Trigger": task.trigger,
+            "User": USERS_GROUP if group else task.user,
+            "LastRunTime": iso_utc(task.last_run_time) if task.last_run_time else None,
+            "LastTaskResult": int(task.last_result),
+        }
+    )
+    report["Killed"] = report["Killed"] or task.last_result == TASK_TERMINATED
+    return report
 
 
 def _quoted(command: str) -> str:
@@ -391,65 +465,167 @@ def _quoted(command: str) -> str:
     return command if command.startswith('"') else f'"{command}"'
 
 
-def _start(ws: Workstation, name: str, command, working_directory, when_no_user) -> bool:
-    """Register and start the task; True when nobody is logged on (NoUser)."""
-    if not command or not working_directory:
-        raise ScriptFailed(
-            "-Command and -WorkingDirectory are required to start a task.",
-            error_id="MissingCommand",
-            category="InvalidArgument",
-        )
-    with ws.lock:
-        user = ws.interactive_user
-        if user is None:
-            if when_no_user == "AtLogon":
+class _TaskCall:
+    """One run-task call: the task, its marker, and the script's functions over the model."""
+
+    def __init__(self, ws: Workstation, call: ScriptCall, host: PipelineHost):
+        self.ws = ws
+        self.host = host
+        self.name = _str(call, "TaskName") or ""
+        self.when_no_user = _choice(call, "WhenNoUser", ("Skip", "AtLogon"), "Skip")
+        self.timeout = _int(call, "TimeoutSeconds", 3600, 1, 604800)
+        self.command = _str(call, "Command")
+        self.working_directory = _str(call, "WorkingDirectory")
+        state = _str(call, "StateDirectory", STATE_DIRECTORY) or STATE_DIRECTORY
+        self.marker_path = _marker_path(state, self.name)
+
+    def marker(self) -> dict[str, Any] | None:
+        return _read_marker(self.ws, self.marker_path)
+
+    def start(self) -> str:
+        """``NoUser`` (nobody logged on, policy Skip), ``AtLogon`` (nobody logged on: registered
+        for the next logon), ``Claimed`` (this call started it) or ``Known`` (its marker exists:
+        started or registered before, never again)."""
+        ws = self.ws
+        if not self.command or not self.working_directory:
+            raise ScriptFailed(
+                "-Command and -WorkingDirectory are required to start a task.",
+                error_id="MissingCommand",
+                category="InvalidArgument",
+            )
+        with ws.lock:  # the model's lock plays CreateNew's atomicity
+            if self.marker() is not None:
+                return "Known"
+            user = ws.interactive_user
+            if user is None and self.when_no_user == "Skip":
+                return "NoUser"
+            trigger = "Now" if user is not None else "AtLogon"
+            marker = {
+                "TaskName": self.name,
+                "StartedAt": iso_utc(datetime.fromtimestamp(ws.now(), tz=timezone.utc)),
+                "Trigger": trigger,
+                "User": user,
+                "TimeoutSeconds": self.timeout,
+                "Launched": False,
+                "Killed": False,
+                "ExitCode": None,
+            }
+            _write_marker(ws, self.marker_path, marker)
+            existing = ws.task(self.name)
+            if existing is not None and (existing.running or existing.last_run_time is not None):
+                # Registered before any marker (an earlier cpuu-fleet): it ran or runs already.
+                if existing.last_run_time is not None:
+                    marker["StartedAt"] = iso_utc(existing.last_run_time)
+                marker["Launched"] = True
+                _write_marker(ws, self.marker_path, marker)
+                return "Known"
+            if existing is None:  # create-if-absent: never replace a live task
                 ws.register_task(
-                    name, _quoted(command), working_directory, user=USERS_GROUP, trigger="AtLogon"
+                    self.name,
+                    _quoted(self.command),
+                    self.working_directory,
+                    user=user or USERS_GROUP,
+                    trigger=trigger,
+                    time_limit_s=self.timeout + SAFETY_NET_SECONDS,
                 )
-            return True
-        ws.register_task(name, _quoted(command), working_directory, user=user, trigger="Now")
-        ws.start_task(name)
-        return False
+            if trigger == "Now":
+                ws.start_task(self.name)
+                marker["Launched"] = True
+                _write_marker(ws, self.marker_path, marker)
+                return "Claimed"
+            return "AtLogon"
 
+    def deadline(self) -> float:
+        """From when CPUU started (the marker), not from this call: a resumed controller must
+        not grant a hung CPUU a second full timeout."""
+        marker = self.marker()
+        started = marker.get("StartedAt") if marker else None
+        if started:
+            return parse_iso_utc(started).timestamp() + self.timeout
+        return self.ws.now() + self.timeout
 
-def _wait(ws: Workstation, name: str, timeout: int, host: PipelineHost) -> bool:
-    """Poll until the task is no longer running; stop it at the deadline. True when stopped."""
-    deadline = ws.now() + timeout
-    while True:
-        task = ws.task(name)
-        if task is None or not task.running:
-            return False
-        now = ws.now()
-        if now >= deadline:
-            ws.stop_task(name)
-            return True
-        host.sleep(min(WAIT_POLL_SECONDS, deadline - now))
+    def save_outcome(self, killed: bool) -> None:
+        """Record in the marker what became of the run, so it outlives the task."""
+        ws = self.ws
+        with ws.lock:
+            marker, task = self.marker(), ws.task(self.name)
+            if marker is None or task is None:
+                return
+            changed = False
+            if killed and not marker.get("Killed"):
+                marker["Killed"] = True
+                marker["KilledAt"] = iso_utc(datetime.fromtimestamp(ws.now(), tz=timezone.utc))
+                changed = True
+            finished = task.last_result not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
+            if finished and not task.running and marker.get("ExitCode") is None:
+                marker["ExitCode"] = int(task.last_result)
+                changed = True
+            if changed:
+                _write_marker(ws, self.marker_path, marker)
+
+    def wait(self) -> bool:
+        """Poll until the task is no longer running; stop it at the deadline. True when stopped."""
+        deadline = self.deadline()
+        while True:
+            task = self.ws.task(self.name)
+            if task is None:
+                return False
+            if not task.running:
+                self.save_outcome(False)
+                return False
+            now = self.ws.now()
+            if now >= deadline:
+                self.ws.stop_task(self.name)
+                self.save_outcome(True)
+                return True
+            self.host.sleep(min(WAIT_POLL_SECONDS, deadline - now))
+
+    def running(self) -> bool:
+        task = self.ws.task(self.name)
+        return task is not None and task.running
 
 
 @register("run-task")
 def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
-    """Start/Wait/Run/Status/Stop/Remove the interactive user's one-shot scheduled task."""
+    """Start/Wait/Run/Status/Stop/Remove the interactive user's one-shot scheduled task, never
+    starting it twice (its marker, see ``remote/run-task.ps1``)."""
     _bind(call, "run-task")
     action = _choice(call, "Action", TASK_ACTIONS)
-    name = _str(call, "TaskName")
-    when_no_user = _choice(call, "WhenNoUser", ("Skip", "AtLogon"), "Skip")
-    timeout = _int(call, "TimeoutSeconds", 3600, 1, 604800)
-    command = _str(call, "Command")
-    working_directory = _str(call, "WorkingDirectory")
-    no_user = killed = False
+    task = _TaskCall(ws, call, host)
+    no_user = killed = claimed = waited = False
     if action in ("Start", "Run"):
-        no_user = _start(ws, name, command, working_directory, when_no_user)
-    if action == "Wait" or (action == "Run" and not no_user):
-        killed = _wait(ws, name, timeout, host)
+        started = task.start()
+        no_user = started in ("NoUser", "AtLogon")
+        claimed = started in ("Claimed", "AtLogon")
+    if action == "Wait":
+        killed, waited = task.wait(), True
+    elif action == "Run" and not no_user:
+        if task.running():
+            waited = not claimed
+            killed = task.wait()
+        else:
+            task.save_outcome(False)
     elif action == "Stop":
         with ws.lock:
-            task = ws.task(name)
-            if task is not None and task.running:
-                ws.stop_task(name)
+            if task.running():
+                ws.stop_task(task.name)
+                task.save_outcome(True)
                 killed = True
     elif action == "Remove":
-        ws.unregister_task(name)
-    host.write_output(_task_report(ws, name, no_user=no_user, killed=killed))
+        with ws.lock:
+            if ws.task(task.name) is not None:
+                task.save_outcome(False)
+            ws.unregister_task(task.name)
+    report = _task_report(
+        ws,
+        task.name,
+        task.marker(),
+        no_user=no_user,
+        killed=killed,
+        claimed=claimed,
+        waited=waited,
+    )
+    host.write_output(report)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,6 +685,10 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
             ]
         except ValueError:
             found = []  # Test-Path says no such folder for a path Windows cannot have
+        since = _str(call, "NewerThan")
+        if since:
+            after = parse_iso_utc(since)
+            found = [p for p in found if fs.stat(p).mtime >= after]
         paths = [
             p
             for p in sorted(found, key=lambda p: p.rsplit("\\", 1)[1].casefold())

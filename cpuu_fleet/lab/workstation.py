@@ -32,6 +32,9 @@ TASK_FILE_NOT_FOUND = 2147942402  # 0x80070002: the action's program does not ex
 TASK_BAD_DIRECTORY = 2147942667  # 0x8007010B: the working directory does not exist
 TASK_TERMINATED_AT_LOGOFF = 1
 """A CPUU killed by anybody (logoff, Stop-ScheduledTask) exits with 1 (vendor doc)."""
+TASK_TERMINATED = 267014
+"""0x41306 SCHED_S_TASK_TERMINATED: what Task Scheduler reports for a run it ended itself, here
+when the task's ExecutionTimeLimit passed (the safety net run-task sets)."""
 
 USERS_GROUP = "BUILTIN\\Users"
 USERS_GROUP_SID = "S-1-5-32-545"
@@ -187,10 +190,21 @@ class ScheduledTask:
     run_as: str | None = None
     """Who the current or last run ran as (for a group principal: the user who logged on)."""
     process: TaskProcess | None = None
+    time_limit_s: float | None = None
+    """ExecutionTimeLimit: Task Scheduler ends a run that lasts longer (None: no limit)."""
+    started_at: float | None = None
+    """Clock time the current or last run started."""
 
     @property
     def running(self) -> bool:
         return self.process is not None
+
+    @property
+    def limit_at(self) -> float | None:
+        """When Task Scheduler ends the current run (its ExecutionTimeLimit), if it has one."""
+        if self.time_limit_s is None or self.started_at is None:
+            return None
+        return self.started_at + self.time_limit_s
 
     @property
     def state(self) -> str:
@@ -271,11 +285,13 @@ class Workstation:
                     self.logon(user)
             for task in self.tasks.values():
                 process = task.process
-                if (
-                    process is not None
-                    and process.finish_at is not None
-                    and now >= process.finish_at
-                ):
+                if process is None:
+                    continue
+                ends, limit_at = process.finish_at, task.limit_at
+                if limit_at is not None and now >= limit_at and (ends is None or ends > limit_at):
+                    self._kill(task)
+                    task.last_result = TASK_TERMINATED
+                elif ends is not None and now >= ends:
                     task.process = None
                     task.last_result = process.complete()
 
@@ -378,6 +394,7 @@ class Workstation:
         *,
         user: str,
         trigger: str = "Now",
+        time_limit_s: float | None = None,
     ) -> ScheduledTask:
         """Register (or replace, as ``Register-ScheduledTask -Force``) a task."""
         if trigger not in ("Now", "AtLogon"):
@@ -387,7 +404,9 @@ class Workstation:
             old = self.tasks.get(name.casefold())
             if old is not None and old.running:
                 self._kill(old)
-            task = ScheduledTask(name, command, working_directory, trigger, user)
+            task = ScheduledTask(
+                name, command, working_directory, trigger, user, time_limit_s=time_limit_s
+            )
             self.tasks[name.casefold()] = task
             return task
 
@@ -444,7 +463,8 @@ class Workstation:
     def _launch(self, task: ScheduledTask, user: str) -> None:
         task.killed = False
         task.run_as = user
-        task.last_run_time = _utc(self.clock())
+        task.started_at = self.clock()
+        task.last_run_time = _utc(task.started_at)
         task.last_result = TASK_RUNNING
         process = self._launcher(self, task, user)
         if process.finish_at is not None and process.finish_at <= self.clock():

@@ -7,7 +7,8 @@
     files sorted by name, the way list-files finds them: collect lists and downloads in ONE
     pipeline). With -Directory, files whose name matches an -ExcludeName wildcard are left out
     entirely, and a file whose SHA-256 is in -KnownSha256 gets its header with Skipped = $true and
-    no content (the engine already has it).
+    no content (the engine already has it). -NewerThan (ISO-8601 UTC, when CPUU started by this
+    host's clock) leaves out files last written before it: an earlier run's results.
     For each file: @{Path; Name; Length; Sha256; LastWriteTimeUtc; Skipped}, then the content as
     base64 strings of at most -ChunkSize raw bytes (none for an empty file). Only one chunk is in
     memory at a time, so large files cost no more memory than small ones. Every -Paths entry is
@@ -27,7 +28,9 @@ param(
     [string[]]$KnownSha256,
 
     [ValidateRange(1, 16777216)]
-    [int]$ChunkSize = 262144
+    [int]$ChunkSize = 262144,
+
+    [string]$NewerThan
 )
 
 Set-StrictMode -Version 2.0
@@ -64,8 +67,13 @@ else {
             }
         }
         $files = Get-ChildItem -LiteralPath $Directory -Filter $Filter -File -Force | Sort-Object -Property Name
+        $since = $null
+        if (-not [string]::IsNullOrEmpty($NewerThan)) {
+            $since = [DateTime]::Parse($NewerThan, [System.Globalization.CultureInfo]::InvariantCulture,
+                [System.Globalization.DateTimeStyles]::RoundtripKind).ToUniversalTime()
+        }
         foreach ($file in $files) {
-            $excluded = $false
+            $excluded = ($null -ne $since -and $file.LastWriteTimeUtc -lt $since)
             foreach ($pattern in @($ExcludeName)) {
                 if ($null -ne $pattern -and $file.Name -like $pattern) {
                     $excluded = $true

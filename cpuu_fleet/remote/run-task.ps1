@@ -12,6 +12,12 @@
     -TimeoutSeconds passes), Run (Start then Wait), Status, Stop, Remove (unregister).
     Output: one hashtable describing the task (see docs/remote-scripts.md). LastTaskResult is kept
     whole: CPUU's exit code is a bit mask whose values above 255 are real.
+
+    Never twice: before anything is registered, Start claims a marker file named after the task in
+    -StateDirectory\runs, created with FileMode CreateNew (fails if it exists, atomically). A task
+    whose marker exists is never registered or started again by this script, whoever calls it
+    (a retry, a resumed controller, a second controller): the marker records when it started, as
+    whom, whether it was killed on its deadline and its exit code, and outlives the task itself.
 #>
 [CmdletBinding()]
 param(
@@ -30,7 +36,9 @@ param(
     [string]$WhenNoUser = 'Skip',
 
     [ValidateRange(1, 604800)]
-    [int]$TimeoutSeconds = 3600
+    [int]$TimeoutSeconds = 3600,
+
+    [string]$StateDirectory = 'C:\ProgramData\cpuu-fleet\state'
 )
 
 Set-StrictMode -Version 2.0
@@ -38,11 +46,87 @@ $ErrorActionPreference = 'Stop'
 
 $taskPath = '\cpuu-fleet\'
 $hasNotRun = 267011     # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
+$running = 267009       # 0x41301 SCHED_S_TASK_RUNNING
+$terminated = 267014    # 0x41306 SCHED_S_TASK_TERMINATED: stopped (by us, or the time limit)
 $usersGroupSid = 'S-1-5-32-545'
 $pollSeconds = 2
 
 function Get-FleetTask {
     Get-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -ErrorAction SilentlyContinue
+}
+
+function Get-MarkerPath {
+    # The task name is ours ("cpuu-fleet <mode> <run id>"); anything a file name cannot hold is
+    # replaced all the same, so a hostile or mistaken name never leaves the runs folder.
+    $safe = [regex]::Replace($TaskName, '[^A-Za-z0-9 ._-]', '_')
+    return (Join-Path -Path (Join-Path -Path $StateDirectory -ChildPath 'runs') -ChildPath ($safe + '.json'))
+}
+
+function Read-Marker {
+    $path = Get-MarkerPath
+    if (-not (Test-Path -LiteralPath $path -PathType Leaf)) {
+        return $null
+    }
+    $text = [System.IO.File]::ReadAllText($path, [System.Text.Encoding]::UTF8)
+    if ([string]::IsNullOrEmpty($text)) {
+        # Claimed, and the claim's content never written (power loss): started, nothing more known.
+        return @{ TaskName = $TaskName; StartedAt = $null; Trigger = 'Now'; User = $null;
+            Killed = $false; ExitCode = $null; Launched = $false }
+    }
+    $object = ConvertFrom-Json -InputObject $text
+    $marker = @{}
+    foreach ($property in $object.PSObject.Properties) {
+        $marker[$property.Name] = $property.Value
+    }
+    return $marker
+}
+
+function Write-Marker {
+    param([Parameter(Mandatory = $true)][hashtable]$Marker)
+    $path = Get-MarkerPath
+    $temp = $path + '.tmp'
+    $json = ConvertTo-Json -InputObject $Marker -Compress
+    [System.IO.File]::WriteAllText($temp, $json, (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false))
+    if (Test-Path -LiteralPath $path -PathType Leaf) {
+        [System.IO.File]::Replace($temp, $path, $null)
+    }
+    else {
+        [System.IO.File]::Move($temp, $path)
+    }
+}
+
+function New-Marker {
+    # Claim the run: CreateNew fails when the file exists, so of two callers only one claims it.
+    param([string]$User, [string]$Trigger)
+    $folder = Join-Path -Path $StateDirectory -ChildPath 'runs'
+    $null = [System.IO.Directory]::CreateDirectory($folder)
+    $path = Get-MarkerPath
+    try {
+        $stream = [System.IO.File]::Open($path, [System.IO.FileMode]::CreateNew,
+            [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+    }
+    catch [System.IO.IOException] {
+        return $null
+    }
+    $marker = @{
+        TaskName       = $TaskName
+        StartedAt      = [DateTime]::UtcNow.ToString('o')
+        Trigger        = $Trigger
+        User           = $User
+        TimeoutSeconds = $TimeoutSeconds
+        Launched       = $false
+        Killed         = $false
+        ExitCode       = $null
+    }
+    try {
+        $bytes = (New-Object -TypeName System.Text.UTF8Encoding -ArgumentList $false).GetBytes(
+            (ConvertTo-Json -InputObject $marker -Compress))
+        $stream.Write($bytes, 0, $bytes.Length)
+    }
+    finally {
+        $stream.Dispose()
+    }
+    return $marker
 }
 
 function Get-InteractiveUser {
@@ -57,21 +141,45 @@ function Get-InteractiveUser {
 function Get-TaskReport {
     param(
         [bool]$NoUser = $false,
-        [bool]$Killed = $false
+        [bool]$Killed = $false,
+        [bool]$Claimed = $false,
+        [bool]$Waited = $false
     )
+    $marker = Read-Marker
+    $markerKilled = $false
+    $startedAt = $null
+    $markerExit = $null
+    if ($null -ne $marker) {
+        $markerKilled = [bool]$marker['Killed']
+        $startedAt = $marker['StartedAt']
+        $markerExit = $marker['ExitCode']
+    }
+    $report = @{
+        TaskName       = $TaskName
+        Exists         = $false
+        State          = 'NotFound'
+        Trigger        = $null
+        User           = $null
+        NoUser         = $NoUser
+        LastRunTime    = $null
+        LastTaskResult = [int64]$hasNotRun
+        Killed         = ($Killed -or $markerKilled)
+        Marker         = ($null -ne $marker)
+        Claimed        = $Claimed
+        Waited         = $Waited
+        StartedAt      = $startedAt
+    }
     $task = Get-FleetTask
     if ($null -eq $task) {
-        return @{
-            TaskName       = $TaskName
-            Exists         = $false
-            State          = 'NotFound'
-            Trigger        = $null
-            User           = $null
-            NoUser         = $NoUser
-            LastRunTime    = $null
-            LastTaskResult = [int64]$hasNotRun
-            Killed         = $Killed
+        if ($null -ne $marker) {
+            # The task was removed after it ended: the marker kept what became of it.
+            $report['Trigger'] = $marker['Trigger']
+            $report['User'] = $marker['User']
+            if ($null -ne $markerExit) {
+                $report['LastTaskResult'] = [int64]$markerExit
+            }
         }
+        return $report
     }
     $info = Get-ScheduledTaskInfo -InputObject $task
     # A task registered without trigger was started on demand ("Now").
@@ -92,29 +200,21 @@ function Get-TaskReport {
     if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) {
         $lastRunTime = $info.LastRunTime.ToUniversalTime().ToString('o')
     }
-    return @{
-        TaskName       = $task.TaskName
-        Exists         = $true
-        State          = [string]$task.State
-        Trigger        = $trigger
-        User           = $user
-        NoUser         = $NoUser
-        LastRunTime    = $lastRunTime
-        LastTaskResult = [int64]$info.LastTaskResult
-        Killed         = $Killed
-    }
+    $last = [int64]$info.LastTaskResult
+    $report['Exists'] = $true
+    $report['State'] = [string]$task.State
+    $report['Trigger'] = $trigger
+    $report['User'] = $user
+    $report['LastRunTime'] = $lastRunTime
+    $report['LastTaskResult'] = $last
+    $report['Killed'] = ($report['Killed'] -or $last -eq $terminated)
+    return $report
 }
 
-function Start-FleetTask {
-    if ([string]::IsNullOrEmpty($Command) -or [string]::IsNullOrEmpty($WorkingDirectory)) {
-        $exception = New-Object -TypeName System.ArgumentException -ArgumentList '-Command and -WorkingDirectory are required to start a task.'
-        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
-            $exception, 'MissingCommand', [System.Management.Automation.ErrorCategory]::InvalidArgument, $TaskName)
-        $PSCmdlet.ThrowTerminatingError($record)
-    }
-    $user = Get-InteractiveUser
-    if ($null -eq $user -and $WhenNoUser -eq 'Skip') {
-        return $true
+function Register-FleetTask {
+    param([string]$user)
+    if ($null -ne (Get-FleetTask)) {
+        return  # create-if-absent: never -Force over a task that may be running
     }
     $action = New-ScheduledTaskAction -Execute $Command -WorkingDirectory $WorkingDirectory
     # The execution time limit is only a safety net for a run the engine never comes back to:
@@ -126,24 +226,108 @@ function Start-FleetTask {
         TaskPath = $taskPath
         Action   = $action
         Settings = $settings
-        Force    = $true
     }
-    if ($null -eq $user) {
+    if ([string]::IsNullOrEmpty($user)) {
         # Nobody to run as now: run at the next logon of any member of BUILTIN\Users.
         $register['Principal'] = New-ScheduledTaskPrincipal -GroupId $usersGroupSid -RunLevel Limited
         $register['Trigger'] = New-ScheduledTaskTrigger -AtLogOn
-        $null = Register-ScheduledTask @register
-        return $true
     }
-    $register['Principal'] = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
+    else {
+        $register['Principal'] = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
+    }
     $null = Register-ScheduledTask @register
-    $null = Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
-    return $false
+}
+
+function Start-FleetTask {
+    # Returns 'NoUser' (nobody logged on, policy Skip), 'AtLogon' (nobody logged on: registered
+    # for the next logon), 'Claimed' (this call started CPUU) or 'Known' (the marker existed:
+    # started or registered before, by whoever; never started again here).
+    if ([string]::IsNullOrEmpty($Command) -or [string]::IsNullOrEmpty($WorkingDirectory)) {
+        $exception = New-Object -TypeName System.ArgumentException -ArgumentList '-Command and -WorkingDirectory are required to start a task.'
+        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+            $exception, 'MissingCommand', [System.Management.Automation.ErrorCategory]::InvalidArgument, $TaskName)
+        $PSCmdlet.ThrowTerminatingError($record)
+    }
+    $user = Get-InteractiveUser
+    if ($null -ne (Read-Marker)) {
+        return 'Known'
+    }
+    if ($null -eq $user -and $WhenNoUser -eq 'Skip') {
+        return 'NoUser'
+    }
+    $trigger = 'Now'
+    if ($null -eq $user) {
+        $trigger = 'AtLogon'
+    }
+    $marker = New-Marker -User $user -Trigger $trigger
+    if ($null -eq $marker) {
+        return 'Known'  # another caller claimed it between our look and our claim
+    }
+    $existing = Get-FleetTask
+    if ($null -ne $existing) {
+        # Registered before any marker (an earlier cpuu-fleet): start it only if it never ran.
+        $info = Get-ScheduledTaskInfo -InputObject $existing
+        $idle = ([string]$existing.State -ne 'Running' -and [string]$existing.State -ne 'Queued')
+        if (-not $idle -or [int64]$info.LastTaskResult -ne $hasNotRun) {
+            if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) {
+                $marker['StartedAt'] = $info.LastRunTime.ToUniversalTime().ToString('o')
+            }
+            $marker['Launched'] = $true
+            Write-Marker -Marker $marker
+            return 'Known'
+        }
+    }
+    Register-FleetTask -User $user
+    if ($trigger -eq 'Now') {
+        $null = Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+        $marker['Launched'] = $true
+        Write-Marker -Marker $marker
+        return 'Claimed'
+    }
+    return 'AtLogon'
+}
+
+function Get-Deadline {
+    # The deadline counts from when CPUU started (the marker), not from this call: a resumed
+    # controller must not grant a hung CPUU a second full timeout.
+    $marker = Read-Marker
+    if ($null -ne $marker -and -not [string]::IsNullOrEmpty([string]$marker['StartedAt'])) {
+        $started = [DateTime]::Parse([string]$marker['StartedAt'], [System.Globalization.CultureInfo]::InvariantCulture,
+            [System.Globalization.DateTimeStyles]::RoundtripKind)
+        return $started.ToUniversalTime().AddSeconds($TimeoutSeconds)
+    }
+    return [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+}
+
+function Save-Outcome {
+    # Record in the marker what became of the run, so it outlives the task (Remove, a reboot).
+    param([bool]$Killed)
+    $marker = Read-Marker
+    $task = Get-FleetTask
+    if ($null -eq $marker -or $null -eq $task) {
+        return
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task
+    $last = [int64]$info.LastTaskResult
+    $changed = $false
+    if ($Killed -and -not [bool]$marker['Killed']) {
+        $marker['Killed'] = $true
+        $marker['KilledAt'] = [DateTime]::UtcNow.ToString('o')
+        $changed = $true
+    }
+    if ($last -ne $hasNotRun -and $last -ne $running -and [string]$task.State -ne 'Running' -and $null -eq $marker['ExitCode']) {
+        $marker['ExitCode'] = $last
+        $marker['FinishedAt'] = [DateTime]::UtcNow.ToString('o')
+        $changed = $true
+    }
+    if ($changed) {
+        Write-Marker -Marker $marker
+    }
 }
 
 function Wait-FleetTask {
     # Returns $true when the deadline passed and the task had to be stopped.
-    $deadline = [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
+    $deadline = Get-Deadline
     while ($true) {
         $task = Get-FleetTask
         if ($null -eq $task) {
@@ -151,10 +335,12 @@ function Wait-FleetTask {
         }
         $state = [string]$task.State
         if ($state -ne 'Running' -and $state -ne 'Queued') {
+            Save-Outcome -Killed $false
             return $false
         }
         if ([DateTime]::UtcNow -ge $deadline) {
             $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+            Save-Outcome -Killed $true
             return $true
         }
         Start-Sleep -Seconds $pollSeconds
@@ -163,17 +349,31 @@ function Wait-FleetTask {
 
 $noUser = $false
 $killed = $false
+$claimed = $false
+$waited = $false
 switch ($Action) {
     'Start' {
-        $noUser = Start-FleetTask
+        $started = Start-FleetTask
+        $noUser = ($started -eq 'NoUser' -or $started -eq 'AtLogon')
+        $claimed = ($started -eq 'Claimed' -or $started -eq 'AtLogon')
     }
     'Wait' {
         $killed = Wait-FleetTask
+        $waited = $true
     }
     'Run' {
-        $noUser = Start-FleetTask
+        $started = Start-FleetTask
+        $noUser = ($started -eq 'NoUser' -or $started -eq 'AtLogon')
+        $claimed = ($started -eq 'Claimed' -or $started -eq 'AtLogon')
         if (-not $noUser) {
-            $killed = Wait-FleetTask
+            $task = Get-FleetTask
+            if ($null -ne $task -and ([string]$task.State -eq 'Running' -or [string]$task.State -eq 'Queued')) {
+                $waited = (-not $claimed)
+                $killed = Wait-FleetTask
+            }
+            else {
+                Save-Outcome -Killed $false
+            }
         }
     }
     'Status' {
@@ -182,15 +382,17 @@ switch ($Action) {
         $task = Get-FleetTask
         if ($null -ne $task -and [string]$task.State -eq 'Running') {
             $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+            Save-Outcome -Killed $true
             $killed = $true
         }
     }
     'Remove' {
         $task = Get-FleetTask
         if ($null -ne $task) {
+            Save-Outcome -Killed $false
             $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false
         }
     }
 }
 
-Get-TaskReport -NoUser $noUser -Killed $killed
+Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited

@@ -269,6 +269,10 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "LastRunTime": "2025-11-21T00:00:00.0000000Z",
         "LastTaskResult": ExitFlags.SUCCESS,
         "Killed": False,
+        "Marker": True,
+        "Claimed": True,
+        "Waited": False,
+        "StartedAt": "2025-11-21T00:00:00.0000000Z",
     }
     assert staged.ws.fs.glob(staged.stage_dir, "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"
@@ -300,7 +304,9 @@ def test_stop_and_status(staged):
     assert _run(staged, Action="Status")["State"] == "Running"
     stopped = _run(staged, Action="Stop")
     assert stopped["Killed"] is True and stopped["LastTaskResult"] == 1
-    assert _run(staged, Action="Stop")["Killed"] is False
+    # The run stays known as killed (its marker), whoever asks later: never taken for success.
+    again = _run(staged, Action="Stop")
+    assert again["Killed"] is True and again["State"] == "Ready"
 
 
 def test_nobody_logged_on_skip_registers_nothing(staged):
@@ -472,3 +478,96 @@ def test_download_stops_when_the_client_stops(ws):
     )
     with pytest.raises(PipelineStopped):
         lookup("download")(ws, call, host)
+
+
+# ---------------------------------------------------------------- never twice: the run's marker
+
+
+def _launches(staged) -> list[str]:
+    launched: list[str] = []
+    original = staged.ws._launcher
+
+    def counting(ws, task, user):
+        launched.append(task.name)
+        return original(ws, task, user)
+
+    staged.ws._launcher = counting
+    return launched
+
+
+def _run_task(staged, **kwargs):
+    return _run(
+        staged,
+        Action="Run",
+        Command=staged.stage_dir + r"\CPUU_Update.bat",
+        WorkingDirectory=staged.stage_dir,
+        **kwargs,
+    )
+
+
+def _start_hung(staged):
+    staged.ws.cpuu.hang = True
+    _run(
+        staged,
+        Action="Start",
+        Command=staged.stage_dir + r"\CPUU_Update.bat",
+        WorkingDirectory=staged.stage_dir,
+        TimeoutSeconds=30,
+    )
+
+
+def test_a_finished_and_removed_run_is_never_started_again(staged):
+    launched = _launches(staged)
+    first = _run_task(staged, TimeoutSeconds=600)
+    assert first["Claimed"] is True and first["LastTaskResult"] == ExitFlags.SUCCESS
+    assert _run(staged, Action="Remove")["Exists"] is False
+    again = _run_task(staged, TimeoutSeconds=600)
+    assert len(launched) == 1
+    assert again["Claimed"] is False and again["Marker"] is True
+    assert again["LastTaskResult"] == ExitFlags.SUCCESS  # kept by the marker, not the task
+
+
+def test_a_kill_on_the_deadline_is_remembered_after_the_task_is_gone(staged):
+    staged.ws.cpuu.hang = True
+    killed = _run_task(staged, TimeoutSeconds=30)
+    assert killed["Killed"] is True
+    _run(staged, Action="Remove")
+    later = _run(staged, Action="Status")
+    assert later["Exists"] is False and later["Killed"] is True
+
+
+def test_a_resumed_wait_keeps_the_first_deadline(staged):
+    """A hung CPUU started 25 s ago with a 30 s timeout is killed 5 s into a resumed Run."""
+    _start_hung(staged)
+    staged.clock.advance(25)
+    before = staged.clock.now
+    resumed = _run_task(staged, TimeoutSeconds=30)
+    assert resumed["Killed"] is True and resumed["Waited"] is True
+    assert staged.clock.now - before == pytest.approx(5)
+
+
+def test_the_time_limit_ends_a_run_nobody_waits_for_and_it_reads_as_killed(staged):
+    """The controller is gone: Task Scheduler's ExecutionTimeLimit (timeout + 300 s) ends CPUU
+    with 267014 (SCHED_S_TASK_TERMINATED), which the report shows as killed."""
+    _start_hung(staged)
+    staged.clock.advance(331)
+    status = _run(staged, Action="Status")
+    assert status["State"] == "Ready" and status["LastTaskResult"] == 267014
+    assert status["Killed"] is True
+
+
+def test_two_callers_at_once_start_cpuu_once(staged):
+    staged.ws.cpuu.base_seconds = 5
+    launched = _launches(staged)
+    reports = []
+
+    def call():
+        reports.append(_run_task(staged, TimeoutSeconds=600))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(launched) == 1
+    assert sorted(r["Claimed"] for r in reports) == [False, False, False, True]

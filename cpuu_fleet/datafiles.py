@@ -114,13 +114,7 @@ def parse_yaml(text: str, source: str | Path) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _expanded_size(node) > MAX_YAML_NODES:
-            raise InputError(
-                f"YAML aliases expand to more than {MAX_YAML_NODES:,} values or refer to themselves "
-                "(an alias bomb?); "
-                "write the values out, or share them through group vars",
-                where=source,
-            )
+        refuse_alias_bombs(node, source)
         return loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -139,6 +133,18 @@ def parse_yaml(text: str, source: str | Path) -> Any:
         raise InputError("YAML nested too deeply", where=source) from None
     finally:
         loader.dispose()
+
+
+def refuse_alias_bombs(node: yaml.Node, source: str | Path) -> None:
+    """One InputError naming the file when a composed document's aliases expand past
+    :data:`MAX_YAML_NODES` (every YAML loader of the project calls this before constructing)."""
+    if _expanded_size(node) > MAX_YAML_NODES:
+        raise InputError(
+            f"YAML aliases expand to more than {MAX_YAML_NODES:,} values or refer to themselves "
+            "(an alias bomb?); "
+            "write the values out, or share them through group vars",
+            where=source,
+        )
 
 
 def _expanded_size(root: yaml.Node) -> int:

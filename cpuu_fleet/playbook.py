@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from cpuu_fleet.cpuu import Mode
+from cpuu_fleet.datafiles import refuse_alias_bombs
 from cpuu_fleet.errors import InputError
 
 STEP_ORDER = ("preflight", "push", "run", "collect")
@@ -272,8 +273,13 @@ def _load_yaml(path: Path) -> Any:
         raise InputError("playbook not found", where=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read playbook: {exc}", where=path) from None
+    loader = _LineLoader(text)
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        refuse_alias_bombs(node, path)  # before anything walks the expanded data
+        return loader.construct_document(node)
     except _YamlProblem as exc:
         raise InputError(exc.message, where=path, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
@@ -282,6 +288,8 @@ def _load_yaml(path: Path) -> Any:
         raise InputError(f"invalid YAML: {problem}", where=path, line=line) from None
     except yaml.YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", where=path) from None
+    finally:
+        loader.dispose()
 
 
 # ------------------------------------------------------------------------------ validation

@@ -223,3 +223,16 @@ def test_a_missing_playbook_or_payload_is_one_clear_error(tmp_path, write_playbo
     assert info.value.line == 3 and "payload folder not found" in info.value.message
     (tmp_path / "cpuu").mkdir()
     assert play.require_payload() == tmp_path / "cpuu"
+
+
+@pytest.mark.timeout(20)
+def test_a_playbook_alias_bomb_is_refused_before_it_is_walked(tmp_path):
+    """Nine levels of nine aliases: 10**9 values in a few hundred bytes."""
+    lines = ["- name: bomb", "  hosts: all", '  vars_l0: &l0 ["lol", "lol", "lol"]']
+    for level in range(1, 10):
+        lines.append(f"  vars_l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    path = tmp_path / "bomb.yml"
+    path.write_text("\n".join([*lines, "  steps: [preflight]", ""]), encoding="utf-8")
+    with pytest.raises(InputError, match="alias bomb") as refused:
+        load_playbook(path)
+    assert str(path) in refused.value.render()

@@ -160,7 +160,7 @@ STATES: tuple[HostState, ...] = (
     _state(
         PENDING, "pending", ("blue", "#BDD7EE", "#1F4E78", "#5B9BD5"),
         final=True, attention=False, retried=False, resumed=False,
-        follow_up="collect later: collect --limit @pending.txt",
+        follow_up="after the next logon: cpuu-fleet collect --limit @pending.txt",
         meaning="CPUU runs at the next logon (policy at_logon); results not collected yet",
     ),
     _state(
@@ -196,6 +196,8 @@ FINAL_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.final and s.key
 #: The states a report shows (transient ones are settled first: :func:`settle`).
 REPORT_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.final)
 ATTENTION_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.attention)
+#: The attention states a run can end a host in (what makes ``play`` exit 3).
+EXIT_3_STATES: tuple[str, ...] = tuple(k for k in ATTENTION_STATES if k in FINAL_STATES)
 RETRIED_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.retried)
 RESUMED_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.resumed)
 #: Hosts waiting for a later ``collect``.
@@ -231,10 +233,10 @@ def needs_attention(key: str) -> bool:
     return state(settle(key)).attention
 
 
-def describe(keys: tuple[str, ...]) -> str:
+def describe(keys: tuple[str, ...], last: str = "and") -> str:
     """``failed and unreachable``: a set of states in words, for help texts and hints."""
     words = [label(key) for key in keys]
-    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
+    return ", ".join(words[:-1]) + f" {last} " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def markdown_table() -> str:

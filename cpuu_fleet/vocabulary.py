@@ -118,7 +118,7 @@ def _state(
 
 
 _NOTHING = "nothing to do"
-_RESUME = "play --resume RUN"
+_RESUME = "cpuu-fleet play --resume RUN"
 
 #: Every host state, in report order: the good news first, then what needs a person, then what
 #: did not happen yet, then the transient ones.
@@ -131,25 +131,25 @@ STATES: tuple[HostState, ...] = (
     _state(
         PARTIAL, "partially succeeded", ("yellow", "#FFEB9C", "#9C5700", "#FFC000"),
         final=True, attention=True, retried=False, resumed=False,
-        follow_up="fix the profiles the action list names, then play PLAYBOOK --limit @retry.txt",
+        follow_up="fix the profiles the action list names, then cpuu-fleet play PLAYBOOK --limit @retry.txt",
         meaning="CPUU ran, some profiles were not done (or it flagged a failure)",
     ),
     _state(
         FAILED, "failed", ("bold red", "#FFC7CE", "#9C0006", "#C00000"),
         final=True, attention=True, retried=True, resumed=False,
-        follow_up="fix the cause the action list gives, then play --retry-failed RUN",
+        follow_up="fix the cause the action list gives, then cpuu-fleet play --retry-failed RUN",
         meaning="a step or CPUU failed; the error class says which",
     ),
     _state(
         UNREACHABLE, "unreachable", ("red", "#F4B183", "#833C0B", "#ED7D31"),
         final=True, attention=True, retried=True, resumed=False,
-        follow_up="bring the host onto the network, then play --retry-failed RUN",
+        follow_up="bring the host onto the network, then cpuu-fleet play --retry-failed RUN",
         meaning="the workstation did not answer (after the play's retries)",
     ),
     _state(
         NOT_SWITCHED, "not switched", ("magenta", "#E4DFEC", "#5B2C6F", "#8E7CC3"),
         final=True, attention=True, retried=False, resumed=False,
-        follow_up="rerun after the mailbox switch: play PLAYBOOK --limit @retry.txt",
+        follow_up="rerun after the mailbox switch: cpuu-fleet play PLAYBOOK --limit @retry.txt",
         meaning="CPUU found no switch message: the mailboxes are not switched yet",
     ),
     _state(
@@ -256,3 +256,7 @@ def markdown_table() -> str:
             f" {mark(s.retried)} | {mark(s.resumed)} | {s.follow_up} |"
         )
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m cpuu_fleet.vocabulary: the table for docs/states.md
+    print(markdown_table(), end="")

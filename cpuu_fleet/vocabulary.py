@@ -28,6 +28,7 @@ put into a state):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 # ------------------------------------------------------------------------------ host states
 # Stored in the journal's hosts.state: never change these values.
@@ -93,9 +94,13 @@ class HostState:
     meaning: str
     """One line for the docs."""
 
-    def follow_up_for(self, run_id: str | None) -> str:
-        """The follow-up with the run id filled in (left as ``RUN`` when unknown)."""
-        return self.follow_up.replace("RUN", run_id) if run_id else self.follow_up
+    def follow_up_for(self, run_id: str | None, reports: Path | None = None) -> str:
+        """The follow-up with the run id filled in (left as ``RUN`` when unknown), and the
+        ``--reports`` folder when it is not the default ``reports``."""
+        text = self.follow_up
+        if reports is not None:
+            text = text.replace("reports/RUN", f"{reports.as_posix()}/RUN")
+        return text.replace("RUN", run_id) if run_id else text
 
 
 def _state(
@@ -131,7 +136,7 @@ STATES: tuple[HostState, ...] = (
     _state(
         PARTIAL, "partially succeeded", ("yellow", "#FFEB9C", "#9C5700", "#FFC000"),
         final=True, attention=True, retried=False, resumed=False,
-        follow_up="fix the profiles the action list names, then cpuu-fleet play PLAYBOOK --limit @retry.txt",
+        follow_up="fix the profiles the action list names, then cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
         meaning="CPUU ran, some profiles were not done (or it flagged a failure)",
     ),
     _state(
@@ -149,7 +154,7 @@ STATES: tuple[HostState, ...] = (
     _state(
         NOT_SWITCHED, "not switched", ("magenta", "#E4DFEC", "#5B2C6F", "#8E7CC3"),
         final=True, attention=True, retried=False, resumed=False,
-        follow_up="rerun after the mailbox switch: cpuu-fleet play PLAYBOOK --limit @retry.txt",
+        follow_up="rerun after the mailbox switch: cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
         meaning="CPUU found no switch message: the mailboxes are not switched yet",
     ),
     _state(
@@ -160,7 +165,7 @@ STATES: tuple[HostState, ...] = (
     _state(
         PENDING, "pending", ("blue", "#BDD7EE", "#1F4E78", "#5B9BD5"),
         final=True, attention=False, retried=False, resumed=False,
-        follow_up="after the next logon: cpuu-fleet collect --limit @pending.txt",
+        follow_up="after the next logon: cpuu-fleet collect --limit @reports/RUN/pending.txt",
         meaning="CPUU runs at the next logon (policy at_logon); results not collected yet",
     ),
     _state(

@@ -423,7 +423,7 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                 f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
                 where=journal.path,
             )
-        rows = _status_rows(run, journal.hosts(run["run_id"]))
+        rows = _status_rows(run, journal.hosts(run["run_id"]), reports)
     counts = dict(Counter(row["state"] for row in rows))
     hosts = [h for h in rows if vocabulary.state(h["state"]).attention]
     pending = [h["host"] for h in rows if h["state"] in vocabulary.PENDING_STATES]
@@ -455,7 +455,7 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
         console.print(f"[bold yellow]Stopped:[/] {escape(run['stop_reason'])}")
     if hosts:
         table = Table(title="Hosts needing action")
-        for column in ("host", "wave", "state", "error", "message", "follow-up"):
+        for column in ("host", "wave", "state", "error", "message"):
             table.add_column(column, overflow="fold")
         for host in hosts:
             table.add_row(
@@ -464,24 +464,32 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                 _state_cell(host["state"]),
                 escape(host["error_class"] or "-"),
                 escape((host["error_message"] or "")[:200]),
-                escape(host["follow_up"]),
             )
         console.print(table)
+        _print_follow_ups(console, hosts)
     if pending:
-        follow_up = vocabulary.BY_KEY[vocabulary.PENDING].follow_up
-        listed = reports / run["run_id"] / "pending.txt"
-        console.print(
-            f"{len(pending)} host(s) pending: {follow_up} ({listed})", markup=False, soft_wrap=True
-        )
+        follow_up = vocabulary.BY_KEY[vocabulary.PENDING].follow_up_for(run["run_id"], reports)
+        console.print(f"pending ({len(pending)}): {follow_up}", markup=False, soft_wrap=True)
 
 
-def _status_rows(run: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _print_follow_ups(console: Console, hosts: list[dict[str, Any]]) -> None:
+    """One line per state shown: what to do next about its hosts (the vocabulary's follow-up)."""
+    counts = Counter(host["state"] for host in hosts)
+    follow_ups = {host["state"]: host["follow_up"] for host in hosts}
+    for key in sorted(counts, key=list(vocabulary.BY_KEY).index):
+        line = f"{vocabulary.label(key)} ({counts[key]}): {follow_ups[key]}"
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def _status_rows(
+    run: dict[str, Any], rows: list[dict[str, Any]], reports: Path
+) -> list[dict[str, Any]]:
     """The run's host rows as ``status`` shows them: a run that is over has its transient states
     settled (as in the report), and every row carries its follow-up from the vocabulary."""
     live = run["status"] == vocabulary.RUN_RUNNING
     shown = []
     for row in rows:
         key = row["state"] if live else vocabulary.settle(row["state"])
-        follow_up = vocabulary.state(key).follow_up_for(row["run_id"])
+        follow_up = vocabulary.state(key).follow_up_for(row["run_id"], reports)
         shown.append({**row, "state": key, "follow_up": follow_up})
     return shown

@@ -68,6 +68,7 @@ def played(tmp_path_factory: pytest.TempPathFactory):
             "result": result,
             "states": states,
             "run_dir": wave.reports / result.run_id,
+            "reports": wave.reports,
             "status": json.loads(status.stdout),
             "status_text": table.stdout,
             "display": display.getvalue(),
@@ -163,7 +164,11 @@ def test_each_action_row_carries_its_states_follow_up(played):
         key = played["states"][row["host"]]
         assert row["follow_up"] == V.BY_KEY[key].follow_up_for(run_id)
     for entry in played["status"]["needs_action"]:
-        assert entry["follow_up"] == V.BY_KEY[entry["state"]].follow_up_for(run_id)
+        follow_up = V.BY_KEY[entry["state"]].follow_up_for(run_id, played["reports"])
+        assert entry["follow_up"] == follow_up
+        if "@" in follow_up:  # the list it names is there, and holds the host
+            listed = Path(follow_up.rsplit("@", 1)[1])
+            assert entry["host"] in _listed(listed)
 
 
 def test_every_output_names_the_states_as_the_vocabulary_does(played):

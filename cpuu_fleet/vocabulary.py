@@ -54,7 +54,12 @@ STEP_CHANGED = "changed"
 STEP_SKIPPED = "skipped"
 STEP_FAILED = "failed"
 STEP_KILLED = "killed"
-STEP_STATUSES = (STEP_RUNNING, STEP_OK, STEP_CHANGED, STEP_SKIPPED, STEP_FAILED, STEP_KILLED)
+# Events only: the operator aborted the step (second Ctrl-C). The journal leaves such an attempt
+# "running" on purpose: an unfinished run step is what --resume asks the host about.
+STEP_INTERRUPTED = "interrupted"
+STEP_STATUSES = (
+    STEP_RUNNING, STEP_OK, STEP_CHANGED, STEP_SKIPPED, STEP_FAILED, STEP_KILLED, STEP_INTERRUPTED,
+)  # fmt: skip
 
 # ------------------------------------------------------------------------------ run statuses
 # The journal's runs.status and the ``run_finished`` event's status.

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cpuu_fleet import __version__
-from cpuu_fleet import journal as states
+from cpuu_fleet import __version__, vocabulary
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.credentials import AskPass
 from cpuu_fleet.errors import InputError
@@ -51,16 +50,15 @@ class ExitCode(enum.IntEnum):
     """The process exit codes of ``play`` and the single-step commands (documented in --help)."""
 
     OK = 0
-    """Every host succeeded, or was skipped/pending by policy."""
+    """No host's state needs attention (succeeded, skipped, pending: see docs/states.md)."""
     BAD_INPUT = 2
     """Bad operator input (the CLI's InputError handler); nothing was touched."""
     HOSTS_NEED_ATTENTION = 3
-    """At least one host failed, partially succeeded, was unreachable or not run (wave stopped)."""
+    """At least one host's state needs attention (``vocabulary.ATTENTION_STATES``)."""
     INTERRUPTED = 130
     """Ctrl-C: the run stopped early; ``--resume RUN`` carries on."""
 
 
-ATTENTION_STATES = (states.FAILED, states.PARTIAL, states.UNREACHABLE, states.NOT_RUN)
 MAX_WARNINGS = 10
 
 
@@ -119,7 +117,7 @@ class PlayResult:
     def exit_code(self) -> ExitCode:
         if self.summary.status == INTERRUPTED:
             return ExitCode.INTERRUPTED
-        if any(state in ATTENTION_STATES for state in self.summary.states.values()):
+        if any(vocabulary.needs_attention(state) for state in self.summary.states.values()):
             return ExitCode.HOSTS_NEED_ATTENTION
         return ExitCode.OK
 

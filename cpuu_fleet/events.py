@@ -6,7 +6,9 @@ the run: :class:`Fanout` logs its exception and carries on, the way a per-host f
 
 Events are plain frozen dataclasses with stable field names, so the ``--json`` stream is a contract:
 add fields, never rename them. They carry host names, states and error texts, never a secret (the
-printers scrub every text with the process redactor anyway).
+printers scrub every text with the process redactor anyway). States and statuses are the keys of
+:mod:`cpuu_fleet.vocabulary` (what the journal stores); a ``host_finished`` line also carries the
+state's label and whether it needs attention, from the same vocabulary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from cpuu_fleet import vocabulary
 from cpuu_fleet.journal import utcnow
 from cpuu_fleet.redact import REDACTOR
 
@@ -124,7 +127,7 @@ class StepFinished(Event):
     step: str = ""
     attempt: int = 1
     status: str = ""
-    """ok | changed | skipped | failed | killed (the journal's attempt statuses)."""
+    """One of ``vocabulary.STEP_STATUSES`` (the journal's attempt statuses), not ``running``."""
     error_class: str | None = None
     error_message: str | None = None
     duration_s: float | None = None
@@ -151,6 +154,13 @@ class HostFinished(Event):
     def final(self) -> bool:
         return self.retry_in_s is None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, plus the state's ``label`` and ``needs_attention`` (the vocabulary's)."""
+        data = super().to_dict()
+        data["label"] = vocabulary.label(self.state)
+        data["needs_attention"] = self.final and vocabulary.needs_attention(self.state)
+        return data
+
 
 @dataclass(frozen=True)
 class BatchFinished(Event):
@@ -168,7 +178,8 @@ class BatchFinished(Event):
 class RunFinished(Event):
     kind: ClassVar[str] = "run_finished"
     status: str = ""
-    """completed | stopped (max_fail_percentage) | interrupted (Ctrl-C)."""
+    """One of ``vocabulary.RUN_STATUSES``: completed | stopped (max_fail_percentage) |
+    interrupted (Ctrl-C)."""
     stop_reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
     duration_s: float | None = None

@@ -31,17 +31,21 @@ from cpuu_fleet.redact import REDACTOR, Redactor
 
 SCHEMA_VERSION = 1
 
-# Host states. The first group is final; the second is transient while a run is going on.
-SUCCEEDED = "succeeded"
-PARTIAL = "partial"  # some profiles failed
-FAILED = "failed"
-UNREACHABLE = "unreachable"
-SKIPPED = "skipped"  # nobody logged on (policy skip), nothing to do, not applicable
-PENDING = "pending"  # at-logon task registered; results not collected yet
-NOT_RUN = "not_run"  # stopped by max_fail_percentage or Ctrl-C before it started
-FINAL_STATES = (SUCCEEDED, PARTIAL, FAILED, UNREACHABLE, SKIPPED, PENDING, NOT_RUN)
-QUEUED = "queued"
-RUNNING = "running"
+# Host states: defined in cpuu_fleet.vocabulary (with their names, colours, flags and follow-ups)
+# and re-exported here, where the journal stores them and much code imports them from.
+from cpuu_fleet.vocabulary import (  # noqa: E402, F401
+    FAILED,
+    FINAL_STATES,
+    NOT_RUN,
+    NOT_SWITCHED,
+    PARTIAL,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    SUCCEEDED,
+    UNREACHABLE,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -34,7 +34,7 @@ SUCCESS, no failure flag, no NO_SWITCH_MSG, no bad     succeeded     —
 profile
 SUCCESS plus a failure flag, NO_SWITCH_MSG or a bad    partial       cpuu
 profile
-no SUCCESS, only NO_SWITCH_MSG (mailbox not switched   skipped       cpuu
+no SUCCESS, only NO_SWITCH_MSG (mailbox not switched   not_switched  cpuu
 yet: rerun after the switch; not a failure)
 no SUCCESS, anything else; or exit 0 with bad          failed        cpuu
 profiles and none OK (partial when some are OK)
@@ -161,7 +161,7 @@ def judge_exit(
     )
     if flags & ExitFlags.NO_SWITCH_MSG and not flags & ~(ExitFlags.NO_SWITCH_MSG | log_only):
         return Verdict(
-            states.SKIPPED,
+            states.NOT_SWITCHED,
             ErrorClass.CPUU.value,
             f"{detail}: mailbox not switched yet, rerun later",
         )

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import FAILED, NOT_RUN, QUEUED, RUNNING, UNREACHABLE, Journal
+from cpuu_fleet.journal import Journal
 from cpuu_fleet.playbook import Play, Playbook, serial_batches
+from cpuu_fleet.vocabulary import RESUMED_STATES, RETRIED_STATES, UNTRIED_STATES
 
 RETRY_FILE = "failed.retry"
-_NOT_NEWS = (QUEUED, NOT_RUN)
+_NOT_NEWS = UNTRIED_STATES
 
 
 class InventoryHost(Protocol):
@@ -283,7 +284,7 @@ def select_retry_failed(journal: Journal, run_id: str) -> Selection:
     """
     run = journal.run(run_id)
     latest = latest_rows(journal, run_id)
-    chosen = [h for h, row in latest.items() if row["state"] in (FAILED, UNREACHABLE)]
+    chosen = [h for h, row in latest.items() if row["state"] in RETRIED_STATES]
     kept = _count(row["state"] for h, row in latest.items() if h not in set(chosen))
     open_steps = open_run_steps(journal, run_id)
     return Selection(
@@ -310,9 +311,7 @@ def select_resume(journal: Journal, run_id: str) -> Selection:
     latest = latest_rows(journal, run_id)
     open_steps = open_run_steps(journal, run_id)
     chosen = [
-        host
-        for host, row in latest.items()
-        if host in open_steps or row["state"] in (QUEUED, RUNNING, NOT_RUN)
+        host for host, row in latest.items() if host in open_steps or row["state"] in RESUMED_STATES
     ]
     hints = {h: open_steps[h] for h in chosen if h in open_steps}
     picked = set(chosen)
@@ -331,14 +330,15 @@ def select_resume(journal: Journal, run_id: str) -> Selection:
 
 
 def retry_hosts(journal: Journal, run_id: str) -> list[str]:
-    """The run's failed and unreachable hosts, in the run's order (Ansible's retry file)."""
-    return journal.hosts_in_states(run_id, (FAILED, UNREACHABLE))
+    """The run's hosts that ``--retry-failed`` would visit (the vocabulary's retried states:
+    failed and unreachable), in the run's order (Ansible's retry file)."""
+    return journal.hosts_in_states(run_id, RETRIED_STATES)
 
 
 def write_retry_file(journal: Journal, run_id: str, run_dir: str | Path) -> Path:
-    """Write ``<run_dir>/failed.retry``: the failed and unreachable hosts, one per line, for
-    ``--limit @<file>`` (Ansible's ``.retry`` convention). The report's ``retry.txt`` beside it is
-    the wider action list (partial results and needs-action codes too).
+    """Write ``<run_dir>/failed.retry``: the hosts ``--retry-failed`` would visit, one per line,
+    for ``--limit @<file>`` (Ansible's ``.retry`` convention). The report's ``retry.txt`` beside it
+    is the wider action list (every state that needs attention: partial, not switched, not run).
 
     Written for every run, empty when nothing failed, so scripts can rely on it existing.
     """

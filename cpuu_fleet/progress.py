@@ -2,9 +2,9 @@
 
 Three processors over the same events (see :mod:`cpuu_fleet.events`):
 
-* :class:`LiveProgress`: a rich display for the operator: hosts done / failed / unreachable /
-  skipped / running, the current batch, and an ETA from the mean duration of finished hosts and
-  the forks;
+* :class:`LiveProgress`: a rich display for the operator: hosts per state (the vocabulary's
+  names and colours) and running, the current batch, and an ETA from the mean duration of
+  finished hosts and the forks;
 * :class:`JsonLinesPrinter`: one JSON object per event per line, for scripts and dashboards;
 * :class:`RunLogProcessor`: a plain-text log of the run, plus everything logged to
   :data:`~cpuu_fleet.events.RUN_LOG` (tracebacks of host work that raised).
@@ -31,6 +31,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from cpuu_fleet import vocabulary
 from cpuu_fleet.events import (
     RUN_LOG,
     BaseProcessor,
@@ -45,15 +46,6 @@ from cpuu_fleet.events import (
     RunStarted,
     StepFinished,
     StepStarted,
-)
-from cpuu_fleet.journal import (
-    FAILED,
-    NOT_RUN,
-    PARTIAL,
-    PENDING,
-    SKIPPED,
-    SUCCEEDED,
-    UNREACHABLE,
 )
 from cpuu_fleet.redact import REDACTOR, Redactor
 
@@ -106,12 +98,6 @@ class RunStats:
     def finished(self) -> int:
         return sum(self.counts.values())
 
-    @property
-    def done(self) -> int:
-        """Hosts that got where the run wanted them (or will at the next logon). Partial ones
-        are not: some of their profiles failed, and they are counted apart."""
-        return sum(self.counts.get(s, 0) for s in (SUCCEEDED, PENDING))
-
     def eta_seconds(self, now: float | None = None) -> float | None:
         """Seconds left: for each batch not yet finished, rounds of ``min(forks, size)`` hosts
         at the mean host duration; running hosts count for what is left of their mean.
@@ -153,20 +139,32 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def count_cells(counts: dict[str, int], running: int) -> list[Text]:
+    """Each state with hosts in it (succeeded always), in the vocabulary's order, names and
+    colours, then the hosts being worked on now."""
+    cells = [
+        Text(f"{state.label} {counts.get(state.key, 0)}", style=state.style)
+        for state in vocabulary.STATES
+        if state.final and (counts.get(state.key) or state.key == vocabulary.SUCCEEDED)
+    ]
+    cells.extend(Text(f"{key} {n}") for key, n in counts.items() if key not in vocabulary.BY_KEY)
+    running_state = vocabulary.BY_KEY[vocabulary.RUNNING]
+    cells.append(Text(f"{running_state.label} {running}", style=running_state.style))
+    return cells
+
+
+def summary_line(counts: dict[str, int]) -> str:
+    """``succeeded 3, failed 1``: counts by the vocabulary's names, in its order."""
+    order = {key: rank for rank, key in enumerate(vocabulary.BY_KEY)}
+    ordered = sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+    return ", ".join(f"{vocabulary.label(key)} {n}" for key, n in ordered)
+
+
 def render_stats(stats: RunStats, now: float | None = None) -> Table:
     """The display's content: a bar, the counts, the batch and the ETA."""
     bar = ProgressBar(total=max(stats.total, 1), completed=stats.finished, width=40)
     counts = Table.grid(padding=(0, 2))
-    cells = [
-        ("done", stats.done, "green"),
-        ("partial", stats.counts.get(PARTIAL, 0), "yellow"),
-        ("failed", stats.counts.get(FAILED, 0), "red"),
-        ("unreachable", stats.counts.get(UNREACHABLE, 0), "magenta"),
-        ("skipped", stats.counts.get(SKIPPED, 0), "yellow"),
-        ("not run", stats.counts.get(NOT_RUN, 0), "dim"),
-        ("running", len(stats.running), "cyan"),
-    ]
-    counts.add_row(*(Text(f"{label} {value}", style=style) for label, value, style in cells))
+    counts.add_row(*count_cells(stats.counts, len(stats.running)))
     batch = "starting"
     if stats.current is not None:
         c = stats.current
@@ -220,13 +218,16 @@ class LiveProgress(BaseProcessor):
             self._live = None
             if not self.console.is_terminal:
                 self.console.line()  # a redirected display ends without a newline
-        summary = ", ".join(f"{state} {n}" for state, n in sorted(event.counts.items()))
+        summary = summary_line(event.counts)
         self.console.print(
             f"run {event.run_id} {event.status}: {summary or 'no hosts'}", markup=False
         )
         if event.retry_file:
+            retried = vocabulary.describe(vocabulary.RETRIED_STATES)
             self.console.print(
-                f"failed and unreachable hosts: {event.retry_file}", markup=False, soft_wrap=True
+                f"{retried} hosts (for --retry-failed): {event.retry_file}",
+                markup=False,
+                soft_wrap=True,
             )
 
 
@@ -325,10 +326,10 @@ class RunLogProcessor(BaseProcessor):
         if event.error_class or event.error_message:
             error = f" [{event.error_class or '-'}] {event.error_message or ''}"
         retry = f"; retry in {event.retry_in_s:g}s" if event.retry_in_s is not None else ""
-        self._write(event, f"{event.host}: {event.state}{error}{retry}")
+        self._write(event, f"{event.host}: {vocabulary.label(event.state)}{error}{retry}")
 
     def batch_finished(self, event: BatchFinished) -> None:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(event.counts.items()))
+        counts = summary_line(event.counts)
         stop = f"; STOP: {event.stop_reason}" if event.stop_reason else ""
         self._write(event, f"play {event.play!r} batch {event.batch} finished: {counts}{stop}")
 
@@ -336,7 +337,7 @@ class RunLogProcessor(BaseProcessor):
         self._write(event, event.message)
 
     def run_finished(self, event: RunFinished) -> None:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(event.counts.items()))
+        counts = summary_line(event.counts)
         reason = f" ({event.stop_reason})" if event.stop_reason else ""
         self._write(event, f"run {event.run_id} {event.status}{reason}: {counts}")
         if self._handler is not None:

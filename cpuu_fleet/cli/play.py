@@ -1,14 +1,15 @@
 """CLI commands: ``play``, the single steps (``preflight``, ``push``, ``run``, ``collect``),
 ``status`` and ``demo``. Wiring and presentation only: the work is in ``cpuu_fleet.engine``.
 
-Exit codes (also in ``play --help``): 0 every host succeeded or was skipped/pending by policy;
-2 bad input (nothing touched); 3 at least one host failed, partially succeeded, was unreachable or
-was not run because the wave stopped; 130 interrupted (Ctrl-C; ``--resume RUN`` carries on).
+Exit codes (also in ``play --help``): 0 no host needs attention; 2 bad input (nothing touched);
+3 at least one host is in a state that needs attention (:mod:`cpuu_fleet.vocabulary`); 130
+interrupted (Ctrl-C; ``--resume RUN`` carries on).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.inventory import warn
 from cpuu_fleet.cli.options import (
     AskPassOption,
@@ -49,23 +51,9 @@ TemplatesOption = Annotated[
 ]
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
-    "touched; 3 some hosts failed, partially succeeded, were unreachable or not run; "
-    "130 interrupted (Ctrl-C)."
+    "Exit codes: 0 no host needs attention; 2 bad input, nothing touched; 3 some hosts need "
+    f"attention ({vocabulary.describe(vocabulary.EXIT_3_STATES, 'or')}); 130 interrupted (Ctrl-C)."
 )
-
-_STATE_STYLES = {
-    "succeeded": "green",
-    "partial": "yellow",
-    "failed": "red",
-    "unreachable": "magenta",
-    "skipped": "cyan",
-    "pending": "blue",
-    "not_run": "dim",
-    "queued": "dim",
-    "running": "bold",
-}
-_ACTION_STATES = ("failed", "partial", "unreachable", "pending", "not_run", "queued", "running")
 
 
 def _console() -> Console:
@@ -136,6 +124,9 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
             lines.append(
                 f"Retry:   cpuu-fleet play ... --retry-failed {result.run_id}   (or {limit})"
             )
+    pending = result.report.paths.get("pending.txt") if result.report is not None else None
+    if pending is not None and pending.stat().st_size:
+        lines.append(f"Pending: cpuu-fleet collect ... --limit @{pending}   (after the next logon)")
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
 
@@ -170,13 +161,21 @@ def _print_check(console: Console, result: Any) -> None:
     console.print(table)
 
 
+def _state_cell(key: str) -> str:
+    """A state as the operator reads it: the vocabulary's label in its colour."""
+    known = vocabulary.BY_KEY.get(key)
+    if known is None:  # a state this version does not know: shown as it is
+        return escape(key)
+    return f"[{known.style}]{escape(known.label)}[/]"
+
+
 def _counts_table(counts: dict[str, int], title: str | None) -> Table:
     table = Table(title=title)
     table.add_column("state")
     table.add_column("hosts", justify="right")
-    for state, count in sorted(counts.items(), key=lambda item: -item[1]):
-        style = _STATE_STYLES.get(state, "")
-        table.add_row(f"[{style}]{state}[/]" if style else state, str(count))
+    order = {key: rank for rank, key in enumerate(vocabulary.BY_KEY)}
+    for state, count in sorted(counts.items(), key=lambda item: order.get(item[0], len(order))):
+        table.add_row(_state_cell(state), str(count))
     table.add_row("[bold]total[/]", str(sum(counts.values())))
     return table
 
@@ -230,7 +229,9 @@ def register(app: typer.Typer) -> None:
         retry_failed: Annotated[
             str | None,
             typer.Option(
-                "--retry-failed", metavar="RUN", help="Re-run only RUN's failed/unreachable hosts."
+                "--retry-failed",
+                metavar="RUN",
+                help=f"Re-run only RUN's {vocabulary.describe(vocabulary.RETRIED_STATES)} hosts.",
             ),
         ] = None,
         as_json: EventsJsonOption = False,
@@ -424,8 +425,10 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                 where=journal.path,
             )
         run = {**run, "status": live_status(journal, run)}  # a dead controller's run: interrupted
-        counts = journal.state_counts(run["run_id"])
-        hosts = [h for h in journal.hosts(run["run_id"]) if h["state"] in _ACTION_STATES]
+        rows = _status_rows(run, journal.hosts(run["run_id"]), reports)
+    counts = dict(Counter(row["state"] for row in rows))
+    hosts = [h for h in rows if vocabulary.state(h["state"]).attention]
+    pending = [h["host"] for h in rows if h["state"] in vocabulary.PENDING_STATES]
     if as_json:
         typer.echo(
             json.dumps(
@@ -433,9 +436,13 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                     "run": {k: run[k] for k in ("run_id", "kind", "status", "stop_reason", "mode")},
                     "counts": counts,
                     "needs_action": [
-                        {k: h[k] for k in ("host", "state", "error_class", "error_message")}
+                        {
+                            **{k: h[k] for k in ("host", "state", "error_class", "error_message")},
+                            "follow_up": h["follow_up"],
+                        }
                         for h in hosts
                     ],
+                    "pending": pending,
                 },
                 ensure_ascii=False,
             )
@@ -453,12 +460,38 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
         for column in ("host", "wave", "state", "error", "message"):
             table.add_column(column, overflow="fold")
         for host in hosts:
-            style = _STATE_STYLES.get(host["state"], "")
             table.add_row(
                 escape(host["host"]),
                 escape(host["wave"] or "-"),
-                f"[{style}]{host['state']}[/]",
-                host["error_class"] or "-",
+                _state_cell(host["state"]),
+                escape(host["error_class"] or "-"),
                 escape((host["error_message"] or "")[:200]),
             )
         console.print(table)
+        _print_follow_ups(console, hosts)
+    if pending:
+        follow_up = vocabulary.BY_KEY[vocabulary.PENDING].follow_up_for(run["run_id"], reports)
+        console.print(f"pending ({len(pending)}): {follow_up}", markup=False, soft_wrap=True)
+
+
+def _print_follow_ups(console: Console, hosts: list[dict[str, Any]]) -> None:
+    """One line per state shown: what to do next about its hosts (the vocabulary's follow-up)."""
+    counts = Counter(host["state"] for host in hosts)
+    follow_ups = {host["state"]: host["follow_up"] for host in hosts}
+    for key in sorted(counts, key=list(vocabulary.BY_KEY).index):
+        line = f"{vocabulary.label(key)} ({counts[key]}): {follow_ups[key]}"
+        console.print(line, markup=False, soft_wrap=True)
+
+
+def _status_rows(
+    run: dict[str, Any], rows: list[dict[str, Any]], reports: Path
+) -> list[dict[str, Any]]:
+    """The run's host rows as ``status`` shows them: a run that is over has its transient states
+    settled (as in the report), and every row carries its follow-up from the vocabulary."""
+    live = run["status"] == vocabulary.RUN_RUNNING
+    shown = []
+    for row in rows:
+        key = row["state"] if live else vocabulary.settle(row["state"])
+        follow_up = vocabulary.state(key).follow_up_for(row["run_id"], reports)
+        shown.append({**row, "state": key, "follow_up": follow_up})
+    return shown

@@ -43,7 +43,7 @@ def report(
     ] = None,
     reports: ReportsOption = Path("reports"),
 ) -> None:
-    """Write report.xlsx, hosts.csv, profiles.csv, actions.csv and retry.txt, and print the summary."""
+    """Write report.xlsx, the CSVs, retry.txt and pending.txt, and print the summary."""
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
     from cpuu_fleet.report import default_out_dir, summary_table, write_report
     from cpuu_fleet.report.selection import resolve_runs
@@ -72,6 +72,13 @@ def report(
             plain(
                 f"{actions:,} host(s) need a person: see the Action list, or rerun them with "
                 f"--limit @{result.paths['retry.txt']}"
+            )
+        )
+    pending = result.paths["pending.txt"]
+    if pending.stat().st_size:
+        console.print(
+            plain(
+                f"Pending hosts (after the next logon): cpuu-fleet collect ... --limit @{pending}"
             )
         )
     console.print("Written:")

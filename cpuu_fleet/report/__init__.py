@@ -62,7 +62,8 @@ def write_report(
     max_rows: int = EXCEL_MAX_ROWS,
     redactor: Redactor = REDACTOR,
 ) -> ReportResult:
-    """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv`` and ``retry.txt``.
+    """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``
+    and ``pending.txt``.
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made

@@ -13,7 +13,9 @@ The CSVs are meant to be opened in Excel by people and read by scripts, so:
   before those characters. Numeric columns (codes, counts) are never prefixed; negative numbers
   stay numbers. The workbook needs no such trick: its cells are typed as text.
 
-``retry.txt`` lists the action list's hosts, one per line, for ``--limit @retry.txt``.
+``retry.txt`` lists the action list's hosts (every host whose state needs attention in
+:mod:`cpuu_fleet.vocabulary`), one per line, for ``--limit @retry.txt``; ``pending.txt`` lists the
+hosts waiting for their next logon, for a later ``cpuu-fleet collect --limit @pending.txt``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames
 
 HOST_COLUMNS = (
@@ -36,7 +39,7 @@ PROFILE_COLUMNS = (
 )  # fmt: skip
 ACTION_COLUMNS = (
     "wave", "host", "user", "state", "reason", "exit_code", "exit_flags", "error_class",
-    "error_message", "problem_profiles", "hint", "result_dir", "run_id",
+    "error_message", "problem_profiles", "hint", "result_dir", "run_id", "follow_up",
 )  # fmt: skip
 
 #: A text cell starting with one of these is a formula to Excel (OWASP's list).
@@ -82,11 +85,22 @@ def write_csv(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> Path
     return path
 
 
+def write_host_list(hosts: pd.Series, path: Path) -> Path:
+    """Host names, once each, one per line: a file for ``--limit @<file>``."""
+    names = list(dict.fromkeys(hosts))
+    path.write_text("".join(f"{host}\n" for host in names), encoding="utf-8")
+    return path
+
+
 def write_retry_file(frames: ReportFrames, path: Path) -> Path:
     """The hosts that need a person, one per line: ``cpuu-fleet play ... --limit @retry.txt``."""
-    hosts = list(dict.fromkeys(frames.actions["host"]))
-    path.write_text("".join(f"{host}\n" for host in hosts), encoding="utf-8")
-    return path
+    return write_host_list(frames.actions["host"], path)
+
+
+def write_pending_file(frames: ReportFrames, path: Path) -> Path:
+    """The hosts whose CPUU waits for the next logon: ``cpuu-fleet collect --limit @pending.txt``."""
+    pending = frames.hosts["state"].isin(states.PENDING_LABELS)
+    return write_host_list(frames.hosts.loc[pending, "host"], path)
 
 
 def write_csvs(frames: ReportFrames, out_dir: Path) -> dict[str, Path]:
@@ -95,4 +109,5 @@ def write_csvs(frames: ReportFrames, out_dir: Path) -> dict[str, Path]:
         "profiles.csv": write_csv(frames.profiles, PROFILE_COLUMNS, out_dir / "profiles.csv"),
         "actions.csv": write_csv(frames.actions, ACTION_COLUMNS, out_dir / "actions.csv"),
         "retry.txt": write_retry_file(frames, out_dir / "retry.txt"),
+        "pending.txt": write_pending_file(frames, out_dir / "pending.txt"),
     }

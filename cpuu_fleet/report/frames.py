@@ -15,9 +15,13 @@ Rules the report applies (the vendor is silent on them; they are ours):
   tried counts as one).
 * A **check-mode** run (``play --check``) changed nothing: its rows count as *not run* (with what
   it saw as the message), so a dry run after a real one never turns a failure into a success.
-* Transient states left by an unfinished run: ``queued`` is reported as *not run*; ``running``
-  (the controller died mid-host) as *pending*, error class ``interrupted``. An unknown state is
-  reported as *failed* (error class ``unknown-state``), so a person looks at it.
+* Transient states left by an unfinished run are settled by the vocabulary
+  (:func:`cpuu_fleet.vocabulary.settle`): ``queued`` is reported as *not run*; ``running`` (the
+  controller stopped mid-host) as *interrupted*, error class ``interrupted``: ``--resume`` asks
+  the host. An unknown state is reported as *failed* (error class ``unknown-state``), so a person
+  looks at it.
+* The **action list** is exactly the hosts whose state needs attention in the vocabulary (the
+  same hosts make ``play`` exit 3 and ``status`` list them); its reason and hint say why.
 * A profile counts as **switched** when its code's outcome is ``ok`` (where the mode wanted it)
   and as **failed** when it is ``failed``, ``needs-action`` or an unknown code.
 * **Success %** is succeeded hosts / targeted hosts (MECM's NumSuccess / NumTotal).
@@ -34,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cpuu_fleet import journal as J
+from cpuu_fleet import vocabulary as V
 from cpuu_fleet.cpuu import Outcome, code_info
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
@@ -333,21 +338,36 @@ def _join_parts(parts: list[pd.Series], separator: str) -> pd.Series:
     return joined.reindex(frame.index).astype(object).fillna("")
 
 
+#: States whose error class says what went wrong (for partial and not-switched hosts, CPUU's
+#: exit flags and profile codes say it better).
+_ERROR_HINTED = tuple(
+    label
+    for label in states.ACTION_LABELS
+    if label not in (V.label(V.PARTIAL), V.label(V.NOT_SWITCHED))
+)
+
+
+def _follow_ups(actions: pd.DataFrame) -> pd.Series:
+    """Each row's follow-up from the vocabulary, with its run id filled in."""
+    keys = pd.Series(
+        list(zip(actions["state"].astype(str), actions["run_id"], strict=True)),
+        index=actions.index,
+        dtype=object,
+    )
+    return _map_distinct(keys, lambda key: V.BY_LABEL[key[0]].follow_up_for(key[1]))
+
+
 def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> pd.DataFrame:
     """Every host that needs a person, with why and what to do, sorted by wave and state."""
     needs_action = profiles.loc[profiles["outcome"] == Outcome.NEEDS_ACTION.value, "host"].unique()
     flags_attention = hosts["exit_code"].fillna(0).astype(int) & ~1 != 0
-    in_bad_state = hosts["state"].isin(states.ACTION_LABELS)
-    chosen = in_bad_state | hosts["host"].isin(needs_action) | flags_attention | hosts["killed"]
-    actions = hosts.loc[chosen].copy()
+    actions = hosts.loc[hosts["state"].isin(states.ACTION_LABELS)].copy()
 
     needs = actions["host"].isin(needs_action)
     odd_exit = flags_attention.loc[actions.index] | actions["killed"]
     actions["reason"] = _join_parts(
         [
-            ("state: " + actions["state"].astype(str)).where(
-                actions["state"].isin(states.ACTION_LABELS)
-            ),
+            "state: " + actions["state"].astype(str),
             pd.Series("profile codes need action", index=actions.index).where(needs),
             ("exit " + actions["exit_flags"].fillna("")).where(odd_exit),
         ],
@@ -365,7 +385,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     actions["problem_profiles"] = actions["host"].map(problem_profiles).astype(object).fillna("")
 
     error_hint = actions["error_class"].map(hints.ERROR_CLASS_HINTS).fillna("")
-    error_hint = error_hint.where(actions["state"].isin(states.ACTION_LABELS[:2]), "")
+    error_hint = error_hint.where(actions["state"].isin(_ERROR_HINTED), "")
     exit_keys = pd.Series(
         list(zip(actions["exit_code"].astype(object), actions["killed"], strict=True)),
         index=actions.index,
@@ -375,6 +395,7 @@ def _actions(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     ).fillna("")
     profile_hint = actions["host"].map(profile_hints).astype(object).fillna("")
     actions["hint"] = _join_parts([error_hint, exit_hint, profile_hint], " ")
+    actions["follow_up"] = _follow_ups(actions)
 
     state_rank = actions["state"].map({label: i for i, label in enumerate(states.ACTION_LABELS)})
     actions["state_rank"] = state_rank.astype(float).fillna(len(states.ACTION_LABELS))

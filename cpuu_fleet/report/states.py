@@ -1,85 +1,47 @@
-"""The seven host states a report shows, their labels, order and colours.
+"""The host states a report shows, their labels, order and colours: views of the vocabulary.
 
-Why a module of its own: the frames, the workbook, the CSVs and the terminal table must agree on
-one vocabulary. The journal's constants are the keys; the labels are what an operator reads.
+Why a module of its own: the frames, the workbook, the CSVs and the terminal table need the
+states keyed by *label* (the frames hold what an operator reads). Everything here is derived from
+:mod:`cpuu_fleet.vocabulary`; nothing is decided here.
 """
 
 from __future__ import annotations
 
-from cpuu_fleet import journal
+from cpuu_fleet import vocabulary as V
 
-# Report order: the good news first, then what needs a person, then what did not happen yet.
-STATE_KEYS: tuple[str, ...] = (
-    journal.SUCCEEDED,
-    journal.PARTIAL,
-    journal.FAILED,
-    journal.UNREACHABLE,
-    journal.SKIPPED,
-    journal.PENDING,
-    journal.NOT_RUN,
-)
+#: The settled states, in report order (the good news first, then what needs a person).
+STATE_KEYS: tuple[str, ...] = V.REPORT_STATES
 
-LABELS: dict[str, str] = {
-    journal.SUCCEEDED: "succeeded",
-    journal.PARTIAL: "partially succeeded",
-    journal.FAILED: "failed",
-    journal.UNREACHABLE: "unreachable",
-    journal.SKIPPED: "skipped",
-    journal.PENDING: "pending",
-    journal.NOT_RUN: "not run",
-}
+LABELS: dict[str, str] = {key: V.label(key) for key in STATE_KEYS}
 
 #: The state labels in report order (the columns of every per-wave count).
 STATE_LABELS: tuple[str, ...] = tuple(LABELS[key] for key in STATE_KEYS)
 
-# A run that is still going on, or whose controller died, leaves transient states behind.
-# A host still "queued" never started: it was not run. A host left "running" may have run CPUU,
-# but its results were never collected: that is exactly "pending" (resume asks the host).
+#: What a run's transient states are reported as (see :func:`cpuu_fleet.vocabulary.settle`).
 TRANSIENT_TO_FINAL: dict[str, str] = {
-    journal.QUEUED: journal.NOT_RUN,
-    journal.RUNNING: journal.PENDING,
+    key: V.settle(key) for key in V.BY_KEY if V.settle(key) != key
 }
 
 #: States in which nothing was attempted on the host: a later run that did not reach a host does
 #: not hide what an earlier run found out about it.
-UNTRIED_KEYS = frozenset({journal.QUEUED, journal.NOT_RUN})
+UNTRIED_KEYS = V.UNTRIED_STATES
 
-#: Hosts in these states need a person (the action list and retry.txt).
-ACTION_LABELS: tuple[str, ...] = (
-    LABELS[journal.FAILED],
-    LABELS[journal.UNREACHABLE],
-    LABELS[journal.PARTIAL],
-)
+#: Hosts in these states need a person (the action list and retry.txt), in the list's order.
+ACTION_LABELS: tuple[str, ...] = tuple(V.label(key) for key in V.ATTENTION_STATES)
 
-# Fill and font colours (traffic lights; the same in the cells and in the chart).
+#: Hosts in these states wait for a later collect (pending.txt).
+PENDING_LABELS: tuple[str, ...] = tuple(V.label(key) for key in V.PENDING_STATES)
+
+#: Fill and font colours (traffic lights; the same in the cells and in the chart).
 COLOURS: dict[str, tuple[str, str]] = {
-    "succeeded": ("#C6EFCE", "#006100"),
-    "partially succeeded": ("#FFEB9C", "#9C5700"),
-    "failed": ("#FFC7CE", "#9C0006"),
-    "unreachable": ("#F4B183", "#833C0B"),
-    "skipped": ("#D9D9D9", "#404040"),
-    "pending": ("#BDD7EE", "#1F4E78"),
-    "not run": ("#EDEDED", "#7F7F7F"),
+    V.label(key): (V.BY_KEY[key].fill, V.BY_KEY[key].font) for key in STATE_KEYS
 }
 
 #: Colours for the chart's bars (stronger than the cell fills, so small counts stay visible).
-CHART_COLOURS: dict[str, str] = {
-    "succeeded": "#70AD47",
-    "partially succeeded": "#FFC000",
-    "failed": "#C00000",
-    "unreachable": "#ED7D31",
-    "skipped": "#A5A5A5",
-    "pending": "#5B9BD5",
-    "not run": "#D0CECE",
-}
+CHART_COLOURS: dict[str, str] = {V.label(key): V.BY_KEY[key].chart for key in STATE_KEYS}
 
 #: rich styles for the terminal summary.
-RICH_STYLES: dict[str, str] = {
-    "succeeded": "green",
-    "partially succeeded": "yellow",
-    "failed": "bold red",
-    "unreachable": "red",
-    "skipped": "dim",
-    "pending": "blue",
-    "not run": "dim",
-}
+RICH_STYLES: dict[str, str] = {V.label(key): V.BY_KEY[key].style for key in STATE_KEYS}
+
+#: Each state's follow-up, by label (``RUN`` stands for the run id).
+FOLLOW_UPS: dict[str, str] = {V.label(key): V.BY_KEY[key].follow_up for key in STATE_KEYS}

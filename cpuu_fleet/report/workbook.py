@@ -91,6 +91,7 @@ ACTION_COLUMNS = (
     Column("error_message", "Error message", TEXT, 50),
     Column("problem_profiles", "Profiles to fix", TEXT, 40),
     Column("hint", "What to do", TEXT, 70),
+    Column("follow_up", "Then", TEXT, 44),
     Column("result_dir", "Collected files", TEXT, 36),
     Column("run_id", "Run", TEXT, 22),
 )

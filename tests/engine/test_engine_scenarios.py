@@ -56,7 +56,7 @@ EXPECTED = {
     "no_user": (states.PENDING, None),
     "ost_locked": (states.FAILED, "cpuu"),
     "offline_profiles": (states.FAILED, "cpuu"),
-    "not_switched": (states.SKIPPED, "cpuu"),
+    "not_switched": (states.NOT_SWITCHED, "cpuu"),
     "cpuu_crash": (states.FAILED, "cpuu"),
     "cpuu_hang": (states.FAILED, "cpuu"),
     "mixed_results": (states.PARTIAL, "cpuu"),

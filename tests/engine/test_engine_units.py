@@ -96,7 +96,7 @@ def _profiles(*codes: int) -> list[ProfileResult]:
         (1, (), True, states.FAILED),  # killed: exit 1 is NOT success
         (0, (), False, states.SKIPPED),
         (0, (2, 2), False, states.SUCCEEDED),
-        (2, (), False, states.SKIPPED),  # not switched yet
+        (2, (), False, states.NOT_SWITCHED),  # not switched yet
         (1 | 2, (10,), False, states.PARTIAL),
         (1, (10, 6), False, states.PARTIAL),  # offline profile needs action
         (9009, (), False, states.FAILED),

@@ -77,7 +77,7 @@ def test_report_all_with_a_wave_and_an_explicit_out_folder(fleet, tmp_path):
         terminal_width=100,
     )
     assert result.exit_code == 0, result.output
-    assert (out / "retry.txt").read_text() == "pc-09\n"
+    assert (out / "retry.txt").read_text() == "pc-09\npc-07\n"  # failed, not run (wave stopped)
 
 
 @pytest.mark.parametrize(
@@ -139,5 +139,5 @@ def test_a_wave_report_does_not_replace_the_runs_full_report(fleet):
     )
     assert part.exit_code == 0, part.output
     run_dir = fleet.reports / fleet.first_run
-    assert (run_dir / "retry.txt").read_text() == "pc-02\npc-03\npc-04\npc-09\n"
-    assert (run_dir / "wave-wave_wave1" / "retry.txt").read_text() == "pc-09\n"
+    assert (run_dir / "retry.txt").read_text() == "pc-04\npc-02\npc-03\npc-09\npc-07\n"
+    assert (run_dir / "wave-wave_wave1" / "retry.txt").read_text() == "pc-09\npc-07\n"

@@ -71,7 +71,7 @@ def test_neutralise_formulas_only_touches_risky_text():
 
 def test_actions_csv_and_retry_txt_list_the_hosts_that_need_a_person(out):
     actions = [row["host"] for row in _rows(out / "actions.csv")]
-    assert actions == ["pc-03", "pc-04", "pc-09"]
-    assert (out / "retry.txt").read_text(encoding="utf-8") == "pc-03\npc-04\npc-09\n"
-    hint = _rows(out / "actions.csv")[0]["hint"]
+    assert actions == ["pc-04", "pc-03", "pc-09", "pc-07"]
+    assert (out / "retry.txt").read_text(encoding="utf-8") == "pc-04\npc-03\npc-09\npc-07\n"
+    hint = _rows(out / "actions.csv")[1]["hint"]
     assert "WinRM" in hint

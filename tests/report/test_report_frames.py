@@ -94,7 +94,8 @@ def test_codes_are_decoded_from_the_vendor_table_and_unknown_codes_survive(fleet
 def test_action_list_holds_hosts_that_need_a_person_with_a_hint(fleet):
     frames = load_frames(fleet.journal, [fleet.first_run, fleet.retry_run])
     actions = frames.actions
-    assert actions["host"].tolist() == ["pc-03", "pc-04", "pc-09"]  # by wave, then state
+    # By wave, then state in the vocabulary's order; pc-07 was not run (the wave stopped).
+    assert actions["host"].tolist() == ["pc-04", "pc-03", "pc-09", "pc-07"]
     by_host = _by_host(actions)
     assert "WinRM" in by_host["pc-03"]["hint"]
     assert "ProcessOfflineProfiles" in by_host["pc-04"]["hint"]
@@ -117,7 +118,7 @@ def test_transient_states_of_an_interrupted_run_are_reported_as_final_states(tmp
     frames = load_frames(journal, [run])
     hosts = _by_host(frames.hosts)
     assert hosts["pc-a"]["state"] == "not run"  # still queued: never started
-    assert hosts["pc-b"]["state"] == "pending"  # controller died: results not collected
+    assert hosts["pc-b"]["state"] == "interrupted"  # controller died: --resume asks the host
     assert hosts["pc-b"]["error_class"] == "interrupted"
 
 
@@ -158,21 +159,31 @@ def test_run_selection_errors_are_one_clear_line(tmp_path, fleet):
     assert resolve_runs(fleet.journal, None, all_runs=True) == [fleet.first_run, fleet.retry_run]
 
 
-def test_succeeded_hosts_still_needing_a_person_are_on_the_action_list(tmp_path):
-    """A mailbox not switched yet (exit flag 2) or a profile code that needs action."""
+def test_the_action_list_follows_the_state_and_says_why_from_flags_and_codes(tmp_path):
+    """A host is on the action list for its state alone (as for the exit code and ``status``);
+    its exit flags and profile codes say why. A state the engine never writes with these codes
+    (succeeded with NO_SWITCH_MSG) is not second-guessed by the report."""
     journal = Journal(tmp_path / "j.sqlite3")
+    names = ("pc-ok", "pc-noswitch", "pc-partial", "pc-locked", "pc-odd")
     run = journal.start_run(run_id="r1")
-    journal.add_hosts(run, [HostEntry(h, wave="w") for h in ("pc-ok", "pc-noswitch", "pc-locked")])
+    journal.add_hosts(run, [HostEntry(h, wave="w") for h in names])
     journal.set_host(run, "pc-ok", state=J.SUCCEEDED, exit_code=1)
-    journal.set_host(run, "pc-noswitch", state=J.SUCCEEDED, exit_code=3)
+    journal.set_host(run, "pc-noswitch", state=J.NOT_SWITCHED, exit_code=2, error_class="cpuu")
+    journal.set_host(run, "pc-partial", state=J.PARTIAL, exit_code=3, error_class="cpuu")
     journal.add_profiles(run, "pc-locked", "u", [ProfileResult("Main", 20, 0, 1)])
-    journal.set_host(run, "pc-locked", state=J.SUCCEEDED, exit_code=1)
+    journal.set_host(run, "pc-locked", state=J.FAILED, exit_code=1, error_class="cpuu")
+    journal.set_host(run, "pc-odd", state=J.SUCCEEDED, exit_code=3)
     actions = _by_host(load_frames(journal, [run]).actions)
-    assert set(actions) == {"pc-noswitch", "pc-locked"}
-    assert actions["pc-noswitch"]["reason"] == "exit SUCCESS|NO_SWITCH_MSG"
+    assert set(actions) == {"pc-noswitch", "pc-partial", "pc-locked"}
+    assert actions["pc-noswitch"]["reason"] == "state: not switched; exit NO_SWITCH_MSG"
     assert "not switched yet" in actions["pc-noswitch"]["hint"]
-    assert actions["pc-locked"]["reason"] == "profile codes need action"
+    assert "after the mailbox switch" in actions["pc-noswitch"]["follow_up"]
+    assert (
+        actions["pc-partial"]["reason"] == "state: partially succeeded; exit SUCCESS|NO_SWITCH_MSG"
+    )
+    assert actions["pc-locked"]["reason"] == "state: failed; profile codes need action"
     assert "properties dialog" in actions["pc-locked"]["hint"]
+    assert actions["pc-locked"]["follow_up"].endswith("--retry-failed r1")
     assert actions["pc-locked"]["problem_profiles"] == "Main (20 PROFILE_HAS_CFG_UI_LOCK)"
 
 

@@ -11,7 +11,7 @@ import openpyxl
 import pytest
 from conftest import ACCENTED_USER, DDE, HYPERLINK
 
-from cpuu_fleet.report import write_report
+from cpuu_fleet.report import states, write_report
 
 SHEETS = ["Summary", "Hosts", "Profiles", "Return codes", "Action list", "Attempts"]
 
@@ -97,7 +97,7 @@ def test_summary_shows_percentages_a_chart_and_the_runs_metadata(report, fleet):
     with zipfile.ZipFile(result.workbook) as archive:
         chart = archive.read("xl/charts/chart1.xml").decode()
     assert 'grouping val="stacked"' in chart
-    assert chart.count("<c:ser>") == 7  # one series per state
+    assert chart.count("<c:ser>") == len(states.STATE_LABELS)  # one series per state
 
 
 def test_hosts_sheet_decodes_exit_codes_and_keeps_dates_as_dates(report):
@@ -162,8 +162,9 @@ def test_text_from_workstations_is_stored_as_text_never_as_a_formula(report):
 def test_action_list_and_attempts(report, fleet):
     _, book = report
     actions = _table(book["Action list"])
-    assert [row["Host"] for row in actions] == ["pc-03", "pc-04", "pc-09"]
-    assert all(row["What to do"] for row in actions)
+    assert [row["Host"] for row in actions] == ["pc-04", "pc-03", "pc-09", "pc-07"]
+    assert all(row["What to do"] for row in actions if row["Host"] != "pc-07")
+    assert all(row["Then"] for row in actions)  # not run (pc-07): no cause, but a follow-up
     attempts = _table(book["Attempts"])
     journal_attempts = fleet.journal.attempts(fleet.first_run) + fleet.journal.attempts(
         fleet.retry_run
@@ -192,7 +193,7 @@ def test_a_sheet_past_the_row_limit_continues_and_the_summary_says_so(fleet, tmp
     notes = [cell.value for row in book["Summary"].iter_rows() for cell in row if cell.value]
     assert "Hosts: 9 rows exceed one sheet's limit; continued on Hosts (2), Hosts (3)." in notes
     assert any(str(note).startswith("Attempts:") for note in notes)
-    assert not any(str(note).startswith("Action list:") for note in notes)  # 3 rows fit
+    assert "Action list (2)" in book.sheetnames  # 4 hosts need a person: header + 3 fit
 
 
 def test_both_cell_writers_produce_the_same_workbook_content(fleet, tmp_path):

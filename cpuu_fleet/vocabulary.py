@@ -1,0 +1,272 @@
+"""The one vocabulary of cpuu-fleet: host states, step and run statuses, and what each state asks of
+an operator.
+
+Why one module: the exit code, ``status``, the progress display, the JSON events, the CSVs, the
+workbook, ``failed.retry``, ``retry.txt`` and ``pending.txt`` each used to carry their own list
+of "hosts that need attention" and their own names for the states, and they disagreed (a
+``not_run`` host exited 3 but was missing from the action list; a host whose mailbox was not
+switched exited 0 but was in the action list). Every one of them now asks this module, so a state
+added or reclassified here changes them all at once, and ``docs/states.md`` is checked against
+:func:`markdown_table` by a test.
+
+Two names per state: the **key** (``not_run``) is what the journal stores and what machines read
+(JSON events, ``status --json``, the run log); the **label** (``not run``) is what a person reads
+(the progress display, the ``status`` table, the CSVs' ``state`` column, the workbook). Keys are
+stored in journals and must never change; labels may.
+
+The judgements below are ours, not the vendor's (see :mod:`cpuu_fleet.outcome` for how a host is
+put into a state):
+
+* **needs attention**: a person must do something before the host is done. Exactly these hosts
+  make ``play`` exit 3, are listed by ``status``, ``actions.csv`` and ``retry.txt``.
+* **retried**: ``--retry-failed RUN`` visits the host again; ``failed.retry`` lists these hosts.
+* **resumed**: ``--resume RUN`` visits the host again (it never got to, or never finished, it).
+* **pending** is not attention: by policy CPUU runs at the next logon; its own list,
+  ``pending.txt``, is for a later ``collect``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# ------------------------------------------------------------------------------ host states
+# Stored in the journal's hosts.state: never change these values.
+SUCCEEDED = "succeeded"
+PARTIAL = "partial"  # some profiles failed
+FAILED = "failed"
+UNREACHABLE = "unreachable"
+NOT_SWITCHED = "not_switched"  # CPUU found no switch message: the mailbox is not switched yet
+SKIPPED = "skipped"  # nobody logged on (policy skip), nothing to do, not applicable
+PENDING = "pending"  # at-logon task registered; results not collected yet
+NOT_RUN = "not_run"  # stopped by max_fail_percentage or Ctrl-C before it started
+QUEUED = "queued"  # transient: waiting in its batch
+RUNNING = "running"  # transient: being worked on
+# Never stored: what a report makes of a host left ``running`` by a run that is no longer going on
+# (the controller died or was stopped while it worked on the host).
+INTERRUPTED = "interrupted"
+
+# ------------------------------------------------------------------------------ step statuses
+# The journal's attempts.status and the ``step_finished`` event's status.
+STEP_RUNNING = "running"
+STEP_OK = "ok"
+STEP_CHANGED = "changed"
+STEP_SKIPPED = "skipped"
+STEP_FAILED = "failed"
+STEP_KILLED = "killed"
+# Events only: the operator aborted the step (second Ctrl-C). The journal leaves such an attempt
+# "running" on purpose: an unfinished run step is what --resume asks the host about.
+STEP_INTERRUPTED = "interrupted"
+STEP_STATUSES = (
+    STEP_RUNNING, STEP_OK, STEP_CHANGED, STEP_SKIPPED, STEP_FAILED, STEP_KILLED, STEP_INTERRUPTED,
+)  # fmt: skip
+
+# ------------------------------------------------------------------------------ run statuses
+# The journal's runs.status and the ``run_finished`` event's status.
+RUN_RUNNING = "running"
+RUN_COMPLETED = "completed"
+RUN_STOPPED = "stopped"  # max_fail_percentage
+RUN_INTERRUPTED = "interrupted"  # Ctrl-C, a signal, or a controller that died
+RUN_STATUSES = (RUN_RUNNING, RUN_COMPLETED, RUN_STOPPED, RUN_INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class HostState:
+    """One host state and everything every output needs to know about it."""
+
+    key: str
+    """What the journal stores and machines read."""
+    label: str
+    """What a person reads."""
+    style: str
+    """rich style in the terminal."""
+    fill: str
+    """Excel cell fill (traffic lights; the chart uses :attr:`chart`)."""
+    font: str
+    """Excel font colour on :attr:`fill`."""
+    chart: str
+    """The workbook chart's bar colour (stronger than the fill, so small counts stay visible)."""
+    final: bool
+    """The host's state for this run is settled (not waiting or being worked on)."""
+    attention: bool
+    """A person must act: exit code 3, ``status``, ``actions.csv``, ``retry.txt``."""
+    retried: bool
+    """``--retry-failed RUN`` visits it again; ``failed.retry`` lists it."""
+    resumed: bool
+    """``--resume RUN`` visits it again."""
+    follow_up: str
+    """What the operator does next; ``RUN`` stands for the run id."""
+    meaning: str
+    """One line for the docs."""
+
+    def follow_up_for(self, run_id: str | None, reports: Path | None = None) -> str:
+        """The follow-up with the run id filled in (left as ``RUN`` when unknown), and the
+        ``--reports`` folder when it is not the default ``reports``."""
+        text = self.follow_up
+        if reports is not None:
+            text = text.replace("reports/RUN", f"{reports.as_posix()}/RUN")
+        return text.replace("RUN", run_id) if run_id else text
+
+
+def _state(
+    key: str,
+    label: str,
+    colours: tuple[str, str, str, str],
+    *,
+    final: bool,
+    attention: bool,
+    retried: bool,
+    resumed: bool,
+    follow_up: str,
+    meaning: str,
+) -> HostState:
+    """A state, with its four colours as one tuple (rich style, Excel fill, font and chart)."""
+    style, fill, font, chart = colours
+    return HostState(
+        key, label, style, fill, font, chart, final, attention, retried, resumed, follow_up, meaning
+    )
+
+
+_NOTHING = "nothing to do"
+_RESUME = "cpuu-fleet play --resume RUN"
+
+#: Every host state, in report order: the good news first, then what needs a person, then what
+#: did not happen yet, then the transient ones.
+STATES: tuple[HostState, ...] = (
+    _state(
+        SUCCEEDED, "succeeded", ("green", "#C6EFCE", "#006100", "#70AD47"),
+        final=True, attention=False, retried=False, resumed=False, follow_up=_NOTHING,
+        meaning="CPUU did its job on every profile it had to",
+    ),
+    _state(
+        PARTIAL, "partially succeeded", ("yellow", "#FFEB9C", "#9C5700", "#FFC000"),
+        final=True, attention=True, retried=False, resumed=False,
+        follow_up="fix the profiles the action list names, then cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
+        meaning="CPUU ran, some profiles were not done (or it flagged a failure)",
+    ),
+    _state(
+        FAILED, "failed", ("bold red", "#FFC7CE", "#9C0006", "#C00000"),
+        final=True, attention=True, retried=True, resumed=False,
+        follow_up="fix the cause the action list gives, then cpuu-fleet play --retry-failed RUN",
+        meaning="a step or CPUU failed; the error class says which",
+    ),
+    _state(
+        UNREACHABLE, "unreachable", ("red", "#F4B183", "#833C0B", "#ED7D31"),
+        final=True, attention=True, retried=True, resumed=False,
+        follow_up="bring the host onto the network, then cpuu-fleet play --retry-failed RUN",
+        meaning="the workstation did not answer (after the play's retries)",
+    ),
+    _state(
+        NOT_SWITCHED, "not switched", ("magenta", "#E4DFEC", "#5B2C6F", "#8E7CC3"),
+        final=True, attention=True, retried=False, resumed=False,
+        follow_up="rerun after the mailbox switch: cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
+        meaning="CPUU found no switch message: the mailboxes are not switched yet",
+    ),
+    _state(
+        SKIPPED, "skipped", ("dim", "#D9D9D9", "#404040", "#A5A5A5"),
+        final=True, attention=False, retried=False, resumed=False, follow_up=_NOTHING,
+        meaning="nothing to do, or nobody logged on with policy skip",
+    ),
+    _state(
+        PENDING, "pending", ("blue", "#BDD7EE", "#1F4E78", "#5B9BD5"),
+        final=True, attention=False, retried=False, resumed=False,
+        follow_up="after the next logon: cpuu-fleet collect --limit @reports/RUN/pending.txt",
+        meaning="CPUU runs at the next logon (policy at_logon); results not collected yet",
+    ),
+    _state(
+        NOT_RUN, "not run", ("dim", "#EDEDED", "#7F7F7F", "#D0CECE"),
+        final=True, attention=True, retried=False, resumed=True, follow_up=_RESUME,
+        meaning="the run stopped (max_fail_percentage, Ctrl-C) before the host started",
+    ),
+    _state(
+        INTERRUPTED, "interrupted", ("bold magenta", "#F8CBAD", "#843C0C", "#C55A11"),
+        final=True, attention=True, retried=False, resumed=True,
+        follow_up=_RESUME + " (asks the host; never starts CPUU twice)",
+        meaning="the controller stopped while it worked on the host (reports only)",
+    ),
+    _state(
+        QUEUED, "queued", ("dim", "#EDEDED", "#7F7F7F", "#D0CECE"),
+        final=False, attention=False, retried=False, resumed=True,
+        follow_up="wait for the run (" + _RESUME + " if its controller stopped)",
+        meaning="waiting in its batch (a run going on)",
+    ),
+    _state(
+        RUNNING, "running", ("cyan", "#DDEBF7", "#1F4E78", "#9DC3E6"),
+        final=False, attention=False, retried=False, resumed=True,
+        follow_up="wait for the run (" + _RESUME + " if its controller stopped)",
+        meaning="being worked on (a run going on)",
+    ),
+)  # fmt: skip
+
+BY_KEY: dict[str, HostState] = {state.key: state for state in STATES}
+BY_LABEL: dict[str, HostState] = {state.label: state for state in STATES}
+
+#: What the runner may record as a host's end state (everything final except the report's own).
+FINAL_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.final and s.key != INTERRUPTED)
+#: The states a report shows (transient ones are settled first: :func:`settle`).
+REPORT_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.final)
+ATTENTION_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.attention)
+#: The attention states a run can end a host in (what makes ``play`` exit 3).
+EXIT_3_STATES: tuple[str, ...] = tuple(k for k in ATTENTION_STATES if k in FINAL_STATES)
+RETRIED_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.retried)
+RESUMED_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.resumed)
+#: Hosts waiting for a later ``collect``.
+PENDING_STATES: tuple[str, ...] = (PENDING,)
+#: States in which nothing was attempted on the host: such a row is no news about it.
+UNTRIED_STATES: frozenset[str] = frozenset({QUEUED, NOT_RUN})
+
+# What a finished (or dead) run's transient states mean: a host still queued never started;
+# one left running may have run CPUU, but nothing was collected: --resume asks the host.
+_SETTLED = {QUEUED: NOT_RUN, RUNNING: INTERRUPTED}
+
+
+def state(key: str) -> HostState:
+    """The state for a key; an unknown key (a newer or damaged journal) is treated as failed,
+    so a person looks at it rather than nobody."""
+    return BY_KEY.get(key, BY_KEY[FAILED])
+
+
+def settle(key: str) -> str:
+    """A state as it stands once its run is over: ``queued`` → ``not_run``, ``running`` →
+    ``interrupted``; anything else unchanged (an unknown key too: :func:`state` judges it)."""
+    return _SETTLED.get(key, key)
+
+
+def label(key: str) -> str:
+    """The human name of a state (an unknown key is shown as it is)."""
+    known = BY_KEY.get(key)
+    return known.label if known else key
+
+
+def needs_attention(key: str) -> bool:
+    """True when a host in this (settled) state needs a person: exit code 3 and every list."""
+    return state(settle(key)).attention
+
+
+def describe(keys: tuple[str, ...], last: str = "and") -> str:
+    """``failed and unreachable``: a set of states in words, for help texts and hints."""
+    words = [label(key) for key in keys]
+    return ", ".join(words[:-1]) + f" {last} " + words[-1] if len(words) > 1 else "".join(words)
+
+
+def markdown_table() -> str:
+    """The table of ``docs/states.md`` (a test checks that the doc holds exactly this)."""
+
+    def mark(flag: bool) -> str:
+        return "yes" if flag else "—"
+
+    lines = [
+        "| state (key) | shown as | meaning | final | needs attention | `--retry-failed` |"
+        " `--resume` | follow-up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in STATES:
+        lines.append(
+            f"| `{s.key}` | {s.label} | {s.meaning} | {mark(s.final)} | {mark(s.attention)} |"
+            f" {mark(s.retried)} | {mark(s.resumed)} | {s.follow_up} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m cpuu_fleet.vocabulary: the table for docs/states.md
+    print(markdown_table(), end="")

@@ -350,6 +350,7 @@ class Engine:
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
+                limits=prep.play.limits,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

@@ -23,6 +23,7 @@ from typing import Any
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ExitStatus, Mode
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.outcome import Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
@@ -91,6 +92,8 @@ class WaveSettings:
     resume_tasks: dict[str, str] = field(default_factory=dict)
     """Host name → task name of an unfinished run step in an earlier run (``--resume``)."""
     session_factory: SessionFactory = open_session
+    limits: Limits = DEFAULT_LIMITS
+    """What each host may send back (the play's ``limits:``)."""
 
 
 @dataclass
@@ -288,6 +291,7 @@ class _Visit:
             )
         except SessionError as exc:
             return self._finish(HostVisit(judge(None, (), exc)))
+        self.session.limits = wave.limits
         error: SessionError | None = None
         stopped = False
         try:

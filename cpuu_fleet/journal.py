@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS hosts (
     exit_code INTEGER,               -- CPUU's bit mask, kept whole (values above 255 are real)
     exit_flags TEXT,                 -- decoded, e.g. SUCCESS|SWITCH_ERR
     killed INTEGER NOT NULL DEFAULT 0, -- we stopped CPUU on deadline: its exit code 1 is NOT success
-    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local
+    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local | limit
     error_message TEXT,
     started_at TEXT,
     ended_at TEXT,

@@ -14,6 +14,10 @@ any other session error (401, TLS, read timeout,       failed        that class
 WSMan fault, remote script error)
 the controller could not write (disk full, reports     failed        local
 folder not writable)
+the workstation sent more than the play's ``limits``   failed        limit
+allow (a file too big or longer than announced,
+endless output, too many result rows), even after
+CPUU ran
 aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
 ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy
@@ -185,6 +189,9 @@ def judge(
         verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
         if error is not None:
             message = f"{verdict.message}; afterwards: {error.message}"
+            if error.error_class is ErrorClass.LIMIT:
+                # What the host sent cannot be trusted: CPUU's verdict does not stand alone.
+                return Verdict(states.FAILED, error.error_class.value, message)
             return Verdict(
                 verdict.state,
                 verdict.error_class or error.error_class.value,

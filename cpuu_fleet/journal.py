@@ -119,8 +119,8 @@ CREATE TABLE IF NOT EXISTS files (
     kind TEXT NOT NULL,              -- result | log | ini | other
     remote_path TEXT NOT NULL,
     local_path TEXT NOT NULL,        -- relative to reports/
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,             -- of the bytes as the host has them (secrets are masked in the stored copy); the INI: as stored
+    size INTEGER NOT NULL,           -- bytes received from the host (likewise)
     collected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);

@@ -29,6 +29,7 @@ from cpuu_fleet.cli.options import (
     parse_extra_vars,
 )
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.redact import printable
 
 EventsJsonOption = Annotated[
     bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
@@ -160,7 +161,7 @@ def _print_check(console: Console, result: Any) -> None:
         shown = ", ".join(files[:3]) + (f" (+{len(files) - 3})" if len(files) > 3 else "")
         table.add_row(
             escape(host),
-            escape(str(line["user"] or "-")),
+            escape(printable(str(line["user"] or "-"))),
             escape(shown or "-"),
             f"{line['bytes']:,}",
             str(line["already_there"]),
@@ -453,10 +454,10 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
         for host in hosts:
             style = _STATE_STYLES.get(host["state"], "")
             table.add_row(
-                escape(host["host"]),
-                escape(host["wave"] or "-"),
+                escape(printable(host["host"])),
+                escape(printable(host["wave"] or "-")),
                 f"[{style}]{host['state']}[/]",
                 host["error_class"] or "-",
-                escape((host["error_message"] or "")[:200]),
+                escape(printable((host["error_message"] or "")[:200])),
             )
         console.print(table)

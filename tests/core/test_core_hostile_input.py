@@ -7,6 +7,7 @@ play's ``limits:`` read like every other playbook key (bad values name the line)
 
 from __future__ import annotations
 
+import base64
 import codecs
 import json
 import tracemalloc
@@ -21,6 +22,8 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.limits import MIB, Limits, parse_size
 from cpuu_fleet.playbook import load_playbook
 from cpuu_fleet.redact import FILE_ENCODINGS, MASK, Redactor, printable
+from cpuu_fleet.session import ErrorClass, SessionError
+from cpuu_fleet.steps import _DownloadSink
 
 SECRET = "Pässwört€-lab-42"
 
@@ -131,3 +134,38 @@ def test_sizes_take_binary_and_decimal_units():
     assert parse_size("64 MiB") == 64 * MIB and parse_size("1GB") == 10**9
     with pytest.raises(ValueError):
         parse_size("0")
+
+
+def _sink(folder: Path, done: list, **limits: int) -> _DownloadSink:
+    return _DownloadSink(
+        folder, "C:\\stage", lambda name: False, lambda *a: done.append(a), Limits(**limits)
+    )
+
+
+def _header(length: object) -> dict:
+    return {"Path": "C:\\stage\\CPUU_a.log", "Name": "CPUU_a.log", "Length": length}
+
+
+def test_a_download_shorter_than_its_header_is_broken_and_set_aside(tmp_path):
+    done: list = []
+    sink = _sink(tmp_path, done)
+    sink(_header(10))
+    sink(base64.b64encode(b"12345").decode("ascii"))
+    with pytest.raises(SessionError) as caught:
+        sink.close()
+    assert caught.value.error_class is ErrorClass.PROTOCOL
+    assert "5 of the 10 bytes" in caught.value.message
+    assert "download broke off after 5 of 10 bytes" in (sink.abandon() or "")
+    assert [p.name for p in tmp_path.iterdir()] == ["CPUU_a.log.partial"] and done == []
+
+
+def test_a_header_over_the_size_limit_is_refused_before_any_file_exists(tmp_path):
+    done: list = []
+    sink = _sink(tmp_path, done, file_bytes=1024)
+    with pytest.raises(SessionError) as caught:
+        sink(_header(2 * 1024**3))  # "a 2 GB file"
+    assert caught.value.error_class is ErrorClass.LIMIT and "file_size" in caught.value.message
+    assert sink.abandon() is None and list(tmp_path.iterdir()) == []
+    with pytest.raises(SessionError) as caught:
+        _sink(tmp_path, done)(_header("lots"))
+    assert caught.value.error_class is ErrorClass.PROTOCOL

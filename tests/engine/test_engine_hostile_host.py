@@ -58,7 +58,14 @@ def _files(folder: Path) -> list[Path]:
 def test_a_host_that_sends_more_than_it_announced_is_stopped_at_the_length(wave_factory):
     wave = wave_factory(1, "lying_length")
     host = wave.fleet.hosts[0].name
-    result = wave.run(_limited(wave, file_size="1 MiB"))
+    playbook = _limited(wave, file_size="1 MiB", step_time=60)
+    tracemalloc.start()
+    try:
+        result = wave.run(playbook, write_report=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * MIB, peak  # a healthy wave's peak is about 7 MiB; the host never stops
     row, files = _host_row(wave, result.run_id, host)
     assert (row["state"], row["error_class"]) == (states.FAILED, "limit"), row
     assert "more than the" in row["error_message"] and "announced" in row["error_message"]

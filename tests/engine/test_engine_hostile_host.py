@@ -51,6 +51,18 @@ def _host_row(wave: Any, run_id: str, host: str) -> tuple[dict[str, Any], list[d
     return row, files
 
 
+def _measured(wave: Any, playbook: Playbook) -> tuple[Any, int]:
+    """Run the wave (not the workbook: a report's own peak says nothing of the host) under
+    tracemalloc; the peak counts the controller and the lab, which share this process."""
+    tracemalloc.start()
+    try:
+        result = wave.run(playbook, write_report=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
@@ -58,13 +70,7 @@ def _files(folder: Path) -> list[Path]:
 def test_a_host_that_sends_more_than_it_announced_is_stopped_at_the_length(wave_factory):
     wave = wave_factory(1, "lying_length")
     host = wave.fleet.hosts[0].name
-    playbook = _limited(wave, file_size="1 MiB", step_time=60)
-    tracemalloc.start()
-    try:
-        result = wave.run(playbook, write_report=False)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = _measured(wave, _limited(wave, file_size="1 MiB", step_time=60))
     assert peak < 16 * MIB, peak  # a healthy wave's peak is about 7 MiB; the host never stops
     row, files = _host_row(wave, result.run_id, host)
     assert (row["state"], row["error_class"]) == (states.FAILED, "limit"), row
@@ -117,13 +123,7 @@ def test_a_result_file_with_too_many_lines_is_set_aside_unread(wave_factory):
 def test_endless_output_is_stopped_and_memory_stays_flat(wave_factory):
     wave = wave_factory(1, "endless_output")
     host = wave.fleet.hosts[0].name
-    playbook = _limited(wave, output_size="2 MiB", step_time=60)
-    tracemalloc.start()
-    try:
-        result = wave.run(playbook, write_report=False)  # the wave alone, not the workbook
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    result, peak = _measured(wave, _limited(wave, output_size="2 MiB", step_time=60))
     row, _ = _host_row(wave, result.run_id, host)
     assert (row["state"], row["error_class"]) == (states.FAILED, "limit"), row
     assert "output_size" in row["error_message"]

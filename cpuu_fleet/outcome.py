@@ -46,7 +46,8 @@ profiles and none OK (partial when some are OK)
 
 A *bad* profile is one whose code's outcome class is failed, needs-action or unknown. A failure
 after the run (collecting results) keeps the run's state and adds the error: CPUU's verdict stands,
-the missing files are reported with it.
+the missing files are reported with it. Except a ``limit`` failure: what that host sent cannot be
+trusted, so it fails, with CPUU's verdict in its message.
 """
 
 from __future__ import annotations

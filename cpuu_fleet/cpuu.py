@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import codecs
 import enum
-from collections.abc import Iterable
+import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cpuu_fleet.errors import InputError
 
@@ -350,7 +352,20 @@ class ResultFile:
     profiles: tuple[ProfileResult, ...]
     problems: tuple[ResultProblem, ...]
     had_header: bool
+    truncated: bool = False
+    """Reading stopped at ``max_rows`` lines: the file has more (a hostile or broken file)."""
 
+
+DEFAULT_MAX_ROWS = 10_000
+"""Lines read from one result file at the most (``limits.result_rows`` of a play): a user has a
+handful of profiles, a file of millions of lines is hostile and must cost bounded memory."""
+
+MAX_LINE_CHARS = 1024
+"""A longer line is a problem, not a profile. Assumption: Outlook profiles are registry keys,
+whose names Windows limits to 255 characters; two codes and two TABs add a few more."""
+
+_READ_BYTES = 1024 * 1024
+"""Bytes read at a time: a result file is decoded and parsed as it is read, never held whole."""
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -360,24 +375,43 @@ _BOMS = (
 
 
 def decode_result_bytes(data: bytes, source: str) -> tuple[str, str]:
-    """Decode a result file whose encoding the vendor never documented.
+    """Decode a result file whose encoding the vendor never documented (see
+    :func:`detect_result_encoding` for the order)."""
+    encoding = detect_result_encoding(io.BytesIO(data), source)
+    text = "".join(_decoded(io.BytesIO(data), encoding, source))
+    return text, encoding
+
+
+def detect_result_encoding(stream: BinaryIO, source: str) -> str:
+    """The encoding of a result file, read in pieces (the stream is left at its start).
 
     Order: a BOM decides; else BOM-less UTF-16 is recognised by its NUL pattern; else strict UTF-8;
     else cp1252 (the ANSI code page of Western European Windows, our assumption for "ANSI").
     A file with NUL bytes that is not UTF-16 is not text and is refused.
     """
+    head = stream.read(3)
+    stream.seek(0)
     for bom, encoding in _BOMS:
-        if data.startswith(bom):
+        if head.startswith(bom):
+            return encoding
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    utf8_ok, has_nul, even_nuls, odd_nuls, total = True, False, 0, 0, 0
+    while block := stream.read(_READ_BYTES):
+        if b"\x00" in block:
+            has_nul = True
+            first, second = block[0::2].count(0), block[1::2].count(0)
+            if total % 2:
+                first, second = second, first
+            even_nuls, odd_nuls = even_nuls + first, odd_nuls + second
+        if utf8_ok:
             try:
-                return data.decode(encoding), encoding
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"not a readable {encoding} file ({exc.reason})", where=source
-                ) from None
-    if len(data) >= 2 and b"\x00" in data:
-        even_nuls = data[0::2].count(0)
-        odd_nuls = data[1::2].count(0)
-        half = len(data) // 2
+                utf8.decode(block)
+            except UnicodeDecodeError:
+                utf8_ok = False
+        total += len(block)
+    stream.seek(0)
+    if total >= 2 and has_nul:
+        half = total // 2
         guess = (
             "utf-16-le"
             if odd_nuls > half * 0.4
@@ -385,16 +419,70 @@ def decode_result_bytes(data: bytes, source: str) -> tuple[str, str]:
             if even_nuls > half * 0.4
             else None
         )
-        if guess and len(data) % 2 == 0:
-            try:
-                return data.decode(guess), guess
-            except UnicodeDecodeError:
-                pass
+        if guess and total % 2 == 0:
+            return guess
         raise InputError("not a text file (binary content)", where=source)
+    if utf8_ok:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8_ok = False
+    return "utf-8" if utf8_ok else "cp1252"
+
+
+def _decoded(stream: BinaryIO, encoding: str, source: str) -> Iterator[str]:
+    """The stream's text, piece by piece; undecodable bytes are an :class:`InputError`."""
+    errors = "replace" if encoding == "cp1252" else "strict"
+    decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
     try:
-        return data.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return data.decode("cp1252", errors="replace"), "cp1252"
+        while block := stream.read(_READ_BYTES):
+            yield decoder.decode(block)
+        yield decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        if encoding in ("utf-16-le", "utf-16-be"):
+            raise InputError("not a text file (binary content)", where=source) from None
+        raise InputError(f"not a readable {encoding} file ({exc.reason})", where=source) from None
+
+
+_LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+"""What ``str.splitlines`` ends a line at."""
+
+
+def _lines(pieces: Iterable[str]) -> Iterator[tuple[int, str, bool]]:
+    """``(number, line, too_long)`` for each line, numbered as ``str.splitlines`` would number
+    them; a line longer than :data:`MAX_LINE_CHARS` comes cut short with ``too_long`` set."""
+    number = 0
+    pending = ""
+    skipping = False
+    for piece in pieces:
+        parts = (pending + piece).splitlines(keepends=True)
+        pending = ""
+        if parts and (parts[-1] == parts[-1].rstrip(_LINE_BREAKS) or parts[-1].endswith("\r")):
+            pending = parts.pop()  # no line end yet, or a CR that a LF may follow
+        for part in parts:
+            if skipping:
+                skipping = False
+                continue  # the end of a line already reported as too long
+            number += 1
+            line = (part.splitlines() or [""])[0]
+            yield number, line[:MAX_LINE_CHARS], len(line) > MAX_LINE_CHARS
+        if len(pending) > MAX_LINE_CHARS:
+            if not skipping:
+                number += 1
+                yield number, pending[:MAX_LINE_CHARS], True
+            skipping = True
+            pending = ""
+    if pending and not skipping:
+        number += 1
+        line = (pending.splitlines() or [""])[0]
+        yield number, line[:MAX_LINE_CHARS], len(line) > MAX_LINE_CHARS
+
+
+def _looks_like_header(fields: list[str]) -> bool:
+    """A first line whose code columns are not numbers is a header, not a malformed profile line."""
+    return (
+        len(fields) >= 2 and not fields[1].strip().lstrip("-").isdigit() and fields[1].strip() != ""
+    )
 
 
 def _parse_code(text: str) -> int | None:
@@ -407,77 +495,92 @@ def _parse_code(text: str) -> int | None:
         return None
 
 
-def _looks_like_header(fields: list[str]) -> bool:
-    """A first line whose code columns are not numbers is a header, not a malformed profile line."""
-    return (
-        len(fields) >= 2 and not fields[1].strip().lstrip("-").isdigit() and fields[1].strip() != ""
-    )
+def _parse_line(number: int, line: str) -> ProfileResult | ResultProblem:
+    """One ``profile<TAB>current<TAB>previous`` line (split on TAB only: names hold spaces)."""
+    fields = line.split("\t")
+    if len(fields) < 2:
+        return ResultProblem(number, line, "expected profile<TAB>current<TAB>previous")
+    # A trailing empty field (a line ending in TAB) is tolerated; more columns are not.
+    while len(fields) > 3 and fields[-1].strip() == "":
+        fields.pop()
+    if len(fields) > 3:
+        return ResultProblem(number, line, f"{len(fields)} tab-separated fields, expected 3")
+    name = fields[0]
+    current = _parse_code(fields[1])
+    if current is None:
+        return ResultProblem(number, line, f"current code {fields[1]!r} is not a number")
+    previous: int | None = None
+    if len(fields) == 3 and fields[2].strip():
+        previous = _parse_code(fields[2])
+        if previous is None:
+            return ResultProblem(number, line, f"previous code {fields[2]!r} is not a number")
+    if not name.strip():
+        return ResultProblem(number, line, "empty profile name")
+    return ProfileResult(name, current, previous, number)
 
 
-def parse_result_text(text: str, source: str, encoding: str = "utf-8") -> ResultFile:
-    """Parse ``profile<TAB>current<TAB>previous`` lines; split on TAB only (names hold spaces)."""
+def _parse_lines(
+    lines: Iterable[tuple[int, str, bool]], source: str, encoding: str, max_rows: int | None
+) -> ResultFile:
+    """Profiles and problems of numbered lines; stops after ``max_rows`` non-empty lines."""
     profiles: list[ProfileResult] = []
     problems: list[ResultProblem] = []
-    had_header = False
+    had_header = truncated = False
     first_content_line = True
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.rstrip("\r\n")
-        if not line.strip():
+    for number, line, too_long in lines:
+        if not line.strip() and not too_long:
             continue
-        fields = line.split("\t")
         if first_content_line:
             first_content_line = False
-            if _looks_like_header(fields):
+            if not too_long and _looks_like_header(line.split("\t")):
                 had_header = True
                 continue
-        if len(fields) < 2:
+        if max_rows is not None and len(profiles) + len(problems) >= max_rows:
+            truncated = True
+            break
+        if too_long:
             problems.append(
-                ResultProblem(number, line, "expected profile<TAB>current<TAB>previous")
+                ResultProblem(number, line[:200] + "…", f"longer than {MAX_LINE_CHARS} characters")
             )
             continue
-        # A trailing empty field (a line ending in TAB) is tolerated; more columns are not.
-        while len(fields) > 3 and fields[-1].strip() == "":
-            fields.pop()
-        if len(fields) > 3:
-            problems.append(
-                ResultProblem(number, line, f"{len(fields)} tab-separated fields, expected 3")
-            )
-            continue
-        name = fields[0]
-        current = _parse_code(fields[1])
-        if current is None:
-            problems.append(
-                ResultProblem(number, line, f"current code {fields[1]!r} is not a number")
-            )
-            continue
-        previous: int | None = None
-        if len(fields) == 3 and fields[2].strip():
-            previous = _parse_code(fields[2])
-            if previous is None:
-                problems.append(
-                    ResultProblem(number, line, f"previous code {fields[2]!r} is not a number")
-                )
-                continue
-        if not name.strip():
-            problems.append(ResultProblem(number, line, "empty profile name"))
-            continue
-        profiles.append(ProfileResult(name, current, previous, number))
-    return ResultFile(source, encoding, tuple(profiles), tuple(problems), had_header)
+        parsed = _parse_line(number, line)
+        if isinstance(parsed, ProfileResult):
+            profiles.append(parsed)
+        else:
+            problems.append(parsed)
+    return ResultFile(source, encoding, tuple(profiles), tuple(problems), had_header, truncated)
 
 
-def parse_result_bytes(data: bytes, source: str) -> ResultFile:
-    text, encoding = decode_result_bytes(data, source)
-    return parse_result_text(text, source, encoding)
+def parse_result_text(
+    text: str, source: str, encoding: str = "utf-8", *, max_rows: int | None = None
+) -> ResultFile:
+    """Parse ``profile<TAB>current<TAB>previous`` lines; split on TAB only (names hold spaces)."""
+    return _parse_lines(_lines([text]), source, encoding, max_rows)
 
 
-def parse_result_file(path: str | Path) -> ResultFile:
+def parse_result_stream(
+    stream: BinaryIO, source: str, *, max_rows: int | None = DEFAULT_MAX_ROWS
+) -> ResultFile:
+    """Detect, decode and parse a result file as it is read: memory stays flat whatever its size,
+    and reading stops after ``max_rows`` lines (``ResultFile.truncated``)."""
+    encoding = detect_result_encoding(stream, source)
+    return _parse_lines(_lines(_decoded(stream, encoding, source)), source, encoding, max_rows)
+
+
+def parse_result_bytes(
+    data: bytes, source: str, *, max_rows: int | None = DEFAULT_MAX_ROWS
+) -> ResultFile:
+    return parse_result_stream(io.BytesIO(data), source, max_rows=max_rows)
+
+
+def parse_result_file(path: str | Path, *, max_rows: int | None = DEFAULT_MAX_ROWS) -> ResultFile:
     """Read and parse one result file; an unreadable or non-text file is an :class:`InputError`."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as stream:
+            return parse_result_stream(stream, str(path), max_rows=max_rows)
     except OSError as exc:
         raise InputError(f"cannot read result file ({exc.strerror})", where=path) from None
-    return parse_result_bytes(data, str(path))
 
 
 def summarise_codes(results: Iterable[ProfileResult]) -> dict[Outcome, int]:

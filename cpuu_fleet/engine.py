@@ -373,6 +373,7 @@ class Engine:
                 session_factory=request.session_factory,
                 cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
                 cpuu_runs=cpuu_runs,
+                limits=prep.play.limits,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

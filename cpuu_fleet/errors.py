@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cpuu_fleet.redact import printable
+
 
 class InputError(Exception):
     """Bad operator input: a file, a pattern, a variable. Printed as one line, exit code 2.
@@ -34,7 +36,4 @@ class InputError(Exception):
 
 
 def _one_line(text: str) -> str:
-    return "".join(
-        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
-        for ch in text
-    )
+    return printable(text)  # the one place that makes such text safe

@@ -23,6 +23,7 @@ from typing import Any
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.outcome import Verdict, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
@@ -92,6 +93,8 @@ class WaveSettings:
     """Host name → task name of an unfinished run step in an earlier run (``--retry-failed``
     after a run step that never ended): the host is asked about that task, never a new one."""
     session_factory: SessionFactory = open_session
+    limits: Limits = DEFAULT_LIMITS
+    """What each host may send back (the play's ``limits:``)."""
     cpuu_run_id: str | None = None
     """The run whose CPUU this run carries on (``--resume``); None: this run is its own."""
     cpuu_runs: tuple[str, ...] = ()
@@ -303,6 +306,7 @@ class _Visit:
             )
         except SessionError as exc:
             return self._finish(HostVisit(judge(None, (), exc)))
+        self.session.limits = wave.limits
         error: SessionError | None = None
         stopped = False
         try:

@@ -80,7 +80,7 @@ CREATE TABLE IF NOT EXISTS hosts (
     exit_code INTEGER,               -- CPUU's bit mask, kept whole (values above 255 are real)
     exit_flags TEXT,                 -- decoded, e.g. SUCCESS|SWITCH_ERR
     killed INTEGER NOT NULL DEFAULT 0, -- we stopped CPUU on deadline: its exit code 1 is NOT success
-    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local
+    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local | limit
     error_message TEXT,
     started_at TEXT,
     ended_at TEXT,
@@ -123,8 +123,8 @@ CREATE TABLE IF NOT EXISTS files (
     kind TEXT NOT NULL,              -- result | log | ini | other
     remote_path TEXT NOT NULL,
     local_path TEXT NOT NULL,        -- relative to reports/
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,             -- of the bytes as the host has them (secrets are masked in the stored copy); the INI: as stored
+    size INTEGER NOT NULL,           -- bytes received from the host (likewise)
     collected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);

@@ -14,6 +14,10 @@ any other session error (401, TLS, read timeout,       failed        that class
 WSMan fault, remote script error)
 the controller could not write (disk full, reports     failed        local
 folder not writable)
+the workstation sent more than the play's ``limits``   failed        limit
+allow (a file too big or longer than announced,
+endless output, too many result rows), even after
+CPUU ran
 aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
 ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy
@@ -42,7 +46,8 @@ profiles and none OK (partial when some are OK)
 
 A *bad* profile is one whose code's outcome class is failed, needs-action or unknown. A failure
 after the run (collecting results) keeps the run's state and adds the error: CPUU's verdict stands,
-the missing files are reported with it.
+the missing files are reported with it. Except a ``limit`` failure: what that host sent cannot be
+trusted, so it fails, with CPUU's verdict in its message.
 """
 
 from __future__ import annotations
@@ -187,6 +192,9 @@ def judge(
         verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
         if error is not None:
             message = f"{verdict.message}; afterwards: {error.message}"
+            if error.error_class is ErrorClass.LIMIT:
+                # What the host sent cannot be trusted: CPUU's verdict does not stand alone.
+                return Verdict(states.FAILED, error.error_class.value, message)
             return Verdict(
                 verdict.state,
                 verdict.error_class or error.error_class.value,

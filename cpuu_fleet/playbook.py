@@ -26,6 +26,7 @@ import yaml
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.datafiles import refuse_alias_bombs
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.limits import DEFAULT_LIMITS, BadLimit, Limits, parse_limits
 
 STEP_ORDER = ("preflight", "push", "run", "collect")
 WHEN_NO_USER = ("skip", "at_logon")
@@ -49,6 +50,7 @@ _PLAY_KEYS = (
     "payload",
     "templates",
     "wave_groups",
+    "limits",
 )
 _RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file")
 # Keys people bring from Ansible: say what to write instead of just "unknown".
@@ -107,6 +109,8 @@ class Play:
     payload: Path | None = None
     templates: Path | None = None
     wave_groups: str = DEFAULT_WAVE_GROUPS
+    limits: Limits = DEFAULT_LIMITS
+    """What a workstation may send (``limits:``; see :mod:`cpuu_fleet.limits`)."""
     source: Path | None = None
     """The playbook file, so later errors (a missing payload folder) can still name it."""
     line: int | None = None
@@ -408,6 +412,14 @@ def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play
             f"{label}: 'steps' is required (a list of: {', '.join(STEP_ORDER)})", raw.line
         )
     steps = _parse_steps(check, raw["steps"], label, where("steps"))
+    limits = raw.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise check.fail(f"{label}: 'limits' must be a mapping", where("limits"))
+    try:
+        parsed_limits = parse_limits(limits)
+    except BadLimit as exc:
+        line = getattr(limits, "key_lines", {}).get(exc.key) or where("limits")
+        raise check.fail(f"{label}: 'limits': {exc}", line) from None
     return Play(
         name=name.strip(),
         hosts=hosts.strip(),
@@ -421,6 +433,7 @@ def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play
         payload=payload,
         templates=templates,
         wave_groups=wave_groups.strip(),
+        limits=parsed_limits,
         source=check.path,
         line=line if line is not None else raw.line,
         key_lines=lines,

@@ -47,7 +47,7 @@ from cpuu_fleet.events import (
     StepFinished,
     StepStarted,
 )
-from cpuu_fleet.redact import REDACTOR, Redactor
+from cpuu_fleet.redact import REDACTOR, Redactor, printable
 
 # ------------------------------------------------------------------------------ statistics
 
@@ -347,4 +347,7 @@ class RunLogProcessor(BaseProcessor):
 
     def _write(self, event: Event, text: str) -> None:
         # Through the run logger, so event lines and tracebacks share one writer and one order.
-        RUN_LOG.info("%s", text, extra={"run_id": event.run_id})
+        # One line each, whatever a workstation put in a message (ESC, C1, bidi, newlines).
+        RUN_LOG.info(
+            "%s", printable(self.redactor.scrub(text) or ""), extra={"run_id": event.run_id}
+        )

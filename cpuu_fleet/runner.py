@@ -85,7 +85,7 @@ class HostOutcome:
     """A final journal state: succeeded, partial, failed, unreachable, skipped, pending, not_run."""
     error_class: str | None = None
     """unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu
-    | local (| internal | interrupted, set by the runner)."""
+    | local | limit (| internal | interrupted, set by the runner)."""
     error_message: str | None = None
     transient: bool = False
     """True when trying again later may help (unreachable, timeout, dropped connection). The host

@@ -9,8 +9,9 @@ worker thread that created it and is never shared.
 Why the error classes: the runner retries transient failures and the report tells an operator what
 to do next, so every failure is turned into one :class:`SessionError` with a class an operator can
 act on (unreachable, authentication, certificate, timeout, remote, protocol; local for our own
-disk). Every message goes through the redactor before it is stored: pypsrp and workstations quote
-things we do not control.
+disk; limit for a workstation that sent more than :mod:`cpuu_fleet.limits` allows). Every message
+goes through the redactor before it is stored: pypsrp and workstations quote things we do not
+control.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, Redactor
 
 
@@ -60,6 +62,7 @@ class ErrorClass(str, enum.Enum):
     INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
     INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
     LOCAL = "local"  # the controller could not store what it received (disk full, permissions)
+    LIMIT = "limit"  # the workstation sent more than we accept (file size or length, output, rows)
 
 
 _LOG = logging.getLogger("cpuu_fleet.run.session")
@@ -132,6 +135,77 @@ def local_error(during: str, exc: OSError) -> SessionError:
         f"{during}: could not write on the controller: {why}{where}",
         transient=False,
     )
+
+
+def limit_error(message: str) -> SessionError:
+    """The workstation sent more than a limit allows: the host fails with class ``limit``.
+
+    Not transient: a host that lies about a file's length or streams without end will do it again.
+    """
+    return SessionError(ErrorClass.LIMIT, message, transient=False)
+
+
+def approx_size(value: Any, depth: int = 0) -> int:
+    """About how many bytes an output object or stream record holds: its text, recursively.
+
+    A bound, not an accounting: strings and bytes count their length, containers and objects their
+    members (to a depth of 8, then their ``str``), everything else 8 bytes.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        return len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    if depth >= 8:
+        return len(str(value))
+    if isinstance(value, Mapping):
+        return 8 + sum(
+            approx_size(k, depth + 1) + approx_size(v, depth + 1) for k, v in value.items()
+        )
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return 8 + sum(approx_size(item, depth + 1) for item in value)
+    members = getattr(value, "__dict__", None)
+    if isinstance(members, dict):
+        return 8 + approx_size(members, depth + 1)
+    return len(str(value))
+
+
+_STREAMS = ("error", "warning", "verbose", "debug", "information", "progress")
+"""pypsrp's record lists on ``PowerShell.streams``: they grow for the pipeline's whole life."""
+
+
+class _OutputMeter:
+    """Counts what one pipeline keeps in the controller's memory against ``Limits.output_bytes``.
+
+    Kept means: output objects collected into the result (no ``on_output`` consumer) and every
+    stream record pypsrp holds. Streamed objects are the consumer's to bound (``file_size``).
+    """
+
+    def __init__(self, during: str, limit: int):
+        self.during = during
+        self.limit = limit
+        self.used = 0
+        self._seen = dict.fromkeys(_STREAMS, 0)
+
+    def add(self, items: list[Any]) -> None:
+        self.used += sum(approx_size(item) for item in items)
+        self._check()
+
+    def add_records(self, ps: PowerShell) -> None:
+        """The records that arrived since the last look (each counted once)."""
+        for name in _STREAMS:
+            records = getattr(ps.streams, name, None) or []
+            start = self._seen[name]
+            if len(records) > start:
+                self.used += sum(approx_size(r) for r in records[start:])
+                self._seen[name] = len(records)
+        self._check()
+
+    def _check(self) -> None:
+        if self.used > self.limit:
+            raise limit_error(
+                f"{self.during}: the workstation sent more than {describe_size(self.limit)} of"
+                " output (limits: output_size); stopped"
+            )
 
 
 def _walk_causes(exc: BaseException) -> Iterator[BaseException]:
@@ -325,8 +399,11 @@ class HostSession:
         *,
         configuration_name: str = "Microsoft.PowerShell",
         script_loader: Callable[[str], str] = _load_script,
+        limits: Limits = DEFAULT_LIMITS,
     ):
         self.host = host
+        self.limits = limits
+        """What this host may send (the play's ``limits:``); the engine sets it per play."""
         self._server = server
         kwargs = dict(wsman_kwargs)
         configuration_name = kwargs.pop("configuration_name", None) or configuration_name
@@ -423,9 +500,12 @@ class HostSession:
 
         ``input`` is a generator of lists of input objects (each list goes out in as few WSMan
         Sends as its size allows). ``deadline`` (``time.monotonic()`` value) bounds the whole call:
-        past it the pipeline is stopped and a TIMEOUT error raised. ``on_output`` receives every
-        output object as it arrives, which keeps downloads memory-flat; without it the objects are
-        collected into the result. Terminating errors *and* non-terminating ``Write-Error``
+        past it the pipeline is stopped and a TIMEOUT error raised; without one, the session's
+        ``limits.step_seconds`` bounds it (a LIMIT error: a script that never ends). ``on_output``
+        receives every output object as it arrives, which keeps downloads memory-flat; without it
+        the objects are collected into the result. What the controller keeps (collected objects
+        and every stream record) is bounded by ``limits.output_bytes``: past it the pipeline is
+        stopped and a LIMIT error raised. Terminating errors *and* non-terminating ``Write-Error``
         records both raise a REMOTE error: ``had_errors`` alone misses the latter. ``abandon``
         set while waiting raises :class:`Interrupted` without stopping the remote pipeline.
         """
@@ -438,6 +518,10 @@ class HostSession:
         for name, value in (parameters or {}).items():
             ps.add_parameter(name, value)
         collected: list[Any] = []
+        meter = _OutputMeter(during, self.limits.output_bytes)
+        own_deadline = deadline is None
+        if deadline is None:
+            deadline = time.monotonic() + self.limits.step_seconds
         try:
             ps.begin_invoke(input=input)
             while ps.state == PSInvocationState.RUNNING:
@@ -451,18 +535,20 @@ class HostSession:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         self._stop(ps)
-                        raise SessionError(
-                            ErrorClass.TIMEOUT, f"{during}: no answer before our deadline"
-                        )
+                        raise self._overtime(during, own_deadline)
                     wait = max(1, min(wait, int(remaining) + 1))
                 self._poll(ps, wait, abandon, during)
-                self._drain(ps, on_output, collected)
-            self._drain(ps, on_output, collected)
-        except SessionError:
+                self._drain(ps, on_output, collected, meter)
+            self._drain(ps, on_output, collected, meter)
+        except SessionError as error:
+            if error.error_class is ErrorClass.LIMIT:
+                self._stop(ps)  # the host keeps sending otherwise; the runspace is needed again
             raise
         except _ConsumerFailed as failed:
-            # Our own handler failed (e.g. the controller's disk is full): that is not a network
-            # error, whatever its type says (OSError), so the caller gets it unclassified.
+            # Our own handler failed (e.g. the controller's disk is full, or a file broke a
+            # limit): that is not a network error, whatever its type says (OSError), so the
+            # caller gets it unclassified. The pipeline would stream on: it is stopped.
+            self._stop(ps)
             raise failed.original from None
         except Exception as exc:
             error = classify(exc, during=during)
@@ -519,12 +605,28 @@ class HostSession:
         if failure:
             raise failure[0]
 
+    def _overtime(self, during: str, own_deadline: bool) -> SessionError:
+        """The deadline passed: the caller's (TIMEOUT) or the step time limit (LIMIT)."""
+        if own_deadline:
+            return limit_error(
+                f"{during}: still running after {self.limits.step_seconds:g} s, the most one"
+                " remote script may take (limits: step_time); stopped"
+            )
+        return SessionError(ErrorClass.TIMEOUT, f"{during}: no answer before our deadline")
+
     @staticmethod
-    def _drain(ps: PowerShell, on_output: Callable[[Any], None] | None, into: list[Any]) -> None:
+    def _drain(
+        ps: PowerShell,
+        on_output: Callable[[Any], None] | None,
+        into: list[Any],
+        meter: _OutputMeter,
+    ) -> None:
+        meter.add_records(ps)
         if not ps.output:
             return
         items, ps.output = ps.output, []
         if on_output is None:
+            meter.add(items)
             into.extend(items)
         else:
             for item in items:
@@ -534,6 +636,8 @@ class HostSession:
                     raise _ConsumerFailed(exc) from exc
 
     def _stop(self, ps: PowerShell) -> None:
+        if ps.state != PSInvocationState.RUNNING:
+            return
         try:
             ps.stop()
         except Exception:

@@ -34,14 +34,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cpuu_fleet.cpuu import Mode, ProfileResult, parse_result_bytes
+from cpuu_fleet.cpuu import Mode, ProfileResult, ResultFile, parse_result_stream
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive
 from cpuu_fleet.journal import Journal, utcnow
+from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.outcome import RunResult
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_error
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"
@@ -611,54 +612,118 @@ class _DownloadSink:
     leave out (``excluded``): the host decides which files exist, never where they land here
     (``create_exclusive`` keeps hostile names inside the host folder). Each file is handed to
     ``on_file`` the moment it is complete, so a download that fails later loses none of the
-    files before it."""
+    files before it.
+
+    Everything the host sends is bounded (``limits``): a header must announce a ``Length`` within
+    ``file_bytes``, and exactly that many bytes must follow. More is hostile (a LIMIT error at the
+    first byte too many, which is never written); fewer, before the next header or the end, is a
+    broken download. Either way the file is set aside as ``<name>.partial`` (:meth:`abandon`) and
+    never journalled. Every registered secret is masked on the way to disk (a
+    :class:`~cpuu_fleet.redact.ByteScrubber`, so a secret split between two chunks is caught too);
+    the size and SHA-256 handed to ``on_file`` are those of the bytes the host sent, which its
+    header's ``Sha256`` and a later collect's ``KnownSha256`` speak of."""
 
     def __init__(
-        self, folder: Path, directory: str, excluded: Callable[[str], bool], on_file: FileDone
+        self,
+        folder: Path,
+        directory: str,
+        excluded: Callable[[str], bool],
+        on_file: FileDone,
+        limits: Limits = DEFAULT_LIMITS,
     ):
         self.folder = folder
         self.directory = directory.rstrip("\\").lower()
         self.excluded = excluded
         self.on_file = on_file
+        self.limits = limits
         self.skipped = 0
+        self.scrubbed: list[str] = []
+        """Names of files in which a secret was masked (the host's copy still holds it)."""
         self._fd: int | None = None
         self._path: Path | None = None
         self._entry: dict[str, Any] | None = None
         self._digest = hashlib.sha256()
+        self._scrubber = REDACTOR.byte_scrubber()
         self._size = 0
+        self._length = 0
+        self._spoiled = False
 
     def __call__(self, item: Any) -> None:
         if isinstance(item, dict):
             self._finish()
-            remote = str(item.get("Path", ""))
-            name = str(item.get("Name") or remote.rsplit("\\", 1)[-1])
-            parent = remote.rsplit("\\", 1)[0].lower() if "\\" in remote else ""
-            if parent != self.directory or self.excluded(name):
-                raise _protocol_error(
-                    f"collect: the host sent a file we did not ask for: {remote!r}"
-                )
-            if item.get("Skipped"):
-                self.skipped += 1  # already collected (by SHA-256): header only
-                return
-            self._entry = item
-            self._path, self._fd = create_exclusive(self.folder, name)
-            self._digest = hashlib.sha256()
-            self._size = 0
+            self._open(item)
             return
         if self._fd is None:
             raise _protocol_error("collect: file content arrived before its header")
-        block = base64.b64decode(str(item))
+        self._write(str(item))
+
+    def _open(self, item: dict[str, Any]) -> None:
+        remote = str(item.get("Path", ""))
+        name = str(item.get("Name") or remote.rsplit("\\", 1)[-1])
+        parent = remote.rsplit("\\", 1)[0].lower() if "\\" in remote else ""
+        if parent != self.directory or self.excluded(name):
+            raise _protocol_error(f"collect: the host sent a file we did not ask for: {remote!r}")
+        if item.get("Skipped"):
+            self.skipped += 1  # already collected (by SHA-256): header only
+            return
+        length = item.get("Length")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise _protocol_error(f"collect: {name!r}: the header's Length is {length!r}")
+        if length > self.limits.file_bytes:
+            raise limit_error(
+                f"collect: {name!r} is {length:,} bytes, over the"
+                f" {describe_size(self.limits.file_bytes)} a collected file may have"
+                " (limits: file_size); not downloaded"
+            )
+        self._entry = item
+        self._length = length
+        self._path, self._fd = create_exclusive(self.folder, name)
+        self._digest = hashlib.sha256()
+        self._scrubber = REDACTOR.byte_scrubber()
+        self._size = 0
+        self._spoiled = False
+
+    def _write(self, text: str) -> None:
+        """One base64 chunk: checked against the announced length before it is decoded."""
+        room = self._length - self._size
+        if len(text) // 4 * 3 - 2 > room:  # base64 of more bytes than may still come
+            self._overrun()
+        block = base64.b64decode(text)
+        if len(block) > room:
+            self._overrun()
         self._digest.update(block)
         self._size += len(block)
-        os.write(self._fd, block)
+        self._put(self._scrubber.feed(block))
+
+    def _put(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _overrun(self) -> None:
+        self._spoiled = True
+        assert self._entry is not None and self._path is not None
+        raise limit_error(
+            f"collect: {self._entry.get('Name') or self._path.name!r}: the host sent more than"
+            f" the {self._length:,} bytes its header announced; stopped"
+        )
 
     def _finish(self) -> None:
         """The open file is complete (the next header came, or the pipeline ended well)."""
         if self._fd is None:
             return
+        assert self._entry is not None and self._path is not None
+        if self._size != self._length:
+            raise _protocol_error(
+                f"collect: {self._entry.get('Name') or self._path.name!r}: the host sent"
+                f" {self._size:,} of the {self._length:,} bytes its header announced"
+            )
+        self._put(self._scrubber.flush())
         os.close(self._fd)
         self._fd = None
-        assert self._entry is not None and self._path is not None
+        if self._scrubber.found:
+            self.scrubbed.append(self._path.name)
         self.on_file(self._entry, self._path, self._size, self._digest.hexdigest())
 
     def close(self) -> None:
@@ -669,25 +734,35 @@ class _DownloadSink:
 
         A partial file is renamed ``<name>.partial`` and never journalled, so the report does not
         parse half a result file, nothing received is deleted, and the next collect fetches the
-        whole file under its own name (not ``name (2)``). Returns a problem line for the report.
+        whole file under its own name (not ``name (2)``). A file whose host sent more than it
+        announced is set aside the same way, however many bytes it has. Returns a problem line
+        for the report.
         """
         if self._fd is None:
             return None
         assert self._entry is not None and self._path is not None
-        length = self._entry.get("Length")
-        if length is not None and int(length) == self._size:
+        if self._size == self._length and not self._spoiled:
             self._finish()  # every byte arrived; the failure came after it
             return None
+        self._put(self._scrubber.flush())
         os.close(self._fd)
         self._fd = None
-        partial, fd = create_exclusive(self.folder, self._path.name + ".partial")
-        os.close(fd)
-        os.replace(self._path, partial)
-        expected = "?" if length is None else f"{int(length):,}"
-        return (
-            f"{self._entry.get('Name') or self._path.name}: download broke off after"
-            f" {self._size:,} of {expected} bytes; kept as {partial.name}, fetched again next time"
-        )
+        if self._spoiled:
+            what = f"the host sent more than the {self._length:,} bytes it announced"
+        else:
+            what = f"download broke off after {self._size:,} of {self._length:,} bytes"
+        return set_aside(self._path, what)
+
+
+def set_aside(path: Path, what: str) -> str:
+    """Rename a collected file that must not be journalled to ``<name>.partial``; the report line.
+
+    Never journalled means never read by the report, and the next collect fetches it again.
+    """
+    partial, fd = create_exclusive(path.parent, path.name + ".partial")
+    os.close(fd)
+    os.replace(path, partial)
+    return f"{path.name}: {what}; kept as {partial.name}, fetched again next time"
 
 
 def _save_ini(ctx: HostContext, result: CollectResult) -> None:
@@ -771,11 +846,13 @@ def collect(
         if expected and expected != sha:
             result.problems.append(f"{name}: SHA-256 differs from the host's header (kept as is)")
         kind = _kind(name)
+        # Read before it is journalled: a file over the row limit is set aside, never indexed.
+        parsed = _read_results(ctx, result, path, session.limits) if kind == "result" else None
         _record(ctx, result, str(entry["Path"]), path, size, sha, kind)
-        if kind == "result":
-            _parse_results(ctx, result, path)
+        if parsed is not None:
+            _add_results(ctx, result, parsed)
 
-    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished)
+    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished, session.limits)
     parameters: dict[str, Any] = {
         "Directory": ctx.staging,
         "Filter": RESULT_FILTER,
@@ -792,6 +869,7 @@ def collect(
             on_output=sink,
             during="collect (download)",
         )
+        sink.close()  # the last file: its length is checked, so a short one is set aside too
     except BaseException:
         try:
             problem = sink.abandon()
@@ -802,21 +880,41 @@ def collect(
         raise
     finally:
         result.skipped_known = sink.skipped
-    sink.close()
+        result.problems.extend(
+            f"{name}: held a secret of this run, masked in the stored copy (the workstation's"
+            " file still holds it)"
+            for name in sink.scrubbed
+        )
     if on_profiles is not None:
         on_profiles(result.profiles)
     return result
 
 
-def _parse_results(ctx: HostContext, result: CollectResult, path: Path) -> None:
+def _read_results(
+    ctx: HostContext, result: CollectResult, path: Path, limits: Limits
+) -> ResultFile | None:
+    """Parse a downloaded result file within ``limits.result_rows`` (None: not a text file).
+
+    A file with more lines is hostile or broken: it is set aside as ``<name>.partial`` (never
+    journalled, never read by the report) and the host fails with class ``limit``.
+    """
     relative = path.relative_to(ctx.reports_dir.resolve()).as_posix()
     try:
-        parsed = parse_result_bytes(path.read_bytes(), relative)
+        with path.open("rb") as stream:
+            parsed = parse_result_stream(stream, relative, max_rows=limits.result_rows)
     except InputError as exc:
         result.problems.append(exc.render())
-        return
+        return None
+    if parsed.truncated:
+        what = f"more than {limits.result_rows:,} lines (limits: result_rows)"
+        result.problems.append(set_aside(path, what))
+        raise limit_error(f"collect: {path.name!r} has {what}; not read")
+    return parsed
+
+
+def _add_results(ctx: HostContext, result: CollectResult, parsed: ResultFile) -> None:
     for problem in parsed.problems:
-        result.problems.append(f"{relative}:{problem.line}: {problem.reason}")
+        result.problems.append(f"{parsed.path}:{problem.line}: {problem.reason}")
     if parsed.profiles:
-        ctx.journal.add_profiles(ctx.run_id, ctx.host, ctx.user, parsed.profiles, relative)
+        ctx.journal.add_profiles(ctx.run_id, ctx.host, ctx.user, parsed.profiles, parsed.path)
         result.profiles.extend(parsed.profiles)

@@ -32,6 +32,7 @@ from cpuu_fleet.cli.options import (
 )
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.lease import live_status
+from cpuu_fleet.redact import printable
 
 EventsJsonOption = Annotated[
     bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
@@ -152,7 +153,7 @@ def _print_check(console: Console, result: Any) -> None:
         shown = ", ".join(files[:3]) + (f" (+{len(files) - 3})" if len(files) > 3 else "")
         table.add_row(
             escape(host),
-            escape(str(line["user"] or "-")),
+            escape(printable(str(line["user"] or "-"))),
             escape(shown or "-"),
             f"{line['bytes']:,}",
             str(line["already_there"]),
@@ -461,11 +462,11 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
             table.add_column(column, overflow="fold")
         for host in hosts:
             table.add_row(
-                escape(host["host"]),
-                escape(host["wave"] or "-"),
+                escape(printable(host["host"])),
+                escape(printable(host["wave"] or "-")),
                 _state_cell(host["state"]),
                 escape(host["error_class"] or "-"),
-                escape((host["error_message"] or "")[:200]),
+                escape(printable((host["error_message"] or "")[:200])),
             )
         console.print(table)
         _print_follow_ups(console, hosts)

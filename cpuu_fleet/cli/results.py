@@ -12,17 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cpuu_fleet.cpuu import ResultFile, parse_result_file
+from cpuu_fleet.cpuu import DEFAULT_MAX_ROWS, ResultFile, parse_result_file
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.redact import printable
 
 results_app = typer.Typer(
     help="Read CPUU result files (tab-separated, any encoding).", no_args_is_help=True
 )
-
-
-def _printable(text: str) -> str:
-    """Control characters from a hostile file must not drive the operator's terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _as_dict(result: ResultFile) -> dict[str, Any]:
@@ -30,6 +26,7 @@ def _as_dict(result: ResultFile) -> dict[str, Any]:
         "file": result.path,
         "encoding": result.encoding,
         "had_header": result.had_header,
+        "truncated": result.truncated,
         "profiles": [
             {
                 "profile": p.profile,
@@ -54,21 +51,38 @@ def _as_dict(result: ResultFile) -> dict[str, Any]:
 def show(
     files: Annotated[list[Path], typer.Argument(help="CPUU_*.csv result files.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    max_rows: Annotated[
+        int,
+        typer.Option(
+            "--max-rows",
+            min=1,
+            help="Lines read from one file at the most (a play's limits: result_rows).",
+        ),
+    ] = DEFAULT_MAX_ROWS,
 ) -> None:
     """Decode result files: each profile's code, meaning and outcome; unreadable lines with file:line.
 
-    Every readable file is shown even when another one is unreadable; those, and files without
-    a single profile line, are reported at the end as one error line (exit code 2).
+    Every readable file is shown even when another one is unreadable; those, files without a
+    single profile line, and files longer than ``--max-rows`` lines (read up to it: a hostile
+    file costs bounded memory) are reported at the end as one error line (exit code 2).
     """
     parsed: list[ResultFile] = []
     errors: list[InputError] = []
     for path in files:
         try:
-            result = parse_result_file(path)
+            result = parse_result_file(path, max_rows=max_rows)
         except InputError as exc:
             errors.append(exc)
             continue
         parsed.append(result)
+        if result.truncated:
+            errors.append(
+                InputError(
+                    f"more than {max_rows:,} lines: only the first {max_rows:,} are shown"
+                    " (--max-rows)",
+                    where=result.path,
+                )
+            )
         if result.problems and not result.profiles:
             # Not one profile line: the wrong file, not a result file with a damaged line.
             first = result.problems[0]
@@ -86,18 +100,18 @@ def show(
         console = Console()
         for result in parsed:
             title = f"{result.path} ({result.encoding}, {len(result.profiles)} profile(s))"
-            table = Table(title=escape(_printable(title)))
+            table = Table(title=escape(printable(title)))
             for column in ("profile", "code", "name", "outcome", "previous", "what to do"):
                 table.add_column(column, overflow="fold")
             for p in result.profiles:
                 previous = "" if p.previous is None else str(p.previous)
                 # Profile names come from the workstation: plain text, never rich markup.
                 cells = (p.profile, str(p.current), p.info.name, p.info.outcome.value, previous)
-                table.add_row(*(Text(_printable(c)) for c in cells), Text(p.info.hint))
+                table.add_row(*(Text(printable(c)) for c in cells), Text(p.info.hint))
             console.print(table)
             for problem in result.problems:
                 typer.echo(
-                    f"{_printable(result.path)}:{problem.line}: {problem.reason}: {problem.text!r}"
+                    f"{printable(result.path)}:{problem.line}: {problem.reason}: {problem.text!r}"
                 )
     if errors:
         if len(errors) == 1:

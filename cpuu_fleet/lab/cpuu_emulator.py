@@ -14,8 +14,8 @@ Assumptions (the vendor does not document these):
   ``CPUU.ini`` beside the executable, as the wizard lays the files out.
 * **Output**: ``CPUU_<host>_<yyyyMMdd>_<HHmmss>.log`` and ``.csv`` go into the process's current
   directory (the task's working directory, or where the batch file ``cd``/``pushd``-ed to).
-  The log is UTF-8 with BOM; the result file is UTF-16LE with BOM and CRLF by default (a knob:
-  :attr:`CpuuBehaviour.csv_encoding`), no header, ``profile<TAB>current<TAB>previous``.
+  The log is UTF-8 with BOM by default (a knob: :attr:`CpuuBehaviour.log_encoding`); the result
+  file is UTF-16LE with BOM and CRLF by default (a knob: :attr:`CpuuBehaviour.csv_encoding`), no header, ``profile<TAB>current<TAB>previous``.
 * **Previous code**: the code the profile got on the previous run, 0 if it never had one.
 * **Exit flags per profile code**: SUCCESS when a profile was updated/restored/cleaned;
   SWITCH_ERR (Update, Undo) for codes 3, 9, 11, 13, 17..22; skips (0, 1, 2, 4..8) set no flag, so a
@@ -398,6 +398,15 @@ class ProfileOutcome:
     previous: int
 
 
+_LOG_ENCODINGS = {
+    "utf-8-bom": (codecs.BOM_UTF8, "utf-8"),
+    "utf-16le-bom": (codecs.BOM_UTF16_LE, "utf-16-le"),
+    "utf-16be-bom": (codecs.BOM_UTF16_BE, "utf-16-be"),
+    "cp1252": (b"", "cp1252"),
+}
+"""``CpuuBehaviour.log_encoding`` → (BOM, codec): the log's encoding, a per-host knob."""
+
+
 @dataclass
 class RunResult:
     """What one CPUU run did: the exit mask, the result lines and the log lines."""
@@ -449,13 +458,19 @@ class CpuuProcess:
         self._log_lines.append(f"{stamp:%Y-%m-%d %H:%M:%S} {message}")
 
     def _flush_log(self) -> None:
-        """Write the log so far (the whole file again: it is small)."""
+        """Write the log so far (the whole file again: it is small, unless padded on purpose)."""
         if self.log_failed:
             return
+        text = "\r\n".join([*self._log_lines, ""])
+        bom, codec = _LOG_ENCODINGS[self.ws.cpuu.log_encoding]
         try:
-            self.ws.fs.write_bytes(
-                self.log_path, codecs.BOM_UTF8 + "\r\n".join([*self._log_lines, ""]).encode()
-            )
+            with self.ws.fs.open_write(self.log_path) as out:
+                out.write(bom + text.encode(codec, errors="replace"))
+                padding = self.ws.cpuu.log_padding_bytes - len(bom) - len(text)
+                line = ("." * 1022 + "\r\n").encode(codec)
+                while padding > 0:  # streamed: a padded log costs the lab no memory
+                    out.write(line)
+                    padding -= len(line)
         except (OSError, ValueError):
             self.log_failed = True
 
@@ -463,9 +478,13 @@ class CpuuProcess:
         return KILLED_EXIT_CODE
 
     def complete(self) -> int:
-        result = run_cpuu(self.ws, self.user, self.args, self._read_ini())
+        ini = self._read_ini()
+        result = run_cpuu(self.ws, self.user, self.args, ini)
         # The work happened by finish_at, however late somebody looks (see Workstation.refresh).
         at = self.finish_at
+        if self.ws.cpuu.log_quotes_ini and not isinstance(ini, str):
+            for key in ("Admin", "Password", "AdminTrg", "PasswordTrg"):
+                self._log(f"Setting {key} = {ini.get(key)}", at)
         for line in result.log:
             self._log(line, at)
         if result.write_csv:
@@ -493,6 +512,8 @@ class CpuuProcess:
             return f"cannot read {path}: {exc.message}"
 
     def _write_csv(self, outcomes: list[ProfileOutcome]) -> None:
+        extra = self.ws.cpuu.extra_result_rows
+        outcomes = outcomes + [ProfileOutcome(f"Extra {n}", 10, 0) for n in range(1, extra + 1)]
         text = "".join(f"{o.profile}\t{o.code}\t{o.previous}\r\n" for o in outcomes)
         encoding = self.ws.cpuu.csv_encoding
         if encoding == "utf-16-bom":

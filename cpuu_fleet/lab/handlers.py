@@ -669,8 +669,12 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 
     ``-Paths`` names the files; ``-Directory``/``-Filter`` finds them as list-files does, minus
     ``-ExcludeName`` wildcards, and a file whose SHA-256 is in ``-KnownSha256`` gets its header
-    (``Skipped``) and no content."""
+    (``Skipped``) and no content.
+
+    A hostile workstation (``ws.scripts``: :class:`~cpuu_fleet.lab.workstation.ScriptFaults`) fails with crafted text,
+    spews warnings without end before its files, or sends more than a header announced."""
     _bind(call, "download")
+    _misbehave(ws, host)
     chunk_size = _int(call, "ChunkSize", DEFAULT_CHUNK, 1, 16777216)
     directory = _str(call, "Directory")
     fs = ws.fs
@@ -739,3 +743,30 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                     raise PipelineStopped()
                 host.write_output(base64.b64encode(block).decode("ascii"))
                 remaining -= len(block)
+            if ws.scripts.download_overrun:
+                _overrun(host, chunk_size)
+
+
+HOSTILE_PACE_S = 0.01
+"""Pause between two objects a hostile download sends without end: the lab's output queue has
+no flow control, so an unpaced writer would fill the test process's memory, not the client's."""
+
+
+def _misbehave(ws: Workstation, host: PipelineHost) -> None:
+    """A hostile download's answer before any file: crafted error text, or endless warnings."""
+    faults = ws.scripts
+    if faults.download_error is not None:
+        raise ScriptFailed(faults.download_error, error_id="DownloadFailed", category="ReadError")
+    if faults.download_endless_warnings is not None:
+        text = "WARNING " + "x" * 65528
+        while True:
+            host.write_warning(text)
+            host.sleep(max(faults.download_endless_warnings, HOSTILE_PACE_S))
+
+
+def _overrun(host: PipelineHost, chunk_size: int) -> None:
+    """More bytes after the announced Length, until the client stops the pipeline."""
+    filler = base64.b64encode(b"\xa5" * min(chunk_size, 65536)).decode("ascii")
+    while True:
+        host.write_output(filler)
+        host.sleep(HOSTILE_PACE_S)

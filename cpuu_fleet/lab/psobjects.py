@@ -8,6 +8,7 @@ from importlib import resources
 from typing import Any
 
 from psrpcore.types import ErrorCategory, ErrorCategoryInfo, ErrorRecord, NETException, PSVersion
+from psrpcore.types._serializer import _serialize_string
 
 
 def _load_private_data() -> dict[str, Any]:
@@ -76,5 +77,7 @@ def error_record(
         FullyQualifiedErrorId=error_id or message,
         TargetObject=target,
     )
-    record.PSObject.to_string = message
+    # psrpcore writes ToString as it is, where PowerShell escapes it like any string (_x001B_):
+    # a message with an ESC would otherwise be XML that no client can read.
+    record.PSObject.to_string = _serialize_string(message)
     return record

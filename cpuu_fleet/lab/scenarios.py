@@ -39,8 +39,30 @@ SCENARIOS: dict[str, str] = {
     "cpuu_crash": "CPUU crashes part-way and writes no result file",
     "cpuu_hang": "CPUU never finishes: the run must time out and kill it",
     "mixed_results": "several profiles per user, each with a different outcome",
-    "mixed": "a realistic fleet: mostly healthy, a few of each problem above",
+    "lying_length": "the download sends more bytes than its header announced, without end",
+    "endless_output": "the download sends warning records without end",
+    "huge_log": "CPUU's log is larger than a collected file may be (80 MiB)",
+    "huge_results": "CPUU's result file has 200,000 lines, more than a result file may have",
+    "secret_in_log": "CPUU's log quotes CPUU.ini, passwords included, in UTF-8, UTF-16LE,"
+    " UTF-16BE or cp1252 (by host number)",
+    "hostile_text": "the user name and an error message carry ESC, C1 and right-to-left characters",
+    "mixed": "a realistic fleet: mostly healthy, a few of each problem above but the hostile ones",
 }
+
+HOSTILE_SCENARIOS = frozenset(
+    {"lying_length", "endless_output", "huge_log", "huge_results", "secret_in_log", "hostile_text"}
+)
+"""A workstation that attacks the controller (or leaks a secret): never part of ``mixed``, whose
+counts the demo and its tests rely on; asked for by name."""
+
+HOSTILE_USER = "CORP\\ev\x1b[2J\x9b31m\u202eil\u2066"
+"""A user name with an ESC sequence (clear screen), a C1 CSI, a right-to-left override and a
+left-to-right isolate: none may reach a terminal, a log line or a CSV cell live."""
+HOSTILE_ERROR = (
+    "Access to the path 'C:\\Users\\ev\x1b[2J\x9b31m\u202eil' is denied.\x1b[32m succeeded"
+    "\x1b[0m \u202etxt.exe"
+)
+"""A remote error message dressed up to repaint the operator's terminal."""
 
 _FIRST = ("Jean", "Marie", "Luc", "Chloé", "Ahmed", "Sofia", "Pieter", "Ana", "Kenji", "Zoë")
 _LAST = ("Dupont", "Martin", "Bernard", "Müller", "Garcia", "Rossi", "Nowak", "Silva", "Sato")
@@ -100,7 +122,7 @@ def plan_fleet(
 def _mixed_assignment(hosts: int, rng: random.Random) -> list[str]:
     """About 70 % healthy; the rest cycles through every problem so that each one shows up as soon
     as the fleet is large enough, then the order is shuffled."""
-    problems = [name for name in SCENARIOS if name not in ("healthy", "mixed")]
+    problems = [name for name in SCENARIOS if name not in ("healthy", "mixed", *HOSTILE_SCENARIOS)]
     troubled = max(1, round(hosts * 0.3)) if hosts > 1 else 0
     rng.shuffle(problems)
     assignment = [problems[i % len(problems)] for i in range(troubled)]
@@ -230,6 +252,45 @@ def _mixed_results(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+def _lying_length(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.scripts.download_overrun = True
+    return TransportFaults()
+
+
+def _endless_output(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.scripts.download_endless_warnings = 0.0
+    return TransportFaults()
+
+
+def _huge_log(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.cpuu.log_padding_bytes = 80 * MIB
+    return TransportFaults()
+
+
+def _huge_results(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.cpuu.extra_result_rows = 200_000
+    return TransportFaults()
+
+
+_LOG_ENCODINGS = ("utf-8-bom", "utf-16le-bom", "utf-16be-bom", "cp1252")
+
+
+def _secret_in_log(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.cpuu.log_quotes_ini = True
+    # By host number (pc-0001 → UTF-8), so that a fleet of four shows every encoding.
+    number = int(ws.name.rsplit("-", 1)[-1]) if ws.name.rsplit("-", 1)[-1].isdigit() else 1
+    ws.cpuu.log_encoding = _LOG_ENCODINGS[(number - 1) % len(_LOG_ENCODINGS)]
+    return TransportFaults()
+
+
+def _hostile_text(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.logoff()
+    ws.add_profile(HOSTILE_USER, OutlookProfile("Outlook", "evil@corp.example"))
+    ws.logon(HOSTILE_USER)
+    ws.scripts.download_error = HOSTILE_ERROR
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -245,5 +306,11 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "cpuu_crash": _cpuu_crash,
     "cpuu_hang": _cpuu_hang,
     "mixed_results": _mixed_results,
+    "lying_length": _lying_length,
+    "endless_output": _endless_output,
+    "huge_log": _huge_log,
+    "huge_results": _huge_results,
+    "secret_in_log": _secret_in_log,
+    "hostile_text": _hostile_text,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

@@ -140,6 +140,27 @@ class CpuuBehaviour:
     """With ``AskCredentials`` in CPUU.ini, does somebody answer the prompt? (unattended: no)."""
     csv_encoding: str = "utf-16-bom"
     """How the result file is encoded: ``utf-16-bom``, ``utf-8``, ``utf-8-bom`` or ``cp1252``."""
+    log_encoding: str = "utf-8-bom"
+    """How the log is encoded: ``utf-8-bom``, ``utf-16le-bom``, ``utf-16be-bom`` or ``cp1252``."""
+    log_quotes_ini: bool = False
+    """The log quotes CPUU.ini's settings, passwords included (a debug log level)."""
+    log_padding_bytes: int = 0
+    """The log grows to at least this many bytes (a verbose log gone wild: a huge file)."""
+    extra_result_rows: int = 0
+    """The result file gets this many more profile lines (a huge or tampered result file)."""
+
+
+@dataclass
+class ScriptFaults:
+    """How this workstation's remote scripts misbehave: a compromised or broken host, for the
+    lab's handlers to play everything a hostile workstation may send back."""
+
+    download_overrun: bool = False
+    """``download`` sends more bytes than the Length it announced, without end."""
+    download_endless_warnings: float | None = None
+    """``download`` writes warning records without end, one every this many seconds (0: flat out)."""
+    download_error: str | None = None
+    """``download`` fails with this error message (a host answering with crafted text)."""
 
 
 @dataclass
@@ -264,6 +285,8 @@ class Workstation:
         self._launcher = launcher
         self.cpuu = CpuuBehaviour()
         """How CPUU behaves on this workstation beyond what the profiles decide."""
+        self.scripts = ScriptFaults()
+        """How the remote scripts misbehave (none: a well-behaved host)."""
 
     def __repr__(self) -> str:
         return f"Workstation({self.name!r}, user={self.interactive_user!r})"

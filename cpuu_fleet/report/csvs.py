@@ -6,6 +6,9 @@ The CSVs are meant to be opened in Excel by people and read by scripts, so:
   into ``ZoÃ«``.
 * **ISO-8601 UTC** times (``2026-11-21T10:02:30.500Z``) and a **stable column order** (the
   ``*_COLUMNS`` tuples below; new columns are only ever appended).
+* **Terminal hygiene**: text from workstations (a user name, an error message) keeps no live
+  control or bidi character: each becomes its escape (``\\x1b``, ``\\u202e``), as in every other
+  place that shows workstation text (:func:`cpuu_fleet.redact.printable`).
 * **Formula injection** (OWASP "CSV Injection"): Excel executes a cell that starts with ``=``,
   ``+``, ``-`` or ``@`` (and, through some importers, a leading TAB or CR). Every *text* cell that
   starts with one of those characters is written with a leading ``'``, so Excel shows it as
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cpuu_fleet.redact import printable
 from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames
 
@@ -49,13 +53,27 @@ _TRIGGERS = frozenset(FORMULA_TRIGGERS)
 
 def neutralise_formulas(series: pd.Series) -> pd.Series:
     """Prefix ``'`` to text that Excel would run as a formula; leave everything else alone."""
-    if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
+    if not _is_text(series):
         return series
     values = [
         "'" + value if isinstance(value, str) and value[:1] in _TRIGGERS else value
         for value in series.astype(object).tolist()
     ]
     return pd.Series(values, index=series.index, dtype=object)
+
+
+def escape_controls(series: pd.Series) -> pd.Series:
+    """Control and bidi characters in text cells as their escapes (:func:`redact.printable`):
+    a user name's ESC must not reach a terminal that prints the file, nor its RLO turn a cell
+    around. Everything else is left alone."""
+    if not _is_text(series):
+        return series
+    values = [printable(v) if isinstance(v, str) else v for v in series.astype(object).tolist()]
+    return pd.Series(values, index=series.index, dtype=object)
+
+
+def _is_text(series: pd.Series) -> bool:
+    return bool(pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
 
 
 def _iso(series: pd.Series) -> pd.Series:
@@ -72,9 +90,9 @@ def _csv_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
         if pd.api.types.is_datetime64_any_dtype(series):
             out[column] = _iso(series)
         elif isinstance(series.dtype, pd.CategoricalDtype):
-            out[column] = neutralise_formulas(series.astype(str))
+            out[column] = neutralise_formulas(escape_controls(series.astype(str)))
         else:
-            out[column] = neutralise_formulas(series)
+            out[column] = neutralise_formulas(escape_controls(series))
     return out
 
 

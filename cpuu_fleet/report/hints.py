@@ -28,6 +28,9 @@ ERROR_CLASS_HINTS: dict[str, str] = {
     "cpuu": "CPUU did not do its job: read the CPUU log collected from the workstation.",
     "local": "The controller could not store what it received (disk full, no permission on the "
     "reports folder): fix that, then run collect for this host.",
+    "limit": "The workstation sent more than the play's limits allow (a file too big or longer "
+    "than announced, endless output, too many result rows): look at the host (a huge CPUU log, "
+    "a tampered machine); raise the play's 'limits' only if the data is genuine.",
     "interrupted": "The controller stopped while this host was running: run resume to collect "
     "what happened before running it again.",
 }

@@ -13,6 +13,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from cpuu_fleet.redact import printable
 from cpuu_fleet.report import states
 
 if TYPE_CHECKING:
@@ -22,8 +23,7 @@ if TYPE_CHECKING:
 def plain(text: object) -> Text:
     """Text from the journal as it is: no rich markup, and no control character reaches the
     operator's terminal (shown as its escape instead)."""
-    value = str(text)
-    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in value))
+    return Text(printable(str(text)))
 
 
 def summary_table(result: ReportResult) -> Table:

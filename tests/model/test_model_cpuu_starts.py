@@ -6,13 +6,29 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import USER, CpuuBench, FakeClock
 
 from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.lab.workstation import USERS_GROUP
 
-UPDATE = f'"{CpuuBench.stage_dir}\\CPUU_Update.bat"'
+STAGE = r"C:\ProgramData\cpuu-fleet\0123456789ab"  # where the model's bench stages CPUU
+UPDATE = f'"{STAGE}\\CPUU_Update.bat"'
+
+
+@pytest.fixture
+def start_on(bench):
+    """Stage the bench's payload on a fleet's workstation and start CPUU there as its user.
+
+    (The bench's class comes from the fixture, not an import: conftest modules of other test
+    folders share the module name.)"""
+
+    def start(fleet: LabFleet, name: str, task: str) -> None:
+        ws = fleet.host(name).workstation
+        type(bench)(ws, bench.clock).stage()
+        ws.register_task(task, UPDATE, STAGE, user=ws.interactive_user)
+        ws.start_task(task)
+
+    return start
 
 
 def test_each_task_start_that_reaches_cpuu_is_recorded_once_with_host_task_user_and_time(bench):
@@ -20,7 +36,7 @@ def test_each_task_start_that_reaches_cpuu_is_recorded_once_with_host_task_user_
     ws, clock = bench.ws, bench.clock
     seen = []
     ws.on_cpuu_start = seen.append
-    ws.register_task("cpuu-fleet-run-1", UPDATE, bench.stage_dir, user=USER)
+    ws.register_task("cpuu-fleet-run-1", UPDATE, bench.stage_dir, user=bench.user)
     ws.start_task("cpuu-fleet-run-1")
     ws.start_task("cpuu-fleet-run-1")  # already running: Windows starts no second instance
     (start,) = ws.cpuu_starts
@@ -28,7 +44,7 @@ def test_each_task_start_that_reaches_cpuu_is_recorded_once_with_host_task_user_
     assert (start.host, start.task, start.user, start.trigger) == (
         "pc-0001",
         "cpuu-fleet-run-1",
-        USER,
+        bench.user,
         "Now",
     )
     assert start.time.startswith("2025-11-21T00:00:00")
@@ -39,31 +55,24 @@ def test_each_task_start_that_reaches_cpuu_is_recorded_once_with_host_task_user_
 
 def test_a_start_at_logon_counts_and_a_task_that_never_reaches_cpuu_does_not(bench):
     ws = bench.ws
-    ws.register_task("broken", '"C:\\nowhere\\CPUU_Update.bat"', bench.stage_dir, user=USER)
+    ws.register_task("broken", '"C:\\nowhere\\CPUU_Update.bat"', bench.stage_dir, user=bench.user)
     ws.start_task("broken")
     assert ws.task("broken").last_result != 0 and ws.cpuu_starts == []
     ws.logoff()
     ws.register_task("at-logon", UPDATE, bench.stage_dir, user=USERS_GROUP, trigger="AtLogon")
     assert ws.cpuu_starts == []
-    ws.logon(USER)
+    ws.logon(bench.user)
     (start,) = ws.cpuu_starts
-    assert (start.task, start.trigger, start.user) == ("at-logon", "AtLogon", USER)
-
-
-def _stage_and_start(fleet: LabFleet, name: str, task: str) -> None:
-    ws = fleet.host(name).workstation
-    CpuuBench(ws, FakeClock()).stage()
-    ws.register_task(task, UPDATE, CpuuBench.stage_dir, user=ws.interactive_user)
-    ws.start_task(task)
+    assert (start.task, start.trigger, start.user) == ("at-logon", "AtLogon", bench.user)
 
 
 def test_the_fleet_counts_starts_per_host_and_writes_each_to_the_launch_log_at_once(
-    tmp_path: Path,
+    tmp_path: Path, start_on
 ) -> None:
     log = tmp_path / "launches.jsonl"
     with LabFleet(3, workdir=tmp_path / "lab", launch_log=log) as fleet:
-        _stage_and_start(fleet, "pc-0001", "t1")
-        _stage_and_start(fleet, "pc-0003", "t1")
+        start_on(fleet, "pc-0001", "t1")
+        start_on(fleet, "pc-0003", "t1")
         # Read while the lab runs, as a test in another process would.
         lines = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
         assert [(line["host"], line["task"]) for line in lines] == [
@@ -77,9 +86,11 @@ def test_the_fleet_counts_starts_per_host_and_writes_each_to_the_launch_log_at_o
 
 
 @pytest.mark.parametrize("seconds", [0.0, 2.5])
-def test_cpuu_seconds_sets_every_workstations_cpuu_run_time(tmp_path: Path, seconds) -> None:
+def test_cpuu_seconds_sets_every_workstations_cpuu_run_time(
+    tmp_path: Path, seconds, start_on
+) -> None:
     with LabFleet(2, workdir=tmp_path / "lab", cpuu_seconds=seconds) as fleet:
-        _stage_and_start(fleet, "pc-0002", "t")
+        start_on(fleet, "pc-0002", "t")
         ws = fleet.host("pc-0002").workstation
         task = ws.tasks["t"]
         if seconds == 0:

@@ -30,6 +30,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,7 @@ class FaultLab:
         if not path.exists():
             return []
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
                 return db.execute(sql, params).fetchall()
         except sqlite3.Error:
             return []  # not created yet, or caught between two writes: ask again

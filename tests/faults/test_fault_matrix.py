@@ -101,6 +101,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 def test_uninterrupted_wave(reference, matrix_row: MatrixRow) -> None:
     """The yardstick itself: every host succeeds, CPUU started once each, every result kept."""
+    matrix_row.case = "uninterrupted (reference)"
     matrix_row.starts = starts_cell(reference["starts"])
     matrix_row.final = states_cell(reference["states"])
     problems = []
@@ -123,7 +124,7 @@ def test_uninterrupted_wave(reference, matrix_row: MatrixRow) -> None:
 def test_stopped_controller_then_resume(
     how: str, step: str, fault_lab: FaultLab, reference, matrix_row: MatrixRow
 ) -> None:
-    matrix_row.signal, matrix_row.step = how, step
+    matrix_row.case, matrix_row.signal, matrix_row.step = "stop, then --resume", how, step
     proc = fault_lab.start_play()
     seen = fault_lab.wait_in_step(proc, step)
     if seen is None:
@@ -148,7 +149,7 @@ def test_stopped_controller_then_resume(
 def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row: MatrixRow):
     """A second ``play`` of the same wave 0.5 s after the first is refused (exit 2, naming the
     live run); CPUU starts once per host."""
-    matrix_row.signal, matrix_row.step = "-", "second play 0.5 s later"
+    matrix_row.case, matrix_row.step = "two controllers", "second play 0.5 s later"
     first = fault_lab.start_play()
     time.sleep(0.5)
     second = fault_lab.start_play()
@@ -167,7 +168,7 @@ def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row:
 def test_resume_of_a_live_run_is_refused(fault_lab: FaultLab, reference, matrix_row: MatrixRow):
     """``--resume`` of a run whose controller is alive (CPUU running) is refused with exit 2,
     naming the run; the live run finishes as if nothing had happened."""
-    matrix_row.signal, matrix_row.step = "-", "run wait (live)"
+    matrix_row.case, matrix_row.step = "--resume of a live run", "run wait"
     proc = fault_lab.start_play()
     seen = fault_lab.wait_in_step(proc, "run wait")
     assert seen is not None, proc.communicate(timeout=30)[0][-2000:]
@@ -189,25 +190,29 @@ def test_resume_of_a_live_run_is_refused(fault_lab: FaultLab, reference, matrix_
 HANG_TIMEOUT_S = 3
 
 
+@pytest.mark.parametrize("how", ["SIGKILL", "double SIGINT"])
 def test_hung_cpuu_killed_on_its_deadline_while_the_controller_is_gone(
-    tmp_path: Path, matrix_row: MatrixRow
+    how: str, tmp_path: Path, matrix_row: MatrixRow
 ) -> None:
-    """CPUU hangs; the controller is SIGKILLed while it waits; the deadline passes while nobody
+    """CPUU hangs; the controller is stopped while it waits (``kill -9``, or the documented
+    double Ctrl-C, which leaves a started CPUU to its deadline); the deadline passes while nobody
     watches; ``--resume`` must record the host failed (killed), never succeeded."""
-    matrix_row.signal, matrix_row.step = "SIGKILL", "run wait (cpuu_hang)"
+    matrix_row.case = "hung CPUU, deadline passes, --resume"
+    matrix_row.signal, matrix_row.step = how, "run wait"
     with FaultLab(tmp_path, scenario="cpuu_hang", run_timeout=HANG_TIMEOUT_S) as lab:
         proc = lab.start_play()
         seen = lab.wait_for(proc, lambda s: list(s.phases.values()).count("run wait") == 3)
         assert seen is not None, proc.communicate(timeout=30)[0][-2000:]
         matrix_row.hit = seen.summary()
-        stop(proc, "SIGKILL")
+        stop(proc, how)
         time.sleep(HANG_TIMEOUT_S + 2)  # past every host's deadline
         (run_id,) = lab.run_ids()
         resumed = lab.resume(run_id)
         rows = lab.final_rows(run_id)
         counts = lab.start_counts()
     matrix_row.starts = starts_cell(counts)
-    matrix_row.final = states_cell({h: r["state"] for h, r in rows.items()})
+    killed = sum(1 for r in rows.values() if r["killed"])
+    matrix_row.final = states_cell({h: r["state"] for h, r in rows.items()}) + f" (killed×{killed})"
     problems = []
     if any(n > 1 for n in counts.values()):
         problems.append(f"CPUU started more than once: {counts}")
@@ -234,7 +239,7 @@ def test_three_reruns_of_a_failing_host_are_each_judged_on_their_own_result(
     """Offline profiles fail the same way every time (CPUU's result file is byte for byte the
     same): each of three runs starts CPUU once more and judges the host on its own result,
     never "skipped: nothing to do", and lists it for action each time."""
-    matrix_row.signal, matrix_row.step = "-", "3 plays (offline_profiles)"
+    matrix_row.case, matrix_row.step = "3 re-runs of a failing host", "-"
     finals, starts, problems, outputs = [], [], [], []
     with FaultLab(tmp_path, scenario="offline_profiles", hosts=2, cpuu_seconds=0.5) as lab:
         for attempt in range(1, 4):

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +70,7 @@ class Observation:
     """host -> the running step (``run start`` before CPUU started, ``run wait`` after)."""
 
     def summary(self) -> str:
-        counts = Counter(self.phases.values())
-        return ", ".join(f"{phase}×{n}" for phase, n in sorted(counts.items())) or "-"
+        return tally(self.phases.values())
 
 
 class FaultLab:
@@ -247,6 +246,11 @@ class FaultLab:
                 found.setdefault(sha, []).append(local)
         return found
 
+    def lost_results(self) -> list[str]:
+        """Result CSVs a workstation's CPUU wrote that are not in the reports and the journal."""
+        collected = self.collected()
+        return [path for sha, path in self.lab_result_files().items() if sha not in collected]
+
 
 def stop(proc: subprocess.Popen[str], how: str) -> int | None:
     """Stop the controller as an operator or the system would; its exit code, None if it hung."""
@@ -295,9 +299,14 @@ def starts_cell(counts: dict[str, int]) -> str:
     return " ".join(f"{host}:{n}" for host, n in sorted(counts.items()))
 
 
+def tally(values: Iterable[str]) -> str:
+    """``succeeded×2, failed×1``: how many of each, in name order."""
+    counts = Counter(values)
+    return ", ".join(f"{value}×{n}" for value, n in sorted(counts.items())) or "-"
+
+
 def states_cell(states: dict[str, str]) -> str:
-    counts = Counter(states.values())
-    return ", ".join(f"{state}×{n}" for state, n in sorted(counts.items())) or "-"
+    return tally(states.values())
 
 
 def render_table(rows: list[MatrixRow]) -> str:

@@ -65,8 +65,7 @@ def broken_promises(
     if final != reference:
         wrong = {h: f"{final.get(h)} (not {s})" for h, s in reference.items() if final.get(h) != s}
         problems.append(f"final state differs from an uninterrupted wave: {wrong}")
-    collected = lab.collected()
-    lost = [path for sha, path in lab.lab_result_files().items() if sha not in collected]
+    lost = lab.lost_results()
     if lost:
         problems.append(f"result files CPUU wrote but the reports/journal lack: {lost}")
     return problems
@@ -88,14 +87,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         result = lab.play()
         (run_id,) = lab.run_ids()
         states = {host: r["state"] for host, r in lab.final_rows(run_id).items()}
-        collected = lab.collected()
-        lost = [p for sha, p in lab.lab_result_files().items() if sha not in collected]
         return {
             "states": states,
             "exit": result.returncode,
             "output": result.stdout[-3000:],
             "starts": lab.start_counts(),
-            "lost": lost,
+            "lost": lab.lost_results(),
         }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +56,23 @@ def up(
         Path | None,
         typer.Option("--workdir", help="Where the disks and certificates live (default: temp)."),
     ] = None,
+    launch_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--launch-log",
+            help="Append one JSON line per CPUU start (host, task, user, trigger, time) to FILE,"
+            " flushed at once: the lab's own record of what ran where.",
+        ),
+    ] = None,
+    cpuu_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--cpuu-seconds",
+            min=0,
+            help="CPUU runs this many seconds on every workstation (default: 0.2 s + 0.05 s"
+            " per profile).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a fleet in the foreground until Ctrl-C, and write its inventory."""
     if scenario not in SCENARIOS:
@@ -73,6 +92,8 @@ def up(
             https=https,
             workdir=workdir,
             latency_s=latency / 1000 if latency is not None else None,
+            cpuu_seconds=cpuu_seconds,
+            launch_log=launch_log,
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
@@ -84,7 +105,7 @@ def up(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        with fleet:
+        with _started(fleet):
             try:
                 path = write_lab_inventory(fleet, inventory_out, waves=min(waves, hosts))
                 payload = make_standin_payload(path.parent / f"{path.stem}-payload")
@@ -103,6 +124,22 @@ def up(
     console.print("lab stopped")
 
 
+@contextmanager
+def _started(fleet: LabFleet) -> Iterator[LabFleet]:
+    """The fleet, started; a launch log that cannot be opened is one line, not a traceback."""
+    try:
+        fleet.start()
+    except OSError as exc:
+        if fleet.launch_log is None or exc.filename != str(fleet.launch_log):
+            raise
+        why = exc.strerror or str(exc)
+        raise InputError(f"cannot open the launch log ({why})", where="--launch-log") from None
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+
+
 def _print_summary(console: Console, fleet: LabFleet, inventory: Path, payload: Path) -> None:
     table = Table(title=f"cpuu-fleet lab: {len(fleet.hosts)} workstations")
     table.add_column("scenario")
@@ -116,6 +153,10 @@ def _print_summary(console: Console, fleet: LabFleet, inventory: Path, payload: 
     console.print(f"auth       {fleet.auth} as {fleet.username}")
     if fleet.https:
         console.print(f"CA         {fleet.ca_cert_path}")
+    if fleet.cpuu_seconds is not None:
+        console.print(f"CPUU runs  {fleet.cpuu_seconds:g} s on every workstation")
+    if fleet.launch_log is not None:
+        console.print(f"launch log {fleet.launch_log}", markup=False, highlight=False)
     console.print(f"inventory  {inventory}", markup=False, highlight=False)
     console.print(f"payload    {payload}  (a lab stand-in, not the vendor's CPUU)", markup=False)
     console.print("In another shell, export the lab's secrets and run a wave against it:")

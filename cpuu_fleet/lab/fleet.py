@@ -10,6 +10,10 @@ environment variable, which is process-global. The lab therefore keeps ONE file 
 holding every lab account of every fleet alive in it, and sets the variable once; a fleet only
 adds its lines (``:user:password`` for the fleet account, ``HOST:user:password`` for a host that
 keeps its own password).
+
+The fleet's own record (the fault matrix's witness): every start of CPUU on any of its
+workstations is in :attr:`LabFleet.cpuu_starts` and, with ``launch_log``, one JSON line per start
+in that file, written and flushed as it happens so that another process can follow it live.
 """
 
 from __future__ import annotations
@@ -17,16 +21,18 @@ from __future__ import annotations
 import datetime
 import errno
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import ssl
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trustme
 import yaml
@@ -42,6 +48,7 @@ from cpuu_fleet.lab.dispatch import load_handlers
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint, upn_other_name
+from cpuu_fleet.lab.workstation import CpuuStart, Workstation
 from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
 
 AUTHS = ("basic", "ntlm", "negotiate", "certificate")
@@ -136,6 +143,8 @@ class LabFleet:
         password: str | None = None,
         block: int | None = None,
         faults: Mapping[str, TransportFaults] | None = None,
+        cpuu_seconds: float | None = None,
+        launch_log: Path | None = None,
     ):
         if auth not in AUTHS:
             raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
@@ -143,6 +152,8 @@ class LabFleet:
             raise ValueError("certificate auth needs https")
         if not 1 <= hosts <= MAX_HOSTS:
             raise ValueError(f"hosts must be between 1 and {MAX_HOSTS}")
+        if cpuu_seconds is not None and cpuu_seconds < 0:
+            raise ValueError("cpuu_seconds must be 0 or more")
         self.auth = auth
         self.https = https
         self.scenario = scenario
@@ -163,6 +174,15 @@ class LabFleet:
         self._block = block
         self.hosts: list[LabHost] = []
         self._server: LabServer | None = None
+        self.cpuu_seconds = cpuu_seconds
+        """How long CPUU runs on every workstation (None: the model's own time per profile)."""
+        self.launch_log = Path(launch_log) if launch_log is not None else None
+        self.cpuu_starts: list[CpuuStart] = []
+        """Every start of CPUU on the fleet's workstations, in order (see module docstring)."""
+        self._starts_lock = threading.Lock()
+        self._launch_log_file: TextIO | None = None
+        for plan in plans:
+            self._watch(plan.workstation)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -175,6 +195,7 @@ class LabFleet:
 
     def start(self) -> None:
         load_handlers()  # the model's @register handlers, before any pipeline arrives
+        self._open_launch_log()
         NTLM_ACCOUNTS.add(self.username, self.password)
         try:
             server, hosts, block = self._bind()
@@ -188,6 +209,7 @@ class LabFleet:
             server.start()
         except BaseException:
             NTLM_ACCOUNTS.remove(self.username)
+            self._close_launch_log()
             raise
         self._server = server
         self.hosts = hosts
@@ -220,6 +242,7 @@ class LabFleet:
             self._server.stop()
             self._server = None
             NTLM_ACCOUNTS.remove(self.username)
+        self._close_launch_log()
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -295,6 +318,12 @@ class LabFleet:
         path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
         return path
 
+    def cpuu_start_counts(self) -> dict[str, int]:
+        """How many times CPUU started on each workstation of the fleet (0 where it never did)."""
+        with self._starts_lock:
+            counts = Counter(start.host for start in self.cpuu_starts)
+        return {plan.name: counts.get(plan.name, 0) for plan in self._plans}
+
     def summary(self) -> dict[str, int]:
         """Hosts per scenario."""
         counts: dict[str, int] = {}
@@ -303,6 +332,33 @@ class LabFleet:
         return counts
 
     # -- internals -----------------------------------------------------------------------
+
+    def _watch(self, workstation: Workstation) -> None:
+        """Record the workstation's CPUU starts here, and give CPUU the fleet's run time."""
+        workstation.on_cpuu_start = self._record_start
+        if self.cpuu_seconds is not None:
+            # The emulator's run time is base + per profile; a set time is all base.
+            workstation.cpuu.base_seconds = self.cpuu_seconds
+            workstation.cpuu.per_profile_seconds = 0.0
+
+    def _record_start(self, start: CpuuStart) -> None:
+        with self._starts_lock:
+            self.cpuu_starts.append(start)
+            if self._launch_log_file is not None:
+                self._launch_log_file.write(json.dumps(start.as_dict()) + "\n")
+                self._launch_log_file.flush()  # a reader in another process sees it now
+
+    def _open_launch_log(self) -> None:
+        """Open the launch log for appending (a restarted lab adds to the same record)."""
+        if self.launch_log is None or self._launch_log_file is not None:
+            return
+        self._launch_log_file = self.launch_log.open("a", encoding="utf-8")
+
+    def _close_launch_log(self) -> None:
+        with self._starts_lock:
+            if self._launch_log_file is not None:
+                self._launch_log_file.close()
+                self._launch_log_file = None
 
     def _policy(self) -> AuthPolicy:
         if self.auth == "basic":

@@ -193,6 +193,33 @@ Launcher = Callable[["Workstation", "ScheduledTask", str], TaskProcess]
 """Starts a task's action as a given user and returns the running process."""
 
 
+@dataclass(frozen=True)
+class CpuuStart:
+    """One start of CPUU on a workstation, as the workstation itself saw it.
+
+    Why: "CPUU never runs twice on a host for one run" can only be proven by a witness that is
+    not the controller; the lab keeps one record per start, whoever asked for it (a task started
+    now, or an at-logon task started by a logon).
+    """
+
+    host: str
+    task: str
+    user: str
+    trigger: str
+    """The task's trigger: ``Now`` (started by Start-ScheduledTask) or ``AtLogon``."""
+    time: str
+    """When CPUU started, ISO 8601 in UTC, from the workstation's clock."""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "host": self.host,
+            "task": self.task,
+            "user": self.user,
+            "trigger": self.trigger,
+            "time": self.time,
+        }
+
+
 @dataclass
 class ScheduledTask:
     """One registered scheduled task, with the state ``Get-ScheduledTaskInfo`` reports."""
@@ -287,6 +314,11 @@ class Workstation:
         """How CPUU behaves on this workstation beyond what the profiles decide."""
         self.scripts = ScriptFaults()
         """How the remote scripts misbehave (none: a well-behaved host)."""
+        self.cpuu_starts: list[CpuuStart] = []
+        """Every start of CPUU here, in order (a start that ends at once, because the program
+        or folder is missing, is no start: CPUU never ran)."""
+        self.on_cpuu_start: Callable[[CpuuStart], None] | None = None
+        """Called (under the workstation's lock) for each start: the fleet's record."""
 
     def __repr__(self) -> str:
         return f"Workstation({self.name!r}, user={self.interactive_user!r})"
@@ -490,10 +522,18 @@ class Workstation:
         task.last_run_time = _utc(task.started_at)
         task.last_result = TASK_RUNNING
         process = self._launcher(self, task, user)
+        if _runs_cpuu(process):
+            self._note_cpuu_start(task, user)
         if process.finish_at is not None and process.finish_at <= self.clock():
             task.last_result = process.complete()
         else:
             task.process = process
+
+    def _note_cpuu_start(self, task: ScheduledTask, user: str) -> None:
+        start = CpuuStart(self.name, task.name, user, task.trigger, _utc(self.clock()).isoformat())
+        self.cpuu_starts.append(start)
+        if self.on_cpuu_start is not None:
+            self.on_cpuu_start(start)
 
     def _kill(self, task: ScheduledTask) -> None:
         process = task.process
@@ -501,3 +541,11 @@ class Workstation:
         if process is not None:
             task.last_result = process.kill()
             task.killed = True
+
+
+def _runs_cpuu(process: TaskProcess) -> bool:
+    """Did this task action start CPUU itself (not a batch file that never reached it)?"""
+    # Imported here, as the default launcher: the emulator builds on this module's types.
+    from cpuu_fleet.lab.cpuu_emulator import CpuuProcess
+
+    return isinstance(process, CpuuProcess)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -87,8 +88,16 @@ def test_lab_up_refuses_an_unknown_scenario(tmp_path: Path) -> None:
 
 def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
     """The README's lab flow: `lab up`, then the exports and the `play` command it prints, each on
-    one line even in an 80-column terminal (they are meant to be copied)."""
-    proc, _inventory = _start(tmp_path, "--hosts", "4", "--auth", "basic", columns=80)
+    one line even in an 80-column terminal (they are meant to be copied). The lab's launch log
+    shows, while the lab still runs, exactly one CPUU start per host, for the task and user the
+    journal names; CPUU took the time asked for."""
+    launches = tmp_path / "launches.jsonl"
+    proc, _inventory = _start(
+        tmp_path,
+        *("--hosts", "4", "--auth", "basic"),
+        *("--launch-log", str(launches), "--cpuu-seconds", "0.5"),
+        columns=80,
+    )
     try:
         banner = _read_until_serving(proc)
         exports = dict(re.findall(r"^export (\w+)=(\S+)$", banner, re.MULTILINE))
@@ -119,6 +128,13 @@ def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
         with Journal.in_reports(tmp_path / "r") as journal:
             (run,) = journal.runs()
             assert journal.state_counts(run["run_id"]) == {"succeeded": 4}
+            rows = {row["host"]: row for row in journal.hosts(run["run_id"])}
+        starts = [json.loads(line) for line in launches.read_text(encoding="utf-8").splitlines()]
+        assert sorted(start["host"] for start in starts) == sorted(rows)
+        for start in starts:
+            assert start["task"] == rows[start["host"]]["task_name"]
+            assert start["user"].casefold() == rows[start["host"]]["user"].casefold()
+        assert "CPUU runs  0.5 s on every workstation" in banner
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
@@ -132,3 +148,11 @@ def test_lab_up_with_an_inventory_it_cannot_write_is_one_line(tmp_path: Path) ->
     assert proc.returncode == 2, out
     assert out.splitlines()[-1].startswith("cpuu-fleet: error: ")
     assert "cannot write the lab's inventory" in out and "Traceback" not in out
+
+
+def test_lab_up_with_a_launch_log_it_cannot_open_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where a folder should be\n")
+    proc, _ = _start(tmp_path, "--hosts", "1", "--launch-log", str(tmp_path / "taken" / "l.jsonl"))
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, out
+    assert "cannot open the launch log" in out and "Traceback" not in out

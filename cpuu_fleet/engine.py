@@ -9,7 +9,10 @@ resolved, up front; afterwards only per-host results remain (Nornir's tone).
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +22,12 @@ from cpuu_fleet import __version__
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.credentials import AskPass
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.errors import (
+    CONTROLLER_WRITE_EXIT,
+    ControllerWriteError,
+    InputError,
+    write_fault,
+)
 from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.journal import Journal
@@ -55,12 +63,18 @@ class ExitCode(enum.IntEnum):
     """Bad operator input (the CLI's InputError handler); nothing was touched."""
     HOSTS_NEED_ATTENTION = 3
     """At least one host failed, partially succeeded, was unreachable or not run (wave stopped)."""
+    CONTROLLER_COULD_NOT_WRITE = CONTROLLER_WRITE_EXIT
+    """The controller could not write (disk full, read-only or unwritable folder): the run
+    stopped starting hosts and is ``interrupted`` in the journal if the journal could record
+    it; ``--resume RUN`` carries on once there is room (the CLI's ControllerWriteError)."""
     INTERRUPTED = 130
-    """Ctrl-C: the run stopped early; ``--resume RUN`` carries on."""
+    """Ctrl-C, SIGTERM or SIGHUP: the run stopped early; ``--resume RUN`` carries on."""
 
 
 ATTENTION_STATES = (states.FAILED, states.PARTIAL, states.UNREACHABLE, states.NOT_RUN)
 MAX_WARNINGS = 10
+#: Disk space a run holds back for the journal's last writes if the disk fills (SpaceReserve).
+RESERVE_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -214,6 +228,70 @@ def _path_from(selection: Selection | None, key: str, given: Path | None, what: 
     raise InputError(f"no {what} given")
 
 
+class SpaceReserve:
+    """Disk space held back while a run goes on, so that a full disk can still be told.
+
+    When the disk fills mid-wave, the journal needs a little room to record what it knows: the
+    run ``interrupted``, hosts left ``running`` for ``--resume``, the others ``not_run``. So a
+    run first claims :data:`RESERVE_BYTES` in its own folder (beside the journal) and frees them
+    at the first write fault, before those last writes. A disk that has not even this much left
+    stops the run before any host is touched (exit 4), which is the cheapest moment to learn it.
+    Assumption: the run folder and the journal share one file system (both are under
+    ``--reports``); where they do not, the reserve only helps the run folder.
+    """
+
+    FILENAME = ".space-reserve"
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    @classmethod
+    def claim(cls, run_dir: Path, journal: Journal, run_id: str) -> SpaceReserve:
+        path = run_dir / cls.FILENAME
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _allocate(path, RESERVE_BYTES)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            why = write_fault(exc) or exc.strerror or str(exc)
+            stop = f"the controller could not write ({why}); no host was touched"
+            with contextlib.suppress(Exception):
+                journal.finish_run(run_id, INTERRUPTED, stop)
+            raise ControllerWriteError(
+                f"the controller could not write ({why}) the {RESERVE_BYTES // 2**20} MiB it"
+                f" holds back for the journal in {run_dir};"
+                f" run {run_id} not started, no host was touched: free space and play again"
+            ) from None
+        return cls(path)
+
+    def release(self) -> None:
+        """Free the space (idempotent; called at the first fault and at the end of the run)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+
+
+def _allocate(path: Path, size: int) -> None:
+    """Really take ``size`` bytes on disk (a sparse file would hold nothing back)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        block = b"\0" * 65536
+        for _ in range(0, size, len(block)):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Engine:
     """Runs playbooks against an inventory, journalling everything under ``reports_dir``."""
 
@@ -318,7 +396,7 @@ class Engine:
                     )
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
-        run_id = self.journal.start_run(
+        run_id = self._start_run(
             kind=kind,
             parent_run=selection.parent_run if selection is not None else None,
             playbook=str(playbook.path),
@@ -378,26 +456,45 @@ class Engine:
                 host_fields=visit.host_fields,
             )
 
+        reserve = SpaceReserve.claim(self.reports_dir / run_id, self.journal, run_id)
         runner = Runner(
             self.journal,
             self.reports_dir,
             request.processors,
             handle_sigint=request.handle_sigint,
             retry_backoff=request.retry_backoff,
+            on_fault=reserve.release,
         )
-        summary = runner.run(
-            plan,
-            work,
-            run_id=run_id,
-            kind=kind,
-            parent_run=selection.parent_run if selection is not None else None,
-        )
+        try:
+            summary = runner.run(
+                plan,
+                work,
+                run_id=run_id,
+                kind=kind,
+                parent_run=selection.parent_run if selection is not None else None,
+            )
+        finally:
+            reserve.release()
+        if summary.fault is not None:
+            raise ControllerWriteError(_fault_line(summary))
         result = PlayResult(
             run_id, summary, self.journal.path, self.reports_dir / run_id, kind=kind
         )
         if request.write_report and not request.check:
             self._report(result)
         return result
+
+    def _start_run(self, **fields: Any) -> str:
+        """The run's journal row; a journal that cannot be written stops here, nothing touched."""
+        try:
+            return self.journal.start_run(**fields)
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is None:
+                raise
+            raise ControllerWriteError(
+                f"the controller could not write ({why}); no run was started, nothing touched"
+            ) from None
 
     def _warn(self, warnings: list[str]) -> None:
         """Each distinct warning once; a fleet-wide one (every host's INI) is not 1,000 lines."""
@@ -426,6 +523,29 @@ class Engine:
             result.report = write_report(self.journal, [result.run_id], result.run_dir)
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is None:
+                raise
+            raise ControllerWriteError(
+                f"the report could not be written ({why}); run {result.run_id} itself is"
+                f" {result.summary.status} in the journal: `cpuu-fleet report {result.run_id}`"
+                " writes the report once there is room"
+            ) from None
+
+
+def _fault_line(summary: RunnerSummary) -> str:
+    """The one line for a run the controller could not finish writing: what, and what next."""
+    head = f"the controller could not write ({summary.fault}); run {summary.run_id}"
+    if summary.recorded:
+        return (
+            f"{head} stopped and is recorded as interrupted: free space (or fix the folder),"
+            f" then cpuu-fleet play --resume {summary.run_id}"
+        )
+    return (
+        f"{head} stopped, and the journal could not record it either (it still says running):"
+        f" free space, then cpuu-fleet play --resume {summary.run_id}"
+    )
 
 
 def _version_of(payload_sha256: str) -> str:

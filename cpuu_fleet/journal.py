@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.cpuu import ProfileResult
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.errors import ControllerWriteError, InputError, write_fault
 from cpuu_fleet.redact import REDACTOR, Redactor
 
 SCHEMA_VERSION = 1
@@ -189,6 +189,7 @@ class Journal:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            _raise_write_fault(exc, self.path)
             raise InputError(f"cannot open the journal ({_why(exc)})", where=self.path) from None
         try:
             self._db.row_factory = sqlite3.Row
@@ -204,6 +205,7 @@ class Journal:
             # --reports pointing at the wrong folder, a file that is not a journal, a read-only
             # disk: bad input, said in one line before anything is touched.
             self._db.close()
+            _raise_write_fault(exc, self.path)
             raise InputError(f"cannot use the journal ({_why(exc)})", where=self.path) from None
 
     @classmethod
@@ -537,6 +539,15 @@ class Journal:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
         return self._db
+
+
+def _raise_write_fault(exc: Exception, path: Path) -> None:
+    """A full disk or a read-only folder is the controller's fault (exit 4), not bad input."""
+    why = write_fault(exc)
+    if why is not None:
+        raise ControllerWriteError(
+            f"{path}: cannot write the journal ({why}); nothing was touched"
+        ) from None
 
 
 def _why(exc: Exception) -> str:

@@ -3,7 +3,9 @@
 
 Exit codes (also in ``play --help``): 0 every host succeeded or was skipped/pending by policy;
 2 bad input (nothing touched); 3 at least one host failed, partially succeeded, was unreachable or
-was not run because the wave stopped; 130 interrupted (Ctrl-C; ``--resume RUN`` carries on).
+was not run because the wave stopped; 4 the controller could not write (disk full, a read-only or
+unwritable folder; the run is recorded interrupted where the journal can still be written);
+130 interrupted (Ctrl-C, SIGTERM or SIGHUP; ``--resume RUN`` carries on).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ TemplatesOption = Annotated[
 EXIT_CODES_HELP = (
     "Exit codes: 0 all hosts succeeded (or skipped/pending by policy); 2 bad input, nothing "
     "touched; 3 some hosts failed, partially succeeded, were unreachable or not run; "
-    "130 interrupted (Ctrl-C)."
+    "4 the controller could not write (disk full, read-only folder; the run is interrupted, "
+    "--resume RUN once there is room); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)."
 )
 
 _STATE_STYLES = {
@@ -127,7 +130,11 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
     if result.report is not None:
         lines.append(f"Report:  {result.report.workbook}")
     lines.append(f"Journal: {result.journal_path}")
-    if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
+    if result.summary.status == "interrupted" and result.kind != "step":
+        # Interrupted: the hosts not started (not_run) and those left running are in no retry
+        # file; only --resume carries on with all of them, and asks the host where CPUU may run.
+        lines.append(f"Resume:  cpuu-fleet play --resume {result.run_id}")
+    elif result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
         limit = f"--limit @{result.summary.retry_file}"
         if result.kind == "step":  # no playbook to continue: repeat the step on those hosts
             lines.append(f"Retry:   the same command with {limit}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from cpuu_fleet import __version__
 from cpuu_fleet import journal as states
+from cpuu_fleet.connection import check_local_files
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.credentials import AskPass
 from cpuu_fleet.errors import (
@@ -175,9 +176,11 @@ class _PlayPrep:
         renderer = Renderer(_templates_dir(play)) if "push" in steps else None
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
+        files_seen: dict[str, str | None] = {}
         for host in hosts:
             connection = host.connection
             check_timeouts(connection.pypsrp_kwargs(), host.name)
+            check_local_files(connection, files_seen)
             self.connections[host.name] = connection
             if renderer is not None:
                 rendered = renderer.render_host(host, mode, extra_vars)

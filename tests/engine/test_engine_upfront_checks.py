@@ -1,0 +1,189 @@
+"""Checked before any host is touched: payload names Windows cannot take, and the CA bundle (or
+client certificate) a connection needs. Each is one line and exit code 2, never a failure on
+every host at push or connect."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cpuu_fleet.demo import find_playbook, make_standin_payload
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal
+from cpuu_fleet.payload import MAX_RELATIVE, load_payload
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cpuu_fleet", *args],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _no_run_in(reports: Path) -> bool:
+    path = reports / Journal.FILENAME
+    if not path.exists():
+        return True
+    with Journal(path) as journal:
+        return journal.runs() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("CON", "CON is a reserved device name"),
+        ("con.txt", "CON is a reserved device name"),
+        ("Com1.dll", "COM1 is a reserved device name"),
+        ("LPT9.tar.gz", "LPT9 is a reserved device name"),
+        ("nul .log", "NUL is a reserved device name"),
+        ("a:b.txt", "holds ':'"),
+        ('say"hi".txt', "holds '\"'"),
+        ("a|b", "holds '|'"),
+        ("why?.txt", "holds '?'"),
+        ("star*.txt", "holds '*'"),
+        ("lt<gt>.txt", "holds '<'"),
+        ("bell\x07.txt", "holds '\\x07'"),
+        ("tab\t.txt", "holds '\\t'"),
+        ("back\\slash.txt", "holds '\\\\'"),
+        ("trailing.", "ends with a dot or a space"),
+        ("trailing ", "ends with a dot or a space"),
+    ],
+)
+def test_payload_names_windows_cannot_take_are_bad_input(tmp_path, name, said):
+    payload = make_standin_payload(tmp_path / "payload")
+    (payload / name).write_bytes(b"x")
+    with pytest.raises(InputError) as caught:
+        load_payload(payload)
+    assert said in caught.value.render()
+    assert "no workstation could store it" in caught.value.render()
+
+
+def test_a_folder_name_windows_cannot_take_is_bad_input_too(tmp_path):
+    payload = make_standin_payload(tmp_path / "payload")
+    (payload / "AUX").mkdir()
+    (payload / "AUX" / "fine.dll").write_bytes(b"x")
+    with pytest.raises(InputError, match=r"'AUX\\\\fine.dll': the name 'AUX' AUX is a reserved"):
+        load_payload(payload)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="names are bytes on POSIX only")
+def test_a_name_that_is_not_utf8_is_bad_input(tmp_path):
+    payload = make_standin_payload(tmp_path / "payload")
+    with open(os.path.join(os.fsencode(payload), b"caf\xe9.txt"), "wb") as stream:
+        stream.write(b"latin-1 name")
+    with pytest.raises(InputError, match="is not valid UTF-8"):
+        load_payload(payload)
+
+
+def test_a_path_too_long_for_the_staging_folder_is_bad_input(tmp_path):
+    payload = make_standin_payload(tmp_path / "payload")
+    deep = payload / ("d" * 100) / ("e" * 100)
+    deep.mkdir(parents=True)
+    (deep / ("f" * (MAX_RELATIVE - 202))).write_bytes(b"fits exactly")
+    assert len(load_payload(payload).files) == 3
+    (deep / ("g" * (MAX_RELATIVE - 201))).write_bytes(b"one too many")
+    with pytest.raises(InputError, match=f"{MAX_RELATIVE + 1} characters long"):
+        load_payload(payload)
+
+
+def test_names_windows_takes_still_pass(tmp_path):
+    payload = make_standin_payload(tmp_path / "payload")
+    for name in ("CONFIG.ini", "com10.dll", "console.txt", "LPT.txt", "läuft ok.txt", ".hidden"):
+        (payload / name).write_bytes(b"x")
+    (payload / "sub.dir").mkdir()
+    (payload / "sub.dir" / "NULL.dat").write_bytes(b"x")
+    assert len(load_payload(payload).files) == 9
+
+
+def test_play_check_refuses_a_reserved_payload_name_before_any_host(tmp_path):
+    payload = make_standin_payload(tmp_path / "payload")
+    (payload / "CON.txt").write_bytes(b"x")
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        "all:\n  children:\n    wave1:\n      hosts:\n        pc-0001: {ansible_host: 127.0.9.1}\n",
+        encoding="utf-8",
+    )
+    done = cli(
+        "play", str(find_playbook()), "-i", str(inventory), "--check",
+        "--payload", str(payload), "--reports", "reports", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("cpuu-fleet: error: ") and "'CON.txt'" in line
+    assert _no_run_in(tmp_path / "reports")
+
+
+def _https_inventory(tmp_path: Path, **extra: str) -> Path:
+    """Two hosts on a closed loopback port: a connection attempt would make them unreachable."""
+    lines = [
+        "all:",
+        "  vars:",
+        "    ansible_user: admin",
+        "    ansible_password: not-used",
+        "    ansible_psrp_protocol: https",
+        "    ansible_port: 9",
+        *(f"    {key}: {value!r}" for key, value in extra.items()),
+        "  hosts:",
+        "    pc-0001: {ansible_host: 127.0.9.1}",
+        "    pc-0002: {ansible_host: 127.0.9.2}",
+    ]
+    path = tmp_path / "inventory.yml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda folder: folder / "missing-ca.pem", "not found on this controller"),
+        (
+            lambda folder: (
+                (folder / "garbage.pem").write_text("not a certificate\n")
+                and folder / "garbage.pem"
+            ),
+            "is not a PEM bundle of CA certificates",
+        ),
+    ],
+    ids=["missing", "not-pem"],
+)
+def test_an_unusable_ca_file_is_one_error_up_front_not_every_host_unreachable(tmp_path, make, said):
+    ca = make(tmp_path)
+    inventory = _https_inventory(tmp_path, ansible_psrp_ca_cert=str(ca))
+    done = cli("preflight", "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"cpuu-fleet: error: host pc-0001: ansible_psrp_ca_cert: {ca}: {said}")
+    assert _no_run_in(tmp_path / "reports")
+
+
+def test_a_readable_ca_bundle_passes_and_the_hosts_are_tried(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    inventory = _https_inventory(tmp_path, ansible_psrp_ca_cert=str(ca_file))
+    done = cli("preflight", "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 3, done.stdout + done.stderr  # unreachable: nothing listens there
+    assert not _no_run_in(tmp_path / "reports")
+
+
+def test_a_missing_client_certificate_is_one_error_up_front(tmp_path):
+    inventory = _https_inventory(
+        tmp_path,
+        ansible_psrp_auth="certificate",
+        ansible_psrp_certificate_pem=str(tmp_path / "client.pem"),
+        ansible_psrp_certificate_key_pem=str(tmp_path / "client.key"),
+    )
+    done = cli("preflight", "-i", str(inventory), "--reports", "reports", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert "ansible_psrp_certificate_pem" in line and "not found on this controller" in line

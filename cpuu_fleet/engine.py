@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -231,6 +232,52 @@ def _path_from(selection: Selection | None, key: str, given: Path | None, what: 
     raise InputError(f"no {what} given")
 
 
+def _parent_options(selection: Selection | None) -> dict[str, Any]:
+    """The ``options`` a follow-up's parent run was started with (its journal row's JSON)."""
+    if selection is None or not selection.run.get("options_json"):
+        return {}
+    try:
+        options = json.loads(selection.run["options_json"])
+    except ValueError:
+        return {}
+    return options if isinstance(options, dict) else {}
+
+
+def _absolute(path: Path | str) -> str:
+    """A path as the journal keeps it: absolute, so that ``--resume`` works from any folder.
+
+    ``<push>`` and the like (an ad-hoc step's stand-in for a playbook) are kept as they are.
+    """
+    text = str(path)
+    if not text or text.startswith("<"):
+        return text
+    return str(Path(text).resolve())
+
+
+def _check_same_payload(selection: Selection, payloads: list[Payload], given: Path | None) -> None:
+    """``--resume`` finishes the same run, so with the same payload; a retry may take another.
+
+    Resuming carries on a wave that is half done: hosts still to visit must get what the others
+    got, or one run's report would mix two CPUU builds under one payload version, and a host
+    whose run step is asked about would be judged against files it never received. A retry
+    (``--retry-failed``) is a new run over the failed hosts, and a new CPUU build may be exactly
+    the fix, so it may take a different payload (its own ``payload_sha256`` says which).
+    """
+    before = selection.run.get("payload_sha256")
+    if selection.kind != "resume" or not before or not payloads:
+        return
+    now = payloads[0]
+    if now.manifest_sha256 == before:
+        return
+    used = _parent_options(selection).get("payload") or "the playbook's payload"
+    given_text = f"--payload {given}" if given is not None else f"the payload {now.root}"
+    raise InputError(
+        f"--resume {selection.parent_run}: {given_text} is version {now.version}, but the run"
+        f" used {used} (version {before[:12]}); resuming finishes the same run with the same"
+        " payload (give that folder back, or start a new run or --retry-failed for another)"
+    )
+
+
 class SpaceReserve:
     """Disk space held back while a run goes on, so that a full disk can still be told.
 
@@ -302,6 +349,8 @@ class Engine:
         self.request = request
         self.reports_dir = Path(request.reports_dir)
         self.journal = Journal.in_reports(self.reports_dir)
+        self.payload_override: Path | None = None
+        """The payload folder that replaces the playbook's (``--payload`` or the resumed run's)."""
 
     def close(self) -> None:
         self.journal.close()
@@ -327,8 +376,15 @@ class Engine:
         playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
         inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
         playbook = load_playbook(playbook_path)
-        if request.payload is not None:
-            payload = request.payload.resolve()
+        # --payload, else the one the continued run was given: a resume from another folder,
+        # or without repeating every option, uses the same files.
+        inherited = _parent_options(selection).get("payload")
+        if request.payload is None and isinstance(inherited, str):
+            self.payload_override = Path(inherited)
+        elif request.payload is not None:
+            self.payload_override = request.payload.resolve()
+        if self.payload_override is not None:
+            payload = self.payload_override
             playbook = replace(
                 playbook,
                 plays=tuple(
@@ -397,19 +453,25 @@ class Engine:
                         f"'{needs[0]}' needs a payload pushed first, and this journal has no run"
                         " that pushed one: push first (or give the payload)"
                     )
+        if selection is not None:
+            _check_same_payload(selection, payloads, request.payload)
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
         run_id = self._start_run(
             kind=kind,
             parent_run=selection.parent_run if selection is not None else None,
-            playbook=str(playbook.path),
-            inventory=str(inventory_path(inventory)),
+            playbook=_absolute(playbook.path),
+            inventory=_absolute(inventory_path(inventory)),
             limit_pattern=_effective_limit(request, selection),
             mode=modes[0] if modes else None,
             payload_sha256=payloads[0].manifest_sha256 if payloads else None,
             tool_version=__version__,
             check_mode=request.check,
-            options={"forks": request.forks, "extra_vars": sorted(request.extra_vars)},
+            options={
+                "forks": request.forks,
+                "extra_vars": sorted(request.extra_vars),
+                "payload": str(self.payload_override) if self.payload_override else None,
+            },
             run_id=request.run_id,
         )
         resume_tasks = {}

@@ -20,9 +20,10 @@ import pytest
 from conftest import make_playbook
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.demo import DEMO_SECRETS
+from cpuu_fleet.demo import DEMO_SECRETS, make_standin_payload
 from cpuu_fleet.engine import RESERVE_BYTES
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.payload import load_payload
 
 REPO = Path(__file__).resolve().parents[2]
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and mounts")
@@ -32,11 +33,11 @@ def _env(wave) -> dict[str, str]:
     return {**os.environ, **wave.fleet.env, **DEMO_SECRETS, "PYTHONPATH": str(REPO)}
 
 
-def _play(wave, *args: str, **popen) -> subprocess.Popen:
+def _play(wave, *args: str, cwd: Path = REPO, **popen) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "cpuu_fleet", "play", *args],
         env=_env(wave),
-        cwd=REPO,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -165,33 +166,89 @@ def _running_run_steps(journal: Path) -> int:
     return int(row[0])
 
 
-@POSIX_ONLY
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_and_sighup_drain_like_ctrl_c_and_the_hint_says_resume(wave_factory, signum):
-    wave = wave_factory(2)
+def _interrupted(wave, signum: int, *args: str, cwd: Path = REPO) -> tuple[str, str]:
+    """A two-host ``play ARGS`` (forks 1) interrupted by ``signum`` while CPUU runs on the first
+    host: returns the run id and the controller's stdout (checked: exit code 130)."""
     for host in wave.fleet.hosts:
         host.workstation.cpuu.base_seconds = 2  # CPUU is busy when the signal arrives
-    playbook = make_playbook(wave.payload, timeout=30, forks=1)
-    controller = _play(
-        wave, str(playbook.path), "-i", str(wave.inventory_path), "--reports", str(wave.reports)
-    )
+    controller = _play(wave, *args, cwd=cwd)
     journal_path = wave.reports / Journal.FILENAME
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and _running_run_steps(journal_path) < 1:
         time.sleep(0.05)
     controller.send_signal(signum)
     out, err = controller.communicate(timeout=60)
-
     assert controller.returncode == 130, err
-    run = _run_row(wave.reports)
+    return _run_row(wave.reports)["run_id"], out
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_drain_like_ctrl_c_and_the_hint_says_resume(wave_factory, signum):
+    wave = wave_factory(2)
+    playbook = make_playbook(wave.payload, timeout=30, forks=1)
+    run_id, out = _interrupted(
+        wave, signum, str(playbook.path), "-i", str(wave.inventory_path),
+        "--reports", str(wave.reports),
+    )  # fmt: skip
+    run = _run_row(wave.reports, run_id)
     assert run["status"] == "interrupted"
     assert run["stop_reason"] == f"interrupted by {signum.name}: 1 host(s) not started"
     with Journal.in_reports(wave.reports) as journal:
         # The host whose CPUU was running finished and was journalled; nothing left open.
-        assert journal.state_counts(run["run_id"]) == {states.SUCCEEDED: 1, states.NOT_RUN: 1}
-        assert journal.unfinished_steps(run["run_id"]) == []
-    assert f"Resume:  cpuu-fleet play --resume {run['run_id']}" in out
+        assert journal.state_counts(run_id) == {states.SUCCEEDED: 1, states.NOT_RUN: 1}
+        assert journal.unfinished_steps(run_id) == []
+    assert f"Resume:  cpuu-fleet play --resume {run_id}" in out
     assert "--retry-failed" not in out
 
-    resumed = wave.follow_up(resume=run["run_id"], inventory=None)
+    resumed = wave.follow_up(resume=run_id, inventory=None)
     assert resumed.counts == {states.SUCCEEDED: 1}  # the host the signal kept from starting
+
+
+def _relative_run(wave) -> str:
+    """A run started with relative paths (playbook, inventory, ``--payload``) from its folder,
+    its playbook naming no payload, interrupted with one host not started."""
+    playbook = make_playbook(None, timeout=30, forks=1, folder=wave.root)
+    run_id, _out = _interrupted(
+        wave, signal.SIGTERM, playbook.path.name, "-i", wave.inventory_path.name,
+        "--payload", wave.payload.name, "--reports", "reports", cwd=wave.root,
+    )  # fmt: skip
+    return run_id
+
+
+@POSIX_ONLY
+def test_resume_from_another_folder_reuses_the_runs_absolute_paths_and_payload(
+    wave_factory, tmp_path
+):
+    wave = wave_factory(2)
+    run_id = _relative_run(wave)
+    run = _run_row(wave.reports, run_id)
+    assert Path(run["playbook"]).is_absolute() and Path(run["playbook"]).is_file()
+    assert run["inventory"] == str(wave.inventory_path.resolve())
+    assert json.loads(run["options_json"])["payload"] == str(wave.payload.resolve())
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = _play(wave, "--resume", run_id, "--reports", str(wave.reports), "--json",
+                    cwd=elsewhere)  # fmt: skip
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err  # without the payload: "'push' step needs 'payload'"
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["counts"] == {states.SUCCEEDED: 1}
+    assert _run_row(wave.reports, result["run_id"])["payload_sha256"] == run["payload_sha256"]
+
+
+@POSIX_ONLY
+def test_resume_with_another_payload_is_refused_naming_both(wave_factory, tmp_path):
+    wave = wave_factory(2)
+    run_id = _relative_run(wave)
+    before = _run_row(wave.reports, run_id)["payload_sha256"]
+    other = make_standin_payload(tmp_path / "other-build", size=123_456)
+    resumed = _play(wave, "--resume", run_id, "--payload", str(other),
+                    "--reports", str(wave.reports))  # fmt: skip
+    _out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 2, err
+    (line,) = err.splitlines()
+    assert f"--payload {other}" in line and str(wave.payload.resolve()) in line
+    assert f"version {before[:12]}" in line and f"version {load_payload(other).version}" in line
+    assert _run_row(wave.reports)["run_id"] == run_id  # no run started, nothing touched

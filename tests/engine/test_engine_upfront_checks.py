@@ -1,32 +1,39 @@
-"""Checked before any host is touched: payload names Windows cannot take, and the CA bundle (or
-client certificate) a connection needs. Each is one line and exit code 2, never a failure on
-every host at push or connect."""
+"""Checked before any host is touched: payload names Windows cannot take, the CA bundle (or
+client certificate) a connection needs, and ``--ask-pass`` without a terminal. Each is one line
+and exit code 2, never a failure on every host at push or connect. And the commands that only
+read the journal (``status``, ``report``) work on a read-only one: an archive, a share, a copy."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cpuu_fleet import journal as J
 from cpuu_fleet.demo import find_playbook, make_standin_payload
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.journal import Journal
+from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.payload import MAX_RELATIVE, load_payload
 
 REPO = Path(__file__).resolve().parents[2]
+POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX mounts and sessions")
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path, **run) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "cpuu_fleet", *args],
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
+        **run,
     )
 
 
@@ -187,3 +194,83 @@ def test_a_missing_client_certificate_is_one_error_up_front(tmp_path):
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = done.stderr.splitlines()
     assert "ansible_psrp_certificate_pem" in line and "not found on this controller" in line
+
+
+def _journal_with_a_run(reports: Path) -> str:
+    with Journal.in_reports(reports) as journal:
+        run = journal.start_run(playbook="/srv/playbooks/update.yml", mode="update")
+        journal.add_hosts(run, [HostEntry("pc-1", wave="wave1"), HostEntry("pc-2", wave="wave1")])
+        journal.set_host(run, "pc-1", state=J.SUCCEEDED)
+        journal.set_host(run, "pc-2", state=J.FAILED, error_class="remote", error_message="nope")
+        journal.finish_run(run, "completed")
+    return run
+
+
+@pytest.fixture
+def read_only_reports(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A reports folder holding a journal, on a read-only file system (root: a tmpfs remounted
+    read-only, which root cannot write either) or without write permission (anyone else)."""
+    source = tmp_path / "source"
+    run = _journal_with_a_run(source)
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(folder)]).returncode != 0:
+            pytest.skip("root, but mount is refused: no way to make a folder read-only")
+        shutil.copy2(source / Journal.FILENAME, folder / Journal.FILENAME)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        try:
+            yield folder, run
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+        return
+    shutil.copy2(source / Journal.FILENAME, folder / Journal.FILENAME)
+    (folder / Journal.FILENAME).chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        yield folder, run
+    finally:
+        folder.chmod(0o755)
+
+
+@POSIX_ONLY
+def test_status_reads_a_read_only_journal(tmp_path, read_only_reports):
+    reports, run = read_only_reports
+    with pytest.raises(OSError):  # really read-only, for whoever runs the tests
+        (reports / "probe").write_text("x")
+    done = cli("status", "--reports", str(reports), "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["run"]["run_id"] == run
+    assert data["counts"] == {J.SUCCEEDED: 1, J.FAILED: 1}
+    assert [h["host"] for h in data["needs_action"]] == ["pc-2"]
+
+
+@POSIX_ONLY
+def test_report_reads_a_read_only_journal_and_writes_elsewhere(tmp_path, read_only_reports):
+    reports, _run = read_only_reports
+    out = tmp_path / "out"
+    done = cli("report", "--reports", str(reports), "--out", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "report.xlsx").is_file()
+    assert "pc-2" in (out / "hosts.csv").read_text(encoding="utf-8-sig")
+    assert sorted(p.name for p in reports.iterdir()) == [Journal.FILENAME]  # nothing added
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("stdin", [subprocess.DEVNULL, "typed-secret\n"], ids=["none", "piped"])
+def test_ask_pass_without_a_terminal_is_one_line_exit_2(tmp_path, stdin):
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        "all:\n  hosts:\n    pc-0001: {ansible_host: 127.0.9.1, ansible_user: admin}\n",
+        encoding="utf-8",
+    )
+    feed = {"input": stdin} if isinstance(stdin, str) else {"stdin": stdin}
+    done = cli(
+        "preflight", "-i", str(inventory), "--reports", "reports", "--ask-pass",
+        cwd=tmp_path, start_new_session=True, **feed,  # a new session: no controlling terminal
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("cpuu-fleet: error: --ask-pass needs a terminal")
+    assert "typed-secret" not in done.stdout + done.stderr

@@ -576,6 +576,8 @@ def open_read_only(path: Path) -> sqlite3.Connection:
 def _raise_write_fault(exc: Exception, path: Path) -> None:
     """A full disk or a read-only folder is the controller's fault (exit 4), not bad input."""
     why = write_fault(exc)
+    if why is None and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        why = f"the folder {path.parent} cannot be written"
     if why is not None:
         raise ControllerWriteError(
             f"{path}: cannot write the journal ({why}); nothing was touched"

@@ -274,3 +274,17 @@ def test_ask_pass_without_a_terminal_is_one_line_exit_2(tmp_path, stdin):
     (line,) = done.stderr.splitlines()
     assert line.startswith("cpuu-fleet: error: --ask-pass needs a terminal")
     assert "typed-secret" not in done.stdout + done.stderr
+
+
+@POSIX_ONLY
+@pytest.mark.parametrize("journal", ["kept", "none"])
+def test_a_reports_folder_that_cannot_be_written_is_one_line_exit_4(
+    tmp_path, read_only_reports, journal
+):
+    reports, _run = read_only_reports
+    target = reports if journal == "kept" else reports / "fresh"  # a journal to create there
+    inventory = _https_inventory(tmp_path)
+    done = cli("preflight", "-i", str(inventory), "--reports", str(target), cwd=tmp_path)
+    assert done.returncode == 4, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("cpuu-fleet: error: ") and "nothing was touched" in line

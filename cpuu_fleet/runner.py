@@ -686,7 +686,7 @@ class Runner:
             self._leave_running(run_id, batch, task, outcome)
             return
         if outcome.error_class == LOCAL:  # the host work could not store what it received
-            self._controller_fault(outcome.error_message or "a local file could not be written")
+            self._controller_fault(f"{planned.name}: {outcome.error_message or 'a local file'}")
         backoff = play.retry_backoff if self.retry_backoff is None else self.retry_backoff
         retry = (
             outcome.transient

@@ -287,7 +287,9 @@ class SpaceReserve:
     at the first write fault, before those last writes. A disk that has not even this much left
     stops the run before any host is touched (exit 4), which is the cheapest moment to learn it.
     Assumption: the run folder and the journal share one file system (both are under
-    ``--reports``); where they do not, the reserve only helps the run folder.
+    ``--reports``); where they do not, the reserve only helps the run folder. It is removed at
+    the end of the run; a controller killed outright (SIGKILL) leaves it, and ``--resume`` or
+    ``--retry-failed`` of that run removes it.
     """
 
     FILENAME = ".space-reserve"
@@ -521,6 +523,8 @@ class Engine:
                 host_fields=visit.host_fields,
             )
 
+        if selection is not None:  # a controller killed outright left its reserve behind
+            SpaceReserve(self.reports_dir / selection.parent_run / SpaceReserve.FILENAME).release()
         reserve = SpaceReserve.claim(self.reports_dir / run_id, self.journal, run_id)
         runner = Runner(
             self.journal,

@@ -8,8 +8,11 @@ cannot be used is an :class:`~cpuu_fleet.errors.InputError` naming the host and 
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.credentials import MASK, Secret
@@ -154,6 +157,53 @@ class ConnectionSettings:
             "max_envelope_size": self.max_envelope_size,
             "proxy": mask_url_passwords(self.proxy) if self.proxy else None,
         }
+
+
+def check_local_files(settings: ConnectionSettings, seen: dict[str, str | None]) -> None:
+    """The controller-side files a host's connection needs exist and can be used, before any run.
+
+    Without this a missing or unreadable CA bundle (``ansible_psrp_ca_cert``) made every host
+    "unreachable" or "certificate" failed, one by one, after a connection each; and a missing
+    client certificate every host "authentication". A CA *file* is loaded as a PEM bundle (what
+    requests will do with it); a CA *folder* (``cert_trust_path``, c_rehash style) must be a
+    readable directory. ``seen`` caches each path's verdict: a thousand hosts share one bundle.
+    """
+    wanted: list[tuple[str, str, str]] = []
+    if settings.ssl and settings.cert_validation and settings.ca_cert:
+        wanted.append((VARIABLES["ca_cert"][0], settings.ca_cert, "ca"))
+    if settings.auth == "certificate":
+        for setting in ("certificate_pem", "certificate_key_pem"):
+            value = getattr(settings, setting)
+            if value:
+                wanted.append((VARIABLES[setting][0], value, "file"))
+    for variable, value, kind in wanted:
+        key = f"{kind}:{value}"
+        if key not in seen:
+            seen[key] = _local_file_problem(Path(value), kind)
+        problem = seen[key]
+        if problem is not None:
+            raise InputError(f"{variable}: {value}: {problem}", where=f"host {settings.host}")
+
+
+def _local_file_problem(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot serve (``kind``: ``ca`` bundle or folder, or a plain ``file``)."""
+    if path.is_dir():
+        if kind == "ca" and os.access(path, os.R_OK | os.X_OK):
+            return None
+        return "is a folder, not a file" if kind != "ca" else "is a folder that cannot be read"
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        return "not found on this controller"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if kind == "ca":
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            return f"is not a PEM bundle of CA certificates ({exc})"
+    return None
 
 
 class _Reader:

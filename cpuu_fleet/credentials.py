@@ -17,6 +17,7 @@ import getpass
 import os
 import re
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -101,18 +102,25 @@ class AskPass:
 
     ``key`` identifies what is asked (the WinRM password, or one lookup such as an environment
     variable that is not set), so a thousand hosts sharing one password cause one prompt.
-    ``prompt`` is injectable for tests; it defaults to :func:`getpass.getpass`, which never echoes.
+    ``prompt`` is injectable for tests; it defaults to :func:`terminal_prompt`, which never echoes
+    and, without a terminal, says so in one line (exit code 2) instead of reading stdin.
     """
 
     def __init__(self, prompt: Callable[[str], str] | None = None):
-        self._prompt = prompt or getpass.getpass
+        self._prompt = prompt or terminal_prompt
         self._answers: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def ask(self, key: str, question: str, *, host: str, variable: str) -> str:
         with self._lock:
             if key not in self._answers:
-                answer = self._prompt(question)
+                try:
+                    answer = self._prompt(question)
+                except EOFError:  # Ctrl-D, or input that ended
+                    raise InputError(
+                        f"no value given for {variable} at the prompt (input ended)",
+                        where=f"host {host}",
+                    ) from None
                 if not answer:
                     raise InputError(
                         f"no value given for {variable} at the prompt (a blank secret is never used)",
@@ -121,6 +129,25 @@ class AskPass:
                 REDACTOR.add(answer)
                 self._answers[key] = answer
             return self._answers[key]
+
+
+def terminal_prompt(question: str) -> str:
+    """:func:`getpass.getpass` on the controlling terminal, and only there.
+
+    Without a terminal (cron, CI, ``nohup``, a pipe) getpass falls back to reading stdin with the
+    secret echoed, after a warning; with nothing on stdin the command died with "Aborted." and
+    exit code 1. A secret is never read from where it may be echoed: no terminal is bad input,
+    said in one line, before any host is touched.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(question)
+        except getpass.GetPassWarning:
+            raise InputError(
+                "--ask-pass needs a terminal to type secrets in, and there is none here: run it"
+                " in a terminal, or give the secrets through the environment or the keyring"
+            ) from None
 
 
 AskPassLike = AskPass | Callable[[str], str] | bool | None

@@ -9,16 +9,26 @@ resolved, up front; afterwards only per-host results remain (Nornir's tone).
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
+import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import __version__, vocabulary
+from cpuu_fleet.connection import check_local_files
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.credentials import AskPass
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.errors import (
+    CONTROLLER_WRITE_EXIT,
+    ControllerWriteError,
+    InputError,
+    write_fault,
+)
 from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
 from cpuu_fleet.inventory import Inventory
 from cpuu_fleet.journal import Journal, new_run_id
@@ -55,11 +65,17 @@ class ExitCode(enum.IntEnum):
     """Bad operator input (the CLI's InputError handler); nothing was touched."""
     HOSTS_NEED_ATTENTION = 3
     """At least one host's state needs attention (``vocabulary.ATTENTION_STATES``)."""
+    CONTROLLER_COULD_NOT_WRITE = CONTROLLER_WRITE_EXIT
+    """The controller could not write (disk full, read-only or unwritable folder): the run
+    stopped starting hosts and is ``interrupted`` in the journal if the journal could record
+    it; ``--resume RUN`` carries on once there is room (the CLI's ControllerWriteError)."""
     INTERRUPTED = 130
-    """Ctrl-C: the run stopped early; ``--resume RUN`` carries on."""
+    """Ctrl-C, SIGTERM or SIGHUP: the run stopped early; ``--resume RUN`` carries on."""
 
 
 MAX_WARNINGS = 10
+#: Disk space a run holds back for the journal's last writes if the disk fills (SpaceReserve).
+RESERVE_BYTES = 4 * 2**20
 
 
 @dataclass
@@ -160,9 +176,11 @@ class _PlayPrep:
         renderer = Renderer(_templates_dir(play)) if "push" in steps else None
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
+        files_seen: dict[str, str | None] = {}
         for host in hosts:
             connection = host.connection
             check_timeouts(connection.pypsrp_kwargs(), host.name)
+            check_local_files(connection, files_seen)
             self.connections[host.name] = connection
             if renderer is not None:
                 rendered = renderer.render_host(host, mode, extra_vars)
@@ -213,6 +231,118 @@ def _path_from(selection: Selection | None, key: str, given: Path | None, what: 
     raise InputError(f"no {what} given")
 
 
+def _parent_options(selection: Selection | None) -> dict[str, Any]:
+    """The ``options`` a follow-up's parent run was started with (its journal row's JSON)."""
+    if selection is None or not selection.run.get("options_json"):
+        return {}
+    try:
+        options = json.loads(selection.run["options_json"])
+    except ValueError:
+        return {}
+    return options if isinstance(options, dict) else {}
+
+
+def _absolute(path: Path | str) -> str:
+    """A path as the journal keeps it: absolute, so that ``--resume`` works from any folder.
+
+    ``<push>`` and the like (an ad-hoc step's stand-in for a playbook) are kept as they are.
+    """
+    text = str(path)
+    if not text or text.startswith("<"):
+        return text
+    return str(Path(text).resolve())
+
+
+def _check_same_payload(selection: Selection, payloads: list[Payload], given: Path | None) -> None:
+    """``--resume`` finishes the same run, so with the same payload; a retry may take another.
+
+    Resuming carries on a wave that is half done: hosts still to visit must get what the others
+    got, or one run's report would mix two CPUU builds under one payload version, and a host
+    whose run step is asked about would be judged against files it never received. A retry
+    (``--retry-failed``) is a new run over the failed hosts, and a new CPUU build may be exactly
+    the fix, so it may take a different payload (its own ``payload_sha256`` says which).
+    """
+    before = selection.run.get("payload_sha256")
+    if selection.kind != "resume" or not before or not payloads:
+        return
+    now = payloads[0]
+    if now.manifest_sha256 == before:
+        return
+    used = _parent_options(selection).get("payload") or "the playbook's payload"
+    given_text = f"--payload {given}" if given is not None else f"the payload {now.root}"
+    raise InputError(
+        f"--resume {selection.parent_run}: {given_text} is version {now.version}, but the run"
+        f" used {used} (version {before[:12]}); resuming finishes the same run with the same"
+        " payload (give that folder back, or start a new run or --retry-failed for another)"
+    )
+
+
+class SpaceReserve:
+    """Disk space held back while a run goes on, so that a full disk can still be told.
+
+    When the disk fills mid-wave, the journal needs a little room to record what it knows: the
+    run ``interrupted``, hosts left ``running`` for ``--resume``, the others ``not_run``. So a
+    run first claims :data:`RESERVE_BYTES` in its own folder (beside the journal) and frees them
+    at the first write fault, before those last writes. A disk that has not even this much left
+    stops the run before any host is touched (exit 4), which is the cheapest moment to learn it.
+    Assumption: the run folder and the journal share one file system (both are under
+    ``--reports``); where they do not, the reserve only helps the run folder. It is removed at
+    the end of the run; a controller killed outright (SIGKILL) leaves it, and ``--resume`` or
+    ``--retry-failed`` of that run removes it.
+    """
+
+    FILENAME = ".space-reserve"
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    @classmethod
+    def claim(cls, run_dir: Path, journal: Journal, run_id: str) -> SpaceReserve:
+        path = run_dir / cls.FILENAME
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _allocate(path, RESERVE_BYTES)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            why = write_fault(exc) or exc.strerror or str(exc)
+            stop = f"the controller could not write ({why}); no host was touched"
+            with contextlib.suppress(Exception):
+                journal.finish_run(run_id, INTERRUPTED, stop)
+            raise ControllerWriteError(
+                f"the controller could not write ({why}) the {RESERVE_BYTES // 2**20} MiB it"
+                f" holds back for the journal in {run_dir};"
+                f" run {run_id} not started, no host was touched: free space and play again"
+            ) from None
+        return cls(path)
+
+    def release(self) -> None:
+        """Free the space (idempotent; called at the first fault and at the end of the run)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
+
+
+def _allocate(path: Path, size: int) -> None:
+    """Really take ``size`` bytes on disk (a sparse file would hold nothing back)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fd, 0, size)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        block = b"\0" * 65536
+        for _ in range(0, size, len(block)):
+            os.write(fd, block)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Engine:
     """Runs playbooks against an inventory, journalling everything under ``reports_dir``."""
 
@@ -220,6 +350,8 @@ class Engine:
         self.request = request
         self.reports_dir = Path(request.reports_dir)
         self.journal = Journal.in_reports(self.reports_dir)
+        self.payload_override: Path | None = None
+        """The payload folder that replaces the playbook's (``--payload`` or the resumed run's)."""
 
     def close(self) -> None:
         self.journal.close()
@@ -245,8 +377,15 @@ class Engine:
         playbook_path = _path_from(selection, "playbook", request.playbook, "playbook")
         inventory_path = _path_from(selection, "inventory", request.inventory, "inventory (-i)")
         playbook = load_playbook(playbook_path)
-        if request.payload is not None:
-            payload = request.payload.resolve()
+        # --payload, else the one the continued run was given: a resume from another folder,
+        # or without repeating every option, uses the same files.
+        inherited = _parent_options(selection).get("payload")
+        if request.payload is None and isinstance(inherited, str):
+            self.payload_override = Path(inherited)
+        elif request.payload is not None:
+            self.payload_override = request.payload.resolve()
+        if self.payload_override is not None:
+            payload = self.payload_override
             playbook = replace(
                 playbook,
                 plays=tuple(
@@ -300,7 +439,7 @@ class Engine:
         # A --check run changes nothing on a host and holds nothing.
         if self.request.check:
             return self._run(playbook, inventory, selection, plan, run_id)
-        lease = RunLease.take(self.journal, run_id, plan.host_names)
+        lease = self._first_write(RunLease.take, self.journal, run_id, plan.host_names)
         try:
             return self._run(playbook, inventory, selection, plan, run_id)
         finally:
@@ -335,19 +474,26 @@ class Engine:
                         f"'{needs[0]}' needs a payload pushed first, and this journal has no run"
                         " that pushed one: push first (or give the payload)"
                     )
+        if selection is not None:
+            _check_same_payload(selection, payloads, request.payload)
         modes = [p.run.mode.value for p in preps.values() if p.run is not None]
         kind = selection.kind if selection is not None else request.kind
-        self.journal.start_run(
+        self._first_write(
+            self.journal.start_run,
             kind=kind,
             parent_run=selection.parent_run if selection is not None else None,
-            playbook=str(playbook.path),
-            inventory=str(inventory_path(inventory)),
+            playbook=_absolute(playbook.path),
+            inventory=_absolute(inventory_path(inventory)),
             limit_pattern=_effective_limit(request, selection),
             mode=modes[0] if modes else None,
             payload_sha256=payloads[0].manifest_sha256 if payloads else None,
             tool_version=__version__,
             check_mode=request.check,
-            options={"forks": request.forks, "extra_vars": sorted(request.extra_vars)},
+            options={
+                "forks": request.forks,
+                "extra_vars": sorted(request.extra_vars),
+                "payload": str(self.payload_override) if self.payload_override else None,
+            },
             run_id=run_id,
         )
         resume_tasks = {}
@@ -355,7 +501,6 @@ class Engine:
             for name, hint in selection.ask_first.items():
                 if hint.task_name:
                     resume_tasks[name] = hint.task_name
-        cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
         cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
         waves: dict[str, WaveSettings] = {}
         for name, prep in preps.items():
@@ -402,26 +547,50 @@ class Engine:
                 host_fields=visit.host_fields,
             )
 
+        if selection is not None:  # a controller killed outright left its reserve behind
+            SpaceReserve(self.reports_dir / selection.parent_run / SpaceReserve.FILENAME).release()
+        reserve = SpaceReserve.claim(self.reports_dir / run_id, self.journal, run_id)
         runner = Runner(
             self.journal,
             self.reports_dir,
             request.processors,
             handle_sigint=request.handle_sigint,
             retry_backoff=request.retry_backoff,
+            on_fault=reserve.release,
         )
-        summary = runner.run(
-            plan,
-            work,
-            run_id=run_id,
-            kind=kind,
-            parent_run=selection.parent_run if selection is not None else None,
-        )
+        try:
+            summary = runner.run(
+                plan,
+                work,
+                run_id=run_id,
+                kind=kind,
+                parent_run=selection.parent_run if selection is not None else None,
+            )
+        finally:
+            reserve.release()
+        if summary.fault is not None:
+            raise ControllerWriteError(_fault_line(summary))
         result = PlayResult(
             run_id, summary, self.journal.path, self.reports_dir / run_id, kind=kind
         )
         if request.write_report and not request.check:
             self._report(result)
         return result
+
+    def _first_write(self, write: Callable[..., Any], *args: Any, **fields: Any) -> Any:
+        """The run's first journal writes (its lease, its row): a journal that cannot be written
+        stops the run here, with nothing touched."""
+        try:
+            return write(*args, **fields)
+        except InputError:
+            raise
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is None:
+                raise
+            raise ControllerWriteError(
+                f"the controller could not write ({why}); no run was started, nothing touched"
+            ) from None
 
     def _warn(self, warnings: list[str]) -> None:
         """Each distinct warning once; a fleet-wide one (every host's INI) is not 1,000 lines."""
@@ -450,6 +619,29 @@ class Engine:
             result.report = write_report(self.journal, [result.run_id], result.run_dir)
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is None:
+                raise
+            raise ControllerWriteError(
+                f"the report could not be written ({why}); run {result.run_id} itself is"
+                f" {result.summary.status} in the journal: `cpuu-fleet report {result.run_id}`"
+                " writes the report once there is room"
+            ) from None
+
+
+def _fault_line(summary: RunnerSummary) -> str:
+    """The one line for a run the controller could not finish writing: what, and what next."""
+    head = f"the controller could not write ({summary.fault}); run {summary.run_id}"
+    if summary.recorded:
+        return (
+            f"{head} stopped and is recorded as interrupted: free space (or fix the folder),"
+            f" then cpuu-fleet play --resume {summary.run_id}"
+        )
+    return (
+        f"{head} stopped, and the journal could not record it either (it still says running):"
+        f" free space, then cpuu-fleet play --resume {summary.run_id}"
+    )
 
 
 def _version_of(payload_sha256: str) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.cpuu import ProfileResult
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.errors import ControllerWriteError, InputError, write_fault
 from cpuu_fleet.redact import REDACTOR, Redactor
 
 SCHEMA_VERSION = 1
@@ -194,15 +194,20 @@ class Journal:
 
     FILENAME = "journal.sqlite3"
 
-    def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR):
+    def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR, read_only: bool = False):
         self.path = Path(path)
         self._redactor = redactor
         self._lock = threading.RLock()
         self._depth = 0
+        if read_only:  # status, report: a journal on a read-only share or copy must still open
+            self._db = open_read_only(self.path)
+            self._db.row_factory = sqlite3.Row
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            _raise_write_fault(exc, self.path)
             raise InputError(f"cannot open the journal ({_why(exc)})", where=self.path) from None
         try:
             self._db.row_factory = sqlite3.Row
@@ -218,6 +223,7 @@ class Journal:
             # --reports pointing at the wrong folder, a file that is not a journal, a read-only
             # disk: bad input, said in one line before anything is touched.
             self._db.close()
+            _raise_write_fault(exc, self.path)
             raise InputError(f"cannot use the journal ({_why(exc)})", where=self.path) from None
 
     @classmethod
@@ -658,6 +664,45 @@ class Journal:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
         return self._db
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing journal for reading only (``mode=ro``): no schema, no WAL switch.
+
+    A WAL journal in a folder that cannot be written has no ``-shm`` file and SQLite cannot make
+    one, so ``mode=ro`` may fail there; then ``immutable=1`` reads the file as it is, which is
+    safe because nobody can be writing a journal in that folder either (and only then is it used).
+    """
+    uri = path.resolve().as_uri()
+    problem: Exception | None = None
+    tries = ["?mode=ro"]
+    if not os.access(path.parent, os.W_OK):  # a live run could not be writing there
+        tries.append("?mode=ro&immutable=1")
+    for suffix in tries:
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(uri + suffix, uri=True, check_same_thread=False)
+            db.execute("SELECT 1 FROM runs LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            problem = exc
+            continue
+        db.isolation_level = None
+        return db
+    why = _why(problem) if problem is not None else "unknown"
+    raise InputError(f"cannot read the journal ({why})", where=path) from None
+
+
+def _raise_write_fault(exc: Exception, path: Path) -> None:
+    """A full disk or a read-only folder is the controller's fault (exit 4), not bad input."""
+    why = write_fault(exc)
+    if why is None and path.parent.is_dir() and not os.access(path.parent, os.W_OK):
+        why = f"the folder {path.parent} cannot be written"
+    if why is not None:
+        raise ControllerWriteError(
+            f"{path}: cannot write the journal ({why}); nothing was touched"
+        ) from None
 
 
 def _why(exc: Exception) -> str:

@@ -12,15 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.filenames import _RESERVED as WINDOWS_RESERVED_NAMES
 
 #: The one file a payload cannot do without.
 CPUU_EXE = "ClientProfileUpdatingUtility.exe"
 
 _READ_BLOCK = 1024 * 1024
+
+# What Windows cannot take in a file or folder name (NTFS through the Win32 API, which the push
+# uses): control characters, <>:"|?*, and the backslash, its separator (a legal character in a
+# name here, so "a\\b" would land as a file in a folder "a").
+_WINDOWS_FORBIDDEN = re.compile(r'[\x00-\x1f<>:"|?*\\]')
+#: Longest path inside the payload: the upload writes ``C:\ProgramData\cpuu-fleet\<version>\``
+#: (39 characters, steps.version_dir) + the path + ``.partial`` (8), and Windows PowerShell 5.1
+#: keeps to MAX_PATH (259 characters and the NUL) unless long paths are enabled on the workstation,
+#: which we do not assume.
+MAX_RELATIVE = 259 - 39 - len(".partial")
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,42 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def windows_name_problem(name: str) -> str | None:
+    """Why Windows cannot create a file or folder called ``name``, or None when it can."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        return "is not valid UTF-8 (the push sends names as UTF-8)"
+    bad = _WINDOWS_FORBIDDEN.search(name)
+    if bad:
+        return f"holds {bad.group()!r}, which Windows does not allow in a name"
+    if name.endswith((".", " ")):
+        return "ends with a dot or a space, which Windows drops"
+    stem = name.split(".", 1)[0].rstrip(" ").upper()
+    if stem in WINDOWS_RESERVED_NAMES:
+        return f"{stem} is a reserved device name on Windows, with any extension"
+    return None
+
+
+def _check_windows_path(parts: tuple[str, ...], root: Path) -> None:
+    """Every name of a payload path must be one Windows can create, and the whole path short
+    enough: otherwise ``--check`` passed and the push failed on every host with a WSMan fault."""
+    relative = "\\".join(parts)
+    for part in parts:
+        problem = windows_name_problem(part)
+        if problem is not None:
+            raise InputError(
+                f"{relative!r}: the name {part!r} {problem}; no workstation could store it",
+                where=root,
+            )
+    if len(relative) > MAX_RELATIVE:
+        raise InputError(
+            f"{relative[:60]!r}... is {len(relative)} characters long; in the staging folder on"
+            f" a workstation a payload path may have {MAX_RELATIVE} (Windows' MAX_PATH)",
+            where=root,
+        )
+
+
 def load_payload(folder: str | Path) -> Payload:
     """Read a payload folder into a :class:`Payload`.
 
@@ -94,6 +142,7 @@ def load_payload(folder: str | Path) -> Payload:
         if not path.is_file():
             continue
         relative = "\\".join(path.relative_to(root).parts)
+        _check_windows_path(path.relative_to(root).parts, root)
         folded = relative.lower()
         if folded in seen:
             raise InputError(

@@ -15,6 +15,7 @@ workstation may quote anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -256,6 +257,30 @@ class JsonLinesPrinter(BaseProcessor):
         stream.flush()
 
 
+class _RunLogHandler(logging.FileHandler):
+    """run.log's writer, which never prints "--- Logging error ---" on the operator's console.
+
+    The standard handler reports a failed write (disk full, a folder made read-only) on stderr,
+    traceback and all, once per line logged. Here the first failure closes the file and the log
+    goes quiet: the journal is the record, and the runner reports the controller's write fault
+    itself, in one line (exit code 4). The file is opened at the first line (``delay``), so that
+    even a failed open takes this path.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.failed: BaseException | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.failed is None:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = sys.exc_info()[1] or OSError("run.log could not be written")
+        with contextlib.suppress(Exception):
+            self.close()
+
+
 class _ScrubbingFormatter(logging.Formatter):
     """UTC timestamps (like the journal) and no secret in any line, traceback included."""
 
@@ -294,7 +319,7 @@ class RunLogProcessor(BaseProcessor):
     def run_started(self, event: RunStarted) -> None:
         self.path = self.reports_dir / event.run_id / self.FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.path, encoding="utf-8")
+        handler = _RunLogHandler(self.path)
         handler.setFormatter(_ScrubbingFormatter(self.redactor))
         handler.addFilter(_RunFilter(event.run_id))
         RUN_LOG.addHandler(handler)

@@ -14,6 +14,7 @@ WinRM session and runs the steps); the runner owns everything around it:
 * Ctrl-C: the first stops starting hosts and lets running ones finish; the second also tells the
   running host work to stop (``HostJob.stopping``) and, after a grace period, leaves hosts that
   are still busy as ``running`` in the journal, which is exactly what ``--resume`` looks for;
+  SIGTERM and SIGHUP each count as one Ctrl-C (see :data:`INTERRUPT_SIGNALS`);
 * the journal's host rows and the run's status are written here; step attempts by the host work.
 """
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpuu_fleet.errors import write_fault
 from cpuu_fleet.events import (
     RUN_LOG,
     BatchFinished,
@@ -58,7 +60,14 @@ from cpuu_fleet.journal import (
     Journal,
     utcnow,
 )
-from cpuu_fleet.planning import PlannedHost, PlayPlan, ResumeHint, RunPlan, write_retry_file
+from cpuu_fleet.planning import (
+    RETRY_FILE,
+    PlannedHost,
+    PlayPlan,
+    ResumeHint,
+    RunPlan,
+    write_retry_file,
+)
 from cpuu_fleet.playbook import Play, max_fail_exceeded
 from cpuu_fleet.redact import REDACTOR
 
@@ -67,7 +76,20 @@ COMPLETED = "completed"
 STOPPED = "stopped"  # max_fail_percentage
 INTERRUPTED = "interrupted"  # Ctrl-C
 
+#: The signals that interrupt a run like Ctrl-C, each counting as one press. SIGTERM (``kill``,
+#: ``systemctl stop``, a CI job cancelled) and SIGHUP (the SSH session dropped) used to kill the
+#: controller on the spot, which is exactly the crash the journal must otherwise survive: CPUU
+#: may be mid-run on hundreds of workstations, and only a controller that lets its run steps end
+#: can journal how they ended (exit code, killed on deadline), so that ``--resume`` never has to
+#: guess. So a first SIGTERM drains (no new hosts, the running ones finish) instead of aborting;
+#: a second one (or Ctrl-C) aborts after the grace period, and whatever sends SIGKILL after its
+#: own timeout (systemd's 90 s) still meets a journal that says ``running`` where it must.
+INTERRUPT_SIGNALS: dict[str, str] = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "SIGHUP"}
+
 INTERNAL = "internal"  # error_class of an exception inside the host work
+LOCAL = "local"  # error_class of a host whose results the controller could not write
+#: The start of a run's stop reason when the controller could not write (see _controller_fault).
+FAULT_PREFIX = "the controller could not write"
 INTERRUPTED_CLASS = "interrupted"  # error_class of a host abandoned on the second Ctrl-C
 RETRYABLE_STATES = (FAILED, UNREACHABLE)
 
@@ -169,6 +191,10 @@ class RunSummary:
     """The final outcome of each host the run started."""
     retry_file: Path
     run_dir: Path
+    fault: str | None = None
+    """Why the controller could not write (disk full, read-only folder), if it could not."""
+    recorded: bool = True
+    """False when the journal itself could not record how the run ended (it still says running)."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -214,6 +240,7 @@ class Runner:
         handle_sigint: bool = True,
         retry_backoff: float | None = None,
         abort_grace_s: float = 30.0,
+        on_fault: Callable[[], None] | None = None,
     ):
         self.journal = journal
         self.reports_dir = Path(reports_dir)
@@ -221,55 +248,65 @@ class Runner:
         self.handle_sigint = handle_sigint
         self.retry_backoff = retry_backoff
         self.abort_grace_s = abort_grace_s
+        self.on_fault = on_fault
+        """Called once, at the first controller write fault (the engine frees its disk reserve)."""
         self.draining = threading.Event()
         self.stopping = threading.Event()
         self._interrupts = 0
         self._interrupt_lock = threading.Lock()
-        self._signals_received = 0  # written by the signal handler only (no locks in handlers)
+        self._cause = "Ctrl-C"  # what interrupted the run first, for its stop reason
+        self._signals_received: list[str] = []  # appended by the signal handler only (no locks)
         self._signals_handled = 0
         self._seq = itertools.count()
         self._run_id = ""
         self._abandon_now = False
+        self.fault: str | None = None
+        """Set by the first controller write fault: the run drains and ends interrupted."""
 
     # ---------------------------------------------------------------------------- interruption
 
-    def interrupt(self) -> None:
+    def interrupt(self, cause: str = "Ctrl-C") -> None:
         """What Ctrl-C does; callable from any thread (not from a signal handler).
 
         First call: stop starting hosts. Second: also ask running host work to stop, and leave
         hosts still busy after ``abort_grace_s`` to ``--resume``. Third: do not wait for the grace.
+        ``cause`` names what interrupted (``Ctrl-C``, ``SIGTERM``, ``SIGHUP``) in the messages.
         """
         with self._interrupt_lock:
             self._interrupts += 1
             level = self._interrupts
+            if level == 1:
+                self._cause = cause
         if level == 1:
             self.draining.set()
             message = (
-                "Ctrl-C: no new hosts will start; waiting for the running ones to finish"
+                f"{cause}: no new hosts will start; waiting for the running ones to finish"
                 " (Ctrl-C again to abort them)"
             )
         elif level == 2:
             self.draining.set()
             self.stopping.set()
             message = (
-                "Ctrl-C again: aborting the running hosts; a CPUU already started is left to"
+                f"{cause} again: aborting the running hosts; a CPUU already started is left to"
                 " finish on the workstation (--resume asks it)"
             )
         else:
             # Third and later: the operator will not wait for the grace period.
             self._abandon_now = True
-            message = "Ctrl-C a third time: leaving the busy hosts to --resume now"
+            message = f"{cause} a third time: leaving the busy hosts to --resume now"
         RUN_LOG.warning(message, extra={"run_id": self._run_id})
         if self._run_id:
             self.events.emit(RunInterrupted(self._run_id, level=level, message=message))
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self._signals_received += 1
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        self._signals_received.append(INTERRUPT_SIGNALS.get(name, name))
 
     def _poll_signals(self) -> None:
-        while self._signals_handled < self._signals_received:
+        while self._signals_handled < len(self._signals_received):
+            cause = self._signals_received[self._signals_handled]
             self._signals_handled += 1
-            self.interrupt()
+            self.interrupt(cause)
 
     # ---------------------------------------------------------------------------- the run
 
@@ -290,29 +327,29 @@ class Runner:
             run_id = self.journal.start_run(**run_fields)
         self._run_id = run_id
         run_dir = self.reports_dir / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         names = plan.host_names
-        self._register_hosts(run_id, plan)
         states: dict[str, str] = {}
         outcomes: dict[str, HostOutcome] = {}
-        self.events.emit(
-            RunStarted(
-                run_id,
-                run_kind=str(run_fields.get("kind", "play")),
-                playbook=str(plan.playbook.path) if plan.playbook else None,
-                total_hosts=len(names),
-                batches=tuple(
-                    BatchPlan(pp.play.name, n, len(b), pp.play.forks)
-                    for pp in plan.plays
-                    for n, b in enumerate(pp.batches, 1)
-                ),
-                parent_run=run_fields.get("parent_run"),
-            )
-        )
         previous_handler = self._install_sigint()
         status, stop_reason = COMPLETED, None
         try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._register_hosts(run_id, plan)
+            self.events.emit(
+                RunStarted(
+                    run_id,
+                    run_kind=str(run_fields.get("kind", "play")),
+                    playbook=str(plan.playbook.path) if plan.playbook else None,
+                    total_hosts=len(names),
+                    batches=tuple(
+                        BatchPlan(pp.play.name, n, len(b), pp.play.forks)
+                        for pp in plan.plays
+                        for n, b in enumerate(pp.batches, 1)
+                    ),
+                    parent_run=run_fields.get("parent_run"),
+                )
+            )
             for index, play_plan in enumerate(plan.plays):
                 more = any(p.batches for p in plan.plays[index + 1 :])
                 stop_reason = self._run_play(run_id, play_plan, work, states, outcomes, more)
@@ -321,29 +358,37 @@ class Runner:
             if self.draining.is_set():
                 status = INTERRUPTED
                 left = [n for n in names if n not in states]
-                stop_reason = (
-                    f"interrupted by Ctrl-C: {len(left)} host(s) not started"
-                    if left
-                    else "interrupted by Ctrl-C"
+                stop_reason = self._interrupt_reason() + (
+                    f": {len(left)} host(s) not started" if left else ""
                 )
             elif stop_reason:
                 status = STOPPED
             self._mark_not_run(run_id, plan, states, stop_reason)
         except BaseException as exc:
-            # A bug or a hard stop in the runner itself: tell the workers to wind down and leave
-            # the journal saying "interrupted", never "completed". Hosts still busy stay running.
+            # A bug, a hard stop or a full disk in the runner itself: tell the workers to wind
+            # down and leave the journal saying "interrupted", never "completed". Hosts still
+            # busy stay running.
             self.draining.set()
             self.stopping.set()
             status = INTERRUPTED
-            stop_reason = f"runner aborted: {type(exc).__name__}: {exc}"
-            RUN_LOG.exception("runner aborted", extra={"run_id": run_id})
-            with contextlib.suppress(Exception):
-                self._mark_not_run(run_id, plan, states, stop_reason)
-            raise
+            why = write_fault(exc)
+            if why is None:
+                stop_reason = f"runner aborted: {type(exc).__name__}: {exc}"
+                RUN_LOG.exception("runner aborted", extra={"run_id": run_id})
+                with contextlib.suppress(Exception):
+                    self._mark_not_run(run_id, plan, states, stop_reason)
+                raise
+            self._controller_fault(why)  # reported by the caller, as one line (exit 4)
         finally:
             self._restore_sigint(previous_handler)
-            self.journal.finish_run(run_id, status, stop_reason)
-            retry_file = write_retry_file(self.journal, run_id, run_dir)
+            retry_file = run_dir / RETRY_FILE
+            self._guarded_write(lambda: write_retry_file(self.journal, run_id, run_dir))
+            if self.fault is not None and not (stop_reason or "").startswith(FAULT_PREFIX):
+                status = INTERRUPTED  # the fault struck after the plays, or in the runner itself
+                stop_reason = self._interrupt_reason()
+            recorded = self._guarded_write(
+                lambda: self.journal.finish_run(run_id, status, stop_reason)
+            )
             self.events.emit(
                 RunFinished(
                     run_id,
@@ -362,7 +407,49 @@ class Runner:
             outcomes=outcomes,
             retry_file=retry_file,
             run_dir=run_dir,
+            fault=self.fault,
+            recorded=recorded,
         )
+
+    # ---------------------------------------------------------------------------- controller faults
+
+    def _controller_fault(self, why: str) -> None:
+        """The controller cannot write (disk full, read-only folder): stop starting hosts.
+
+        Like a first Ctrl-C: hosts already running finish as well as they can (a CPUU already
+        started is waited for, so its end is journalled if anything still can be), no new host
+        starts, and the run ends ``interrupted`` for ``--resume`` once there is room. Starting
+        more hosts would run CPUU on workstations whose results could not be kept.
+        """
+        with self._interrupt_lock:
+            if self.fault is not None:
+                return
+            self.fault = why
+        self.draining.set()
+        if self.on_fault is not None:
+            with contextlib.suppress(Exception):
+                self.on_fault()
+        message = f"{FAULT_PREFIX} ({why}): no new hosts will start"
+        RUN_LOG.error(message, extra={"run_id": self._run_id})
+        if self._run_id:
+            self.events.emit(RunInterrupted(self._run_id, level=1, message=message))
+
+    def _interrupt_reason(self) -> str:
+        if self.fault is not None:
+            return f"{FAULT_PREFIX} ({self.fault})"
+        return f"interrupted by {self._cause}"
+
+    def _guarded_write(self, write: Callable[[], Any]) -> bool:
+        """Run one bookkeeping write; a full disk becomes the run's fault, never a traceback."""
+        try:
+            write()
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is None:
+                raise
+            self._controller_fault(why)
+            return False
+        return True
 
     def _register_hosts(self, run_id: str, plan: RunPlan) -> None:
         entries: dict[str, HostEntry] = {}
@@ -595,6 +682,11 @@ class Runner:
         )
         outcome = self._call(run_id, work, job)
         duration = round(time.monotonic() - began, 3)
+        if outcome.state == RUNNING:  # the controller could not write: how it ended is unknown
+            self._leave_running(run_id, batch, task, outcome)
+            return
+        if outcome.error_class == LOCAL:  # the host work could not store what it received
+            self._controller_fault(f"{planned.name}: {outcome.error_message or 'a local file'}")
         backoff = play.retry_backoff if self.retry_backoff is None else self.retry_backoff
         retry = (
             outcome.transient
@@ -654,7 +746,11 @@ class Runner:
         """A host row update from a worker: a failed write is logged, the wave goes on."""
         try:
             self.journal.set_host(run_id, name, **fields)
-        except Exception:
+        except Exception as exc:
+            why = write_fault(exc)
+            if why is not None:
+                self._controller_fault(why)
+                return
             RUN_LOG.exception("journal write failed for %s", name, extra={"run_id": run_id})
 
     def _call(self, run_id: str, work: HostWork, job: HostJob) -> HostOutcome:
@@ -662,6 +758,14 @@ class Runner:
         try:
             outcome = work(job)
         except Exception as exc:
+            why = write_fault(exc)
+            if why is not None:
+                # Not the host's doing, and not known how far it got (the journal may have
+                # missed the run step's end): the host stays running, for --resume to ask.
+                self._controller_fault(why)
+                return HostOutcome(
+                    RUNNING, LOCAL, f"{FAULT_PREFIX} ({why}); --resume asks the host"
+                )
             RUN_LOG.error(
                 "host %s attempt %d: host work raised\n%s",
                 job.name,
@@ -695,6 +799,16 @@ class Runner:
     def _emit(self, batch: _Batch, event: Event) -> None:
         if not batch.abandoned:
             self.events.emit(event)
+
+    def _leave_running(self, run_id: str, batch: _Batch, task: _Task, outcome: HostOutcome) -> None:
+        """A host whose end could not be journalled: ``running`` with the reason, if writable."""
+        name = task.planned.name
+        self._write_host(
+            run_id, name, error_class=outcome.error_class, error_message=outcome.error_message
+        )
+        with batch.cond:
+            batch.finals.setdefault(name, outcome)
+        self._emit(batch, _host_finished(run_id, batch.play, task.planned, task, outcome, None))
 
     def _abandon(self, run_id: str, batch: _Batch) -> None:
         """Second Ctrl-C, grace over: leave busy hosts ``running`` for ``--resume``."""
@@ -738,16 +852,26 @@ class Runner:
                 _host_finished(run_id, batch.play, task.planned, tried, task.previous, None)
             )
 
-    # ---------------------------------------------------------------------------- SIGINT
+    # ---------------------------------------------------------------------------- signals
 
-    def _install_sigint(self) -> Any:
+    def _install_sigint(self) -> dict[int, Any]:
+        """Ctrl-C, SIGTERM and SIGHUP (where the platform has them) → :meth:`interrupt`.
+
+        Returns the handlers replaced, for :meth:`_restore_sigint`.
+        """
         if not self.handle_sigint or threading.current_thread() is not threading.main_thread():
-            return None
-        return signal.signal(signal.SIGINT, self._on_sigint)
+            return {}
+        previous = {}
+        for name in INTERRUPT_SIGNALS:
+            number = getattr(signal, name, None)  # no SIGHUP on Windows
+            if number is not None:
+                previous[number] = signal.signal(number, self._on_signal)
+        return previous
 
-    def _restore_sigint(self, previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _restore_sigint(self, previous: dict[int, Any]) -> None:
+        for number, handler in previous.items():
+            if handler is not None:  # None: the old handler was not Python's; leave ours
+                signal.signal(number, handler)
         self._poll_signals()
 
 

@@ -1,18 +1,26 @@
 """The ``cpuu-fleet`` command line: wiring and presentation only, no logic.
 
 Each area registers its commands from its own module, so the pieces stay small and separate.
-An :class:`~cpuu_fleet.errors.InputError` anywhere becomes one line on stderr and exit code 2.
+An :class:`~cpuu_fleet.errors.InputError` anywhere becomes one line on stderr and exit code 2; the
+controller failing to write its own files (disk full, a read-only or unwritable folder) one line
+and exit code 4, never a traceback.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 
 import typer
 
 from cpuu_fleet import __version__
 from cpuu_fleet.cli import codes, inventory, lab, play, render, report, results, template
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.errors import (
+    CONTROLLER_WRITE_EXIT,
+    ControllerWriteError,
+    InputError,
+    write_fault,
+)
 
 app = typer.Typer(
     name="cpuu-fleet",
@@ -43,12 +51,23 @@ for _module in (inventory, render, template, results, codes, lab, play, report):
 
 
 def main() -> None:
-    """Console-script entry point: turn bad input into one clear line and exit code 2."""
+    """Console-script entry point: bad input and a controller that cannot write are one line."""
     try:
         app()
     except InputError as exc:
         typer.echo(f"cpuu-fleet: error: {exc.render()}", err=True)
         sys.exit(2)
+    except ControllerWriteError as exc:
+        typer.echo(f"cpuu-fleet: error: {exc.render()}", err=True)
+        sys.exit(CONTROLLER_WRITE_EXIT)
+    except (OSError, sqlite3.Error) as exc:
+        # Any command writing on a full disk (a report, a template) that no layer below named.
+        why = write_fault(exc)
+        if why is None:
+            raise
+        line = ControllerWriteError(f"the controller could not write ({why})").render()
+        typer.echo(f"cpuu-fleet: error: {line}", err=True)
+        sys.exit(CONTROLLER_WRITE_EXIT)
     except KeyboardInterrupt:
         typer.echo("cpuu-fleet: interrupted", err=True)
         sys.exit(130)

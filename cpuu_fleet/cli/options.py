@@ -84,8 +84,9 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
 
 
 def existing_journal(reports: Path) -> Journal:
-    """The journal in ``--reports``, for commands that only read it (opening would create one)."""
+    """The journal in ``--reports``, for commands that only read it: never created, and opened
+    read-only, so a journal on a read-only share, a copy or an archive can be read."""
     path = reports / Journal.FILENAME
     if not path.is_file():
         raise InputError(f"no runs in {path}")
-    return Journal(path)
+    return Journal(path, read_only=True)

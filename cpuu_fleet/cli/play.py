@@ -2,8 +2,10 @@
 ``status`` and ``demo``. Wiring and presentation only: the work is in ``cpuu_fleet.engine``.
 
 Exit codes (also in ``play --help``): 0 no host needs attention; 2 bad input (nothing touched);
-3 at least one host is in a state that needs attention (:mod:`cpuu_fleet.vocabulary`); 130
-interrupted (Ctrl-C; ``--resume RUN`` carries on).
+3 at least one host is in a state that needs attention (:mod:`cpuu_fleet.vocabulary`); 4 the
+controller could not write (disk full, a read-only or unwritable folder; the run is recorded
+interrupted where the journal can still be written); 130 interrupted (Ctrl-C, SIGTERM or SIGHUP;
+``--resume RUN`` carries on).
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ TemplatesOption = Annotated[
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 no host needs attention; 2 bad input, nothing touched; 3 some hosts need "
-    f"attention ({vocabulary.describe(vocabulary.EXIT_3_STATES, 'or')}); 130 interrupted (Ctrl-C)."
+    f"attention ({vocabulary.describe(vocabulary.EXIT_3_STATES, 'or')}); "
+    "4 the controller could not write (disk full, read-only folder; the run is interrupted, "
+    "--resume RUN once there is room); 130 interrupted (Ctrl-C, SIGTERM, SIGHUP)."
 )
 
 
@@ -117,7 +121,11 @@ def _print_result(result: Any, *, as_json: bool, check: bool) -> None:
     if result.report is not None:
         lines.append(f"Report:  {result.report.workbook}")
     lines.append(f"Journal: {result.journal_path}")
-    if result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
+    if result.summary.status == "interrupted" and result.kind != "step":
+        # Interrupted: the hosts not started (not_run) and those left running are in no retry
+        # file; only --resume carries on with all of them, and asks the host where CPUU may run.
+        lines.append(f"Resume:  cpuu-fleet play --resume {result.run_id}")
+    elif result.summary.retry_file and Path(result.summary.retry_file).stat().st_size:
         limit = f"--limit @{result.summary.retry_file}"
         if result.kind == "step":  # no playbook to continue: repeat the step on those hosts
             lines.append(f"Retry:   the same command with {limit}")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpuu_fleet.journal import Journal
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal, open_read_only
 
 
 class JournalReader:
@@ -27,8 +28,8 @@ class JournalReader:
         path = Path(journal.path)
         if path.is_file():
             try:
-                self._own = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-            except sqlite3.Error:
+                self._own = open_read_only(path)
+            except InputError:
                 self._own = None
 
     @property

@@ -14,6 +14,7 @@ from conftest import lab_env, make_playbook
 from cpuu_fleet import hostwork, steps
 from cpuu_fleet import journal as states
 from cpuu_fleet.engine import run_step
+from cpuu_fleet.errors import ControllerWriteError
 from cpuu_fleet.hostwork import open_session
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
@@ -137,10 +138,13 @@ def test_a_full_local_disk_while_collecting_keeps_cpuus_verdict(wave_factory, mo
     wave = wave_factory(1)
     host = wave.fleet.hosts[0].name
     monkeypatch.setattr(steps, "os", _FullDiskOs())
-    result = wave.run(make_playbook(wave.payload, retries=0))
+    with pytest.raises(ControllerWriteError, match="recorded as interrupted"):
+        wave.run(make_playbook(wave.payload, retries=0))  # the controller's fault: exit 4
     with Journal.in_reports(wave.reports) as journal:
-        row = journal.host(result.run_id, host)
-        collect = [a for a in journal.attempts(result.run_id, host) if a["step"] == "collect"]
+        run_id = journal.latest_run()["run_id"]
+        assert journal.run(run_id)["status"] == "interrupted"
+        row = journal.host(run_id, host)
+        collect = [a for a in journal.attempts(run_id, host) if a["step"] == "collect"]
     assert (row["state"], row["exit_code"], row["error_class"]) == (states.SUCCEEDED, 1, "local")
     assert row["user"]
     assert "No space left on device" in row["error_message"], row["error_message"]

@@ -26,7 +26,8 @@ Where the docs contradict themselves the script makes these choices:
 * A parameter's sets are the union of the SYNTAX blocks and its ``Parameter Sets:`` line (the 5.1
   docs list provider parameters such as ``Get-ChildItem -File`` in one SYNTAX block but ``(All)``
   in the table, and PowerShell offers them in every set).
-* Mandatory and positional come from the SYNTAX block of each set (they are per set there).
+* Mandatory and positional come from the SYNTAX block of each set (they are per set there); the
+  order of the positional parameters is their documented ``Position`` (SYNTAX order is not).
 * Sections whose text says the parameter was added in PowerShell 6 or 7 are left out (the 5.1
   about_CommonParameters documents ``-ProgressAction``, "added in PowerShell 7.4"), and the
   ``ActionPreference`` values are those of the enum table of the same page (which has no
@@ -156,11 +157,31 @@ def _syntax_sets(text: str) -> dict[str, dict]:
         block = re.search(r"```[a-z]*\n(.*?)```", chunk, re.S)
         if not block:
             continue
-        name, default = heading, False
-        if name.endswith("(Default)"):
-            name, default = name[: -len("(Default)")].strip(), True
-        sets[name] = {"params": _syntax_params(block.group(1)), "default": default}
+        # "Path (Default) - FileSystem provider": one set, Path, whose provider adds parameters.
+        default = "(Default)" in heading
+        name = re.sub(r"\s+-\s+.*providers?$", "", heading.replace("(Default)", "")).strip()
+        params = _syntax_params(block.group(1))
+        if name in sets:
+            params = _merge(sets[name]["params"], params)
+            default = default or sets[name]["default"]
+        sets[name] = {"params": params, "default": default}
     return sets
+
+
+def _merge(one: dict[str, dict], other: dict[str, dict]) -> dict[str, dict]:
+    """One set documented once per provider: mandatory only where every provider says so."""
+    merged = {}
+    for name in one.keys() | other.keys():
+        a, b = one.get(name), other.get(name)
+        if a and b:
+            merged[name] = {
+                "mandatory": a["mandatory"] and b["mandatory"],
+                "positional": a["positional"] or b["positional"],
+                "switch": a["switch"] or b["switch"],
+            }
+        else:
+            merged[name] = {**(a or b), "mandatory": False}
+    return merged
 
 
 def _syntax_params(block: str) -> dict[str, dict]:
@@ -197,7 +218,14 @@ def _yaml_blocks(text: str) -> dict[str, dict]:
     for name, chunk in re.findall(r"^### -(\w+)\s*$(.*?)(?=^### |\Z)", body, re.M | re.S):
         if NEWER_ONLY.search(chunk):
             continue
-        info = {"aliases": set(), "accepted": [], "sets": set(), "type": "", "pipeline": False}
+        info = {
+            "aliases": set(),
+            "accepted": [],
+            "sets": set(),
+            "type": "",
+            "pipeline": False,
+            "position": {},
+        }
         for yaml in re.findall(r"```yaml\n(.*?)```", chunk, re.S):
             fields = dict(re.findall(r"^([A-Za-z ]+):[ \t]*(.*)$", yaml, re.M))
             info["type"] = fields.get("Type", info["type"]).strip()
@@ -205,7 +233,11 @@ def _yaml_blocks(text: str) -> dict[str, dict]:
                 a.strip() for a in fields.get("Aliases", "").split(",") if a.strip()
             }
             sets = fields.get("Parameter Sets", "(All)").strip()
-            info["sets"] |= {s.strip() for s in sets.split(",") if s.strip()}
+            block_sets = {s.strip() for s in sets.split(",") if s.strip()}
+            info["sets"] |= block_sets
+            position = fields.get("Position", "").strip()
+            if position.isdigit():
+                info["position"].update(dict.fromkeys(block_sets, int(position)))
             accepted = [
                 v.strip() for v in fields.get("Accepted values", "").split(",") if v.strip()
             ]
@@ -250,7 +282,10 @@ def parse_cmdlet(text: str, module: str) -> tuple[str, dict] | None:
     out_sets = {}
     for set_name, body in sets.items():
         mandatory = sorted(p for p, v in body["params"].items() if v["mandatory"])
-        positional = [p for p, v in body["params"].items() if v["positional"]]
+        positional = sorted(
+            (p for p, v in body["params"].items() if v["positional"]),
+            key=lambda p: _position(yaml.get(p), set_name),
+        )
         out_sets[set_name] = {"mandatory": mandatory, "positional": positional}
     default = next((s for s, b in sets.items() if b["default"]), next(iter(sets)))
     return title.group(1), {
@@ -259,6 +294,12 @@ def parse_cmdlet(text: str, module: str) -> tuple[str, dict] | None:
         "sets": out_sets,
         "parameters": parameters,
     }
+
+
+def _position(info: dict | None, set_name: str) -> int:
+    """The documented Position of a parameter in a set (SYNTAX order is not position order)."""
+    positions = info["position"] if info else {}
+    return positions.get(set_name, positions.get("(All)", 1000))
 
 
 def common_parameters(text: str) -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""A static check of PowerShell text against what Windows PowerShell 5.1 documents.
+r"""A static check of PowerShell text against what Windows PowerShell 5.1 documents.
 
 tree-sitter-powershell parses PowerShell 7 (it accepts ``&&``/``||`` as pipeline chains and reads
 a script's ``begin {}`` block as a command named ``begin``), so "parses" says little about
@@ -6,7 +6,9 @@ Windows PowerShell 5.1. This module walks the tree and checks, against the allow
 from Microsoft's docs (``tools/ps51_allowlist.py`` → ``tests/data/ps51_allowlist.json``):
 
 * every command is a documented 5.1 cmdlet, a function defined in the same script, or a native
-  program on the reviewed list; aliases (``?``, ``%``, ``gci``) are refused, scripts spell cmdlets;
+  program on the reviewed list (by file name: ``& "$env:SystemRoot\System32\icacls.exe"`` is
+  ``icacls.exe``); aliases (``?``, ``%``, ``gci``) are refused, scripts spell cmdlets; a command
+  whose name is computed at run time (``& $command``, ``& { }``) is refused: it cannot be checked;
 * every named parameter exists (or is an alias); an abbreviation is resolved as PowerShell does
   (a unique prefix of a name or alias; an ambiguous prefix is refused, as PowerShell refuses it);
 * the parameters used together fit one parameter set, and that set's mandatory parameters are
@@ -264,13 +266,12 @@ def _invocation(node: tree_sitter.Node, tables: dict) -> Invocation | None:
         if re.match(r"[\d$(@'\"]", name):
             return None  # tree-sitter reads "1..3 | ..." as a command named 1..3: an expression
     elif head.type == "command_invokation_operator":
-        target = node.children[1]
-        values = literal_values(target)
-        if values is None or len(values) != 1:
-            return None  # & $scriptBlock: nothing static to check
-        name = values[0]
+        name = _unquote(_text(node.children[1]).strip())
     else:
         return None
+    # A program by path ("$env:SystemRoot\System32\icacls.exe") is checked by its file name; a
+    # name still computed at run time (& $command) cannot be checked and is refused.
+    name = re.split(r"[\\/]", name)[-1]
     elements = next((c for c in node.children if c.type == "command_elements"), None)
     items = [c for c in elements.children if c.type not in {"redirection"}] if elements else []
     previous = node.prev_sibling
@@ -410,6 +411,13 @@ def _check_invocation(
             )
         )
     low = inv.name.lower()
+    if re.search(r"[$({]", inv.name):
+        report.findings.append(
+            Finding(
+                inv.line, "command", f"{inv.name}: a command computed at run time cannot be checked"
+            )
+        )
+        return
     if low in functions:
         params, advanced = functions[low]
         candidates = {p: {} for p in params} | (dict(allow.common) if advanced else {})

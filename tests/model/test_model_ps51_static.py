@@ -249,6 +249,11 @@ REJECTED = {
     "unknown cmdlet": ("Get-Frobnicate -Name x", "command"),
     "cmdlet alias": ("gci -LiteralPath 'C:\\x'", "command"),
     "native program not reviewed": ("icacls.exe 'C:\\x' /inheritance:r", "command"),
+    "native program by path, not reviewed": (
+        '& "$env:SystemRoot\\System32\\sc.exe" stop x',
+        "command",
+    ),
+    "command computed at run time": ("$c = 'Remove-Item'\n& $c -Recurse 'C:\\'", "command"),
     "PowerShell 7 parameter": ("Get-Content -LiteralPath 'a' -AsByteStream", "parameter"),
     "unknown function parameter": ("function f { param($A) }\nf -B 1", "parameter"),
     "ambiguous abbreviation": ("Get-ChildItem -LiteralPath 'a' -F 'x'", "parameter"),
@@ -307,4 +312,9 @@ def test_the_checker_accepts(case):
 
 
 def test_a_reviewed_native_program_is_accepted():
-    assert check("icacls.exe 'C:\\x' /inheritance:r", frozenset({"icacls.exe"})).findings == []
+    native = frozenset({"icacls.exe"})
+    assert check("icacls.exe 'C:\\x' /inheritance:r", native).findings == []
+    assert (
+        check('& "$env:SystemRoot\\System32\\icacls.exe" $root /inheritance:r', native).findings
+        == []
+    )

@@ -171,7 +171,7 @@ def _syntax_sets(text: str) -> dict[str, dict]:
 def _merge(one: dict[str, dict], other: dict[str, dict]) -> dict[str, dict]:
     """One set documented once per provider: mandatory only where every provider says so."""
     merged = {}
-    for name in one.keys() | other.keys():
+    for name in [*one, *(k for k in other if k not in one)]:
         a, b = one.get(name), other.get(name)
         if a and b:
             merged[name] = {
@@ -254,9 +254,14 @@ def parse_cmdlet(text: str, module: str) -> tuple[str, dict] | None:
     if not title or not sets:
         return None
     yaml = _yaml_blocks(text)
+    # Names ignore case, as PowerShell does; the PARAMETERS heading's spelling wins (Get-Verb's
+    # SYNTAX writes -verb, its PARAMETERS section -Verb).
+    spelling = {n.lower(): n for n in yaml}
+    for body in sets.values():
+        body["params"] = {spelling.get(k.lower(), k): v for k, v in body["params"].items()}
     names = {p for s in sets.values() for p in s["params"]}
     parameters: dict[str, dict] = {}
-    for name in sorted(names | set(yaml), key=str.lower):
+    for name in sorted(names | set(yaml), key=lambda n: (n.lower(), n)):
         info = yaml.get(
             name,
             {"aliases": set(), "accepted": [], "sets": {"(All)"}, "type": "", "pipeline": False},

@@ -3,7 +3,7 @@ r"""A static check of PowerShell text against what Windows PowerShell 5.1 docume
 tree-sitter-powershell parses PowerShell 7 (it accepts ``&&``/``||`` as pipeline chains and reads
 a script's ``begin {}`` block as a command named ``begin``), so "parses" says little about
 Windows PowerShell 5.1. This module walks the tree and checks, against the allow-list generated
-from Microsoft's docs (``tools/ps51_allowlist.py`` → ``tests/data/ps51_allowlist.json``):
+from Microsoft's docs (``.ci/ps51_allowlist.py`` → ``tests/data/ps51_allowlist.json``):
 
 * every command is a documented 5.1 cmdlet, a function defined in the same script, or a native
   program on the reviewed list (by file name: ``& "$env:SystemRoot\System32\icacls.exe"`` is

@@ -18,7 +18,7 @@ use passes without regenerating.
 
 Usage::
 
-    python tools/ps51_allowlist.py --powershell-docs PATH --windows-docs PATH \
+    python .ci/ps51_allowlist.py --powershell-docs PATH --windows-docs PATH \
         [--out tests/data/ps51_allowlist.json]
 
 Where the docs contradict themselves the script makes these choices:
@@ -349,7 +349,7 @@ def build(ps_docs: Repo, win_docs: Repo) -> dict:
             if parsed:
                 commands[parsed[0]] = parsed[1]
     return {
-        "generated_by": "tools/ps51_allowlist.py",
+        "generated_by": ".ci/ps51_allowlist.py",
         "sources": {
             "MicrosoftDocs/PowerShell-Docs": {
                 "commit": ps_docs.commit(),

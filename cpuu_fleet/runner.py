@@ -229,6 +229,10 @@ class Runner:
 
     ``retry_backoff`` overrides every play's backoff (tests inject a tiny one). ``abort_grace_s``
     is how long the second Ctrl-C waits for running hosts before leaving them to ``--resume``.
+
+    The run's own files are the runner's job, whoever calls it (the CLI, ``run_play()`` from
+    Python, a test): ``run.log`` (a :class:`~cpuu_fleet.progress.RunLogProcessor` ahead of the
+    caller's ``processors``, which only present) and ``failed.retry``.
     """
 
     def __init__(
@@ -244,7 +248,9 @@ class Runner:
     ):
         self.journal = journal
         self.reports_dir = Path(reports_dir)
-        self.events = Fanout(list(processors))
+        from cpuu_fleet.progress import RunLogProcessor  # the run log's writer lives with its kin
+
+        self.events = Fanout([RunLogProcessor(self.reports_dir), *processors])
         self.handle_sigint = handle_sigint
         self.retry_backoff = retry_backoff
         self.abort_grace_s = abort_grace_s

@@ -66,11 +66,10 @@ def _console() -> Console:
 
 
 def _processors(reports: Path, as_json: bool) -> list[Any]:
-    from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress, RunLogProcessor
+    from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
 
-    processors: list[Any] = [RunLogProcessor(reports)]
-    processors.append(JsonLinesPrinter() if as_json else LiveProgress())
-    return processors
+    # Presentation only: the runner writes run.log itself.
+    return [JsonLinesPrinter() if as_json else LiveProgress()]
 
 
 def _warn(message: str) -> None:

@@ -26,7 +26,6 @@ from cpuu_fleet.cli import app
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import HOSTILE_USER
 from cpuu_fleet.playbook import Playbook, load_playbook
-from cpuu_fleet.progress import RunLogProcessor
 from cpuu_fleet.redact import FILE_ENCODINGS, MASK
 
 MIB = 1024 * 1024
@@ -173,7 +172,6 @@ def test_control_characters_from_a_workstation_never_reach_status_log_or_csv(wav
     # Without a run step the failed collect is the host's verdict, so status lists the host.
     result = wave.run(
         make_playbook(wave.payload, steps=("preflight", "push", "collect")),
-        processors=[RunLogProcessor(wave.reports)],  # run.log, as the CLI writes it
     )
     row, _ = _host_row(wave, result.run_id, host)
     assert row["state"] == states.FAILED and row["user"] == HOSTILE_USER

@@ -16,7 +16,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.demo import DEMO_SECRETS
 from cpuu_fleet.engine import ExitCode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.progress import JsonLinesPrinter, RunLogProcessor
+from cpuu_fleet.progress import JsonLinesPrinter
 
 HOSTS = 44
 
@@ -28,7 +28,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory):
         playbook = make_playbook(wave.payload, when_no_user="at_logon", timeout=3, retries=1)
         wave.reports.mkdir(parents=True)
         with (wave.reports / "events.jsonl").open("w", encoding="utf-8") as events:
-            processors = [RunLogProcessor(wave.reports), JsonLinesPrinter(stream=events)]
+            processors = [JsonLinesPrinter(stream=events)]  # run.log: the runner's own
             result = wave.run(playbook, processors=processors)
         journal = Journal.in_reports(wave.reports)
         yield wave, result, journal

@@ -27,7 +27,7 @@ from cpuu_fleet.cli import app
 from cpuu_fleet.engine import ExitCode
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.planning import RETRY_FILE, select_resume, select_retry_failed
-from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress, RunLogProcessor
+from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
 
 HOSTS = 44
 FIRST_BATCH = HOSTS - 1  # the lab puts its problem hosts last: the last one is not run
@@ -48,8 +48,7 @@ def played(tmp_path_factory: pytest.TempPathFactory):
         wave.reports.mkdir(parents=True)
         display = io.StringIO()
         with (wave.reports / "events.jsonl").open("w", encoding="utf-8") as events:
-            processors = [
-                RunLogProcessor(wave.reports),
+            processors = [  # run.log is the runner's own
                 JsonLinesPrinter(stream=events),
                 LiveProgress(Console(file=display, force_terminal=False, width=400)),
             ]

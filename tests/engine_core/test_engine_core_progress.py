@@ -14,7 +14,6 @@ from cpuu_fleet.planning import build_plan
 from cpuu_fleet.progress import (
     JsonLinesPrinter,
     LiveProgress,
-    RunLogProcessor,
     RunStats,
     render_stats,
 )
@@ -77,7 +76,7 @@ def test_run_log_is_plain_text_and_scrubbed(journal, tmp_path, write_playbook):
     reports = tmp_path / "reports"
     inventory = SmallInventory({"wave1": names("pc", 3)})
     plan = build_plan(write_playbook(PLAY), inventory)
-    summary = Runner(journal, reports, [RunLogProcessor(reports)]).run(plan, _work)
+    summary = Runner(journal, reports).run(plan, _work)  # writes run.log itself
 
     log = (reports / summary.run_id / "run.log").read_text(encoding="utf-8")
     assert SECRET not in log

@@ -189,8 +189,6 @@ def test_transient_failures_are_retried_with_backoff_and_attempts_recorded(
 def test_a_host_work_exception_is_that_hosts_result_and_the_others_finish(
     journal, tmp_path, write_playbook, capsys
 ):
-    from cpuu_fleet.progress import RunLogProcessor
-
     hosts = names("pc", 5)
     inventory = SmallInventory({"wave1": hosts})
     playbook = _playbook(write_playbook, forks=2)
@@ -207,7 +205,7 @@ def test_a_host_work_exception_is_that_hosts_result_and_the_others_finish(
     REDACTOR.add("Hunter2-Secret")
 
     reports = tmp_path / "reports"
-    runner = Runner(journal, reports, [RunLogProcessor(reports)])
+    runner = Runner(journal, reports)  # run.log is the runner's own
     summary = runner.run(build_plan(playbook, inventory), work)
 
     assert summary.status == COMPLETED

@@ -1,7 +1,8 @@
 """Read the YAML and JSON files operators write, remembering line numbers for error messages.
 
-Every mapping comes back as a :class:`LineDict`, a plain ``dict`` that also knows the line of each
-key, so "``hosts`` must be a mapping" can point at ``inventories/example.yml:12`` instead of leaving
+The one YAML loader of cpuu-fleet (inventories, vars files, ``--extra-vars``, playbooks). Every
+mapping comes back as a :class:`LineDict`, a plain ``dict`` that also knows the line of each key
+(and every list as a :class:`LineList`, with the line of each item), so "``hosts`` must be a mapping" can point at ``inventories/example.yml:12`` instead of leaving
 the operator to search. A syntax error names the file and the line.
 """
 
@@ -37,6 +38,17 @@ class LineDict(dict):
 
     def line_of(self, key: Any) -> int | None:
         return self.key_lines.get(key, self.line)
+
+
+class LineList(list):
+    """A list from a data file, with the line of the list and of each of its items."""
+
+    line: int | None = None
+    item_lines: list[int]
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.item_lines = []
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -76,11 +88,21 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
         if id(key_node) in written:
             if key in written_keys:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {result.key_lines[key]})",
+                    key_node.start_mark,
                 )
             written_keys.add(key)
         result[key] = loader.construct_object(value_node, deep=True)
         result.key_lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> LineList:
+    result = LineList(loader.construct_object(child, deep=True) for child in node.value)
+    result.line = node.start_mark.line + 1
+    result.item_lines = [child.start_mark.line + 1 for child in node.value]
     return result
 
 
@@ -98,6 +120,7 @@ def _construct_vault(loader: _Loader, node: yaml.Node) -> Any:
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 _Loader.add_constructor("!unsafe", _construct_unsafe)
 _Loader.add_constructor("!vault", _construct_vault)
 

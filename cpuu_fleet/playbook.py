@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.datafiles import refuse_alias_bombs
+from cpuu_fleet.datafiles import LineDict, LineList, parse_yaml
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.limits import DEFAULT_LIMITS, BadLimit, Limits, parse_limits
 
@@ -215,61 +213,6 @@ def max_fail_exceeded(failed: int, batch: int, max_fail_percentage: float | None
 # ------------------------------------------------------------------------------ YAML with lines
 
 
-class _LineDict(dict):
-    """A mapping from the YAML file that remembers its line and each key's line."""
-
-    line: int | None = None
-    key_lines: dict[Any, int]
-
-
-class _LineList(list):
-    line: int | None = None
-    item_lines: list[int]
-
-
-class _LineLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, keeping line numbers and refusing duplicate keys."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    result = _LineDict()
-    result.line = node.start_mark.line + 1
-    result.key_lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        try:
-            hash(key)
-        except TypeError:
-            raise _YamlProblem("a mapping key must be a plain value", line) from None
-        if key in result:
-            raise _YamlProblem(
-                f"duplicate key {key!r} (first on line {result.key_lines[key]})", line
-            )
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.key_lines[key] = line
-    return result
-
-
-def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LineList:
-    result = _LineList(loader.construct_object(child, deep=True) for child in node.value)
-    result.line = node.start_mark.line + 1
-    result.item_lines = [child.start_mark.line + 1 for child in node.value]
-    return result
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-
-
-class _YamlProblem(Exception):
-    def __init__(self, message: str, line: int | None):
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
 def _load_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -277,23 +220,7 @@ def _load_yaml(path: Path) -> Any:
         raise InputError("playbook not found", where=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read playbook: {exc}", where=path) from None
-    loader = _LineLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        refuse_alias_bombs(node, path)  # before anything walks the expanded data
-        return loader.construct_document(node)
-    except _YamlProblem as exc:
-        raise InputError(exc.message, where=path, line=exc.line) from None
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        problem = exc.problem or str(exc)
-        raise InputError(f"invalid YAML: {problem}", where=path, line=line) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", where=path) from None
-    finally:
-        loader.dispose()
+    return parse_yaml(text, path)  # the one loader: line numbers, duplicates, alias bombs
 
 
 # ------------------------------------------------------------------------------ validation
@@ -308,7 +235,7 @@ class _Checker:
     def fail(self, message: str, line: int | None) -> InputError:
         return InputError(message, where=self.path, line=line)
 
-    def unknown_keys(self, mapping: _LineDict, allowed: Sequence[str], context: str) -> None:
+    def unknown_keys(self, mapping: LineDict, allowed: Sequence[str], context: str) -> None:
         for key in mapping:
             if key in allowed:
                 continue
@@ -342,7 +269,7 @@ def load_playbook(path: str | Path) -> Playbook:
         raise check.fail("the playbook has no plays", 1)
     plays = []
     for index, raw in enumerate(data, start=1):
-        line = data.item_lines[index - 1] if isinstance(data, _LineList) else None
+        line = data.item_lines[index - 1] if isinstance(data, LineList) else None
         plays.append(_parse_play(check, raw, index, line))
     seen: dict[str, Play] = {}
     for play in plays:
@@ -357,7 +284,7 @@ def load_playbook(path: str | Path) -> Playbook:
 
 
 def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play:
-    if not isinstance(raw, _LineDict):
+    if not isinstance(raw, LineDict):
         raise check.fail(f"play {index}: expected a mapping with 'hosts' and 'steps'", line)
     early_name = raw.get("name")
     early_label = (
@@ -569,7 +496,7 @@ def _step_name(
 ) -> tuple[str, Any, int | None]:
     if isinstance(item, str):
         return item.strip(), None, line
-    if isinstance(item, _LineDict) and len(item) == 1:
+    if isinstance(item, LineDict) and len(item) == 1:
         (name,) = item.keys()
         if isinstance(name, str):
             return name.strip(), item[name], item.key_lines.get(name, line)
@@ -581,7 +508,7 @@ def _step_name(
 
 
 def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> RunOptions:
-    if not isinstance(options, _LineDict) or "mode" not in options:
+    if not isinstance(options, LineDict) or "mode" not in options:
         # Assumption (ours): the mode is never implied. A copied playbook must not silently run
         # Update where the operator meant Undo.
         raise check.fail(

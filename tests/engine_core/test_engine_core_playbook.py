@@ -182,7 +182,7 @@ def _error(write_playbook, text) -> InputError:
         ("- name: x\n  hosts: wave1\n", 1, "'steps' is required"),
         ("- name: x\n  hosts: [wave1]\n  steps: [push]\n", 2, "one host pattern string"),
         ("name: x\nhosts: wave1\n", 1, "a playbook is a YAML list of plays"),
-        ("- name: x\n  hosts: wave1\n  steps: [push\n", 4, "invalid YAML"),
+        ("- name: x\n  hosts: wave1\n  steps: [push\n", 4, "YAML syntax error"),
         (
             "- {name: a, hosts: w, steps: [push]}\n- {name: a, hosts: v, steps: [push]}\n",
             2,

@@ -7,7 +7,6 @@ network or a workstation: it is the vocabulary the rest of cpuu-fleet (and the l
 
 from __future__ import annotations
 
-import codecs
 import enum
 import io
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cpuu_fleet import wintext
 from cpuu_fleet.errors import InputError
 
 
@@ -364,84 +364,11 @@ MAX_LINE_CHARS = 1024
 """A longer line is a problem, not a profile. Assumption: Outlook profiles are registry keys,
 whose names Windows limits to 255 characters; two codes and two TABs add a few more."""
 
-_READ_BYTES = 1024 * 1024
-"""Bytes read at a time: a result file is decoded and parsed as it is read, never held whole."""
-
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-)
-
 
 def decode_result_bytes(data: bytes, source: str) -> tuple[str, str]:
-    """Decode a result file whose encoding the vendor never documented (see
-    :func:`detect_result_encoding` for the order)."""
-    encoding = detect_result_encoding(io.BytesIO(data), source)
-    text = "".join(_decoded(io.BytesIO(data), encoding, source))
-    return text, encoding
-
-
-def detect_result_encoding(stream: BinaryIO, source: str) -> str:
-    """The encoding of a result file, read in pieces (the stream is left at its start).
-
-    Order: a BOM decides; else BOM-less UTF-16 is recognised by its NUL pattern; else strict UTF-8;
-    else cp1252 (the ANSI code page of Western European Windows, our assumption for "ANSI").
-    A file with NUL bytes that is not UTF-16 is not text and is refused.
-    """
-    head = stream.read(3)
-    stream.seek(0)
-    for bom, encoding in _BOMS:
-        if head.startswith(bom):
-            return encoding
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    utf8_ok, has_nul, even_nuls, odd_nuls, total = True, False, 0, 0, 0
-    while block := stream.read(_READ_BYTES):
-        if b"\x00" in block:
-            has_nul = True
-            first, second = block[0::2].count(0), block[1::2].count(0)
-            if total % 2:
-                first, second = second, first
-            even_nuls, odd_nuls = even_nuls + first, odd_nuls + second
-        if utf8_ok:
-            try:
-                utf8.decode(block)
-            except UnicodeDecodeError:
-                utf8_ok = False
-        total += len(block)
-    stream.seek(0)
-    if total >= 2 and has_nul:
-        half = total // 2
-        guess = (
-            "utf-16-le"
-            if odd_nuls > half * 0.4
-            else "utf-16-be"
-            if even_nuls > half * 0.4
-            else None
-        )
-        if guess and total % 2 == 0:
-            return guess
-        raise InputError("not a text file (binary content)", where=source)
-    if utf8_ok:
-        try:
-            utf8.decode(b"", final=True)
-        except UnicodeDecodeError:
-            utf8_ok = False
-    return "utf-8" if utf8_ok else "cp1252"
-
-
-def _decoded(stream: BinaryIO, encoding: str, source: str) -> Iterator[str]:
-    """The stream's text, piece by piece; undecodable bytes are an :class:`InputError`."""
-    errors = "replace" if encoding == "cp1252" else "strict"
-    decoder = codecs.getincrementaldecoder(encoding)(errors=errors)
-    try:
-        while block := stream.read(_READ_BYTES):
-            yield decoder.decode(block)
-        yield decoder.decode(b"", final=True)
-    except UnicodeDecodeError as exc:
-        if encoding in ("utf-16-le", "utf-16-be"):
-            raise InputError("not a text file (binary content)", where=source) from None
-        raise InputError(f"not a readable {encoding} file ({exc.reason})", where=source) from None
+    """Decode a result file whose encoding the vendor never documented (the one Windows text
+    decoder, :mod:`cpuu_fleet.wintext`, says in which order it looks)."""
+    return wintext.decode(data, source)
 
 
 _LINE_BREAKS = "\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029"
@@ -563,8 +490,9 @@ def parse_result_stream(
 ) -> ResultFile:
     """Detect, decode and parse a result file as it is read: memory stays flat whatever its size,
     and reading stops after ``max_rows`` lines (``ResultFile.truncated``)."""
-    encoding = detect_result_encoding(stream, source)
-    return _parse_lines(_lines(_decoded(stream, encoding, source)), source, encoding, max_rows)
+    encoding = wintext.detect(stream, source)
+    pieces = wintext.decoded(stream, encoding, source)
+    return _parse_lines(_lines(pieces), source, encoding, max_rows)
 
 
 def parse_result_bytes(

@@ -12,7 +12,6 @@ mistyped group name must not quietly shrink a wave.
 
 from __future__ import annotations
 
-import codecs
 import difflib
 import fnmatch
 import re
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.wintext import decode
 
 _SUBSCRIPT = re.compile(r"^(?P<base>.+?)\[(?P<start>-?\d+)?(?::(?P<end>-?\d+)?)?\]$")
 _GLOB_CHARS = set("*?[")
@@ -86,10 +86,9 @@ def _read_limit_file(name: str, op: str, base_dir: Path | None) -> list[Term]:
     except OSError as exc:
         raise InputError(f"cannot read limit file ({exc.strerror})", where=path) from None
     # Windows PowerShell 5's Out-File and Notepad's "Unicode" write UTF-16 with a BOM.
-    encoding = "utf-16" if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else None
     try:
-        text = data.decode(encoding or "utf-8-sig")
-    except UnicodeDecodeError:
+        text, _ = decode(data, path, ansi=False)
+    except InputError:
         raise InputError(
             "limit file is not UTF-8 (or UTF-16 with a BOM) text", where=path
         ) from None

@@ -17,7 +17,6 @@ every secret replaced by ``********`` (the copy that may be written to disk for 
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,30 +31,12 @@ from cpuu_fleet.datafiles import LineDict, load_data_file
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.hostvars import JinjaView, UndefinedVariable, make_environment, undefined_name
 from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.wintext import ENCODINGS, canonical
 
 INI_TEMPLATE = "CPUU.ini.j2"
 FORMATS_FILE = "templates.yml"
 TEMPLATE_SUFFIX = ".j2"
 
-# name -> (Python codec, byte order mark written first)
-ENCODINGS: dict[str, tuple[str, bytes]] = {
-    "utf-8": ("utf-8", b""),
-    "utf-8-bom": ("utf-8", codecs.BOM_UTF8),
-    "utf-16-le-bom": ("utf-16-le", codecs.BOM_UTF16_LE),
-    "utf-16-le": ("utf-16-le", b""),
-    "utf-16-be-bom": ("utf-16-be", codecs.BOM_UTF16_BE),
-    "cp1252": ("cp1252", b""),
-}
-_ENCODING_ALIASES = {
-    "utf8": "utf-8",
-    "utf-8-sig": "utf-8-bom",
-    "utf8-bom": "utf-8-bom",
-    "utf-16": "utf-16-le-bom",
-    "unicode": "utf-16-le-bom",
-    "utf-16le": "utf-16-le",
-    "ansi": "cp1252",
-    "windows-1252": "cp1252",
-}
 NEWLINES = {"crlf": "\r\n", "lf": "\n", "cr": "\r"}
 
 
@@ -83,11 +64,8 @@ class OutputFormat:
 
 
 def parse_encoding(name: str) -> str:
-    key = str(name).strip().lower()
-    key = _ENCODING_ALIASES.get(key, key)
-    if key not in ENCODINGS:
-        raise InputError(f"unknown encoding {name!r} (known: {', '.join(ENCODINGS)})")
-    return key
+    """A ``templates.yml`` encoding, in the one vocabulary of :mod:`cpuu_fleet.wintext`."""
+    return canonical(str(name))
 
 
 @dataclass

@@ -17,7 +17,6 @@ the original values gives back the wizard's files exactly.
 
 from __future__ import annotations
 
-import codecs
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from cpuu_fleet.render import (
     TemplateFormats,
     asks_credentials,
 )
+from cpuu_fleet.wintext import decode
 
 SECRET_KEYS = {"password": "cpuu_password", "passwordtrg": "cpuu_password_trg"}
 _SECRET_LINE = re.compile(
@@ -63,34 +63,15 @@ class ImportResult:
 
 
 def detect_encoding(data: bytes, source: Path) -> tuple[str, str]:
-    """Decode a wizard file; return its text and the encoding name used in ``templates.yml``."""
-    for bom, name, codec in (
-        (codecs.BOM_UTF8, "utf-8-bom", "utf-8"),
-        (codecs.BOM_UTF16_LE, "utf-16-le-bom", "utf-16-le"),
-        (codecs.BOM_UTF16_BE, "utf-16-be-bom", "utf-16-be"),
-    ):
-        if data.startswith(bom):
-            try:
-                return data[len(bom) :].decode(codec), name
-            except UnicodeDecodeError:
-                raise InputError(f"not a readable {name} file", where=source) from None
-    if b"\x00" in data:
-        if len(data) % 2 == 0 and data[1::2].count(0) > len(data) // 4:
-            try:
-                return data.decode("utf-16-le"), "utf-16-le"
-            except UnicodeDecodeError:
-                pass
-        raise InputError("not a text file (binary content)", where=source)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        try:
-            return data.decode("cp1252"), "cp1252"
-        except UnicodeDecodeError as exc:
-            raise InputError(
-                f"neither UTF-8 nor cp1252 text (byte 0x{data[exc.start]:02X})", where=source
-            ) from None
-    return text, ("cp1252" if text.isascii() else "utf-8")
+    """Decode a wizard file; return its text and the encoding name used in ``templates.yml``.
+
+    The one Windows text decoder does the work, strictly (a file must render back byte for
+    byte); a pure-ASCII file is recorded as cp1252, the "ANSI" a Windows tool most likely meant.
+    """
+    text, encoding = decode(data, source, strict=True)
+    if encoding == "utf-8" and text.isascii():
+        return text, "cp1252"
+    return text, encoding
 
 
 def detect_newline(text: str) -> tuple[str, bool]:

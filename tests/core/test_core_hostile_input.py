@@ -73,7 +73,7 @@ def test_a_huge_result_file_is_read_in_flat_memory_up_to_the_row_limit(tmp_path)
     finally:
         tracemalloc.stop()
     assert parsed.truncated and len(parsed.profiles) == 1000
-    assert parsed.encoding == "utf-16"
+    assert parsed.encoding == "utf-16-le-bom"
     assert peak < 8 * MIB, peak  # the file itself would be 16 MB, as text 4 times that
 
 

@@ -253,7 +253,7 @@ def test_result_file_is_utf16_with_bom_tab_separated_and_keeps_hostile_names(ben
     assert data.startswith(codecs.BOM_UTF16_LE)
     assert data.decode("utf-16").splitlines()[0] == f"{hostile}\t10\t0"
     assert run.codes == {hostile: 10, "Boîte « partagée »": 10}
-    assert run.results.encoding == "utf-16"
+    assert run.results.encoding == "utf-16-le-bom"  # the one vocabulary (wintext)
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-bom", "cp1252"])

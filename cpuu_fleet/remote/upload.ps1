@@ -8,7 +8,10 @@
     file). Content is streamed to "<target>.partial", checked (length and SHA-256), then moved over
     the target, so a half-written or corrupted file never takes the place of a good one.
     Terminating errors: HashMismatch (InvalidData), DiskFull (WriteError), InvalidPath
-    (InvalidArgument) for a relative path that leaves -Directory.
+    (InvalidArgument) for a relative path that leaves -Directory, InvalidHeader (InvalidData) for
+    a Length that is not a whole number or a Sha256 that is not 64 hex digits, FileInUse
+    (ResourceBusy) when the target stays held by another process. On any error the current
+    file's .partial is removed.
 #>
 [CmdletBinding()]
 param(
@@ -51,6 +54,58 @@ begin {
         return $false
     }
 
+    function Test-InUse {
+        # The target is held by another process: ERROR_SHARING_VIOLATION (32), ERROR_LOCK_VIOLATION
+        # (33), ReplaceFile's ERROR_UNABLE_TO_REMOVE_REPLACED (1175) and ERROR_UNABLE_TO_MOVE_REPLACEMENT
+        # (1176, 1177), or access denied (UnauthorizedAccessException), which is what replacing a
+        # running program's image gives. Assumption (Microsoft does not list ReplaceFile's errors per
+        # cause): access denied is taken for "in use" too; retrying it costs a few seconds at most.
+        param([System.Exception]$Exception)
+        while ($null -ne $Exception) {
+            if ($Exception -is [System.UnauthorizedAccessException]) {
+                return $true
+            }
+            if ($Exception -is [System.IO.IOException]) {
+                $code = $Exception.HResult -band 0xFFFF
+                if ($code -eq 32 -or $code -eq 33 -or ($code -ge 1175 -and $code -le 1177)) {
+                    return $true
+                }
+            }
+            $Exception = $Exception.InnerException
+        }
+        return $false
+    }
+
+    function Move-IntoPlace {
+        # Replace keeps the target's identity (ACLs) and swaps in one step; Move for a new file.
+        # A target another process holds (an AV scan, CPUU running from this folder) is retried a
+        # few times, then reported as FileInUse: the .partial is removed by the caller.
+        param([Parameter(Mandatory = $true)][System.Collections.IDictionary]$File)
+        $attempt = 1
+        while ($true) {
+            try {
+                if ([System.IO.File]::Exists($File.Target)) {
+                    [System.IO.File]::Replace($File.Partial, $File.Target, [NullString]::Value)
+                }
+                else {
+                    [System.IO.File]::Move($File.Partial, $File.Target)
+                }
+                return
+            }
+            catch {
+                if (-not (Test-InUse -Exception $_.Exception)) {
+                    throw
+                }
+                if ($attempt -ge $script:replaceAttempts) {
+                    Stop-Upload -Message ("'{0}' is in use by another process: it could not be replaced after {1} attempts." -f `
+                            $File.Relative, $attempt) -ErrorId 'FileInUse' -Category ResourceBusy -Target $File.Relative
+                }
+            }
+            $attempt += 1
+            Start-Sleep -Milliseconds $script:replaceDelayMs
+        }
+    }
+
     function Remove-Partial {
         if ($null -ne $script:current) {
             $script:current.Stream.Dispose()
@@ -79,7 +134,21 @@ begin {
             Stop-Upload -Message "Invalid path '$relative': it must stay inside $Directory." `
                 -ErrorId 'InvalidPath' -Category InvalidArgument -Target $relative
         }
-        $length = [int64]$Header['Length']
+        # The engine sends Length as a string (pypsrp 0.9.1 would tag a Python int as a 32-bit
+        # <I32>, which Windows cannot deserialize for 2 GiB or more). A cast would read a missing
+        # Length as 0 and fail on text with an id nobody knows: parse it, and say InvalidHeader.
+        $length = [int64]0
+        $lengthText = [string]$Header['Length']
+        if (-not [int64]::TryParse($lengthText, [System.Globalization.NumberStyles]::None,
+                [System.Globalization.CultureInfo]::InvariantCulture, [ref]$length)) {
+            Stop-Upload -Message "Invalid header for '$relative': Length is missing or not a number." `
+                -ErrorId 'InvalidHeader' -Category InvalidData -Target $relative
+        }
+        $expected = [string]$Header['Sha256']
+        if ($expected -notmatch '^[0-9A-Fa-f]{64}$') {
+            Stop-Upload -Message "Invalid header for '$relative': Sha256 is missing or not 64 hex digits." `
+                -ErrorId 'InvalidHeader' -Category InvalidData -Target $relative
+        }
         $drive = New-Object -TypeName System.IO.DriveInfo -ArgumentList ([System.IO.Path]::GetPathRoot($target))
         if ($length -gt $drive.AvailableFreeSpace) {
             Stop-Upload -Message 'There is not enough space on the disk.' -ErrorId 'DiskFull' `
@@ -94,7 +163,7 @@ begin {
             Target   = $target
             Partial  = $partial
             Length   = $length
-            Sha256   = ([string]$Header['Sha256']).ToLowerInvariant()
+            Sha256   = $expected.ToLowerInvariant()
             Stream   = $stream
             Hasher   = [System.Security.Cryptography.SHA256]::Create()
             Written  = [int64]0
@@ -149,13 +218,7 @@ begin {
                     $file.Relative, $file.Written, $actual, $file.Length, $file.Sha256) `
                 -ErrorId 'HashMismatch' -Category InvalidData -Target $file.Relative
         }
-        # Replace keeps the target's identity (ACLs) and swaps in one step; Move for a new file.
-        if ([System.IO.File]::Exists($file.Target)) {
-            [System.IO.File]::Replace($file.Partial, $file.Target, [NullString]::Value)
-        }
-        else {
-            [System.IO.File]::Move($file.Partial, $file.Target)
-        }
+        Move-IntoPlace -File $file
         $script:current = $null
         @{
             Path   = $file.Relative
@@ -167,6 +230,8 @@ begin {
     $null = [System.IO.Directory]::CreateDirectory($Directory)
     $script:root = [System.IO.Path]::GetFullPath($Directory).TrimEnd('\') + '\'
     $script:current = $null
+    $script:replaceAttempts = 5
+    $script:replaceDelayMs = 500
 }
 
 process {
@@ -191,7 +256,14 @@ process {
 }
 
 end {
-    if ($null -ne $script:current) {
-        Complete-Target
+    try {
+        if ($null -ne $script:current) {
+            Complete-Target
+        }
+    }
+    catch {
+        # The last file fails here, not in process{}: its .partial must not stay either.
+        Remove-Partial
+        throw
     }
 }

@@ -13,7 +13,8 @@ private data in the first Receive, RunspacePoolState in the second), a realistic
 Scope, as Windows does it: a script added without ``UseLocalScope`` (pypsrp's default) is
 dot-sourced into the runspace's global scope, so its functions, script-level variables,
 ``Set-StrictMode`` and preference variables stay there for every later pipeline of the shell;
-with ``UseLocalScope`` they die with the pipeline. Each shell keeps that global scope
+with ``UseLocalScope`` they die with the pipeline, but for ``$script:`` and ``$global:`` variables
+(script text run in a local scope has no script scope of its own). Each shell keeps that global scope
 (:attr:`LabShell.global_scope`) and what each pipeline asked for and found
 (:attr:`LabShell.scope_log`): the lab cannot run PowerShell, so what a script defines is read from
 its text (:func:`script_definitions`).
@@ -67,6 +68,18 @@ _ASSIGNMENT = re.compile(
     r"^\s*\$(?:script:|global:)?([A-Za-z_]\w*)\s*(?:\+|-)?=(?!=)", re.MULTILINE
 )
 _STRICT_MODE = re.compile(r"^\s*Set-StrictMode\b", re.MULTILINE | re.IGNORECASE)
+_SCOPED_ASSIGNMENT = re.compile(
+    r"\$(?:script|global):([A-Za-z_]\w*)\s*(?:\+|-)?=(?!=)", re.IGNORECASE
+)
+
+
+def global_assignments(text: str) -> frozenset[str]:
+    """What a script run WITH ``UseLocalScope`` still leaves in the global scope: every
+    ``$global:`` variable, and every ``$script:`` one too, because the new scope PowerShell makes
+    for script text (not a script file) is not a script scope (``CommandProcessor``:
+    ``NewScope(_fromScriptFile)``), so ``$script:`` names the global scope's script scope, which
+    is the global scope itself."""
+    return frozenset(f"variable:{name.lower()}" for name in _SCOPED_ASSIGNMENT.findall(text))
 
 
 def script_definitions(text: str) -> frozenset[str]:
@@ -352,14 +365,16 @@ class LabShell:
     def enter_scope(self, name: str, script: str, metadata: Any) -> None:
         """A pipeline starts: note what it finds in the global scope, and leave its definitions
         there unless its first command asked for ``UseLocalScope`` (as ``AddScript(text, true)``
-        does); PowerShell builds the command processor with ``UseLocalScope ?? false``."""
+        does; PowerShell builds the command processor with ``UseLocalScope ?? false``); with it,
+        only its ``$script:`` and ``$global:`` variables (:func:`global_assignments`)."""
         commands = list(getattr(metadata, "commands", ()))
         first = commands[0] if commands else None
         local = bool(getattr(first, "use_local_scope", None))
         with self.cond:
             self.scope_log.append(ScopeRecord(name, local, frozenset(self.global_scope)))
-            if first is not None and first.is_script and not local:
-                self.global_scope |= script_definitions(script)
+            if first is not None and first.is_script:
+                leaked = global_assignments(script) if local else script_definitions(script)
+                self.global_scope |= leaked
 
     def run_time(self) -> str:
         seconds = int(time.monotonic() - self.created_at)

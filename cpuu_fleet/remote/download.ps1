@@ -73,14 +73,14 @@ function Open-Shared {
 
 function New-Failure {
     param([System.Exception]$Exception, [string]$ErrorId, [System.Management.Automation.ErrorCategory]$Category, $Target)
-    return New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+    return New-Object -TypeName System.Management.Automation.ErrorRecord -ErrorAction Stop -ArgumentList @(
         $Exception, $ErrorId, $Category, $Target)
 }
 
 $skipped = @{}
 if ([string]::IsNullOrEmpty($Directory)) {
     if ($null -eq $Paths -or $Paths.Count -eq 0) {
-        $exception = New-Object -TypeName System.ArgumentException -ArgumentList 'Give -Paths or -Directory.'
+        $exception = New-Object -TypeName System.ArgumentException -ErrorAction Stop -ArgumentList 'Give -Paths or -Directory.'
         $PSCmdlet.ThrowTerminatingError((New-Failure $exception 'MissingPath' InvalidArgument $null))
     }
 }
@@ -117,15 +117,15 @@ else {
 
 foreach ($path in $Paths) {
     if (-not (Test-Path -LiteralPath $path -PathType Leaf)) {
-        $exception = New-Object -TypeName System.IO.FileNotFoundException -ArgumentList @(
+        $exception = New-Object -TypeName System.IO.FileNotFoundException -ErrorAction Stop -ArgumentList @(
             "Cannot find path '$path' because it does not exist.", $path)
-        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ErrorAction Stop -ArgumentList @(
             $exception, 'FileNotFound', [System.Management.Automation.ErrorCategory]::ObjectNotFound, $path)
         $PSCmdlet.ThrowTerminatingError($record)
     }
 }
 
-$buffer = New-Object -TypeName byte[] -ArgumentList $ChunkSize
+$buffer = New-Object -TypeName byte[] -ErrorAction Stop -ArgumentList $ChunkSize
 foreach ($path in $Paths) {
     $stream = Open-Shared -Path $path
     if ($null -eq $stream) {

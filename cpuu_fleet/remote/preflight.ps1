@@ -116,7 +116,7 @@ if (Test-Path -LiteralPath $Directory -PathType Container) {
         if ([string]::IsNullOrEmpty($relative)) {
             continue
         }
-        $path = Join-Path -Path $Directory -ChildPath $relative
+        $path = Join-Path -Path $Directory -ChildPath $relative -ErrorAction Stop
         if (-not (Test-Path -LiteralPath $path -PathType Leaf)) {
             continue
         }
@@ -131,7 +131,7 @@ if (Test-Path -LiteralPath $Directory -PathType Container) {
 }
 
 $cleanupDone = $null
-$marker = Join-Path -Path $StateDirectory -ChildPath 'cleanup-done.json'
+$marker = Join-Path -Path $StateDirectory -ChildPath 'cleanup-done.json' -ErrorAction Stop
 if (Test-Path -LiteralPath $marker -PathType Leaf) {
     $cleanupDone = [System.IO.File]::ReadAllText($marker)
 }

@@ -26,6 +26,18 @@ begin {
     Set-StrictMode -Version 2.0
     $ErrorActionPreference = 'Stop'
 
+    # The upload's state, shared by the functions below and the process/end blocks. Not $script:
+    # variables: a script added with UseLocalScope runs in a new scope that is NOT a script scope
+    # (PowerShell's CommandProcessor: NewScope(fromScriptFile), false for AddScript text), so
+    # $script: would name the runspace's global scope. The functions read $state through
+    # PowerShell's dynamic scoping and change its entries, never the variable itself.
+    $state = @{
+        Root            = $null
+        Current         = $null
+        ReplaceAttempts = 5
+        ReplaceDelayMs  = 500
+    }
+
     function Stop-Upload {
         param(
             [Parameter(Mandatory = $true)][string]$Message,
@@ -33,8 +45,8 @@ begin {
             [Parameter(Mandatory = $true)][System.Management.Automation.ErrorCategory]$Category,
             [object]$Target
         )
-        $exception = New-Object -TypeName System.InvalidOperationException -ArgumentList $Message
-        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+        $exception = New-Object -TypeName System.InvalidOperationException -ErrorAction Stop -ArgumentList $Message
+        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ErrorAction Stop -ArgumentList @(
             $exception, $ErrorId, $Category, $Target)
         $PSCmdlet.ThrowTerminatingError($record)
     }
@@ -96,24 +108,24 @@ begin {
                 if (-not (Test-InUse -Exception $_.Exception)) {
                     throw
                 }
-                if ($attempt -ge $script:replaceAttempts) {
+                if ($attempt -ge $state.ReplaceAttempts) {
                     Stop-Upload -Message ("'{0}' is in use by another process: it could not be replaced after {1} attempts." -f `
                             $File.Relative, $attempt) -ErrorId 'FileInUse' -Category ResourceBusy -Target $File.Relative
                 }
             }
             $attempt += 1
-            Start-Sleep -Milliseconds $script:replaceDelayMs
+            Start-Sleep -Milliseconds $state.ReplaceDelayMs -ErrorAction Stop
         }
     }
 
     function Remove-Partial {
-        if ($null -ne $script:current) {
-            $script:current.Stream.Dispose()
-            $script:current.Hasher.Dispose()
-            if (Test-Path -LiteralPath $script:current.Partial -PathType Leaf) {
-                Remove-Item -LiteralPath $script:current.Partial -Force
+        if ($null -ne $state.Current) {
+            $state.Current.Stream.Dispose()
+            $state.Current.Hasher.Dispose()
+            if (Test-Path -LiteralPath $state.Current.Partial -PathType Leaf) {
+                Remove-Item -LiteralPath $state.Current.Partial -Force -ErrorAction Stop
             }
-            $script:current = $null
+            $state.Current = $null
         }
     }
 
@@ -125,12 +137,12 @@ begin {
             if ([string]::IsNullOrWhiteSpace($relative) -or [System.IO.Path]::IsPathRooted($relative)) {
                 throw 'not a relative path'
             }
-            $target = [System.IO.Path]::GetFullPath([System.IO.Path]::Combine($script:root, $relative))
+            $target = [System.IO.Path]::GetFullPath([System.IO.Path]::Combine($state.Root, $relative))
         }
         catch {
             $target = $null
         }
-        if ($null -eq $target -or -not $target.StartsWith($script:root, [System.StringComparison]::OrdinalIgnoreCase)) {
+        if ($null -eq $target -or -not $target.StartsWith($state.Root, [System.StringComparison]::OrdinalIgnoreCase)) {
             Stop-Upload -Message "Invalid path '$relative': it must stay inside $Directory." `
                 -ErrorId 'InvalidPath' -Category InvalidArgument -Target $relative
         }
@@ -149,7 +161,7 @@ begin {
             Stop-Upload -Message "Invalid header for '$relative': Sha256 is missing or not 64 hex digits." `
                 -ErrorId 'InvalidHeader' -Category InvalidData -Target $relative
         }
-        $drive = New-Object -TypeName System.IO.DriveInfo -ArgumentList ([System.IO.Path]::GetPathRoot($target))
+        $drive = New-Object -TypeName System.IO.DriveInfo -ErrorAction Stop -ArgumentList ([System.IO.Path]::GetPathRoot($target))
         if ($length -gt $drive.AvailableFreeSpace) {
             Stop-Upload -Message 'There is not enough space on the disk.' -ErrorId 'DiskFull' `
                 -Category WriteError -Target $relative
@@ -158,7 +170,7 @@ begin {
         $partial = $target + '.partial'
         $stream = [System.IO.File]::Open($partial, [System.IO.FileMode]::Create,
             [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
-        $script:current = @{
+        $state.Current = @{
             Relative = $relative
             Target   = $target
             Partial  = $partial
@@ -172,16 +184,16 @@ begin {
 
     function Write-Chunk {
         param([Parameter(Mandatory = $true)][AllowEmptyString()][string]$Text)
-        if ($null -eq $script:current) {
+        if ($null -eq $state.Current) {
             Stop-Upload -Message 'File content arrived before its header.' -ErrorId 'UnexpectedInput' `
                 -Category InvalidData -Target $null
         }
         $bytes = [System.Convert]::FromBase64String($Text)
         try {
-            $script:current.Stream.Write($bytes, 0, $bytes.Length)
+            $state.Current.Stream.Write($bytes, 0, $bytes.Length)
         }
         catch {
-            $relative = $script:current.Relative
+            $relative = $state.Current.Relative
             if (Test-DiskFull -Exception $_.Exception) {
                 Remove-Partial
                 Stop-Upload -Message 'There is not enough space on the disk.' -ErrorId 'DiskFull' `
@@ -190,12 +202,12 @@ begin {
             Remove-Partial
             throw
         }
-        $null = $script:current.Hasher.TransformBlock($bytes, 0, $bytes.Length, $null, 0)
-        $script:current.Written += $bytes.Length
+        $null = $state.Current.Hasher.TransformBlock($bytes, 0, $bytes.Length, $null, 0)
+        $state.Current.Written += $bytes.Length
     }
 
     function Complete-Target {
-        $file = $script:current
+        $file = $state.Current
         try {
             $file.Stream.Flush()
         }
@@ -208,18 +220,18 @@ begin {
             throw
         }
         $file.Stream.Dispose()
-        $null = $file.Hasher.TransformFinalBlock((New-Object -TypeName byte[] -ArgumentList 0), 0, 0)
+        $null = $file.Hasher.TransformFinalBlock((New-Object -TypeName byte[] -ErrorAction Stop -ArgumentList 0), 0, 0)
         $actual = ([System.BitConverter]::ToString($file.Hasher.Hash) -replace '-', '').ToLowerInvariant()
         $file.Hasher.Dispose()
         if ($file.Written -ne $file.Length -or $actual -ne $file.Sha256) {
-            Remove-Item -LiteralPath $file.Partial -Force
-            $script:current = $null
+            Remove-Item -LiteralPath $file.Partial -Force -ErrorAction Stop
+            $state.Current = $null
             Stop-Upload -Message ("Hash mismatch for '{0}': received {1} bytes with SHA-256 {2}, expected {3} bytes with {4}." -f `
                     $file.Relative, $file.Written, $actual, $file.Length, $file.Sha256) `
                 -ErrorId 'HashMismatch' -Category InvalidData -Target $file.Relative
         }
         Move-IntoPlace -File $file
-        $script:current = $null
+        $state.Current = $null
         @{
             Path   = $file.Relative
             Length = $file.Written
@@ -228,10 +240,7 @@ begin {
     }
 
     $null = [System.IO.Directory]::CreateDirectory($Directory)
-    $script:root = [System.IO.Path]::GetFullPath($Directory).TrimEnd('\') + '\'
-    $script:current = $null
-    $script:replaceAttempts = 5
-    $script:replaceDelayMs = 500
+    $state.Root = [System.IO.Path]::GetFullPath($Directory).TrimEnd('\') + '\'
 }
 
 process {
@@ -240,7 +249,7 @@ process {
     }
     try {
         if ($InputObject -is [System.Collections.IDictionary]) {
-            if ($null -ne $script:current) {
+            if ($null -ne $state.Current) {
                 Complete-Target
             }
             Open-Target -Header $InputObject
@@ -257,7 +266,7 @@ process {
 
 end {
     try {
-        if ($null -ne $script:current) {
+        if ($null -ne $state.Current) {
             Complete-Target
         }
     }

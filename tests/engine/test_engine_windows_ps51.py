@@ -25,7 +25,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
-from cpuu_fleet.steps import OutgoingFile, _header
+from cpuu_fleet.steps import OutgoingFile, _header, upload
 
 GIB = 1024**3
 STAGE = "C:\\ProgramData\\cpuu-fleet\\t"
@@ -53,16 +53,18 @@ def _only_shell(fleet: LabFleet) -> Any:
 
 
 def test_a_scripts_functions_and_variables_are_gone_for_the_next_pipeline(fleet):
+    item = OutgoingFile("CPUU.ini", 1, hashlib.sha256(b"x").hexdigest(), data=b"x")
     with _session(fleet) as session:
         session.run("preflight", {"Directory": STAGE, "StateDirectory": STAGE + "\\state"})
+        upload(session, STAGE, (item,))
         session.run("list-files", {"Directory": STAGE})
         session.run("download", {"Directory": STAGE})
-        shell = _only_shell(fleet)
-        log = list(shell.scope_log)
-    assert [r.script for r in log] == ["preflight", "list-files", "download"]
+        log = list(_only_shell(fleet).scope_log)
+    assert [r.script for r in log] == ["preflight", "upload", "list-files", "download"]
     assert all(r.local_scope for r in log), log
-    # preflight defines Get-FileSha256 and sets StrictMode: neither is there for list-files.
-    assert log[1].visible == frozenset() and log[2].visible == frozenset(), log
+    # preflight defines Get-FileSha256 and sets StrictMode, upload keeps its state: none of it is
+    # there for the pipelines after them.
+    assert [r.visible for r in log[1:]] == [frozenset()] * 3, log
 
 
 def test_the_lab_leaks_a_script_into_the_global_scope_without_local_scope(fleet):

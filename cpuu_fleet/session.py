@@ -514,7 +514,11 @@ class HostSession:
         during = during or script
         self._forget_finished()
         ps = PowerShell(self._pool)
-        ps.add_script(self._load(script))
+        # Local scope: without it PowerShell dot-sources the script into the runspace's global
+        # scope, and its functions, variables, StrictMode and preferences stay for every later
+        # pipeline of the visit and for module code. The scripts therefore give module cmdlets
+        # an explicit -ErrorAction Stop: preference variables do not reach module functions.
+        ps.add_script(self._load(script), use_local_scope=True)
         for name, value in (parameters or {}).items():
             ps.add_parameter(name, value)
         collected: list[Any] = []

@@ -132,8 +132,12 @@ class PreflightResult:
     outlook_running: bool
     outlook_version: str | None
     staged_files: dict[str, str]
-    """Relative path (lower-cased for comparison) → lowercase SHA-256, in the staging folder."""
+    """Relative path (lower-cased for comparison) → lowercase SHA-256, in the staging folder, of
+    the files this visit would push (preflight hashes only those: the folder is also CPUU's
+    working folder)."""
     cleanup_done: str | None
+    locked: tuple[str, ...] = ()
+    """Files to push that another process held open exclusively: not hashed, so pushed again."""
 
     def details(self) -> dict[str, Any]:
         return {
@@ -145,6 +149,7 @@ class PreflightResult:
             "outlook_version": self.outlook_version,
             "staged_files": len(self.staged_files),
             "cleanup_done": bool(self.cleanup_done),
+            **({"locked": list(self.locked)} if self.locked else {}),
         }
 
 
@@ -156,12 +161,58 @@ def _protocol_error(message: str) -> SessionError:
     return SessionError(ErrorClass.PROTOCOL, message, transient=False)
 
 
-def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
-    """Read-only look at the host: user, Outlook, disk, what is already staged, Cleanup marker."""
-    directory = version_dir(ctx.version) if ctx.version else f"{STAGING_ROOT}\\none"
-    result = session.run(
-        "preflight", {"Directory": directory, "StateDirectory": STATE_DIR}, during="preflight"
+LANGUAGE_MODE_ERRORS = frozenset(
+    {
+        "ConstrainedLanguage",  # preflight's own check
+        "MethodInvocationNotSupportedInConstrainedLanguage",  # a script that got past it
+        "PropertyReferenceNotSupportedInDataSection",  # RestrictedLanguage refuses the check
+        "VariableReferenceNotSupportedInDataSection",
+        "ScriptsNotAllowed",  # NoLanguage
+    }
+)
+"""Error ids that mean "this host's PowerShell is not in FullLanguage" (about_Language_Modes)."""
+
+LANGUAGE_MODE_HELP = (
+    "PowerShell on this host does not run in FullLanguage mode (ConstrainedLanguage: AppLocker"
+    " or WDAC script enforcement), where the .NET calls of cpuu-fleet's scripts are refused;"
+    " nothing was changed on the host. Microsoft documents FullLanguage under such a policy only"
+    " for scripts the policy trusts, and cpuu-fleet sends its scripts as text over WinRM, which no"
+    " allow rule or signature can cover. To include this host, have the policy owner exempt it"
+    " (or the fleet account's WinRM sessions) for the wave, or set"
+    " ansible_psrp_configuration_name to a session configuration whose sessions the policy lets"
+    " run in FullLanguage."
+)
+
+
+def _language_mode_error(error: SessionError) -> SessionError:
+    """The host's language mode, said so that an operator knows what to do."""
+    return SessionError(
+        ErrorClass.REMOTE,
+        f"preflight: {LANGUAGE_MODE_HELP} ({error.message.removeprefix('preflight: ')})",
+        transient=False,
+        error_id="ConstrainedLanguage",
     )
+
+
+def _staged_paths(ctx: HostContext) -> list[str]:
+    """The relative paths preflight hashes: what this visit would push, nothing else."""
+    return sorted({item.relative for item in outgoing_files(ctx)}, key=str.lower)
+
+
+def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
+    """Read-only look at the host: language mode, user, Outlook, disk, which of the files to push
+    are already staged (locked ones listed apart), Cleanup marker."""
+    directory = version_dir(ctx.version) if ctx.version else f"{STAGING_ROOT}\\none"
+    parameters: dict[str, Any] = {"Directory": directory, "StateDirectory": STATE_DIR}
+    paths = _staged_paths(ctx)
+    if paths:
+        parameters["Paths"] = paths
+    try:
+        result = session.run("preflight", parameters, during="preflight")
+    except SessionError as error:
+        if error.error_id in LANGUAGE_MODE_ERRORS:
+            raise _language_mode_error(error) from None
+        raise
     data = result.first
     if not isinstance(data, dict):
         raise _protocol_error(f"preflight: expected one hashtable, got {type(data).__name__}")
@@ -169,6 +220,9 @@ def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
     if not isinstance(staged_raw, dict):
         raise _protocol_error("preflight: StagedFiles is not a hashtable")
     staged = {str(k).replace("/", "\\").lower(): str(v).lower() for k, v in staged_raw.items()}
+    locked_raw = data.get("Locked") or []
+    if not isinstance(locked_raw, list):
+        locked_raw = [locked_raw]
     free = data.get("FreeBytes")
     found = PreflightResult(
         computer_name=_text(data.get("ComputerName")),
@@ -180,6 +234,7 @@ def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
         outlook_version=_text(data.get("OutlookVersion")),
         staged_files=staged,
         cleanup_done=_text(data.get("CleanupDone")) or None,
+        locked=tuple(str(x) for x in locked_raw[: len(paths)] if x is not None),
     )
     ctx.preflight = found
     ctx.user = found.logged_on_user
@@ -263,7 +318,9 @@ def plan_push(ctx: HostContext, staged: dict[str, str] | None = None) -> PushPla
 
 
 def _header(item: OutgoingFile) -> dict[str, Any]:
-    return {"Path": item.relative, "Length": item.size, "Sha256": item.sha256}
+    """Length goes as a string: pypsrp 0.9.1 tags every Python int as a 32-bit ``<I32>``, which
+    Windows cannot deserialize for a file of 2 GiB or more; ``upload`` parses it as an int64."""
+    return {"Path": item.relative, "Length": str(item.size), "Sha256": item.sha256}
 
 
 def _header_cost(item: OutgoingFile) -> int:
@@ -612,7 +669,8 @@ class _DownloadSink:
     leave out (``excluded``): the host decides which files exist, never where they land here
     (``create_exclusive`` keeps hostile names inside the host folder). Each file is handed to
     ``on_file`` the moment it is complete, so a download that fails later loses none of the
-    files before it.
+    files before it. A header with ``Locked`` (another process holds the file exclusively) is
+    noted in ``locked`` and brings no content.
 
     Everything the host sends is bounded (``limits``): a header must announce a ``Length`` within
     ``file_bytes``, and exactly that many bytes must follow. More is hostile (a LIMIT error at the
@@ -639,6 +697,9 @@ class _DownloadSink:
         self.skipped = 0
         self.scrubbed: list[str] = []
         """Names of files in which a secret was masked (the host's copy still holds it)."""
+        self.locked: list[str] = []
+        """Names of files another process held open exclusively: not sent, never journalled,
+        so the next collect asks for them again."""
         self._fd: int | None = None
         self._path: Path | None = None
         self._entry: dict[str, Any] | None = None
@@ -663,6 +724,9 @@ class _DownloadSink:
         parent = remote.rsplit("\\", 1)[0].lower() if "\\" in remote else ""
         if parent != self.directory or self.excluded(name):
             raise _protocol_error(f"collect: the host sent a file we did not ask for: {remote!r}")
+        if item.get("Locked") is True:
+            self.locked.append(name)  # held exclusively on the host: header only, next time
+            return
         if item.get("Skipped"):
             self.skipped += 1  # already collected (by SHA-256): header only
             return
@@ -884,6 +948,11 @@ def collect(
             f"{name}: held a secret of this run, masked in the stored copy (the workstation's"
             " file still holds it)"
             for name in sink.scrubbed
+        )
+        result.problems.extend(
+            f"{name}: locked on the host (another process holds it open exclusively); not"
+            " collected, fetched again next time"
+            for name in sink.locked
         )
     if on_profiles is not None:
         on_profiles(result.profiles)

@@ -55,7 +55,7 @@ DEFAULT_CHUNK = 262144
 TASK_ACTIONS = ("Start", "Wait", "Run", "Status", "Stop", "Remove")
 
 PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "preflight": (("Directory", "StateDirectory"), ("Directory", "StateDirectory")),
+    "preflight": (("Directory", "StateDirectory", "Paths"), ("Directory", "StateDirectory")),
     "upload": (("Directory", "InputObject"), ("Directory",)),
     "run-task": (
         (
@@ -215,14 +215,110 @@ def _bad_path(path: str) -> ScriptFailed:
 
 
 # --------------------------------------------------------------------------------------------------
+# Language mode and open files
+# --------------------------------------------------------------------------------------------------
+
+CLM_CORE_TYPES = frozenset(
+    {
+        "string",
+        "system.string",
+        "int",
+        "int32",
+        "system.int32",
+        "long",
+        "int64",
+        "system.int64",
+        "bool",
+        "datetime",
+        "system.datetime",
+        "regex",
+        "hashtable",
+        "system.globalization.cultureinfo",
+    }
+)
+"""Types of about_Language_Modes' ConstrainedLanguage allow-list whose static methods the
+scripts might call (``[string]::IsNullOrEmpty``, ``[int64]::TryParse``, ``[DateTime]::Parse``);
+everything else (``System.IO.*``, ``SHA256``, ``Convert``, ``BitConverter``) is refused."""
+_STATIC_CALL = re.compile(r"\[([A-Za-z][\w.]*)\]::\w+\s*\(")
+_NEW_OBJECT = re.compile(r"New-Object\s+-TypeName\s+([A-Za-z][\w.]*)", re.IGNORECASE)
+_PSCMDLET_CALL = re.compile(r"\$PSCmdlet\.\w+\s*\(", re.IGNORECASE)
+_MODE_CHECK = "$executioncontext.sessionstate.languagemode"
+CLM_METHOD_MESSAGE = (
+    "Cannot invoke method. Method invocation is supported only on core types in this language mode."
+)
+
+
+_BLOCK_COMMENT = re.compile(r"<#.*?#>", re.DOTALL)
+_LINE_COMMENT = re.compile(r"^\s*#.*$", re.MULTILINE)
+
+
+def _code_only(script: str) -> str:
+    """The script without its comments (block comments and whole-line ``#`` comments, kept as
+    blanks so that positions still compare): what PowerShell would run."""
+    blank = _BLOCK_COMMENT.sub(lambda m: " " * len(m[0]), script)
+    return _LINE_COMMENT.sub(lambda m: " " * len(m[0]), blank)
+
+
+def _first_refused(script: str) -> int | None:
+    """Where the script first does something ConstrainedLanguage refuses (None: nothing)."""
+    found = [m.start() for m in _STATIC_CALL.finditer(script) if m[1].lower() not in CLM_CORE_TYPES]
+    found += [m.start() for m in _NEW_OBJECT.finditer(script) if m[1].lower() not in CLM_CORE_TYPES]
+    found += [m.start() for m in _PSCMDLET_CALL.finditer(script)]
+    return min(found, default=None)
+
+
+def _language_check(ws: Workstation, call: ScriptCall) -> None:
+    """Play the session's language mode over the script's text, as PowerShell would run it.
+
+    In FullLanguage nothing happens. Otherwise a script whose first statements read
+    ``$ExecutionContext.SessionState.LanguageMode`` and stop with the error id
+    ``ConstrainedLanguage`` (before any refused .NET call, in the text, which is also the order it
+    runs in: functions are defined after the check) fails with that id; any other script fails at
+    its first non-core .NET call with PowerShell's own error. Assumption: the lab reads the calls
+    from the text; a static check (the static-check test) keeps the scripts' calls in the forms
+    matched here.
+    """
+    mode = ws.language_mode
+    if mode == "FullLanguage":
+        return
+    text = _code_only(call.script)
+    refused = _first_refused(text)
+    check = text.lower().find(_MODE_CHECK)
+    stops = "-ErrorId 'ConstrainedLanguage'".lower() in text.lower()
+    if check != -1 and stops and (refused is None or check < refused):
+        raise ScriptFailed(
+            f"PowerShell on {ws.name.upper()} runs in {mode} mode (AppLocker/WDAC script"
+            " enforcement): the cpuu-fleet scripts need FullLanguage.",
+            error_id="ConstrainedLanguage",
+            category="PermissionDenied",
+        )
+    if refused is not None:
+        raise ScriptFailed(
+            CLM_METHOD_MESSAGE,
+            error_id="MethodInvocationNotSupportedInConstrainedLanguage",
+            category="InvalidOperation",
+        )
+
+
+def _hash_unless_locked(ws: Workstation, path: str) -> str | None:
+    """SHA-256 of a file, or None when another process holds it exclusively (the scripts'
+    ``Test-Locked``: a sharing violation is a per-file answer, not a failed step)."""
+    if ws.read_locked(path):
+        return None
+    return _sha256_file(ws.fs, path)
+
+
+# --------------------------------------------------------------------------------------------------
 # preflight
 # --------------------------------------------------------------------------------------------------
 
 
 @register("preflight")
 def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
-    """Read-only: OS, disk, console user, Outlook, staged files by SHA-256, Cleanup marker."""
+    """Read-only: language mode first, then OS, disk, console user, Outlook, the SHA-256 of the
+    files the engine asks about (``-Paths``; locked ones listed in ``Locked``), Cleanup marker."""
     _bind(call, "preflight")
+    _language_check(ws, call)
     directory = _str(call, "Directory")
     state_directory = _str(call, "StateDirectory")
     fs = ws.fs
@@ -237,14 +333,26 @@ def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
             "OutlookRunning": bool(ws.running("OUTLOOK")),
             "OutlookVersion": ws.outlook_version,
         }
+    staged: dict[str, str] = {}
+    locked: list[str] = []
     try:
-        files = fs.walk_files(directory)
+        if fs.is_dir(directory):
+            for relative in _strings(call, "Paths"):
+                path = join_windows(directory, relative) if relative else ""
+                if not relative or not fs.is_file(path):
+                    continue
+                sha = _hash_unless_locked(ws, path)
+                if sha is None:
+                    locked.append(relative)
+                else:
+                    staged[relative] = sha
         marker = join_windows(state_directory, "cleanup-done.json")
         cleanup_done = _read_text(fs.read_bytes(marker)) if fs.is_file(marker) else None
     except ValueError:
         raise _bad_path(f"{directory} / {state_directory}") from None
-    prefix = len(directory.rstrip("\\/")) + 1
-    facts["StagedFiles"] = {path[prefix:]: _sha256_file(fs, path) for path in files}
+    facts["StagedFiles"] = staged
+    facts["Locked"] = locked
+    facts["LanguageMode"] = ws.language_mode
     facts["CleanupDone"] = cleanup_done
     host.write_output(facts)
 
@@ -256,22 +364,52 @@ def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 _ROOTED = re.compile(r"^([A-Za-z]:|[\\/])")
 
 
+REPLACE_ATTEMPTS = 5
+"""upload tries to move a checked file over a target held by another process this many times..."""
+REPLACE_DELAY_S = 0.5
+"""...this long apart (the script's ``Start-Sleep -Milliseconds 500``)."""
+_DIGITS = re.compile(r"[0-9]+")
+_SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
+INT64_MAX = 2**63 - 1
+
+
+def _header_length(value: Any) -> int | None:
+    """``[int64]::TryParse([string]$Header['Length'], NumberStyles.None, Invariant)``: digits
+    only, no sign, no blanks; None when that fails (missing, text, out of range)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = str(value)
+    if not _DIGITS.fullmatch(text) or int(text) > INT64_MAX:
+        return None
+    return int(text)
+
+
 class _IncomingFile:
     """One file being received: streamed to ``<target>.partial``, hashed as it arrives."""
 
-    def __init__(self, fs: WindowsFS, directory: str, header: Mapping):
+    def __init__(self, ws: Workstation, host: PipelineHost, directory: str, header: Mapping):
+        fs = ws.fs
+        self.ws = ws
+        self.host = host
         self.fs = fs
         self.relative = str(_get(header, "Path") or "")
         self.target = self._target(directory, self.relative)
-        try:
-            self.length = int(_get(header, "Length"))
-        except (TypeError, ValueError):
+        length = _header_length(_get(header, "Length"))
+        if length is None:
             raise ScriptFailed(
                 f"Invalid header for '{self.relative}': Length is missing or not a number.",
                 error_id="InvalidHeader",
                 category="InvalidData",
-            ) from None
-        self.expected = str(_get(header, "Sha256") or "").lower()
+            )
+        self.length = length
+        self.expected = str(_get(header, "Sha256") or "")
+        if not _SHA256.fullmatch(self.expected):
+            raise ScriptFailed(
+                f"Invalid header for '{self.relative}': Sha256 is missing or not 64 hex digits.",
+                error_id="InvalidHeader",
+                category="InvalidData",
+            )
+        self.expected = self.expected.lower()
         if self.length > fs.free_bytes:
             raise ScriptFailed(DISK_FULL_MESSAGE, error_id="DiskFull", category="WriteError")
         self.partial = self.target + ".partial"
@@ -322,18 +460,34 @@ class _IncomingFile:
         self.written += len(data)
 
     def finish(self) -> dict[str, Any]:
+        """Check the file and move it into place; on any failure the caller discards it."""
         self.handle.close()
         actual = self.digest.hexdigest()
         if self.written != self.length or actual != self.expected:
-            self.discard()
             raise ScriptFailed(
                 f"Hash mismatch for '{self.relative}': received {self.written} bytes with SHA-256 "
                 f"{actual}, expected {self.length} bytes with {self.expected}.",
                 error_id="HashMismatch",
                 category="InvalidData",
             )
-        self.fs.move(self.partial, self.target, replace=True)
+        self._move_into_place()
         return {"Path": self.relative, "Length": self.written, "Sha256": actual}
+
+    def _move_into_place(self) -> None:
+        """``File.Replace``/``File.Move``: a target another process holds without delete sharing
+        refuses; the script retries a few times, then says FileInUse."""
+        attempt = 1
+        while self.ws.in_use(self.target):
+            if attempt >= REPLACE_ATTEMPTS:
+                raise ScriptFailed(
+                    f"'{self.relative}' is in use by another process: it could not be replaced"
+                    f" after {attempt} attempts.",
+                    error_id="FileInUse",
+                    category="ResourceBusy",
+                )
+            attempt += 1
+            self.host.sleep(REPLACE_DELAY_S)
+        self.fs.move(self.partial, self.target, replace=True)
 
     def discard(self) -> None:
         self.handle.close()
@@ -345,6 +499,7 @@ class _IncomingFile:
 def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Stream files from the pipeline input into ``-Directory``, checking length and SHA-256."""
     _bind(call, "upload")
+    _language_check(ws, call)
     directory = _str(call, "Directory")
     fs = ws.fs
     try:
@@ -358,9 +513,9 @@ def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                 continue
             if isinstance(item, Mapping):
                 if current is not None:
-                    done, current = current, None
-                    host.write_output(done.finish())
-                current = _IncomingFile(fs, directory, item)
+                    host.write_output(current.finish())
+                    current = None
+                current = _IncomingFile(ws, host, directory, item)
             elif current is None:
                 raise ScriptFailed(
                     "File content arrived before its header.",
@@ -370,8 +525,8 @@ def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
             else:
                 current.write(str(item))
         if current is not None:
-            done, current = current, None
-            host.write_output(done.finish())
+            host.write_output(current.finish())
+            current = None
     except BaseException:
         if current is not None:
             current.discard()
@@ -637,6 +792,7 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 def list_files(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     """The files of one folder matching a wildcard, sorted by name, with size, time, SHA-256."""
     _bind(call, "list-files")
+    _language_check(ws, call)
     directory = _str(call, "Directory")
     pattern = _str(call, "Filter", "*")
     fs = ws.fs
@@ -647,13 +803,15 @@ def list_files(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         return  # Test-Path says no such folder for a path Windows cannot have
     for path in sorted(paths, key=lambda p: p.rsplit("\\", 1)[1].casefold()):
         info = fs.stat(path)
+        sha = _hash_unless_locked(ws, path)
         host.write_output(
             {
                 "Name": path.rsplit("\\", 1)[1],
                 "FullName": path,
                 "Length": info.size,
                 "LastWriteTimeUtc": iso_utc(info.mtime),
-                "Sha256": _sha256_file(fs, path),
+                "Sha256": sha,
+                "Locked": sha is None,
             }
         )
 
@@ -674,6 +832,7 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     A hostile workstation (``ws.scripts``: :class:`~cpuu_fleet.lab.workstation.ScriptFaults`) fails with crafted text,
     spews warnings without end before its files, or sends more than a header announced."""
     _bind(call, "download")
+    _language_check(ws, call)
     _misbehave(ws, host)
     chunk_size = _int(call, "ChunkSize", DEFAULT_CHUNK, 1, 16777216)
     directory = _str(call, "Directory")
@@ -716,6 +875,20 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                 category="ObjectNotFound",
             )
     for path in paths:
+        if ws.read_locked(path):
+            info = fs.stat(path)
+            host.write_output(
+                {
+                    "Path": path,
+                    "Name": path.rsplit("\\", 1)[1],
+                    "Length": info.size,
+                    "Sha256": None,
+                    "LastWriteTimeUtc": iso_utc(info.mtime),
+                    "Skipped": False,
+                    "Locked": True,
+                }
+            )
+            continue
         with fs.open_read(path) as handle:
             length = os.fstat(handle.fileno()).st_size
             digest = hashlib.sha256()
@@ -732,6 +905,7 @@ def download(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                     "Sha256": sha,
                     "LastWriteTimeUtc": iso_utc(fs.stat(path).mtime),
                     "Skipped": sha in known,
+                    "Locked": False,
                 }
             )
             if sha in known:

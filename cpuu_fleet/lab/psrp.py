@@ -9,12 +9,22 @@ of the pool happens under the shell's condition lock.
 Windows fidelity kept here: 32 KiB fragments, one fragment per ``rsp:Stream``, no
 PipelineState=Running, ``<ToString>`` on warning/verbose records, the two-step open (capability and
 private data in the first Receive, RunspacePoolState in the second), a realistic PSVersionTable.
+
+Scope, as Windows does it: a script added without ``UseLocalScope`` (pypsrp's default) is
+dot-sourced into the runspace's global scope, so its functions, script-level variables,
+``Set-StrictMode`` and preference variables stay there for every later pipeline of the shell;
+with ``UseLocalScope`` they die with the pipeline, but for ``$script:`` and ``$global:`` variables
+(script text run in a local scope has no script scope of its own). Each shell keeps that global scope
+(:attr:`LabShell.global_scope`) and what each pipeline asked for and found
+(:attr:`LabShell.scope_log`): the lab cannot run PowerShell, so what a script defines is read from
+its text (:func:`script_definitions`).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -51,6 +61,50 @@ SETTLE_S = 0.25
 _BOUNDARY = object()
 """Queue marker: the next Receive answer starts here (Windows' two-step open)."""
 _END_OF_INPUT = object()
+
+
+_FUNCTION = re.compile(r"^\s*function\s+([A-Za-z_][\w-]*)", re.MULTILINE | re.IGNORECASE)
+_ASSIGNMENT = re.compile(
+    r"^\s*\$(?:script:|global:)?([A-Za-z_]\w*)\s*(?:\+|-)?=(?!=)", re.MULTILINE
+)
+_STRICT_MODE = re.compile(r"^\s*Set-StrictMode\b", re.MULTILINE | re.IGNORECASE)
+_SCOPED_ASSIGNMENT = re.compile(
+    r"\$(?:script|global):([A-Za-z_]\w*)\s*(?:\+|-)?=(?!=)", re.IGNORECASE
+)
+
+
+def global_assignments(text: str) -> frozenset[str]:
+    """What a script run WITH ``UseLocalScope`` still leaves in the global scope: every
+    ``$global:`` variable, and every ``$script:`` one too, because the new scope PowerShell makes
+    for script text (not a script file) is not a script scope (``CommandProcessor``:
+    ``NewScope(_fromScriptFile)``), so ``$script:`` names the global scope's script scope, which
+    is the global scope itself."""
+    return frozenset(f"variable:{name.lower()}" for name in _SCOPED_ASSIGNMENT.findall(text))
+
+
+def script_definitions(text: str) -> frozenset[str]:
+    """What running ``text`` leaves in the scope it runs in: ``function:<name>`` for each function
+    it defines, ``variable:<name>`` for each variable it assigns at the start of a line (any
+    depth: the lab does not tell a function's locals apart, an over-approximation that only makes
+    a leak easier to see), and ``StrictMode`` when it sets strict mode. Names as PowerShell
+    compares them, ignoring case."""
+    found = {f"function:{name.lower()}" for name in _FUNCTION.findall(text)}
+    found |= {f"variable:{name.lower()}" for name in _ASSIGNMENT.findall(text)}
+    if _STRICT_MODE.search(text):
+        found.add("StrictMode")
+    return frozenset(found)
+
+
+@dataclass(frozen=True)
+class ScopeRecord:
+    """One pipeline as the runspace's scopes saw it."""
+
+    script: str
+    """The script's marker name (``preflight``), as the dispatcher named the call."""
+    local_scope: bool
+    """The client asked for ``UseLocalScope``: the script ran in a child scope."""
+    visible: frozenset[str]
+    """What earlier pipelines had left in the global scope when this one started."""
 
 
 class OperationTimedOut(Exception):
@@ -151,6 +205,7 @@ class LabPipeline:
         state: tuple[PSInvocationState, ErrorRecord | None]
         try:
             call, handler = shell.resolve(metadata)
+            shell.enter_scope(call.name, call.script, metadata)
             call.input = self._iter_input()
             handler(shell.workstation, call, self)
             if self.stopping.is_set():
@@ -294,6 +349,11 @@ class LabShell:
     receiving: int = 0
     """Receives long-polling right now: a shell being polled is not idle."""
     _receive_cache: dict[str | None, _CachedReceive] = field(default_factory=dict)
+    global_scope: set[str] = field(default_factory=set)
+    """What scripts run without ``UseLocalScope`` left in the runspace's global scope (see
+    :func:`script_definitions`): it lasts as long as the shell, as on Windows."""
+    scope_log: list[ScopeRecord] = field(default_factory=list)
+    """Every pipeline's scope request and what it found in the global scope, in order."""
     _command_of: dict[uuid.UUID, str] = field(default_factory=dict)
     """PSRP pipeline id -> WSMan CommandId. Windows routes by the CommandId; they are equal
     with pypsrp 0.9.1, but older clients wrote the PSRP ids big-endian."""
@@ -301,6 +361,20 @@ class LabShell:
     def __post_init__(self) -> None:
         self.pool = psrpcore.ServerRunspacePool(application_private_data=private_data())
         self.queues[None] = deque()
+
+    def enter_scope(self, name: str, script: str, metadata: Any) -> None:
+        """A pipeline starts: note what it finds in the global scope, and leave its definitions
+        there unless its first command asked for ``UseLocalScope`` (as ``AddScript(text, true)``
+        does; PowerShell builds the command processor with ``UseLocalScope ?? false``); with it,
+        only its ``$script:`` and ``$global:`` variables (:func:`global_assignments`)."""
+        commands = list(getattr(metadata, "commands", ()))
+        first = commands[0] if commands else None
+        local = bool(getattr(first, "use_local_scope", None))
+        with self.cond:
+            self.scope_log.append(ScopeRecord(name, local, frozenset(self.global_scope)))
+            if first is not None and first.is_script:
+                leaked = global_assignments(script) if local else script_definitions(script)
+                self.global_scope |= leaked
 
     def run_time(self) -> str:
         seconds = int(time.monotonic() - self.created_at)

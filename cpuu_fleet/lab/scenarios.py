@@ -47,6 +47,9 @@ SCENARIOS: dict[str, str] = {
     " UTF-16BE or cp1252 (by host number)",
     "hostile_text": "the user name and an error message carry ESC, C1 and right-to-left characters",
     "mixed": "a realistic fleet: mostly healthy, a few of each problem above but the hostile ones",
+    "constrained_language": "AppLocker/WDAC script enforcement: PowerShell runs in"
+    " ConstrainedLanguage mode, where the scripts' .NET calls are refused",
+    "locked_log": "an AV scanner holds CPUU's log open exclusively: it cannot be read for now",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -54,6 +57,10 @@ HOSTILE_SCENARIOS = frozenset(
 )
 """A workstation that attacks the controller (or leaks a secret): never part of ``mixed``, whose
 counts the demo and its tests rely on; asked for by name."""
+
+LATER_SCENARIOS = frozenset({"constrained_language", "locked_log"})
+"""Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
+``mixed``, whose counts the demo and its tests rely on."""
 
 HOSTILE_USER = "CORP\\ev\x1b[2J\x9b31m\u202eil\u2066"
 """A user name with an ESC sequence (clear screen), a C1 CSI, a right-to-left override and a
@@ -122,7 +129,8 @@ def plan_fleet(
 def _mixed_assignment(hosts: int, rng: random.Random) -> list[str]:
     """About 70 % healthy; the rest cycles through every problem so that each one shows up as soon
     as the fleet is large enough, then the order is shuffled."""
-    problems = [name for name in SCENARIOS if name not in ("healthy", "mixed", *HOSTILE_SCENARIOS)]
+    left_out = ("healthy", "mixed", *HOSTILE_SCENARIOS, *LATER_SCENARIOS)
+    problems = [name for name in SCENARIOS if name not in left_out]
     troubled = max(1, round(hosts * 0.3)) if hosts > 1 else 0
     rng.shuffle(problems)
     assignment = [problems[i % len(problems)] for i in range(troubled)]
@@ -291,6 +299,16 @@ def _hostile_text(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+def _constrained_language(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.language_mode = "ConstrainedLanguage"
+    return TransportFaults()
+
+
+def _locked_log(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.hold_file("C:\\ProgramData\\cpuu-fleet\\*\\CPUU_*.log", by="MsMpEng")
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -312,5 +330,7 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "huge_results": _huge_results,
     "secret_in_log": _secret_in_log,
     "hostile_text": _hostile_text,
+    "constrained_language": _constrained_language,
+    "locked_log": _locked_log,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

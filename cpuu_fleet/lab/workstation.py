@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from cpuu_fleet.lab.winfs import WindowsFS
+from cpuu_fleet.lab.winfs import WindowsFS, wildcard_match
 
 TASK_HAS_NOT_RUN = 267011  # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
 TASK_RUNNING = 267009  # 0x41301 SCHED_S_TASK_RUNNING
@@ -161,6 +161,36 @@ class ScriptFaults:
     """``download`` writes warning records without end, one every this many seconds (0: flat out)."""
     download_error: str | None = None
     """``download`` fails with this error message (a host answering with crafted text)."""
+
+
+LANGUAGE_MODES = ("FullLanguage", "ConstrainedLanguage", "RestrictedLanguage", "NoLanguage")
+"""``$ExecutionContext.SessionState.LanguageMode`` values (PSLanguageMode)."""
+
+
+@dataclass
+class FileHold:
+    """A file another process holds open, as Windows' sharing rules see it.
+
+    Our scripts open files for reading with ReadWrite and Delete sharing, which succeeds only
+    when the holder shares read access; ``File.Replace``/``File.Move`` onto the file succeeds only
+    when the holder shares delete access (a running program's image, a batch file cmd.exe is
+    executing and an AV scan do not)."""
+
+    path: str
+    """The file's Windows path; ``*`` and ``?`` match any characters (a scenario holds a file
+    whose name is not known yet, e.g. CPUU's next log)."""
+    by: str
+    """The process holding it (for messages only)."""
+    share_read: bool = False
+    """False: opened exclusively (a log a program keeps to itself, an AV scan): reads fail."""
+    share_delete: bool = False
+    """False: the file cannot be replaced or moved over while held."""
+    until: float | None = None
+    """When the holder closes it (the workstation's clock); None: for as long as the test says."""
+
+
+def _path_key(path: str) -> str:
+    return path.replace("/", "\\").rstrip("\\").casefold()
 
 
 @dataclass
@@ -314,6 +344,11 @@ class Workstation:
         """How CPUU behaves on this workstation beyond what the profiles decide."""
         self.scripts = ScriptFaults()
         """How the remote scripts misbehave (none: a well-behaved host)."""
+        self.language_mode = "FullLanguage"
+        """The language mode of a WinRM session here: ``ConstrainedLanguage`` under AppLocker or
+        WDAC script enforcement (about_Language_Modes), which the lab's handlers honour."""
+        self.file_holds: list[FileHold] = []
+        """Files other processes hold open (:meth:`hold_file`)."""
         self.cpuu_starts: list[CpuuStart] = []
         """Every start of CPUU here, in order (a start that ends at once, because the program
         or folder is missing, is no start: CPUU never ran)."""
@@ -438,6 +473,44 @@ class Workstation:
     def ost_locked(self) -> bool:
         with self.lock:
             return any(p.locks_ost for p in self.processes)
+
+    # ---------------------------------------------------------------- open files
+
+    def hold_file(
+        self,
+        path: str,
+        by: str = "MsMpEng",
+        *,
+        share_read: bool = False,
+        share_delete: bool = False,
+        until: float | None = None,
+    ) -> FileHold:
+        """Another process opens ``path`` (by default exclusively, for good: see :class:`FileHold`)."""
+        with self.lock:
+            hold = FileHold(path, by, share_read, share_delete, until)
+            self.file_holds.append(hold)
+            return hold
+
+    def release_file(self, path: str) -> None:
+        """Every process holding ``path`` closes it."""
+        with self.lock:
+            key = _path_key(path)
+            self.file_holds = [h for h in self.file_holds if _path_key(h.path) != key]
+
+    def _holds(self, path: str) -> list[FileHold]:
+        now = self.clock()
+        key = _path_key(path)
+        with self.lock:
+            self.file_holds = [h for h in self.file_holds if h.until is None or h.until > now]
+            return [h for h in self.file_holds if wildcard_match(_path_key(h.path), key)]
+
+    def read_locked(self, path: str) -> bool:
+        """Opening ``path`` for reading fails with a sharing violation (ERROR_SHARING_VIOLATION)."""
+        return any(not h.share_read for h in self._holds(path))
+
+    def in_use(self, path: str) -> bool:
+        """Replacing or moving over ``path`` fails: a holder does not share delete access."""
+        return any(not h.share_delete for h in self._holds(path))
 
     # ---------------------------------------------------------------- scheduled tasks
 

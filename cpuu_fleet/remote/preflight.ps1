@@ -3,10 +3,16 @@
 .SYNOPSIS
     Read-only look at a workstation before a wave touches it.
 .DESCRIPTION
-    Reports what the engine needs to decide whether and how to run CPUU here: who is logged on at
-    the console (CPUU must run in that user's session), whether Outlook is open, free space on the
-    system drive, which payload files are already staged (by SHA-256, so a push can skip them) and
-    whether Cleanup already succeeded (then Undo must be refused). Changes nothing.
+    Reports what the engine needs to decide whether and how to run CPUU here: the session's
+    language mode (checked first: under AppLocker/WDAC script enforcement PowerShell runs in
+    ConstrainedLanguage, where the .NET calls of every cpuu-fleet script fail, so preflight stops
+    with the error id ConstrainedLanguage before trying any), who is logged on at the console
+    (CPUU must run in that user's session), whether Outlook is open, free space on the system
+    drive, which of the files the engine asks about (-Paths, relative to -Directory) are already
+    staged (by SHA-256, so a push can skip them; a file another process holds open exclusively is
+    listed in Locked instead of failing the step) and whether Cleanup already succeeded (then Undo
+    must be refused). Only -Paths are hashed: the staging folder is also CPUU's working folder,
+    whose results and logs are none of preflight's business. Changes nothing.
 #>
 [CmdletBinding()]
 param(
@@ -14,18 +20,56 @@ param(
     [string]$Directory,
 
     [Parameter(Mandatory = $true)]
-    [string]$StateDirectory
+    [string]$StateDirectory,
+
+    [string[]]$Paths
 )
 
 Set-StrictMode -Version 2.0
 $ErrorActionPreference = 'Stop'
 
+# Reading this property is allowed in ConstrainedLanguage (about_Language_Modes: "You can find the
+# language mode of a FullLanguage or ConstrainedLanguage session by getting the value of the
+# LanguageMode property of the session state"); Write-Error is a cmdlet, so it works there too,
+# where $PSCmdlet.ThrowTerminatingError (a method call) would not.
+$languageMode = [string]$ExecutionContext.SessionState.LanguageMode
+if ($languageMode -ne 'FullLanguage') {
+    Write-Error -Message ("PowerShell on {0} runs in {1} mode (AppLocker/WDAC script enforcement): the cpuu-fleet scripts need FullLanguage." -f $env:COMPUTERNAME, $languageMode) `
+        -ErrorId 'ConstrainedLanguage' -Category PermissionDenied -TargetObject $languageMode -ErrorAction Stop
+}
+
+function Test-Locked {
+    # ERROR_SHARING_VIOLATION (32) and ERROR_LOCK_VIOLATION (33): another process holds the file
+    # without sharing read access (a CPUU log, an AV scan). .NET method errors arrive wrapped in a
+    # MethodInvocationException, hence the walk down InnerException.
+    param([System.Exception]$Exception)
+    while ($null -ne $Exception) {
+        if ($Exception -is [System.IO.IOException]) {
+            $code = $Exception.HResult -band 0xFFFF
+            if ($code -eq 32 -or $code -eq 33) {
+                return $true
+            }
+        }
+        $Exception = $Exception.InnerException
+    }
+    return $false
+}
+
 function Get-FileSha256 {
-    # Streams the file through SHA-256: payload files can be large. Opened with ReadWrite sharing
-    # so that a file another process still writes (a CPUU log) can be hashed too.
+    # Streams the file through SHA-256: payload files can be large. Opened with ReadWrite and
+    # Delete sharing so that a file another process still writes can be hashed too. Returns $null
+    # when another process holds the file exclusively: that file is reported as locked.
     param([Parameter(Mandatory = $true)][string]$Path)
-    $stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::Open,
-        [System.IO.FileAccess]::Read, [System.IO.FileShare]::ReadWrite)
+    try {
+        $stream = [System.IO.File]::Open($Path, [System.IO.FileMode]::Open,
+            [System.IO.FileAccess]::Read, ([System.IO.FileShare]::ReadWrite -bor [System.IO.FileShare]::Delete))
+    }
+    catch {
+        if (Test-Locked -Exception $_.Exception) {
+            return $null
+        }
+        throw
+    }
     try {
         $sha256 = [System.Security.Cryptography.SHA256]::Create()
         try {
@@ -41,10 +85,10 @@ function Get-FileSha256 {
     return ([System.BitConverter]::ToString($hash) -replace '-', '').ToLowerInvariant()
 }
 
-$os = Get-CimInstance -ClassName Win32_OperatingSystem
+$os = Get-CimInstance -ClassName Win32_OperatingSystem -ErrorAction Stop
 $systemDrive = $env:SystemDrive
-$disk = Get-CimInstance -ClassName Win32_LogicalDisk -Filter "DeviceID='$systemDrive'"
-$computer = Get-CimInstance -ClassName Win32_ComputerSystem
+$disk = Get-CimInstance -ClassName Win32_LogicalDisk -Filter "DeviceID='$systemDrive'" -ErrorAction Stop
+$computer = Get-CimInstance -ClassName Win32_ComputerSystem -ErrorAction Stop
 
 # Win32_ComputerSystem.UserName is the user of the console session, empty when nobody is logged on.
 $loggedOnUser = $null
@@ -66,16 +110,28 @@ if ($null -ne $curVerKey) {
 }
 
 $stagedFiles = @{}
+$locked = @()
 if (Test-Path -LiteralPath $Directory -PathType Container) {
-    $root = (Get-Item -LiteralPath $Directory -Force).FullName.TrimEnd('\') + '\'
-    foreach ($file in Get-ChildItem -LiteralPath $Directory -File -Recurse -Force) {
-        $relative = $file.FullName.Substring($root.Length)
-        $stagedFiles[$relative] = Get-FileSha256 -Path $file.FullName
+    foreach ($relative in @($Paths)) {
+        if ([string]::IsNullOrEmpty($relative)) {
+            continue
+        }
+        $path = Join-Path -Path $Directory -ChildPath $relative -ErrorAction Stop
+        if (-not (Test-Path -LiteralPath $path -PathType Leaf)) {
+            continue
+        }
+        $hash = Get-FileSha256 -Path $path
+        if ($null -eq $hash) {
+            $locked += $relative
+        }
+        else {
+            $stagedFiles[$relative] = $hash
+        }
     }
 }
 
 $cleanupDone = $null
-$marker = Join-Path -Path $StateDirectory -ChildPath 'cleanup-done.json'
+$marker = Join-Path -Path $StateDirectory -ChildPath 'cleanup-done.json' -ErrorAction Stop
 if (Test-Path -LiteralPath $marker -PathType Leaf) {
     $cleanupDone = [System.IO.File]::ReadAllText($marker)
 }
@@ -89,5 +145,7 @@ if (Test-Path -LiteralPath $marker -PathType Leaf) {
     OutlookRunning = [bool]$outlookRunning
     OutlookVersion = $outlookVersion
     StagedFiles    = $stagedFiles
+    Locked         = [string[]]$locked
+    LanguageMode   = $languageMode
     CleanupDone    = $cleanupDone
 }

@@ -111,8 +111,12 @@ def test_preflight_reports_the_workstation(ws):
     ws.fs.mkdir(STAGE + r"\sub")
     ws.fs.write_bytes(STAGE + r"\CPUU.ini", b"Admin x")
     ws.fs.write_bytes(STAGE + r"\sub\a.bin", b"")
+    ws.fs.write_bytes(STAGE + r"\CPUU_PC-0001_20251121_000000.log", b"CPUU's own output")
     ws.start_process("OUTLOOK", ws.interactive_user)
-    (facts,) = invoke(ws, "preflight", directory=STAGE, StateDirectory=ROOT + r"\state")
+    asked = ["CPUU.ini", "sub\\a.bin", "not-there.bin"]
+    (facts,) = invoke(
+        ws, "preflight", directory=STAGE, StateDirectory=ROOT + r"\state", Paths=asked
+    )
     assert facts == {
         "ComputerName": "PC-0001",
         "OSCaption": "Microsoft Windows 10 Enterprise",
@@ -125,6 +129,8 @@ def test_preflight_reports_the_workstation(ws):
             "CPUU.ini": hashlib.sha256(b"Admin x").hexdigest(),
             "sub\\a.bin": hashlib.sha256(b"").hexdigest(),
         },
+        "Locked": [],
+        "LanguageMode": "FullLanguage",
         "CleanupDone": None,
     }
 

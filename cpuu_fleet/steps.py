@@ -419,6 +419,17 @@ def _task_result(
     resumed = _resumed(data, resumed)
     if data.get("NoUser") and not data.get("Exists") and not data.get("Marker"):
         return RunResult(task_name, no_user=True, seconds=seconds, resumed=resumed)
+    if data.get("NotStarted"):
+        # Start-ScheduledTask is asynchronous and the instance never came up (its user logged
+        # off in between, the Task Scheduler was busy): the host disabled the task and keeps the
+        # marker, so no call starts it again. Not a transient timeout: a retry would only wait.
+        raise SessionError(
+            ErrorClass.CPUU,
+            "run: the task was started but CPUU never came up within the start grace period"
+            " (did the user log off?); the task was disabled and CPUU is not started again for"
+            " this run: check the host",
+            transient=False,
+        )
     last = data.get("LastTaskResult")
     not_yet = last is None or int(last) in NOT_AN_EXIT_CODE
     at_logon = data.get("Trigger") == "AtLogon" or (
@@ -433,6 +444,16 @@ def _task_result(
             seconds=seconds,
             resumed=resumed,
             started_at=started_at,
+        )
+    if data.get("Killed") and data.get("Settled") is False:
+        # The kill was sent but the task (or a process it started) still lived when the host
+        # stopped waiting for it: CPUU may still be changing profiles.
+        raise SessionError(
+            ErrorClass.CPUU,
+            f"run: CPUU was killed on its deadline but its task still reads"
+            f" {data.get('State') or 'Running'}: CPUU may still be running; not started again,"
+            " check the host",
+            transient=False,
         )
     if data.get("Killed"):
         # Killed on its deadline (by a Wait, maybe a controller ago) or by the time limit: never

@@ -708,6 +708,14 @@ class _TaskCall:
                 return True, self.kill(), False
             self.host.sleep(max(0.0, min(WAIT_POLL_SECONDS, deadline - now)))
 
+    def never_came_up(self) -> bool:
+        """Started on demand, then disabled by a Wait because it never came up (see wait)."""
+        task = self.ws.task(self.name)
+        marker = self.marker()
+        if task is None or marker is None or marker.get("Trigger", "Now") != "Now":
+            return False
+        return not task.enabled and not _has_run(task)
+
     def state(self) -> str:
         task = self.ws.task(self.name)
         return "NotFound" if task is None else task.state
@@ -753,6 +761,7 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                 killed, settled = True, task.kill()
             task.save_outcome(False)
         ws.unregister_task(task.name)
+    not_started = not_started or task.never_came_up()
     report = _task_report(
         ws,
         task.name,

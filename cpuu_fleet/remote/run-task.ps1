@@ -447,6 +447,16 @@ function Test-OnDemand {
     return ($null -eq $marker -or [string]$marker['Trigger'] -ne 'AtLogon')
 }
 
+function Test-NeverCameUp {
+    # Started on demand, then disabled by a Wait because it never came up: still not started.
+    $task = Get-FleetTask
+    if ($null -eq $task -or -not (Test-OnDemand) -or $null -eq (Read-Marker) -or [string]$task.State -ne 'Disabled') {
+        return $false
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+    return (-not (Test-HasRun -Task $task -Info $info))
+}
+
 function Test-Active {
     # Running, or started on demand and not come up yet (Wait must look at it).
     $task = Get-FleetTask
@@ -678,6 +688,9 @@ if ($null -ne $outcome) {
     $killed = [bool]$outcome['Killed']
     $settled = [bool]$outcome['Settled']
     $notStarted = [bool]$outcome['NotStarted']
+}
+if (-not $notStarted) {
+    $notStarted = Test-NeverCameUp
 }
 
 Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited -NotStarted $notStarted -Settled $settled

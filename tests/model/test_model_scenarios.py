@@ -9,7 +9,13 @@ import pytest
 
 from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.contract import TransportFaults
-from cpuu_fleet.lab.scenarios import HOSTILE_PROFILE, HOSTILE_SCENARIOS, SCENARIOS, plan_fleet
+from cpuu_fleet.lab.scenarios import (
+    HOSTILE_PROFILE,
+    HOSTILE_SCENARIOS,
+    SCENARIOS,
+    WINDOWS_SCENARIOS,
+    plan_fleet,
+)
 from cpuu_fleet.lab.workstation import Workstation
 
 INI = b"Admin CORP\\svc-cpuu\r\nPassword 0xDEAD\r\n"
@@ -92,7 +98,7 @@ def test_mixed_is_mostly_healthy_with_a_few_of_each_problem(tmp_path):
     plans = plan_fleet(100, "mixed", 3, tmp_path)
     counts = Counter(p.scenario for p in plans)
     assert 60 <= counts["healthy"] <= 80
-    problems = set(SCENARIOS) - {"healthy", "mixed"} - HOSTILE_SCENARIOS
+    problems = set(SCENARIOS) - {"healthy", "mixed"} - HOSTILE_SCENARIOS - WINDOWS_SCENARIOS
     assert set(counts) - {"healthy"} == problems
     assert all(1 <= counts[name] <= 4 for name in problems)
 

@@ -9,10 +9,13 @@ Entra ID users (``AzureAD\\Name``), whom Task Scheduler cannot map by name.
 
 from __future__ import annotations
 
+import pytest
 import test_model_handlers
+from conftest import CpuuBench
 from test_model_handlers import RecordingHost, invoke
 
 from cpuu_fleet.cpuu import ExitFlags
+from cpuu_fleet.lab.scenarios import WINDOWS_SCENARIOS, plan_fleet
 from cpuu_fleet.lab.workstation import OutlookProfile
 
 TASK = "cpuu-fleet update run-1"
@@ -192,3 +195,21 @@ def test_an_entra_id_user_is_registered_by_sid(staged):
     assert report["LastTaskResult"] == ExitFlags.SUCCESS and report["User"] == user
     assert ws.task(TASK).user == ws.sid_of(user) and ws.sid_of(user).startswith("S-1-12-1-")
     assert [s.user for s in ws.cpuu_starts] == [user]
+
+
+# ------------------------------------------------------------- the lab's scenarios for these
+
+
+@pytest.mark.parametrize("scenario", sorted(WINDOWS_SCENARIOS))
+def test_the_windows_scenarios_run_cpuu_once_and_succeed(scenario, tmp_path, clock):
+    (plan,) = plan_fleet(1, scenario, 7, tmp_path, clock=clock)
+    bench = CpuuBench(plan.workstation, clock)
+    bench.stage()
+    report = _run(bench, TimeoutSeconds=600)
+    assert report["LastTaskResult"] == ExitFlags.SUCCESS
+    assert [s.user for s in plan.workstation.cpuu_starts] == [plan.user]
+    assert report["User"] == plan.user
+    if scenario == "entra_user":
+        assert plan.user.startswith("AzureAD\\")
+    else:
+        assert plan.workstation.task_start_delay_s >= 1

@@ -46,6 +46,8 @@ from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_erro
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"
+LOGON_USER_VAR = "cpuu_user"
+"""Inventory variable: whose session an at-logon run is for (a SID, or ``DOMAIN\\user``)."""
 CLEANUP_MARKER = "cleanup-done.json"
 RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
@@ -99,6 +101,8 @@ class HostContext:
     """The run whose CPUU this visit carries on (a ``--resume``'s parent chain); None: its own."""
     cpuu_runs: tuple[str, ...] = ()
     """Every run of that CPUU run (see ``Journal.cpuu_runs``): their collected files count."""
+    logon_user: str | None = None
+    """Whom an at-logon task is for (``cpuu_user``); None: the host's last user."""
 
     @property
     def staging(self) -> str:
@@ -524,17 +528,20 @@ def run_cpuu(
             return RunResult(task_name, refused=refusal)
     ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
     started = time.monotonic()
+    parameters: dict[str, Any] = {
+        "Action": "Run",
+        "TaskName": task_name,
+        "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
+        "WorkingDirectory": ctx.staging,
+        "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
+        "TimeoutSeconds": int(timeout_s),
+        "StateDirectory": STATE_DIR,
+    }
+    if when_no_user == "at_logon" and ctx.logon_user:
+        parameters["LogonUser"] = ctx.logon_user
     result = session.run(
         "run-task",
-        {
-            "Action": "Run",
-            "TaskName": task_name,
-            "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
-            "WorkingDirectory": ctx.staging,
-            "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
-            "TimeoutSeconds": int(timeout_s),
-            "StateDirectory": STATE_DIR,
-        },
+        parameters,
         deadline=_client_deadline(session, timeout_s),
         during=f"run {mode.value}",
         abandon=ctx.stopping,

@@ -566,6 +566,7 @@ class _TaskCall:
                 "Trigger": trigger,
                 "User": target[0],
                 "UserSid": target[1],
+                "Command": self.command,
                 "TimeoutSeconds": self.timeout,
                 "Launched": False,
                 "Killed": False,

@@ -135,6 +135,7 @@ function New-Marker {
         Trigger        = $Trigger
         User           = $User
         UserSid        = $Sid
+        Command        = $Command
         TimeoutSeconds = $TimeoutSeconds
         Launched       = $false
         Killed         = $false
@@ -522,9 +523,12 @@ function Save-Outcome {
 
 function Get-TaskProcessTree {
     # The processes the task's running instance started: the children (and theirs) of its engine
-    # process, IRunningTask.EnginePID (cmd.exe running the batch file), by
-    # Win32_Process.ParentProcessId. A child must be younger than its parent: Windows never
-    # reparents, and a dead parent's PID may have been reused.
+    # process, IRunningTask.EnginePID, by Win32_Process.ParentProcessId. A child must be younger
+    # than its parent: Windows never reparents, and a dead parent's PID may have been reused.
+    # The engine process is only trusted when it is the action's own program (cmd.exe, or CPUU);
+    # otherwise (the assumption that EnginePID is the action's process failed) the roots are the
+    # cmd.exe processes whose command line holds this run's batch file (from the marker), which
+    # are then killed too. Never anything else: a wrong root would kill other tasks' processes.
     $service = New-Object -ComObject Schedule.Service
     $service.Connect()
     try {
@@ -534,22 +538,36 @@ function Get-TaskProcessTree {
         return @()
     }
     $all = @(Get-CimInstance -ClassName Win32_Process -ErrorAction Stop)
-    $tree = @()
+    $own = @('cmd.exe', 'ClientProfileUpdatingUtility.exe')
+    $roots = @()
     foreach ($instance in @($registered.GetInstances(0))) {
         $enginePid = [int]$instance.EnginePID
-        $parents = @($all | Where-Object { [int]$_.ProcessId -eq $enginePid })
-        while ($parents.Count -gt 0) {
-            $children = @()
-            foreach ($parent in $parents) {
-                $parentPid = [int]$parent.ProcessId
-                $born = $parent.CreationDate
-                $children += @($all | Where-Object {
-                        [int]$_.ParentProcessId -eq $parentPid -and [int]$_.ProcessId -ne $parentPid -and $_.CreationDate -ge $born
-                    })
-            }
-            $tree += $children
-            $parents = $children
+        $roots += @($all | Where-Object { [int]$_.ProcessId -eq $enginePid -and $own -contains [string]$_.Name })
+    }
+    $tree = @()
+    if ($roots.Count -eq 0) {
+        $marker = Read-Marker
+        $batch = ''
+        if ($null -ne $marker -and $null -ne $marker['Command']) {
+            $batch = [string]$marker['Command']
         }
+        if ($batch.Length -gt 0) {
+            $roots = @($all | Where-Object { [string]$_.Name -eq 'cmd.exe' -and ([string]$_.CommandLine).Contains($batch) })
+            $tree += $roots
+        }
+    }
+    $parents = $roots
+    while ($parents.Count -gt 0) {
+        $children = @()
+        foreach ($parent in $parents) {
+            $parentPid = [int]$parent.ProcessId
+            $born = $parent.CreationDate
+            $children += @($all | Where-Object {
+                    [int]$_.ParentProcessId -eq $parentPid -and [int]$_.ProcessId -ne $parentPid -and $_.CreationDate -ge $born
+                })
+        }
+        $tree += $children
+        $parents = $children
     }
     return $tree
 }

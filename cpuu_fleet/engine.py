@@ -54,6 +54,7 @@ from cpuu_fleet.render import Renderer
 from cpuu_fleet.runner import INTERRUPTED, HostJob, HostOutcome, Runner
 from cpuu_fleet.runner import RunSummary as RunnerSummary
 from cpuu_fleet.session import check_timeouts
+from cpuu_fleet.steps import LOGON_USER_VAR
 
 
 class ExitCode(enum.IntEnum):
@@ -173,6 +174,7 @@ class _PlayPrep:
                 self.payload = load_payload(play.payload)
         self.rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = {}
         self.connections: dict[str, Any] = {}
+        self.logon_users: dict[str, str] = {}
         renderer = Renderer(_templates_dir(play)) if "push" in steps else None
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
@@ -186,6 +188,10 @@ class _PlayPrep:
                 rendered = renderer.render_host(host, mode, extra_vars)
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
+            if self.run is not None and self.run.when_no_user == "at_logon":
+                user = host.scope(reveal=False, extra=extra_vars).value(LOGON_USER_VAR)
+                if user:
+                    self.logon_users[host.name] = str(user)
         self._check_batch_file()
 
     def _check_batch_file(self) -> None:
@@ -519,6 +525,7 @@ class Engine:
                 cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
                 cpuu_runs=cpuu_runs,
                 limits=prep.play.limits,
+                logon_users=prep.logon_users,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

@@ -99,6 +99,8 @@ class WaveSettings:
     """The run whose CPUU this run carries on (``--resume``); None: this run is its own."""
     cpuu_runs: tuple[str, ...] = ()
     """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
+    logon_users: dict[str, str] = field(default_factory=dict)
+    """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
 
     @property
     def same_cpuu_runs(self) -> tuple[str, ...]:
@@ -288,6 +290,7 @@ class _Visit:
             stopping=stopping,
             cpuu_run_id=wave.cpuu_run_id,
             cpuu_runs=wave.same_cpuu_runs,
+            logon_user=wave.logon_users.get(name),
         )
         self.steps = _Steps(wave, name, attempt, emit)
         self.details: dict[str, Any] = {}
@@ -426,7 +429,11 @@ class _Visit:
             fields["user"] = ctx.user
         if run is not None and run.exit_code is not None:
             fields["exit_code"] = run.exit_code
-            fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
+            fields["exit_flags"] = (
+                "TASK_TERMINATED"  # Task Scheduler's 267014 after a kill: not CPUU's bit mask
+                if run.exit_code == TASK_TERMINATED
+                else "|".join(ExitStatus(run.exit_code).names())
+            )
             fields["killed"] = int(run.killed)
         if ctx.host_dir.exists():
             fields["result_dir"] = ctx.host_dir.relative_to(self.wave.reports_dir).as_posix()

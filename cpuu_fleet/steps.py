@@ -46,6 +46,8 @@ from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_erro
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"
+LOGON_USER_VAR = "cpuu_user"
+"""Inventory variable: whose session an at-logon run is for (a SID, or ``DOMAIN\\user``)."""
 CLEANUP_MARKER = "cleanup-done.json"
 RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
@@ -99,6 +101,8 @@ class HostContext:
     """The run whose CPUU this visit carries on (a ``--resume``'s parent chain); None: its own."""
     cpuu_runs: tuple[str, ...] = ()
     """Every run of that CPUU run (see ``Journal.cpuu_runs``): their collected files count."""
+    logon_user: str | None = None
+    """Whom an at-logon task is for (``cpuu_user``); None: the host's last user."""
 
     @property
     def staging(self) -> str:
@@ -476,6 +480,17 @@ def _task_result(
     resumed = _resumed(data, resumed)
     if data.get("NoUser") and not data.get("Exists") and not data.get("Marker"):
         return RunResult(task_name, no_user=True, seconds=seconds, resumed=resumed)
+    if data.get("NotStarted"):
+        # Start-ScheduledTask is asynchronous and the instance never came up (its user logged
+        # off in between, the Task Scheduler was busy): the host disabled the task and keeps the
+        # marker, so no call starts it again. Not a transient timeout: a retry would only wait.
+        raise SessionError(
+            ErrorClass.CPUU,
+            "run: the task was started but CPUU never came up within the start grace period"
+            " (did the user log off?); the task was disabled and CPUU is not started again for"
+            " this run: check the host",
+            transient=False,
+        )
     last = data.get("LastTaskResult")
     not_yet = last is None or int(last) in NOT_AN_EXIT_CODE
     at_logon = data.get("Trigger") == "AtLogon" or (
@@ -490,6 +505,16 @@ def _task_result(
             seconds=seconds,
             resumed=resumed,
             started_at=started_at,
+        )
+    if data.get("Killed") and data.get("Settled") is False:
+        # The kill was sent but the task (or a process it started) still lived when the host
+        # stopped waiting for it: CPUU may still be changing profiles.
+        raise SessionError(
+            ErrorClass.CPUU,
+            f"run: CPUU was killed on its deadline but its task still reads"
+            f" {data.get('State') or 'Running'}: CPUU may still be running; not started again,"
+            " check the host",
+            transient=False,
         )
     if data.get("Killed"):
         # Killed on its deadline (by a Wait, maybe a controller ago) or by the time limit: never
@@ -560,17 +585,20 @@ def run_cpuu(
             return RunResult(task_name, refused=refusal)
     ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
     started = time.monotonic()
+    parameters: dict[str, Any] = {
+        "Action": "Run",
+        "TaskName": task_name,
+        "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
+        "WorkingDirectory": ctx.staging,
+        "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
+        "TimeoutSeconds": int(timeout_s),
+        "StateDirectory": STATE_DIR,
+    }
+    if when_no_user == "at_logon" and ctx.logon_user:
+        parameters["LogonUser"] = ctx.logon_user
     result = session.run(
         "run-task",
-        {
-            "Action": "Run",
-            "TaskName": task_name,
-            "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
-            "WorkingDirectory": ctx.staging,
-            "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
-            "TimeoutSeconds": int(timeout_s),
-            "StateDirectory": STATE_DIR,
-        },
+        parameters,
         deadline=_client_deadline(session, timeout_s),
         during=f"run {mode.value}",
         abandon=ctx.stopping,

@@ -42,6 +42,7 @@ from cpuu_fleet.lab.workstation import (
     TASK_TERMINATED,
     USERS_GROUP,
     USERS_GROUP_SID,
+    AccountMappingError,
     ScheduledTask,
     Workstation,
 )
@@ -66,6 +67,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "WhenNoUser",
             "TimeoutSeconds",
             "StateDirectory",
+            "LogonUser",
         ),
         ("Action", "TaskName"),
     ),
@@ -541,6 +543,16 @@ def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
 STATE_DIRECTORY = "C:\\ProgramData\\cpuu-fleet\\state"
 SAFETY_NET_SECONDS = 300
 """run-task gives a task an ExecutionTimeLimit of -TimeoutSeconds plus this."""
+START_GRACE_SECONDS = 60
+"""How long Wait gives Start-ScheduledTask (asynchronous) to bring the instance up before it
+reports ``NotStarted`` (counted from the marker's StartedAt, as the script does)."""
+STOP_SETTLE_SECONDS = 30
+"""How long a kill waits for the task to stop reading Running before it reports."""
+TASK_PRIORITY = 5
+"""TaskSettings.Priority: 4-6 are the levels for interactive tasks (7, the default, is
+BELOW_NORMAL)."""
+AT_LOGON_DAYS = 14
+"""An at-logon task's trigger expires (EndBoundary) this many days after it is registered."""
 
 
 def _marker_path(state_directory: str, name: str) -> str:
@@ -565,6 +577,19 @@ def _write_marker(ws: Workstation, path: str, marker: dict[str, Any]) -> None:
     ws.fs.write_bytes(path, json.dumps(marker, separators=(",", ":")).encode("utf-8"))
 
 
+def _has_run(task: ScheduledTask) -> bool:
+    """Did the task's instance ever come up (not "registered, started, still 267011")?"""
+    return task.running or task.last_run_time is not None or task.last_result != TASK_HAS_NOT_RUN
+
+
+def _principal_name(ws: Workstation, task: ScheduledTask) -> str:
+    if task.user in (USERS_GROUP, USERS_GROUP_SID):
+        return USERS_GROUP
+    if task.user.upper().startswith("S-1-"):
+        return ws.account_of(task.user) or task.user
+    return task.user
+
+
 def _task_report(
     ws: Workstation,
     name: str,
@@ -574,6 +599,8 @@ def _task_report(
     killed: bool = False,
     claimed: bool = False,
     waited: bool = False,
+    not_started: bool = False,
+    settled: bool = True,
 ) -> dict[str, Any]:
     task: ScheduledTask | None = ws.task(name)
     marker_killed = bool(marker and marker.get("Killed"))
@@ -591,6 +618,8 @@ def _task_report(
         "Claimed": claimed,
         "Waited": waited,
         "StartedAt": marker.get("StartedAt") if marker else None,
+        "NotStarted": not_started,
+        "Settled": settled,
     }
     if task is None:
         if marker is not None:  # removed after it ended: the marker kept what became of it
@@ -599,14 +628,14 @@ def _task_report(
             if marker.get("ExitCode") is not None:
                 report["LastTaskResult"] = int(marker["ExitCode"])
         return report
-    group = task.user in (USERS_GROUP, USERS_GROUP_SID)
     report.update(
         {
             "TaskName": task.name,
             "Exists": True,
             "State": task.state,
             "Trigger": task.trigger,
-            "User": USERS_GROUP if group else task.user,
+            # The marker has the name as Windows gave it; the principal itself is a SID.
+            "User": (marker or {}).get("User") or _principal_name(ws, task),
             "LastRunTime": iso_utc(task.last_run_time) if task.last_run_time else None,
             "LastTaskResult": int(task.last_result),
         }
@@ -631,16 +660,44 @@ class _TaskCall:
         self.timeout = _int(call, "TimeoutSeconds", 3600, 1, 604800)
         self.command = _str(call, "Command")
         self.working_directory = _str(call, "WorkingDirectory")
+        self.logon_user = _str(call, "LogonUser")
         state = _str(call, "StateDirectory", STATE_DIRECTORY) or STATE_DIRECTORY
         self.marker_path = _marker_path(state, self.name)
 
     def marker(self) -> dict[str, Any] | None:
         return _read_marker(self.ws, self.marker_path)
 
+    def _now_iso(self) -> str:
+        return iso_utc(datetime.fromtimestamp(self.ws.now(), tz=timezone.utc))
+
+    def _at_logon_user(self) -> tuple[str, str] | None:
+        """(name, SID) the at-logon task is for: -LogonUser, else the host's last user
+        (Win32_UserProfile's newest LastUseTime); None: nobody known."""
+        ws = self.ws
+        wanted = self.logon_user
+        if wanted:
+            if wanted.upper().startswith("S-1-"):
+                return ws.account_of(wanted) or wanted, wanted
+            if not ws.can_map(wanted):  # NTAccount.Translate fails as Task Scheduler would
+                raise ScriptFailed(
+                    f"-LogonUser {wanted!r} cannot be mapped to a SID: pass its SID.",
+                    error_id="UnknownLogonUser",
+                    category="InvalidArgument",
+                )
+            return wanted, ws.sid_of(wanted)
+        last = ws.last_user
+        if last is None:
+            return None
+        self.host.write_warning(
+            f"No -LogonUser: the at-logon task is for the host's last user, {last}."
+        )
+        return last, ws.sid_of(last)
+
     def start(self) -> str:
-        """``NoUser`` (nobody logged on, policy Skip), ``AtLogon`` (nobody logged on: registered
-        for the next logon), ``Claimed`` (this call started it) or ``Known`` (its marker exists:
-        started or registered before, never again)."""
+        """``NoUser`` (nobody logged on, policy Skip, or nobody to wait for), ``AtLogon``
+        (nobody logged on: registered for the next logon of one user), ``Claimed`` (this call
+        started it) or ``Known`` (its marker exists: started or registered before, never
+        again)."""
         ws = self.ws
         if not self.command or not self.working_directory:
             raise ScriptFailed(
@@ -654,12 +711,17 @@ class _TaskCall:
             user = ws.interactive_user
             if user is None and self.when_no_user == "Skip":
                 return "NoUser"
+            target = (user, ws.sid_of(user)) if user is not None else self._at_logon_user()
+            if target is None:
+                return "NoUser"
             trigger = "Now" if user is not None else "AtLogon"
             marker = {
                 "TaskName": self.name,
-                "StartedAt": iso_utc(datetime.fromtimestamp(ws.now(), tz=timezone.utc)),
+                "StartedAt": self._now_iso(),
                 "Trigger": trigger,
-                "User": user,
+                "User": target[0],
+                "UserSid": target[1],
+                "Command": self.command,
                 "TimeoutSeconds": self.timeout,
                 "Launched": False,
                 "Killed": False,
@@ -667,7 +729,7 @@ class _TaskCall:
             }
             _write_marker(ws, self.marker_path, marker)
             existing = ws.task(self.name)
-            if existing is not None and (existing.running or existing.last_run_time is not None):
+            if existing is not None and _has_run(existing):
                 # Registered before any marker (an earlier cpuu-fleet): it ran or runs already.
                 if existing.last_run_time is not None:
                     marker["StartedAt"] = iso_utc(existing.last_run_time)
@@ -675,20 +737,38 @@ class _TaskCall:
                 _write_marker(ws, self.marker_path, marker)
                 return "Known"
             if existing is None:  # create-if-absent: never replace a live task
-                ws.register_task(
-                    self.name,
-                    _quoted(self.command),
-                    self.working_directory,
-                    user=user or USERS_GROUP,
-                    trigger=trigger,
-                    time_limit_s=self.timeout + SAFETY_NET_SECONDS,
-                )
+                self._register(target[1], trigger)
             if trigger == "Now":
                 ws.start_task(self.name)
                 marker["Launched"] = True
                 _write_marker(ws, self.marker_path, marker)
                 return "Claimed"
             return "AtLogon"
+
+    def _register(self, sid: str, trigger: str) -> None:
+        """Register for one user's SID (never a name Task Scheduler may not map); an at-logon
+        task only fires for that user, once per user (the wrapper), until its EndBoundary. If
+        registering fails nothing was started: the claim is given back."""
+        ws = self.ws
+        assert self.command is not None and self.working_directory is not None
+        at_logon = trigger == "AtLogon"
+        try:
+            ws.register_task(
+                self.name,
+                _quoted(self.command),
+                self.working_directory,
+                user=sid,
+                trigger=trigger,
+                time_limit_s=self.timeout + SAFETY_NET_SECONDS,
+                priority=TASK_PRIORITY,
+                end_boundary=ws.now() + AT_LOGON_DAYS * 86400 if at_logon else None,
+                once_per_user=at_logon,
+            )
+        except AccountMappingError as exc:
+            ws.fs.delete(self.marker_path)
+            raise ScriptFailed(
+                str(exc), error_id=AccountMappingError.HRESULT + ",Register-ScheduledTask"
+            ) from exc
 
     def deadline(self) -> float:
         """From when CPUU started (the marker), not from this call: a resumed controller must
@@ -698,6 +778,12 @@ class _TaskCall:
         if started:
             return parse_iso_utc(started).timestamp() + self.timeout
         return self.ws.now() + self.timeout
+
+    def _grace_end(self) -> float:
+        marker = self.marker()
+        started = marker.get("StartedAt") if marker else None
+        base = parse_iso_utc(started).timestamp() if started else self.ws.now()
+        return base + START_GRACE_SECONDS
 
     def save_outcome(self, killed: bool) -> None:
         """Record in the marker what became of the run, so it outlives the task."""
@@ -709,35 +795,95 @@ class _TaskCall:
             changed = False
             if killed and not marker.get("Killed"):
                 marker["Killed"] = True
-                marker["KilledAt"] = iso_utc(datetime.fromtimestamp(ws.now(), tz=timezone.utc))
+                marker["KilledAt"] = self._now_iso()
                 changed = True
             finished = task.last_result not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
-            if finished and not task.running and marker.get("ExitCode") is None:
+            if finished and task.state != "Running" and marker.get("ExitCode") is None:
                 marker["ExitCode"] = int(task.last_result)
                 changed = True
             if changed:
                 _write_marker(ws, self.marker_path, marker)
 
-    def wait(self) -> bool:
-        """Poll until the task is no longer running; stop it at the deadline. True when stopped."""
-        deadline = self.deadline()
+    def kill(self) -> bool:
+        """Stop the run and everything it started; True once the task no longer reads Running.
+
+        Stop-ScheduledTask alone ends cmd.exe and leaves CPUU running, so the tree under the
+        task's process (EnginePID, then ParentProcessId) is taken first, the task stopped (267014),
+        then each process of the tree terminated, then the state is polled until it settles."""
+        ws = self.ws
+        with ws.lock:
+            engine = ws.task_engine_pid(self.name)
+            tree = ws.descendants(engine) if engine is not None else []
+            if ws.task(self.name) is not None:
+                ws.stop_task(self.name)
+            for process in tree:
+                ws.terminate_process(process.pid)
+        self.save_outcome(True)
+        settle_by = ws.now() + STOP_SETTLE_SECONDS
+        while True:
+            task = ws.task(self.name)
+            if task is None or task.state != "Running":
+                self.save_outcome(True)
+                return True
+            now = ws.now()
+            if now >= settle_by:
+                return False
+            self.host.sleep(min(WAIT_POLL_SECONDS, settle_by - now))
+
+    def disable(self) -> bool:
+        """The run never came up: disable the task so that it cannot start late. False when it
+        came up after all (it is running now)."""
+        with self.ws.lock:
+            task = self.ws.task(self.name)
+            if task is None:
+                return True
+            if _has_run(task):
+                return False
+            self.ws.disable_task(self.name)
+            return True
+
+    def wait(self) -> tuple[bool, bool, bool]:
+        """Poll until the run is over; kill it at the deadline. Returns (killed, settled,
+        not_started): a ``Now`` run that has not come up within the start grace period is
+        reported not started (and its task disabled), never taken as finished."""
+        deadline, grace_end = self.deadline(), self._grace_end()
+        marker = self.marker() or {}
+        on_demand = marker.get("Trigger", "Now") == "Now"
         while True:
             task = self.ws.task(self.name)
             if task is None:
-                return False
-            if not task.running:
-                self.save_outcome(False)
-                return False
+                return False, True, False
             now = self.ws.now()
-            if now >= deadline:
-                self.ws.stop_task(self.name)
-                self.save_outcome(True)
-                return True
-            self.host.sleep(min(WAIT_POLL_SECONDS, deadline - now))
+            if on_demand and not _has_run(task) and task.enabled:
+                if now >= min(grace_end, deadline) and self.disable():
+                    return False, True, True
+            elif task.state != "Running":
+                self.save_outcome(False)
+                return False, True, False
+            elif now >= deadline:
+                return True, self.kill(), False
+            self.host.sleep(max(0.0, min(WAIT_POLL_SECONDS, deadline - now)))
 
-    def running(self) -> bool:
+    def never_came_up(self) -> bool:
+        """Started on demand, then disabled by a Wait because it never came up (see wait)."""
         task = self.ws.task(self.name)
-        return task is not None and task.running
+        marker = self.marker()
+        if task is None or marker is None or marker.get("Trigger", "Now") != "Now":
+            return False
+        return not task.enabled and not _has_run(task)
+
+    def state(self) -> str:
+        task = self.ws.task(self.name)
+        return "NotFound" if task is None else task.state
+
+    def active(self) -> bool:
+        """Running, or started on demand and not come up yet."""
+        task = self.ws.task(self.name)
+        if task is None:
+            return False
+        marker = self.marker() or {}
+        waiting = marker.get("Trigger", "Now") == "Now" and not _has_run(task) and task.enabled
+        return task.state == "Running" or waiting
 
 
 @register("run-task")
@@ -747,30 +893,31 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     _bind(call, "run-task")
     action = _choice(call, "Action", TASK_ACTIONS)
     task = _TaskCall(ws, call, host)
-    no_user = killed = claimed = waited = False
+    no_user = killed = claimed = waited = not_started = False
+    settled = True
     if action in ("Start", "Run"):
         started = task.start()
         no_user = started in ("NoUser", "AtLogon")
         claimed = started in ("Claimed", "AtLogon")
     if action == "Wait":
-        killed, waited = task.wait(), True
+        killed, settled, not_started = task.wait()
+        waited = True
     elif action == "Run" and not no_user:
-        if task.running():
+        if task.active():
             waited = not claimed
-            killed = task.wait()
+            killed, settled, not_started = task.wait()
         else:
             task.save_outcome(False)
     elif action == "Stop":
-        with ws.lock:
-            if task.running():
-                ws.stop_task(task.name)
-                task.save_outcome(True)
-                killed = True
+        if task.state() == "Running":
+            killed, settled = True, task.kill()
     elif action == "Remove":
-        with ws.lock:
-            if ws.task(task.name) is not None:
-                task.save_outcome(False)
-            ws.unregister_task(task.name)
+        if ws.task(task.name) is not None:
+            if task.state() == "Running":  # Unregister alone leaves cmd.exe and CPUU running
+                killed, settled = True, task.kill()
+            task.save_outcome(False)
+        ws.unregister_task(task.name)
+    not_started = not_started or task.never_came_up()
     report = _task_report(
         ws,
         task.name,
@@ -779,6 +926,8 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         killed=killed,
         claimed=claimed,
         waited=waited,
+        not_started=not_started,
+        settled=settled,
     )
     host.write_output(report)
 

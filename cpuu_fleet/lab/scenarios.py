@@ -50,6 +50,8 @@ SCENARIOS: dict[str, str] = {
     "constrained_language": "AppLocker/WDAC script enforcement: PowerShell runs in"
     " ConstrainedLanguage mode, where the scripts' .NET calls are refused",
     "locked_log": "an AV scanner holds CPUU's log open exclusively: it cannot be read for now",
+    "late_start": "the scheduled task comes up 1 to 3 s after Start-ScheduledTask returns",
+    "entra_user": "the user is an Entra ID account (AzureAD\\Name), which Task Scheduler cannot map",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -58,7 +60,9 @@ HOSTILE_SCENARIOS = frozenset(
 """A workstation that attacks the controller (or leaks a secret): never part of ``mixed``, whose
 counts the demo and its tests rely on; asked for by name."""
 
-LATER_SCENARIOS = frozenset({"constrained_language", "locked_log"})
+WINDOWS_SCENARIOS = frozenset({"late_start", "entra_user"})
+"""Documented Windows behaviours that an older run-task got wrong (issue 15)."""
+LATER_SCENARIOS = frozenset({"constrained_language", "locked_log"}) | WINDOWS_SCENARIOS
 """Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
 ``mixed``, whose counts the demo and its tests rely on."""
 
@@ -309,6 +313,26 @@ def _locked_log(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+def _late_start(ws: Workstation, rng: random.Random) -> TransportFaults:
+    ws.task_start_delay_s = rng.uniform(1.0, 3.0)
+    return TransportFaults()
+
+
+def _entra_user(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """The same person, signed in with an Entra ID account: Win32_ComputerSystem.UserName is
+    ``AzureAD\\FirstLast`` and only the SID (``S-1-12-1-...``) can name them to Task Scheduler."""
+    old = ws.interactive_user
+    assert old is not None
+    ws.logoff()
+    user = "AzureAD\\" + old.split("\\", 1)[1].capitalize()
+    for profile in ws.profiles_of(old):
+        ws.add_profile(user, profile)
+    ws.profiles[old] = []
+    ws.usual_user = None
+    ws.logon(user)
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -332,5 +356,7 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "hostile_text": _hostile_text,
     "constrained_language": _constrained_language,
     "locked_log": _locked_log,
+    "late_start": _late_start,
+    "entra_user": _entra_user,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

@@ -16,10 +16,11 @@ re-entrant lock, so a handler sees a consistent state.
 from __future__ import annotations
 
 import enum
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -31,10 +32,23 @@ TASK_RUNNING = 267009  # 0x41301 SCHED_S_TASK_RUNNING
 TASK_FILE_NOT_FOUND = 2147942402  # 0x80070002: the action's program does not exist
 TASK_BAD_DIRECTORY = 2147942667  # 0x8007010B: the working directory does not exist
 TASK_TERMINATED_AT_LOGOFF = 1
-"""A CPUU killed by anybody (logoff, Stop-ScheduledTask) exits with 1 (vendor doc)."""
+"""A CPUU killed by anybody (logoff, a process kill) exits with 1 (vendor doc)."""
 TASK_TERMINATED = 267014
-"""0x41306 SCHED_S_TASK_TERMINATED: what Task Scheduler reports for a run it ended itself, here
-when the task's ExecutionTimeLimit passed (the safety net run-task sets)."""
+"""0x41306 SCHED_S_TASK_TERMINATED: what Task Scheduler reports for a run it ended itself
+(Stop-ScheduledTask, or the task's ExecutionTimeLimit, the safety net run-task sets)."""
+DEFAULT_TASK_PRIORITY = 7
+"""New-ScheduledTaskSettingsSet's default priority: BELOW_NORMAL (TaskSettings.Priority docs)."""
+CMD_NAME = "cmd"
+"""The process Task Scheduler starts for a batch-file action (``Get-Process`` name)."""
+CPUU_PROCESS_NAME = "ClientProfileUpdatingUtility"
+
+
+class AccountMappingError(ValueError):
+    """Register-ScheduledTask's 0x80070534 "No mapping between account names and security IDs
+    was done": Task Scheduler cannot map the principal's name (e.g. ``AzureAD\\Name``)."""
+
+    HRESULT = "HRESULT 0x80070534"
+
 
 USERS_GROUP = "BUILTIN\\Users"
 USERS_GROUP_SID = "S-1-5-32-545"
@@ -204,6 +218,10 @@ class Process:
     """Holds the user's OST files open (Windows Search, a chat client): CPUU cannot open them."""
     stoppable: bool = True
     """CPUU stops MAPI clients it finds; False plays one that refuses to close."""
+    parent_pid: int | None = None
+    """``Win32_Process.ParentProcessId``: kept after the parent ends (Windows never reparents)."""
+    work: TaskProcess | None = None
+    """For a CPUU process: the emulated run, which goes on for as long as this process lives."""
 
 
 class TaskProcess(Protocol):
@@ -272,6 +290,21 @@ class ScheduledTask:
     """ExecutionTimeLimit: Task Scheduler ends a run that lasts longer (None: no limit)."""
     started_at: float | None = None
     """Clock time the current or last run started."""
+    pid: int | None = None
+    """The process Task Scheduler started for the current run (``IRunningTask.EnginePID``):
+    ``cmd`` for a batch file, whose child is CPUU."""
+    launch_at: float | None = None
+    """Start-ScheduledTask was called and the instance is not there yet (it starts late)."""
+    settles_at: float | None = None
+    """After a stop, the task still reads Running until this clock time."""
+    priority: int = DEFAULT_TASK_PRIORITY
+    end_boundary: float | None = None
+    """The logon trigger's EndBoundary: no logon starts the task after this clock time."""
+    once_per_user: bool = False
+    """The action's wrapper runs the batch file once per user (see ``remote/run-task.ps1``);
+    a later logon of the same user replays the first run's exit code instead."""
+    ran_for: dict[str, int] = field(default_factory=dict)
+    """Once-per-user tasks: user (casefolded) -> what the wrapper replays at a later logon."""
 
     @property
     def running(self) -> bool:
@@ -288,7 +321,7 @@ class ScheduledTask:
     def state(self) -> str:
         if not self.enabled:
             return "Disabled"
-        return "Running" if self.running else "Ready"
+        return "Running" if self.running or self.settles_at is not None else "Ready"
 
 
 def _same_user(a: str | None, b: str | None) -> bool:
@@ -354,6 +387,16 @@ class Workstation:
         or folder is missing, is no start: CPUU never ran)."""
         self.on_cpuu_start: Callable[[CpuuStart], None] | None = None
         """Called (under the workstation's lock) for each start: the fleet's record."""
+        self.last_user: str | None = None
+        """Who logged on last (``Win32_UserProfile``'s newest LastUseTime): kept at logoff."""
+        self.task_start_delay_s = 0.0
+        """Start-ScheduledTask is asynchronous: the instance appears this much later."""
+        self.task_stop_settle_s = 0.0
+        """After Stop-ScheduledTask the task still reads Running this long."""
+        self._sids: dict[str, str] = {}
+        self._orphans: list[Process] = []
+        """CPUU processes whose task ended without them (a plain stop, an unregister): they go
+        on changing profiles until they finish or are killed."""
 
     def __repr__(self) -> str:
         return f"Workstation({self.name!r}, user={self.interactive_user!r})"
@@ -374,16 +417,33 @@ class Workstation:
                 for _, user in sorted(due):
                     self.logon(user)
             for task in self.tasks.values():
-                process = task.process
-                if process is None:
-                    continue
-                ends, limit_at = process.finish_at, task.limit_at
-                if limit_at is not None and now >= limit_at and (ends is None or ends > limit_at):
-                    self._kill(task)
-                    task.last_result = TASK_TERMINATED
-                elif ends is not None and now >= ends:
-                    task.process = None
-                    task.last_result = process.complete()
+                self._refresh_task(task, now)
+            for orphan in list(self._orphans):
+                work = orphan.work
+                if work is not None and work.finish_at is not None and now >= work.finish_at:
+                    self._orphans.remove(orphan)
+                    self._drop_process(orphan.pid)
+                    work.complete()  # nobody reads its exit code: the profiles changed all the same
+
+    def _refresh_task(self, task: ScheduledTask, now: float) -> None:
+        if task.settles_at is not None and now >= task.settles_at:
+            task.settles_at = None
+        if task.launch_at is not None and now >= task.launch_at:
+            task.launch_at = None
+            user = self.interactive_user
+            if user is not None and self._principal_matches(task.user, user):
+                self._launch(task, user)
+        process = task.process
+        if process is None:
+            return
+        ends, limit_at = process.finish_at, task.limit_at
+        if limit_at is not None and now >= limit_at and (ends is None or ends > limit_at):
+            self._end_task(task)  # as Stop-ScheduledTask: the engine process only
+        elif ends is not None and now >= ends:
+            self._drop_task_processes(task)
+            task.process = None
+            task.last_result = process.complete()
+            self._remember_run(task)
 
     # ---------------------------------------------------------------- users and profiles
 
@@ -395,13 +455,25 @@ class Workstation:
                 self.logoff()
             self.interactive_user = user
             self.usual_user = self.usual_user or user
+            self.last_user = user
             self.profiles_of(user)
+            now = self.clock()
             for task in self.tasks.values():
-                for_user = task.user in (USERS_GROUP, USERS_GROUP_SID) or _same_user(
-                    task.user, user
-                )
-                if task.trigger == "AtLogon" and task.enabled and not task.running and for_user:
-                    self._launch(task, user)
+                expired = task.end_boundary is not None and now > task.end_boundary
+                if (
+                    task.trigger != "AtLogon"
+                    or not task.enabled
+                    or task.running
+                    or expired
+                    or not self._principal_matches(task.user, user)
+                ):
+                    continue
+                replay = task.ran_for.get(user.casefold()) if task.once_per_user else None
+                if replay is not None:  # the wrapper finds its per-user file: no CPUU
+                    task.last_run_time = _utc(now)
+                    task.last_result = replay
+                    continue
+                self._launch(task, user)
 
     def logon_at(self, when: float, user: str | None = None) -> None:
         """Schedule a console logon at clock time ``when`` (default: the usual user), applied
@@ -422,6 +494,10 @@ class Workstation:
             for task in self.tasks.values():
                 if task.running and _same_user(task.run_as, user):
                     self._kill(task)
+            for orphan in [p for p in self._orphans if _same_user(p.user, user)]:
+                self._orphans.remove(orphan)
+                if orphan.work is not None:
+                    orphan.work.kill()
             self.processes = [p for p in self.processes if not _same_user(p.user, user)]
             self.interactive_user = None
 
@@ -512,6 +588,114 @@ class Workstation:
         """Replacing or moving over ``path`` fails: a holder does not share delete access."""
         return any(not h.share_delete for h in self._holds(path))
 
+    # ---------------------------------------------------------------- accounts
+
+    def sid_of(self, user: str) -> str:
+        """The account's SID, as ``GetOwnerSid`` or ``Win32_UserProfile`` report it (stable per
+        name). Entra ID users (``AzureAD\\Name``) get an ``S-1-12-1-`` SID, as on Windows."""
+        with self.lock:
+            key = user.casefold()
+            sid = self._sids.get(key)
+            if sid is None:
+                digest = hashlib.sha256(key.encode("utf-8")).digest()
+                parts = [int.from_bytes(digest[i : i + 4], "big") for i in range(0, 16, 4)]
+                if key.startswith("azuread\\"):
+                    sid = "S-1-12-1-" + "-".join(str(p) for p in parts)
+                else:
+                    sid = (
+                        "S-1-5-21-"
+                        + "-".join(str(p) for p in parts[:3])
+                        + f"-{1000 + parts[3] % 9000}"
+                    )
+                self._sids[key] = sid
+            return sid
+
+    def account_of(self, sid: str) -> str | None:
+        """The account name a SID belongs to (None: unknown here)."""
+        with self.lock:
+            return next((u for u, s in self._sids.items() if s.casefold() == sid.casefold()), None)
+
+    def can_map(self, principal: str) -> bool:
+        """Can Task Scheduler map this principal to a SID? Not ``AzureAD\\Name`` (0x80070534)."""
+        return not principal.casefold().startswith("azuread\\")
+
+    def _principal_matches(self, principal: str, user: str) -> bool:
+        if principal in (USERS_GROUP, USERS_GROUP_SID):
+            return True
+        if principal.upper().startswith("S-1-"):
+            return principal.casefold() == self.sid_of(user).casefold()
+        return _same_user(principal, user)
+
+    # ---------------------------------------------------------------- process tree
+
+    def process(self, pid: int) -> Process | None:
+        with self.lock:
+            return next((p for p in self.processes if p.pid == pid), None)
+
+    def descendants(self, pid: int) -> list[Process]:
+        """Every live process whose ``ParentProcessId`` chain leads to ``pid``, children first."""
+        with self.lock:
+            self.refresh()
+            found: list[Process] = []
+            parents = {pid}
+            while True:
+                children = [p for p in self.processes if p.parent_pid in parents and p not in found]
+                if not children:
+                    return found
+                found.extend(children)
+                parents = {p.pid for p in children}
+
+    def terminate_process(self, pid: int, exit_code: int = 1) -> bool:
+        """``Win32_Process.Terminate`` / ``Stop-Process -Force``: this one process, never its
+        children. False when no such process lives."""
+        with self.lock:
+            self.refresh()
+            victim = self.process(pid)
+            if victim is None:
+                return False
+            self._drop_process(pid)
+            if victim in self._orphans:
+                self._orphans.remove(victim)
+            for task in self.tasks.values():
+                if task.process is not None and task.process is victim.work:
+                    # CPUU killed under a running cmd.exe: the batch file goes on and ends.
+                    task.process = None
+                    task.last_result = victim.work.kill()
+                    task.killed = True
+                    self._drop_task_processes(task)
+                    self._remember_run(task)
+                elif task.process is not None and task.pid == pid:
+                    # cmd.exe killed: the task ends with its code, CPUU lives on.
+                    self._orphan_children(task)
+                    task.process = None
+                    task.pid = None
+                    task.last_result = exit_code
+                    task.killed = True
+            if victim.work is not None and not any(
+                t.process is victim.work for t in self.tasks.values()
+            ):
+                victim.work.kill()
+            return True
+
+    @property
+    def cpuu_running(self) -> list[Process]:
+        """CPUU processes alive now, whoever started them (a task, or one it left behind)."""
+        with self.lock:
+            self.refresh()
+            return [p for p in self.processes if p.work is not None]
+
+    def _drop_process(self, pid: int) -> None:
+        self.processes = [p for p in self.processes if p.pid != pid]
+
+    def _orphan_children(self, task: ScheduledTask) -> None:
+        """The engine process ends alone: its CPUU child (if any) keeps running."""
+        if task.pid is None:
+            return
+        for child in [p for p in self.processes if p.parent_pid == task.pid]:
+            if child.work is not None:
+                self._orphans.append(child)
+        self._drop_process(task.pid)
+
     # ---------------------------------------------------------------- scheduled tasks
 
     def register_task(
@@ -523,17 +707,32 @@ class Workstation:
         user: str,
         trigger: str = "Now",
         time_limit_s: float | None = None,
+        priority: int = DEFAULT_TASK_PRIORITY,
+        end_boundary: float | None = None,
+        once_per_user: bool = False,
     ) -> ScheduledTask:
-        """Register (or replace, as ``Register-ScheduledTask -Force``) a task."""
+        """Register (or replace, as ``Register-ScheduledTask -Force``) a task. ``user`` is the
+        principal (a name or a SID); a name Task Scheduler cannot map raises
+        :class:`AccountMappingError`."""
         if trigger not in ("Now", "AtLogon"):
             raise ValueError(f"unsupported trigger {trigger!r}")
+        if not self.can_map(user):
+            raise AccountMappingError("No mapping between account names and security IDs was done.")
         with self.lock:
             self.refresh()
             old = self.tasks.get(name.casefold())
             if old is not None and old.running:
                 self._kill(old)
             task = ScheduledTask(
-                name, command, working_directory, trigger, user, time_limit_s=time_limit_s
+                name,
+                command,
+                working_directory,
+                trigger,
+                user,
+                time_limit_s=time_limit_s,
+                priority=priority,
+                end_boundary=end_boundary,
+                once_per_user=once_per_user,
             )
             self.tasks[name.casefold()] = task
             return task
@@ -546,38 +745,66 @@ class Workstation:
     def start_task(self, name: str) -> ScheduledTask:
         """``Start-ScheduledTask``: run now, in the session of the principal's logged-on user.
 
+        Asynchronous, as documented: with ``task_start_delay_s`` the instance appears that much
+        later (until then the task reads Ready, 267011), and only if the user is still logged on.
         An Interactive principal whose user is not logged on cannot run (TASK_LOGON_INTERACTIVE_TOKEN
         needs an existing session): the task stays Ready and has not run.
         """
         with self.lock:
             task = self._require(name)
-            if task.running or not task.enabled:
+            if task.running or not task.enabled or task.launch_at is not None:
+                return task
+            if self.task_start_delay_s > 0:
+                task.launch_at = self.clock() + self.task_start_delay_s
                 return task
             user = self.interactive_user
-            if user is None:
-                return task
-            if task.user not in (USERS_GROUP, USERS_GROUP_SID) and not _same_user(task.user, user):
+            if user is None or not self._principal_matches(task.user, user):
                 return task
             self._launch(task, user)
             return task
 
     def stop_task(self, name: str) -> ScheduledTask:
-        """``Stop-ScheduledTask``: kill the running instance (CPUU then exits with 1)."""
+        """``Stop-ScheduledTask``: ends the process Task Scheduler started, nothing else.
+
+        Assumption (Microsoft documents no more): for a batch file that is cmd.exe, and CPUU, its
+        child, keeps running (field reports for ``schtasks /End``). LastTaskResult becomes
+        267014; with ``task_stop_settle_s`` the task still reads Running that long.
+        """
         with self.lock:
             task = self._require(name)
             if task.running:
-                self._kill(task)
+                self._end_task(task)
             return task
 
+    def disable_task(self, name: str) -> ScheduledTask:
+        """``Disable-ScheduledTask``: no trigger or Start starts it any more (a start still
+        pending is dropped); a running instance is not stopped."""
+        with self.lock:
+            task = self._require(name)
+            task.enabled = False
+            task.launch_at = None
+            return task
+
+    def task_engine_pid(self, name: str) -> int | None:
+        """``IRunningTask.EnginePID`` of the task's running instance (None: not running)."""
+        with self.lock:
+            task = self.tasks.get(name.casefold())
+            self.refresh()
+            return task.pid if task is not None and task.running else None
+
     def unregister_task(self, name: str) -> bool:
-        """``Unregister-ScheduledTask``: a running instance is stopped first. False if unknown."""
+        """``Unregister-ScheduledTask``: the definition is deleted; a running instance is NOT
+        stopped (Microsoft documents nothing of the kind): its processes live on. False if
+        unknown."""
         with self.lock:
             self.refresh()
             task = self.tasks.get(name.casefold())
             if task is None:
                 return False
             if task.running:
-                self._kill(task)
+                for process in self.processes:
+                    if process.work is not None and process.work is task.process:
+                        self._orphans.append(process)
             del self.tasks[name.casefold()]
             return True
 
@@ -595,12 +822,29 @@ class Workstation:
         task.last_run_time = _utc(task.started_at)
         task.last_result = TASK_RUNNING
         process = self._launcher(self, task, user)
-        if _runs_cpuu(process):
+        cpuu = _runs_cpuu(process)
+        if cpuu:
             self._note_cpuu_start(task, user)
+        if task.once_per_user:
+            task.ran_for[user.casefold()] = TASK_TERMINATED  # the wrapper's file, before CPUU
         if process.finish_at is not None and process.finish_at <= self.clock():
             task.last_result = process.complete()
+            self._remember_run(task)
+            return
+        task.process = process
+        batch = _is_batch(task.command)
+        engine = self.start_process(CMD_NAME if batch else CPUU_PROCESS_NAME, user)
+        task.pid = engine.pid
+        if batch and cpuu:
+            child = self.start_process(CPUU_PROCESS_NAME, user)
+            child.parent_pid = engine.pid
+            child.work = process
         else:
-            task.process = process
+            engine.work = process
+
+    def _remember_run(self, task: ScheduledTask) -> None:
+        if task.once_per_user and task.run_as is not None:
+            task.ran_for[task.run_as.casefold()] = task.last_result
 
     def _note_cpuu_start(self, task: ScheduledTask, user: str) -> None:
         start = CpuuStart(self.name, task.name, user, task.trigger, _utc(self.clock()).isoformat())
@@ -608,12 +852,47 @@ class Workstation:
         if self.on_cpuu_start is not None:
             self.on_cpuu_start(start)
 
-    def _kill(self, task: ScheduledTask) -> None:
+    def _end_task(self, task: ScheduledTask) -> None:
+        """Task Scheduler ends the run (a stop, the time limit): the engine process only."""
         process = task.process
         task.process = None
+        if process is None:
+            return
+        engine = self.process(task.pid) if task.pid is not None else None
+        if engine is not None and engine.work is process:
+            engine.work.kill()  # CPUU was the task's own process: it ends
+        self._orphan_children(task)
+        task.pid = None
+        task.last_result = TASK_TERMINATED
+        task.killed = True
+        if self.task_stop_settle_s > 0:
+            task.settles_at = self.clock() + self.task_stop_settle_s
+
+    def _drop_task_processes(self, task: ScheduledTask) -> None:
+        """The run ended on its own (or its whole session did): its processes are gone."""
+        if task.pid is None:
+            return
+        gone = {task.pid} | {p.pid for p in self.processes if p.parent_pid == task.pid}
+        self.processes = [p for p in self.processes if p.pid not in gone]
+        task.pid = None
+
+    def _kill(self, task: ScheduledTask) -> None:
+        """The whole session's processes end (a logoff): CPUU too, exit 1."""
+        process = task.process
+        task.process = None
+        self._drop_task_processes(task)
         if process is not None:
             task.last_result = process.kill()
             task.killed = True
+            self._remember_run(task)
+
+
+def _is_batch(command: str) -> bool:
+    """Does Task Scheduler start cmd.exe for this action (a ``.bat``/``.cmd`` program)?"""
+    from cpuu_fleet.lab.cpuu_emulator import split_program
+
+    program, _ = split_program(command)
+    return program.lower().endswith((".bat", ".cmd"))
 
 
 def _runs_cpuu(process: TaskProcess) -> bool:

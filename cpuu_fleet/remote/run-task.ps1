@@ -5,8 +5,9 @@
 .DESCRIPTION
     WinRM runs in session 0 under a network logon and cannot see the logged-on user's HKCU, where
     the Outlook profiles live. CPUU must therefore run as a scheduled task whose principal is the
-    interactive user (logon type Interactive), or, when nobody is logged on and the play allows it,
-    as an at-logon task for any member of BUILTIN\Users.
+    interactive user (logon type Interactive, given by SID), or, when nobody is logged on and the
+    play allows it, as an at-logon task for ONE user (-LogonUser, else the host's last user),
+    which runs once for that user and expires.
 
     Actions: Start (register and start), Wait (poll until it is no longer running; stop it when
     -TimeoutSeconds passes), Run (Start then Wait), Status, Stop, Remove (unregister).
@@ -18,6 +19,12 @@
     whose marker exists is never registered or started again by this script, whoever calls it
     (a retry, a resumed controller, a second controller): the marker records when it started, as
     whom, whether it was killed on its deadline and its exit code, and outlives the task itself.
+
+    Windows as documented: Start-ScheduledTask is asynchronous (Wait gives the instance a grace
+    period to come up, then reports NotStarted and disables the task); Stop-ScheduledTask ends
+    only the process it started, cmd.exe, not CPUU, its child (a kill takes the process tree,
+    then waits until the task no longer reads Running); Unregister-ScheduledTask stops nothing
+    (Remove kills the tree first). See docs/remote-scripts.md for every assumption.
 #>
 [CmdletBinding()]
 param(
@@ -38,7 +45,9 @@ param(
     [ValidateRange(1, 604800)]
     [int]$TimeoutSeconds = 3600,
 
-    [string]$StateDirectory = 'C:\ProgramData\cpuu-fleet\state'
+    [string]$StateDirectory = 'C:\ProgramData\cpuu-fleet\state',
+
+    [string]$LogonUser
 )
 
 Set-StrictMode -Version 2.0
@@ -48,8 +57,20 @@ $taskPath = '\cpuu-fleet\'
 $hasNotRun = 267011     # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
 $running = 267009       # 0x41301 SCHED_S_TASK_RUNNING
 $terminated = 267014    # 0x41306 SCHED_S_TASK_TERMINATED: stopped (by us, or the time limit)
-$usersGroupSid = 'S-1-5-32-545'
 $pollSeconds = 2
+$startGraceSeconds = 60  # Start-ScheduledTask returns before the instance exists
+$stopSettleSeconds = 30  # how long a kill waits for the task to stop reading Running
+$taskPriority = 5        # TaskSettings.Priority 4-6: interactive tasks (default 7: below normal)
+$atLogonDays = 14        # an at-logon task's trigger expires (EndBoundary) after this
+
+function Stop-RunTask {
+    # A terminating error with a contract error id.
+    param([string]$Message, [string]$Id, [System.Management.Automation.ErrorCategory]$Category)
+    $exception = New-Object -TypeName System.ArgumentException -ArgumentList $Message
+    $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
+        $exception, $Id, $Category, $TaskName)
+    $PSCmdlet.ThrowTerminatingError($record)
+}
 
 function Get-FleetTask {
     Get-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -ErrorAction SilentlyContinue
@@ -97,7 +118,7 @@ function Write-Marker {
 
 function New-Marker {
     # Claim the run: CreateNew fails when the file exists, so of two callers only one claims it.
-    param([string]$User, [string]$Trigger)
+    param([string]$User, [string]$Sid, [string]$Trigger)
     $folder = Join-Path -Path $StateDirectory -ChildPath 'runs'
     $null = [System.IO.Directory]::CreateDirectory($folder)
     $path = Get-MarkerPath
@@ -113,6 +134,8 @@ function New-Marker {
         StartedAt      = [DateTime]::UtcNow.ToString('o')
         Trigger        = $Trigger
         User           = $User
+        UserSid        = $Sid
+        Command        = $Command
         TimeoutSeconds = $TimeoutSeconds
         Launched       = $false
         Killed         = $false
@@ -129,13 +152,88 @@ function New-Marker {
     return $marker
 }
 
+function Get-AccountName {
+    # The account name of a SID; the SID itself when this host cannot translate it.
+    param([string]$Sid)
+    try {
+        $identifier = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $Sid
+        return [string]$identifier.Translate([System.Security.Principal.NTAccount]).Value
+    }
+    catch {
+        return $Sid
+    }
+}
+
+function Get-AccountSid {
+    # The SID of an account name; $null when this host cannot translate it (AzureAD\Name).
+    param([string]$Name)
+    try {
+        $account = New-Object -TypeName System.Security.Principal.NTAccount -ArgumentList $Name
+        return [string]$account.Translate([System.Security.Principal.SecurityIdentifier]).Value
+    }
+    catch {
+        return $null
+    }
+}
+
 function Get-InteractiveUser {
-    # The console session's user, DOMAIN\user; empty when nobody is logged on.
-    $userName = (Get-CimInstance -ClassName Win32_ComputerSystem).UserName
+    # The console session's user: @{ Name; Sid }, or $null when nobody is logged on. The name is
+    # Win32_ComputerSystem.UserName; the SID is the owner of that user's explorer.exe
+    # (Win32_Process.GetOwnerSid). Task Scheduler is given the SID, never the name: Entra ID
+    # users come back as AzureAD\Name, which it cannot map (0x80070534).
+    $userName = [string](Get-CimInstance -ClassName Win32_ComputerSystem -ErrorAction Stop).UserName
     if ([string]::IsNullOrEmpty($userName)) {
         return $null
     }
-    return [string]$userName
+    $shells = @(Get-CimInstance -ClassName Win32_Process -Filter "Name='explorer.exe'" -ErrorAction Stop)
+    foreach ($shell in $shells) {
+        $owner = Invoke-CimMethod -InputObject $shell -MethodName GetOwner -ErrorAction SilentlyContinue
+        if ($null -eq $owner -or [int]$owner.ReturnValue -ne 0) {
+            continue
+        }
+        if (([string]$owner.Domain + '\' + [string]$owner.User) -ne $userName) {
+            continue
+        }
+        $ownerSid = Invoke-CimMethod -InputObject $shell -MethodName GetOwnerSid -ErrorAction SilentlyContinue
+        if ($null -ne $ownerSid -and [int]$ownerSid.ReturnValue -eq 0) {
+            return @{ Name = $userName; Sid = [string]$ownerSid.Sid }
+        }
+    }
+    # No shell of that user yet: a name this host can translate still gives the SID.
+    $sid = Get-AccountSid -Name $userName
+    if ($null -eq $sid) {
+        Stop-RunTask -Message ('The logged-on user ' + $userName + ' cannot be mapped to a SID.') `
+            -Id 'UnmappedUser' -Category ([System.Management.Automation.ErrorCategory]::ObjectNotFound)
+    }
+    return @{ Name = $userName; Sid = $sid }
+}
+
+function Get-AtLogonUser {
+    # The ONE user an at-logon task is for: -LogonUser (a SID, or a name this host translates),
+    # else the owner of the most recently used user profile (Win32_UserProfile, special
+    # accounts left out), named in a warning. $null: nobody known (nothing is registered).
+    if (-not [string]::IsNullOrEmpty($LogonUser)) {
+        if ($LogonUser -match '^S-1-[0-9-]+$') {
+            return @{ Name = (Get-AccountName -Sid $LogonUser); Sid = $LogonUser }
+        }
+        $sid = Get-AccountSid -Name $LogonUser
+        if ($null -eq $sid) {
+            Stop-RunTask -Message ('-LogonUser ' + $LogonUser + ' cannot be mapped to a SID: pass its SID.') `
+                -Id 'UnknownLogonUser' -Category ([System.Management.Automation.ErrorCategory]::InvalidArgument)
+        }
+        return @{ Name = $LogonUser; Sid = $sid }
+    }
+    $profiles = @(Get-CimInstance -ClassName Win32_UserProfile -Filter 'Special = FALSE' -ErrorAction Stop |
+        Where-Object { [string]$_.SID -like 'S-1-5-21-*' -or [string]$_.SID -like 'S-1-12-1-*' } |
+        Sort-Object -Property LastUseTime -Descending)
+    if ($profiles.Count -eq 0) {
+        Write-Warning 'No -LogonUser and no user profile on this host: no at-logon task registered.'
+        return $null
+    }
+    $sid = [string]$profiles[0].SID
+    $name = Get-AccountName -Sid $sid
+    Write-Warning ('No -LogonUser: the at-logon task is for the last user of this host, ' + $name + '.')
+    return @{ Name = $name; Sid = $sid }
 }
 
 function Get-TaskReport {
@@ -143,16 +241,20 @@ function Get-TaskReport {
         [bool]$NoUser = $false,
         [bool]$Killed = $false,
         [bool]$Claimed = $false,
-        [bool]$Waited = $false
+        [bool]$Waited = $false,
+        [bool]$NotStarted = $false,
+        [bool]$Settled = $true
     )
     $marker = Read-Marker
     $markerKilled = $false
     $startedAt = $null
     $markerExit = $null
+    $markerUser = $null
     if ($null -ne $marker) {
         $markerKilled = [bool]$marker['Killed']
         $startedAt = $marker['StartedAt']
         $markerExit = $marker['ExitCode']
+        $markerUser = $marker['User']
     }
     $report = @{
         TaskName       = $TaskName
@@ -168,6 +270,8 @@ function Get-TaskReport {
         Claimed        = $Claimed
         Waited         = $Waited
         StartedAt      = $startedAt
+        NotStarted     = $NotStarted
+        Settled        = $Settled
     }
     $task = Get-FleetTask
     if ($null -eq $task) {
@@ -181,7 +285,7 @@ function Get-TaskReport {
         }
         return $report
     }
-    $info = Get-ScheduledTaskInfo -InputObject $task
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
     # A task registered without trigger was started on demand ("Now").
     $trigger = 'Now'
     if ($null -ne $task.Triggers) {
@@ -191,9 +295,13 @@ function Get-TaskReport {
             }
         }
     }
-    $user = [string]$task.Principal.UserId
+    # The marker has the name as Windows gave it; the principal itself is a SID.
+    $user = [string]$markerUser
+    if ([string]::IsNullOrEmpty($user)) {
+        $user = Get-AccountName -Sid ([string]$task.Principal.UserId)
+    }
     if (-not [string]::IsNullOrEmpty([string]$task.Principal.GroupId)) {
-        $user = 'BUILTIN\Users'
+        $user = 'BUILTIN\Users'  # registered by an earlier cpuu-fleet
     }
     # A task that never ran reports a LastRunTime of 1999-11-30 (or none).
     $lastRunTime = $null
@@ -211,64 +319,90 @@ function Get-TaskReport {
     return $report
 }
 
+function New-OncePerUserAction {
+    # The at-logon task's action: cmd.exe runs the batch file only when the user's own record of
+    # this task is absent. The record (in the user's %LOCALAPPDATA%, which the task's user can
+    # write) says 267014 while the run goes on and its exit code once it ended; a later logon of
+    # the same user replays that code instead of running CPUU again, so LastTaskResult stays the
+    # first run's. The task name is reduced to [A-Za-z0-9._-] and the batch path is ours
+    # (no % or !), so cmd expands nothing in the line but the variables written here.
+    $safe = [regex]::Replace($TaskName, '[^A-Za-z0-9._-]', '_')
+    $folder = '%LOCALAPPDATA%\cpuu-fleet'
+    $record = $folder + '\' + $safe + '.exit'
+    $line = 'if exist "' + $record + '" (set /p rc=<"' + $record + '" & exit !rc!) else ((mkdir "' +
+        $folder + '" 2>nul) & (echo 267014)>"' + $record + '" & call "' + $Command +
+        '" & set "rc=!errorlevel!" & (echo !rc!)>"' + $record + '" & exit !rc!)'
+    return New-ScheduledTaskAction -Execute 'cmd.exe' -Argument ('/d /v:on /s /c "' + $line + '"') `
+        -WorkingDirectory $WorkingDirectory -ErrorAction Stop
+}
+
 function Register-FleetTask {
-    param([string]$user)
+    param([string]$Sid, [string]$Trigger)
     if ($null -ne (Get-FleetTask)) {
         return  # create-if-absent: never -Force over a task that may be running
     }
-    $action = New-ScheduledTaskAction -Execute $Command -WorkingDirectory $WorkingDirectory
     # The execution time limit is only a safety net for a run the engine never comes back to:
-    # Wait enforces the real deadline and records the kill itself.
+    # Wait enforces the real deadline and records the kill itself. Priority 5: the default 7 is
+    # below normal, slower than CPUU started by its user, against a fixed deadline.
     $settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries `
-        -MultipleInstances IgnoreNew -ExecutionTimeLimit (New-TimeSpan -Seconds ($TimeoutSeconds + 300))
+        -MultipleInstances IgnoreNew -ExecutionTimeLimit (New-TimeSpan -Seconds ($TimeoutSeconds + 300)) `
+        -Priority $taskPriority -ErrorAction Stop
+    $principal = New-ScheduledTaskPrincipal -UserId $Sid -LogonType Interactive -RunLevel Limited -ErrorAction Stop
     $register = @{
-        TaskName = $TaskName
-        TaskPath = $taskPath
-        Action   = $action
-        Settings = $settings
+        TaskName  = $TaskName
+        TaskPath  = $taskPath
+        Settings  = $settings
+        Principal = $principal
     }
-    if ([string]::IsNullOrEmpty($user)) {
-        # Nobody to run as now: run at the next logon of any member of BUILTIN\Users.
-        $register['Principal'] = New-ScheduledTaskPrincipal -GroupId $usersGroupSid -RunLevel Limited
-        $register['Trigger'] = New-ScheduledTaskTrigger -AtLogOn
+    if ($Trigger -eq 'AtLogon') {
+        # One user (the trigger's UserId: a logon trigger without one fires for anybody), once
+        # per user (the action's record), and only until EndBoundary. No DeleteExpiredTaskAfter:
+        # a task that ran must keep its LastTaskResult until the engine reads it.
+        $logon = New-ScheduledTaskTrigger -AtLogOn -User $Sid -ErrorAction Stop
+        $logon.EndBoundary = [DateTime]::Now.AddDays($atLogonDays).ToString('s')
+        $register['Trigger'] = $logon
+        $register['Action'] = New-OncePerUserAction
     }
     else {
-        $register['Principal'] = New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive -RunLevel Limited
+        $register['Action'] = New-ScheduledTaskAction -Execute $Command -WorkingDirectory $WorkingDirectory -ErrorAction Stop
     }
-    $null = Register-ScheduledTask @register
+    $null = Register-ScheduledTask @register -ErrorAction Stop
 }
 
 function Start-FleetTask {
-    # Returns 'NoUser' (nobody logged on, policy Skip), 'AtLogon' (nobody logged on: registered
-    # for the next logon), 'Claimed' (this call started CPUU) or 'Known' (the marker existed:
-    # started or registered before, by whoever; never started again here).
+    # Returns 'NoUser' (nobody logged on, policy Skip, or nobody to register an at-logon task
+    # for), 'AtLogon' (nobody logged on: registered for the next logon of one user), 'Claimed'
+    # (this call started CPUU) or 'Known' (the marker existed: started or registered before, by
+    # whoever; never started again here).
     if ([string]::IsNullOrEmpty($Command) -or [string]::IsNullOrEmpty($WorkingDirectory)) {
-        $exception = New-Object -TypeName System.ArgumentException -ArgumentList '-Command and -WorkingDirectory are required to start a task.'
-        $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
-            $exception, 'MissingCommand', [System.Management.Automation.ErrorCategory]::InvalidArgument, $TaskName)
-        $PSCmdlet.ThrowTerminatingError($record)
+        Stop-RunTask -Message '-Command and -WorkingDirectory are required to start a task.' `
+            -Id 'MissingCommand' -Category ([System.Management.Automation.ErrorCategory]::InvalidArgument)
     }
-    $user = Get-InteractiveUser
     if ($null -ne (Read-Marker)) {
         return 'Known'
     }
+    $user = Get-InteractiveUser
     if ($null -eq $user -and $WhenNoUser -eq 'Skip') {
         return 'NoUser'
     }
     $trigger = 'Now'
+    $target = $user
     if ($null -eq $user) {
         $trigger = 'AtLogon'
+        $target = Get-AtLogonUser
+        if ($null -eq $target) {
+            return 'NoUser'
+        }
     }
-    $marker = New-Marker -User $user -Trigger $trigger
+    $marker = New-Marker -User $target['Name'] -Sid $target['Sid'] -Trigger $trigger
     if ($null -eq $marker) {
         return 'Known'  # another caller claimed it between our look and our claim
     }
     $existing = Get-FleetTask
     if ($null -ne $existing) {
         # Registered before any marker (an earlier cpuu-fleet): start it only if it never ran.
-        $info = Get-ScheduledTaskInfo -InputObject $existing
-        $idle = ([string]$existing.State -ne 'Running' -and [string]$existing.State -ne 'Queued')
-        if (-not $idle -or [int64]$info.LastTaskResult -ne $hasNotRun) {
+        $info = Get-ScheduledTaskInfo -InputObject $existing -ErrorAction Stop
+        if (Test-HasRun -Task $existing -Info $info) {
             if ($null -ne $info.LastRunTime -and $info.LastRunTime.Year -ge 2000) {
                 $marker['StartedAt'] = $info.LastRunTime.ToUniversalTime().ToString('o')
             }
@@ -277,14 +411,65 @@ function Start-FleetTask {
             return 'Known'
         }
     }
-    Register-FleetTask -User $user
+    try {
+        Register-FleetTask -Sid $target['Sid'] -Trigger $trigger
+    }
+    catch {
+        # Nothing was registered, so nothing can start: give the claim back.
+        Remove-Item -LiteralPath (Get-MarkerPath) -Force -ErrorAction SilentlyContinue
+        throw
+    }
     if ($trigger -eq 'Now') {
-        $null = Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
+        # Asynchronous: the instance may appear seconds later (Wait's grace period).
+        $null = Start-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -ErrorAction Stop
         $marker['Launched'] = $true
         Write-Marker -Marker $marker
         return 'Claimed'
     }
     return 'AtLogon'
+}
+
+function Test-HasRun {
+    # Did the task's instance ever come up? Not "registered, started, still 267011".
+    param($Task, $Info)
+    $state = [string]$Task.State
+    if ($state -eq 'Running' -or $state -eq 'Queued') {
+        return $true
+    }
+    if ($null -ne $Info.LastRunTime -and $Info.LastRunTime.Year -ge 2000) {
+        return $true
+    }
+    return ([int64]$Info.LastTaskResult -ne $hasNotRun)
+}
+
+function Test-OnDemand {
+    # A run started by Start-ScheduledTask (not at logon): it must come up within the grace period.
+    $marker = Read-Marker
+    return ($null -eq $marker -or [string]$marker['Trigger'] -ne 'AtLogon')
+}
+
+function Test-NeverCameUp {
+    # Started on demand, then disabled by a Wait because it never came up: still not started.
+    $task = Get-FleetTask
+    if ($null -eq $task -or -not (Test-OnDemand) -or $null -eq (Read-Marker) -or [string]$task.State -ne 'Disabled') {
+        return $false
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+    return (-not (Test-HasRun -Task $task -Info $info))
+}
+
+function Test-Active {
+    # Running, or started on demand and not come up yet (Wait must look at it).
+    $task = Get-FleetTask
+    if ($null -eq $task) {
+        return $false
+    }
+    $state = [string]$task.State
+    if ($state -eq 'Running' -or $state -eq 'Queued') {
+        return $true
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+    return ((Test-OnDemand) -and $state -ne 'Disabled' -and -not (Test-HasRun -Task $task -Info $info))
 }
 
 function Get-Deadline {
@@ -299,6 +484,17 @@ function Get-Deadline {
     return [DateTime]::UtcNow.AddSeconds($TimeoutSeconds)
 }
 
+function Get-GraceEnd {
+    # Start-ScheduledTask returned at the marker's StartedAt; the instance had until this to appear.
+    $marker = Read-Marker
+    if ($null -ne $marker -and -not [string]::IsNullOrEmpty([string]$marker['StartedAt'])) {
+        $started = [DateTime]::Parse([string]$marker['StartedAt'], [System.Globalization.CultureInfo]::InvariantCulture,
+            [System.Globalization.DateTimeStyles]::RoundtripKind)
+        return $started.ToUniversalTime().AddSeconds($startGraceSeconds)
+    }
+    return [DateTime]::UtcNow.AddSeconds($startGraceSeconds)
+}
+
 function Save-Outcome {
     # Record in the marker what became of the run, so it outlives the task (Remove, a reboot).
     param([bool]$Killed)
@@ -307,7 +503,7 @@ function Save-Outcome {
     if ($null -eq $marker -or $null -eq $task) {
         return
     }
-    $info = Get-ScheduledTaskInfo -InputObject $task
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
     $last = [int64]$info.LastTaskResult
     $changed = $false
     if ($Killed -and -not [bool]$marker['Killed']) {
@@ -325,23 +521,129 @@ function Save-Outcome {
     }
 }
 
+function Get-TaskProcessTree {
+    # The processes the task's running instance started: the children (and theirs) of its engine
+    # process, IRunningTask.EnginePID, by Win32_Process.ParentProcessId. A child must be younger
+    # than its parent: Windows never reparents, and a dead parent's PID may have been reused.
+    # The engine process is only trusted when it is the action's own program (cmd.exe, or CPUU);
+    # otherwise (the assumption that EnginePID is the action's process failed) the roots are the
+    # cmd.exe processes whose command line holds this run's batch file (from the marker), which
+    # are then killed too. Never anything else: a wrong root would kill other tasks' processes.
+    $service = New-Object -ComObject Schedule.Service
+    $service.Connect()
+    try {
+        $registered = $service.GetFolder($taskPath.TrimEnd('\')).GetTask($TaskName)
+    }
+    catch {
+        return @()
+    }
+    $all = @(Get-CimInstance -ClassName Win32_Process -ErrorAction Stop)
+    $own = @('cmd.exe', 'ClientProfileUpdatingUtility.exe')
+    $roots = @()
+    foreach ($instance in @($registered.GetInstances(0))) {
+        $enginePid = [int]$instance.EnginePID
+        $roots += @($all | Where-Object { [int]$_.ProcessId -eq $enginePid -and $own -contains [string]$_.Name })
+    }
+    $tree = @()
+    if ($roots.Count -eq 0) {
+        $marker = Read-Marker
+        $batch = ''
+        if ($null -ne $marker -and $null -ne $marker['Command']) {
+            $batch = [string]$marker['Command']
+        }
+        if ($batch.Length -gt 0) {
+            $roots = @($all | Where-Object { [string]$_.Name -eq 'cmd.exe' -and ([string]$_.CommandLine).Contains($batch) })
+            $tree += $roots
+        }
+    }
+    $parents = $roots
+    while ($parents.Count -gt 0) {
+        $children = @()
+        foreach ($parent in $parents) {
+            $parentPid = [int]$parent.ProcessId
+            $born = $parent.CreationDate
+            $children += @($all | Where-Object {
+                    [int]$_.ParentProcessId -eq $parentPid -and [int]$_.ProcessId -ne $parentPid -and $_.CreationDate -ge $born
+                })
+        }
+        $tree += $children
+        $parents = $children
+    }
+    return $tree
+}
+
+function Test-ProcessAlive {
+    # The same process (PID and creation time) still lives.
+    param($Process)
+    $found = Get-CimInstance -ClassName Win32_Process -Filter ('ProcessId=' + [int]$Process.ProcessId) -ErrorAction SilentlyContinue
+    return ($null -ne $found -and $found.CreationDate -eq $Process.CreationDate)
+}
+
+function Stop-FleetTaskTree {
+    # Kill the run and everything it started; $true once the task no longer reads Running and no
+    # process of the tree lives. Stop-ScheduledTask alone ends cmd.exe and leaves CPUU running
+    # (assumption, see docs/remote-scripts.md): the tree is taken first, the task stopped (its
+    # LastTaskResult becomes 267014), then each process of the tree terminated.
+    $tree = @(Get-TaskProcessTree)
+    $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -ErrorAction Stop
+    foreach ($process in $tree) {
+        $null = Invoke-CimMethod -InputObject $process -MethodName Terminate -ErrorAction SilentlyContinue
+    }
+    Save-Outcome -Killed $true
+    $settleBy = [DateTime]::UtcNow.AddSeconds($stopSettleSeconds)
+    while ($true) {
+        $task = Get-FleetTask
+        $alive = @($tree | Where-Object { Test-ProcessAlive -Process $_ })
+        if (($null -eq $task -or [string]$task.State -ne 'Running') -and $alive.Count -eq 0) {
+            Save-Outcome -Killed $true
+            return $true
+        }
+        if ([DateTime]::UtcNow -ge $settleBy) {
+            return $false
+        }
+        Start-Sleep -Seconds 1
+    }
+}
+
+function Disable-Unstarted {
+    # The run never came up within the grace period: disable the task so that it cannot start
+    # late. $false when it came up after all (then it is waited for as usual).
+    $null = Disable-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -ErrorAction Stop
+    $task = Get-FleetTask
+    if ($null -eq $task) {
+        return $true
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+    return (-not (Test-HasRun -Task $task -Info $info))
+}
+
 function Wait-FleetTask {
-    # Returns $true when the deadline passed and the task had to be stopped.
+    # Poll until the run is over; kill it (the tree) at the deadline. Returns
+    # @{ Killed; Settled; NotStarted }: a run started on demand that has not come up within the
+    # grace period is NotStarted (and its task disabled), never taken as finished.
     $deadline = Get-Deadline
+    $graceEnd = Get-GraceEnd
+    $onDemand = Test-OnDemand
     while ($true) {
         $task = Get-FleetTask
         if ($null -eq $task) {
-            return $false
+            return @{ Killed = $false; Settled = $true; NotStarted = $false }
         }
         $state = [string]$task.State
-        if ($state -ne 'Running' -and $state -ne 'Queued') {
-            Save-Outcome -Killed $false
-            return $false
+        $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+        $now = [DateTime]::UtcNow
+        if ($onDemand -and $state -ne 'Disabled' -and -not (Test-HasRun -Task $task -Info $info)) {
+            if (($now -ge $graceEnd -or $now -ge $deadline) -and (Disable-Unstarted)) {
+                return @{ Killed = $false; Settled = $true; NotStarted = $true }
+            }
         }
-        if ([DateTime]::UtcNow -ge $deadline) {
-            $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
-            Save-Outcome -Killed $true
-            return $true
+        elseif ($state -ne 'Running' -and $state -ne 'Queued') {
+            Save-Outcome -Killed $false
+            return @{ Killed = $false; Settled = $true; NotStarted = $false }
+        }
+        elseif ($now -ge $deadline) {
+            $settled = Stop-FleetTaskTree
+            return @{ Killed = $true; Settled = $settled; NotStarted = $false }
         }
         Start-Sleep -Seconds $pollSeconds
     }
@@ -351,6 +653,9 @@ $noUser = $false
 $killed = $false
 $claimed = $false
 $waited = $false
+$notStarted = $false
+$settled = $true
+$outcome = $null
 switch ($Action) {
     'Start' {
         $started = Start-FleetTask
@@ -358,7 +663,7 @@ switch ($Action) {
         $claimed = ($started -eq 'Claimed' -or $started -eq 'AtLogon')
     }
     'Wait' {
-        $killed = Wait-FleetTask
+        $outcome = Wait-FleetTask
         $waited = $true
     }
     'Run' {
@@ -366,10 +671,9 @@ switch ($Action) {
         $noUser = ($started -eq 'NoUser' -or $started -eq 'AtLogon')
         $claimed = ($started -eq 'Claimed' -or $started -eq 'AtLogon')
         if (-not $noUser) {
-            $task = Get-FleetTask
-            if ($null -ne $task -and ([string]$task.State -eq 'Running' -or [string]$task.State -eq 'Queued')) {
+            if (Test-Active) {
                 $waited = (-not $claimed)
-                $killed = Wait-FleetTask
+                $outcome = Wait-FleetTask
             }
             else {
                 Save-Outcome -Killed $false
@@ -381,18 +685,30 @@ switch ($Action) {
     'Stop' {
         $task = Get-FleetTask
         if ($null -ne $task -and [string]$task.State -eq 'Running') {
-            $null = Stop-ScheduledTask -TaskPath $taskPath -TaskName $TaskName
-            Save-Outcome -Killed $true
             $killed = $true
+            $settled = Stop-FleetTaskTree
         }
     }
     'Remove' {
         $task = Get-FleetTask
         if ($null -ne $task) {
+            if ([string]$task.State -eq 'Running') {
+                # Unregister-ScheduledTask stops nothing: cmd.exe and CPUU would live on.
+                $killed = $true
+                $settled = Stop-FleetTaskTree
+            }
             Save-Outcome -Killed $false
-            $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false
+            $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false -ErrorAction Stop
         }
     }
 }
+if ($null -ne $outcome) {
+    $killed = [bool]$outcome['Killed']
+    $settled = [bool]$outcome['Settled']
+    $notStarted = [bool]$outcome['NotStarted']
+}
+if (-not $notStarted) {
+    $notStarted = Test-NeverCameUp
+}
 
-Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited
+Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited -NotStarted $notStarted -Settled $settled

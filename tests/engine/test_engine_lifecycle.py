@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import yaml
 from conftest import lab_env, make_playbook
 
 from cpuu_fleet import journal as states
@@ -98,6 +99,31 @@ def test_at_logon_run_is_picked_up_by_a_later_collect(wave_factory):
     assert (row["state"], row["exit_code"]) == (states.SUCCEEDED, 1), row
     assert profiles and all(p["current_code"] == 10 for p in profiles)
     assert workstation.tasks == {}  # the one-shot at-logon task is removed once picked up
+
+
+def test_an_at_logon_run_is_for_the_inventorys_cpuu_user_only(wave_factory):
+    """The inventory names whose session the run is for (``cpuu_user``): a technician's logon,
+    or the host's last user's, never consumes it; the named user's logon runs CPUU once."""
+    wave = wave_factory(1, "no_user")
+    host = wave.fleet.hosts[0].name
+    workstation = wave.workstation(host)
+    owner = "CORP\\mailbox-owner"
+    document = yaml.safe_load(wave.inventory_path.read_text(encoding="utf-8"))
+    document["all"]["children"]["lab"]["hosts"][host]["cpuu_user"] = owner
+    wave.inventory_path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    first = wave.run(make_playbook(wave.payload, when_no_user="at_logon"))
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(first.run_id, host)
+    assert row["state"] == states.PENDING
+    task = workstation.task(row["task_name"])
+    assert task.user == workstation.sid_of(owner)
+    workstation.logon(workstation.last_user)  # the host's usual user: not the one named
+    workstation.logoff()
+    workstation.logon("CORP\\helpdesk")
+    workstation.logoff()
+    assert workstation.cpuu_starts == []
+    workstation.logon(owner)
+    assert [s.user for s in workstation.cpuu_starts] == [owner]
 
 
 def test_max_fail_percentage_stops_later_batches(wave_factory):

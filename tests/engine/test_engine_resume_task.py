@@ -10,7 +10,8 @@ from conftest import make_playbook
 
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import HostEntry, Journal
-from cpuu_fleet.session import HostSession
+from cpuu_fleet.lab import handlers
+from cpuu_fleet.session import ErrorClass, HostSession, SessionError
 from cpuu_fleet.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
 
 TASK = "cpuu-fleet update earlier-run"
@@ -94,3 +95,47 @@ def test_never_registered_starts_it(host):
     run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
     assert (run.resumed, run.ran) == ("started", True)
     assert len(launches) == 1
+
+
+# ---------------------------------------------------------------- Windows as documented (issue 15)
+
+
+def test_a_task_that_comes_up_late_is_waited_for(host):
+    """Start-ScheduledTask is asynchronous: a first look that sees Ready/267011 is no result."""
+    workstation, _, ctx, session, launches = host
+    workstation.task_start_delay_s = 0.5
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    assert (run.ran, run.exit_code, run.killed) == (True, 1, False)
+    assert launches == [TASK]
+
+
+def test_a_task_that_never_comes_up_fails_the_host_and_is_never_started(host, monkeypatch):
+    workstation, _, ctx, session, launches = host
+    monkeypatch.setattr(handlers, "START_GRACE_SECONDS", 0.5, raising=False)
+    workstation.task_start_delay_s = 3600
+    for _ in range(2):  # a retry finds the marker: the same answer, never a start
+        with pytest.raises(SessionError) as caught:
+            resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+        assert caught.value.error_class is ErrorClass.CPUU and not caught.value.transient
+        assert "never came up" in caught.value.message
+    assert launches == [] and workstation.task(TASK).state == "Disabled"
+
+
+def test_a_deadline_kill_leaves_no_cpuu_running(host):
+    workstation, _, ctx, session, launches = host
+    workstation.cpuu.hang = True
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=1), TASK)
+    assert (run.ran, run.killed, run.exit_code) == (True, True, 267014)
+    assert workstation.cpuu_running == [] and launches == [TASK]
+
+
+def test_a_kill_that_has_not_settled_is_a_failure_not_a_result(host, monkeypatch):
+    workstation, _, ctx, session, launches = host
+    monkeypatch.setattr(handlers, "STOP_SETTLE_SECONDS", 0.3, raising=False)
+    workstation.cpuu.hang = True
+    workstation.task_stop_settle_s = 3600
+    with pytest.raises(SessionError) as caught:
+        resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=1), TASK)
+    assert caught.value.error_class is ErrorClass.CPUU and not caught.value.transient
+    assert "may still be running" in caught.value.message
+    assert launches == [TASK]

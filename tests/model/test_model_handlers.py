@@ -279,6 +279,8 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "Claimed": True,
         "Waited": False,
         "StartedAt": "2025-11-21T00:00:00.0000000Z",
+        "NotStarted": False,
+        "Settled": True,
     }
     assert staged.ws.fs.glob(staged.stage_dir, "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"
@@ -294,8 +296,8 @@ def test_wait_kills_a_hung_cpuu_at_the_deadline_and_says_so(staged):
     )
     assert start["State"] == "Running" and start["LastTaskResult"] == 267009
     waited = _run(staged, Action="Wait", TimeoutSeconds=30)
-    assert waited["Killed"] is True and waited["LastTaskResult"] == 1
-    assert waited["State"] == "Ready"
+    assert waited["Killed"] is True and waited["LastTaskResult"] == 267014
+    assert waited["State"] == "Ready" and waited["Settled"] is True
     assert staged.clock.now - 1_763_683_200.0 == pytest.approx(30)
 
 
@@ -309,7 +311,7 @@ def test_stop_and_status(staged):
     )
     assert _run(staged, Action="Status")["State"] == "Running"
     stopped = _run(staged, Action="Stop")
-    assert stopped["Killed"] is True and stopped["LastTaskResult"] == 1
+    assert stopped["Killed"] is True and stopped["LastTaskResult"] == 267014
     # The run stays known as killed (its marker), whoever asks later: never taken for success.
     again = _run(staged, Action="Stop")
     assert again["Killed"] is True and again["State"] == "Ready"
@@ -340,7 +342,7 @@ def test_nobody_logged_on_at_logon_runs_at_the_next_logon(staged):
     assert (report["NoUser"], report["Trigger"], report["User"]) == (
         True,
         "AtLogon",
-        "BUILTIN\\Users",
+        staged.user,  # the host's last user: never every member of BUILTIN\\Users
     )
     assert report["State"] == "Ready" and report["LastTaskResult"] == 267011
     staged.ws.logon(staged.user)

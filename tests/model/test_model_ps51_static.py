@@ -45,9 +45,12 @@ IMPLICIT_ERROR_IDS = {"FormatException": "[System.Convert]::FromBase64String"}
 # What the contract promises and a script does not do yet, each with the review finding that
 # says so. Tolerated so the check can run in CI today; a gap that is NOT listed fails. Delete the
 # entry when the script is fixed (test_known_gaps_are_still_gaps says so).
-KNOWN_GAPS: dict[tuple[str, str, str], str] = {}
-"""Contract items a script does not honour yet, each with the review's reference (none today:
-upload's InvalidHeader, never thrown on Windows before, is now raised by the script itself)."""
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {
+    ("run-task", "lab error", "UnmappedUser"): "the lab knows every account's SID: a logged-on"
+    " user Windows cannot translate (a deleted or orphaned account) is not modelled yet",
+}
+"""Contract items a side does not honour yet, each with why (upload's InvalidHeader, never thrown
+on Windows before, is now raised by the script itself)."""
 
 
 # --- the allow-list ---------------------------------------------------------------------------
@@ -216,7 +219,7 @@ def test_the_contract_is_read_as_it_names_errors_and_keys():
         "FileInUse",
     }
     assert contract_output_keys(upload) == {"Path", "Length", "Sha256"}
-    assert contract_error_ids(_contract_section("run-task")) == {"MissingCommand"}
+    assert contract_error_ids(_contract_section("run-task")) == {"MissingCommand", "UnmappedUser"}
     assert contract_error_ids(_contract_section("download")) == {"FileNotFound", "MissingPath"}
     assert {"OSCaption", "OSVersion", "StagedFiles"} <= contract_output_keys(
         _contract_section("preflight")

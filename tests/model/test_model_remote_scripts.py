@@ -79,9 +79,23 @@ def test_error_ids_of_the_contract_are_thrown_by_the_scripts():
     assert "'FileNotFound'" in load_script("download")
 
 
-def test_run_task_uses_an_interactive_principal_or_the_users_group():
+def test_run_task_registers_one_user_by_sid_never_the_users_group():
+    """AzureAD\\Name cannot be mapped by Task Scheduler, and a group principal with a logon trigger
+    without user runs CPUU at every logon of everybody: one SID, for the principal and the trigger."""
     text = load_script("run-task")
-    assert "New-ScheduledTaskPrincipal -UserId $user -LogonType Interactive" in text
-    assert "New-ScheduledTaskPrincipal -GroupId $usersGroupSid" in text
-    assert "$usersGroupSid = 'S-1-5-32-545'" in text
-    assert "New-ScheduledTaskTrigger -AtLogOn" in text
+    assert "New-ScheduledTaskPrincipal -UserId $Sid -LogonType Interactive" in text
+    assert "New-ScheduledTaskTrigger -AtLogOn -User $Sid" in text
+    assert "$logon.EndBoundary" in text
+    assert "-GroupId" not in text and "S-1-5-32-545" not in text
+    assert "GetOwnerSid" in text
+
+
+def test_run_task_kills_the_tree_and_stops_before_unregistering():
+    text = load_script("run-task")
+    assert "EnginePID" in text and "ParentProcessId" in text
+    assert "-MethodName Terminate" in text
+    assert "-Priority $taskPriority" in text and "$taskPriority = 5" in text
+    # every Stop/Unregister goes through the tree kill
+    assert text.count("= Stop-ScheduledTask ") == 1
+    remove = text[text.index("'Remove' {") :]
+    assert remove.index("= Stop-FleetTaskTree") < remove.index("= Unregister-ScheduledTask")

@@ -34,17 +34,38 @@ def test_a_task_runs_for_a_simulated_while_then_reports_cpuu_exit_code(bench):
     assert len(ws.fs.glob(bench.stage_dir, "CPUU_*.csv")) == 1
 
 
-def test_a_hung_cpuu_runs_until_stopped_and_then_exits_1_marked_killed(bench):
+def test_a_plain_stop_ends_cmd_but_cpuu_its_child_keeps_running(bench):
+    """Stop-ScheduledTask ends the task's process (cmd.exe running the batch file) and reports
+    267014; CPUU, its child, survives and goes on to change the profiles."""
+    bench.add("Outlook")
+    ws, clock = bench.ws, bench.clock
+    ws.cpuu.base_seconds = 100
+    ws.register_task("t", _update_command(bench), bench.stage_dir, user=bench.user)
+    ws.start_task("t")
+    engine = ws.task_engine_pid("t")
+    assert ws.process(engine).name == "cmd"
+    (cpuu,) = ws.descendants(engine)
+    assert cpuu.name == "ClientProfileUpdatingUtility"
+    ws.stop_task("t")
+    task = ws.task("t")
+    assert task.state == "Ready" and task.last_result == 267014 and task.killed
+    assert [p.pid for p in ws.cpuu_running] == [cpuu.pid]
+    clock.advance(200)
+    assert ws.cpuu_running == []
+    assert ws.profile(bench.user, "Outlook").state.value == "updated"  # the orphan finished
+
+
+def test_killing_the_tree_stops_cpuu_before_it_changes_anything(bench):
     bench.add("Outlook")
     ws, clock = bench.ws, bench.clock
     ws.cpuu.hang = True
     ws.register_task("t", _update_command(bench), bench.stage_dir, user=bench.user)
     ws.start_task("t")
     clock.advance(10 * 24 * 3600)
-    assert ws.task("t").state == "Running"
+    tree = ws.descendants(ws.task_engine_pid("t"))
     ws.stop_task("t")
-    task = ws.task("t")
-    assert task.state == "Ready" and task.last_result == 1 and task.killed
+    assert all(ws.terminate_process(p.pid) for p in tree)
+    assert ws.cpuu_running == [] and ws.task("t").last_result == 267014
     assert ws.profile(bench.user, "Outlook").state.value == "source"
     assert ws.fs.glob(bench.stage_dir, "CPUU_*.csv") == []
     assert len(ws.fs.glob(bench.stage_dir, "CPUU_*.log")) == 1  # the log CPUU opened at start
@@ -90,7 +111,7 @@ def test_logoff_kills_the_users_running_task(bench):
     assert ws.interactive_user is None
 
 
-def test_unregister_stops_a_running_task_and_forgets_it(bench):
+def test_unregister_forgets_a_running_task_but_its_processes_live_on(bench):
     ws = bench.ws
     ws.cpuu.hang = True
     bench.add("A")
@@ -99,6 +120,7 @@ def test_unregister_stops_a_running_task_and_forgets_it(bench):
     assert ws.unregister_task("t") is True
     assert ws.task("T") is None
     assert ws.unregister_task("t") is False
+    assert len(ws.cpuu_running) == 1
 
 
 def test_a_missing_working_directory_is_the_task_schedulers_error(bench):

@@ -14,7 +14,19 @@ import sys
 import typer
 
 from cpuu_fleet import __version__
-from cpuu_fleet.cli import codes, inventory, lab, play, render, report, results, template
+from cpuu_fleet.cli import (
+    codes,
+    demo,
+    inventory,
+    lab,
+    play,
+    render,
+    report,
+    results,
+    status,
+    steps,
+    template,
+)
 from cpuu_fleet.errors import (
     CONTROLLER_WRITE_EXIT,
     ControllerWriteError,
@@ -46,7 +58,19 @@ def _root(
     """Switch Outlook profiles to a new Exchange server with CPUU, wave by wave, over WinRM."""
 
 
-for _module in (inventory, render, template, results, codes, lab, play, report):
+for _module in (
+    inventory,
+    render,
+    template,
+    results,
+    codes,
+    lab,
+    play,
+    steps,
+    status,
+    demo,
+    report,
+):
     _module.register(app)
 
 

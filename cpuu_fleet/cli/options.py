@@ -90,3 +90,23 @@ def existing_journal(reports: Path) -> Journal:
     if not path.is_file():
         raise InputError(f"no runs in {path}")
     return Journal(path, read_only=True)
+
+
+# ------------------------------------------------------------------------------ wave commands
+
+EventsJsonOption = Annotated[
+    bool, typer.Option("--json", help="One JSON object per event on stdout, then the result.")
+]
+ForksOption = Annotated[int, typer.Option("--forks", "-f", help="Hosts at once.")]
+PayloadOption = Annotated[
+    Path | None,
+    typer.Option("--payload", help="The vendor's CPUU folder (default playbooks/payload)."),
+]
+TemplatesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--templates",
+        "-t",
+        help="Folder of *.j2 templates and templates.yml (default playbooks/templates).",
+    ),
+]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,23 @@ class _Reader:
         return parsed
 
 
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(ConnectionSettings) if f.default is not MISSING
+}
+"""Each setting's default, from :class:`ConnectionSettings` itself: stated once."""
+
+_NUMBERS: tuple[tuple[str, bool, float], ...] = (
+    # setting (ansible_psrp_<setting>), whole number?, smallest value accepted
+    ("connection_timeout", False, 0.001),
+    ("read_timeout", False, 0.001),
+    ("operation_timeout", True, 1),
+    ("reconnection_retries", True, 0),
+    ("reconnection_backoff", False, 0),
+    ("max_envelope_size", True, 1024),
+)
+"""The numeric settings, read alike: a typo'd or too small value is an error naming the variable."""
+
+
 def settings_from_vars(
     host: str,
     get: Callable[[str], Any],
@@ -303,7 +320,7 @@ def settings_from_vars(
 
     cert_name, cert_value = read.find("cert_validation")
     if cert_name is None or cert_value in (None, ""):
-        cert_validation = True
+        cert_validation = DEFAULTS["cert_validation"]
     elif isinstance(cert_value, bool):
         cert_validation = cert_value
     else:
@@ -319,17 +336,19 @@ def settings_from_vars(
     ):  # winrm's transport may be a list: take the first
         auth_value = auth_value[0]
     if auth_name is None or auth_value in (None, ""):
-        auth = "negotiate"
+        auth = DEFAULTS["auth"]
     else:
         auth = _WINRM_TRANSPORTS.get(
             str(auth_value).strip().lower(), str(auth_value).strip().lower()
         )
         if auth not in AUTHS:
             raise read.fail(auth_name, f"{auth_value!r} is not one of {', '.join(AUTHS)}")
-    encryption = read.choice("message_encryption", ENCRYPTIONS, "auto")
-    connection_timeout = read.number("connection_timeout", 30, integer=False, minimum=0.001)
-    read_timeout = read.number("read_timeout", 30, integer=False, minimum=0.001)
-    operation_timeout = read.number("operation_timeout", 20, integer=True, minimum=1)
+    encryption = read.choice("message_encryption", ENCRYPTIONS, DEFAULTS["message_encryption"])
+    numbers = {
+        setting: read.number(setting, DEFAULTS[setting], integer=integer, minimum=minimum)
+        for setting, integer, minimum in _NUMBERS
+    }
+    read_timeout, operation_timeout = numbers["read_timeout"], numbers["operation_timeout"]
     if read_timeout <= operation_timeout:
         raise InputError(
             f"ansible_psrp_read_timeout ({read_timeout}) must be greater than "
@@ -369,18 +388,12 @@ def settings_from_vars(
         auth=auth,
         cert_validation=bool(cert_validation),
         ca_cert=read.text("ca_cert"),
-        connection_timeout=connection_timeout,
-        read_timeout=read_timeout,
-        operation_timeout=int(operation_timeout),
         message_encryption=encryption,
-        reconnection_retries=int(read.number("reconnection_retries", 0, integer=True, minimum=0)),
-        reconnection_backoff=read.number("reconnection_backoff", 2.0, integer=False, minimum=0),
-        configuration_name=read.text("configuration_name", "Microsoft.PowerShell")
-        or "Microsoft.PowerShell",
-        max_envelope_size=int(read.number("max_envelope_size", 153600, integer=True, minimum=1024)),
-        path=(read.text("path", "wsman") or "wsman").lstrip("/") or "wsman",
+        configuration_name=read.text("configuration_name") or DEFAULTS["configuration_name"],
+        **numbers,
+        path=(read.text("path") or DEFAULTS["path"]).lstrip("/") or DEFAULTS["path"],
         proxy=read.text("proxy"),
-        ignore_proxy=bool(read.flag("ignore_proxy", False)),
+        ignore_proxy=bool(read.flag("ignore_proxy", DEFAULTS["ignore_proxy"])),
         certificate_pem=read.text("certificate_pem"),
         certificate_key_pem=read.text("certificate_key_pem"),
         negotiate_service=read.text("negotiate_service"),

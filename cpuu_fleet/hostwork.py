@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import journal as states
+from cpuu_fleet.connection import DEFAULTS
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
@@ -67,7 +68,7 @@ def open_session(name: str, connection: Any) -> HostSession:
         connection.address,
         kwargs,
         configuration_name=getattr(connection, "configuration_name", None)
-        or "Microsoft.PowerShell",
+        or DEFAULTS["configuration_name"],
     )
 
 

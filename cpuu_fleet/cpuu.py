@@ -223,6 +223,21 @@ def code_info(code: int) -> CodeInfo:
     )
 
 
+# What Windows Task Scheduler reports as a task's LastTaskResult instead of a process exit code
+# (the Win32 Task Scheduler constants): CPUU runs as a scheduled task, so these stand where its
+# exit bit mask would.
+TASK_HAS_NOT_RUN = 267011
+"""SCHED_S_TASK_HAS_NOT_RUN (0x41303)."""
+TASK_RUNNING = 267009
+"""SCHED_S_TASK_RUNNING (0x41301)."""
+TASK_TERMINATED = 267014
+"""SCHED_S_TASK_TERMINATED (0x41306): Task Scheduler ended the run (Stop, the time limit): killed."""
+TASK_QUEUED = 267045
+"""SCHED_S_TASK_QUEUED (0x41325)."""
+NOT_AN_EXIT_CODE = (TASK_HAS_NOT_RUN, TASK_RUNNING, TASK_QUEUED)
+"""Values that mean "no exit code yet"."""
+
+
 class ExitFlags(enum.IntFlag):
     """CPUU's process exit code: a bit mask. Zero (CANNOT_START) means "nothing to do"."""
 

@@ -34,7 +34,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from cpuu_fleet.cpuu import Mode, ProfileResult, ResultFile, parse_result_stream
+from cpuu_fleet.cpuu import (
+    NOT_AN_EXIT_CODE,
+    TASK_TERMINATED,
+    Mode,
+    ProfileResult,
+    ResultFile,
+    parse_result_stream,
+)
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive
 from cpuu_fleet.journal import Journal, utcnow
@@ -53,13 +60,6 @@ RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
 """Room left on the system drive after staging (CPUU's own log and result files need some)."""
 
-# Windows Task Scheduler's LastTaskResult values that are not a process exit code.
-TASK_HAS_NOT_RUN = 267011
-TASK_RUNNING = 267009
-TASK_TERMINATED = 267014
-"""SCHED_S_TASK_TERMINATED: Task Scheduler ended the run (Stop, the time limit): killed."""
-TASK_QUEUED = 267045
-NOT_AN_EXIT_CODE = (TASK_HAS_NOT_RUN, TASK_RUNNING, TASK_QUEUED)
 
 # What one input object costs inside a WSMan Send, in bytes, as pypsrp 0.9.1 packs it: every PSRP
 # message gets a 21-byte fragment header and a 40-byte message header; a string's CLIXML is

@@ -8,8 +8,7 @@ ours and live here. Everything is computed once per distinct value, never once p
 
 from __future__ import annotations
 
-from cpuu_fleet.cpuu import FLAG_HINTS, ExitFlags, ExitStatus
-from cpuu_fleet.steps import TASK_TERMINATED
+from cpuu_fleet.cpuu import FLAG_HINTS, TASK_TERMINATED, ExitFlags, ExitStatus
 
 # The error classes the engine records (see journal.py: hosts.error_class).
 ERROR_CLASS_HINTS: dict[str, str] = {

@@ -536,22 +536,13 @@ class Engine:
             if prep.payload is None and job.name in staged:
                 # No push in this play: the host's results are where its own last push went.
                 wave = replace(wave, version=staged[job.name])
-            visit = visit_host(
+            return visit_host(
                 wave,
                 job.name,
                 prep.connections[job.name],
                 attempt=job.attempt,
                 stopping=job.stopping,
                 emit=lambda kind, step, data: _emit(job, kind, step, data),
-            )
-            verdict = visit.verdict
-            return HostOutcome(
-                state=verdict.state,
-                error_class=verdict.error_class,
-                error_message=verdict.message,
-                transient=verdict.transient,
-                details=visit.details,
-                host_fields=visit.host_fields,
             )
 
         if selection is not None:  # a controller killed outright left its reserve behind

@@ -6,7 +6,7 @@ workstation, or a collected result being lost. So the run step's scheduled-task 
 before the task exists, and a later visit (a retry in the same run, or ``--resume``) that finds an
 unfinished run step asks the host what became of that task instead of starting CPUU again.
 
-Nornir's tone: everything that goes wrong on a host ends as a :class:`HostVisit` with a state and
+Nornir's tone: everything that goes wrong on a host ends as a :class:`~cpuu_fleet.outcome.HostOutcome` with a state and
 an error class; only bugs escape as exceptions (the runner turns those into ``internal`` failures).
 """
 
@@ -25,7 +25,7 @@ from cpuu_fleet.connection import DEFAULTS
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
-from cpuu_fleet.outcome import Verdict, judge
+from cpuu_fleet.outcome import HostOutcome, judge
 from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.session import (
@@ -106,20 +106,6 @@ class WaveSettings:
     @property
     def same_cpuu_runs(self) -> tuple[str, ...]:
         return self.cpuu_runs or (self.run_id,)
-
-
-@dataclass
-class HostVisit:
-    """How one visit of one host ended: the verdict plus what the report and ``--check`` show."""
-
-    verdict: Verdict
-    details: dict[str, Any] = field(default_factory=dict)
-    host_fields: dict[str, Any] = field(default_factory=dict)
-    """Journal host columns (user, exit code and flags, killed, result folder) for the runner."""
-
-    @property
-    def state(self) -> str:
-        return self.verdict.state
 
 
 Emit = Callable[[str, str, dict[str, Any]], None]
@@ -259,7 +245,7 @@ def visit_host(
     attempt: int = 1,
     stopping: threading.Event | None = None,
     emit: Emit = _no_emit,
-) -> HostVisit:
+) -> HostOutcome:
     """Visit one host: session → the play's steps in order → close → the host's verdict."""
     return _Visit(wave, name, connection, attempt, stopping or threading.Event(), emit).run()
 
@@ -300,7 +286,7 @@ class _Visit:
         self.plan: PushPlan | None = None
         self.session: HostSession
 
-    def run(self) -> HostVisit:
+    def run(self) -> HostOutcome:
         wave, ctx = self.wave, self.ctx
         try:
             self.session = self.steps.run(
@@ -309,7 +295,7 @@ class _Visit:
                 _ok,
             )
         except SessionError as exc:
-            return self._finish(HostVisit(judge(None, (), exc)))
+            return self._finish(judge(None, (), exc))
         self.session.limits = wave.limits
         error: SessionError | None = None
         stopped = False
@@ -324,7 +310,7 @@ class _Visit:
         except Exception:  # a bug: the runner reports it; the host's pool must still go away
             self.session.close()
             raise
-        visit = HostVisit(self._verdict(error, stopped), self.details)
+        visit = replace(self._verdict(error, stopped), details=self.details)
         self._after_cleanup(visit)
         self.session.close()
         return self._finish(visit)
@@ -384,7 +370,7 @@ class _Visit:
 
     # ------------------------------------------------------------------------------ the end
 
-    def _verdict(self, error: SessionError | None, stopped: bool) -> Verdict:
+    def _verdict(self, error: SessionError | None, stopped: bool) -> HostOutcome:
         if self.wave.check and self.plan is not None:
             self.details["would_push"] = {
                 "files": [f.relative for f in self.plan.send],
@@ -398,15 +384,15 @@ class _Visit:
             profiles = _earlier_profiles(self.wave, self.ctx.host) + profiles
         verdict = judge(self.run_result, profiles, error, check_mode=self.wave.check)
         if stopped and error is None:
-            verdict = Verdict(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
+            verdict = HostOutcome(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems
         if problems:
             note = f"{len(problems)} result-file problem(s), e.g. {problems[0]}"
-            message = f"{verdict.message}; {note}" if verdict.message else note
-            verdict = replace(verdict, message=message)
+            message = f"{verdict.error_message}; {note}" if verdict.error_message else note
+            verdict = replace(verdict, error_message=message)
         return verdict
 
-    def _after_cleanup(self, visit: HostVisit) -> None:
+    def _after_cleanup(self, visit: HostOutcome) -> None:
         """After a successful Cleanup, tell the host itself (a later Undo is refused there too)."""
         run = self.run_result
         if (
@@ -422,7 +408,7 @@ class _Visit:
         except SessionError as exc:
             visit.details["cleanup_marker"] = f"not written: {exc.message}"
 
-    def _finish(self, visit: HostVisit) -> HostVisit:
+    def _finish(self, visit: HostOutcome) -> HostOutcome:
         """The journal host columns the runner stores with the final state."""
         ctx, run = self.ctx, self.run_result
         fields: dict[str, Any] = {}

@@ -53,7 +53,7 @@ trusted, so it fails, with CPUU's verdict in its message.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cpuu_fleet import journal as states
@@ -98,13 +98,24 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A host's final state for the journal and the runner."""
+class HostOutcome:
+    """How one attempt on one host ended: the one result type the judgement, the host visit, the
+    runner and the journal share (Nornir's ``Result``, Ansible's ``TaskResult``)."""
 
     state: str
+    """A final state of :mod:`cpuu_fleet.vocabulary` (succeeded, partial, failed, ...)."""
     error_class: str | None = None
-    message: str | None = None
+    """One of :class:`~cpuu_fleet.session.ErrorClass` (``internal`` and ``interrupted`` are set by
+    the runner)."""
+    error_message: str | None = None
     transient: bool = False
+    """True when trying again later may help (unreachable, timeout, dropped connection). Must be
+    False when a retry could start CPUU a second time."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the report and ``--check`` show (step results, timings); not written by the runner."""
+    host_fields: dict[str, Any] = field(default_factory=dict)
+    """Journal host columns stored with the final state in the same write (user, exit_code,
+    exit_flags, killed, result_dir)."""
 
 
 # Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).
@@ -122,7 +133,7 @@ def _bad(profile: ProfileResult) -> bool:
 
 def judge_exit(
     exit_code: int, profiles: Iterable[ProfileResult], *, killed: bool = False
-) -> Verdict:
+) -> HostOutcome:
     """The state CPUU's own report gives a host (exit bit mask + per-profile codes)."""
     results = list(profiles)
     ok = sum(1 for p in results if p.info.outcome is Outcome.OK)
@@ -134,45 +145,45 @@ def judge_exit(
             f"{p.profile!r}={p.info.name}" for p in bad[:5]
         )
     if killed:
-        return Verdict(
+        return HostOutcome(
             states.FAILED,
             ErrorClass.CPUU.value,
             f"CPUU killed on our deadline (its exit code {exit_code} is not success)",
         )
     if status.unknown_bits:
         hint = _TASK_RESULT_HINTS.get(exit_code, "")
-        return Verdict(
+        return HostOutcome(
             states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code{hint}"
         )
     flags = status.flags
     if status.cannot_start:
         if bad:
             state = states.PARTIAL if ok else states.FAILED
-            return Verdict(state, ErrorClass.CPUU.value, detail)
+            return HostOutcome(state, ErrorClass.CPUU.value, detail)
         if ok:
-            return Verdict(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
-        return Verdict(states.SKIPPED, None, "nothing to do (" + detail + ")")
+            return HostOutcome(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
+        return HostOutcome(states.SKIPPED, None, "nothing to do (" + detail + ")")
     if flags & (ExitFlags.CRASH | ExitFlags.GLOBAL_ERR):
         # The run did not complete: whatever it did before, the workstation is not done.
-        return Verdict(states.FAILED, ErrorClass.CPUU.value, detail)
+        return HostOutcome(states.FAILED, ErrorClass.CPUU.value, detail)
     if flags & ExitFlags.SUCCESS:
         if flags & FAILURE_FLAGS or flags & ExitFlags.NO_SWITCH_MSG or bad:
-            return Verdict(states.PARTIAL, ErrorClass.CPUU.value, detail)
-        return Verdict(states.SUCCEEDED, None, detail)
+            return HostOutcome(states.PARTIAL, ErrorClass.CPUU.value, detail)
+        return HostOutcome(states.SUCCEEDED, None, detail)
     log_only = (
         ExitFlags.FAILED_TO_WRITE_LOG
         | ExitFlags.FAILED_TO_CREATE_TMP_DIR
         | ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE
     )
     if flags & ExitFlags.NO_SWITCH_MSG and not flags & ~(ExitFlags.NO_SWITCH_MSG | log_only):
-        return Verdict(
+        return HostOutcome(
             states.NOT_SWITCHED,
             ErrorClass.CPUU.value,
             f"{detail}: mailbox not switched yet, rerun later",
         )
     if bad and ok:
-        return Verdict(states.PARTIAL, ErrorClass.CPUU.value, detail)
-    return Verdict(states.FAILED, ErrorClass.CPUU.value, detail)
+        return HostOutcome(states.PARTIAL, ErrorClass.CPUU.value, detail)
+    return HostOutcome(states.FAILED, ErrorClass.CPUU.value, detail)
 
 
 def judge(
@@ -181,7 +192,7 @@ def judge(
     error: SessionError | None = None,
     *,
     check_mode: bool = False,
-) -> Verdict:
+) -> HostOutcome:
     """A host's final state. ``run`` is None when the play has no run step (or it never got there).
 
     ``error`` is the failure that ended the visit, if any; it decides alone when CPUU did not run,
@@ -191,11 +202,11 @@ def judge(
     if run is not None and run.ran and run.exit_code is not None:
         verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
         if error is not None:
-            message = f"{verdict.message}; afterwards: {error.message}"
+            message = f"{verdict.error_message}; afterwards: {error.message}"
             if error.error_class is ErrorClass.LIMIT:
                 # What the host sent cannot be trusted: CPUU's verdict does not stand alone.
-                return Verdict(states.FAILED, error.error_class.value, message)
-            return Verdict(
+                return HostOutcome(states.FAILED, error.error_class.value, message)
+            return HostOutcome(
                 verdict.state,
                 verdict.error_class or error.error_class.value,
                 message,
@@ -203,27 +214,31 @@ def judge(
             )
         return verdict
     if error is not None and error.error_class is ErrorClass.INTERRUPTED:
-        return Verdict(
+        return HostOutcome(
             states.FAILED,
             error.error_class.value,
             f"{error.message}; CPUU may still be running: --resume asks the host",
         )
     if error is not None:
         state = states.UNREACHABLE if error.error_class is ErrorClass.UNREACHABLE else states.FAILED
-        return Verdict(state, error.error_class.value, error.message, transient=error.transient)
+        return HostOutcome(state, error.error_class.value, error.message, transient=error.transient)
     if run is None:
         # preflight / push / collect only: reaching the end without an error is success.
         if profiles:
             return judge_exit(1, profiles)
-        return Verdict(
+        return HostOutcome(
             states.SUCCEEDED, None, "check mode: nothing changed" if check_mode else None
         )
     if run.refused:
-        return Verdict(states.FAILED, ErrorClass.POLICY.value, run.refused)
+        return HostOutcome(states.FAILED, ErrorClass.POLICY.value, run.refused)
     if run.pending:
-        return Verdict(
+        return HostOutcome(
             states.PENDING, None, "nobody logged on: CPUU will run at the next logon; collect later"
         )
     if run.no_user:
-        return Verdict(states.SKIPPED, ErrorClass.POLICY.value, "nobody logged on (policy: skip)")
-    return Verdict(states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result")
+        return HostOutcome(
+            states.SKIPPED, ErrorClass.POLICY.value, "nobody logged on (policy: skip)"
+        )
+    return HostOutcome(
+        states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result"
+    )

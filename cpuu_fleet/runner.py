@@ -60,6 +60,7 @@ from cpuu_fleet.journal import (
     Journal,
     utcnow,
 )
+from cpuu_fleet.outcome import HostOutcome
 from cpuu_fleet.planning import (
     RETRY_FILE,
     PlannedHost,
@@ -97,27 +98,6 @@ RETRYABLE_STATES = (FAILED, UNREACHABLE)
 HOST_FIELDS_FROM_WORK = frozenset(
     {"user", "exit_code", "exit_flags", "killed", "result_dir", "task_name", "address"}
 )
-
-
-@dataclass(frozen=True)
-class HostOutcome:
-    """What the host work reports for one attempt on one host."""
-
-    state: str
-    """A final journal state: succeeded, partial, failed, unreachable, skipped, pending, not_run."""
-    error_class: str | None = None
-    """unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu
-    | local | limit (| internal | interrupted, set by the runner)."""
-    error_message: str | None = None
-    transient: bool = False
-    """True when trying again later may help (unreachable, timeout, dropped connection). The host
-    work must say False when a retry could start CPUU a second time (or ask the host first: see
-    :attr:`HostJob.previous`)."""
-    details: dict[str, Any] = field(default_factory=dict)
-    """Free data for the caller (step results, timings); not written by the runner."""
-    host_fields: dict[str, Any] = field(default_factory=dict)
-    """Journal host columns to store with the final state (user, exit_code, exit_flags, killed,
-    result_dir, task_name, address) in the same write."""
 
 
 @dataclass

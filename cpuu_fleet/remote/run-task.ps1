@@ -118,6 +118,9 @@ function Grant-TaskUser {
         $security.AddAccessRule((New-FleetRule -Sid $Sid -Rights 'Read'))
         Set-Acl -LiteralPath $path -AclObject $security -ErrorAction Stop
     }
+    if (-not (Test-Path -LiteralPath $WorkingDirectory -PathType Container)) {
+        return  # Task Scheduler reports the missing folder (0x8007010B)
+    }
     # Inherited entries (the root's) stay; explicit ones are replaced by this user's Modify.
     $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity -ErrorAction Stop
     $security.SetAccessRuleProtection($false, $false)

@@ -9,13 +9,14 @@
     file). -Root (the staging root) is created with a protected ACL: SYSTEM and Administrators
     full control, Users read and execute, inheritance removed. An existing -Root or -Directory
     that SYSTEM, Administrators or this account do not own is refused (UntrustedStaging,
-    SecurityError): a local user created it, perhaps to plant files beside CPUU. Content is streamed to "<target>.partial", checked (length and SHA-256), then moved over
-    the target, so a half-written or corrupted file never takes the place of a good one.
+    SecurityError): a local user created it, perhaps to plant files beside CPUU. Content is
+    streamed to "<target>.partial", checked (length and SHA-256), then moved over the target, so
+    a half-written or corrupted file never takes the place of a good one.
     Terminating errors: HashMismatch (InvalidData), DiskFull (WriteError), InvalidPath
     (InvalidArgument) for a relative path that leaves -Directory, InvalidHeader (InvalidData) for
     a Length that is not a whole number or a Sha256 that is not 64 hex digits, FileInUse
-    (ResourceBusy) when the target stays held by another process. On any error the current
-    file's .partial is removed.
+    (ResourceBusy) when the target stays held by another process, UntrustedStaging
+    (SecurityError). On any error the current file's .partial is removed.
 #>
 [CmdletBinding()]
 param(

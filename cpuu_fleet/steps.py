@@ -56,6 +56,9 @@ STATE_DIR = STAGING_ROOT + "\\state"
 LOGON_USER_VAR = "cpuu_user"
 """Inventory variable: whose session an at-logon run is for (a SID, or ``DOMAIN\\user``)."""
 CLEANUP_MARKER = "cleanup-done.json"
+DEFAULT_INI = "CPUU.ini"
+"""The INI CPUU reads beside its exe: the task's user may read it even when this visit rendered
+nothing (a run-only play, a resume), which ``run-task`` skips when it is not there."""
 RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
 """Room left on the system drive after staging (CPUU's own log and result files need some)."""
@@ -69,6 +72,8 @@ DISK_MARGIN = 1024 * 1024
 _PER_MESSAGE = 21 + 40
 _STRING_CLIXML = 7
 _HEADER_CLIXML = 360
+_PRIVATE_CLIXML = 80
+"""The ``Private = $true`` entry of a private file's header hashtable."""
 _RESERVED = 128
 """Kept free in every Send: the EndOfPipelineInput message rides in whichever Send is last."""
 _MIN_CHUNK = 4096
@@ -257,6 +262,9 @@ class OutgoingFile:
     sha256: str
     source: Path | None = None
     data: bytes | None = None
+    private: bool = False
+    """Readable on the host by SYSTEM and Administrators only (the INI, with its secrets);
+    ``run-task`` lets the task's user read it (``UserReadable``)."""
 
     def open(self) -> BinaryIO:
         """A stream of the file's bytes (read piece by piece: big files never sit in memory)."""
@@ -307,8 +315,14 @@ def outgoing_files(ctx: HostContext) -> list[OutgoingFile]:
         )
     for name, data in ctx.rendered_files.items():
         relative = name.replace("/", "\\")
-        files.append(OutgoingFile(relative, len(data), hashlib.sha256(data).hexdigest(), data=data))
+        sha = hashlib.sha256(data).hexdigest()
+        files.append(OutgoingFile(relative, len(data), sha, data=data, private=_is_private(name)))
     return files
+
+
+def _is_private(name: str) -> bool:
+    """A rendered INI carries the play's secrets: only the task's user may read it on the host."""
+    return name.lower().endswith(".ini")
 
 
 def plan_push(ctx: HostContext, staged: dict[str, str] | None = None) -> PushPlan:
@@ -324,11 +338,19 @@ def plan_push(ctx: HostContext, staged: dict[str, str] | None = None) -> PushPla
 def _header(item: OutgoingFile) -> dict[str, Any]:
     """Length goes as a string: pypsrp 0.9.1 tags every Python int as a 32-bit ``<I32>``, which
     Windows cannot deserialize for a file of 2 GiB or more; ``upload`` parses it as an int64."""
-    return {"Path": item.relative, "Length": str(item.size), "Sha256": item.sha256}
+    header: dict[str, Any] = {
+        "Path": item.relative,
+        "Length": str(item.size),
+        "Sha256": item.sha256,
+    }
+    if item.private:
+        header["Private"] = True
+    return header
 
 
 def _header_cost(item: OutgoingFile) -> int:
-    return _PER_MESSAGE + _HEADER_CLIXML + 8 * len(item.relative) + len(str(item.size))
+    extra = _PRIVATE_CLIXML if item.private else 0
+    return _PER_MESSAGE + _HEADER_CLIXML + extra + 8 * len(item.relative) + len(str(item.size))
 
 
 def _string_cost(chars: int) -> int:
@@ -378,6 +400,25 @@ def upload_input(
         yield batch
 
 
+UNTRUSTED_STAGING_HELP = (
+    "the host's staging folder was created by an account other than SYSTEM or Administrators"
+    " (a local user may have placed files in it to run in another user's session): nothing was"
+    " pushed to or run from it. Have an administrator inspect and delete it, then run again"
+)
+
+
+def _untrusted_staging(error: SessionError) -> SessionError:
+    """``UntrustedStaging`` said as what it is (we refuse to use the folder), else unchanged."""
+    if error.error_id != "UntrustedStaging":
+        return error
+    return SessionError(
+        ErrorClass.POLICY,
+        f"{UNTRUSTED_STAGING_HELP} ({error.message})",
+        transient=False,
+        error_id="UntrustedStaging",
+    )
+
+
 def upload(
     session: HostSession,
     directory: str,
@@ -389,13 +430,16 @@ def upload(
     """Send files into ``directory`` on the host through one ``upload`` pipeline."""
     if not files:
         return ()
-    result = session.run(
-        "upload",
-        {"Directory": directory},
-        input=upload_input(files, session.max_payload_size),
-        deadline=deadline,
-        during=during,
-    )
+    try:
+        result = session.run(
+            "upload",
+            {"Directory": directory, "Root": STAGING_ROOT},
+            input=upload_input(files, session.max_payload_size),
+            deadline=deadline,
+            during=during,
+        )
+    except SessionError as error:
+        raise _untrusted_staging(error) from None
     written: list[str] = []
     for entry, item in zip(result.output, files, strict=False):
         if not isinstance(entry, dict) or str(entry.get("Sha256", "")).lower() != item.sha256:
@@ -596,13 +640,18 @@ def run_cpuu(
     }
     if when_no_user == "at_logon" and ctx.logon_user:
         parameters["LogonUser"] = ctx.logon_user
-    result = session.run(
-        "run-task",
-        parameters,
-        deadline=_client_deadline(session, timeout_s),
-        during=f"run {mode.value}",
-        abandon=ctx.stopping,
-    )
+    private = [f.relative for f in outgoing_files(ctx) if f.private] or [DEFAULT_INI]
+    parameters["UserReadable"] = [f"{ctx.staging}\\{name}" for name in private]
+    try:
+        result = session.run(
+            "run-task",
+            parameters,
+            deadline=_client_deadline(session, timeout_s),
+            during=f"run {mode.value}",
+            abandon=ctx.stopping,
+        )
+    except SessionError as error:
+        raise _untrusted_staging(error) from None
     run = _task_result(result.first, task_name, when_no_user, time.monotonic() - started)
     if run.user:
         ctx.user = run.user

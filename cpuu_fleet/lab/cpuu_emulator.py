@@ -463,6 +463,8 @@ class CpuuProcess:
             return
         text = "\r\n".join([*self._log_lines, ""])
         bom, codec = _LOG_ENCODINGS[self.ws.cpuu.log_encoding]
+        if not self._may_write(self.log_path):
+            return
         try:
             with self.ws.fs.open_write(self.log_path) as out:
                 out.write(bom + text.encode(codec, errors="replace"))
@@ -503,6 +505,8 @@ class CpuuProcess:
         if not ntpath.isabs(path):
             path = ntpath.join(self.call.current_dir, path)
         try:
+            if not self.ws.can_read(self.user, path):  # CPUU runs as its user, not as an admin
+                return f"cannot read {path}: Access to the path is denied."
             return read_ini(self.ws.fs.read_bytes(path), path)
         except FileNotFoundError:
             return f"configuration file not found: {path}"
@@ -524,10 +528,23 @@ class CpuuProcess:
             data = text.encode("cp1252", errors="replace")
         else:
             data = text.encode("utf-8")
+        if not self._may_write(self.csv_path):
+            return
         try:
             self.ws.fs.write_bytes(self.csv_path, data)
         except (OSError, ValueError):
             self.log_failed = True
+
+    def _may_write(self, path: str) -> bool:
+        """CPUU writes as its user: where the ACLs refuse them, it fails to write its log
+        (``FAILED_TO_WRITE_LOG``), as on a hardened image."""
+        try:
+            allowed = self.ws.can_write(self.user, path)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            self.log_failed = True
+        return allowed
 
 
 def run_cpuu(ws: Workstation, user: str, args: CpuuArguments, ini: CpuuIni | str) -> RunResult:

@@ -29,7 +29,11 @@ from typing import Any
 from cpuu_fleet.lab.contract import PipelineHost, PipelineStopped, ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import register
 from cpuu_fleet.lab.winfs import (
+    ADMINISTRATORS_SID,
     DISK_FULL_MESSAGE,
+    SYSTEM_SID,
+    USERS_SID,
+    Acl,
     DiskFullError,
     WindowsFS,
     join_windows,
@@ -57,7 +61,7 @@ TASK_ACTIONS = ("Start", "Wait", "Run", "Status", "Stop", "Remove")
 
 PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "preflight": (("Directory", "StateDirectory", "Paths"), ("Directory", "StateDirectory")),
-    "upload": (("Directory", "InputObject"), ("Directory",)),
+    "upload": (("Directory", "Root", "InputObject"), ("Directory",)),
     "run-task": (
         (
             "Action",
@@ -68,6 +72,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "TimeoutSeconds",
             "StateDirectory",
             "LogonUser",
+            "UserReadable",
         ),
         ("Action", "TaskName"),
     ),
@@ -311,6 +316,46 @@ def _hash_unless_locked(ws: Workstation, path: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# staging security (upload and run-task)
+# --------------------------------------------------------------------------------------------------
+
+TRUSTED_OWNERS = frozenset({SYSTEM_SID, ADMINISTRATORS_SID})
+"""Owners a staging folder may have: what SYSTEM or an elevated administrator created."""
+ADMINS_ONLY = frozenset({SYSTEM_SID, ADMINISTRATORS_SID})
+PROTECTED_ROOT = Acl(read=ADMINS_ONLY | {USERS_SID}, write=ADMINS_ONLY, protected=True)
+"""upload's staging root: inheritance removed, SYSTEM and Administrators full control, Users
+read and execute (CPUU runs as a standard user), nobody else writes."""
+
+
+def _private_acl(reader: str | None = None) -> Acl:
+    """A file only SYSTEM, Administrators (and ``reader``, the task's user) may read."""
+    return Acl(
+        read=ADMINS_ONLY | ({reader} if reader else set()), write=ADMINS_ONLY, protected=True
+    )
+
+
+def _assert_trusted(ws: Workstation, *paths: str) -> None:
+    """The scripts' ``Assert-TrustedFolder``: an existing staging folder that SYSTEM or
+    Administrators do not own was created by somebody else (a local user, to plant files)."""
+    for path in paths:
+        if not ws.fs.is_dir(path):
+            continue
+        owner = ws.fs.owner(path)
+        if owner not in TRUSTED_OWNERS:
+            raise ScriptFailed(
+                f"The staging folder '{path}' is owned by {owner}, not by SYSTEM or"
+                " Administrators: another account created it and may have placed files in it."
+                " Nothing is written to or run from it.",
+                error_id="UntrustedStaging",
+                category="SecurityError",
+            )
+
+
+def _parent(path: str) -> str:
+    return path.rstrip("\\").rsplit("\\", 1)[0]
+
+
+# --------------------------------------------------------------------------------------------------
 # preflight
 # --------------------------------------------------------------------------------------------------
 
@@ -412,11 +457,14 @@ class _IncomingFile:
                 category="InvalidData",
             )
         self.expected = self.expected.lower()
+        self.private = _get(header, "Private") is True
         if self.length > fs.free_bytes:
             raise ScriptFailed(DISK_FULL_MESSAGE, error_id="DiskFull", category="WriteError")
         self.partial = self.target + ".partial"
         fs.mkdir(self.target.rsplit("\\", 1)[0])
         self.handle = fs.open_write(self.partial)
+        if self.private:  # created with the private ACL (File.Create with a FileSecurity)
+            fs.set_acl(self.partial, _private_acl())
         self.digest = hashlib.sha256()
         self.written = 0
 
@@ -473,6 +521,8 @@ class _IncomingFile:
                 category="InvalidData",
             )
         self._move_into_place()
+        if self.private:
+            self.fs.set_acl(self.target, _private_acl())
         return {"Path": self.relative, "Length": self.written, "Sha256": actual}
 
     def _move_into_place(self) -> None:
@@ -503,8 +553,14 @@ def upload(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     _bind(call, "upload")
     _language_check(ws, call)
     directory = _str(call, "Directory")
+    root = _str(call, "Root")
     fs = ws.fs
     try:
+        _assert_trusted(ws, *(p for p in (root, directory) if p))
+        if root:
+            fs.mkdir(root)
+            if not fs.acl(root).protected:
+                fs.set_acl(root, PROTECTED_ROOT)
         fs.mkdir(directory)
     except ValueError:
         raise _bad_path(directory) from None
@@ -661,6 +717,7 @@ class _TaskCall:
         self.command = _str(call, "Command")
         self.working_directory = _str(call, "WorkingDirectory")
         self.logon_user = _str(call, "LogonUser")
+        self.user_readable = _strings(call, "UserReadable")
         state = _str(call, "StateDirectory", STATE_DIRECTORY) or STATE_DIRECTORY
         self.marker_path = _marker_path(state, self.name)
 
@@ -705,6 +762,7 @@ class _TaskCall:
                 error_id="MissingCommand",
                 category="InvalidArgument",
             )
+        _assert_trusted(ws, self.working_directory, _parent(self.working_directory))
         with ws.lock:  # the model's lock plays CreateNew's atomicity
             if self.marker() is not None:
                 return "Known"
@@ -736,6 +794,7 @@ class _TaskCall:
                 marker["Launched"] = True
                 _write_marker(ws, self.marker_path, marker)
                 return "Known"
+            self._grant(target[1])
             if existing is None:  # create-if-absent: never replace a live task
                 self._register(target[1], trigger)
             if trigger == "Now":
@@ -744,6 +803,22 @@ class _TaskCall:
                 _write_marker(ws, self.marker_path, marker)
                 return "Claimed"
             return "AtLogon"
+
+    def _grant(self, sid: str) -> None:
+        """The task's user, and no other local user, may read ``-UserReadable`` (the INI) and
+        write the working directory (CPUU's results): the explicit grants are replaced, so an
+        earlier run's user keeps none."""
+        fs = self.ws.fs
+        assert self.working_directory is not None
+        for path in self.user_readable:
+            if fs.is_file(path):
+                fs.set_acl(path, _private_acl(sid))
+        if fs.is_dir(self.working_directory):
+            owner = fs.owner(self.working_directory)
+            fs.set_acl(
+                self.working_directory,
+                Acl(owner=owner, read=frozenset({sid}), write=frozenset({sid})),
+            )
 
     def _register(self, sid: str, trigger: str) -> None:
         """Register for one user's SID (never a name Task Scheduler may not map); an at-logon

@@ -52,6 +52,7 @@ SCENARIOS: dict[str, str] = {
     "locked_log": "an AV scanner holds CPUU's log open exclusively: it cannot be read for now",
     "late_start": "the scheduled task comes up 1 to 3 s after Start-ScheduledTask returns",
     "entra_user": "the user is an Entra ID account (AzureAD\\Name), which Task Scheduler cannot map",
+    "hostile_local_user": "a local user created the staging folder first and planted a DLL in it",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -62,7 +63,9 @@ counts the demo and its tests rely on; asked for by name."""
 
 WINDOWS_SCENARIOS = frozenset({"late_start", "entra_user"})
 """Documented Windows behaviours that an older run-task got wrong (issue 15)."""
-LATER_SCENARIOS = frozenset({"constrained_language", "locked_log"}) | WINDOWS_SCENARIOS
+LATER_SCENARIOS = (
+    frozenset({"constrained_language", "locked_log", "hostile_local_user"}) | WINDOWS_SCENARIOS
+)
 """Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
 ``mixed``, whose counts the demo and its tests rely on."""
 
@@ -333,6 +336,21 @@ def _entra_user(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
+INTRUDER = "intruder"
+"""The local account that plants files (``<HOST>\\intruder``): not the user CPUU runs for."""
+
+
+def _hostile_local_user(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """ProgramData lets every user create folders: a local user made the staging root before
+    cpuu-fleet did (so owns it) and put a DLL where CPUU would load it in the next user's
+    session (DLL search order starts with the program's folder)."""
+    intruder = f"{ws.name.upper()}\\{INTRUDER}"
+    ws.user_writes(intruder, STAGING_ROOT)
+    ws.user_writes(intruder, STAGING_ROOT + "\\version.dll", b"MZ planted by a local user")
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -358,5 +376,6 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "locked_log": _locked_log,
     "late_start": _late_start,
     "entra_user": _entra_user,
+    "hostile_local_user": _hostile_local_user,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

@@ -19,6 +19,13 @@ Choices made where Windows has several behaviours:
   path that tries is an attack here, not a typo);
 * trailing dots and spaces of a name are dropped, as Win32 path normalisation does;
 * environment variables (``%TEMP%``) are *not* expanded: callers pass literal paths.
+
+Security, simplified (:class:`Acl`): every entry has an owner SID and may carry explicit grants
+(who may read, who may write); an entry inherits its parent's grants unless it is *protected*
+(``SetAccessRuleProtection``). What is not set anywhere up to the drive root is what a fresh
+Windows gives ``C:\\ProgramData``: SYSTEM, Administrators and Users may read and write (Users
+"create files / write data" in subfolders). Deny entries, rights finer than read/write and the
+owner's implicit rights are not modelled: nothing the scripts do depends on them.
 """
 
 from __future__ import annotations
@@ -47,6 +54,26 @@ class DiskFullError(OSError):
 
     def __init__(self, path: str):
         super().__init__(errno.ENOSPC, DISK_FULL_MESSAGE, path)
+
+
+SYSTEM_SID = "S-1-5-18"
+ADMINISTRATORS_SID = "S-1-5-32-544"
+USERS_SID = "S-1-5-32-545"
+DEFAULT_GRANTS = frozenset({SYSTEM_SID, ADMINISTRATORS_SID, USERS_SID})
+"""Who may read and write where nothing is set (ProgramData's inherited ACL on a fresh Windows)."""
+
+
+@dataclass(frozen=True)
+class Acl:
+    """One entry's owner and explicit grants (SIDs)."""
+
+    owner: str = ADMINISTRATORS_SID
+    """Whoever created the entry: Administrators for what an elevated admin or SYSTEM creates
+    (Windows' default owner for members of Administrators), the user's SID for a user."""
+    read: frozenset[str] = frozenset()
+    write: frozenset[str] = frozenset()
+    protected: bool = False
+    """True: the parent's grants do not apply (inheritance removed)."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +195,7 @@ class WindowsFS:
         self._clock = clock
         self._lock = threading.RLock()
         self._temp_counter = 0
+        self._acls: dict[tuple[str, ...], Acl] = {}
         existed = self.root.exists()
         for drive in self.drives:
             (self.root / drive).mkdir(parents=True, exist_ok=True)
@@ -282,6 +310,46 @@ class WindowsFS:
         with self._lock:
             return max(0, self.capacity_bytes - self.reserved_bytes - self._used)
 
+    # ---------------------------------------------------------------- security
+
+    def _acl_key(self, path: str) -> tuple[str, ...]:
+        drive, names = split_windows_path(path)
+        return (drive, *(n.casefold() for n in names))
+
+    def acl(self, path: str) -> Acl:
+        """The entry's own owner and explicit grants (``Get-Acl``); an entry nobody set one for
+        is owned by Administrators and has none."""
+        with self._lock:
+            return self._acls.get(self._acl_key(path), Acl())
+
+    def set_acl(self, path: str, acl: Acl) -> None:
+        """``Set-Acl``: replace the entry's owner and explicit grants."""
+        self._existing(path)
+        with self._lock:
+            self._acls[self._acl_key(path)] = acl
+
+    def owner(self, path: str) -> str:
+        return self.acl(path).owner
+
+    def allowed(self, path: str, sids: frozenset[str], *, write: bool) -> bool:
+        """May a principal with these SIDs (its own and its groups') read or write ``path``?
+        For a path that does not exist yet: may it create it (its nearest existing parent)."""
+        key = self._acl_key(path)
+        with self._lock:
+            for depth in range(len(key), 0, -1):
+                acl = self._acls.get(key[:depth])
+                if acl is None:
+                    continue
+                if sids & (acl.write if write else acl.read):
+                    return True
+                if acl.protected:
+                    return False
+        return bool(sids & DEFAULT_GRANTS)
+
+    def _forget_acls(self, path: str) -> None:
+        key = self._acl_key(path)
+        self._acls = {k: v for k, v in self._acls.items() if k[: len(key)] != key}
+
     # ---------------------------------------------------------------- reading
 
     def open_read(self, path: str) -> BinaryIO:
@@ -333,6 +401,7 @@ class WindowsFS:
         """Remove a file, or a directory (non-empty only with ``recursive``)."""
         with self._lock:
             local = self._existing(path)
+            self._forget_acls(path)
             if local.is_dir():
                 if any(local.iterdir()) and not recursive:
                     raise OSError(errno.ENOTEMPTY, "The directory is not empty.", path)
@@ -367,6 +436,11 @@ class WindowsFS:
                 # Case-only rename: ``dst`` resolved onto the existing entry; use the given case.
                 dst = dst.parent / split_windows_path(target)[1][-1]
             os.replace(src, dst)
+            # A move on one volume keeps the entry's security descriptor (MoveFileEx).
+            moved = self._acls.pop(self._acl_key(source), None)
+            self._forget_acls(target)
+            if moved is not None:
+                self._acls[self._acl_key(target)] = moved
 
     def temp_path(self, directory: str = "C:\\Windows\\Temp", prefix: str = "tmp") -> str:
         """Create an empty, uniquely named file and return its path, like GetTempFileName."""

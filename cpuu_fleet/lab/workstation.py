@@ -16,6 +16,7 @@ re-entrant lock, so a handler sees a consistent state.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import threading
 import time
@@ -25,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from cpuu_fleet.lab.winfs import WindowsFS, wildcard_match
+from cpuu_fleet.lab.winfs import Acl, WindowsFS, wildcard_match
 
 TASK_HAS_NOT_RUN = 267011  # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
 TASK_RUNNING = 267009  # 0x41301 SCHED_S_TASK_RUNNING
@@ -587,6 +588,34 @@ class Workstation:
     def in_use(self, path: str) -> bool:
         """Replacing or moving over ``path`` fails: a holder does not share delete access."""
         return any(not h.share_delete for h in self._holds(path))
+
+    # ---------------------------------------------------------------- a local user's access
+
+    def user_sids(self, user: str) -> frozenset[str]:
+        """The SIDs in a standard user's token: its own and BUILTIN\\Users."""
+        return frozenset({self.sid_of(user), USERS_GROUP_SID})
+
+    def can_read(self, user: str, path: str) -> bool:
+        """May this local (non-admin) user read ``path``, as the file system's ACLs say?"""
+        return self.fs.allowed(path, self.user_sids(user), write=False)
+
+    def can_write(self, user: str, path: str) -> bool:
+        """May this local user write ``path`` (create it, when it does not exist yet)?"""
+        return self.fs.allowed(path, self.user_sids(user), write=True)
+
+    def user_writes(self, user: str, path: str, data: bytes | None = None) -> None:
+        """A local user creates a folder (``data`` None) or writes a file, as Explorer would:
+        refused (``PermissionError``) where the ACLs do not let them; what they create, they own."""
+        with self.lock:
+            if not self.can_write(user, path):
+                raise PermissionError(errno.EACCES, "Access to the path is denied.", path)
+            new = not self.fs.exists(path)
+            if data is None:
+                self.fs.mkdir(path)
+            else:
+                self.fs.write_bytes(path, data)
+            if new:
+                self.fs.set_acl(path, Acl(owner=self.sid_of(user)))
 
     # ---------------------------------------------------------------- accounts
 

@@ -47,7 +47,9 @@ param(
 
     [string]$StateDirectory = 'C:\ProgramData\cpuu-fleet\state',
 
-    [string]$LogonUser
+    [string]$LogonUser,
+
+    [string[]]$UserReadable
 )
 
 Set-StrictMode -Version 2.0
@@ -70,6 +72,60 @@ function Stop-RunTask {
     $record = New-Object -TypeName System.Management.Automation.ErrorRecord -ArgumentList @(
         $exception, $Id, $Category, $TaskName)
     $PSCmdlet.ThrowTerminatingError($record)
+}
+
+function Assert-TrustedFolder {
+    # The folder CPUU would run from must be owned by SYSTEM, Administrators or this account
+    # (as upload checks): a local user who created it first may have planted a DLL beside CPUU.
+    param([string]$Path)
+    if ([string]::IsNullOrEmpty($Path) -or -not (Test-Path -LiteralPath $Path -PathType Container)) {
+        return
+    }
+    $owner = (Get-Acl -LiteralPath $Path -ErrorAction Stop).GetOwner([System.Security.Principal.SecurityIdentifier])
+    $self = [System.Security.Principal.WindowsIdentity]::GetCurrent().User
+    if ($null -eq $owner -or @('S-1-5-18', 'S-1-5-32-544', $self.Value) -notcontains $owner.Value) {
+        Stop-RunTask -Message ("The staging folder '" + $Path + "' is owned by " + $owner + ', not by SYSTEM or Administrators: another account created it and may have placed files in it. Nothing is run from it.') `
+            -Id 'UntrustedStaging' -Category ([System.Management.Automation.ErrorCategory]::SecurityError)
+    }
+}
+
+function New-FleetRule {
+    param([string]$Sid, [string]$Rights, [switch]$Container)
+    $inherit = [System.Security.AccessControl.InheritanceFlags]::None
+    if ($Container) {
+        $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+    }
+    $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ErrorAction Stop -ArgumentList $Sid
+    New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ErrorAction Stop -ArgumentList @(
+        $identity, ([System.Security.AccessControl.FileSystemRights]$Rights), $inherit,
+        [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
+}
+
+function Grant-TaskUser {
+    # The task's user, and no other local user, may read -UserReadable (the INI: upload left it
+    # to SYSTEM and Administrators) and modify the working directory (CPUU writes its results
+    # there; the staging root gives Users read only). The grants are set whole, not added to:
+    # an earlier run's user keeps none.
+    param([string]$Sid)
+    foreach ($path in @($UserReadable)) {
+        if ([string]::IsNullOrEmpty($path) -or -not (Test-Path -LiteralPath $path -PathType Leaf)) {
+            continue
+        }
+        $security = New-Object -TypeName System.Security.AccessControl.FileSecurity -ErrorAction Stop
+        $security.SetAccessRuleProtection($true, $false)
+        $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-18' -Rights 'FullControl'))
+        $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-32-544' -Rights 'FullControl'))
+        $security.AddAccessRule((New-FleetRule -Sid $Sid -Rights 'Read'))
+        Set-Acl -LiteralPath $path -AclObject $security -ErrorAction Stop
+    }
+    if (-not (Test-Path -LiteralPath $WorkingDirectory -PathType Container)) {
+        return  # Task Scheduler reports the missing folder (0x8007010B)
+    }
+    # Inherited entries (the root's) stay; explicit ones are replaced by this user's Modify.
+    $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity -ErrorAction Stop
+    $security.SetAccessRuleProtection($false, $false)
+    $security.AddAccessRule((New-FleetRule -Sid $Sid -Rights 'Modify' -Container))
+    Set-Acl -LiteralPath $WorkingDirectory -AclObject $security -ErrorAction Stop
 }
 
 function Get-FleetTask {
@@ -378,6 +434,8 @@ function Start-FleetTask {
         Stop-RunTask -Message '-Command and -WorkingDirectory are required to start a task.' `
             -Id 'MissingCommand' -Category ([System.Management.Automation.ErrorCategory]::InvalidArgument)
     }
+    Assert-TrustedFolder -Path $WorkingDirectory
+    Assert-TrustedFolder -Path ([System.IO.Path]::GetDirectoryName($WorkingDirectory.TrimEnd('\')))
     if ($null -ne (Read-Marker)) {
         return 'Known'
     }
@@ -412,6 +470,7 @@ function Start-FleetTask {
         }
     }
     try {
+        Grant-TaskUser -Sid $target['Sid']
         Register-FleetTask -Sid $target['Sid'] -Trigger $trigger
     }
     catch {

@@ -3,20 +3,27 @@
 .SYNOPSIS
     Writes files sent as pipeline input into a staging folder, checking each one's SHA-256.
 .DESCRIPTION
-    Input, for each file: a header hashtable @{Path; Length; Sha256} (Path relative to
-    -Directory), then the file's content as base64 strings, any number of them (none for an empty
-    file). Content is streamed to "<target>.partial", checked (length and SHA-256), then moved over
-    the target, so a half-written or corrupted file never takes the place of a good one.
+    Input, for each file: a header hashtable @{Path; Length; Sha256; Private} (Path relative to
+    -Directory; Private $true: only SYSTEM and Administrators may read it, e.g. the INI with its
+    secrets), then the file's content as base64 strings, any number of them (none for an empty
+    file). -Root (the staging root) is created with a protected ACL: SYSTEM and Administrators
+    full control, Users read and execute, inheritance removed. An existing -Root or -Directory
+    that SYSTEM, Administrators or this account do not own is refused (UntrustedStaging,
+    SecurityError): a local user created it, perhaps to plant files beside CPUU. Content is
+    streamed to "<target>.partial", checked (length and SHA-256), then moved over the target, so
+    a half-written or corrupted file never takes the place of a good one.
     Terminating errors: HashMismatch (InvalidData), DiskFull (WriteError), InvalidPath
     (InvalidArgument) for a relative path that leaves -Directory, InvalidHeader (InvalidData) for
     a Length that is not a whole number or a Sha256 that is not 64 hex digits, FileInUse
-    (ResourceBusy) when the target stays held by another process. On any error the current
-    file's .partial is removed.
+    (ResourceBusy) when the target stays held by another process, UntrustedStaging
+    (SecurityError). On any error the current file's .partial is removed.
 #>
 [CmdletBinding()]
 param(
     [Parameter(Mandatory = $true)]
     [string]$Directory,
+
+    [string]$Root,
 
     [Parameter(ValueFromPipeline = $true)]
     [object]$InputObject
@@ -118,6 +125,65 @@ begin {
         }
     }
 
+    function New-ProtectedSecurity {
+        # A security descriptor built from nothing, inheritance removed: SYSTEM and Administrators
+        # full control, and BUILTIN\Users read and execute when -UsersRead (the staging root: CPUU
+        # runs as a standard user). SIDs, not names: names are localized. A new object carries no
+        # owner, so Set-Acl writes the DACL only and the owner stays whoever created the entry.
+        param([switch]$Container, [switch]$UsersRead)
+        $inherit = [System.Security.AccessControl.InheritanceFlags]::None
+        $security = New-Object -TypeName System.Security.AccessControl.FileSecurity -ErrorAction Stop
+        if ($Container) {
+            $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+            $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity -ErrorAction Stop
+        }
+        $security.SetAccessRuleProtection($true, $false)
+        $grants = @(@('S-1-5-18', 'FullControl'), @('S-1-5-32-544', 'FullControl'))
+        if ($UsersRead) {
+            $grants += , @('S-1-5-32-545', 'ReadAndExecute')
+        }
+        foreach ($grant in $grants) {
+            $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ErrorAction Stop -ArgumentList $grant[0]
+            $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ErrorAction Stop -ArgumentList @(
+                $identity, ([System.Security.AccessControl.FileSystemRights]($grant[1])), $inherit,
+                [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
+            $security.AddAccessRule($rule)
+        }
+        $security
+    }
+
+    function Assert-TrustedFolder {
+        # A folder that exists already must be owned by SYSTEM, Administrators or this account
+        # (an elevated admin's objects are owned by Administrators, or by the admin when the
+        # "Default owner for objects created by members of the Administrators group" policy says
+        # so). Anyone else created it first and may have planted files in it.
+        param([Parameter(Mandatory = $true)][string]$Path)
+        if (-not (Test-Path -LiteralPath $Path -PathType Container)) {
+            return
+        }
+        $owner = (Get-Acl -LiteralPath $Path -ErrorAction Stop).GetOwner([System.Security.Principal.SecurityIdentifier])
+        $self = [System.Security.Principal.WindowsIdentity]::GetCurrent().User
+        $trusted = @('S-1-5-18', 'S-1-5-32-544', $self.Value)
+        if ($null -eq $owner -or $trusted -notcontains $owner.Value) {
+            Stop-Upload -Message ("The staging folder '{0}' is owned by {1}, not by SYSTEM or Administrators: another account created it and may have placed files in it. Nothing is written to or run from it." -f `
+                    $Path, $owner) -ErrorId 'UntrustedStaging' -Category SecurityError -Target $Path
+        }
+    }
+
+    function Protect-Root {
+        # Created with its ACL in one step (no moment with ProgramData's inherited one); an
+        # existing root (an older cpuu-fleet's, trusted by its owner) is protected now.
+        param([Parameter(Mandatory = $true)][string]$Path)
+        $security = New-ProtectedSecurity -Container -UsersRead
+        if (-not (Test-Path -LiteralPath $Path -PathType Container)) {
+            $null = [System.IO.Directory]::CreateDirectory($Path, $security)
+            return
+        }
+        if (-not (Get-Acl -LiteralPath $Path -ErrorAction Stop).AreAccessRulesProtected) {
+            Set-Acl -LiteralPath $Path -AclObject $security -ErrorAction Stop
+        }
+    }
+
     function Remove-Partial {
         if ($null -ne $state.Current) {
             $state.Current.Stream.Dispose()
@@ -168,9 +234,18 @@ begin {
         }
         $null = [System.IO.Directory]::CreateDirectory([System.IO.Path]::GetDirectoryName($target))
         $partial = $target + '.partial'
-        $stream = [System.IO.File]::Open($partial, [System.IO.FileMode]::Create,
-            [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+        $private = $Header['Private'] -eq $true
+        if ($private) {
+            # Created with the private ACL: not even the .partial is readable by Users.
+            $stream = [System.IO.File]::Create($partial, 65536, [System.IO.FileOptions]::None,
+                (New-ProtectedSecurity))
+        }
+        else {
+            $stream = [System.IO.File]::Open($partial, [System.IO.FileMode]::Create,
+                [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+        }
         $state.Current = @{
+            Private  = $private
             Relative = $relative
             Target   = $target
             Partial  = $partial
@@ -231,6 +306,10 @@ begin {
                 -ErrorId 'HashMismatch' -Category InvalidData -Target $file.Relative
         }
         Move-IntoPlace -File $file
+        if ($file.Private) {
+            # File.Replace keeps the replaced file's DACL (ReplaceFile): set the private one again.
+            Set-Acl -LiteralPath $file.Target -AclObject (New-ProtectedSecurity) -ErrorAction Stop
+        }
         $state.Current = $null
         @{
             Path   = $file.Relative
@@ -239,6 +318,13 @@ begin {
         }
     }
 
+    if (-not [string]::IsNullOrEmpty($Root)) {
+        Assert-TrustedFolder -Path $Root
+    }
+    Assert-TrustedFolder -Path $Directory
+    if (-not [string]::IsNullOrEmpty($Root)) {
+        Protect-Root -Path $Root
+    }
     $null = [System.IO.Directory]::CreateDirectory($Directory)
     $state.Root = [System.IO.Path]::GetFullPath($Directory).TrimEnd('\') + '\'
 }

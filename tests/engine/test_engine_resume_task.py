@@ -11,6 +11,7 @@ from conftest import make_playbook
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.lab import handlers
+from cpuu_fleet.lab.winfs import Acl
 from cpuu_fleet.session import ErrorClass, HostSession, SessionError
 from cpuu_fleet.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
 
@@ -52,6 +53,10 @@ def host(wave_factory, tmp_path):
 
 
 def _register(workstation, staging):
+    # As run-task's Start does before it starts a task: the user may read the INI, write results.
+    sid = workstation.sid_of(workstation.interactive_user)
+    workstation.fs.set_acl(f"{staging}\\CPUU.ini", Acl(read=frozenset({sid})))
+    workstation.fs.set_acl(staging, Acl(read=frozenset({sid}), write=frozenset({sid})))
     return workstation.register_task(
         TASK,
         f"{staging}\\CPUU_Update.bat",

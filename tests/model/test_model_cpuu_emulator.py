@@ -8,6 +8,7 @@ import pytest
 
 from cpuu_fleet.cpuu import ExitFlags, Mode
 from cpuu_fleet.lab.cpuu_emulator import parse_arguments, read_ini, split_command_line
+from cpuu_fleet.lab.winfs import ADMINISTRATORS_SID, SYSTEM_SID, USERS_SID, Acl
 from cpuu_fleet.lab.workstation import ProfileState
 
 GIB = 1024**3
@@ -378,3 +379,27 @@ def test_batch_percent_signs_expand_as_cmd_does():
     call = find_cpuu_call(batch, "C:\\Stage\\CPUU_Update.bat", '"%2-literal"', "C:\\Stage")
     assert call is not None
     assert call.args == ["-Profiles", "50% Sales", "%2-literal"]
+
+
+def test_cpuu_runs_as_its_user_under_the_folders_acls(bench):
+    """A hardened staging folder: CPUU (a standard user) may not write beside its exe, nor read
+    an INI only SYSTEM and Administrators may read; a grant for its SID lets it do both."""
+    bench.add("Online")
+    ws, fs = bench.ws, bench.ws.fs
+    admins = frozenset({SYSTEM_SID, ADMINISTRATORS_SID})
+    fs.set_acl(bench.stage_dir, Acl(read=admins | {USERS_SID}, write=admins, protected=True))
+    run = bench.run()
+    assert run.exit & ExitFlags.FAILED_TO_WRITE_LOG and run.results is None and run.log is None
+
+    sid = ws.sid_of(bench.user)
+    fs.set_acl(
+        bench.stage_dir, Acl(read=admins | {USERS_SID}, write=admins | {sid}, protected=True)
+    )
+    fs.set_acl(bench.stage_dir + r"\CPUU.ini", Acl(read=admins, protected=True))
+    run = bench.run()
+    assert "Access to the path is denied" in run.log and run.exit != ExitFlags.SUCCESS
+
+    fs.set_acl(bench.stage_dir + r"\CPUU.ini", Acl(read=admins | {sid}, protected=True))
+    run = bench.run()
+    assert run.results is not None and "denied" not in run.log, run.log
+    assert not run.exit & ExitFlags.FAILED_TO_WRITE_LOG

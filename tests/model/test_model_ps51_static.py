@@ -217,9 +217,14 @@ def test_the_contract_is_read_as_it_names_errors_and_keys():
         "FormatException",
         "InvalidHeader",
         "FileInUse",
+        "UntrustedStaging",
     }
     assert contract_output_keys(upload) == {"Path", "Length", "Sha256"}
-    assert contract_error_ids(_contract_section("run-task")) == {"MissingCommand", "UnmappedUser"}
+    assert contract_error_ids(_contract_section("run-task")) == {
+        "MissingCommand",
+        "UnmappedUser",
+        "UntrustedStaging",
+    }
     assert contract_error_ids(_contract_section("download")) == {"FileNotFound", "MissingPath"}
     assert {"OSCaption", "OSVersion", "StagedFiles"} <= contract_output_keys(
         _contract_section("preflight")

@@ -6,7 +6,15 @@ import os
 
 import pytest
 
-from cpuu_fleet.lab.winfs import DiskFullError, WindowsFS, wildcard_match
+from cpuu_fleet.lab.winfs import (
+    ADMINISTRATORS_SID,
+    SYSTEM_SID,
+    USERS_SID,
+    Acl,
+    DiskFullError,
+    WindowsFS,
+    wildcard_match,
+)
 
 
 @pytest.fixture
@@ -178,3 +186,40 @@ def test_walk_files_lists_every_file_below_a_folder(fs):
     fs.write_bytes(r"C:\p\sub\deeper\a.txt", b"")
     assert fs.walk_files(r"C:\p") == [r"C:\p\b.txt", r"C:\p\sub\deeper\a.txt"]
     assert fs.walk_files(r"C:\missing") == []
+
+
+# ------------------------------------------------------------------------------- owners and ACLs
+
+USER_SIDS = frozenset({"S-1-5-21-1-2-3-1001", USERS_SID})
+
+
+def test_programdata_lets_users_read_and_create_until_a_protected_acl_says_otherwise(fs):
+    fs.mkdir(r"C:\ProgramData\cpuu-fleet\v1")
+    fs.write_bytes(r"C:\ProgramData\cpuu-fleet\v1\CPUU.ini", b"secret")
+    ini = r"C:\ProgramData\cpuu-fleet\v1\CPUU.ini"
+    assert fs.allowed(ini, USER_SIDS, write=False) and fs.allowed(ini, USER_SIDS, write=True)
+    users_read = frozenset({SYSTEM_SID, ADMINISTRATORS_SID, USERS_SID})
+    fs.set_acl(
+        r"C:\ProgramData\cpuu-fleet",
+        Acl(read=users_read, write=frozenset({SYSTEM_SID, ADMINISTRATORS_SID}), protected=True),
+    )
+    assert fs.allowed(ini, USER_SIDS, write=False)  # inherited down to the file
+    assert not fs.allowed(ini, USER_SIDS, write=True)
+    assert not fs.allowed(r"C:\ProgramData\cpuu-fleet\v1\new.dll", USER_SIDS, write=True)
+    fs.set_acl(ini, Acl(read=frozenset({ADMINISTRATORS_SID}), protected=True))
+    assert not fs.allowed(ini, USER_SIDS, write=False)
+    assert fs.allowed(ini, frozenset({ADMINISTRATORS_SID}), write=False)
+
+
+def test_an_acl_moves_with_its_file_and_goes_with_a_deleted_folder(fs):
+    fs.mkdir(r"C:\d")
+    fs.write_bytes(r"C:\d\a.partial", b"x")
+    private = Acl(read=frozenset({SYSTEM_SID}), protected=True)
+    fs.set_acl(r"C:\d\a.partial", private)
+    fs.move(r"C:\d\a.partial", r"C:\d\a")
+    assert fs.acl(r"C:\d\a") == private and fs.acl(r"C:\d\a.partial") == Acl()
+    fs.set_acl(r"C:\d", Acl(owner="S-1-5-21-9"))
+    fs.delete(r"C:\d", recursive=True)
+    fs.mkdir(r"C:\d")
+    fs.write_bytes(r"C:\d\a", b"y")
+    assert fs.owner(r"C:\d") == ADMINISTRATORS_SID and fs.acl(r"C:\d\a") == Acl()

@@ -313,9 +313,14 @@ class ExitStatus:
         return bool(self.flags & ExitFlags.SUCCESS) and not self.flags & FAILURE_FLAGS
 
     def names(self) -> list[str]:
-        """Flag names, CANNOT_START for zero, and UNKNOWN_0x... for bits the vendor never listed."""
+        """Flag names, CANNOT_START for zero, and UNKNOWN_0x... for bits the vendor never listed.
+
+        Task Scheduler's 267014 (it ended the run) stands where CPUU's mask would after a kill:
+        it is named as what it is, never decoded as CPUU's bits."""
         if self.code == 0:
             return ["CANNOT_START"]
+        if self.code == TASK_TERMINATED:
+            return ["TASK_TERMINATED"]
         names = [flag.name for flag in ExitFlags if flag in self.flags and flag.name]
         if self.unknown_bits:
             names.append(f"UNKNOWN_0x{self.unknown_bits:X}")

@@ -36,18 +36,18 @@ from cpuu_fleet.session import (
     local_error,
 )
 from cpuu_fleet.steps import (
-    NOT_AN_EXIT_CODE,
-    TASK_TERMINATED,
     CollectResult,
     HostContext,
     PushPlan,
     RunOptions,
     RunResult,
     collect,
+    explain,
     is_task_of,
     plan_push,
     preflight,
     push,
+    read_task_report,
     remove_task,
     resume_cpuu,
     run_cpuu,
@@ -137,9 +137,12 @@ class _Steps:
             # and an unfinished run step is what --resume looks for to ask the host first.
             self._emit_end(step, "interrupted", started, error)
             raise
-        except SessionError as error:
+        except SessionError as raised:
+            error = explain(raised)  # an error id an operator can act on, said as such
             self._fail(attempt_id, step, started, error)
-            raise
+            if error is raised:
+                raise
+            raise error from None
         except OSError as exc:  # our own disk (reports folder): a host result, not a bug
             error = local_error(step, exc)
             if step != "run":
@@ -226,13 +229,13 @@ def _finished_run(journal: Journal, run_ids: tuple[str, ...], host: str) -> RunR
     return None
 
 
-def _earlier_profiles(wave: WaveSettings, host: str) -> list[ProfileResult]:
-    """Profiles collected for this host by the earlier runs of the same CPUU run (before a
-    controller died in collect): the verdict of the resumed visit weighs them too."""
+def _run_profiles(wave: WaveSettings, host: str) -> list[ProfileResult]:
+    """Every profile journalled for this host by this CPUU run. Collect journals each result
+    file the moment it is complete, so this is the run's whole output: what an earlier attempt
+    or a controller that died in collect fetched counts as much as this visit's files."""
     return [
         ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
         for run_id in wave.same_cpuu_runs
-        if run_id != wave.run_id
         for row in wave.journal.profiles(run_id, host)
     ]
 
@@ -379,9 +382,8 @@ class _Visit:
             }
             if self.wave.run is not None:
                 self.details["would_run"] = self.wave.run.mode.value
-        profiles = self.collected.profiles
-        if self.run_result is not None and self.run_result.resumed == "finished":
-            profiles = _earlier_profiles(self.wave, self.ctx.host) + profiles
+        ran = self.run_result is not None and self.run_result.ran
+        profiles = _run_profiles(self.wave, self.ctx.host) if ran else self.collected.profiles
         verdict = judge(self.run_result, profiles, error, check_mode=self.wave.check)
         if stopped and error is None:
             verdict = HostOutcome(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
@@ -416,11 +418,7 @@ class _Visit:
             fields["user"] = ctx.user
         if run is not None and run.exit_code is not None:
             fields["exit_code"] = run.exit_code
-            fields["exit_flags"] = (
-                "TASK_TERMINATED"  # Task Scheduler's 267014 after a kill: not CPUU's bit mask
-                if run.exit_code == TASK_TERMINATED
-                else "|".join(ExitStatus(run.exit_code).names())
-            )
+            fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
             fields["killed"] = int(run.killed)
         if ctx.host_dir.exists():
             fields["result_dir"] = ctx.host_dir.relative_to(self.wave.reports_dir).as_posix()
@@ -430,10 +428,6 @@ class _Visit:
 
 def _ok(_: Any) -> str:
     return "ok"
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value in (None, "") else str(value)
 
 
 def _run_step(
@@ -481,22 +475,13 @@ def _pending_task(wave: WaveSettings, host: str) -> str | None:
 
 def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
     """What became of an at-logon task: None when it is gone from the host, a pending result when
-    it has not run (or runs right now), else its exit code."""
+    it has not run (or runs right now), else its exit code (killed or not)."""
     status = task_status(session, task_name)
     if not status.get("Exists"):
         return None
-    last = status.get("LastTaskResult")
-    if not status.get("Killed") and (last is None or int(last) in NOT_AN_EXIT_CODE):
-        return RunResult(task_name, pending=True, no_user=True, resumed="at_logon")
-    return RunResult(
-        task_name,
-        ran=True,
-        exit_code=TASK_TERMINATED if last is None or int(last) in NOT_AN_EXIT_CODE else int(last),
-        killed=bool(status.get("Killed")),
-        user=ctx.user,
-        resumed="at_logon",
-        started_at=_text_or_none(status.get("StartedAt")),
-    )
+    run = read_task_report(status, task_name, "at_logon", 0.0, "at_logon")
+    # Who ran it: the user logged on now, as preflight found them.
+    return replace(run, user=ctx.user if run.ran else None, seconds=None)
 
 
 def _pick_up_pending(

@@ -193,16 +193,6 @@ LANGUAGE_MODE_HELP = (
 )
 
 
-def _language_mode_error(error: SessionError) -> SessionError:
-    """The host's language mode, said so that an operator knows what to do."""
-    return SessionError(
-        ErrorClass.REMOTE,
-        f"preflight: {LANGUAGE_MODE_HELP} ({error.message.removeprefix('preflight: ')})",
-        transient=False,
-        error_id="ConstrainedLanguage",
-    )
-
-
 def _staged_paths(ctx: HostContext) -> list[str]:
     """The relative paths preflight hashes: what this visit would push, nothing else."""
     return sorted({item.relative for item in outgoing_files(ctx)}, key=str.lower)
@@ -216,12 +206,7 @@ def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
     paths = _staged_paths(ctx)
     if paths:
         parameters["Paths"] = paths
-    try:
-        result = session.run("preflight", parameters, during="preflight")
-    except SessionError as error:
-        if error.error_id in LANGUAGE_MODE_ERRORS:
-            raise _language_mode_error(error) from None
-        raise
+    result = session.run("preflight", parameters, during="preflight")
     data = result.first
     if not isinstance(data, dict):
         raise _protocol_error(f"preflight: expected one hashtable, got {type(data).__name__}")
@@ -407,15 +392,25 @@ UNTRUSTED_STAGING_HELP = (
 )
 
 
-def _untrusted_staging(error: SessionError) -> SessionError:
-    """``UntrustedStaging`` said as what it is (we refuse to use the folder), else unchanged."""
-    if error.error_id != "UntrustedStaging":
+def explain(error: SessionError) -> SessionError:
+    """A remote error an operator can act on, said as what it means and what to do.
+
+    One table for every step and script (the scripts' error ids are their contract): the host's
+    language mode (any script may meet it; preflight checks it first) and a staging folder we
+    refuse to use (upload and run-task check it). Any other error is returned unchanged.
+    """
+    if error.error_id == "UntrustedStaging":
+        error_class, help_text, error_id = ErrorClass.POLICY, UNTRUSTED_STAGING_HELP, error.error_id
+    elif error.error_id in LANGUAGE_MODE_ERRORS:
+        error_class, help_text, error_id = (
+            ErrorClass.REMOTE,
+            LANGUAGE_MODE_HELP,
+            "ConstrainedLanguage",
+        )
+    else:
         return error
     return SessionError(
-        ErrorClass.POLICY,
-        f"{UNTRUSTED_STAGING_HELP} ({error.message})",
-        transient=False,
-        error_id="UntrustedStaging",
+        error_class, f"{help_text} ({error.message})", transient=False, error_id=error_id
     )
 
 
@@ -430,16 +425,13 @@ def upload(
     """Send files into ``directory`` on the host through one ``upload`` pipeline."""
     if not files:
         return ()
-    try:
-        result = session.run(
-            "upload",
-            {"Directory": directory, "Root": STAGING_ROOT},
-            input=upload_input(files, session.max_payload_size),
-            deadline=deadline,
-            during=during,
-        )
-    except SessionError as error:
-        raise _untrusted_staging(error) from None
+    result = session.run(
+        "upload",
+        {"Directory": directory, "Root": STAGING_ROOT},
+        input=upload_input(files, session.max_payload_size),
+        deadline=deadline,
+        during=during,
+    )
     written: list[str] = []
     for entry, item in zip(result.output, files, strict=False):
         if not isinstance(entry, dict) or str(entry.get("Sha256", "")).lower() != item.sha256:
@@ -514,9 +506,11 @@ def _resumed(data: dict[str, Any], resumed: str | None) -> str | None:
     return "waited" if data.get("Waited") else "finished"
 
 
-def _task_result(
+def read_task_report(
     data: Any, task_name: str, when_no_user: str, seconds: float, resumed: str | None = None
 ) -> RunResult:
+    """What ``run-task``'s report says became of CPUU: the one reading of it (a run, a resume, an
+    at-logon task looked at by a later collect), so a kill or a missing start reads alike."""
     if not isinstance(data, dict):
         raise _protocol_error(f"run: expected one hashtable, got {type(data).__name__}")
     user = _text(data.get("User"))
@@ -642,17 +636,14 @@ def run_cpuu(
         parameters["LogonUser"] = ctx.logon_user
     private = [f.relative for f in outgoing_files(ctx) if f.private] or [DEFAULT_INI]
     parameters["UserReadable"] = [f"{ctx.staging}\\{name}" for name in private]
-    try:
-        result = session.run(
-            "run-task",
-            parameters,
-            deadline=_client_deadline(session, timeout_s),
-            during=f"run {mode.value}",
-            abandon=ctx.stopping,
-        )
-    except SessionError as error:
-        raise _untrusted_staging(error) from None
-    run = _task_result(result.first, task_name, when_no_user, time.monotonic() - started)
+    result = session.run(
+        "run-task",
+        parameters,
+        deadline=_client_deadline(session, timeout_s),
+        during=f"run {mode.value}",
+        abandon=ctx.stopping,
+    )
+    run = read_task_report(result.first, task_name, when_no_user, time.monotonic() - started)
     if run.user:
         ctx.user = run.user
     return run

@@ -8,7 +8,7 @@ ours and live here. Everything is computed once per distinct value, never once p
 
 from __future__ import annotations
 
-from cpuu_fleet.cpuu import FLAG_HINTS, TASK_TERMINATED, ExitFlags, ExitStatus
+from cpuu_fleet.cpuu import FLAG_HINTS, ExitFlags, ExitStatus
 
 # The error classes the engine records (see journal.py: hosts.error_class).
 ERROR_CLASS_HINTS: dict[str, str] = {
@@ -40,9 +40,7 @@ def exit_flag_names(code: int | None, killed: bool = False) -> str:
     """``SUCCESS|SWITCH_ERR`` for a CPUU exit code; a kill on deadline says so (its 1 is no success)."""
     if code is None:
         return ""
-    # 267014 is Task Scheduler's SCHED_S_TASK_TERMINATED after a kill, not CPUU's bit mask.
-    terminated = int(code) == TASK_TERMINATED
-    names = "TASK_TERMINATED" if terminated else "|".join(ExitStatus(int(code)).names())
+    names = "|".join(ExitStatus(int(code)).names())
     return f"KILLED_ON_DEADLINE (exit {names} is not success)" if killed else names
 
 

@@ -302,13 +302,7 @@ def test_wait_kills_a_hung_cpuu_at_the_deadline_and_says_so(staged):
 
 
 def test_stop_and_status(staged):
-    staged.ws.cpuu.hang = True
-    _run(
-        staged,
-        Action="Start",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
-    )
+    _start_hung(staged)
     assert _run(staged, Action="Status")["State"] == "Running"
     stopped = _run(staged, Action="Stop")
     assert stopped["Killed"] is True and stopped["LastTaskResult"] == 267014

@@ -75,3 +75,13 @@ def create_exclusive(folder: Path, remote_name: str) -> tuple[Path, int]:
             continue
         return candidate, fd
     raise FileExistsError(f"too many files named like {name!r} in {folder}")
+
+
+def task_folder_name(task_name: str) -> str:
+    """A scheduled task's name as a file or folder name on the workstation (its run marker, its
+    run folder): every character but ``A-Z a-z 0-9 space . _ -`` becomes ``_``, as
+    ``run-task.ps1`` does for its markers, and trailing dots and spaces (which Windows drops,
+    so ``..`` would name the parent) become ``_``: a name never leaves the folder it is for."""
+    name = re.sub(r"[^A-Za-z0-9 ._-]", "_", task_name)
+    stripped = name.rstrip(" .")
+    return stripped + "_" * (len(name) - len(stripped)) if stripped else "_" * max(len(name), 1)

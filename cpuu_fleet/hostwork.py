@@ -51,6 +51,7 @@ from cpuu_fleet.steps import (
     remove_task,
     resume_cpuu,
     run_cpuu,
+    run_dir,
     task_status,
     write_cleanup_marker,
 )
@@ -349,7 +350,8 @@ class _Visit:
             picked = _pick_up_pending(self.wave, self.ctx, self.session, self.steps)
             if picked is not None:
                 self._ran(picked)
-        if self.run_result is not None and not self.run_result.ran:
+        run = self.run_result
+        if run is not None and not run.ran:
             return  # nothing ran: no new results to fetch
         try:
             self.steps.run(
@@ -358,12 +360,21 @@ class _Visit:
                     self.ctx,
                     self.session,
                     into=self.collected,
-                    since=self.run_result.started_at if self.run_result else None,
+                    since=run.started_at if run else None,
+                    directory=self._results_folder(),
                 ),
                 lambda result: "changed" if result.files else "ok",
             )
         finally:  # what was collected before a failure is journalled and reported too
             self.details["collect"] = self.collected.details()
+
+    def _results_folder(self) -> str | None:
+        """Where CPUU wrote the results to collect: the folder of this visit's run step, else of
+        the host's latest run step in the journal (``cpuu-fleet run`` then ``collect``); None
+        (the staging folder) when no run step is known."""
+        run = self.run_result
+        task = run.task_name if run is not None else self.wave.journal.latest_task(self.ctx.host)
+        return run_dir(task) if task else None
 
     def _ran(self, run: RunResult) -> None:
         self.run_result = run

@@ -614,15 +614,28 @@ class Journal:
         return rows[0]["run_id"] if rows else None
 
     def pending_task(self, host: str, *, excluding: Iterable[str]) -> str | None:
-        """The at-logon task the host's latest run step left pending, if it is still pending.
+        """The at-logon task the host's latest run step left pending, if it is still pending."""
+        row = self._latest_run_step(host, excluding)
+        if row is not None and row["state"] == PENDING and row["task_name"]:
+            return str(row["task_name"])
+        return None
 
-        Only runs that reached the run step for this host count (a ``run`` attempt, also the one a
-        collect journals when it looks at a pending task), and never a ``--check`` run: a
-        preflight- or push-only run, or a check run, "succeeds" without knowing anything about
-        the task, so it must not hide it from a later collect or run.
+    def latest_task(self, host: str) -> str | None:
+        """The scheduled task of the host's latest run step, whatever became of it: where an
+        ad-hoc collect finds that run's results (its run folder on the host)."""
+        row = self._latest_run_step(host, ())
+        return str(row["task_name"]) if row is not None and row["task_name"] else None
+
+    def _latest_run_step(self, host: str, excluding: Iterable[str]) -> dict[str, Any] | None:
+        """The host row of the latest run that reached the run step for this host.
+
+        Only runs that reached the run step count (a ``run`` attempt, also the one a collect
+        journals when it looks at a pending task), and never a ``--check`` run: a preflight- or
+        push-only run, or a check run, "succeeds" without knowing anything about the task, so it
+        must not hide it from a later collect or run.
         """
         left_out = tuple(excluding)
-        marks = ", ".join("?" for _ in left_out) or "NULL"
+        marks = ", ".join("?" for _ in left_out) or "''"  # NOT IN (NULL) would match nothing
         rows = self._rows(
             "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
             f" WHERE h.host = ? AND h.run_id NOT IN ({marks}) AND r.check_mode = 0"
@@ -631,9 +644,7 @@ class Journal:
             " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
             (host, *left_out),
         )
-        if rows and rows[0]["state"] == PENDING and rows[0]["task_name"]:
-            return str(rows[0]["task_name"])
-        return None
+        return rows[0] if rows else None
 
     def cpuu_runs(self, run_id: str) -> tuple[str, tuple[str, ...]]:
         """The run whose CPUU RUN carries on, and every run that carries on that same CPUU run.

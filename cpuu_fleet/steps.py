@@ -43,7 +43,7 @@ from cpuu_fleet.cpuu import (
     parse_result_stream,
 )
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.filenames import create_exclusive
+from cpuu_fleet.filenames import create_exclusive, task_folder_name
 from cpuu_fleet.journal import Journal, utcnow
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.outcome import RunResult
@@ -53,12 +53,11 @@ from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_erro
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"
+WORK_ROOT = STAGING_ROOT + "\\work"
+"""Below it, one folder per CPUU run (``run_dir``): CPUU's working directory, its user's alone."""
 LOGON_USER_VAR = "cpuu_user"
 """Inventory variable: whose session an at-logon run is for (a SID, or ``DOMAIN\\user``)."""
 CLEANUP_MARKER = "cleanup-done.json"
-DEFAULT_INI = "CPUU.ini"
-"""The INI CPUU reads beside its exe: the task's user may read it even when this visit rendered
-nothing (a run-only play, a resume), which ``run-task`` skips when it is not there."""
 RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
 """Room left on the system drive after staging (CPUU's own log and result files need some)."""
@@ -82,6 +81,13 @@ _MIN_CHUNK = 4096
 
 def version_dir(version: str) -> str:
     return f"{STAGING_ROOT}\\{version}"
+
+
+def run_dir(task_name: str) -> str:
+    """The folder CPUU runs in for the run of ``task_name`` (``run-task`` makes it a copy of the
+    staging folder that only SYSTEM, Administrators and the task's user may read or change), and
+    so where its result files are collected from after that run."""
+    return f"{WORK_ROOT}\\{task_folder_name(task_name)}"
 
 
 @dataclass
@@ -249,7 +255,7 @@ class OutgoingFile:
     data: bytes | None = None
     private: bool = False
     """Readable on the host by SYSTEM and Administrators only (the INI, with its secrets);
-    ``run-task`` lets the task's user read it (``UserReadable``)."""
+    the task's user reads ``run-task``'s copy of it in the run's own folder (``run_dir``)."""
 
     def open(self) -> BinaryIO:
         """A stream of the file's bytes (read piece by piece: big files never sit in memory)."""
@@ -392,15 +398,27 @@ UNTRUSTED_STAGING_HELP = (
 )
 
 
+UNMAPPED_USER_HELP = (
+    "the logged-on user's account cannot be translated to a SID and no explorer.exe of theirs"
+    " runs yet to read it from (a session still starting, an Entra ID or deleted account):"
+    " nothing was started; retried later in the wave, then by --retry-failed"
+)
+
+
 def explain(error: SessionError) -> SessionError:
     """A remote error an operator can act on, said as what it means and what to do.
 
     One table for every step and script (the scripts' error ids are their contract): the host's
-    language mode (any script may meet it; preflight checks it first) and a staging folder we
-    refuse to use (upload and run-task check it). Any other error is returned unchanged.
+    language mode (any script may meet it; preflight checks it first), a staging folder we
+    refuse to use (upload and run-task check it) and a logged-on user run-task cannot name to
+    Task Scheduler yet. Any other error is returned unchanged.
     """
+    transient = False
     if error.error_id == "UntrustedStaging":
         error_class, help_text, error_id = ErrorClass.POLICY, UNTRUSTED_STAGING_HELP, error.error_id
+    elif error.error_id == "UnmappedUser":
+        error_class, help_text, error_id = ErrorClass.REMOTE, UNMAPPED_USER_HELP, error.error_id
+        transient = True  # the shell comes up within seconds of a logon
     elif error.error_id in LANGUAGE_MODE_ERRORS:
         error_class, help_text, error_id = (
             ErrorClass.REMOTE,
@@ -410,7 +428,7 @@ def explain(error: SessionError) -> SessionError:
     else:
         return error
     return SessionError(
-        error_class, f"{help_text} ({error.message})", transient=False, error_id=error_id
+        error_class, f"{help_text} ({error.message})", transient=transient, error_id=error_id
     )
 
 
@@ -623,19 +641,19 @@ def run_cpuu(
             return RunResult(task_name, refused=refusal)
     ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
     started = time.monotonic()
+    folder = run_dir(task_name)
     parameters: dict[str, Any] = {
         "Action": "Run",
         "TaskName": task_name,
-        "Command": f"{ctx.staging}\\{options.batch_file or mode.batch_file}",
-        "WorkingDirectory": ctx.staging,
+        "Command": f"{folder}\\{options.batch_file or mode.batch_file}",
+        "WorkingDirectory": folder,
+        "SourceDirectory": ctx.staging,
         "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
         "TimeoutSeconds": int(timeout_s),
         "StateDirectory": STATE_DIR,
     }
     if when_no_user == "at_logon" and ctx.logon_user:
         parameters["LogonUser"] = ctx.logon_user
-    private = [f.relative for f in outgoing_files(ctx) if f.private] or [DEFAULT_INI]
-    parameters["UserReadable"] = [f"{ctx.staging}\\{name}" for name in private]
     result = session.run(
         "run-task",
         parameters,
@@ -940,6 +958,7 @@ def collect(
     on_profiles: Callable[[list[ProfileResult]], None] | None = None,
     into: CollectResult | None = None,
     since: str | None = None,
+    directory: str | None = None,
 ) -> CollectResult:
     """Download the CPUU result and log files that are new, parse the results, journal everything.
 
@@ -952,6 +971,9 @@ def collect(
     pipeline both finds the files (``-Directory``/``-Filter``) and streams the new ones: the
     host is told which names to leave out and which SHA-256s we have, so a listing never costs
     its own pipeline (two round trips and a CreatePipeline per host).
+
+    ``directory`` is where to look: the run's own folder (``run_dir``) after a run step, else the
+    staging folder (results of a CPUU that ran from it: the vendor's logon script, a hand run).
 
     Each file is journalled as soon as it is complete; ``into`` (the caller's result) therefore
     holds what was collected even when the download fails part-way and this raises.
@@ -984,9 +1006,10 @@ def collect(
         if parsed is not None:
             _add_results(ctx, result, parsed)
 
-    sink = _DownloadSink(ctx.host_dir, ctx.staging, excluded, finished, session.limits)
+    directory = directory or ctx.staging
+    sink = _DownloadSink(ctx.host_dir, directory, excluded, finished, session.limits)
     parameters: dict[str, Any] = {
-        "Directory": ctx.staging,
+        "Directory": directory,
         "Filter": RESULT_FILTER,
         "ExcludeName": sorted(pushed) + list(_NOT_RESULTS),
         "KnownSha256": known,

@@ -72,7 +72,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "TimeoutSeconds",
             "StateDirectory",
             "LogonUser",
-            "UserReadable",
+            "SourceDirectory",
         ),
         ("Action", "TaskName"),
     ),
@@ -717,7 +717,7 @@ class _TaskCall:
         self.command = _str(call, "Command")
         self.working_directory = _str(call, "WorkingDirectory")
         self.logon_user = _str(call, "LogonUser")
-        self.user_readable = _strings(call, "UserReadable")
+        self.source_directory = _str(call, "SourceDirectory")
         state = _str(call, "StateDirectory", STATE_DIRECTORY) or STATE_DIRECTORY
         self.marker_path = _marker_path(state, self.name)
 
@@ -750,26 +750,37 @@ class _TaskCall:
         )
         return last, ws.sid_of(last)
 
+    def _user_sid(self, user: str) -> str:
+        """``Get-InteractiveUser``: the SID of the owner of the user's explorer.exe, else of the
+        name when Windows can translate it; neither: ``UnmappedUser`` (nothing is claimed)."""
+        if self.ws.shell_running or self.ws.can_map(user):
+            return self.ws.sid_of(user)
+        raise ScriptFailed(
+            f"The logged-on user {user} cannot be mapped to a SID.",
+            error_id="UnmappedUser",
+            category="ObjectNotFound",
+        )
+
     def start(self) -> str:
         """``NoUser`` (nobody logged on, policy Skip, or nobody to wait for), ``AtLogon``
         (nobody logged on: registered for the next logon of one user), ``Claimed`` (this call
         started it) or ``Known`` (its marker exists: started or registered before, never
         again)."""
         ws = self.ws
-        if not self.command or not self.working_directory:
+        if not self.command or not self.working_directory or not self.source_directory:
             raise ScriptFailed(
-                "-Command and -WorkingDirectory are required to start a task.",
+                "-Command, -WorkingDirectory and -SourceDirectory are required to start a task.",
                 error_id="MissingCommand",
                 category="InvalidArgument",
             )
-        _assert_trusted(ws, self.working_directory, _parent(self.working_directory))
+        _assert_trusted(ws, self.source_directory, _parent(self.source_directory))
         with ws.lock:  # the model's lock plays CreateNew's atomicity
             if self.marker() is not None:
                 return "Known"
             user = ws.interactive_user
             if user is None and self.when_no_user == "Skip":
                 return "NoUser"
-            target = (user, ws.sid_of(user)) if user is not None else self._at_logon_user()
+            target = (user, self._user_sid(user)) if user is not None else self._at_logon_user()
             if target is None:
                 return "NoUser"
             trigger = "Now" if user is not None else "AtLogon"
@@ -794,7 +805,11 @@ class _TaskCall:
                 marker["Launched"] = True
                 _write_marker(ws, self.marker_path, marker)
                 return "Known"
-            self._grant(target[1])
+            try:
+                self._make_run_folder(target[1])
+            except BaseException:
+                ws.fs.delete(self.marker_path)  # nothing registered: the claim is given back
+                raise
             if existing is None:  # create-if-absent: never replace a live task
                 self._register(target[1], trigger)
             if trigger == "Now":
@@ -804,21 +819,29 @@ class _TaskCall:
                 return "Claimed"
             return "AtLogon"
 
-    def _grant(self, sid: str) -> None:
-        """The task's user, and no other local user, may read ``-UserReadable`` (the INI) and
-        write the working directory (CPUU's results): the explicit grants are replaced, so an
-        earlier run's user keeps none."""
+    def _make_run_folder(self, sid: str) -> None:
+        """``New-RunFolder``: ``-WorkingDirectory`` becomes a protected copy of
+        ``-SourceDirectory`` (SYSTEM and Administrators), then the task's user gets Modify on
+        it. A folder left by a failed start is renamed aside, never reused (its user may have
+        written to it)."""
         fs = self.ws.fs
-        assert self.working_directory is not None
-        for path in self.user_readable:
-            if fs.is_file(path):
-                fs.set_acl(path, _private_acl(sid))
-        if fs.is_dir(self.working_directory):
-            owner = fs.owner(self.working_directory)
-            fs.set_acl(
+        assert self.working_directory is not None and self.source_directory is not None
+        root = _parent(self.working_directory)
+        fs.mkdir(root)
+        _assert_trusted(self.ws, root)
+        if fs.exists(self.working_directory):
+            stamp = datetime.fromtimestamp(self.ws.now(), tz=timezone.utc)
+            fs.move(
                 self.working_directory,
-                Acl(owner=owner, read=frozenset({sid}), write=frozenset({sid})),
+                f"{self.working_directory.rstrip(chr(92))}.set-aside-{stamp:%Y%m%d%H%M%S%f}",
             )
+        fs.mkdir(self.working_directory)
+        fs.set_acl(self.working_directory, Acl(read=ADMINS_ONLY, write=ADMINS_ONLY, protected=True))
+        fs.copy_tree(self.source_directory, self.working_directory)
+        fs.set_acl(
+            self.working_directory,
+            Acl(read=ADMINS_ONLY | {sid}, write=ADMINS_ONLY | {sid}, protected=True),
+        )
 
     def _register(self, sid: str, trigger: str) -> None:
         """Register for one user's SID (never a name Task Scheduler may not map); an at-logon

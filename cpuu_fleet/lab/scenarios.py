@@ -53,6 +53,8 @@ SCENARIOS: dict[str, str] = {
     "late_start": "the scheduled task comes up 1 to 3 s after Start-ScheduledTask returns",
     "entra_user": "the user is an Entra ID account (AzureAD\\Name), which Task Scheduler cannot map",
     "hostile_local_user": "a local user created the staging folder first and planted a DLL in it",
+    "shell_starting": "an Entra ID user whose session is still starting: no explorer.exe yet to"
+    " read the SID from, and a name Windows cannot translate",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -64,7 +66,8 @@ counts the demo and its tests rely on; asked for by name."""
 WINDOWS_SCENARIOS = frozenset({"late_start", "entra_user"})
 """Documented Windows behaviours that an older run-task got wrong (issue 15)."""
 LATER_SCENARIOS = (
-    frozenset({"constrained_language", "locked_log", "hostile_local_user"}) | WINDOWS_SCENARIOS
+    frozenset({"constrained_language", "locked_log", "hostile_local_user", "shell_starting"})
+    | WINDOWS_SCENARIOS
 )
 """Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
 ``mixed``, whose counts the demo and its tests rely on."""
@@ -351,6 +354,13 @@ def _hostile_local_user(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+def _shell_starting(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """The Entra ID user of ``entra_user``, caught before explorer.exe has started."""
+    _entra_user(ws, rng)
+    ws.shell_running = False
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -376,6 +386,7 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "locked_log": _locked_log,
     "late_start": _late_start,
     "entra_user": _entra_user,
+    "shell_starting": _shell_starting,
     "hostile_local_user": _hostile_local_user,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

@@ -413,6 +413,17 @@ class WindowsFS:
                 local.unlink()
                 self._used -= size
 
+    def copy_tree(self, source: str, target: str) -> None:
+        """``Get-ChildItem source | Copy-Item -Destination target -Recurse``: every file under
+        ``source`` into the existing ``target``, each write charged against the disk. No access
+        list is copied: a copy takes its new folder's inherited one, as CopyFile does."""
+        base = len(source.rstrip("\\/")) + 1
+        for path in self.walk_files(source):
+            destination = join_windows(target, path[base:])
+            self.mkdir(destination.rsplit("\\", 1)[0])
+            with self.open_read(path) as reader, self.open_write(destination) as writer:
+                shutil.copyfileobj(reader, writer, 1024 * 1024)
+
     def move(self, source: str, target: str, *, replace: bool = False) -> None:
         """Rename ``source`` to ``target`` (MoveFileEx; ``replace`` = MOVEFILE_REPLACE_EXISTING).
 

@@ -361,6 +361,10 @@ class Workstation:
         for folder in ("C:\\Windows\\Temp", "C:\\ProgramData", "C:\\Users"):
             self.fs.mkdir(folder)
         self.interactive_user: str | None = None
+        self.shell_running = True
+        """The logged-on user's explorer.exe runs: run-task reads their SID from its owner. False
+        plays a session still starting (or a custom shell): only a name Windows can translate
+        then gives the SID."""
         self.usual_user: str | None = None
         """Who normally works here: set by the first logon, kept when they log off."""
         self._pending_logons: list[tuple[float, str]] = []

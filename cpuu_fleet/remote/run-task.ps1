@@ -14,6 +14,10 @@
     Output: one hashtable describing the task (see docs/remote-scripts.md). LastTaskResult is kept
     whole: CPUU's exit code is a bit mask whose values above 255 are real.
 
+    The task runs -Command in -WorkingDirectory, a folder of this run's own that Start fills
+    from -SourceDirectory (the staging folder) and gives to the task's user alone: CPUU reads its
+    INI and writes its results there, and nothing one user leaves there reaches another's run.
+
     Never twice: before anything is registered, Start claims a marker file named after the task in
     -StateDirectory\runs, created with FileMode CreateNew (fails if it exists, atomically). A task
     whose marker exists is never registered or started again by this script, whoever calls it
@@ -49,7 +53,7 @@ param(
 
     [string]$LogonUser,
 
-    [string[]]$UserReadable
+    [string]$SourceDirectory
 )
 
 Set-StrictMode -Version 2.0
@@ -101,29 +105,36 @@ function New-FleetRule {
         [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
 }
 
-function Grant-TaskUser {
-    # The task's user, and no other local user, may read -UserReadable (the INI: upload left it
-    # to SYSTEM and Administrators) and modify the working directory (CPUU writes its results
-    # there; the staging root gives Users read only). The grants are set whole, not added to:
-    # an earlier run's user keeps none.
+function New-RunFolder {
+    # CPUU's working directory for this run only (-WorkingDirectory, below the staging root):
+    # a protected folder filled with a copy of -SourceDirectory (the payload, the batch files,
+    # the INI), then given to the task's user with Modify. CPUU runs from it and writes its
+    # CPUU_* files into it. Only SYSTEM, Administrators and that user can read the INI there or
+    # see the results; what that user places beside CPUU reaches only this run, never another
+    # user's (the staging folder stays read-only to Users). A copied file takes its new folder's
+    # inherited access (CopyFile copies no DACL; "Permissions when you copy and move files"), and
+    # Set-Acl on the folder propagates the user's inheritable rule to the copies (assumption).
     param([string]$Sid)
-    foreach ($path in @($UserReadable)) {
-        if ([string]::IsNullOrEmpty($path) -or -not (Test-Path -LiteralPath $path -PathType Leaf)) {
-            continue
-        }
-        $security = New-Object -TypeName System.Security.AccessControl.FileSecurity -ErrorAction Stop
-        $security.SetAccessRuleProtection($true, $false)
-        $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-18' -Rights 'FullControl'))
-        $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-32-544' -Rights 'FullControl'))
-        $security.AddAccessRule((New-FleetRule -Sid $Sid -Rights 'Read'))
-        Set-Acl -LiteralPath $path -AclObject $security -ErrorAction Stop
+    $root = [System.IO.Path]::GetDirectoryName($WorkingDirectory.TrimEnd('\'))
+    if (-not (Test-Path -LiteralPath $root -PathType Container)) {
+        $null = New-Item -ItemType Directory -Path $root -ErrorAction Stop
     }
-    if (-not (Test-Path -LiteralPath $WorkingDirectory -PathType Container)) {
-        return  # Task Scheduler reports the missing folder (0x8007010B)
+    Assert-TrustedFolder -Path $root
+    if (Test-Path -LiteralPath $WorkingDirectory) {
+        # Left by a start that failed after making it (the claim was given back): its user may
+        # have written to it, so it is never reused. A rename follows no junction inside.
+        $aside = $WorkingDirectory.TrimEnd('\').Split('\')[-1] + '.set-aside-' +
+            [DateTime]::UtcNow.ToString('yyyyMMddHHmmssfff')
+        Rename-Item -LiteralPath $WorkingDirectory -NewName $aside -ErrorAction Stop
     }
-    # Inherited entries (the root's) stay; explicit ones are replaced by this user's Modify.
+    $null = New-Item -ItemType Directory -Path $WorkingDirectory -ErrorAction Stop
     $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity -ErrorAction Stop
-    $security.SetAccessRuleProtection($false, $false)
+    $security.SetAccessRuleProtection($true, $false)
+    $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-18' -Rights 'FullControl' -Container))
+    $security.AddAccessRule((New-FleetRule -Sid 'S-1-5-32-544' -Rights 'FullControl' -Container))
+    Set-Acl -LiteralPath $WorkingDirectory -AclObject $security -ErrorAction Stop
+    Get-ChildItem -LiteralPath $SourceDirectory -Force -ErrorAction Stop |
+        Copy-Item -Destination $WorkingDirectory -Recurse -Force -ErrorAction Stop
     $security.AddAccessRule((New-FleetRule -Sid $Sid -Rights 'Modify' -Container))
     Set-Acl -LiteralPath $WorkingDirectory -AclObject $security -ErrorAction Stop
 }
@@ -430,12 +441,13 @@ function Start-FleetTask {
     # for), 'AtLogon' (nobody logged on: registered for the next logon of one user), 'Claimed'
     # (this call started CPUU) or 'Known' (the marker existed: started or registered before, by
     # whoever; never started again here).
-    if ([string]::IsNullOrEmpty($Command) -or [string]::IsNullOrEmpty($WorkingDirectory)) {
-        Stop-RunTask -Message '-Command and -WorkingDirectory are required to start a task.' `
+    if ([string]::IsNullOrEmpty($Command) -or [string]::IsNullOrEmpty($WorkingDirectory) -or
+        [string]::IsNullOrEmpty($SourceDirectory)) {
+        Stop-RunTask -Message '-Command, -WorkingDirectory and -SourceDirectory are required to start a task.' `
             -Id 'MissingCommand' -Category ([System.Management.Automation.ErrorCategory]::InvalidArgument)
     }
-    Assert-TrustedFolder -Path $WorkingDirectory
-    Assert-TrustedFolder -Path ([System.IO.Path]::GetDirectoryName($WorkingDirectory.TrimEnd('\')))
+    Assert-TrustedFolder -Path $SourceDirectory
+    Assert-TrustedFolder -Path ([System.IO.Path]::GetDirectoryName($SourceDirectory.TrimEnd('\')))
     if ($null -ne (Read-Marker)) {
         return 'Known'
     }
@@ -470,7 +482,7 @@ function Start-FleetTask {
         }
     }
     try {
-        Grant-TaskUser -Sid $target['Sid']
+        New-RunFolder -Sid $target['Sid']
         Register-FleetTask -Sid $target['Sid'] -Trigger $trigger
     }
     catch {

@@ -22,15 +22,16 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import INTRUDER
 from cpuu_fleet.session import HostSession, SessionError
-from cpuu_fleet.steps import STAGING_ROOT
+from cpuu_fleet.steps import STAGING_ROOT, WORK_ROOT
 
 EXE = "ClientProfileUpdatingUtility.exe"
 
 
 def _staged(wave, host: str) -> str:
-    """The host's versioned staging folder (the only folder below the root but ``state``)."""
+    """The host's versioned staging folder (the only folder below the root but ``state`` and
+    ``work``)."""
     fs = wave.workstation(host).fs
-    (version,) = [n for n in fs.listdir(STAGING_ROOT) if n.lower() != "state"]
+    (version,) = [n for n in fs.listdir(STAGING_ROOT) if n.lower() not in ("state", "work")]
     return f"{STAGING_ROOT}\\{version}"
 
 
@@ -55,7 +56,13 @@ def test_push_protects_the_staging_root_from_local_users(wave_factory):
         ws.user_writes(other, f"{staged}\\version.dll", b"MZ")
 
 
-def test_only_the_task_user_may_read_the_ini(wave_factory):
+def _run_folder(ws) -> str:
+    """The one run folder below ``work`` (one run step so far)."""
+    (name,) = ws.fs.listdir(WORK_ROOT)
+    return f"{WORK_ROOT}\\{name}"
+
+
+def test_only_the_task_user_may_read_the_ini_and_only_in_its_run_folder(wave_factory):
     wave = wave_factory(1)
     host = wave.fleet.hosts[0].name
     ws = wave.workstation(host)
@@ -64,13 +71,47 @@ def test_only_the_task_user_may_read_the_ini(wave_factory):
     ini = f"{_staged(wave, host)}\\CPUU.ini"
     assert ws.fs.is_file(ini)
     assert not ws.can_read(_intruder(ws), ini)
-    assert not ws.can_read(user, ini)  # nobody but SYSTEM and Administrators until a run
+    assert not ws.can_read(user, ini)  # nobody but SYSTEM and Administrators
 
     result = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
     row, _ = _host_row(wave, result.run_id, host)
     assert row["state"] == states.SUCCEEDED, row  # CPUU read its INI and wrote its results
-    assert ws.can_read(user, ini)
-    assert not ws.can_read(_intruder(ws), ini)
+    folder = _run_folder(ws)
+    assert ws.can_read(user, f"{folder}\\CPUU.ini")
+    assert not ws.can_read(_intruder(ws), f"{folder}\\CPUU.ini")
+    assert not ws.can_read(_intruder(ws), folder)  # nor the results CPUU wrote there
+    assert not ws.can_read(user, ini)  # the staging copy stays SYSTEM's and Administrators'
+
+
+def test_cpuu_runs_and_writes_in_a_folder_of_its_run_that_no_other_run_shares(wave_factory):
+    """What one user leaves beside CPUU (a DLL it would load) never reaches another user's run:
+    each run gets a fresh copy of the staging folder, and the staging folder stays read-only."""
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    first_user = ws.interactive_user
+    first = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    assert _host_row(wave, first.run_id, host)[0]["state"] == states.SUCCEEDED
+    staged = _staged(wave, host)
+    folder = _run_folder(ws)
+    assert ws.fs.glob(folder, "CPUU_*.csv") and not ws.fs.glob(staged, "CPUU_*.csv")
+    with Journal.in_reports(wave.reports) as journal:
+        (collected,) = [f for f in journal.files(first.run_id, host) if f["kind"] == "result"]
+    assert collected["remote_path"].lower().startswith(folder.lower() + "\\")
+
+    assert not ws.can_write(first_user, f"{staged}\\version.dll")
+    with pytest.raises(PermissionError):
+        ws.user_writes(first_user, f"{staged}\\version.dll", b"MZ")
+    ws.user_writes(first_user, f"{folder}\\version.dll", b"MZ planted by the first user")
+
+    ws.logoff()
+    ws.logon(_intruder(ws))
+    second = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    (second_folder,) = [f"{WORK_ROOT}\\{n}" for n in ws.fs.listdir(WORK_ROOT) if second.run_id in n]
+    assert second_folder.lower() != folder.lower()
+    assert not ws.fs.exists(f"{second_folder}\\version.dll")
+    assert not ws.can_read(_intruder(ws), folder)  # the first run's results stay its user's
+    assert [start.user for start in ws.cpuu_starts] == [first_user, _intruder(ws)]
 
 
 def test_a_staging_folder_a_local_user_created_is_refused(wave_factory):
@@ -92,7 +133,7 @@ def test_a_staging_folder_a_local_user_created_is_refused(wave_factory):
     assert ws.fs.owner(STAGING_ROOT) == ws.sid_of(_intruder(ws))  # nor taken over
 
 
-def test_run_task_refuses_a_working_directory_a_local_user_created(wave_factory):
+def test_run_task_refuses_a_staging_folder_a_local_user_created(wave_factory):
     """A root from an older cpuu-fleet (ProgramData's ACL): a user made the version folder with
     a copy of the payload and a DLL, so push would find everything staged and send nothing."""
     wave = wave_factory(1)
@@ -112,8 +153,9 @@ def test_run_task_refuses_a_working_directory_a_local_user_created(wave_factory)
             {
                 "Action": "Run",
                 "TaskName": "cpuu-fleet update t",
-                "Command": f"{folder}\\CPUU_Update.bat",
-                "WorkingDirectory": folder,
+                "Command": f"{WORK_ROOT}\\t\\CPUU_Update.bat",
+                "WorkingDirectory": f"{WORK_ROOT}\\t",
+                "SourceDirectory": folder,
                 "TimeoutSeconds": 30,
             },
         )

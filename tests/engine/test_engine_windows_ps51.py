@@ -144,3 +144,26 @@ def test_a_locked_log_does_not_fail_the_collect_and_is_fetched_next_time(wave_fa
     again = wave.run(make_playbook(wave.payload, steps=("collect",), retries=0))
     _, files = _host_row(wave, again.run_id, host)
     assert [f["kind"] for f in files if f["kind"] == "log"] == ["log"], files
+
+
+def test_a_user_windows_cannot_name_yet_is_retried_and_cpuu_starts_once_the_shell_runs(
+    wave_factory,
+):
+    """An Entra ID user whose explorer.exe has not started: ``run-task`` has no SID to give Task
+    Scheduler. Nothing is claimed on the host, the failure says why and is transient, and once
+    the shell runs the next run starts CPUU exactly once."""
+    wave = wave_factory(1, "shell_starting")
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    failed = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    row, _ = _host_row(wave, failed.run_id, host)
+    assert (row["state"], row["error_class"]) == (states.FAILED, ErrorClass.REMOTE.value), row
+    assert "cannot be translated to a SID" in row["error_message"]
+    assert failed.summary.outcomes[host].transient
+    assert ws.cpuu_starts == []
+
+    ws.shell_running = True  # the session has finished starting
+    again = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    row, _ = _host_row(wave, again.run_id, host)
+    assert row["state"] == states.SUCCEEDED, row
+    assert [start.user for start in ws.cpuu_starts] == [ws.interactive_user]

@@ -8,6 +8,7 @@ import pytest
 
 from cpuu_fleet.cpuu import ExitStatus, ResultFile, parse_result_bytes
 from cpuu_fleet.lab.workstation import OutlookProfile, Workstation
+from cpuu_fleet.steps import run_dir
 
 STAGE = r"C:\ProgramData\cpuu-fleet\0123456789ab"
 USER = "CORP\\jdupont"
@@ -76,6 +77,16 @@ class CpuuBench:
     def add(self, name: str, **facts) -> OutlookProfile:
         mailbox = f"{name.split()[0].lower()}@corp.example" if name.split() else "x@corp.example"
         return self.ws.add_profile(USER, OutlookProfile(name=name, mailbox=mailbox, **facts))
+
+    def task_files(self, task_name: str, batch: str = "CPUU_Update.bat") -> dict[str, str]:
+        """run-task's ``-Command``, ``-WorkingDirectory`` and ``-SourceDirectory`` as the engine
+        passes them: the batch file in the run's own folder, filled from the staging folder."""
+        folder = run_dir(task_name)
+        return {
+            "Command": f"{folder}\\{batch}",
+            "WorkingDirectory": folder,
+            "SourceDirectory": self.stage_dir,
+        }
 
     def stage(self, ini: bytes | str = DEFAULT_INI, *, exe: bool = True) -> None:
         ws = self.ws

@@ -18,6 +18,7 @@ from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
 from cpuu_fleet.remote import SCRIPT_NAMES, load_script
+from cpuu_fleet.steps import run_dir
 
 ROOT = r"C:\ProgramData\cpuu-fleet"
 STAGE = ROOT + r"\0123456789ab"
@@ -261,8 +262,7 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
     report = _run(
         staged,
         Action="Run",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
         TimeoutSeconds=600,
     )
     assert report == {
@@ -282,7 +282,7 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "NotStarted": False,
         "Settled": True,
     }
-    assert staged.ws.fs.glob(staged.stage_dir, "CPUU_pc-0001_*.csv")
+    assert staged.ws.fs.glob(run_dir("cpuu-fleet-run"), "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"
 
 
@@ -291,8 +291,7 @@ def test_wait_kills_a_hung_cpuu_at_the_deadline_and_says_so(staged):
     start = _run(
         staged,
         Action="Start",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
     )
     assert start["State"] == "Running" and start["LastTaskResult"] == 267009
     waited = _run(staged, Action="Wait", TimeoutSeconds=30)
@@ -316,8 +315,7 @@ def test_nobody_logged_on_skip_registers_nothing(staged):
     report = _run(
         staged,
         Action="Run",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
         WhenNoUser="Skip",
     )
     assert report["NoUser"] is True and report["Exists"] is False
@@ -329,8 +327,7 @@ def test_nobody_logged_on_at_logon_runs_at_the_next_logon(staged):
     report = _run(
         staged,
         Action="Run",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
         WhenNoUser="atlogon",
     )
     assert (report["NoUser"], report["Trigger"], report["User"]) == (
@@ -353,8 +350,7 @@ def test_wait_honours_the_clients_stop(staged):
     _run(
         staged,
         Action="Start",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
     )
     host = RecordingHost(clock=staged.clock, stop_after_sleeps=3)
     with pytest.raises(PipelineStopped):
@@ -366,8 +362,7 @@ def test_a_missing_exe_is_reported_as_cmd_would(staged):
     report = _run(
         staged,
         Action="Run",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
     )
     assert report["LastTaskResult"] == 9009
 
@@ -501,8 +496,7 @@ def _run_task(staged, **kwargs):
     return _run(
         staged,
         Action="Run",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
         **kwargs,
     )
 
@@ -512,8 +506,7 @@ def _start_hung(staged):
     _run(
         staged,
         Action="Start",
-        Command=staged.stage_dir + r"\CPUU_Update.bat",
-        WorkingDirectory=staged.stage_dir,
+        **staged.task_files("cpuu-fleet-run"),
         TimeoutSeconds=30,
     )
 

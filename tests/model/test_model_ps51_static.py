@@ -45,10 +45,7 @@ IMPLICIT_ERROR_IDS = {"FormatException": "[System.Convert]::FromBase64String"}
 # What the contract promises and a script does not do yet, each with the review finding that
 # says so. Tolerated so the check can run in CI today; a gap that is NOT listed fails. Delete the
 # entry when the script is fixed (test_known_gaps_are_still_gaps says so).
-KNOWN_GAPS: dict[tuple[str, str, str], str] = {
-    ("run-task", "lab error", "UnmappedUser"): "the lab knows every account's SID: a logged-on"
-    " user Windows cannot translate (a deleted or orphaned account) is not modelled yet",
-}
+KNOWN_GAPS: dict[tuple[str, str, str], str] = {}
 """Contract items a side does not honour yet, each with why (upload's InvalidHeader, never thrown
 on Windows before, is now raised by the script itself)."""
 

@@ -32,10 +32,7 @@ def _call(bench, **parameters):
 
 def _run(bench, action="Run", **parameters):
     """Start, or Start then Wait (``Run``), the mode's batch file as the engine does."""
-    command = bench.stage_dir + r"\CPUU_Update.bat"
-    return _call(
-        bench, Action=action, Command=command, WorkingDirectory=bench.stage_dir, **parameters
-    )
+    return _call(bench, Action=action, **bench.task_files(TASK), **parameters)
 
 
 def _outlook(bench) -> str:

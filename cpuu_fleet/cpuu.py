@@ -236,6 +236,40 @@ TASK_QUEUED = 267045
 """SCHED_S_TASK_QUEUED (0x41325)."""
 NOT_AN_EXIT_CODE = (TASK_HAS_NOT_RUN, TASK_RUNNING, TASK_QUEUED)
 """Values that mean "no exit code yet"."""
+STATUS_CONTROL_C_EXIT = 0xC000013A
+"""The NTSTATUS a console process ends with when its window is closed (or Ctrl+C pressed)."""
+
+WINDOWS_EXIT_CODES: dict[int, tuple[str, str]] = {
+    TASK_TERMINATED: (
+        "TASK_TERMINATED",
+        "Task Scheduler ended the run (a stop, or its time limit)",
+    ),
+    9009: (
+        "CMD_NOT_FOUND",
+        "cmd.exe could not find the program: is ClientProfileUpdatingUtility.exe in the payload?",
+    ),
+    0x80070002: ("FILE_NOT_FOUND", "the batch file was not found: push the payload for this mode"),
+    0x80070005: ("ACCESS_DENIED", "access denied starting the task"),
+    0x8007010B: ("DIRECTORY_INVALID", "the task's working folder does not exist: push first"),
+    STATUS_CONTROL_C_EXIT: (
+        "CONSOLE_CLOSED",
+        "the run's console window was closed (or Ctrl+C pressed) in the user's session: CPUU may"
+        " have stopped part-way; agree a time with the user and rerun",
+    ),
+    0xC0000005: ("ACCESS_VIOLATION", "CPUU crashed (access violation): collect its log, rerun"),
+    0xC0000135: ("DLL_NOT_FOUND", "a DLL CPUU needs was not found: is the payload complete?"),
+    0xC0000142: (
+        "DLL_INIT_FAILED",
+        "a DLL failed to initialise when CPUU started (the user's session was ending?)",
+    ),
+    0xC00000FD: ("STACK_OVERFLOW", "CPUU crashed (stack overflow): collect its log, rerun"),
+    0xC0000409: ("FAIL_FAST", "CPUU crashed (fail-fast): collect its log, rerun"),
+}
+"""Exit codes that are Windows', not CPUU's: a name and what it means, for every output. They are
+what Task Scheduler reports when it could not start the action, cmd.exe's own, or the NTSTATUS a
+process that Windows ended carries; CPUU's bit mask never reaches them."""
+_WINDOWS_STATUS = 0x40000000
+"""Codes at or above it carry an NTSTATUS or HRESULT severity: never read as CPUU's bits."""
 
 
 class ExitFlags(enum.IntFlag):
@@ -296,11 +330,12 @@ class ExitStatus:
 
     @property
     def flags(self) -> ExitFlags:
-        return ExitFlags(self.code & _ALL_FLAGS)
+        """CPUU's flags in the code; none when the code is Windows' (see ``windows``)."""
+        return ExitFlags(0) if self.windows is not None else ExitFlags(self.code & _ALL_FLAGS)
 
     @property
     def unknown_bits(self) -> int:
-        return self.code & ~_ALL_FLAGS
+        return 0 if self.windows is not None else self.code & ~_ALL_FLAGS
 
     @property
     def cannot_start(self) -> bool:
@@ -312,15 +347,27 @@ class ExitStatus:
         """SUCCESS set and no failure flag. Only meaningful when CPUU exited on its own."""
         return bool(self.flags & ExitFlags.SUCCESS) and not self.flags & FAILURE_FLAGS
 
+    @property
+    def windows(self) -> tuple[str, str] | None:
+        """(name, meaning) when the code is Windows' rather than CPUU's mask
+        (``WINDOWS_EXIT_CODES``, or any NTSTATUS/HRESULT-sized code); None for CPUU's."""
+        known = WINDOWS_EXIT_CODES.get(self.code)
+        if known is not None:
+            return known
+        if self.code >= _WINDOWS_STATUS or self.code < 0:
+            return (f"WINDOWS_0x{self.code & 0xFFFFFFFF:08X}", "a Windows status, not CPUU's")
+        return None
+
     def names(self) -> list[str]:
         """Flag names, CANNOT_START for zero, and UNKNOWN_0x... for bits the vendor never listed.
 
-        Task Scheduler's 267014 (it ended the run) stands where CPUU's mask would after a kill:
-        it is named as what it is, never decoded as CPUU's bits."""
+        A code that is Windows' (Task Scheduler's 267014 after a stop, cmd's 9009, an NTSTATUS
+        such as a closed console's 0xC000013A) stands where CPUU's mask would: it is named as
+        what it is, never decoded as CPUU's bits."""
         if self.code == 0:
             return ["CANNOT_START"]
-        if self.code == TASK_TERMINATED:
-            return ["TASK_TERMINATED"]
+        if self.windows is not None:
+            return [self.windows[0]]
         names = [flag.name for flag in ExitFlags if flag in self.flags and flag.name]
         if self.unknown_bits:
             names.append(f"UNKNOWN_0x{self.unknown_bits:X}")

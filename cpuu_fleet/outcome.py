@@ -25,8 +25,10 @@ nobody logged on, policy ``skip``                      skipped       policy
 nobody logged on, policy ``at_logon``                  pending       —
 CPUU killed on our deadline (its exit code 1 is NOT    failed        cpuu
 success)
-exit code with bits the vendor never listed (e.g.      failed        cpuu
-9009: cmd could not find the exe)
+a Windows exit code, not CPUU's mask (9009: cmd      failed        cpuu
+could not find the exe; 0xC000013A: the console
+window was closed; an NTSTATUS crash code)
+exit code with bits the vendor never listed            failed        cpuu
 exit 0 (CANNOT_START, "nothing to do"), no bad         succeeded if  —
 profile                                                some profile
                                                        is OK (e.g.
@@ -119,14 +121,6 @@ class HostOutcome:
 
 
 # Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).
-_TASK_RESULT_HINTS = {
-    9009: " (cmd: command not found - is ClientProfileUpdatingUtility.exe in the payload?)",
-    2147942402: " (0x80070002: the batch file was not found - push the payload for this mode)",
-    2147942667: " (0x8007010B: the task's working folder does not exist - push first)",
-    2147942405: " (0x80070005: access denied starting the task)",
-}
-
-
 def _bad(profile: ProfileResult) -> bool:
     return profile.info.outcome in (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
 
@@ -150,10 +144,11 @@ def judge_exit(
             ErrorClass.CPUU.value,
             f"CPUU killed on our deadline (its exit code {exit_code} is not success)",
         )
+    if status.windows is not None:
+        return HostOutcome(states.FAILED, ErrorClass.CPUU.value, f"{detail}: {status.windows[1]}")
     if status.unknown_bits:
-        hint = _TASK_RESULT_HINTS.get(exit_code, "")
         return HostOutcome(
-            states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code{hint}"
+            states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code"
         )
     flags = status.flags
     if status.cannot_start:

@@ -55,6 +55,8 @@ SCENARIOS: dict[str, str] = {
     "hostile_local_user": "a local user created the staging folder first and planted a DLL in it",
     "shell_starting": "an Entra ID user whose session is still starting: no explorer.exe yet to"
     " read the SID from, and a name Windows cannot translate",
+    "console_closed": "the user closes the console window the run's batch file opens, while"
+    " CPUU is still working",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -66,7 +68,15 @@ counts the demo and its tests rely on; asked for by name."""
 WINDOWS_SCENARIOS = frozenset({"late_start", "entra_user"})
 """Documented Windows behaviours that an older run-task got wrong (issue 15)."""
 LATER_SCENARIOS = (
-    frozenset({"constrained_language", "locked_log", "hostile_local_user", "shell_starting"})
+    frozenset(
+        {
+            "constrained_language",
+            "locked_log",
+            "hostile_local_user",
+            "shell_starting",
+            "console_closed",
+        }
+    )
     | WINDOWS_SCENARIOS
 )
 """Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
@@ -361,6 +371,13 @@ def _shell_starting(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+def _console_closed(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """CPUU takes a while here, and the user closes the window half-way through."""
+    ws.cpuu.base_seconds = 2.0
+    ws.closes_console_after_s = 0.5
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -387,6 +404,7 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "late_start": _late_start,
     "entra_user": _entra_user,
     "shell_starting": _shell_starting,
+    "console_closed": _console_closed,
     "hostile_local_user": _hostile_local_user,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

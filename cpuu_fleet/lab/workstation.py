@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+from cpuu_fleet.cpuu import STATUS_CONTROL_C_EXIT
 from cpuu_fleet.lab.winfs import Acl, WindowsFS, wildcard_match
 
 TASK_HAS_NOT_RUN = 267011  # 0x41303 SCHED_S_TASK_HAS_NOT_RUN
@@ -398,6 +399,11 @@ class Workstation:
         """Start-ScheduledTask is asynchronous: the instance appears this much later."""
         self.task_stop_settle_s = 0.0
         """After Stop-ScheduledTask the task still reads Running this long."""
+        self.closes_console_after_s: float | None = None
+        """The user closes a batch task's console window this long after it appears (a window
+        they did not expect): cmd.exe and CPUU, attached to that console, end with
+        STATUS_CONTROL_C_EXIT (assumption: CPUU is a console program; were it a GUI one, it
+        would live on as an orphan, which the kill of the tree also covers)."""
         self._sids: dict[str, str] = {}
         self._orphans: list[Process] = []
         """CPUU processes whose task ended without them (a plain stop, an unregister): they go
@@ -442,7 +448,10 @@ class Workstation:
         if process is None:
             return
         ends, limit_at = process.finish_at, task.limit_at
-        if limit_at is not None and now >= limit_at and (ends is None or ends > limit_at):
+        closed_at = self._console_closed_at(task)
+        if closed_at is not None and now >= closed_at and (ends is None or ends > closed_at):
+            self._close_console(task)
+        elif limit_at is not None and now >= limit_at and (ends is None or ends > limit_at):
             self._end_task(task)  # as Stop-ScheduledTask: the engine process only
         elif ends is not None and now >= ends:
             self._drop_task_processes(task)
@@ -908,6 +917,24 @@ class Workstation:
         gone = {task.pid} | {p.pid for p in self.processes if p.parent_pid == task.pid}
         self.processes = [p for p in self.processes if p.pid not in gone]
         task.pid = None
+
+    def _console_closed_at(self, task: ScheduledTask) -> float | None:
+        """When the user closes this run's console window (only a batch file has one)."""
+        if self.closes_console_after_s is None or task.started_at is None:
+            return None
+        if not _is_batch(task.command):
+            return None
+        return task.started_at + self.closes_console_after_s
+
+    def _close_console(self, task: ScheduledTask) -> None:
+        """The user closed the console window: cmd.exe and CPUU end where they are."""
+        process = task.process
+        task.process = None
+        self._drop_task_processes(task)
+        if process is not None:
+            process.kill()
+            task.last_result = STATUS_CONTROL_C_EXIT
+            self._remember_run(task)
 
     def _kill(self, task: ScheduledTask) -> None:
         """The whole session's processes end (a logoff): CPUU too, exit 1."""

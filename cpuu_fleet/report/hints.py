@@ -45,12 +45,16 @@ def exit_flag_names(code: int | None, killed: bool = False) -> str:
 
 
 def exit_code_hint(code: int | None, killed: bool = False) -> str:
-    """The vendor's advice for each problem flag set in an exit code."""
+    """The vendor's advice for each problem flag set in an exit code (what a Windows code means,
+    when the code is Windows' rather than CPUU's)."""
     if killed:
         return "CPUU ran past its deadline and was stopped: find out why it hangs (a dialog, a lock) and rerun."
     if code is None:
         return ""
-    flags = ExitStatus(int(code)).flags
+    status = ExitStatus(int(code))
+    if status.windows is not None:
+        return status.windows[1][:1].upper() + status.windows[1][1:] + "."
+    flags = status.flags
     return " ".join(
         hint for flag, hint in FLAG_HINTS.items() if flag in flags and flag != ExitFlags.SUCCESS
     )

@@ -15,6 +15,7 @@ from cpuu_fleet.cpuu import (
     parse_result_file,
 )
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.outcome import judge_exit
 
 ROWS = 'Outlook\t10\t0\r\nJosé «Work» "main"\t6\t\r\nArchive 2019\t2\t10\r\n'
 
@@ -68,6 +69,26 @@ def test_combined_flags_and_values_above_255_are_kept():
     assert not status.succeeded  # SWITCH_ERR spoils it
     assert ExitStatus(1 | 256).succeeded  # a log-share problem does not
     assert ExitStatus(4096 | 1).names()[-1] == "UNKNOWN_0x1000"
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (0xC000013A, "CONSOLE_CLOSED"),
+        (0xC0000005, "ACCESS_VIOLATION"),
+        (9009, "CMD_NOT_FOUND"),
+        (0x80070002, "FILE_NOT_FOUND"),
+        (0xC0000001, "WINDOWS_0xC0000001"),
+    ],
+)
+def test_windows_exit_codes_are_named_never_decoded_as_cpuu_flags(code, name):
+    """0xC0000001 has CPUU's SUCCESS bit set: read as a mask, a failed launch would pass."""
+    status = ExitStatus(code)
+    assert status.names() == [name]
+    assert status.flags == 0 and not status.succeeded
+    verdict = judge_exit(code, [])
+    assert (verdict.state, verdict.error_class) == ("failed", "cpuu")
+    assert name in (verdict.error_message or "")
 
 
 def test_mode_names_include_vendor_rollback():

@@ -167,3 +167,21 @@ def test_a_user_windows_cannot_name_yet_is_retried_and_cpuu_starts_once_the_shel
     row, _ = _host_row(wave, again.run_id, host)
     assert row["state"] == states.SUCCEEDED, row
     assert [start.user for start in ws.cpuu_starts] == [ws.interactive_user]
+
+
+def test_a_console_window_the_user_closes_is_a_failure_named_as_such(wave_factory):
+    """cmd.exe's console window sits on the user's desktop; closed, cmd and CPUU end with
+    STATUS_CONTROL_C_EXIT (0xC000013A). Read as CPUU's bit mask that would be NO_SWITCH_MSG,
+    USER_ABORT, GLOBAL_ERR, CRASH and more: it is Windows' code, named and explained."""
+    wave = wave_factory(1, "console_closed")
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    result = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    row, _ = _host_row(wave, result.run_id, host)
+    assert (row["state"], row["error_class"]) == (states.FAILED, "cpuu"), row
+    assert row["exit_code"] == 0xC000013A and row["exit_flags"] == "CONSOLE_CLOSED", row
+    assert "console window was closed" in row["error_message"]
+    assert len(ws.cpuu_starts) == 1
+    ws.refresh()
+    states_now = {p.state.value for p in ws.profiles_of(ws.interactive_user)}
+    assert "source" in states_now, states_now  # CPUU stopped before it switched the profile

@@ -94,6 +94,9 @@ class ConnectionSettings:
     negotiate_hostname_override: str | None = None
     negotiate_delegate: bool | None = None
 
+    def __post_init__(self) -> None:
+        check_timeouts(self.read_timeout, self.operation_timeout, f"host {self.host}")
+
     @property
     def ssl(self) -> bool:
         return self.protocol == "https"
@@ -267,6 +270,19 @@ class _Reader:
         return parsed
 
 
+def check_timeouts(read_timeout: float, operation_timeout: float, where: str) -> None:
+    """``read_timeout`` must exceed ``operation_timeout``: a Receive long-poll may legitimately
+    take the whole operation timeout, and a read timeout below it would cut every long-poll off
+    (pypsrp issue 182). Refused as operator input, before anything connects. The one check:
+    settings built from variables or by hand, and a session's raw pypsrp arguments."""
+    if read_timeout <= operation_timeout:
+        raise InputError(
+            f"ansible_psrp_read_timeout ({read_timeout:g}) must be greater than "
+            f"ansible_psrp_operation_timeout ({operation_timeout:g})",
+            where=where,
+        )
+
+
 DEFAULTS: dict[str, Any] = {
     f.name: f.default for f in fields(ConnectionSettings) if f.default is not MISSING
 }
@@ -348,13 +364,7 @@ def settings_from_vars(
         setting: read.number(setting, DEFAULTS[setting], integer=integer, minimum=minimum)
         for setting, integer, minimum in _NUMBERS
     }
-    read_timeout, operation_timeout = numbers["read_timeout"], numbers["operation_timeout"]
-    if read_timeout <= operation_timeout:
-        raise InputError(
-            f"ansible_psrp_read_timeout ({read_timeout}) must be greater than "
-            f"ansible_psrp_operation_timeout ({operation_timeout})",
-            where=f"host {host}",
-        )
+    check_timeouts(numbers["read_timeout"], numbers["operation_timeout"], f"host {host}")
     if auth not in _ENCRYPTING_AUTHS:
         if protocol == "http" and encryption != "never":
             raise InputError(

@@ -53,7 +53,6 @@ from cpuu_fleet.playbook import (
 from cpuu_fleet.render import Renderer
 from cpuu_fleet.runner import INTERRUPTED, HostJob, HostOutcome, Runner
 from cpuu_fleet.runner import RunSummary as RunnerSummary
-from cpuu_fleet.session import check_timeouts
 from cpuu_fleet.steps import LOGON_USER_VAR
 
 
@@ -181,7 +180,7 @@ class _PlayPrep:
         files_seen: dict[str, str | None] = {}
         for host in hosts:
             connection = host.connection
-            check_timeouts(connection.pypsrp_kwargs(), host.name)
+            connection.pypsrp_kwargs()  # resolves the password now: a missing one stops the run
             check_local_files(connection, files_seen)
             self.connections[host.name] = connection
             if renderer is not None:

@@ -103,7 +103,9 @@ class RunStats:
         """Seconds left: for each batch not yet finished, rounds of ``min(forks, size)`` hosts
         at the mean host duration; running hosts count for what is left of their mean.
 
-        None until a host has finished (there is no mean yet).
+        None until a host has finished (there is no mean yet). Kept rather than rich.progress's
+        ``TimeRemainingColumn``: that one divides the units left by the recent rate of finished
+        units, which knows nothing of serial batches, forks or hosts still inside CPUU.
         """
         if not self.durations:
             return None

@@ -43,7 +43,7 @@ from pypsrp.powershell import PowerShell, PSInvocationState, RunspacePool
 from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
-from cpuu_fleet.errors import InputError
+from cpuu_fleet.connection import DEFAULTS, check_timeouts
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, Redactor
 
@@ -285,19 +285,6 @@ def classify(
     return make(ErrorClass.PROTOCOL, f"{type(exc).__name__}: {_short(exc)}", transient=False)
 
 
-def check_timeouts(kwargs: Mapping[str, Any], host: str) -> None:
-    """``read_timeout`` must exceed ``operation_timeout``: a Receive long-poll may legitimately
-    take the whole operation timeout, and a read timeout below it would cut every long-poll off
-    (pypsrp issue 182). Refused up front, as operator input, before a wave starts."""
-    read = float(kwargs.get("read_timeout", 30))
-    operation = float(kwargs.get("operation_timeout", 20))
-    if read <= operation:
-        raise InputError(
-            f"read_timeout ({read:g}s) must be greater than operation_timeout ({operation:g}s)",
-            where=f"host {host}",
-        )
-
-
 @dataclass
 class ScriptResult:
     """What one pipeline produced: its output objects and any non-fatal warnings."""
@@ -397,7 +384,7 @@ class HostSession:
         server: str,
         wsman_kwargs: Mapping[str, Any],
         *,
-        configuration_name: str = "Microsoft.PowerShell",
+        configuration_name: str = DEFAULTS["configuration_name"],
         script_loader: Callable[[str], str] = _load_script,
         limits: Limits = DEFAULT_LIMITS,
     ):
@@ -407,7 +394,9 @@ class HostSession:
         self._server = server
         kwargs = dict(wsman_kwargs)
         configuration_name = kwargs.pop("configuration_name", None) or configuration_name
-        check_timeouts(kwargs, host)
+        self.operation_timeout = int(kwargs.get("operation_timeout", DEFAULTS["operation_timeout"]))
+        read_timeout = float(kwargs.get("read_timeout", DEFAULTS["read_timeout"]))
+        check_timeouts(read_timeout, self.operation_timeout, f"host {host}")
         self._kwargs = kwargs
         self._configuration_name = configuration_name
         self._load = script_loader
@@ -415,7 +404,6 @@ class HostSession:
         self._pool: RunspacePool | None = None
         self._finished: PowerShell | None = None
         self._broken = False
-        self.operation_timeout = int(kwargs.get("operation_timeout", 20))
         self.pipelines_run = 0
 
     def __repr__(self) -> str:  # never the kwargs: they hold the password

@@ -11,8 +11,8 @@
     drive, which of the files the engine asks about (-Paths, relative to -Directory) are already
     staged (by SHA-256, so a push can skip them; a file another process holds open exclusively is
     listed in Locked instead of failing the step) and whether Cleanup already succeeded (then Undo
-    must be refused). Only -Paths are hashed: the staging folder is also CPUU's working folder,
-    whose results and logs are none of preflight's business. Changes nothing.
+    must be refused). Only -Paths are hashed: whatever else lies in the folder is none of
+    preflight's business. Changes nothing.
 #>
 [CmdletBinding()]
 param(

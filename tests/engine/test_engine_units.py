@@ -13,12 +13,13 @@ from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
 from cpuu_fleet import journal as states
+from cpuu_fleet.connection import check_timeouts
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive, safe_basename
 from cpuu_fleet.outcome import RunResult, judge, judge_exit
 from cpuu_fleet.payload import load_payload
-from cpuu_fleet.session import ErrorClass, SessionError, check_timeouts
+from cpuu_fleet.session import ErrorClass, SessionError
 from cpuu_fleet.steps import OutgoingFile, upload_input
 
 
@@ -131,9 +132,9 @@ def test_outcome_of_errors_and_policies():
 
 
 def test_read_timeout_must_exceed_operation_timeout():
-    check_timeouts({"read_timeout": 30, "operation_timeout": 20}, "pc-1")
+    check_timeouts(30, 20, "host pc-1")
     with pytest.raises(InputError, match=r"pc-1.*read_timeout"):
-        check_timeouts({"read_timeout": 20, "operation_timeout": 20}, "pc-1")
+        check_timeouts(20, 20, "host pc-1")
 
 
 def test_upload_input_packs_small_files_and_streams_big_ones(tmp_path):

@@ -33,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cpuu_fleet import vocabulary
-from cpuu_fleet.events import (
+from cpuu_fleet.engine.events import (
     RUN_LOG,
     BaseProcessor,
     BatchFinished,

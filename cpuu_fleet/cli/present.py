@@ -53,7 +53,7 @@ def ask_pass_prompt(enabled: bool) -> Any:
     """``--ask-pass``: a prompt for the secrets the environment and keyring do not give."""
     if not enabled:
         return None
-    from cpuu_fleet.credentials import AskPass
+    from cpuu_fleet.inputs.credentials import AskPass
 
     return AskPass()
 

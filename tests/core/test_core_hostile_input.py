@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from cpuu_fleet.cli import app
 from cpuu_fleet.cpuu import MAX_LINE_CHARS, parse_result_bytes, parse_result_file
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.playbook import load_playbook
 from cpuu_fleet.limits import MIB, Limits, parse_size
-from cpuu_fleet.playbook import load_playbook
 from cpuu_fleet.redact import FILE_ENCODINGS, MASK, Redactor, printable
-from cpuu_fleet.session import ErrorClass, SessionError
-from cpuu_fleet.steps import _DownloadSink
+from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.steps import _DownloadSink
 
 SECRET = "Pässwört€-lab-42"
 

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from cpuu_fleet.engine.lease import EXPIRY_S, RunLease, is_dead, live_status, this_controller
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.lease import EXPIRY_S, RunLease, is_dead, live_status, this_controller
 
 
 @pytest.fixture

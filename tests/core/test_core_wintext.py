@@ -9,7 +9,7 @@ import pytest
 
 from cpuu_fleet import wintext
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.render import OutputFormat
+from cpuu_fleet.inputs.render import OutputFormat
 
 TEXT = "[General]\r\nProfil=Boîte « partagée » €\r\n"
 

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from cpuu_fleet.cli.demo_lab import find_playbook, make_standin_payload, write_lab_inventory
+from cpuu_fleet.cli.demo_lab import lab_environment as lab_env
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.demo import find_playbook, make_standin_payload, write_lab_inventory
-from cpuu_fleet.demo import lab_environment as lab_env
-from cpuu_fleet.engine import Engine, PlayRequest, PlayResult
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.engine.wave import Engine, PlayRequest, PlayResult
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.playbook import Playbook, load_playbook
 from cpuu_fleet.lab.fleet import LabFleet
-from cpuu_fleet.playbook import Playbook, load_playbook
 
 TEMPLATES = find_playbook().parent / "templates"
 ALL_STEPS = ("preflight", "push", "run", "collect")

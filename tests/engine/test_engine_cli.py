@@ -15,7 +15,7 @@ from pathlib import Path
 from conftest import make_playbook
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.demo import DEMO_SECRETS
+from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
 from cpuu_fleet.journal import Journal
 
 REPO = Path(__file__).resolve().parents[2]

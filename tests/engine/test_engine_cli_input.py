@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpuu_fleet.demo import DEMO_SECRETS, LAB_TEMPLATE_VARS, make_standin_payload
+from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, LAB_TEMPLATE_VARS, make_standin_payload
 from cpuu_fleet.journal import FAILED, HostEntry, Journal
 
 REPO = Path(__file__).resolve().parents[2]

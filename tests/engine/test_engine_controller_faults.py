@@ -20,10 +20,10 @@ import pytest
 from conftest import make_playbook
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.demo import DEMO_SECRETS, make_standin_payload
-from cpuu_fleet.engine import RESERVE_BYTES
+from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, make_standin_payload
+from cpuu_fleet.engine.wave import RESERVE_BYTES
+from cpuu_fleet.inputs.payload import load_payload
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.payload import load_payload
 
 REPO = Path(__file__).resolve().parents[2]
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and mounts")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openpyxl
 
-from cpuu_fleet.demo import STANDIN_LABEL, run_demo, standin_bytes
+from cpuu_fleet.cli.demo_lab import STANDIN_LABEL, run_demo, standin_bytes
 from cpuu_fleet.journal import Journal
 
 

@@ -11,14 +11,14 @@ import time
 import pytest
 from conftest import lab_env, make_playbook
 
-from cpuu_fleet import hostwork, steps
 from cpuu_fleet import journal as states
-from cpuu_fleet.engine import run_step
+from cpuu_fleet.engine.wave import run_step
 from cpuu_fleet.errors import ControllerWriteError
-from cpuu_fleet.hostwork import open_session
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
-from cpuu_fleet.steps import HostContext, plan_push
+from cpuu_fleet.visit import host_visit, steps
+from cpuu_fleet.visit.host_visit import open_session
+from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.steps import HostContext, plan_push
 
 
 def _wait_for_logon_run(workstation, timeout_s: float = 10) -> None:
@@ -165,7 +165,7 @@ def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
         return original(ws, task, user)
 
     workstation._launcher = counting
-    real_push, real_run_status = hostwork.push, hostwork._run_status
+    real_push, real_run_status = host_visit.push, host_visit._run_status
 
     def push(ctx, session):  # type: ignore[no-untyped-def]
         if ctx.host == broken_push:
@@ -175,8 +175,8 @@ def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
     def run_status(run):  # type: ignore[no-untyped-def]
         raise ZeroDivisionError("a bug after CPUU ran")
 
-    monkeypatch.setattr(hostwork, "push", push)
-    monkeypatch.setattr(hostwork, "_run_status", run_status)
+    monkeypatch.setattr(host_visit, "push", push)
+    monkeypatch.setattr(host_visit, "_run_status", run_status)
     first = wave.run(make_playbook(wave.payload, retries=0))
     with Journal.in_reports(wave.reports) as journal:
         pushes = [a for a in journal.attempts(first.run_id, broken_push) if a["step"] == "push"]
@@ -186,7 +186,7 @@ def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
     assert [a["status"] for a in runs] == ["running"]  # unknown whether CPUU ran: ask the host
     assert len(launches) == 1
 
-    monkeypatch.setattr(hostwork, "_run_status", real_run_status)
+    monkeypatch.setattr(host_visit, "_run_status", real_run_status)
     resumed = wave.follow_up(resume=first.run_id, inventory=None)
     with Journal.in_reports(wave.reports) as journal:
         row = journal.host(resumed.run_id, bug_after_cpuu)

@@ -23,9 +23,9 @@ from typer.testing import CliRunner
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cli import app
+from cpuu_fleet.inputs.playbook import Playbook, load_playbook
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import HOSTILE_USER
-from cpuu_fleet.playbook import Playbook, load_playbook
 from cpuu_fleet.redact import FILE_ENCODINGS, MASK
 
 MIB = 1024 * 1024

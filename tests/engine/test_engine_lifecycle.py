@@ -11,7 +11,7 @@ from conftest import lab_env, make_playbook
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.engine import ExitCode, run_step
+from cpuu_fleet.engine.wave import ExitCode, run_step
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab import registry
 

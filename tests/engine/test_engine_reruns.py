@@ -6,8 +6,8 @@ from __future__ import annotations
 from conftest import make_playbook
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.demo import run_demo
-from cpuu_fleet.engine import ExitCode
+from cpuu_fleet.cli.demo_lab import run_demo
+from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import Journal
 
 

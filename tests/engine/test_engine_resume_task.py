@@ -12,8 +12,8 @@ from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.lab import handlers
 from cpuu_fleet.lab.winfs import Acl
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
-from cpuu_fleet.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
+from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
 
 TASK = "cpuu-fleet update earlier-run"
 

@@ -13,8 +13,8 @@ import pytest
 from conftest import Wave, make_playbook, started_wave
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.demo import DEMO_SECRETS
-from cpuu_fleet.engine import ExitCode
+from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
+from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.progress import JsonLinesPrinter
 

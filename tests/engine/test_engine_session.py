@@ -12,8 +12,8 @@ import pytest
 from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, Interrupted, SessionError
-from cpuu_fleet.steps import OutgoingFile, upload
+from cpuu_fleet.visit.session import ErrorClass, HostSession, Interrupted, SessionError
+from cpuu_fleet.visit.steps import OutgoingFile, upload
 
 
 def _test_script(name: str) -> str:
@@ -117,7 +117,7 @@ def test_proxy_settings_come_from_the_environment_once(monkeypatch):
     environment names is still used, and NO_PROXY still bypasses it."""
     from pypsrp.wsman import WSMan
 
-    from cpuu_fleet.session import _pin_proxy_settings
+    from cpuu_fleet.visit.session import _pin_proxy_settings
 
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -149,7 +149,7 @@ def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
     from pypsrp.messages import Destination, Message, PipelineInput
     from pypsrp.serializer import Serializer
 
-    from cpuu_fleet.session import QuickStringSerializer
+    from cpuu_fleet.visit.session import QuickStringSerializer
 
     pool, pipeline = (
         "A" * 8 + "-0000-0000-0000-" + "0" * 12,
@@ -163,7 +163,7 @@ def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
 
 
 def test_an_open_session_packs_with_the_quick_serializer(fleet):
-    from cpuu_fleet.session import QuickStringSerializer
+    from cpuu_fleet.visit.session import QuickStringSerializer
 
     with _session(fleet) as session:
         pool = session._pool

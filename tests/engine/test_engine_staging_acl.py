@@ -21,8 +21,8 @@ from test_engine_hostile_host import _host_row
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import INTRUDER
-from cpuu_fleet.session import HostSession, SessionError
-from cpuu_fleet.steps import STAGING_ROOT
+from cpuu_fleet.visit.session import HostSession, SessionError
+from cpuu_fleet.visit.steps import STAGING_ROOT
 
 EXE = "ClientProfileUpdatingUtility.exe"
 

@@ -16,10 +16,10 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive, safe_basename
-from cpuu_fleet.outcome import RunResult, judge, judge_exit
-from cpuu_fleet.payload import load_payload
-from cpuu_fleet.session import ErrorClass, SessionError, check_timeouts
-from cpuu_fleet.steps import OutgoingFile, upload_input
+from cpuu_fleet.inputs.payload import load_payload
+from cpuu_fleet.visit.outcome import RunResult, judge, judge_exit
+from cpuu_fleet.visit.session import ErrorClass, SessionError, check_timeouts
+from cpuu_fleet.visit.steps import OutgoingFile, upload_input
 
 
 def _payload(tmp_path: Path) -> Path:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from cpuu_fleet import journal as J
-from cpuu_fleet.demo import find_playbook, make_standin_payload
+from cpuu_fleet.cli.demo_lab import find_playbook, make_standin_payload
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.payload import MAX_RELATIVE, load_payload
 from cpuu_fleet.journal import HostEntry, Journal
-from cpuu_fleet.payload import MAX_RELATIVE, load_payload
 
 REPO = Path(__file__).resolve().parents[2]
 POSIX_ONLY = pytest.mark.skipif(sys.platform == "win32", reason="POSIX mounts and sessions")

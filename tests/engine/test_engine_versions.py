@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from conftest import lab_env, make_playbook
 
-from cpuu_fleet.demo import make_standin_payload
-from cpuu_fleet.engine import run_step
+from cpuu_fleet.cli.demo_lab import make_standin_payload
+from cpuu_fleet.engine.wave import run_step
 from cpuu_fleet.journal import Journal
 
 

@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 from cpuu_fleet import vocabulary as V
 from cpuu_fleet.cli import app
-from cpuu_fleet.engine import ExitCode
+from cpuu_fleet.engine.planning import RETRY_FILE, select_resume, select_retry_failed
+from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.planning import RETRY_FILE, select_resume, select_retry_failed
 from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
 
 HOSTS = 44

@@ -24,8 +24,8 @@ from test_engine_hostile_host import _host_row
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError
-from cpuu_fleet.steps import OutgoingFile, _header, upload
+from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.steps import OutgoingFile, _header, upload
 
 GIB = 1024**3
 STAGE = "C:\\ProgramData\\cpuu-fleet\\t"
@@ -72,7 +72,7 @@ def test_the_lab_leaks_a_script_into_the_global_scope_without_local_scope(fleet)
     from pypsrp.powershell import PowerShell, RunspacePool
     from pypsrp.wsman import WSMan
 
-    from cpuu_fleet.remote import load_script
+    from cpuu_fleet.visit.remote import load_script
 
     kwargs = fleet.client_kwargs(fleet.hosts[0])
     with WSMan(**kwargs) as wsman, RunspacePool(wsman) as pool:

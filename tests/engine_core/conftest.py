@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cpuu_fleet.inputs.playbook import load_playbook
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.playbook import load_playbook
 
 
 @pytest.fixture

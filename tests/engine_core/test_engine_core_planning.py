@@ -5,6 +5,12 @@ from __future__ import annotations
 import pytest
 from engine_core_helpers import SmallInventory, names
 
+from cpuu_fleet.engine.planning import (
+    build_plan,
+    select_resume,
+    select_retry_failed,
+)
+from cpuu_fleet.engine.runner import HostOutcome, Runner
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import (
     FAILED,
@@ -15,12 +21,6 @@ from cpuu_fleet.journal import (
     UNREACHABLE,
     HostEntry,
 )
-from cpuu_fleet.planning import (
-    build_plan,
-    select_resume,
-    select_retry_failed,
-)
-from cpuu_fleet.runner import HostOutcome, Runner
 
 PLAY = "- name: Update\n  hosts: 'wave*'\n  serial: 2\n  steps: [preflight]\n"
 
@@ -186,8 +186,8 @@ def test_shipped_update_playbook_over_the_example_inventory_and_its_retry_file(j
     that works as ``--limit @reports/<run>/failed.retry``."""
     from pathlib import Path
 
-    from cpuu_fleet.inventory import Inventory
-    from cpuu_fleet.playbook import load_playbook
+    from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.inputs.playbook import load_playbook
 
     repo = Path(__file__).resolve().parents[2]
     inventory = Inventory.load(repo / "inventories" / "example.yml")

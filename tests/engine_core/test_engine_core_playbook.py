@@ -8,7 +8,7 @@ import pytest
 
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.playbook import load_playbook, max_fail_exceeded, serial_batches
+from cpuu_fleet.inputs.playbook import load_playbook, max_fail_exceeded, serial_batches
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,9 +8,17 @@ import json
 from engine_core_helpers import SmallInventory, names
 from rich.console import Console
 
-from cpuu_fleet.events import BatchPlan, BatchStarted, Fanout, HostFinished, HostStarted, RunStarted
+from cpuu_fleet.engine.events import (
+    BatchPlan,
+    BatchStarted,
+    Fanout,
+    HostFinished,
+    HostStarted,
+    RunStarted,
+)
+from cpuu_fleet.engine.planning import build_plan
+from cpuu_fleet.engine.runner import HostOutcome, Runner
 from cpuu_fleet.journal import FAILED, PARTIAL, PENDING, SUCCEEDED, UNREACHABLE
-from cpuu_fleet.planning import build_plan
 from cpuu_fleet.progress import (
     JsonLinesPrinter,
     LiveProgress,
@@ -18,7 +26,6 @@ from cpuu_fleet.progress import (
     render_stats,
 )
 from cpuu_fleet.redact import Redactor
-from cpuu_fleet.runner import HostOutcome, Runner
 
 SECRET = "Winter2026!Pa55"
 PLAY = "- name: Update\n  hosts: wave1\n  serial: 2\n  forks: 2\n  steps: [preflight, push]\n"
@@ -145,7 +152,7 @@ def test_a_broken_processor_never_breaks_the_run(journal, tmp_path, write_playbo
 def test_run_log_records_are_scrubbed_for_every_handler():
     import logging
 
-    from cpuu_fleet.events import RUN_LOG
+    from cpuu_fleet.engine.events import RUN_LOG
     from cpuu_fleet.redact import REDACTOR
 
     REDACTOR.add(SECRET)

@@ -8,6 +8,8 @@ import time
 import pytest
 from engine_core_helpers import SmallInventory, names
 
+from cpuu_fleet.engine.planning import build_plan
+from cpuu_fleet.engine.runner import COMPLETED, INTERRUPTED, STOPPED, HostOutcome, Runner
 from cpuu_fleet.journal import (
     FAILED,
     NOT_RUN,
@@ -16,8 +18,6 @@ from cpuu_fleet.journal import (
     SUCCEEDED,
     UNREACHABLE,
 )
-from cpuu_fleet.planning import build_plan
-from cpuu_fleet.runner import COMPLETED, INTERRUPTED, STOPPED, HostOutcome, Runner
 
 
 def _playbook(write_playbook, **keys):
@@ -391,7 +391,7 @@ def test_a_threshold_crossed_by_the_last_batch_stops_nothing(journal, tmp_path, 
 
 
 def test_an_empty_plan_completes_with_nothing_to_do(journal, tmp_path, write_playbook):
-    from cpuu_fleet.planning import PlayPlan, RunPlan
+    from cpuu_fleet.engine.planning import PlayPlan, RunPlan
 
     playbook = _playbook(write_playbook)
     plan = RunPlan(plays=(PlayPlan(playbook.plays[0], ()),), playbook=playbook)

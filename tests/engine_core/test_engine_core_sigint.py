@@ -24,9 +24,9 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from engine_core_helpers import SmallInventory, names
     from cpuu_fleet.journal import Journal, SUCCEEDED, FAILED
-    from cpuu_fleet.playbook import load_playbook
-    from cpuu_fleet.planning import build_plan
-    from cpuu_fleet.runner import HostOutcome, Runner
+    from cpuu_fleet.inputs.playbook import load_playbook
+    from cpuu_fleet.engine.planning import build_plan
+    from cpuu_fleet.engine.runner import HostOutcome, Runner
 
     work_dir = Path(sys.argv[1])
     (work_dir / "play.yml").write_text(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pypsrp.wsman import WSMan
 
-from cpuu_fleet.credentials import Secret
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.credentials import Secret
+from cpuu_fleet.inputs.inventory import Inventory
 
 
 def host_with(tree, variables: str):

@@ -7,9 +7,9 @@ import pickle
 
 import pytest
 
-from cpuu_fleet.credentials import AskPass, Secret, resolve
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.credentials import AskPass, Secret, resolve
+from cpuu_fleet.inputs.inventory import Inventory
 from cpuu_fleet.redact import REDACTOR
 
 

@@ -7,9 +7,9 @@ import codecs
 import pytest
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
-from cpuu_fleet.render import Renderer
-from cpuu_fleet.wizard_import import import_wizard
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.render import Renderer
+from cpuu_fleet.inputs.wizard_import import import_wizard
 
 ENCRYPTED = "AQAAANCMnd8BFdERjHoAwE/Cl+sBAAAA9x=="
 ENCRYPTED_TRG = "AQAAANCMnd8BFdERjHoAwE/Cl+sBAAAAtrg="

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.inventory import Inventory
 
 NESTED = """
 all:

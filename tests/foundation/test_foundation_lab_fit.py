@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.render import Renderer
 from cpuu_fleet.lab.cpuu_emulator import find_cpuu_call, parse_arguments, read_ini
-from cpuu_fleet.render import Renderer
 
 REPO = Path(__file__).resolve().parents[2]
 STAGING = "C:\\ProgramData\\cpuu-fleet\\0123456789ab"

@@ -8,8 +8,8 @@ import pytest
 
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
-from cpuu_fleet.render import Renderer
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.render import Renderer
 
 INVENTORY = """
 all:

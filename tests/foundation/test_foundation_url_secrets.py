@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.inventory import Inventory
 from cpuu_fleet.redact import Redactor
 
 PROXY_PASSWORD = "Pr0xy-Pass-42"

@@ -10,7 +10,7 @@ from lab_testkit import client_for
 from pypsrp.powershell import PowerShell, RunspacePool
 
 from cpuu_fleet.lab.fleet import LabFleet
-from cpuu_fleet.remote import load_script
+from cpuu_fleet.visit.remote import load_script
 
 
 def test_preflight_script_runs_its_handler(ntlm_fleet: LabFleet) -> None:

@@ -17,7 +17,7 @@ import cpuu_fleet.lab.handlers  # noqa: F401 - registers the handlers
 from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
-from cpuu_fleet.remote import SCRIPT_NAMES, load_script
+from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
 
 ROOT = r"C:\ProgramData\cpuu-fleet"
 STAGE = ROOT + r"\0123456789ab"

@@ -20,7 +20,7 @@ import pytest
 from ps51_static import DATA, PARSER, check, hashtable_keys, load_allowlist, string_literals
 
 from cpuu_fleet.lab import handlers
-from cpuu_fleet.remote import SCRIPT_NAMES, load_script
+from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "remote-scripts.md"
 REVIEWED = json.loads((DATA / "ps51_dotnet_reviewed.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ import tree_sitter
 import tree_sitter_powershell
 
 from cpuu_fleet.lab.handlers import PARAMETERS
-from cpuu_fleet.remote import SCRIPT_NAMES, load_script
+from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
 
 PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language()))
 

@@ -16,7 +16,7 @@ from test_model_handlers import STAGE, RecordingHost, failure, file_items, invok
 import cpuu_fleet.lab.handlers as handlers
 from cpuu_fleet.lab.contract import ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
-from cpuu_fleet.remote import load_script
+from cpuu_fleet.visit.remote import load_script
 
 STATE = r"C:\ProgramData\cpuu-fleet\state"
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import jinja2
 
-from cpuu_fleet import credentials
-from cpuu_fleet.credentials import MASK, AskPass, has_template, is_secret_name
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs import credentials
+from cpuu_fleet.inputs.credentials import MASK, AskPass, has_template, is_secret_name
 
 
 class Unsafe(str):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.render import (
+from cpuu_fleet.inputs.render import (
     FORMATS_FILE,
     INI_TEMPLATE,
     TEMPLATE_SUFFIX,

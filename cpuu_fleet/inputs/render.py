@@ -26,10 +26,15 @@ from typing import Any
 import jinja2
 
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.credentials import MASK
-from cpuu_fleet.datafiles import LineDict, load_data_file
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.hostvars import JinjaView, UndefinedVariable, make_environment, undefined_name
+from cpuu_fleet.inputs.credentials import MASK
+from cpuu_fleet.inputs.datafiles import LineDict, load_data_file
+from cpuu_fleet.inputs.hostvars import (
+    JinjaView,
+    UndefinedVariable,
+    make_environment,
+    undefined_name,
+)
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.wintext import ENCODINGS, canonical
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.hostvars import Unsafe
+from cpuu_fleet.inputs.hostvars import Unsafe
 
 DATA_SUFFIXES = (".yml", ".yaml", ".json")
 MAX_YAML_NODES = 2_000_000

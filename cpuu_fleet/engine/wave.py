@@ -20,21 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import __version__, vocabulary
-from cpuu_fleet.connection import check_local_files
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.credentials import AskPass
-from cpuu_fleet.errors import (
-    CONTROLLER_WRITE_EXIT,
-    ControllerWriteError,
-    InputError,
-    write_fault,
-)
-from cpuu_fleet.hostwork import RunStep, SessionFactory, WaveSettings, open_session, visit_host
-from cpuu_fleet.inventory import Inventory
-from cpuu_fleet.journal import Journal, new_run_id
-from cpuu_fleet.lease import RunLease
-from cpuu_fleet.payload import Payload, load_payload
-from cpuu_fleet.planning import (
+from cpuu_fleet.engine.lease import RunLease
+from cpuu_fleet.engine.planning import (
     RETRY_FILE,
     RunPlan,
     Selection,
@@ -42,7 +30,19 @@ from cpuu_fleet.planning import (
     select_resume,
     select_retry_failed,
 )
-from cpuu_fleet.playbook import (
+from cpuu_fleet.engine.runner import INTERRUPTED, HostJob, HostOutcome, Runner
+from cpuu_fleet.engine.runner import RunSummary as RunnerSummary
+from cpuu_fleet.errors import (
+    CONTROLLER_WRITE_EXIT,
+    ControllerWriteError,
+    InputError,
+    write_fault,
+)
+from cpuu_fleet.inputs.connection import check_local_files
+from cpuu_fleet.inputs.credentials import AskPass
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.payload import Payload, load_payload
+from cpuu_fleet.inputs.playbook import (
     WHEN_NO_USER,
     Play,
     Playbook,
@@ -50,11 +50,17 @@ from cpuu_fleet.playbook import (
     StepSpec,
     load_playbook,
 )
-from cpuu_fleet.render import Renderer
-from cpuu_fleet.runner import INTERRUPTED, HostJob, HostOutcome, Runner
-from cpuu_fleet.runner import RunSummary as RunnerSummary
-from cpuu_fleet.session import check_timeouts
-from cpuu_fleet.steps import LOGON_USER_VAR
+from cpuu_fleet.inputs.render import Renderer
+from cpuu_fleet.journal import Journal, new_run_id
+from cpuu_fleet.visit.host_visit import (
+    RunStep,
+    SessionFactory,
+    WaveSettings,
+    open_session,
+    visit_host,
+)
+from cpuu_fleet.visit.session import check_timeouts
+from cpuu_fleet.visit.steps import LOGON_USER_VAR
 
 
 class ExitCode(enum.IntEnum):

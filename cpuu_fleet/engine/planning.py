@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.playbook import Play, Playbook, serial_batches
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.playbook import Play, Playbook, serial_batches
 from cpuu_fleet.vocabulary import RESUMED_STATES, RETRIED_STATES, UNTRIED_STATES
 
 RETRY_FILE = "failed.retry"

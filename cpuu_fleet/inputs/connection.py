@@ -15,9 +15,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cpuu_fleet.credentials import MASK, Secret
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.hostvars import bool_word
+from cpuu_fleet.inputs.credentials import MASK, Secret
+from cpuu_fleet.inputs.hostvars import bool_word
 from cpuu_fleet.redact import mask_url_passwords
 
 AUTHS = ("negotiate", "ntlm", "kerberos", "credssp", "basic", "certificate")

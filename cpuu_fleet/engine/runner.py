@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpuu_fleet.errors import write_fault
-from cpuu_fleet.events import (
+from cpuu_fleet.engine.events import (
     RUN_LOG,
     BatchFinished,
     BatchPlan,
@@ -49,6 +48,16 @@ from cpuu_fleet.events import (
     StepFinished,
     StepStarted,
 )
+from cpuu_fleet.engine.planning import (
+    RETRY_FILE,
+    PlannedHost,
+    PlayPlan,
+    ResumeHint,
+    RunPlan,
+    write_retry_file,
+)
+from cpuu_fleet.errors import write_fault
+from cpuu_fleet.inputs.playbook import Play, max_fail_exceeded
 from cpuu_fleet.journal import (
     FAILED,
     FINAL_STATES,
@@ -60,17 +69,8 @@ from cpuu_fleet.journal import (
     Journal,
     utcnow,
 )
-from cpuu_fleet.outcome import HostOutcome
-from cpuu_fleet.planning import (
-    RETRY_FILE,
-    PlannedHost,
-    PlayPlan,
-    ResumeHint,
-    RunPlan,
-    write_retry_file,
-)
-from cpuu_fleet.playbook import Play, max_fail_exceeded
 from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.visit.outcome import HostOutcome
 
 # Run statuses (the journal's ``runs.status``).
 COMPLETED = "completed"

@@ -27,9 +27,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from cpuu_fleet import patterns
-from cpuu_fleet.connection import ConnectionSettings, settings_from_vars
-from cpuu_fleet.credentials import (
+from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs import patterns
+from cpuu_fleet.inputs.connection import ConnectionSettings, settings_from_vars
+from cpuu_fleet.inputs.credentials import (
     MASK,
     AskPassLike,
     Secret,
@@ -37,9 +38,8 @@ from cpuu_fleet.credentials import (
     is_secret_name,
     resolve,
 )
-from cpuu_fleet.datafiles import DATA_SUFFIXES, LineDict, load_data_file
-from cpuu_fleet.errors import InputError
-from cpuu_fleet.hostvars import HostScope, make_environment
+from cpuu_fleet.inputs.datafiles import DATA_SUFFIXES, LineDict, load_data_file
+from cpuu_fleet.inputs.hostvars import HostScope, make_environment
 from cpuu_fleet.redact import mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]

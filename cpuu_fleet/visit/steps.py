@@ -44,12 +44,12 @@ from cpuu_fleet.cpuu import (
 )
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive
+from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal, utcnow
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
-from cpuu_fleet.outcome import RunResult
-from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_error
+from cpuu_fleet.visit.outcome import RunResult
+from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError, limit_error
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"

@@ -325,7 +325,7 @@ def error_record_text(record: Any) -> str:
 
 
 def _load_script(name: str) -> str:
-    from cpuu_fleet.remote import load_script
+    from cpuu_fleet.visit.remote import load_script
 
     return load_script(name)
 

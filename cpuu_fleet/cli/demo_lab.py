@@ -28,8 +28,8 @@ import yaml
 
 import cpuu_fleet
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.payload import CPUU_EXE
 from cpuu_fleet.journal import new_run_id
-from cpuu_fleet.payload import CPUU_EXE
 
 STANDIN_SIZE = 2 * 1024 * 1024
 STANDIN_LABEL = (
@@ -122,7 +122,7 @@ def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
     The failure threshold is lifted (the mix fails hosts on purpose, and the demo should show a
     whole wave, not stop after the canary); everything else is the shipped playbook.
     """
-    from cpuu_fleet.playbook import RunOptions, load_playbook
+    from cpuu_fleet.inputs.playbook import RunOptions, load_playbook
 
     playbook = load_playbook(find_playbook())
     plays = []
@@ -157,8 +157,8 @@ def run_demo(
     run_timeout: int = DEMO_RUN_TIMEOUT_S,
 ) -> Any:
     """Start the lab, run the update playbook against it, return the engine's PlayResult."""
-    from cpuu_fleet.engine import Engine, PlayRequest
-    from cpuu_fleet.inventory import Inventory
+    from cpuu_fleet.engine.wave import Engine, PlayRequest
+    from cpuu_fleet.inputs.inventory import Inventory
     from cpuu_fleet.lab.fleet import LabFleet
 
     if not 1 <= hosts <= 2000:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.datafiles import LineDict, LineList, parse_yaml
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.datafiles import LineDict, LineList, parse_yaml
 from cpuu_fleet.limits import DEFAULT_LIMITS, BadLimit, Limits, parse_limits
 
 STEP_ORDER = ("preflight", "push", "run", "collect")

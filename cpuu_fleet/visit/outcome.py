@@ -58,7 +58,7 @@ from typing import Any
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
-from cpuu_fleet.session import ErrorClass, SessionError
+from cpuu_fleet.visit.session import ErrorClass, SessionError
 
 
 @dataclass(frozen=True)

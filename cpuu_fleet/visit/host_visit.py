@@ -21,21 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.connection import DEFAULTS
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
+from cpuu_fleet.inputs.connection import DEFAULTS
+from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
-from cpuu_fleet.outcome import HostOutcome, judge
-from cpuu_fleet.payload import Payload
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.session import (
+from cpuu_fleet.visit.outcome import HostOutcome, judge
+from cpuu_fleet.visit.session import (
     ErrorClass,
     HostSession,
     Interrupted,
     SessionError,
     local_error,
 )
-from cpuu_fleet.steps import (
+from cpuu_fleet.visit.steps import (
     CollectResult,
     HostContext,
     PushPlan,

@@ -2,7 +2,7 @@
 
 ``planning`` turns plays into batches of hosts (``--resume``, ``--retry-failed``), ``runner``
 runs them (forks, serial batches, ``max_fail_percentage``, retries, signals) and writes the
-run's own files, ``wave`` holds the up-front checks and the entry points, ``events`` is what the
+run's own files (``run_log`` writes ``run.log``), ``wave`` holds the up-front checks and the entry points, ``events`` is what the
 run tells its watchers, ``lease`` keeps one live controller per run and per host.
 
 The entry points are importable from here (``from cpuu_fleet.engine import run_play``). They are

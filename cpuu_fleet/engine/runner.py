@@ -56,6 +56,7 @@ from cpuu_fleet.engine.planning import (
     RunPlan,
     write_retry_file,
 )
+from cpuu_fleet.engine.run_log import RunLogProcessor
 from cpuu_fleet.errors import write_fault
 from cpuu_fleet.inputs.playbook import Play, max_fail_exceeded
 from cpuu_fleet.journal import (
@@ -211,8 +212,8 @@ class Runner:
     is how long the second Ctrl-C waits for running hosts before leaving them to ``--resume``.
 
     The run's own files are the runner's job, whoever calls it (the CLI, ``run_play()`` from
-    Python, a test): ``run.log`` (a :class:`~cpuu_fleet.progress.RunLogProcessor` ahead of the
-    caller's ``processors``, which only present) and ``failed.retry``.
+    Python, a test): ``run.log`` (a :class:`~cpuu_fleet.engine.run_log.RunLogProcessor` ahead
+    of the caller's ``processors``, which only present) and ``failed.retry``.
     """
 
     def __init__(
@@ -228,8 +229,6 @@ class Runner:
     ):
         self.journal = journal
         self.reports_dir = Path(reports_dir)
-        from cpuu_fleet.progress import RunLogProcessor  # the run log's writer lives with its kin
-
         self.events = Fanout([RunLogProcessor(self.reports_dir), *processors])
         self.handle_sigint = handle_sigint
         self.retry_backoff = retry_backoff

@@ -38,7 +38,7 @@ def stdout_console() -> Console:
 
 def processors(reports: Path, as_json: bool) -> list[Any]:
     """The live display or the JSON event lines, as the operator asked."""
-    from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
+    from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress
 
     # Presentation only: the runner writes run.log itself.
     return [JsonLinesPrinter() if as_json else LiveProgress()]

@@ -14,9 +14,9 @@ from conftest import Wave, make_playbook, started_wave
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
+from cpuu_fleet.cli.progress import JsonLinesPrinter
 from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.progress import JsonLinesPrinter
 
 HOSTS = 44
 

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 from cpuu_fleet import vocabulary as V
 from cpuu_fleet.cli import app
+from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress
 from cpuu_fleet.engine.planning import RETRY_FILE, select_resume, select_retry_failed
 from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
 
 HOSTS = 44
 FIRST_BATCH = HOSTS - 1  # the lab puts its problem hosts last: the last one is not run

@@ -8,6 +8,12 @@ import json
 from engine_core_helpers import SmallInventory, names
 from rich.console import Console
 
+from cpuu_fleet.cli.progress import (
+    JsonLinesPrinter,
+    LiveProgress,
+    RunStats,
+    render_stats,
+)
 from cpuu_fleet.engine.events import (
     BatchPlan,
     BatchStarted,
@@ -19,12 +25,6 @@ from cpuu_fleet.engine.events import (
 from cpuu_fleet.engine.planning import build_plan
 from cpuu_fleet.engine.runner import HostOutcome, Runner
 from cpuu_fleet.journal import FAILED, PARTIAL, PENDING, SUCCEEDED, UNREACHABLE
-from cpuu_fleet.progress import (
-    JsonLinesPrinter,
-    LiveProgress,
-    RunStats,
-    render_stats,
-)
 from cpuu_fleet.redact import Redactor
 
 SECRET = "Winter2026!Pa55"

@@ -206,7 +206,7 @@ class _Batch:
 
 
 class Runner:
-    """Executes a :class:`~cpuu_fleet.planning.RunPlan` with a caller-supplied host work.
+    """Executes a :class:`~cpuu_fleet.engine.planning.RunPlan` with a caller-supplied host work.
 
     ``retry_backoff`` overrides every play's backoff (tests inject a tiny one). ``abort_grace_s``
     is how long the second Ctrl-C waits for running hosts before leaving them to ``--resume``.

@@ -141,7 +141,7 @@ class Host:
         extra: Mapping[str, Any] | None = None,
         magic: Mapping[str, Any] | None = None,
     ) -> HostScope:
-        """A fresh, lazily templated view of this host's variables (see :mod:`cpuu_fleet.hostvars`)."""
+        """A fresh, lazily templated view of this host's variables (see :mod:`cpuu_fleet.inputs.hostvars`)."""
         variables = {**self.vars, **(extra or {})}
         return HostScope(
             self.name,

@@ -6,7 +6,7 @@ workstation, or a collected result being lost. So the run step's scheduled-task 
 before the task exists, and a later visit (a retry in the same run, or ``--resume``) that finds an
 unfinished run step asks the host what became of that task instead of starting CPUU again.
 
-Nornir's tone: everything that goes wrong on a host ends as a :class:`~cpuu_fleet.outcome.HostOutcome` with a state and
+Nornir's tone: everything that goes wrong on a host ends as a :class:`~cpuu_fleet.visit.outcome.HostOutcome` with a state and
 an error class; only bugs escape as exceptions (the runner turns those into ``internal`` failures).
 """
 

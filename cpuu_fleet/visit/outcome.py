@@ -105,7 +105,7 @@ class HostOutcome:
     state: str
     """A final state of :mod:`cpuu_fleet.vocabulary` (succeeded, partial, failed, ...)."""
     error_class: str | None = None
-    """One of :class:`~cpuu_fleet.session.ErrorClass` (``internal`` and ``interrupted`` are set by
+    """One of :class:`~cpuu_fleet.visit.session.ErrorClass` (``internal`` and ``interrupted`` are set by
     the runner)."""
     error_message: str | None = None
     transient: bool = False

@@ -376,7 +376,7 @@ class HostSession:
     """One host's WSMan connection and RunspacePool, opened once per visit, closed at the end.
 
     Use as a context manager. :meth:`run` executes one remote script (by its name in
-    ``cpuu_fleet/remote/``) as its own pipeline.
+    ``cpuu_fleet/visit/remote/``) as its own pipeline.
 
     A pipeline that has finished (Completed, Failed or Stopped) is never closed with its own
     Signal Terminate: that is one round trip per pipeline for nothing the host needs. The

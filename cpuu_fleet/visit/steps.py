@@ -1,9 +1,9 @@
 """The four things a wave does to a workstation: preflight, push, run, collect.
 
-Each step takes the host's :class:`HostContext` and its open :class:`~cpuu_fleet.session.HostSession`
-and returns a typed result; a failure is a :class:`~cpuu_fleet.session.SessionError` (the per-host
-pipeline in ``hostwork.py`` turns it into the host's state). The remote side of each step is one
-script of ``cpuu_fleet/remote/`` whose contract is ``docs/remote-scripts.md``.
+Each step takes the host's :class:`HostContext` and its open :class:`~cpuu_fleet.visit.session.HostSession`
+and returns a typed result; a failure is a :class:`~cpuu_fleet.visit.session.SessionError` (the per-host
+pipeline in ``host_visit.py`` turns it into the host's state). The remote side of each step is one
+script of ``cpuu_fleet/visit/remote/`` whose contract is ``docs/remote-scripts.md``.
 
 Round trips are the cost that matters on a WAN with thousands of hosts, so:
 * push sends every changed file through ONE ``upload`` pipeline, every WSMan Send filled (a
@@ -86,7 +86,7 @@ def version_dir(version: str) -> str:
 
 @dataclass
 class HostContext:
-    """Everything the steps need about one host visit (built by ``hostwork.py``)."""
+    """Everything the steps need about one host visit (built by ``host_visit.py``)."""
 
     run_id: str
     host: str

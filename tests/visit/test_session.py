@@ -9,10 +9,17 @@ import time
 
 import pytest
 
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.visit.session import ErrorClass, HostSession, Interrupted, SessionError
+from cpuu_fleet.visit.session import (
+    ErrorClass,
+    HostSession,
+    Interrupted,
+    SessionError,
+    check_timeouts,
+)
 from cpuu_fleet.visit.steps import OutgoingFile, upload
 
 
@@ -210,3 +217,9 @@ def test_abandoning_does_not_wait_for_the_long_poll(fleet):
             session.run("engine-test-slow", abandon=abandon)
         # far sooner than the 20 s OperationTimeout the Receive is long-polling for
         assert time.monotonic() - started < 10
+
+
+def test_read_timeout_must_exceed_operation_timeout():
+    check_timeouts({"read_timeout": 30, "operation_timeout": 20}, "pc-1")
+    with pytest.raises(InputError, match=r"pc-1.*read_timeout"):
+        check_timeouts({"read_timeout": 20, "operation_timeout": 20}, "pc-1")

@@ -1,4 +1,6 @@
-"""Engine parts that need no workstation: payload manifest, safe file names, the outcome table."""
+"""The steps' own pieces that need no workstation: what upload sends (packed, streamed, one Send
+per list as pypsrp fragments it), and what download accepts (a header over the size limit,
+a file shorter than its header)."""
 
 from __future__ import annotations
 
@@ -12,128 +14,9 @@ from pypsrp.messages import EndOfPipelineInput, PipelineInput
 from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
-from cpuu_fleet import journal as states
-from cpuu_fleet.cpuu import ProfileResult
-from cpuu_fleet.errors import InputError
-from cpuu_fleet.filenames import create_exclusive, safe_basename
-from cpuu_fleet.inputs.payload import load_payload
-from cpuu_fleet.visit.outcome import RunResult, judge, judge_exit
-from cpuu_fleet.visit.session import ErrorClass, SessionError, check_timeouts
-from cpuu_fleet.visit.steps import OutgoingFile, upload_input
-
-
-def _payload(tmp_path: Path) -> Path:
-    folder = tmp_path / "payload"
-    (folder / "lang").mkdir(parents=True)
-    (folder / "ClientProfileUpdatingUtility.exe").write_bytes(b"MZ" + b"x" * 1000)
-    (folder / "lang" / "fr.dll").write_bytes(b"dll")
-    return folder
-
-
-def test_payload_manifest_is_stable_and_versioned(tmp_path):
-    folder = _payload(tmp_path)
-    first = load_payload(folder)
-    again = load_payload(folder)
-    assert [f.relative for f in first.files] == ["ClientProfileUpdatingUtility.exe", "lang\\fr.dll"]
-    assert first.total_bytes == 1002 + 3
-    assert first.version == again.version == first.manifest_sha256[:12]
-    (folder / "lang" / "fr.dll").write_bytes(b"dll2")
-    assert load_payload(folder).version != first.version
-
-
-def test_payload_without_exe_or_folder_is_input_error(tmp_path):
-    with pytest.raises(InputError, match="not found"):
-        load_payload(tmp_path / "nope")
-    folder = _payload(tmp_path)
-    (folder / "ClientProfileUpdatingUtility.exe").unlink()
-    with pytest.raises(InputError, match=r"ClientProfileUpdatingUtility\.exe is missing"):
-        load_payload(folder)
-
-
-@pytest.mark.parametrize(
-    ("remote", "local"),
-    [
-        ("..\\..\\evil.csv", "evil.csv"),
-        ("/etc/passwd", "passwd"),
-        ("C:\\x\\CON.csv", "_CON.csv"),
-        ("CPUU_a\nb.csv", "CPUU_a_b.csv"),
-        ("nul", "_nul"),
-        ("..", "unnamed"),
-        ("a\x00b.csv", "a_b.csv"),
-        ("C:evil.log", "evil.log"),
-        ("report. ", "report"),
-    ],
-)
-def test_hostile_names_become_safe_base_names(remote, local):
-    assert safe_basename(remote) == local
-
-
-def test_create_exclusive_never_overwrites(tmp_path):
-    folder = tmp_path / "hosts" / "pc-0001"
-    paths = []
-    for _ in range(3):
-        path, fd = create_exclusive(folder, "..\\CPUU_x.csv")
-        os.write(fd, b"data")
-        os.close(fd)
-        paths.append(path.name)
-    assert paths == ["CPUU_x.csv", "CPUU_x (2).csv", "CPUU_x (3).csv"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(paths)
-    assert not (tmp_path / "hosts" / "CPUU_x.csv").exists()
-
-
-def _profiles(*codes: int) -> list[ProfileResult]:
-    return [ProfileResult(f"p{i}", code, 0, i) for i, code in enumerate(codes, 1)]
-
-
-@pytest.mark.parametrize(
-    ("exit_code", "codes", "killed", "state"),
-    [
-        (1, (10, 10), False, states.SUCCEEDED),
-        (1 | 4, (10, 11), False, states.PARTIAL),
-        (4, (11,), False, states.FAILED),
-        (32, (), False, states.FAILED),
-        (1 | 32, (10,), False, states.FAILED),  # a crash is never partial
-        (1, (), True, states.FAILED),  # killed: exit 1 is NOT success
-        (0, (), False, states.SKIPPED),
-        (0, (2, 2), False, states.SUCCEEDED),
-        (2, (), False, states.NOT_SWITCHED),  # not switched yet
-        (1 | 2, (10,), False, states.PARTIAL),
-        (1, (10, 6), False, states.PARTIAL),  # offline profile needs action
-        (9009, (), False, states.FAILED),
-        (16, (), False, states.FAILED),
-    ],
-)
-def test_outcome_table(exit_code, codes, killed, state):
-    verdict = judge_exit(exit_code, _profiles(*codes), killed=killed)
-    assert verdict.state == state
-    if state in (states.FAILED, states.PARTIAL):
-        assert verdict.error_class == "cpuu"
-
-
-def test_outcome_of_errors_and_policies():
-    unreachable = SessionError(ErrorClass.UNREACHABLE, "connection refused")
-    assert judge(None, (), unreachable).state == states.UNREACHABLE
-    assert judge(None, (), unreachable).transient
-    auth = SessionError(ErrorClass.AUTHENTICATION, "401")
-    verdict = judge(None, (), auth)
-    assert (verdict.state, verdict.error_class, verdict.transient) == (
-        states.FAILED,
-        "authentication",
-        False,
-    )
-    assert judge(RunResult("t", no_user=True), ()).state == states.SKIPPED
-    assert judge(RunResult("t", no_user=True, pending=True), ()).state == states.PENDING
-    assert judge(RunResult("t", refused="Undo refused"), ()).error_class == "policy"
-    after = judge(
-        RunResult("t", ran=True, exit_code=1), _profiles(10), SessionError(ErrorClass.TIMEOUT, "x")
-    )
-    assert after.state == states.SUCCEEDED and after.transient
-
-
-def test_read_timeout_must_exceed_operation_timeout():
-    check_timeouts({"read_timeout": 30, "operation_timeout": 20}, "pc-1")
-    with pytest.raises(InputError, match=r"pc-1.*read_timeout"):
-        check_timeouts({"read_timeout": 20, "operation_timeout": 20}, "pc-1")
+from cpuu_fleet.limits import Limits
+from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.steps import OutgoingFile, _DownloadSink, upload_input
 
 
 def test_upload_input_packs_small_files_and_streams_big_ones(tmp_path):
@@ -187,3 +70,38 @@ def test_upload_input_fills_every_send_as_pypsrp_fragments_it():
     assert len(batches) == -(-int(wire) // max_payload) == 8
     received = b"".join(base64.b64decode(i) for b in batches for i in b if isinstance(i, str))
     assert received == exe + b"".join(small)
+
+
+def _sink(folder: Path, done: list, **limits: int) -> _DownloadSink:
+    return _DownloadSink(
+        folder, "C:\\stage", lambda name: False, lambda *a: done.append(a), Limits(**limits)
+    )
+
+
+def _header(length: object) -> dict:
+    return {"Path": "C:\\stage\\CPUU_a.log", "Name": "CPUU_a.log", "Length": length}
+
+
+def test_a_download_shorter_than_its_header_is_broken_and_set_aside(tmp_path):
+    done: list = []
+    sink = _sink(tmp_path, done)
+    sink(_header(10))
+    sink(base64.b64encode(b"12345").decode("ascii"))
+    with pytest.raises(SessionError) as caught:
+        sink.close()
+    assert caught.value.error_class is ErrorClass.PROTOCOL
+    assert "5 of the 10 bytes" in caught.value.message
+    assert "download broke off after 5 of 10 bytes" in (sink.abandon() or "")
+    assert [p.name for p in tmp_path.iterdir()] == ["CPUU_a.log.partial"] and done == []
+
+
+def test_a_header_over_the_size_limit_is_refused_before_any_file_exists(tmp_path):
+    done: list = []
+    sink = _sink(tmp_path, done, file_bytes=1024)
+    with pytest.raises(SessionError) as caught:
+        sink(_header(2 * 1024**3))  # "a 2 GB file"
+    assert caught.value.error_class is ErrorClass.LIMIT and "file_size" in caught.value.message
+    assert sink.abandon() is None and list(tmp_path.iterdir()) == []
+    with pytest.raises(SessionError) as caught:
+        _sink(tmp_path, done)(_header("lots"))
+    assert caught.value.error_class is ErrorClass.PROTOCOL

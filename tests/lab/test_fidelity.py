@@ -2,7 +2,7 @@
 against real Windows hosts produced (recordings in ``../shared/fixtures/windows-wsman``, beside
 the checkout; the tests skip, saying so, where that folder is missing).
 
-The shape (see ``fidelity_shape.py``) is the action of each message, the element paths in each
+The shape (see ``tests/support/fidelity_shape.py``) is the action of each message, the element paths in each
 body and response header, and the PSRP message sequence. Two checks use it:
 
 * **pypsrp against the lab**: the same pypsrp calls the recording came from, observed on the

@@ -1,8 +1,8 @@
 """Helpers for the lab's protocol tests: a pypsrp client for a lab host and test-only script
 handlers (registered under ``labtest-*`` names no real script uses).
 
-Imported by name (``import lab_testkit``): a unique module name, because every test folder has
-its own ``conftest`` and importing from ``conftest`` would pick whichever came first.
+Imported as ``tests.support.lab`` (``tests/lab/conftest.py`` imports it, which registers the
+handlers).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Generate tests/data/ps51_allowlist.json: what Windows PowerShell 5.1 documents, as facts.
 
-The static check of the remote scripts (tests/model/test_model_ps51_static.py) needs, without the
+The static check of the remote scripts (tests/visit/test_remote_ps51_static.py) needs, without the
 network, the cmdlets Windows PowerShell 5.1 ships, their parameter sets (names, mandatory,
 switch, position, aliases) and the "Accepted values" of their parameters, plus the types
 ConstrainedLanguage mode allows. Microsoft publishes all of this as markdown (platyPS schema 2.0):

@@ -16,8 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cpuu_fleet.inventory import Inventory  # noqa: E402
-from cpuu_fleet.render import Renderer  # noqa: E402
+from cpuu_fleet.inputs.inventory import Inventory  # noqa: E402
+from cpuu_fleet.inputs.render import Renderer  # noqa: E402
 
 
 def build(folder: Path) -> Path:

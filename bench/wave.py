@@ -93,7 +93,7 @@ def peak_mib() -> float:
 
 def serve(hosts: int, latency_ms: float, workdir: Path) -> None:
     """Run a lab fleet until stdin closes; print READY + JSON, then the lab's CPU at the end."""
-    from cpuu_fleet.demo import write_lab_inventory
+    from cpuu_fleet.cli.demo_lab import write_lab_inventory
     from cpuu_fleet.lab.fleet import LabFleet
 
     latency = latency_ms / 1000 if latency_ms else None
@@ -142,12 +142,12 @@ class Lab:
 def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[str, Any]:
     """One update wave with cpuu-fleet, then a second (unchanged) push; metrics as a dict."""
     os.environ.update(info["env"])
+    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
     from cpuu_fleet.cpuu import Mode
-    from cpuu_fleet.demo import DEMO_SECRETS, find_playbook
-    from cpuu_fleet.engine import Engine, PlayRequest
-    from cpuu_fleet.inventory import Inventory
+    from cpuu_fleet.engine.wave import Engine, PlayRequest
+    from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.inputs.playbook import Play, Playbook, RunOptions, StepSpec
     from cpuu_fleet.journal import Journal
-    from cpuu_fleet.playbook import Play, Playbook, RunOptions, StepSpec
 
     os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
@@ -231,7 +231,7 @@ def _execute_script(client: Any, name: str, parameters: dict[str, Any]) -> list[
     running one of cpuu-fleet's scripts (the lab plays only scripts it knows)."""
     from pypsrp.powershell import PowerShell, RunspacePool
 
-    from cpuu_fleet.remote import load_script
+    from cpuu_fleet.visit.remote import load_script
 
     with RunspacePool(client.wsman) as pool:
         ps = PowerShell(pool)
@@ -249,9 +249,9 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
     os.environ.update(info["env"])
     from pypsrp.client import Client
 
-    from cpuu_fleet.demo import DEMO_SECRETS, find_playbook
-    from cpuu_fleet.inventory import Inventory
-    from cpuu_fleet.render import Renderer
+    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
+    from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.inputs.render import Renderer
 
     os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
@@ -357,7 +357,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
-    from cpuu_fleet.demo import make_standin_payload
+    from cpuu_fleet.cli.demo_lab import make_standin_payload
 
     payload = make_standin_payload(Path(tempfile.mkdtemp(prefix="cpuu-bench-payload-")))
     rows = []

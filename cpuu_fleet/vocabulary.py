@@ -14,7 +14,7 @@ Two names per state: the **key** (``not_run``) is what the journal stores and wh
 (the progress display, the ``status`` table, the CSVs' ``state`` column, the workbook). Keys are
 stored in journals and must never change; labels may.
 
-The judgements below are ours, not the vendor's (see :mod:`cpuu_fleet.outcome` for how a host is
+The judgements below are ours, not the vendor's (see :mod:`cpuu_fleet.visit.outcome` for how a host is
 put into a state):
 
 * **needs attention**: a person must do something before the host is done. Exactly these hosts

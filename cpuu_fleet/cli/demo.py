@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
         reports: ReportsOption = Path("reports"),
         as_json: EventsJsonOption = False,
     ) -> None:
-        from cpuu_fleet.demo import run_demo
-        from cpuu_fleet.engine import ExitCode
+        from cpuu_fleet.cli.demo_lab import run_demo
+        from cpuu_fleet.engine.wave import ExitCode
 
         result = run_demo(
             hosts=hosts, seed=seed, reports_dir=reports, processors=processors(reports, as_json)

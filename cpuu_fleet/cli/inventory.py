@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cpuu_fleet.cli.options import InventoryOption, JsonOption, LimitOption
-from cpuu_fleet.inventory import Inventory
+from cpuu_fleet.inputs.inventory import Inventory
 
 inventory_app = typer.Typer(
     help="Read an Ansible-style inventory: hosts, groups and connection settings.",

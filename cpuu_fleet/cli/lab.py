@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cpuu_fleet.demo import DEMO_SECRETS, make_standin_payload, write_lab_inventory
+from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, make_standin_payload, write_lab_inventory
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.lab.fleet import AUTHS, PASSWORD_ENV, LabFleet
 from cpuu_fleet.lab.scenarios import SCENARIOS

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cpuu_fleet.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.journal import Journal
 
 InventoryOption = Annotated[

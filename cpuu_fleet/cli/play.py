@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
             typer.Option("--payload", help="CPUU payload folder (instead of the playbook's)."),
         ] = None,
     ) -> None:
-        from cpuu_fleet.engine import PlayRequest, run_play
+        from cpuu_fleet.engine.wave import PlayRequest, run_play
 
         if playbook is None and not (resume or retry_failed):
             raise InputError("a PLAYBOOK is required (unless --resume or --retry-failed is given)")

@@ -38,7 +38,7 @@ def stdout_console() -> Console:
 
 def processors(reports: Path, as_json: bool) -> list[Any]:
     """The live display or the JSON event lines, as the operator asked."""
-    from cpuu_fleet.progress import JsonLinesPrinter, LiveProgress
+    from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress
 
     # Presentation only: the runner writes run.log itself.
     return [JsonLinesPrinter() if as_json else LiveProgress()]
@@ -53,7 +53,7 @@ def ask_pass_prompt(enabled: bool) -> Any:
     """``--ask-pass``: a prompt for the secrets the environment and keyring do not give."""
     if not enabled:
         return None
-    from cpuu_fleet.credentials import AskPass
+    from cpuu_fleet.inputs.credentials import AskPass
 
     return AskPass()
 

@@ -25,10 +25,10 @@ from cpuu_fleet.cli.options import (
     parse_extra_vars,
 )
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.credentials import AskPass
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inventory import Inventory
-from cpuu_fleet.render import Renderer
+from cpuu_fleet.inputs.credentials import AskPass
+from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.render import Renderer
 
 DEFAULT_TEMPLATES = Path("playbooks/templates")
 

@@ -17,8 +17,8 @@ from rich.table import Table
 from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.cli.present import counts_table, state_cell, stdout_console
+from cpuu_fleet.engine.lease import live_status
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.lease import live_status
 from cpuu_fleet.redact import printable
 
 

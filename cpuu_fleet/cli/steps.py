@@ -114,7 +114,7 @@ def _single(
     ask_pass: bool,
     **options: Any,
 ) -> None:
-    from cpuu_fleet.engine import PlayRequest, run_step
+    from cpuu_fleet.engine.wave import PlayRequest, run_step
 
     if step in ("push", "run"):
         payload = payload or Path("playbooks") / "payload"

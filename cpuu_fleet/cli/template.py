@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from cpuu_fleet.cli.render import DEFAULT_TEMPLATES
-from cpuu_fleet.wizard_import import import_wizard
+from cpuu_fleet.inputs.wizard_import import import_wizard
 
 template_app = typer.Typer(
     help="Make templates from the vendor wizard's files.", no_args_is_help=True

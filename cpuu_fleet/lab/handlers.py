@@ -1,6 +1,6 @@
 """The lab's stand-ins for cpuu-fleet's remote PowerShell scripts, one handler per script.
 
-Why: the lab cannot run PowerShell, so each ``cpuu_fleet/remote/<name>.ps1`` is played by the
+Why: the lab cannot run PowerShell, so each ``cpuu_fleet/visit/remote/<name>.ps1`` is played by the
 Python function registered under the same marker name, over the workstation model. Each handler
 follows ``docs/remote-scripts.md`` exactly as its script does (same output keys and types, same
 FullyQualifiedErrorIds and categories), so the engine cannot tell the lab from a workstation.

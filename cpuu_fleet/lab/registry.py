@@ -1,6 +1,6 @@
 """Which Python handler plays which PowerShell script.
 
-cpuu-fleet's own scripts (``cpuu_fleet/remote/*.ps1``) start with a marker line
+cpuu-fleet's own scripts (``cpuu_fleet/visit/remote/*.ps1``) start with a marker line
 ``# cpuu-fleet: <name>``; the handler registered under ``<name>`` plays them. Scripts without a
 marker are recognised by the protocol layer (pypsrp's copy/fetch, execute_ps) before this lookup.
 """

@@ -1,6 +1,6 @@
 """Sheet rows rendered as SpreadsheetML text, a whole column at a time.
 
-Why this exists (both measured; see bench/report.py and tests/report/test_report_workbook.py):
+Why this exists (both measured; see bench/report.py and tests/report/test_workbook.py):
 
 * **Speed.** XlsxWriter spends about 5 µs per cell in Python. A 100,000-host report has some 13
   million cells: over a minute on the workbook alone. Rendering the ``<c>`` elements of a whole

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_bench import ROWS, FaultLab, MatrixRow, render_table
+
+from tests.faults.fault_bench import ROWS, FaultLab, MatrixRow, render_table
 
 _TABLE_FILE: list[Path] = []
 

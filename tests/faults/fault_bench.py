@@ -37,10 +37,15 @@ from typing import Any
 
 import yaml
 
-from cpuu_fleet.demo import DEMO_SECRETS, find_playbook, make_standin_payload, write_lab_inventory
+from cpuu_fleet.cli.demo_lab import (
+    DEMO_SECRETS,
+    find_playbook,
+    make_standin_payload,
+    write_lab_inventory,
+)
+from cpuu_fleet.engine.planning import latest_rows
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
-from cpuu_fleet.planning import latest_rows
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = 3

@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_bench import (
+
+from cpuu_fleet.journal import FAILED, PARTIAL, SKIPPED, SUCCEEDED
+from tests.faults.fault_bench import (
     STEPS,
     FaultLab,
     MatrixRow,
@@ -35,8 +37,6 @@ from fault_bench import (
     states_cell,
     stop,
 )
-
-from cpuu_fleet.journal import FAILED, PARTIAL, SKIPPED, SUCCEEDED
 
 pytestmark = [
     pytest.mark.slow,

@@ -1,14 +1,17 @@
-"""Fixtures for the lab's protocol tests: real fleets on loopback, real pypsrp clients."""
+"""Fixtures for the lab's tests: real fleets on loopback, real pypsrp clients, and the
+workstation model on a fake clock."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import lab_testkit  # noqa: F401 - registers the test-only script handlers
 import pytest
 
+import tests.support.lab  # noqa: F401 - registers the test-only script handlers
 from cpuu_fleet.lab.fleet import LabFleet
+from cpuu_fleet.lab.workstation import Workstation
+from tests.support.workstation import USER, CpuuBench, FakeClock
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +45,22 @@ def local_file(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def ws(tmp_path, clock) -> Workstation:
+    station = Workstation("pc-0001", tmp_path / "pc-0001", clock=clock)
+    station.logon(USER)
+    return station
+
+
+@pytest.fixture
+def bench(ws, clock) -> CpuuBench:
+    b = CpuuBench(ws, clock)
+    b.stage()
+    return b

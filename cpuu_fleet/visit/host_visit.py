@@ -1,0 +1,528 @@
+"""The per-host pipeline the runner calls: open a session, run the play's steps in order, close.
+
+Why the journal is written around every step (before it starts and when it ends): a controller may
+die at any instant, and the one thing that must never happen is CPUU running twice on a
+workstation, or a collected result being lost. So the run step's scheduled-task name is journalled
+before the task exists, and a later visit (a retry in the same run, or ``--resume``) that finds an
+unfinished run step asks the host what became of that task instead of starting CPUU again.
+
+Nornir's tone: everything that goes wrong on a host ends as a :class:`~cpuu_fleet.visit.outcome.HostOutcome` with a state and
+an error class; only bugs escape as exceptions (the runner turns those into ``internal`` failures).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
+from cpuu_fleet.inputs.connection import DEFAULTS
+from cpuu_fleet.inputs.payload import Payload
+from cpuu_fleet.journal import Journal
+from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
+from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.visit.outcome import HostOutcome, judge
+from cpuu_fleet.visit.session import (
+    ErrorClass,
+    HostSession,
+    Interrupted,
+    SessionError,
+    local_error,
+)
+from cpuu_fleet.visit.steps import (
+    CollectResult,
+    HostContext,
+    PushPlan,
+    RunOptions,
+    RunResult,
+    collect,
+    explain,
+    is_task_of,
+    plan_push,
+    preflight,
+    push,
+    read_task_report,
+    remove_task,
+    resume_cpuu,
+    run_cpuu,
+    run_dir,
+    task_status,
+    write_cleanup_marker,
+)
+
+#: Opens a session for a host; tests and the benchmark may wrap it (to count round trips).
+SessionFactory = Callable[[str, Any], HostSession]
+
+
+def open_session(name: str, connection: Any) -> HostSession:
+    """A :class:`HostSession` from the foundation's ``ConnectionSettings``."""
+    kwargs = connection.pypsrp_kwargs()
+    REDACTOR.add(kwargs.get("password"))
+    return HostSession(
+        name,
+        connection.address,
+        kwargs,
+        configuration_name=getattr(connection, "configuration_name", None)
+        or DEFAULTS["configuration_name"],
+    )
+
+
+RunStep = RunOptions
+"""The run step's options as the engine hands them over (one definition, in ``steps``)."""
+
+
+@dataclass
+class WaveSettings:
+    """What every host of one play in one run shares."""
+
+    run_id: str
+    journal: Journal
+    reports_dir: Path
+    steps: tuple[str, ...]
+    run: RunStep | None = None
+    payload: Payload | None = None
+    version: str | None = None
+    rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = field(default_factory=dict)
+    """Host name → (wire files, masked files), rendered before the wave starts."""
+    check: bool = False
+    resume_tasks: dict[str, str] = field(default_factory=dict)
+    """Host name → task name of an unfinished run step in an earlier run (``--retry-failed``
+    after a run step that never ended): the host is asked about that task, never a new one."""
+    session_factory: SessionFactory = open_session
+    limits: Limits = DEFAULT_LIMITS
+    """What each host may send back (the play's ``limits:``)."""
+    cpuu_run_id: str | None = None
+    """The run whose CPUU this run carries on (``--resume``); None: this run is its own."""
+    cpuu_runs: tuple[str, ...] = ()
+    """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
+    logon_users: dict[str, str] = field(default_factory=dict)
+    """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
+
+    @property
+    def same_cpuu_runs(self) -> tuple[str, ...]:
+        return self.cpuu_runs or (self.run_id,)
+
+
+Emit = Callable[[str, str, dict[str, Any]], None]
+"""``emit(kind, step, data)``: ``step_started`` / ``step_finished`` notifications for progress."""
+
+
+def _no_emit(kind: str, step: str, data: dict[str, Any]) -> None:
+    return None
+
+
+class _Steps:
+    """Journals each step attempt around its execution and tells the progress display."""
+
+    def __init__(self, wave: WaveSettings, host: str, attempt: int, emit: Emit):
+        self.wave = wave
+        self.host = host
+        self.attempt = attempt
+        self.emit = emit
+
+    def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
+        journal = self.wave.journal
+        attempt_id = journal.start_step(self.wave.run_id, self.host, step, self.attempt)
+        self.emit("step_started", step, {"attempt": self.attempt})
+        started = time.monotonic()
+        try:
+            value = action()
+        except Interrupted as error:
+            # Deliberately left "running" in the journal: CPUU may still be working on the host,
+            # and an unfinished run step is what --resume looks for to ask the host first.
+            self._emit_end(step, "interrupted", started, error)
+            raise
+        except SessionError as raised:
+            error = explain(raised)  # an error id an operator can act on, said as such
+            self._fail(attempt_id, step, started, error)
+            if error is raised:
+                raise
+            raise error from None
+        except OSError as exc:  # our own disk (reports folder): a host result, not a bug
+            error = local_error(step, exc)
+            if step != "run":
+                self._fail(attempt_id, step, started, error)
+            raise error from exc
+        except Exception as exc:
+            # A bug. Any step but run is closed as failed/internal, so the journal never shows it
+            # running for ever (and --resume does not take it as unfinished). A run step is left
+            # "running" on purpose: the bug may have struck after the task was registered (its
+            # name is journalled first) or while CPUU ran, so whether CPUU ran is unknown, and an
+            # unfinished run step is exactly what makes a retry or --resume ask the host before
+            # starting CPUU, never a second run.
+            if step != "run":
+                text = " ".join((str(exc) or "").split())[:300]
+                error = SessionError(
+                    ErrorClass.INTERNAL, f"{step}: {type(exc).__name__}: {text}", transient=False
+                )
+                self._fail(attempt_id, step, started, error)
+            raise
+        status = status_of(value)
+        details = value.details() if hasattr(value, "details") else None
+        journal.end_step(attempt_id, status, details=details)
+        self.emit(
+            "step_finished",
+            step,
+            {"attempt": self.attempt, "status": status, "duration_s": time.monotonic() - started},
+        )
+        return value
+
+    def _fail(self, attempt_id: int, step: str, started: float, error: SessionError) -> None:
+        self.wave.journal.end_step(
+            attempt_id,
+            "failed",
+            error_class=error.error_class.value,
+            error_message=error.message,
+            details={"error_id": error.error_id} if error.error_id else None,
+        )
+        self._emit_end(step, "failed", started, error)
+
+    def _emit_end(self, step: str, status: str, started: float, error: SessionError) -> None:
+        self.emit(
+            "step_finished",
+            step,
+            {
+                "attempt": self.attempt,
+                "status": status,
+                "error_class": error.error_class.value,
+                "error_message": error.message,
+                "duration_s": time.monotonic() - started,
+            },
+        )
+
+
+def _run_status(run: RunResult) -> str:
+    if run.killed:
+        return "killed"
+    if run.refused:
+        return "failed"
+    if run.no_user and not run.pending:
+        return "skipped"
+    return "changed" if run.ran else "ok"
+
+
+def _finished_run(journal: Journal, run_ids: tuple[str, ...], host: str) -> RunResult | None:
+    """A run step of this host that already ended in this CPUU run (this run, or the run a
+    ``--resume`` carries on): a retry or a resume reuses it and never runs CPUU again."""
+    for run_id in reversed(run_ids):
+        for attempt in reversed(journal.attempts(run_id, host)):
+            if attempt["step"] != "run" or attempt["status"] in ("running", "failed"):
+                continue
+            data = json.loads(attempt["details_json"] or "{}")
+            return RunResult(
+                task_name=data.get("task", ""),
+                ran=bool(data.get("ran")),
+                exit_code=data.get("exit_code"),
+                killed=bool(data.get("killed")),
+                no_user=bool(data.get("no_user")),
+                pending=bool(data.get("pending")),
+                refused=data.get("refused"),
+                user=data.get("user"),
+                resumed="finished",
+                started_at=data.get("started_at"),
+            )
+    return None
+
+
+def _run_profiles(wave: WaveSettings, host: str) -> list[ProfileResult]:
+    """Every profile journalled for this host by this CPUU run. Collect journals each result
+    file the moment it is complete, so this is the run's whole output: what an earlier attempt
+    or a controller that died in collect fetched counts as much as this visit's files."""
+    return [
+        ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
+        for run_id in wave.same_cpuu_runs
+        for row in wave.journal.profiles(run_id, host)
+    ]
+
+
+def visit_host(
+    wave: WaveSettings,
+    name: str,
+    connection: Any,
+    *,
+    attempt: int = 1,
+    stopping: threading.Event | None = None,
+    emit: Emit = _no_emit,
+) -> HostOutcome:
+    """Visit one host: session → the play's steps in order → close → the host's verdict."""
+    return _Visit(wave, name, connection, attempt, stopping or threading.Event(), emit).run()
+
+
+class _Visit:
+    """One visit of one host; each step of the play is one method."""
+
+    def __init__(
+        self,
+        wave: WaveSettings,
+        name: str,
+        connection: Any,
+        attempt: int,
+        stopping: threading.Event,
+        emit: Emit,
+    ):
+        files, masked = wave.rendered.get(name, ({}, {}))
+        self.wave = wave
+        self.connection = connection
+        self.ctx = HostContext(
+            run_id=wave.run_id,
+            host=name,
+            journal=wave.journal,
+            reports_dir=wave.reports_dir,
+            payload=wave.payload,
+            rendered_files=files,
+            rendered_masked=masked,
+            version=wave.version,
+            stopping=stopping,
+            cpuu_run_id=wave.cpuu_run_id,
+            cpuu_runs=wave.same_cpuu_runs,
+            logon_user=wave.logon_users.get(name),
+        )
+        self.steps = _Steps(wave, name, attempt, emit)
+        self.details: dict[str, Any] = {}
+        self.run_result: RunResult | None = None
+        self.collected = CollectResult()
+        self.plan: PushPlan | None = None
+        self.session: HostSession
+
+    def run(self) -> HostOutcome:
+        wave, ctx = self.wave, self.ctx
+        try:
+            self.session = self.steps.run(
+                "connect",
+                lambda: wave.session_factory(ctx.host, self.connection).open(),
+                _ok,
+            )
+        except SessionError as exc:
+            return self._finish(judge(None, (), exc))
+        self.session.limits = wave.limits
+        error: SessionError | None = None
+        stopped = False
+        try:
+            for step in wave.steps:
+                if ctx.stopping.is_set() and step == "run":
+                    stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
+                    break
+                getattr(self, f"_{step}")()
+        except SessionError as exc:
+            error = exc
+        except Exception:  # a bug: the runner reports it; the host's pool must still go away
+            self.session.close()
+            raise
+        visit = replace(self._verdict(error, stopped), details=self.details)
+        self._after_cleanup(visit)
+        self.session.close()
+        return self._finish(visit)
+
+    # ------------------------------------------------------------------------------ steps
+
+    def _preflight(self) -> None:
+        found = self.steps.run("preflight", lambda: preflight(self.ctx, self.session), _ok)
+        self.details["preflight"] = found.details()
+        if self.wave.check and (self.wave.payload or self.ctx.rendered_files):
+            self.plan = plan_push(self.ctx)
+
+    def _push(self) -> None:
+        if self.wave.check:
+            self.plan = self.plan or plan_push(self.ctx)
+            return
+        pushed = self.steps.run(
+            "push",
+            lambda: push(self.ctx, self.session),
+            lambda result: "changed" if result.changed else "ok",
+        )
+        self.details["push"] = pushed.details()
+
+    def _run(self) -> None:
+        if self.wave.run is None or self.wave.check:
+            return
+        self._ran(_run_step(self.wave, self.ctx, self.session, self.steps))
+
+    def _collect(self) -> None:
+        if self.wave.check:
+            return
+        if self.wave.run is None and self.run_result is None:
+            picked = _pick_up_pending(self.wave, self.ctx, self.session, self.steps)
+            if picked is not None:
+                self._ran(picked)
+        run = self.run_result
+        if run is not None and not run.ran:
+            return  # nothing ran: no new results to fetch
+        try:
+            self.steps.run(
+                "collect",
+                lambda: collect(
+                    self.ctx,
+                    self.session,
+                    into=self.collected,
+                    since=run.started_at if run else None,
+                    directory=self._results_folder(),
+                ),
+                lambda result: "changed" if result.files else "ok",
+            )
+        finally:  # what was collected before a failure is journalled and reported too
+            self.details["collect"] = self.collected.details()
+
+    def _results_folder(self) -> str | None:
+        """Where CPUU wrote the results to collect: the folder of this visit's run step, else of
+        the host's latest run step in the journal (``cpuu-fleet run`` then ``collect``); None
+        (the staging folder) when no run step is known."""
+        run = self.run_result
+        task = run.task_name if run is not None else self.wave.journal.latest_task(self.ctx.host)
+        return run_dir(task) if task else None
+
+    def _ran(self, run: RunResult) -> None:
+        self.run_result = run
+        self.details["run"] = run.details()
+        if run.ran:
+            _remove_task_quietly(self.session, run, self.details)
+
+    # ------------------------------------------------------------------------------ the end
+
+    def _verdict(self, error: SessionError | None, stopped: bool) -> HostOutcome:
+        if self.wave.check and self.plan is not None:
+            self.details["would_push"] = {
+                "files": [f.relative for f in self.plan.send],
+                "bytes": self.plan.bytes_to_send,
+                "skipped": len(self.plan.skip),
+            }
+            if self.wave.run is not None:
+                self.details["would_run"] = self.wave.run.mode.value
+        ran = self.run_result is not None and self.run_result.ran
+        profiles = _run_profiles(self.wave, self.ctx.host) if ran else self.collected.profiles
+        verdict = judge(self.run_result, profiles, error, check_mode=self.wave.check)
+        if stopped and error is None:
+            verdict = HostOutcome(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
+        problems = self.collected.problems
+        if problems:
+            note = f"{len(problems)} result-file problem(s), e.g. {problems[0]}"
+            message = f"{verdict.error_message}; {note}" if verdict.error_message else note
+            verdict = replace(verdict, error_message=message)
+        return verdict
+
+    def _after_cleanup(self, visit: HostOutcome) -> None:
+        """After a successful Cleanup, tell the host itself (a later Undo is refused there too)."""
+        run = self.run_result
+        if (
+            self.wave.run is None
+            or self.wave.run.mode is not Mode.CLEANUP
+            or run is None
+            or not run.ran
+            or visit.state not in (states.SUCCEEDED, states.PARTIAL)
+        ):
+            return
+        try:
+            write_cleanup_marker(self.ctx, self.session, run.exit_code)
+        except SessionError as exc:
+            visit.details["cleanup_marker"] = f"not written: {exc.message}"
+
+    def _finish(self, visit: HostOutcome) -> HostOutcome:
+        """The journal host columns the runner stores with the final state."""
+        ctx, run = self.ctx, self.run_result
+        fields: dict[str, Any] = {}
+        if ctx.user:
+            fields["user"] = ctx.user
+        if run is not None and run.exit_code is not None:
+            fields["exit_code"] = run.exit_code
+            fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
+            fields["killed"] = int(run.killed)
+        if ctx.host_dir.exists():
+            fields["result_dir"] = ctx.host_dir.relative_to(self.wave.reports_dir).as_posix()
+        visit.host_fields.update(fields)
+        return visit
+
+
+def _ok(_: Any) -> str:
+    return "ok"
+
+
+def _run_step(
+    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+) -> RunResult:
+    """The run step, never starting CPUU a second time for this host and this run.
+
+    The one place that decides, in order: a run step that already ended in this CPUU run (a
+    retry after a later step failed, a ``--resume`` after a kill in collect) is reused from the
+    journal without asking the host; an earlier run's unfinished run step (``--retry-failed``)
+    is asked about under its own task name; an at-logon task left pending by an earlier run is
+    adopted if it ran (same mode) or unregistered if it did not, so that two at-logon tasks never
+    wait for the same logon. Otherwise the host is told to run CPUU under this run's task name,
+    and the host itself refuses a second start: its marker (``run-task``) turns the call into
+    "wait for it" or "read its exit code" when the run was claimed before, by anybody.
+    """
+    assert wave.run is not None
+    options = wave.run
+    mode = options.mode
+    done = _finished_run(wave.journal, wave.same_cpuu_runs, ctx.host)
+    if done is not None:
+        return done
+    earlier = wave.resume_tasks.get(ctx.host)
+    pending = None if earlier else _pending_task(wave, ctx.host)
+
+    def action() -> RunResult:
+        if earlier:
+            return resume_cpuu(ctx, session, options, earlier)
+        if pending:
+            adopted = _at_logon_result(session, pending, ctx)
+            if adopted is not None and adopted.ran and is_task_of(pending, mode):
+                return adopted
+            if adopted is not None:
+                remove_task(session, pending)
+        return run_cpuu(ctx, session, options)
+
+    return steps.run("run", action, _run_status)
+
+
+def _pending_task(wave: WaveSettings, host: str) -> str | None:
+    """The at-logon task of this host's latest earlier run step, if that left the host pending
+    (runs of this same CPUU run are not "earlier": their task is this run's own)."""
+    return wave.journal.pending_task(host, excluding=wave.same_cpuu_runs)
+
+
+def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
+    """What became of an at-logon task: None when it is gone from the host, a pending result when
+    it has not run (or runs right now), else its exit code (killed or not)."""
+    status = task_status(session, task_name)
+    if not status.get("Exists"):
+        return None
+    run = read_task_report(status, task_name, "at_logon", 0.0, "at_logon")
+    # Who ran it: the user logged on now, as preflight found them.
+    return replace(run, user=ctx.user if run.ran else None, seconds=None)
+
+
+def _pick_up_pending(
+    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+) -> RunResult | None:
+    """A collect on a host left pending by an at-logon task: did CPUU run since? Take its exit
+    code (the task is then removed), or keep the host pending."""
+    task_name = _pending_task(wave, ctx.host)
+    if task_name is None:
+        return None
+
+    def action() -> RunResult:
+        found = _at_logon_result(session, task_name, ctx)
+        if found is None:
+            raise SessionError(
+                ErrorClass.REMOTE,
+                f"the at-logon task {task_name!r} is gone from the host (removed by hand?)",
+                transient=False,
+            )
+        return found
+
+    wave.journal.set_host(wave.run_id, ctx.host, task_name=task_name)
+    return steps.run("run", action, _run_status)
+
+
+def _remove_task_quietly(session: HostSession, run: RunResult, details: dict[str, Any]) -> None:
+    """Unregister a finished one-shot task; a failure here is noted, never fatal."""
+    if run.pending or not run.task_name:
+        return
+    try:
+        remove_task(session, run.task_name)
+    except SessionError as exc:
+        details["task_removal"] = f"failed: {exc.message}"

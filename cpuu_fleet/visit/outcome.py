@@ -1,0 +1,239 @@
+"""A host's final state, decided from what happened to it: errors, the run, CPUU's exit flags, profiles.
+
+One table, in one place, so the runner, the report and an operator reading the docs agree on what
+"succeeded" means. The vendor documents the exit bit mask and the per-profile codes but not how to
+judge a workstation as a whole; the judgement below is ours (the ``cpuu.py`` outcome classes of the
+profile codes do most of the work):
+
+=====================================================  ============  ==============
+what happened                                          state         error class
+=====================================================  ============  ==============
+connection refused / reset / dropped, DNS, connect      unreachable   unreachable
+timeout
+any other session error (401, TLS, read timeout,       failed        that class
+WSMan fault, remote script error)
+the controller could not write (disk full, reports     failed        local
+folder not writable)
+the workstation sent more than the play's ``limits``   failed        limit
+allow (a file too big or longer than announced,
+endless output, too many result rows), even after
+CPUU ran
+aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
+ran; the run step stays unfinished for --resume
+Undo refused: Cleanup already succeeded on the host    failed        policy
+nobody logged on, policy ``skip``                      skipped       policy
+nobody logged on, policy ``at_logon``                  pending       —
+CPUU killed on our deadline (its exit code 1 is NOT    failed        cpuu
+success)
+a Windows exit code, not CPUU's mask (9009: cmd      failed        cpuu
+could not find the exe; 0xC000013A: the console
+window was closed; an NTSTATUS crash code)
+exit code with bits the vendor never listed            failed        cpuu
+exit 0 (CANNOT_START, "nothing to do"), no bad         succeeded if  —
+profile                                                some profile
+                                                       is OK (e.g.
+                                                       code 2),
+                                                       else skipped
+CRASH or GLOBAL_ERR set (the run did not complete),     failed        cpuu
+even with SUCCESS
+SUCCESS, no failure flag, no NO_SWITCH_MSG, no bad     succeeded     —
+profile
+SUCCESS plus a failure flag, NO_SWITCH_MSG or a bad    partial       cpuu
+profile
+no SUCCESS, only NO_SWITCH_MSG (mailbox not switched   not_switched  cpuu
+yet: rerun after the switch; not a failure)
+no SUCCESS, anything else; or exit 0 with bad          failed        cpuu
+profiles and none OK (partial when some are OK)
+=====================================================  ============  ==============
+
+A *bad* profile is one whose code's outcome class is failed, needs-action or unknown. A failure
+after the run (collecting results) keeps the run's state and adds the error: CPUU's verdict stands,
+the missing files are reported with it. Except a ``limit`` failure: what that host sent cannot be
+trusted, so it fails, with CPUU's verdict in its message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
+from cpuu_fleet.visit.session import ErrorClass, SessionError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What became of CPUU on a host in one visit: the run step's result and what :func:`judge`
+    reads (one definition for both, so a field added to one cannot be missed by the other)."""
+
+    task_name: str
+    ran: bool = False
+    """CPUU ran to an end (on its own, or killed by us)."""
+    exit_code: int | None = None
+    killed: bool = False
+    no_user: bool = False
+    pending: bool = False
+    """An at-logon task is registered and has not run yet."""
+    refused: str | None = None
+    """Why we refused to run (Undo after Cleanup)."""
+    user: str | None = None
+    resumed: str | None = None
+    """How a resumed visit found the task: ``finished``, ``waited``, ``started``, ``pending``."""
+    seconds: float | None = None
+    started_at: str | None = None
+    """When CPUU started, by the host's clock (its run marker): collect takes files from then on."""
+
+    def details(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"task": self.task_name}
+        for key in ("exit_code", "user", "resumed", "refused", "started_at"):
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        for key in ("ran", "killed", "no_user", "pending"):
+            if getattr(self, key):
+                data[key] = True
+        if self.seconds is not None:
+            data["seconds"] = round(self.seconds, 3)
+        return data
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """How one attempt on one host ended: the one result type the judgement, the host visit, the
+    runner and the journal share (Nornir's ``Result``, Ansible's ``TaskResult``)."""
+
+    state: str
+    """A final state of :mod:`cpuu_fleet.vocabulary` (succeeded, partial, failed, ...)."""
+    error_class: str | None = None
+    """One of :class:`~cpuu_fleet.visit.session.ErrorClass` (``internal`` and ``interrupted`` are set by
+    the runner)."""
+    error_message: str | None = None
+    transient: bool = False
+    """True when trying again later may help (unreachable, timeout, dropped connection). Must be
+    False when a retry could start CPUU a second time."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the report and ``--check`` show (step results, timings); not written by the runner."""
+    host_fields: dict[str, Any] = field(default_factory=dict)
+    """Journal host columns stored with the final state in the same write (user, exit_code,
+    exit_flags, killed, result_dir)."""
+
+
+# Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).
+def _bad(profile: ProfileResult) -> bool:
+    return profile.info.outcome in (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
+
+
+def judge_exit(
+    exit_code: int, profiles: Iterable[ProfileResult], *, killed: bool = False
+) -> HostOutcome:
+    """The state CPUU's own report gives a host (exit bit mask + per-profile codes)."""
+    results = list(profiles)
+    ok = sum(1 for p in results if p.info.outcome is Outcome.OK)
+    bad = [p for p in results if _bad(p)]
+    status = ExitStatus(exit_code)
+    detail = f"exit {status.describe()}"
+    if bad:
+        detail += f"; {len(bad)} profile(s) not done: " + ", ".join(
+            f"{p.profile!r}={p.info.name}" for p in bad[:5]
+        )
+    if killed:
+        return HostOutcome(
+            states.FAILED,
+            ErrorClass.CPUU.value,
+            f"CPUU killed on our deadline (its exit code {exit_code} is not success)",
+        )
+    if status.windows is not None:
+        return HostOutcome(states.FAILED, ErrorClass.CPUU.value, f"{detail}: {status.windows[1]}")
+    if status.unknown_bits:
+        return HostOutcome(
+            states.FAILED, ErrorClass.CPUU.value, f"{detail}: undocumented exit code"
+        )
+    flags = status.flags
+    if status.cannot_start:
+        if bad:
+            state = states.PARTIAL if ok else states.FAILED
+            return HostOutcome(state, ErrorClass.CPUU.value, detail)
+        if ok:
+            return HostOutcome(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
+        return HostOutcome(states.SKIPPED, None, "nothing to do (" + detail + ")")
+    if flags & (ExitFlags.CRASH | ExitFlags.GLOBAL_ERR):
+        # The run did not complete: whatever it did before, the workstation is not done.
+        return HostOutcome(states.FAILED, ErrorClass.CPUU.value, detail)
+    if flags & ExitFlags.SUCCESS:
+        if flags & FAILURE_FLAGS or flags & ExitFlags.NO_SWITCH_MSG or bad:
+            return HostOutcome(states.PARTIAL, ErrorClass.CPUU.value, detail)
+        return HostOutcome(states.SUCCEEDED, None, detail)
+    log_only = (
+        ExitFlags.FAILED_TO_WRITE_LOG
+        | ExitFlags.FAILED_TO_CREATE_TMP_DIR
+        | ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE
+    )
+    if flags & ExitFlags.NO_SWITCH_MSG and not flags & ~(ExitFlags.NO_SWITCH_MSG | log_only):
+        return HostOutcome(
+            states.NOT_SWITCHED,
+            ErrorClass.CPUU.value,
+            f"{detail}: mailbox not switched yet, rerun later",
+        )
+    if bad and ok:
+        return HostOutcome(states.PARTIAL, ErrorClass.CPUU.value, detail)
+    return HostOutcome(states.FAILED, ErrorClass.CPUU.value, detail)
+
+
+def judge(
+    run: RunResult | None,
+    profiles: Iterable[ProfileResult] = (),
+    error: SessionError | None = None,
+    *,
+    check_mode: bool = False,
+) -> HostOutcome:
+    """A host's final state. ``run`` is None when the play has no run step (or it never got there).
+
+    ``error`` is the failure that ended the visit, if any; it decides alone when CPUU did not run,
+    and is appended to CPUU's verdict when it happened afterwards (collecting results).
+    """
+    profiles = list(profiles)
+    if run is not None and run.ran and run.exit_code is not None:
+        verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
+        if error is not None:
+            message = f"{verdict.error_message}; afterwards: {error.message}"
+            if error.error_class is ErrorClass.LIMIT:
+                # What the host sent cannot be trusted: CPUU's verdict does not stand alone.
+                return HostOutcome(states.FAILED, error.error_class.value, message)
+            return HostOutcome(
+                verdict.state,
+                verdict.error_class or error.error_class.value,
+                message,
+                transient=error.transient,
+            )
+        return verdict
+    if error is not None and error.error_class is ErrorClass.INTERRUPTED:
+        return HostOutcome(
+            states.FAILED,
+            error.error_class.value,
+            f"{error.message}; CPUU may still be running: --resume asks the host",
+        )
+    if error is not None:
+        state = states.UNREACHABLE if error.error_class is ErrorClass.UNREACHABLE else states.FAILED
+        return HostOutcome(state, error.error_class.value, error.message, transient=error.transient)
+    if run is None:
+        # preflight / push / collect only: reaching the end without an error is success.
+        if profiles:
+            return judge_exit(1, profiles)
+        return HostOutcome(
+            states.SUCCEEDED, None, "check mode: nothing changed" if check_mode else None
+        )
+    if run.refused:
+        return HostOutcome(states.FAILED, ErrorClass.POLICY.value, run.refused)
+    if run.pending:
+        return HostOutcome(
+            states.PENDING, None, "nobody logged on: CPUU will run at the next logon; collect later"
+        )
+    if run.no_user:
+        return HostOutcome(
+            states.SKIPPED, ErrorClass.POLICY.value, "nobody logged on (policy: skip)"
+        )
+    return HostOutcome(
+        states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result"
+    )

@@ -1,0 +1,185 @@
+"""What the operator and scripts see: the JSON-lines stream, run.log, the live display, the ETA."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from cpuu_fleet.cli.progress import (
+    JsonLinesPrinter,
+    LiveProgress,
+    RunStats,
+    render_stats,
+)
+from cpuu_fleet.engine.events import (
+    BatchPlan,
+    BatchStarted,
+    Fanout,
+    HostFinished,
+    HostStarted,
+    RunStarted,
+)
+from cpuu_fleet.engine.planning import build_plan
+from cpuu_fleet.engine.runner import HostOutcome, Runner
+from cpuu_fleet.journal import FAILED, PARTIAL, PENDING, SUCCEEDED, UNREACHABLE
+from cpuu_fleet.redact import Redactor
+from tests.support.small_inventory import SmallInventory, names
+
+SECRET = "Winter2026!Pa55"
+PLAY = "- name: Update\n  hosts: wave1\n  serial: 2\n  forks: 2\n  steps: [preflight, push]\n"
+
+
+def _work(job):
+    job.step_started("preflight")
+    job.step_finished("preflight", "ok", duration_s=0.01)
+    if job.name == "pc-002":
+        job.step_started("push")
+        job.step_finished("push", "failed", error_class="remote", error_message=f"pw={SECRET}")
+        return HostOutcome(FAILED, "remote", f"logon with {SECRET} refused")
+    if job.name == "pc-003":
+        return HostOutcome(UNREACHABLE, "unreachable", "connection refused")
+    return HostOutcome(SUCCEEDED)
+
+
+def test_json_event_stream_parses_line_by_line_and_holds_no_secret(
+    journal, tmp_path, write_playbook
+):
+    redactor = Redactor()
+    redactor.add(SECRET)
+    stream = io.StringIO()
+    inventory = SmallInventory({"wave1": names("pc", 4)})
+    plan = build_plan(write_playbook(PLAY), inventory)
+    summary = Runner(journal, tmp_path / "r", [JsonLinesPrinter(stream, redactor)]).run(plan, _work)
+
+    text = stream.getvalue()
+    assert SECRET not in text
+    events = [json.loads(line) for line in text.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("batch_started") == 2 and kinds.count("host_finished") == 4
+    assert kinds.count("step_finished") == 5
+    assert all(e["run_id"] == summary.run_id and e["at"] for e in events)
+    started = events[0]
+    assert started["total_hosts"] == 4
+    assert started["batches"] == [
+        {"play": "Update", "batch": 1, "size": 2, "forks": 2},
+        {"play": "Update", "batch": 2, "size": 2, "forks": 2},
+    ]
+    failed = next(e for e in events if e["event"] == "host_finished" and e["host"] == "pc-002")
+    assert set(failed) >= {"host", "play", "batch", "wave", "state", "attempt", "error_class"}
+    assert (failed["state"], failed["error_message"]) == (FAILED, "logon with ******** refused")
+    finished = events[-1]
+    assert finished["status"] == "completed"
+    assert finished["counts"] == {SUCCEEDED: 2, FAILED: 1, UNREACHABLE: 1}
+    assert finished["retry_file"].endswith("failed.retry")
+
+
+def test_run_log_is_plain_text_and_scrubbed(journal, tmp_path, write_playbook):
+    from cpuu_fleet.redact import REDACTOR
+
+    REDACTOR.add(SECRET)  # the engine registers every secret it reveals with the process redactor
+    reports = tmp_path / "reports"
+    inventory = SmallInventory({"wave1": names("pc", 3)})
+    plan = build_plan(write_playbook(PLAY), inventory)
+    summary = Runner(journal, reports).run(plan, _work)  # writes run.log itself
+
+    log = (reports / summary.run_id / "run.log").read_text(encoding="utf-8")
+    assert SECRET not in log
+    assert "pc-002: push failed [remote] pw=********" in log
+    assert "pc-003: unreachable [unreachable] connection refused" in log
+    assert f"run {summary.run_id} completed" in log
+    assert log.splitlines()[0].startswith("20")  # ISO timestamps, UTC
+
+
+def test_live_display_shows_counts_batch_and_eta(journal, tmp_path, write_playbook):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=120)
+    display = LiveProgress(console)
+    inventory = SmallInventory({"wave1": names("pc", 4)})
+    plan = build_plan(write_playbook(PLAY), inventory)
+    Runner(journal, tmp_path / "r", [display]).run(plan, _work)
+
+    text = out.getvalue()
+    assert "4/4 hosts" in text
+    assert "succeeded 2" in text and "failed 1" in text and "unreachable 1" in text
+    assert "Update: batch 2/2" in text
+    assert "completed" in text and "failed.retry" in text
+    assert display.stats.counts[SUCCEEDED] == 2 and display.stats.running == {}
+
+
+def test_eta_uses_the_mean_duration_and_the_forks():
+    stats = RunStats()
+    run = "r"
+    stats.update(
+        RunStarted(
+            run,
+            total_hosts=25,
+            batches=(BatchPlan("P", 1, 5, 5), BatchPlan("P", 2, 20, 5)),
+        ),
+        now=0.0,
+    )
+    assert stats.eta_seconds(0.0) is None  # no finished host yet: no mean
+    stats.update(BatchStarted(run, play="P", batch=1, batches=2, hosts=("a", "b", "c", "d", "e")))
+    for host in "abcde":
+        stats.update(HostStarted(run, host=host), now=0.0)
+    for host in "ab":
+        stats.update(HostFinished(run, host=host, state=SUCCEEDED, duration_s=10.0), now=10.0)
+    # Batch 1: c, d, e still running, 10 s mean, 2 s in → ~8 s left; batch 2: 20 hosts on 5
+    # forks = 4 rounds of 10 s.
+    assert stats.eta_seconds(2.0) == 8.0 + 40.0
+    for host in "cde":
+        stats.update(HostFinished(run, host=host, state=SUCCEEDED, duration_s=10.0), now=10.0)
+    assert stats.eta_seconds(10.0) == 40.0 + 0.0
+
+
+def test_a_broken_processor_never_breaks_the_run(journal, tmp_path, write_playbook):
+    class Broken:
+        def host_finished(self, event):
+            raise RuntimeError("display died")
+
+    inventory = SmallInventory({"wave1": names("pc", 3)})
+    plan = build_plan(write_playbook(PLAY), inventory)
+    summary = Runner(journal, tmp_path / "r", [Broken()]).run(
+        plan, lambda job: HostOutcome(SUCCEEDED)
+    )
+    assert summary.counts == {SUCCEEDED: 3}
+    fanout = Fanout([Broken()])
+    fanout.emit(HostFinished("r", host="x", state=SUCCEEDED))  # logged, not raised
+
+
+def test_run_log_records_are_scrubbed_for_every_handler():
+    import logging
+
+    from cpuu_fleet.engine.events import RUN_LOG
+    from cpuu_fleet.redact import REDACTOR
+
+    REDACTOR.add(SECRET)
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(self.format(record))
+
+    handler = Keep()
+    RUN_LOG.addHandler(handler)
+    try:
+        RUN_LOG.error("logon with %s failed", SECRET, extra={"run_id": "r"})
+    finally:
+        RUN_LOG.removeHandler(handler)
+    assert seen == ["logon with ******** failed"]
+
+
+def test_each_state_is_counted_under_its_own_name():
+    stats = RunStats()
+    stats.update(RunStarted("r1", run_kind="play", playbook=None, total_hosts=3, batches=()))
+    for host, state in (("pc-1", SUCCEEDED), ("pc-2", PARTIAL), ("pc-3", PENDING)):
+        finished = HostFinished(
+            "r1", host=host, play="Update", batch=1, wave="wave1", state=state, attempt=1
+        )
+        stats.update(finished)
+    out = io.StringIO()
+    Console(file=out, width=120).print(render_stats(stats))
+    shown = out.getvalue()
+    assert "succeeded 1" in shown and "partially succeeded 1" in shown and "pending 1" in shown

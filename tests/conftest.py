@@ -1,0 +1,135 @@
+"""Fixtures shared by the test packages: files on disk, a keyring kept in memory, the real CLI,
+a real journal and playbooks written on the fly, the report's small fleet, lab waves.
+
+Helpers that are not fixtures live in :mod:`tests.support` and are imported from there.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import keyring
+import keyring.backend
+import pytest
+
+from cpuu_fleet.cli import main
+from cpuu_fleet.inputs.playbook import load_playbook
+from cpuu_fleet.journal import Journal
+from tests.support.report import Fleet, build_fleet
+from tests.support.waves import Wave, started_wave
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Create files under ``root``; text is dedented so tests can write YAML inline."""
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """``tree({...})`` writes files into a fresh folder and returns it."""
+
+    def make(files: dict[str, str | bytes]) -> Path:
+        return write_tree(tmp_path, files)
+
+    return make
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring that lives in a dict: a legitimate backend for tests, no OS service needed."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.entries.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.entries.pop((service, username), None)
+
+
+@pytest.fixture
+def memory_keyring():
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``cpuu-fleet ARGS`` through the real ``main()`` in-process: (exit code, stdout, stderr)."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["cpuu-fleet", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def journal(tmp_path: Path):
+    journal = Journal.in_reports(tmp_path / "reports")
+    yield journal
+    journal.close()
+
+
+@pytest.fixture
+def write_playbook(tmp_path: Path):
+    """Write a playbook (dedented YAML) beside the test and load it."""
+
+    def write(text: str, name: str = "play.yml"):
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return load_playbook(path)
+
+    return write
+
+
+@pytest.fixture
+def fleet(tmp_path) -> Fleet:
+    built = build_fleet(tmp_path / "reports")
+    yield built
+    built.journal.close()
+
+
+@pytest.fixture
+def wave_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start small fleets for one test: ``wave_factory(hosts, scenario)``."""
+    stack: list[Any] = []
+
+    def start(hosts: int, scenario: str = "healthy", seed: int = 0) -> Wave:
+        manager = started_wave(tmp_path / f"w{len(stack)}", hosts, scenario, seed)
+        wave = manager.__enter__()
+        stack.append(manager)
+        return wave
+
+    yield start
+    for manager in reversed(stack):
+        manager.__exit__(None, None, None)

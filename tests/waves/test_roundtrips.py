@@ -1,0 +1,42 @@
+"""What one host visit costs on the wire: round trips are the price of a wave over a WAN."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import requests.adapters
+from pypsrp.wsman import WSMan
+
+from cpuu_fleet import journal as states
+from tests.support.waves import make_playbook
+
+
+def test_a_full_visit_costs_no_more_round_trips_than_it_needs(wave_factory, monkeypatch):
+    """preflight, push (300 kB payload), run, collect on one host: one pipeline per step plus the
+    task removal, every Send full, no Signal for finished pipelines, one Delete."""
+    wave = wave_factory(1)
+    actions: Counter[str] = Counter()
+    requests_sent = [0]
+    invoke, send = WSMan.invoke, requests.adapters.HTTPAdapter.send
+
+    def counting_invoke(self, action, *args, **kwargs):
+        actions[action.rsplit("/", 1)[-1]] += 1
+        return invoke(self, action, *args, **kwargs)
+
+    def counting_send(self, request, *args, **kwargs):
+        requests_sent[0] += 1
+        return send(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(WSMan, "invoke", counting_invoke)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counting_send)
+    result = wave.run(make_playbook(wave.payload))
+    assert result.counts.get(states.SUCCEEDED) == 1, result.counts
+    # preflight, upload, run-task Run, run-task Remove, download (which lists too)
+    assert actions["Command"] == 5
+    assert actions["Signal"] == 0
+    assert actions["Send"] == 2  # 300 kB as base64 + INI + batch files: two full Sends
+    assert (actions["Create"], actions["Delete"]) == (1, 1)
+    pipeline_receives = actions["Receive"] - 2  # opening the pool takes two, as on Windows
+    assert pipeline_receives == 5  # each quick pipeline answers in one Receive
+    auth_legs = requests_sent[0] - sum(actions.values())
+    assert auth_legs == 3  # NTLM: anonymous POST, negotiate, authenticate

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from ps51_static import DATA, PARSER, check, hashtable_keys, load_allowlist, string_literals
 
-from cpuu_fleet.lab import handlers
+from cpuu_fleet.lab import handlers, registry
 from cpuu_fleet.remote import SCRIPT_NAMES, load_script
 
 CONTRACT = Path(__file__).resolve().parents[2] / "docs" / "remote-scripts.md"
@@ -163,7 +163,7 @@ def contract_output_keys(section: str) -> set[str]:
 
 def handler_strings(name: str) -> set[str]:
     """String constants of the lab handler registered as `name` and the module code it uses."""
-    tree = ast.parse(inspect.getsource(handlers))
+    tree = ast.parse(inspect.getsource(inspect.getmodule(registry.lookup(name)) or handlers))
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     start = next(
         f

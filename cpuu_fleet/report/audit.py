@@ -33,6 +33,8 @@ MOVED_COLUMNS = ("change", "host", "user", "profile", "mailbox", "server_before"
 AUDIT_CSV = "audit.csv"
 SOURCE_CSV = "still-on-source.csv"
 MOVED_CSV = "moved.csv"
+SHOWN_FAILURES = 10
+"""Hosts that could not be audited named in the summary (all of them are in ``audit.csv``)."""
 _FLAGS = ("new_outlook", "default", "cached_mode")
 _COUNTS = ("ost_bytes", "free_bytes", "predicted_code")
 
@@ -120,4 +122,11 @@ def summary_lines(rows: list[AuditRow]) -> list[str]:
         + ", ".join(f"{points.get(k, 0)} on {k}" for k in ("source", "target", "unknown")),
     ]
     lines += [f"  {count:6d}  {describe_prediction(p)}" for p, count in sorted(predictions.items())]
+    errors = [row for row in rows if row.error_class]
+    lines += [
+        f"not audited: {row.host} ({row.error_class}: {row.error_message[:200]})"
+        for row in errors[:SHOWN_FAILURES]
+    ]
+    if len(errors) > SHOWN_FAILURES:
+        lines.append(f"not audited: {len(errors) - SHOWN_FAILURES} more host(s), see audit.csv")
     return lines

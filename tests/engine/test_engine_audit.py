@@ -155,3 +155,4 @@ def test_new_outlook_users_are_not_applicable_and_a_constrained_host_is_a_failed
     rows = _csv(folder / "audit.csv")
     assert [r["host"] for r in rows] == ["pc-0001", "pc-0002"]
     assert all(r["error_class"] and "FullLanguage" in r["error_message"] for r in rows)
+    assert "not audited: pc-0001 (" in done.stdout and "not audited: pc-0002 (" in done.stdout

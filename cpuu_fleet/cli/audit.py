@@ -82,15 +82,18 @@ def audit(
     ask_pass: AskPassOption = False,
 ) -> None:
     """Read-only: every user's Outlook profiles on each host, where they point, what CPUU would
-    say. Writes audit.csv and still-on-source.csv (and moved.csv with --compare). Exit 0, or 3
+    say. Writes audit.csv, still-on-source.csv and audit.xlsx (and moved.csv with --compare). Exit 0, or 3
     when some hosts could not be audited, 2 on bad input."""
     from cpuu_fleet.audit import audit_fleet
     from cpuu_fleet.hostwork import open_session
     from cpuu_fleet.report.audit import (
         AUDIT_CSV,
+        AUDIT_XLSX,
+        moved_frame,
         read_audit_csv,
         summary_lines,
         write_audit,
+        write_audit_workbook,
         write_moved,
     )
     from cpuu_fleet.report.summary import plain
@@ -103,11 +106,13 @@ def audit(
     console = Console(highlight=False)
     for line in summary_lines(run.rows):
         console.print(plain(line))
+    moved = None
     if before is not None:
         from cpuu_fleet.audit import compare as compare_rows
 
         comparison = compare_rows(before, read_audit_csv(paths[AUDIT_CSV]))
-        paths["moved.csv"] = write_moved(comparison, out_dir)
+        moved = moved_frame(comparison)
+        paths["moved.csv"] = write_moved(moved, out_dir)
         console.print(
             plain(
                 f"since {compare}: {len(comparison.moved)} account(s) moved to the target,"
@@ -115,6 +120,7 @@ def audit(
                 f" {len(comparison.moved_back)} moved back"
             )
         )
+    paths[AUDIT_XLSX] = write_audit_workbook(run.rows, out_dir / AUDIT_XLSX, moved)
     rate = len(targets) / run.seconds * 60 if run.seconds > 0 else 0.0
     console.print(plain(f"{len(targets)} host(s) in {run.seconds:.1f} s ({rate:.0f} hosts/min)"))
     console.print("Written:")

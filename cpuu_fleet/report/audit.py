@@ -1,5 +1,5 @@
-"""The audit's files: ``audit.csv``, ``still-on-source.csv`` and, given an earlier audit,
-``moved.csv``.
+"""The audit's files: ``audit.csv``, ``still-on-source.csv``, ``audit.xlsx`` and, given an
+earlier audit, ``moved.csv``.
 
 Why the same CSV rules as the wave's report (:mod:`cpuu_fleet.report.csvs`): UTF-8 with a BOM
 for Excel, a stable column order, every text cell from a workstation printable and never a
@@ -7,7 +7,9 @@ formula. ``audit.csv`` has one row per host, user, profile and Exchange account 
 profiles, or whose hive was locked, has one row; a host that could not be audited one row with its
 error). Reading an ``audit.csv`` back (:func:`read_audit_csv`) gives the rows a comparison needs;
 both sides of a comparison are read from their files, so a cell's formula guard is the same on
-both.
+both. ``audit.xlsx`` holds the same rows as sheets (Audit, Still on source, Moved), written as the
+wave's workbook is (:mod:`cpuu_fleet.report.workbook`: text cells never formulas, long tables
+continued on ``<name> (2)``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import pandas as pd
 from cpuu_fleet.audit import AuditRow, Comparison, describe_prediction, still_on_source
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.report.csvs import write_csv
+from cpuu_fleet.report.sheets import INT, TEXT, Column, Formats, write_table
+from cpuu_fleet.report.workbook import WRITER_OPTIONS
 
 AUDIT_COLUMNS = tuple(f.name for f in fields(AuditRow))
 """``audit.csv``'s columns: :class:`AuditRow`'s fields, in order (new ones only appended)."""
@@ -30,6 +34,7 @@ SOURCE_COLUMNS = (
     "free_bytes", "prediction", "predicted_code",
 )  # fmt: skip
 MOVED_COLUMNS = ("change", "host", "user", "profile", "mailbox", "server_before", "server_after")
+AUDIT_XLSX = "audit.xlsx"
 AUDIT_CSV = "audit.csv"
 SOURCE_CSV = "still-on-source.csv"
 MOVED_CSV = "moved.csv"
@@ -84,8 +89,8 @@ def read_audit_csv(path: Path) -> list[AuditRow]:
         raise InputError(f"cannot read the audit: {exc}", where=path) from None
 
 
-def write_moved(comparison: Comparison, out_dir: Path) -> Path:
-    """``moved.csv``: every account that moved, stayed, moved back, went or came."""
+def moved_frame(comparison: Comparison) -> pd.DataFrame:
+    """Every account that moved, stayed, moved back, went or came: one row each."""
     records = []
     for change, pairs in (
         ("moved", comparison.moved),
@@ -96,13 +101,17 @@ def write_moved(comparison: Comparison, out_dir: Path) -> Path:
             records.append((change, old, old.server, new.server))
     records += [("gone", row, row.server, "") for row in comparison.gone]
     records += [("new", row, "", row.server) for row in comparison.new]
-    frame = pd.DataFrame.from_records(
+    return pd.DataFrame.from_records(
         [
             (change, r.host, r.user, r.profile, r.mailbox, before, after)
             for change, r, before, after in records
         ],
         columns=list(MOVED_COLUMNS),
     )
+
+
+def write_moved(frame: pd.DataFrame, out_dir: Path) -> Path:
+    """``moved.csv`` from :func:`moved_frame`."""
     return write_csv(frame, MOVED_COLUMNS, out_dir / MOVED_CSV)
 
 
@@ -130,3 +139,40 @@ def summary_lines(rows: list[AuditRow]) -> list[str]:
     if len(errors) > SHOWN_FAILURES:
         lines.append(f"not audited: {len(errors) - SHOWN_FAILURES} more host(s), see audit.csv")
     return lines
+
+
+def _sheet_columns(keys: tuple[str, ...]) -> tuple[Column, ...]:
+    return tuple(
+        Column(key, key.replace("_", " ").capitalize(), INT if key in _COUNTS else TEXT, 16)
+        for key in keys
+    )
+
+
+def _as_text_flags(frame: pd.DataFrame) -> pd.DataFrame:
+    """Flags as the words the CSV shows (``True``/``False``, empty when unknown)."""
+    for name in set(_FLAGS) & set(frame.columns):
+        frame[name] = frame[name].astype(object).map(lambda v: "" if pd.isna(v) else str(v))
+    return frame
+
+
+def write_audit_workbook(
+    rows: list[AuditRow], path: Path, moved: pd.DataFrame | None = None
+) -> Path:
+    """``audit.xlsx``: the Audit sheet, Still on source, and Moved when two audits were compared."""
+    tables = [
+        ("Audit", _as_text_flags(_frame(rows, AUDIT_COLUMNS)), AUDIT_COLUMNS),
+        (
+            "Still on source",
+            _as_text_flags(_frame(still_on_source(rows), SOURCE_COLUMNS)),
+            SOURCE_COLUMNS,
+        ),
+    ]
+    if moved is not None:
+        tables.append(("Moved", moved, MOVED_COLUMNS))
+    with pd.ExcelWriter(
+        path, engine="xlsxwriter", engine_kwargs={"options": dict(WRITER_OPTIONS)}
+    ) as writer:
+        formats = Formats(writer.book)
+        for name, frame, keys in tables:
+            write_table(writer.book, formats, name, frame, _sheet_columns(keys), state_key=None)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import openpyxl
 import pytest
 
 from cpuu_fleet.audit import (
@@ -23,7 +24,12 @@ from cpuu_fleet.audit import (
     patterns_of,
 )
 from cpuu_fleet.limits import Limits
-from cpuu_fleet.report.audit import read_audit_csv, write_audit
+from cpuu_fleet.report.audit import (
+    moved_frame,
+    read_audit_csv,
+    write_audit,
+    write_audit_workbook,
+)
 from cpuu_fleet.session import ErrorClass, SessionError
 
 POLICY = AuditPolicy(source=("exch*.source.example",), target=("*.TARGET.example",))
@@ -150,3 +156,20 @@ def test_two_audits_compare_into_moved_stayed_and_new():
     assert [old.profile for old, _ in result.moved_back] == ["C"]
     assert [row.profile for row in result.new] == ["A_CPUU_Backup"]
     assert result.gone == []
+
+
+def test_the_workbook_has_the_audit_sheets_and_formulas_stay_text(tmp_path):
+    rows = [_judged(Profile="=cmd|' /C calc'!A0"), _judged(Profile="B", OstBytes=7)]
+    moved = moved_frame(compare(rows, [replace(rows[1], points_to="target")]))
+    book = openpyxl.load_workbook(write_audit_workbook(rows, tmp_path / "audit.xlsx", moved))
+    assert book.sheetnames == ["Audit", "Still on source", "Moved"]
+    audit = list(book["Audit"].iter_rows(values_only=True))
+    header = audit[0]
+    profile, ost = header.index("Profile"), header.index("Ost bytes")
+    assert audit[1][profile] == "=cmd|' /C calc'!A0"  # a string cell, never a formula
+    assert book["Audit"].cell(row=2, column=profile + 1).data_type == "s"
+    assert audit[2][ost] == 7
+    assert [r[0] for r in book["Moved"].iter_rows(min_row=2, values_only=True)] == [
+        "moved",
+        "gone",
+    ]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openpyxl
 from conftest import make_playbook
 
 from cpuu_fleet.demo import DEMO_SECRETS
@@ -137,6 +138,11 @@ def test_an_audit_before_and_after_a_wave_lists_exactly_the_profiles_still_on_th
     }
     assert moved_now == source_before - source_after
     assert f"{len(moved_now)} account(s) moved to the target" in done.stdout
+    assert openpyxl.load_workbook(second / "audit.xlsx").sheetnames == [
+        "Audit",
+        "Still on source",
+        "Moved",
+    ]
 
 
 def test_new_outlook_users_are_not_applicable_and_a_constrained_host_is_a_failed_row(

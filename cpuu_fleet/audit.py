@@ -5,10 +5,7 @@ chase stragglers), and CPUU's result files answer only for the users it ran for.
 reads every user's hive on a host (``docs/remote-scripts.md``, "audit"); this module turns its
 rows into facts an operator can act on:
 
-* **parse**: every field a host sends is hostile: rows are bounded (``limits.result_rows``), text
-  is cut to :data:`MAX_TEXT` characters and made printable (:func:`redact.printable`), numbers
-  and flags must have their type or become empty. A host that sends something else fails with
-  class ``protocol`` or ``limit``, as in every other step.
+* **parse** (:mod:`cpuu_fleet.audit_hosts`, the wire side): every field a host sends is hostile.
 * **classify** each Exchange account as ``source``, ``target`` or ``unknown`` from the inventory's
   fnmatch patterns ``cpuu_source_servers`` / ``cpuu_target_servers`` (case-insensitive, matched
   against the server the account points to; a server both lists match is ``unknown``: the
@@ -20,23 +17,18 @@ rows into facts an operator can act on:
   full may meet 22 on a later profile than predicted.
 * **compare** two audits (before and after a wave): what moved to the target, what did not.
 
-Nothing here writes to a host: the audit runs one read-only script per host and never uploads,
-registers a task or starts CPUU.
+This module is data and judgement only (the report imports it); visiting the hosts is
+:mod:`cpuu_fleet.audit_hosts`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cpuu_fleet.cpuu import code_info
-from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
-from cpuu_fleet.redact import printable
-from cpuu_fleet.session import ErrorClass, HostSession, SessionError, limit_error
 
 SOURCE_VAR = "cpuu_source_servers"
 """Inventory variable: fnmatch patterns of the source Exchange servers (a list or one string)."""
@@ -76,7 +68,6 @@ HIVE_STATES = ("Loaded", "Copied", "Locked", "Missing", "Failed")
 READABLE_HIVES = frozenset({"Loaded", "Copied"})
 MAX_TEXT = 256
 """Characters kept of any text a host sends (the script cuts at the same length)."""
-_INT64 = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -108,72 +99,6 @@ class AuditRow:
     def key(self) -> tuple[str, str, str, str]:
         """What identifies the row across two audits: host, user (SID), profile, mailbox."""
         return (self.host.casefold(), self.sid.casefold(), self.profile, self.mailbox.casefold())
-
-
-@dataclass
-class HostAudit:
-    """What one host's audit gave: its rows, or why there are none."""
-
-    host: str
-    rows: list[AuditRow] = field(default_factory=list)
-    error: SessionError | None = None
-    truncated: bool = False
-
-
-# ------------------------------------------------------------------------------ parsing
-
-
-def _text(value: Any) -> str:
-    """Host text, bounded and printable; anything that is not a string is empty."""
-    if not isinstance(value, str):
-        return ""
-    return printable(value[:MAX_TEXT])
-
-
-def _flag(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT64:
-        return None
-    return value
-
-
-def parse_rows(host: str, output: list[Any], limits: Limits = DEFAULT_LIMITS) -> HostAudit:
-    """The script's output as rows; a SessionError when it is not what the contract says."""
-    if len(output) > limits.result_rows:
-        raise limit_error(
-            f"the audit sent {len(output)} rows, more than result_rows ({limits.result_rows})"
-        )
-    audit = HostAudit(host)
-    for item in output:
-        if not isinstance(item, Mapping):
-            raise SessionError(
-                ErrorClass.PROTOCOL, "the audit sent something that is not a row", transient=False
-            )
-        state = _text(item.get("HiveState"))
-        audit.rows.append(
-            AuditRow(
-                host=host,
-                user=_text(item.get("User")),
-                sid=_text(item.get("Sid")),
-                hive_state=state if state in HIVE_STATES else "",
-                new_outlook=item.get("NewOutlook") is True,
-                profile=_text(item.get("Profile")),
-                office_version=_text(item.get("OfficeVersion")),
-                default=_flag(item.get("Default")),
-                cached_mode=_flag(item.get("CachedMode")),
-                ost_path=_text(item.get("OstPath")),
-                ost_bytes=_count(item.get("OstBytes")),
-                free_bytes=_count(item.get("FreeBytes")),
-                outlook_version=_text(item.get("OutlookVersion")),
-                server=_text(item.get("Server")),
-                mailbox=_text(item.get("Mailbox")),
-            )
-        )
-        audit.truncated = audit.truncated or item.get("Truncated") is True
-    return audit
 
 
 # ------------------------------------------------------------------------------ judging
@@ -227,17 +152,16 @@ def predict(row: AuditRow, policy: AuditPolicy) -> str:
     return PREDICT_UPDATE
 
 
-def judge(audit: HostAudit, policy: AuditPolicy) -> HostAudit:
+def judge(rows: Iterable[AuditRow], policy: AuditPolicy) -> list[AuditRow]:
     """Classify each row's account and record the prediction."""
     judged = []
-    for row in audit.rows:
+    for row in rows:
         row = replace(row, points_to=policy.classify(row.server) if row.profile else "")
         prediction = predict(row, policy)
         judged.append(
             replace(row, prediction=prediction, predicted_code=PREDICTED_CODES[prediction])
         )
-    audit.rows = judged
-    return audit
+    return judged
 
 
 def describe_prediction(prediction: str) -> str:
@@ -249,76 +173,6 @@ def describe_prediction(prediction: str) -> str:
 def still_on_source(rows: Iterable[AuditRow]) -> list[AuditRow]:
     """The accounts that point to the source: the stragglers."""
     return [row for row in rows if row.points_to == SOURCE]
-
-
-# ------------------------------------------------------------------------------ visiting
-
-
-SessionOpener = Callable[[str, Any], HostSession]
-
-
-def audit_host(
-    name: str,
-    connection: Any,
-    policy: AuditPolicy,
-    open_session: SessionOpener,
-    limits: Limits = DEFAULT_LIMITS,
-) -> HostAudit:
-    """One host: one session, one read-only pipeline. A failure is a result, never raised."""
-    try:
-        with open_session(name, connection) as session:
-            session.limits = limits
-            result = session.run(
-                "audit", {"MaxRows": min(limits.result_rows, 100000)}, during="audit"
-            )
-        return judge(parse_rows(name, result.output, limits), policy)
-    except SessionError as error:
-        return _failed(name, error)
-    except Exception as exc:  # a bug of ours must not stop the other hosts
-        return _failed(name, SessionError(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}"))
-
-
-def _failed(name: str, error: SessionError) -> HostAudit:
-    row = AuditRow(
-        host=name,
-        error_class=error.error_class.value,
-        error_message=printable(str(error))[:1000],
-    )
-    return HostAudit(name, rows=[row], error=error)
-
-
-@dataclass
-class AuditRun:
-    """Every host's audit, in inventory order, and how long it took."""
-
-    hosts: list[HostAudit]
-    seconds: float
-
-    @property
-    def rows(self) -> list[AuditRow]:
-        return [row for host in self.hosts for row in host.rows]
-
-    @property
-    def failed(self) -> list[HostAudit]:
-        return [host for host in self.hosts if host.error is not None]
-
-
-def audit_fleet(
-    targets: list[tuple[str, Any, AuditPolicy]],
-    open_session: SessionOpener,
-    *,
-    forks: int = 10,
-    limits: Limits = DEFAULT_LIMITS,
-) -> AuditRun:
-    """Audit each (host, connection, policy), ``forks`` at a time."""
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
-        futures = [
-            pool.submit(audit_host, name, connection, policy, open_session, limits)
-            for name, connection, policy in targets
-        ]
-        hosts = [future.result() for future in futures]
-    return AuditRun(hosts, time.monotonic() - started)
 
 
 # ------------------------------------------------------------------------------ comparing

@@ -84,7 +84,7 @@ def audit(
     """Read-only: every user's Outlook profiles on each host, where they point, what CPUU would
     say. Writes audit.csv, still-on-source.csv and audit.xlsx (and moved.csv with --compare). Exit 0, or 3
     when some hosts could not be audited, 2 on bad input."""
-    from cpuu_fleet.audit import audit_fleet
+    from cpuu_fleet.audit_hosts import audit_fleet
     from cpuu_fleet.hostwork import open_session
     from cpuu_fleet.report.audit import (
         AUDIT_CSV,

@@ -20,9 +20,9 @@ from cpuu_fleet.audit import (
     AuditRow,
     compare,
     judge,
-    parse_rows,
     patterns_of,
 )
+from cpuu_fleet.audit_hosts import parse_rows
 from cpuu_fleet.limits import Limits
 from cpuu_fleet.report.audit import (
     moved_frame,
@@ -59,7 +59,7 @@ def _row(**fields) -> dict:
 
 
 def _judged(policy: AuditPolicy = POLICY, **fields) -> AuditRow:
-    return judge(parse_rows("pc-1", [_row(**fields)]), policy).rows[0]
+    return judge(parse_rows("pc-1", [_row(**fields)]).rows, policy)[0]
 
 
 def test_servers_are_classified_by_the_inventorys_patterns_ignoring_case():

@@ -253,7 +253,8 @@ foreach ($userProfile in $userProfiles) {
                 $null = New-Item -ItemType Directory -Path $workDir -Force -ErrorAction Stop
                 $copy = Join-Path -Path $workDir -ChildPath ('{0}.dat' -f $index)
                 try {
-                    Copy-Item -LiteralPath $hive -Destination $copy -ErrorAction Stop
+                    # -Force: NTUSER.DAT is hidden, which Copy-Item skips without it.
+                    Copy-Item -LiteralPath $hive -Destination $copy -Force -ErrorAction Stop
                 }
                 catch {
                     if (-not (Test-Locked -Exception $_.Exception)) {

@@ -23,6 +23,7 @@ from cpuu_fleet.audit import (
     patterns_of,
 )
 from cpuu_fleet.audit_hosts import parse_rows
+from cpuu_fleet.errors import InputError
 from cpuu_fleet.limits import Limits
 from cpuu_fleet.report.audit import (
     moved_frame,
@@ -173,3 +174,12 @@ def test_the_workbook_has_the_audit_sheets_and_formulas_stay_text(tmp_path):
         "moved",
         "gone",
     ]
+
+
+def test_an_earlier_audit_that_is_not_one_is_bad_input(tmp_path):
+    other = tmp_path / "hosts.csv"
+    other.write_text("wave,host,user\r\nw1,pc-1,ana\r\n", encoding="utf-8-sig")
+    with pytest.raises(InputError, match=r"not an audit\.csv"):
+        read_audit_csv(other)
+    with pytest.raises(InputError, match="cannot read the audit"):
+        read_audit_csv(tmp_path / "missing.csv")

@@ -18,6 +18,7 @@ import openpyxl
 from conftest import make_playbook
 
 from cpuu_fleet.demo import DEMO_SECRETS
+from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.mailprofiles import hive_state
 from cpuu_fleet.lab.scenarios import HELD_PREFIX
 from cpuu_fleet.lab.workstation import ProfileState
@@ -115,14 +116,27 @@ def test_an_audit_before_and_after_a_wave_lists_exactly_the_profiles_still_on_th
     hosts = wave.fleet.hosts
     ws = hosts[0].workstation
     ws.profiles_of(ws.interactive_user)[0].mailbox_switched = False
-    hosts[1].workstation.logoff()
+    hosts[3].workstation.logoff()
 
     _, first = _audit(wave)
     source_before, held = _on_source_in_the_lab(wave)
     assert _listed(_csv(first / "still-on-source.csv")) == source_before
 
-    wave.run(make_playbook(wave.payload))
+    result = wave.run(make_playbook(wave.payload))
     done, second = _audit(wave, "--compare", str(first / "audit.csv"))
+
+    # The predictions recorded before the wave are what CPUU then said, for 6 and 22.
+    with Journal.in_reports(wave.reports) as journal:
+        said = {
+            (p["host"], p["profile"]): p["current_code"] for p in journal.profiles(result.run_id)
+        }
+    predicted = {
+        (r["host"], r["profile"]): int(r["predicted_code"])
+        for r in _csv(first / "audit.csv")
+        if r["hive_state"] == "Loaded" and r["predicted_code"] in ("6", "22")
+    }
+    assert set(predicted.values()) == {6, 22} and {k: said[k] for k in predicted} == predicted
+    assert {k for k, code in said.items() if code in (6, 22)} == set(predicted)
 
     source_after, held_after = _on_source_in_the_lab(wave)
     assert held_after == held

@@ -21,7 +21,7 @@ from cpuu_fleet.demo import DEMO_SECRETS
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.mailprofiles import hive_state
 from cpuu_fleet.lab.scenarios import HELD_PREFIX
-from cpuu_fleet.lab.workstation import ProfileState
+from cpuu_fleet.lab.workstation import OutlookProfile, ProfileState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -176,3 +176,19 @@ def test_new_outlook_users_are_not_applicable_and_a_constrained_host_is_a_failed
     assert [r["host"] for r in rows] == ["pc-0001", "pc-0002"]
     assert all(r["error_class"] and "FullLanguage" in r["error_message"] for r in rows)
     assert "not audited: pc-0001 (" in done.stdout and "not audited: pc-0002 (" in done.stdout
+
+
+def test_hostile_user_and_profile_names_reach_no_file_or_terminal_live(wave_factory):
+    wave = wave_factory(1, "hostile_text")
+    ws = wave.workstation("pc-0001")
+    ws.add_profile(ws.interactive_user, OutlookProfile('=HYPERLINK("http://x")', "x@corp.example"))
+    done, folder = _audit(wave)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "\u202e" not in done.stdout
+    for name in ("audit.csv", "still-on-source.csv"):
+        text = (folder / name).read_text(encoding="utf-8-sig")
+        assert "\x1b" not in text and "\x9b" not in text and "\u202e" not in text
+        assert "\\x1b" in text  # shown as its escape, not dropped
+        profiles = {row["profile"] for row in _csv(folder / name)}
+        assert '\'=HYPERLINK("http://x")' in profiles  # a text cell, never a formula
+        assert not any(p.startswith(("=", "+", "-", "@")) for p in profiles)

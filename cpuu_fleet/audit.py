@@ -15,6 +15,8 @@ rows into facts an operator can act on:
   New Outlook → not applicable. Assumption (the vendor is silent on the order of its checks): the
   lab's emulator checks in this order; CPUU's own backups use disk as it goes, so a host near
   full may meet 22 on a later profile than predicted.
+  A prediction is for a CPUU run as that user: a user who is not logged on gets one too, for
+  the run in their own session that a later wave (or an at-logon task) would make.
 * **compare** two audits (before and after a wave): what moved to the target, what did not.
 
 This module is data and judgement only (the report imports it); visiting the hosts is

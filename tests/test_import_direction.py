@@ -5,7 +5,8 @@ Each area of ``cpuu_fleet`` may import only the areas below it (a promise a newc
 when adding or moving a module):
 
 * the bottom (vocabulary, errors, vendor facts, Windows text, redaction, limits, file names, the
-  journal) imports nothing of the project above it;
+  journal, the audit's judgement of where profiles point) imports nothing of the project above
+  it;
 * ``inputs/`` imports only the bottom: an input is plain data by the time it is planned with;
 * ``visit/`` imports the bottom and the inputs (the journal is in the bottom);
 * ``engine/`` imports the bottom, the inputs, the visit, and the report it writes at the end of
@@ -25,7 +26,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cpuu_fleet"
-BOTTOM = {"vocabulary", "errors", "cpuu", "wintext", "redact", "limits", "filenames", "journal"}
+BOTTOM = {
+    "vocabulary", "errors", "cpuu", "wintext", "redact", "limits", "filenames", "journal", "audit",
+}  # fmt: skip
 ALLOWED = {
     "bottom": {"bottom"},
     "inputs": {"bottom", "inputs"},

@@ -15,6 +15,7 @@ import typer
 
 from cpuu_fleet import __version__
 from cpuu_fleet.cli import (
+    audit,
     codes,
     demo,
     inventory,
@@ -70,6 +71,7 @@ for _module in (
     status,
     demo,
     report,
+    audit,
 ):
     _module.register(app)
 

@@ -708,6 +708,7 @@ def _update(
                 online=profile.online,
                 backup_of=profile.name,
                 ost_size=profile.ost_size,
+                extra_mailboxes=profile.extra_mailboxes,
             )
         )
         return 10

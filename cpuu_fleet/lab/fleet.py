@@ -45,6 +45,7 @@ from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.contract import TransportFaults
 from cpuu_fleet.lab.dispatch import load_handlers
+from cpuu_fleet.lab.mailprofiles import SOURCE_SERVER, TARGET_SERVER
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
 from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint, upn_other_name
@@ -295,6 +296,9 @@ class LabFleet:
             "ansible_psrp_protocol": "https" if self.https else "http",
             "ansible_psrp_auth": self.auth,
             "ansible_psrp_message_encryption": "never" if self.auth == "basic" else "auto",
+            # Where the lab's profiles point (``mailprofiles``): what ``cpuu-fleet audit`` matches.
+            "cpuu_source_servers": [SOURCE_SERVER],
+            "cpuu_target_servers": [TARGET_SERVER],
         }
         if self.https:
             group_vars["ansible_psrp_ca_cert"] = str(self.ca_cert_path)

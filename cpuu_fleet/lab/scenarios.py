@@ -57,6 +57,10 @@ SCENARIOS: dict[str, str] = {
     " read the SID from, and a name Windows cannot translate",
     "console_closed": "the user closes the console window the run's batch file opens, while"
     " CPUU is still working",
+    "audit_mix": "several users per host: the logged-on one (a profile with two Exchange accounts,"
+    " a cached one or an OST larger than the free disk), one away with a loadable hive, one away"
+    " whose hive another process holds",
+    "new_outlook": "the logged-on user works in New Outlook: no MAPI profile for CPUU to switch",
 }
 
 HOSTILE_SCENARIOS = frozenset(
@@ -67,6 +71,8 @@ counts the demo and its tests rely on; asked for by name."""
 
 WINDOWS_SCENARIOS = frozenset({"late_start", "entra_user"})
 """Documented Windows behaviours that an older run-task got wrong (issue 15)."""
+AUDIT_SCENARIOS = frozenset({"audit_mix", "new_outlook"})
+"""Profile shapes the read-only audit must see (issue 10): asked for by name."""
 LATER_SCENARIOS = (
     frozenset(
         {
@@ -78,6 +84,7 @@ LATER_SCENARIOS = (
         }
     )
     | WINDOWS_SCENARIOS
+    | AUDIT_SCENARIOS
 )
 """Windows behaviours added after ``mixed`` was fixed (issue 15): asked for by name, never part of
 ``mixed``, whose counts the demo and its tests rely on."""
@@ -378,6 +385,51 @@ def _console_closed(ws: Workstation, rng: random.Random) -> TransportFaults:
     return TransportFaults()
 
 
+AWAY_PREFIX = "away."
+"""A user with a profile on this host who is not logged on (their hive can be loaded)."""
+HELD_PREFIX = "held."
+"""A user who is not logged on and whose NTUSER.DAT another process holds."""
+HIVE_HOLDER = "BackupAgent"
+TEAM_MAILBOX = "team@corp.example"
+
+
+def _audit_mix(ws: Workstation, rng: random.Random) -> TransportFaults:
+    """Every user with a profile here, not only the one logged on, and the shapes CPUU trips on:
+    a second Exchange account, a cached ("offline") profile, an OST larger than the free disk."""
+    user = ws.interactive_user
+    assert user is not None
+    name = user.split("\\")[1]
+    profiles = ws.profiles_of(user)
+    profiles[0].extra_mailboxes = (TEAM_MAILBOX,)
+    shape = rng.choice(("cached", "big_ost", "plain"))
+    if shape == "cached":
+        ws.add_profile(
+            user, OutlookProfile("Cached", profiles[0].mailbox, online=False, ost_size=GIB)
+        )
+    elif shape == "big_ost":
+        free = 3 * GIB
+        ws.fs.reserved_bytes = ws.fs.capacity_bytes - ws.fs.used_bytes + ws.fs.reserved_bytes - free
+        for profile in profiles:
+            profile.ost_size = min(profile.ost_size, GIB)
+        ws.add_profile(user, OutlookProfile("Archive", profiles[0].mailbox, ost_size=20 * GIB))
+    ws.mail.hive(user).default_profile = profiles[-1].name
+    away = f"CORP\\{AWAY_PREFIX}{name}"
+    ws.add_profile(
+        away, OutlookProfile("Outlook", f"{AWAY_PREFIX}{name}@corp.example", ost_size=GIB)
+    )
+    held = f"CORP\\{HELD_PREFIX}{name}"
+    ws.add_profile(held, OutlookProfile("Outlook", f"{HELD_PREFIX}{name}@corp.example"))
+    ws.mail.hive(held).held_by = HIVE_HOLDER
+    return TransportFaults()
+
+
+def _new_outlook(ws: Workstation, rng: random.Random) -> TransportFaults:
+    user = ws.interactive_user
+    assert user is not None
+    ws.mail.hive(user).new_outlook = True
+    return TransportFaults()
+
+
 _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = {
     "healthy": _healthy,
     "unreachable": _unreachable,
@@ -406,5 +458,7 @@ _BUILDERS: dict[str, Callable[[Workstation, random.Random], TransportFaults]] = 
     "shell_starting": _shell_starting,
     "console_closed": _console_closed,
     "hostile_local_user": _hostile_local_user,
+    "audit_mix": _audit_mix,
+    "new_outlook": _new_outlook,
 }
 assert set(_BUILDERS) | {"mixed"} == set(SCENARIOS)

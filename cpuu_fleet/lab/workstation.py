@@ -116,6 +116,8 @@ class OutlookProfile:
     """For a BACKUP profile: the name of the original."""
     last_code: int | None = None
     """The code CPUU reported for this profile last time (the result file's "previous" column)."""
+    extra_mailboxes: tuple[str, ...] = ()
+    """Further Exchange accounts of the profile (a shared team mailbox): they move with it."""
 
     @property
     def has_backup(self) -> bool:
@@ -405,6 +407,10 @@ class Workstation:
         STATUS_CONTROL_C_EXIT (assumption: CPUU is a console program; were it a GUI one, it
         would live on as an orphan, which the kill of the tree also covers)."""
         self._sids: dict[str, str] = {}
+        from cpuu_fleet.lab.mailprofiles import MailSetup  # builds on this module's types
+
+        self.mail = MailSetup()
+        """Where profiles point, and each user's hive (what ``audit`` reads)."""
         self._orphans: list[Process] = []
         """CPUU processes whose task ended without them (a plain stop, an unregister): they go
         on changing profiles until they finish or are killed."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cpuu_fleet.lab import handlers
+from cpuu_fleet.lab import handlers, registry
 from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
 from tests.support.ps51_static import (
     DATA,
@@ -167,7 +167,7 @@ def contract_output_keys(section: str) -> set[str]:
 
 def handler_strings(name: str) -> set[str]:
     """String constants of the lab handler registered as `name` and the module code it uses."""
-    tree = ast.parse(inspect.getsource(handlers))
+    tree = ast.parse(inspect.getsource(inspect.getmodule(registry.lookup(name)) or handlers))
     functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     start = next(
         f

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from importlib import resources
 
-SCRIPT_NAMES: tuple[str, ...] = ("preflight", "upload", "run-task", "list-files", "download")
+SCRIPT_NAMES: tuple[str, ...] = (
+    "preflight",
+    "upload",
+    "run-task",
+    "list-files",
+    "download",
+    "audit",
+)
 
 
 def load_script(name: str) -> str:

@@ -62,6 +62,22 @@ from cpuu_fleet.visit.host_visit import (
 from cpuu_fleet.visit.steps import LOGON_USER_VAR
 
 
+def expected_users(scope: Any, host: str) -> tuple[str, ...]:
+    """``cpuu_user`` of a host: one name or SID, or a list of them (a bad value stops the run
+    before any host is touched, like every other inventory mistake)."""
+    value = scope.value(LOGON_USER_VAR)
+    if value is None or value == "":
+        return ()
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, str) and v.strip() for v in values):
+        raise InputError(
+            f"{LOGON_USER_VAR} must be a user (DOMAIN\\user or a SID) or a list of users,"
+            f" not {value!r}",
+            where=f"host {host}",
+        )
+    return tuple(v.strip() for v in values)
+
+
 class ExitCode(enum.IntEnum):
     """The process exit codes of ``play`` and the single-step commands (documented in --help)."""
 
@@ -179,7 +195,7 @@ class _PlayPrep:
                 self.payload = load_payload(play.payload)
         self.rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = {}
         self.connections: dict[str, Any] = {}
-        self.logon_users: dict[str, str] = {}
+        self.expected_users: dict[str, tuple[str, ...]] = {}
         renderer = Renderer(_templates_dir(play)) if "push" in steps else None
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
@@ -193,10 +209,10 @@ class _PlayPrep:
                 rendered = renderer.render_host(host, mode, extra_vars)
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
-            if self.run is not None and self.run.when_no_user == "at_logon":
-                user = host.scope(reveal=False, extra=extra_vars).value(LOGON_USER_VAR)
-                if user:
-                    self.logon_users[host.name] = str(user)
+            if self.run is not None:
+                users = expected_users(host.scope(reveal=False, extra=extra_vars), host.name)
+                if users:
+                    self.expected_users[host.name] = users
         self._check_batch_file()
 
     def _check_batch_file(self) -> None:
@@ -530,7 +546,7 @@ class Engine:
                 cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
                 cpuu_runs=cpuu_runs,
                 limits=prep.play.limits,
-                logon_users=prep.logon_users,
+                expected_users=prep.expected_users,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

@@ -71,7 +71,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "WhenNoUser",
             "TimeoutSeconds",
             "StateDirectory",
-            "LogonUser",
+            "ExpectedUser",
             "SourceDirectory",
         ),
         ("Action", "TaskName"),
@@ -380,6 +380,18 @@ def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
             "LoggedOnUser": ws.interactive_user,
             "OutlookRunning": bool(ws.running("OUTLOOK")),
             "OutlookVersion": ws.outlook_version,
+            "Sessions": [
+                {
+                    "User": session.user,
+                    "Sid": ws.sid_of(session.user),
+                    "SessionId": session.session_id,
+                    "Kind": session.kind,
+                    "LogonTime": iso_utc(
+                        datetime.fromtimestamp(session.logon_time, tz=timezone.utc)
+                    ),
+                }
+                for session in ws.sessions()
+            ],
         }
     staged: dict[str, str] = {}
     locked: list[str] = []
@@ -658,6 +670,7 @@ def _task_report(
     waited: bool = False,
     not_started: bool = False,
     settled: bool = True,
+    other_users: list[str] | None = None,
 ) -> dict[str, Any]:
     task: ScheduledTask | None = ws.task(name)
     marker_killed = bool(marker and marker.get("Killed"))
@@ -677,6 +690,7 @@ def _task_report(
         "StartedAt": marker.get("StartedAt") if marker else None,
         "NotStarted": not_started,
         "Settled": settled,
+        "OtherUsers": list(other_users or []),
     }
     if task is None:
         if marker is not None:  # removed after it ended: the marker kept what became of it
@@ -717,7 +731,10 @@ class _TaskCall:
         self.timeout = _int(call, "TimeoutSeconds", 3600, 1, 604800)
         self.command = _str(call, "Command")
         self.working_directory = _str(call, "WorkingDirectory")
-        self.logon_user = _str(call, "LogonUser")
+        self.expected = _strings(call, "ExpectedUser")
+        self.other_users: list[str] = []
+        """Logged-on users CPUU is not for (no expected user among them, or several users and
+        nobody expected): the report names them."""
         self.source_directory = _str(call, "SourceDirectory")
         state = _str(call, "StateDirectory", STATE_DIRECTORY) or STATE_DIRECTORY
         self.marker_path = _marker_path(state, self.name)
@@ -728,33 +745,66 @@ class _TaskCall:
     def _now_iso(self) -> str:
         return iso_utc(datetime.fromtimestamp(self.ws.now(), tz=timezone.utc))
 
-    def _at_logon_user(self) -> tuple[str, str] | None:
-        """(name, SID) the at-logon task is for: -LogonUser, else the host's last user
-        (Win32_UserProfile's newest LastUseTime); None: nobody known."""
+    def _expected_users(self) -> list[tuple[str, str]]:
+        """(name, SID) of each ``-ExpectedUser``: a SID as given, a name translated (one this host
+        cannot translate fails with ``UnknownLogonUser``: pass its SID)."""
         ws = self.ws
-        wanted = self.logon_user
-        if wanted:
+        found = []
+        for wanted in self.expected:
             if wanted.upper().startswith("S-1-"):
-                return ws.account_of(wanted) or wanted, wanted
+                found.append((ws.account_of(wanted) or wanted, wanted))
+                continue
             if not ws.can_map(wanted):  # NTAccount.Translate fails as Task Scheduler would
                 raise ScriptFailed(
-                    f"-LogonUser {wanted!r} cannot be mapped to a SID: pass its SID.",
+                    f"-ExpectedUser {wanted!r} cannot be mapped to a SID: pass its SID.",
                     error_id="UnknownLogonUser",
                     category="InvalidArgument",
                 )
-            return wanted, ws.sid_of(wanted)
-        last = ws.last_user
+            found.append((wanted, ws.sid_of(wanted)))
+        return found
+
+    def _session_target(self, expected: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """``Select-SessionUser``: whose session CPUU runs in now. With expected users, the first
+        of them logged on (the console's session first, then RDP); without, the console's user,
+        else the one RDP user. None: nobody to run for now (``other_users`` says who is on)."""
+        ws = self.ws
+        console = ws.interactive_user
+        on = ([console] if console is not None else []) + [s.user for s in ws.remote_sessions]
+        if expected:
+            wanted = {sid.casefold() for _, sid in expected}
+            for user in on:
+                sid = self._user_sid(user)
+                if sid.casefold() in wanted:
+                    return user, sid
+            self.other_users = on
+            return None
+        if console is not None:
+            return console, self._user_sid(console)
+        if len(on) == 1:
+            return on[0], self._user_sid(on[0])
+        self.other_users = on
+        return None
+
+    def _at_logon_user(self, expected: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """(name, SID) the at-logon task is for: the first expected user, else the host's last
+        user (Win32_UserProfile's newest LastUseTime); None: nobody known."""
+        if expected:
+            return expected[0]
+        last = self.ws.last_user
         if last is None:
             return None
         self.host.write_warning(
-            f"No -LogonUser: the at-logon task is for the host's last user, {last}."
+            f"No -ExpectedUser: the at-logon task is for the host's last user, {last}."
         )
-        return last, ws.sid_of(last)
+        return last, self.ws.sid_of(last)
 
     def _user_sid(self, user: str) -> str:
         """``Get-InteractiveUser``: the SID of the owner of the user's explorer.exe, else of the
-        name when Windows can translate it; neither: ``UnmappedUser`` (nothing is claimed)."""
-        if self.ws.shell_running or self.ws.can_map(user):
+        name when Windows can translate it; neither: ``UnmappedUser`` (nothing is claimed).
+        Only the console's shell may not run yet (``shell_running``): an RDP session has one."""
+        console = self.ws.interactive_user
+        on_console = console is not None and console.casefold() == user.casefold()
+        if not on_console or self.ws.shell_running or self.ws.can_map(user):
             return self.ws.sid_of(user)
         raise ScriptFailed(
             f"The logged-on user {user} cannot be mapped to a SID.",
@@ -778,13 +828,14 @@ class _TaskCall:
         with ws.lock:  # the model's lock plays CreateNew's atomicity
             if self.marker() is not None:
                 return "Known"
-            user = ws.interactive_user
-            if user is None and self.when_no_user == "Skip":
+            expected = self._expected_users()
+            target = self._session_target(expected)
+            if target is None and self.when_no_user == "Skip":
                 return "NoUser"
-            target = (user, self._user_sid(user)) if user is not None else self._at_logon_user()
+            trigger = "Now" if target is not None else "AtLogon"
+            target = target or self._at_logon_user(expected)
             if target is None:
                 return "NoUser"
-            trigger = "Now" if user is not None else "AtLogon"
             marker = {
                 "TaskName": self.name,
                 "StartedAt": self._now_iso(),
@@ -1027,6 +1078,7 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         waited=waited,
         not_started=not_started,
         settled=settled,
+        other_users=task.other_users,
     )
     host.write_output(report)
 

@@ -90,8 +90,9 @@ def ost_path(user: str, profile: OutlookProfile) -> str | None:
 
 
 def hive_state(ws: Workstation, user: str) -> HiveState:
-    """How an audit meets this user's hive right now."""
-    if ws.interactive_user is not None and ws.interactive_user.casefold() == user.casefold():
+    """How an audit meets this user's hive right now: loaded while they have a session (the
+    console's or a Remote Desktop one; Win32_UserProfile.Loaded)."""
+    if ws.session_user(user) is not None:
         return HiveState.LOADED
     if ws.mail.hive(user).held_by is not None:
         return HiveState.LOCKED

@@ -211,6 +211,19 @@ def _path_key(path: str) -> str:
     return path.replace("/", "\\").rstrip("\\").casefold()
 
 
+@dataclass(frozen=True)
+class Session:
+    """One interactive session as the scripts find it: the owner of its explorer.exe
+    (``Win32_Process.SessionId``, ``GetOwnerSid``) and the logon type of the logon session that
+    shell belongs to (``Win32_LogonSession.LogonType``: 2 console, 10 RDP)."""
+
+    user: str
+    session_id: int
+    kind: str
+    """``console`` or ``rdp``."""
+    logon_time: float
+
+
 @dataclass
 class Process:
     """A running process as ``Get-Process`` would list it."""
@@ -364,6 +377,10 @@ class Workstation:
         for folder in ("C:\\Windows\\Temp", "C:\\ProgramData", "C:\\Users"):
             self.fs.mkdir(folder)
         self.interactive_user: str | None = None
+        self.console_logon_time = 0.0
+        self.remote_sessions: list[Session] = []
+        """Users logged on over RDP (``rdp_logon``), beside the console's ``interactive_user``."""
+        self._next_session_id = 2
         self.shell_running = True
         """The logged-on user's explorer.exe runs: run-task reads their SID from its owner. False
         plays a session still starting (or a custom shell): only a name Windows can translate
@@ -447,8 +464,8 @@ class Workstation:
             task.settles_at = None
         if task.launch_at is not None and now >= task.launch_at:
             task.launch_at = None
-            user = self.interactive_user
-            if user is not None and self._principal_matches(task.user, user):
+            user = self.session_user(task.user)
+            if user is not None:
                 self._launch(task, user)
         process = task.process
         if process is None:
@@ -474,26 +491,73 @@ class Workstation:
             if self.interactive_user is not None and not _same_user(self.interactive_user, user):
                 self.logoff()
             self.interactive_user = user
+            self.console_logon_time = self.clock()
             self.usual_user = self.usual_user or user
-            self.last_user = user
-            self.profiles_of(user)
-            now = self.clock()
-            for task in self.tasks.values():
-                expired = task.end_boundary is not None and now > task.end_boundary
-                if (
-                    task.trigger != "AtLogon"
-                    or not task.enabled
-                    or task.running
-                    or expired
-                    or not self._principal_matches(task.user, user)
-                ):
-                    continue
-                replay = task.ran_for.get(user.casefold()) if task.once_per_user else None
-                if replay is not None:  # the wrapper finds its per-user file: no CPUU
-                    task.last_run_time = _utc(now)
-                    task.last_result = replay
-                    continue
-                self._launch(task, user)
+            self._logged_on(user)
+
+    def rdp_logon(self, user: str) -> Session:
+        """``user`` logs on over Remote Desktop (a new session beside the console's); at-logon
+        tasks for them start now, as a logon trigger fires for remote logons too."""
+        with self.lock:
+            self.refresh()
+            found = self._remote_session(user)
+            if found is not None:
+                return found
+            session = Session(user, self._next_session_id, "rdp", self.clock())
+            self._next_session_id += 1
+            self.remote_sessions.append(session)
+            self._logged_on(user)
+            return session
+
+    def rdp_logoff(self, user: str) -> None:
+        """The RDP user logs off: their session's processes and tasks end."""
+        with self.lock:
+            self.refresh()
+            session = self._remote_session(user)
+            if session is None:
+                return
+            self._end_session_of(user)
+            self.remote_sessions.remove(session)
+
+    def _remote_session(self, user: str) -> Session | None:
+        return next((s for s in self.remote_sessions if _same_user(s.user, user)), None)
+
+    def sessions(self) -> list[Session]:
+        """Every interactive session with a shell: the console's first (when its explorer.exe
+        runs), then the RDP sessions in the order they began."""
+        with self.lock:
+            found = []
+            if self.interactive_user is not None and self.shell_running:
+                found.append(Session(self.interactive_user, 1, "console", self.console_logon_time))
+            return found + list(self.remote_sessions)
+
+    def session_user(self, principal: str) -> str | None:
+        """The logged-on user (any session) a task principal names: the console's first."""
+        users = [self.interactive_user] if self.interactive_user is not None else []
+        users += [s.user for s in self.remote_sessions]
+        return next((u for u in users if self._principal_matches(principal, u)), None)
+
+    def _logged_on(self, user: str) -> None:
+        """What any logon does: the last user, the profile, the at-logon tasks for them."""
+        self.last_user = user
+        self.profiles_of(user)
+        now = self.clock()
+        for task in self.tasks.values():
+            expired = task.end_boundary is not None and now > task.end_boundary
+            if (
+                task.trigger != "AtLogon"
+                or not task.enabled
+                or task.running
+                or expired
+                or not self._principal_matches(task.user, user)
+            ):
+                continue
+            replay = task.ran_for.get(user.casefold()) if task.once_per_user else None
+            if replay is not None:  # the wrapper finds its per-user file: no CPUU
+                task.last_run_time = _utc(now)
+                task.last_result = replay
+                continue
+            self._launch(task, user)
 
     def logon_at(self, when: float, user: str | None = None) -> None:
         """Schedule a console logon at clock time ``when`` (default: the usual user), applied
@@ -511,15 +575,19 @@ class Workstation:
             user = self.interactive_user
             if user is None:
                 return
-            for task in self.tasks.values():
-                if task.running and _same_user(task.run_as, user):
-                    self._kill(task)
-            for orphan in [p for p in self._orphans if _same_user(p.user, user)]:
-                self._orphans.remove(orphan)
-                if orphan.work is not None:
-                    orphan.work.kill()
-            self.processes = [p for p in self.processes if not _same_user(p.user, user)]
+            self._end_session_of(user)
             self.interactive_user = None
+
+    def _end_session_of(self, user: str) -> None:
+        """A session ends: tasks running in it are killed, its processes go."""
+        for task in self.tasks.values():
+            if task.running and _same_user(task.run_as, user):
+                self._kill(task)
+        for orphan in [p for p in self._orphans if _same_user(p.user, user)]:
+            self._orphans.remove(orphan)
+            if orphan.work is not None:
+                orphan.work.kill()
+        self.processes = [p for p in self.processes if not _same_user(p.user, user)]
 
     def add_profile(self, user: str, profile: OutlookProfile) -> OutlookProfile:
         with self.lock:
@@ -805,8 +873,8 @@ class Workstation:
             if self.task_start_delay_s > 0:
                 task.launch_at = self.clock() + self.task_start_delay_s
                 return task
-            user = self.interactive_user
-            if user is None or not self._principal_matches(task.user, user):
+            user = self.session_user(task.user)
+            if user is None:
                 return task
             self._launch(task, user)
             return task

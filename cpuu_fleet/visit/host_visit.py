@@ -101,7 +101,7 @@ class WaveSettings:
     """The run whose CPUU this run carries on (``--resume``); None: this run is its own."""
     cpuu_runs: tuple[str, ...] = ()
     """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
-    logon_users: dict[str, str] = field(default_factory=dict)
+    expected_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
 
     @property
@@ -281,7 +281,7 @@ class _Visit:
             stopping=stopping,
             cpuu_run_id=wave.cpuu_run_id,
             cpuu_runs=wave.same_cpuu_runs,
-            logon_user=wave.logon_users.get(name),
+            expected_users=wave.expected_users.get(name, ()),
         )
         self.steps = _Steps(wave, name, attempt, emit)
         self.details: dict[str, Any] = {}
@@ -491,8 +491,12 @@ def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> 
     if not status.get("Exists"):
         return None
     run = read_task_report(status, task_name, "at_logon", 0.0, "at_logon")
-    # Who ran it: the user logged on now, as preflight found them.
-    return replace(run, user=ctx.user if run.ran else None, seconds=None)
+    # Who ran it: the one user the task is for (its trigger and principal are that user's SID);
+    # a task an older cpuu-fleet registered for BUILTIN\Users ran for whoever logged on.
+    user = run.user if run.user and run.user.casefold() != "builtin\\users" else ctx.user
+    if user and run.ran:
+        ctx.user = user
+    return replace(run, user=user if run.ran else None, seconds=None)
 
 
 def _pick_up_pending(

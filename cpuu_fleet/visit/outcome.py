@@ -84,6 +84,11 @@ class RunResult:
     seconds: float | None = None
     started_at: str | None = None
     """When CPUU started, by the host's clock (its run marker): collect takes files from then on."""
+    other_users: tuple[str, ...] = ()
+    """Who was logged on when CPUU did not run for them: not an expected user, or one of several
+    users on a host that names none (run-task's ``OtherUsers``, made printable)."""
+    expected: tuple[str, ...] = ()
+    """Whom CPUU is for on this host (``cpuu_user``); empty: whoever is logged on."""
 
     def details(self) -> dict[str, Any]:
         data: dict[str, Any] = {"task": self.task_name}
@@ -94,6 +99,8 @@ class RunResult:
         for key in ("ran", "killed", "no_user", "pending"):
             if getattr(self, key):
                 data[key] = True
+        if self.other_users:
+            data["other_users"] = list(self.other_users)
         if self.seconds is not None:
             data["seconds"] = round(self.seconds, 3)
         return data
@@ -228,12 +235,29 @@ def judge(
         return HostOutcome(states.FAILED, ErrorClass.POLICY.value, run.refused)
     if run.pending:
         return HostOutcome(
-            states.PENDING, None, "nobody logged on: CPUU will run at the next logon; collect later"
+            states.PENDING,
+            None,
+            f"{_who_is_on(run)}: CPUU will run at the next logon of"
+            f" {_for_whom(run)}; collect later",
         )
     if run.no_user:
         return HostOutcome(
-            states.SKIPPED, ErrorClass.POLICY.value, "nobody logged on (policy: skip)"
+            states.SKIPPED, ErrorClass.POLICY.value, f"{_who_is_on(run)} (policy: skip)"
         )
     return HostOutcome(
         states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result"
     )
+
+
+def _who_is_on(run: RunResult) -> str:
+    """Why CPUU did not run now, in the words of the users involved."""
+    if not run.other_users:
+        return "nobody logged on" if not run.expected else f"{_for_whom(run)} not logged on"
+    others = ", ".join(run.other_users[:5]) + (", ..." if len(run.other_users) > 5 else "")
+    if run.expected:
+        return f"{_for_whom(run)} not logged on (logged on: {others})"
+    return f"several users logged on ({others}) and no cpuu_user names whom CPUU is for"
+
+
+def _for_whom(run: RunResult) -> str:
+    return " or ".join(run.expected[:3]) if run.expected else "a user"

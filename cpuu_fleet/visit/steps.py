@@ -47,7 +47,7 @@ from cpuu_fleet.filenames import create_exclusive, task_folder_name
 from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal, utcnow
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
-from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.redact import REDACTOR, printable
 from cpuu_fleet.visit.outcome import RunResult
 from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError, limit_error
 
@@ -56,7 +56,11 @@ STATE_DIR = STAGING_ROOT + "\\state"
 WORK_ROOT = STAGING_ROOT + "\\work"
 """Below it, one folder per CPUU run (``run_dir``): CPUU's working directory, its user's alone."""
 LOGON_USER_VAR = "cpuu_user"
-"""Inventory variable: whose session an at-logon run is for (a SID, or ``DOMAIN\\user``)."""
+"""Inventory variable: whom CPUU is for on a host, one user or a list (SIDs or ``DOMAIN\\user``):
+it runs in the first of them found logged on, never as anybody else, and an at-logon task is
+for the first of them. Unset: the console's user, else the one RDP user."""
+MAX_OTHER_USERS = 20
+"""Names of other logged-on users kept from a run-task report (an RDS host may have hundreds)."""
 CLEANUP_MARKER = "cleanup-done.json"
 RESULT_FILTER = "CPUU_*"
 DISK_MARGIN = 1024 * 1024
@@ -112,8 +116,8 @@ class HostContext:
     """The run whose CPUU this visit carries on (a ``--resume``'s parent chain); None: its own."""
     cpuu_runs: tuple[str, ...] = ()
     """Every run of that CPUU run (see ``Journal.cpuu_runs``): their collected files count."""
-    logon_user: str | None = None
-    """Whom an at-logon task is for (``cpuu_user``); None: the host's last user."""
+    expected_users: tuple[str, ...] = ()
+    """Whom CPUU is for (``cpuu_user``); empty: whoever is logged on (see ``LOGON_USER_VAR``)."""
 
     @property
     def staging(self) -> str:
@@ -148,11 +152,13 @@ class PreflightResult:
     outlook_version: str | None
     staged_files: dict[str, str]
     """Relative path (lower-cased for comparison) → lowercase SHA-256, in the staging folder, of
-    the files this visit would push (preflight hashes only those: the folder is also CPUU's
-    working folder)."""
+    the files this visit would push (preflight hashes only those)."""
     cleanup_done: str | None
     locked: tuple[str, ...] = ()
     """Files to push that another process held open exclusively: not hashed, so pushed again."""
+    sessions: tuple[dict[str, Any], ...] = ()
+    """Every user with an interactive shell (``user``, ``kind``: console, rdp or unknown,
+    ``session_id``, ``logon_time``), the console's user included: RDP users are seen here only."""
 
     def details(self) -> dict[str, Any]:
         return {
@@ -165,7 +171,38 @@ class PreflightResult:
             "staged_files": len(self.staged_files),
             "cleanup_done": bool(self.cleanup_done),
             **({"locked": list(self.locked)} if self.locked else {}),
+            **({"sessions": list(self.sessions)} if self.sessions else {}),
         }
+
+
+MAX_SESSIONS = 500
+"""Sessions kept from a preflight report (a Remote Desktop Session Host may have hundreds)."""
+_SESSION_KINDS = ("console", "rdp")
+
+
+def _sessions(value: Any) -> tuple[dict[str, Any], ...]:
+    """preflight's ``Sessions``, each field checked: host text bounded and printable, a kind
+    we know or ``unknown``, a session id that is a number."""
+    if not isinstance(value, list):
+        return ()
+    found = []
+    for item in value[:MAX_SESSIONS]:
+        if not isinstance(item, dict) or not isinstance(item.get("User"), str):
+            continue
+        session_id = item.get("SessionId")
+        kind = item.get("Kind")
+        logon = item.get("LogonTime")
+        found.append(
+            {
+                "user": printable(item["User"][:256]),
+                "kind": kind if kind in _SESSION_KINDS else "unknown",
+                "session_id": session_id
+                if isinstance(session_id, int) and not isinstance(session_id, bool)
+                else None,
+                "logon_time": printable(logon[:40]) if isinstance(logon, str) else None,
+            }
+        )
+    return tuple(found)
 
 
 def _text(value: Any) -> str | None:
@@ -235,6 +272,7 @@ def preflight(ctx: HostContext, session: HostSession) -> PreflightResult:
         staged_files=staged,
         cleanup_done=_text(data.get("CleanupDone")) or None,
         locked=tuple(str(x) for x in locked_raw[: len(paths)] if x is not None),
+        sessions=_sessions(data.get("Sessions")),
     )
     ctx.preflight = found
     ctx.user = found.logged_on_user
@@ -524,6 +562,13 @@ def _resumed(data: dict[str, Any], resumed: str | None) -> str | None:
     return "waited" if data.get("Waited") else "finished"
 
 
+def _other_users(value: Any) -> tuple[str, ...]:
+    """run-task's ``OtherUsers``: names from the host, so bounded and made printable."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(printable(v[:256]) for v in value[:MAX_OTHER_USERS] if isinstance(v, str))
+
+
 def read_task_report(
     data: Any, task_name: str, when_no_user: str, seconds: float, resumed: str | None = None
 ) -> RunResult:
@@ -534,8 +579,11 @@ def read_task_report(
     user = _text(data.get("User"))
     started_at = _text(data.get("StartedAt"))
     resumed = _resumed(data, resumed)
+    others = _other_users(data.get("OtherUsers"))
     if data.get("NoUser") and not data.get("Exists") and not data.get("Marker"):
-        return RunResult(task_name, no_user=True, seconds=seconds, resumed=resumed)
+        return RunResult(
+            task_name, no_user=True, seconds=seconds, resumed=resumed, other_users=others
+        )
     if data.get("NotStarted"):
         # Start-ScheduledTask is asynchronous and the instance never came up (its user logged
         # off in between, the Task Scheduler was busy): the host disabled the task and keeps the
@@ -561,6 +609,7 @@ def read_task_report(
             seconds=seconds,
             resumed=resumed,
             started_at=started_at,
+            other_users=others,
         )
     if data.get("Killed") and data.get("Settled") is False:
         # The kill was sent but the task (or a process it started) still lived when the host
@@ -652,8 +701,8 @@ def run_cpuu(
         "TimeoutSeconds": int(timeout_s),
         "StateDirectory": STATE_DIR,
     }
-    if when_no_user == "at_logon" and ctx.logon_user:
-        parameters["LogonUser"] = ctx.logon_user
+    if ctx.expected_users:
+        parameters["ExpectedUser"] = list(ctx.expected_users)
     result = session.run(
         "run-task",
         parameters,
@@ -662,6 +711,7 @@ def run_cpuu(
         abandon=ctx.stopping,
     )
     run = read_task_report(result.first, task_name, when_no_user, time.monotonic() - started)
+    run = replace(run, expected=ctx.expected_users)
     if run.user:
         ctx.user = run.user
     return run

@@ -133,6 +133,15 @@ def test_preflight_reports_the_workstation(ws):
         "Locked": [],
         "LanguageMode": "FullLanguage",
         "CleanupDone": None,
+        "Sessions": [
+            {
+                "User": "CORP\\jdupont",
+                "Sid": ws.sid_of("CORP\\jdupont"),
+                "SessionId": 1,
+                "Kind": "console",
+                "LogonTime": facts["Sessions"][0]["LogonTime"],
+            }
+        ],
     }
 
 
@@ -281,6 +290,7 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "StartedAt": "2025-11-21T00:00:00.0000000Z",
         "NotStarted": False,
         "Settled": True,
+        "OtherUsers": [],
     }
     assert staged.ws.fs.glob(run_dir("cpuu-fleet-run"), "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"

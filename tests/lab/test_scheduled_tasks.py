@@ -127,10 +127,10 @@ def test_a_technician_logging_on_first_does_not_consume_the_run(staged):
 
 
 def test_the_engine_names_the_user_an_at_logon_task_is_for(staged):
-    """The host's last user was a technician: -LogonUser says whose profiles CPUU is for."""
+    """The host's last user was a technician: -ExpectedUser says whose profiles CPUU is for."""
     staged.ws.logoff()
     staged.ws.logon(TECHNICIAN)
-    report = _register_at_logon(staged, LogonUser=staged.user)
+    report = _register_at_logon(staged, ExpectedUser=[staged.user])
     assert report["User"] == staged.user
     staged.ws.logon(TECHNICIAN)
     staged.ws.logoff()

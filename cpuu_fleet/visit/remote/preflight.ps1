@@ -7,7 +7,8 @@
     language mode (checked first: under AppLocker/WDAC script enforcement PowerShell runs in
     ConstrainedLanguage, where the .NET calls of every cpuu-fleet script fail, so preflight stops
     with the error id ConstrainedLanguage before trying any), who is logged on at the console
-    (CPUU must run in that user's session), whether Outlook is open, free space on the system
+    (CPUU must run in a user's session) and every user with an interactive session (RDP
+    included), whether Outlook is open, free space on the system
     drive, which of the files the engine asks about (-Paths, relative to -Directory) are already
     staged (by SHA-256, so a push can skip them; a file another process holds open exclusively is
     listed in Locked instead of failing the step) and whether Cleanup already succeeded (then Undo
@@ -96,6 +97,51 @@ if (-not [string]::IsNullOrEmpty($computer.UserName)) {
     $loggedOnUser = [string]$computer.UserName
 }
 
+# Every user with an interactive shell, in any session (Win32_ComputerSystem.UserName names the
+# console's user only): the owners of explorer.exe, each user once. The kind comes from the logon
+# session the shell belongs to (association Win32_SessionProcess to Win32_LogonSession, whose
+# LogonType is 2 or 11 at the console, 10 or 12 over RDP), with its StartTime as the logon time.
+# Not seen: a session without explorer.exe (still starting, a custom shell). Whether a session is
+# disconnected is not in WMI (quser and the WTS API know; quser's words are localized).
+$sessions = @()
+$seenSids = @{}
+$shells = @(Get-CimInstance -ClassName Win32_Process -Filter "Name='explorer.exe'" -ErrorAction Stop |
+    Sort-Object -Property SessionId)
+foreach ($shell in $shells) {
+    $owner = Invoke-CimMethod -InputObject $shell -MethodName GetOwner -ErrorAction SilentlyContinue
+    $ownerSid = Invoke-CimMethod -InputObject $shell -MethodName GetOwnerSid -ErrorAction SilentlyContinue
+    if ($null -eq $owner -or [int]$owner.ReturnValue -ne 0 -or $null -eq $ownerSid -or [int]$ownerSid.ReturnValue -ne 0) {
+        continue
+    }
+    $sid = [string]$ownerSid.Sid
+    if ($seenSids.ContainsKey($sid)) {
+        continue
+    }
+    $seenSids[$sid] = $true
+    $kind = 'unknown'
+    $logonTime = $null
+    $logons = @(Get-CimAssociatedInstance -InputObject $shell -Association Win32_SessionProcess -ErrorAction SilentlyContinue)
+    if ($logons.Count -gt 0) {
+        $logonType = [int]$logons[0].LogonType
+        if ($logonType -eq 2 -or $logonType -eq 11) {
+            $kind = 'console'
+        }
+        elseif ($logonType -eq 10 -or $logonType -eq 12) {
+            $kind = 'rdp'
+        }
+        if ($null -ne $logons[0].StartTime) {
+            $logonTime = $logons[0].StartTime.ToUniversalTime().ToString('o')
+        }
+    }
+    $sessions += @{
+        User      = ([string]$owner.Domain + '\' + [string]$owner.User)
+        Sid       = $sid
+        SessionId = [int]$shell.SessionId
+        Kind      = $kind
+        LogonTime = $logonTime
+    }
+}
+
 $outlookRunning = $null -ne (Get-Process -Name 'OUTLOOK' -ErrorAction SilentlyContinue)
 
 # HKCR\Outlook.Application\CurVer's default value is e.g. "Outlook.Application.16": report "16.0".
@@ -142,6 +188,7 @@ if (Test-Path -LiteralPath $marker -PathType Leaf) {
     OSVersion      = [string]$os.Version
     FreeBytes      = [int64]$disk.FreeSpace
     LoggedOnUser   = $loggedOnUser
+    Sessions       = $sessions
     OutlookRunning = [bool]$outlookRunning
     OutlookVersion = $outlookVersion
     StagedFiles    = $stagedFiles

@@ -6,7 +6,7 @@
     WinRM runs in session 0 under a network logon and cannot see the logged-on user's HKCU, where
     the Outlook profiles live. CPUU must therefore run as a scheduled task whose principal is the
     interactive user (logon type Interactive, given by SID), or, when nobody is logged on and the
-    play allows it, as an at-logon task for ONE user (-LogonUser, else the host's last user),
+    play allows it, as an at-logon task for ONE user (-ExpectedUser, else the host's last user),
     which runs once for that user and expires.
 
     Actions: Start (register and start), Wait (poll until it is no longer running; stop it when
@@ -51,7 +51,7 @@ param(
 
     [string]$StateDirectory = 'C:\ProgramData\cpuu-fleet\state',
 
-    [string]$LogonUser,
+    [string[]]$ExpectedUser,
 
     [string]$SourceDirectory
 )
@@ -252,18 +252,9 @@ function Get-InteractiveUser {
     if ([string]::IsNullOrEmpty($userName)) {
         return $null
     }
-    $shells = @(Get-CimInstance -ClassName Win32_Process -Filter "Name='explorer.exe'" -ErrorAction Stop)
-    foreach ($shell in $shells) {
-        $owner = Invoke-CimMethod -InputObject $shell -MethodName GetOwner -ErrorAction SilentlyContinue
-        if ($null -eq $owner -or [int]$owner.ReturnValue -ne 0) {
-            continue
-        }
-        if (([string]$owner.Domain + '\' + [string]$owner.User) -ne $userName) {
-            continue
-        }
-        $ownerSid = Invoke-CimMethod -InputObject $shell -MethodName GetOwnerSid -ErrorAction SilentlyContinue
-        if ($null -ne $ownerSid -and [int]$ownerSid.ReturnValue -eq 0) {
-            return @{ Name = $userName; Sid = [string]$ownerSid.Sid }
+    foreach ($session in @(Get-ShellSessions)) {
+        if ($session['Name'] -eq $userName) {
+            return @{ Name = $userName; Sid = $session['Sid'] }
         }
     }
     # No shell of that user yet: a name this host can translate still gives the SID.
@@ -275,31 +266,106 @@ function Get-InteractiveUser {
     return @{ Name = $userName; Sid = $sid }
 }
 
-function Get-AtLogonUser {
-    # The ONE user an at-logon task is for: -LogonUser (a SID, or a name this host translates),
-    # else the owner of the most recently used user profile (Win32_UserProfile, special
-    # accounts left out), named in a warning. $null: nobody known (nothing is registered).
-    if (-not [string]::IsNullOrEmpty($LogonUser)) {
-        if ($LogonUser -match '^S-1-[0-9-]+$') {
-            return @{ Name = (Get-AccountName -Sid $LogonUser); Sid = $LogonUser }
+function Get-ShellSessions {
+    # Every user with an interactive shell, in any session (console, RDP, a disconnected one):
+    # the owners of explorer.exe, @{ Name; Sid; SessionId }, each user once, by session id.
+    # Win32_ComputerSystem.UserName names the console's user only (documented), so an RDP user
+    # is found here or nowhere. A session without explorer.exe (still starting, a custom shell)
+    # is not seen.
+    $found = @{}
+    $shells = @(Get-CimInstance -ClassName Win32_Process -Filter "Name='explorer.exe'" -ErrorAction Stop |
+        Sort-Object -Property SessionId)
+    foreach ($shell in $shells) {
+        $owner = Invoke-CimMethod -InputObject $shell -MethodName GetOwner -ErrorAction SilentlyContinue
+        $ownerSid = Invoke-CimMethod -InputObject $shell -MethodName GetOwnerSid -ErrorAction SilentlyContinue
+        if ($null -eq $owner -or [int]$owner.ReturnValue -ne 0 -or $null -eq $ownerSid -or [int]$ownerSid.ReturnValue -ne 0) {
+            continue
         }
-        $sid = Get-AccountSid -Name $LogonUser
+        $sid = [string]$ownerSid.Sid
+        if (-not $found.ContainsKey($sid)) {
+            $found[$sid] = @{ Name = ([string]$owner.Domain + '\' + [string]$owner.User); Sid = $sid;
+                SessionId = [int]$shell.SessionId }
+        }
+    }
+    return @($found.Values | Sort-Object -Property { $_['SessionId'] })
+}
+
+function Get-ExpectedUsers {
+    # -ExpectedUser as @{ Name; Sid } each: a SID as given, a name this host translates (one it
+    # cannot fails with UnknownLogonUser: pass its SID).
+    $expected = @()
+    foreach ($wanted in @($ExpectedUser)) {
+        if ([string]::IsNullOrEmpty($wanted)) {
+            continue
+        }
+        if ($wanted -match '^S-1-[0-9-]+$') {
+            $expected += @{ Name = (Get-AccountName -Sid $wanted); Sid = $wanted }
+            continue
+        }
+        $sid = Get-AccountSid -Name $wanted
         if ($null -eq $sid) {
-            Stop-RunTask -Message ('-LogonUser ' + $LogonUser + ' cannot be mapped to a SID: pass its SID.') `
+            Stop-RunTask -Message ('-ExpectedUser ' + $wanted + ' cannot be mapped to a SID: pass its SID.') `
                 -Id 'UnknownLogonUser' -Category ([System.Management.Automation.ErrorCategory]::InvalidArgument)
         }
-        return @{ Name = $LogonUser; Sid = $sid }
+        $expected += @{ Name = $wanted; Sid = $sid }
+    }
+    return $expected
+}
+
+function Select-SessionUser {
+    # Whose session CPUU runs in now, @{ Name; Sid }, or $null. With expected users: the first of
+    # them logged on, the console's user first, then the other sessions; nobody else, ever (a
+    # technician logged on does not consume the run). Without: the console's user, else the one
+    # user of the only other session (RDP to a workstation); several and none expected: nobody.
+    # Who is logged on instead goes to $script:otherUsers for the report.
+    param([object[]]$Expected)
+    $console = Get-InteractiveUser
+    $on = @()
+    if ($null -ne $console) {
+        $on += $console
+    }
+    foreach ($session in @(Get-ShellSessions)) {
+        if ($null -eq $console -or $session['Sid'] -ne $console['Sid']) {
+            $on += $session
+        }
+    }
+    if (@($Expected).Count -gt 0) {
+        foreach ($user in $on) {
+            foreach ($wanted in @($Expected)) {
+                if ($user['Sid'] -eq $wanted['Sid']) {
+                    return $user
+                }
+            }
+        }
+    }
+    elseif ($null -ne $console) {
+        return $console
+    }
+    elseif ($on.Count -eq 1) {
+        return $on[0]
+    }
+    $script:otherUsers = [string[]]@($on | ForEach-Object { $_['Name'] })
+    return $null
+}
+
+function Get-AtLogonUser {
+    # The ONE user an at-logon task is for: the first expected user, else the owner of the most
+    # recently used user profile (Win32_UserProfile, special accounts left out), named in a
+    # warning. $null: nobody known (nothing is registered).
+    param([object[]]$Expected)
+    if (@($Expected).Count -gt 0) {
+        return @($Expected)[0]
     }
     $profiles = @(Get-CimInstance -ClassName Win32_UserProfile -Filter 'Special = FALSE' -ErrorAction Stop |
         Where-Object { [string]$_.SID -like 'S-1-5-21-*' -or [string]$_.SID -like 'S-1-12-1-*' } |
         Sort-Object -Property LastUseTime -Descending)
     if ($profiles.Count -eq 0) {
-        Write-Warning 'No -LogonUser and no user profile on this host: no at-logon task registered.'
+        Write-Warning 'No -ExpectedUser and no user profile on this host: no at-logon task registered.'
         return $null
     }
     $sid = [string]$profiles[0].SID
     $name = Get-AccountName -Sid $sid
-    Write-Warning ('No -LogonUser: the at-logon task is for the last user of this host, ' + $name + '.')
+    Write-Warning ('No -ExpectedUser: the at-logon task is for the last user of this host, ' + $name + '.')
     return @{ Name = $name; Sid = $sid }
 }
 
@@ -339,6 +405,7 @@ function Get-TaskReport {
         StartedAt      = $startedAt
         NotStarted     = $NotStarted
         Settled        = $Settled
+        OtherUsers     = [string[]]$script:otherUsers
     }
     $task = Get-FleetTask
     if ($null -eq $task) {
@@ -451,7 +518,8 @@ function Start-FleetTask {
     if ($null -ne (Read-Marker)) {
         return 'Known'
     }
-    $user = Get-InteractiveUser
+    $expected = @(Get-ExpectedUsers)
+    $user = Select-SessionUser -Expected $expected
     if ($null -eq $user -and $WhenNoUser -eq 'Skip') {
         return 'NoUser'
     }
@@ -459,7 +527,7 @@ function Start-FleetTask {
     $target = $user
     if ($null -eq $user) {
         $trigger = 'AtLogon'
-        $target = Get-AtLogonUser
+        $target = Get-AtLogonUser -Expected $expected
         if ($null -eq $target) {
             return 'NoUser'
         }
@@ -720,6 +788,7 @@ function Wait-FleetTask {
     }
 }
 
+$script:otherUsers = [string[]]@()
 $noUser = $false
 $killed = $false
 $claimed = $false

@@ -27,8 +27,33 @@ put into a state):
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
+
+# ------------------------------------------------------------------------------ error classes
+
+
+class ErrorClass(str, enum.Enum):
+    """Why a host did not get what the wave wanted. Stored in the journal as the value."""
+
+    UNREACHABLE = "unreachable"  # refused, reset, DNS, connect timeout, connection dropped
+    AUTHENTICATION = "authentication"  # HTTP 401, a failed NTLM/Kerberos exchange
+    CERTIFICATE = "certificate"  # TLS verification failed
+    TIMEOUT = "timeout"  # a read timeout, or one of our own deadlines
+    REMOTE = "remote"  # the workstation's PowerShell reported an error
+    PROTOCOL = "protocol"  # WSMan faults, broken XML/PSRP, unusable connection settings
+    POLICY = "policy"  # we refused to act (Undo after Cleanup)
+    CPUU = "cpuu"  # CPUU ran and reported failure, or was killed on deadline
+    INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
+    INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
+    LOCAL = "local"  # the controller could not store what it received (disk full, permissions)
+    LIMIT = "limit"  # the workstation sent more than we accept (file size or length, output, rows)
+
+
+TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
+"""Failures that may well go away by themselves: the runner retries these with backoff."""
+
 
 # ------------------------------------------------------------------------------ host states
 # Stored in the journal's hosts.state: never change these values.

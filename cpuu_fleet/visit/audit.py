@@ -21,7 +21,8 @@ from typing import Any
 from cpuu_fleet.audit import HIVE_STATES, MAX_TEXT, AuditPolicy, AuditRow, judge
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import printable
-from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError, limit_error
+from cpuu_fleet.visit.session import HostSession, SessionError, limit_error
+from cpuu_fleet.vocabulary import ErrorClass
 
 _INT64 = 2**63 - 1
 

@@ -29,7 +29,6 @@ from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.visit.outcome import HostOutcome, judge
 from cpuu_fleet.visit.session import (
-    ErrorClass,
     HostSession,
     Interrupted,
     SessionError,
@@ -55,6 +54,7 @@ from cpuu_fleet.visit.steps import (
     task_status,
     write_cleanup_marker,
 )
+from cpuu_fleet.vocabulary import ErrorClass
 
 #: Opens a session for a host; tests and the benchmark may wrap it (to count round trips).
 SessionFactory = Callable[[str, Any], HostSession]

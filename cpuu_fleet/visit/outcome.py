@@ -60,7 +60,8 @@ from typing import Any
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
-from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.session import SessionError
+from cpuu_fleet.vocabulary import ErrorClass
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class HostOutcome:
     state: str
     """A final state of :mod:`cpuu_fleet.vocabulary` (succeeded, partial, failed, ...)."""
     error_class: str | None = None
-    """One of :class:`~cpuu_fleet.visit.session.ErrorClass` (``internal`` and ``interrupted`` are set by
+    """One of :class:`~cpuu_fleet.vocabulary.ErrorClass` (``internal`` and ``interrupted`` are set by
     the runner)."""
     error_message: str | None = None
     transient: bool = False

@@ -16,7 +16,6 @@ control.
 
 from __future__ import annotations
 
-import enum
 import http.client
 import logging
 import socket
@@ -46,30 +45,10 @@ from pypsrp.wsman import WSMan
 from cpuu_fleet.inputs.connection import DEFAULTS, check_timeouts
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, Redactor
-
-
-class ErrorClass(str, enum.Enum):
-    """Why a host did not get what the wave wanted. Stored in the journal as the value."""
-
-    UNREACHABLE = "unreachable"  # refused, reset, DNS, connect timeout, connection dropped
-    AUTHENTICATION = "authentication"  # HTTP 401, a failed NTLM/Kerberos exchange
-    CERTIFICATE = "certificate"  # TLS verification failed
-    TIMEOUT = "timeout"  # a read timeout, or one of our own deadlines
-    REMOTE = "remote"  # the workstation's PowerShell reported an error
-    PROTOCOL = "protocol"  # WSMan faults, broken XML/PSRP, unusable connection settings
-    POLICY = "policy"  # we refused to act (Undo after Cleanup)
-    CPUU = "cpuu"  # CPUU ran and reported failure, or was killed on deadline
-    INTERNAL = "internal"  # a bug in cpuu-fleet (the runner's class for host exceptions)
-    INTERRUPTED = "interrupted"  # the operator aborted while we waited (second Ctrl-C)
-    LOCAL = "local"  # the controller could not store what it received (disk full, permissions)
-    LIMIT = "limit"  # the workstation sent more than we accept (file size or length, output, rows)
-
+from cpuu_fleet.vocabulary import TRANSIENT_CLASSES, ErrorClass
 
 _LOG = logging.getLogger("cpuu_fleet.run.session")
 """A child of the run log (``events.RUN_LOG``): its records land in the run's log file."""
-
-#: Failures that may well go away by themselves: the runner retries these with backoff.
-TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
 
 #: How often a wait that the operator may abandon (Ctrl-C) looks at the abandon flag. The Receive
 #: itself keeps long-polling for the whole OperationTimeout in a helper thread, so a CPUU run of

@@ -49,7 +49,8 @@ from cpuu_fleet.journal import Journal, utcnow
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, printable
 from cpuu_fleet.visit.outcome import RunResult
-from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError, limit_error
+from cpuu_fleet.visit.session import HostSession, SessionError, limit_error
+from cpuu_fleet.vocabulary import ErrorClass
 
 STAGING_ROOT = "C:\\ProgramData\\cpuu-fleet"
 STATE_DIR = STAGING_ROOT + "\\state"

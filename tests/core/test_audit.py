@@ -31,7 +31,8 @@ from cpuu_fleet.report.audit import (
     write_audit_workbook,
 )
 from cpuu_fleet.visit.audit import parse_rows
-from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.session import SessionError
+from cpuu_fleet.vocabulary import ErrorClass
 
 POLICY = AuditPolicy(source=("exch*.source.example",), target=("*.TARGET.example",))
 

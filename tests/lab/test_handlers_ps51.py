@@ -16,7 +16,7 @@ import cpuu_fleet.lab.handlers as handlers
 from cpuu_fleet.lab.contract import ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
 from cpuu_fleet.visit.remote import load_script
-from tests.lab.test_handlers import STAGE, RecordingHost, failure, file_items, invoke
+from tests.support.handlers import STAGE, RecordingHost, failure, file_items, invoke
 
 STATE = r"C:\ProgramData\cpuu-fleet\state"
 

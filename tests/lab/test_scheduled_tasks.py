@@ -15,7 +15,7 @@ from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.scenarios import WINDOWS_SCENARIOS, plan_fleet
 from cpuu_fleet.lab.workstation import OutlookProfile
 from tests.lab import test_handlers
-from tests.lab.test_handlers import RecordingHost, invoke
+from tests.support.handlers import RecordingHost, invoke
 from tests.support.workstation import CpuuBench
 
 TASK = "cpuu-fleet update run-1"

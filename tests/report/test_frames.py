@@ -245,3 +245,10 @@ def test_a_check_run_never_turns_a_failure_into_a_success(tmp_path):
     assert only_dry["pc-1"]["state"] == "not run"
     assert only_dry["pc-1"]["error_message"] == "check mode: nothing changed"
     journal.close()
+
+
+def test_every_error_class_has_a_hint_for_the_action_list():
+    from cpuu_fleet.report.hints import ERROR_CLASS_HINTS
+    from cpuu_fleet.vocabulary import ErrorClass
+
+    assert set(ERROR_CLASS_HINTS) == {cls.value for cls in ErrorClass}

@@ -21,6 +21,7 @@ from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.engine.wave import Engine, PlayRequest, PlayResult
 from cpuu_fleet.inputs.inventory import Inventory
 from cpuu_fleet.inputs.playbook import Playbook, load_playbook
+from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
 
 TEMPLATES = find_playbook().parent / "templates"
@@ -114,3 +115,12 @@ class Wave:
 def started_wave(tmp: Path, hosts: int, scenario: str, seed: int = 0) -> Iterator[Wave]:
     with LabFleet(hosts, scenario=scenario, seed=seed, workdir=tmp / "lab") as fleet:
         yield Wave(fleet, tmp)
+
+
+def host_row(wave: Any, run_id: str, host: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The host's journal row in a run, and the files collected from it."""
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(run_id, host)
+        files = journal.files(run_id, host)
+    assert row is not None
+    return row, files

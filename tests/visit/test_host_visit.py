@@ -16,8 +16,9 @@ from cpuu_fleet.errors import ControllerWriteError
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.visit import host_visit, steps
 from cpuu_fleet.visit.host_visit import open_session
-from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.visit.steps import HostContext, plan_push
+from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import lab_env, make_playbook
 
 

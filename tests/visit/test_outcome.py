@@ -7,7 +7,8 @@ import pytest
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.visit.outcome import RunResult, judge, judge_exit
-from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.session import SessionError
+from cpuu_fleet.vocabulary import ErrorClass
 
 
 def _profiles(*codes: int) -> list[ProfileResult]:

@@ -13,12 +13,12 @@ from cpuu_fleet.lab import registry
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.visit.session import (
-    ErrorClass,
     HostSession,
     Interrupted,
     SessionError,
 )
 from cpuu_fleet.visit.steps import OutgoingFile, upload
+from cpuu_fleet.vocabulary import ErrorClass
 
 
 def _test_script(name: str) -> str:

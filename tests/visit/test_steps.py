@@ -15,8 +15,9 @@ from pypsrp.powershell import Fragmenter
 from pypsrp.serializer import Serializer
 
 from cpuu_fleet.limits import Limits
-from cpuu_fleet.visit.session import ErrorClass, SessionError
+from cpuu_fleet.visit.session import SessionError
 from cpuu_fleet.visit.steps import OutgoingFile, _DownloadSink, upload_input
+from cpuu_fleet.vocabulary import ErrorClass
 
 
 def test_upload_input_packs_small_files_and_streams_big_ones(tmp_path):

@@ -11,8 +11,9 @@ from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.lab import handlers
 from cpuu_fleet.lab.winfs import Acl
-from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.visit.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
+from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import make_playbook
 
 TASK = "cpuu-fleet update earlier-run"

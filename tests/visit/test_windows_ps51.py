@@ -22,10 +22,11 @@ import pytest
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
-from cpuu_fleet.visit.session import ErrorClass, HostSession, SessionError
+from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.visit.steps import OutgoingFile, _header, upload
+from cpuu_fleet.vocabulary import ErrorClass
+from tests.support.waves import host_row as _host_row
 from tests.support.waves import make_playbook
-from tests.waves.test_hostile_host import _host_row
 
 GIB = 1024**3
 STAGE = "C:\\ProgramData\\cpuu-fleet\\t"

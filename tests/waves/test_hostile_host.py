@@ -26,6 +26,7 @@ from cpuu_fleet.inputs.playbook import Playbook, load_playbook
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import HOSTILE_USER
 from cpuu_fleet.redact import FILE_ENCODINGS, MASK
+from tests.support.waves import host_row as _host_row
 from tests.support.waves import make_playbook
 
 MIB = 1024 * 1024
@@ -40,14 +41,6 @@ def _limited(wave: Any, **limits: Any) -> Playbook:
     plays[0]["limits"] = limits
     path.write_text(yaml.safe_dump(plays, sort_keys=False), encoding="utf-8")
     return load_playbook(path)
-
-
-def _host_row(wave: Any, run_id: str, host: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    with Journal.in_reports(wave.reports) as journal:
-        row = journal.host(run_id, host)
-        files = journal.files(run_id, host)
-    assert row is not None
-    return row, files
 
 
 def _measured(wave: Any, playbook: Playbook) -> tuple[Any, int]:

@@ -21,8 +21,8 @@ from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import INTRUDER
 from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.visit.steps import STAGING_ROOT, WORK_ROOT
+from tests.support.waves import host_row as _host_row
 from tests.support.waves import make_playbook
-from tests.waves.test_hostile_host import _host_row
 
 EXE = "ClientProfileUpdatingUtility.exe"
 

@@ -17,6 +17,7 @@ import cpuu_fleet.lab.handlers  # noqa: F401 - registers the handlers
 from cpuu_fleet.cpuu import ExitFlags
 from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
+from cpuu_fleet.lab.winfs import DiskFullError
 from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
 from cpuu_fleet.visit.steps import run_dir
 from tests.support.handlers import (
@@ -518,3 +519,30 @@ def test_two_callers_at_once_start_cpuu_once(staged):
         thread.join()
     assert len(launched) == 1
     assert sorted(r["Claimed"] for r in reports) == [False, False, False, True]
+
+
+def test_a_run_folder_left_by_a_failed_start_is_set_aside_never_reused(staged):
+    """A start that made the run folder and then failed gave its claim back; the folder's user
+    may have written to it, so the next start of the same task renames it aside and fills a
+    fresh one (a rename follows no junction inside it)."""
+    ws = staged.ws
+    files = staged.task_files("cpuu-fleet-run")
+    ws.fs.write_bytes(staged.stage_dir + r"\payload.dll", bytes(64 * 1024))
+    squeeze = ws.fs.free_bytes - 16 * 1024  # the marker fits, the payload's copy does not
+    ws.fs.reserved_bytes += squeeze  # the copy of the staging folder cannot finish
+    with pytest.raises(DiskFullError):
+        _run(staged, Action="Start", **files)
+    assert ws.task("cpuu-fleet-run") is None and ws.cpuu_starts == []
+    folder = files["WorkingDirectory"]
+    ws.fs.write_bytes(folder + r"\version.dll", b"MZ left behind")
+    ws.fs.reserved_bytes -= squeeze
+    report = _run(staged, Action="Run", TimeoutSeconds=600, **files)
+    assert report["Claimed"] and report["LastTaskResult"] == ExitFlags.SUCCESS
+    assert not ws.fs.exists(folder + r"\version.dll")
+    (aside,) = [n for n in ws.fs.listdir(_parent_of(folder)) if ".set-aside-" in n]
+    assert ws.fs.exists(_parent_of(folder) + "\\" + aside + r"\version.dll")
+    assert len(ws.cpuu_starts) == 1
+
+
+def _parent_of(path: str) -> str:
+    return path.rsplit("\\", 1)[0]

@@ -161,3 +161,27 @@ def test_run_task_refuses_a_staging_folder_a_local_user_created(wave_factory):
         )
     assert caught.value.error_id == "UntrustedStaging"
     assert ws.cpuu_starts == [] and ws.task("cpuu-fleet update t") is None
+
+
+def test_a_disk_that_fills_while_the_run_folder_is_made_starts_nothing(wave_factory):
+    """The disk fills while run-task copies the staging folder: nothing is claimed, registered
+    or started, and the next run starts CPUU exactly once."""
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    wave.run(make_playbook(wave.payload, steps=("preflight", "push"), retries=0))
+    squeeze = ws.fs.free_bytes - 100_000  # room for a part of the copy only
+    ws.fs.reserved_bytes += squeeze
+    playbook = make_playbook(wave.payload, steps=("run", "collect"), retries=0)
+    failed = wave.run(playbook, write_report=False)
+    row, _ = _host_row(wave, failed.run_id, host)
+    assert (row["state"], row["error_class"]) == (states.FAILED, "remote"), row
+    assert "not enough space" in row["error_message"]
+    assert ws.cpuu_starts == [] and ws.tasks == {}
+    assert ws.fs.listdir(f"{STAGING_ROOT}\\state\\runs") == []  # the claim was given back
+
+    ws.fs.reserved_bytes -= squeeze
+    again = wave.run(playbook, write_report=False)
+    row, _ = _host_row(wave, again.run_id, host)
+    assert row["state"] == states.SUCCEEDED, row
+    assert len(ws.cpuu_starts) == 1

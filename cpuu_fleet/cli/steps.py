@@ -1,5 +1,5 @@
 """The single steps, ad hoc: ``preflight``, ``push``, ``run --mode``, ``collect``. Each is a
-one-play playbook the engine builds (``engine.run_step``); wiring only.
+one-play playbook the engine builds (``engine.run_single_step``); wiring only.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _single(
     ask_pass: bool,
     **options: Any,
 ) -> None:
-    from cpuu_fleet.engine.wave import PlayRequest, run_step
+    from cpuu_fleet.engine.wave import PlayRequest, run_single_step
 
     if step in ("push", "run"):
         payload = payload or Path("playbooks") / "payload"
@@ -128,7 +128,7 @@ def _single(
         processors=processors(reports, as_json),
         warn=warn_one,
     )
-    result = run_step(
+    result = run_single_step(
         request,
         step,
         pattern=limit or "all",

@@ -22,10 +22,10 @@ if TYPE_CHECKING:
         PlayRequest,
         PlayResult,
         run_play,
-        run_step,
+        run_single_step,
     )
 
-__all__ = ["Engine", "ExitCode", "PlayRequest", "PlayResult", "run_play", "run_step"]
+__all__ = ["Engine", "ExitCode", "PlayRequest", "PlayResult", "run_play", "run_single_step"]
 
 
 def __getattr__(name: str) -> Any:

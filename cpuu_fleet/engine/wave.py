@@ -53,9 +53,9 @@ from cpuu_fleet.inputs.playbook import (
 from cpuu_fleet.inputs.render import Renderer
 from cpuu_fleet.journal import Journal, new_run_id
 from cpuu_fleet.visit.host_visit import (
+    PlaySettings,
     RunStep,
     SessionFactory,
-    WaveSettings,
     open_session,
     visit_host,
 )
@@ -529,9 +529,9 @@ class Engine:
                 if hint.task_name:
                     resume_tasks[name] = hint.task_name
         cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
-        waves: dict[str, WaveSettings] = {}
+        settings: dict[str, PlaySettings] = {}
         for name, prep in preps.items():
-            waves[name] = WaveSettings(
+            settings[name] = PlaySettings(
                 run_id=run_id,
                 journal=self.journal,
                 reports_dir=self.reports_dir,
@@ -552,13 +552,13 @@ class Engine:
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}
 
         def work(job: HostJob) -> HostOutcome:
-            wave = waves[job.play.name]
+            play = settings[job.play.name]
             prep = preps[job.play.name]
             if prep.payload is None and job.name in staged:
                 # No push in this play: the host's results are where its own last push went.
-                wave = replace(wave, version=staged[job.name])
+                play = replace(play, version=staged[job.name])
             return visit_host(
-                wave,
+                play,
                 job.name,
                 prep.connections[job.name],
                 attempt=job.attempt,
@@ -760,7 +760,7 @@ def _check_ad_hoc(*, forks: int, timeout: int, when_no_user: str) -> None:
         )
 
 
-def run_step(request: PlayRequest, step: str, **options: Any) -> PlayResult:
+def run_single_step(request: PlayRequest, step: str, **options: Any) -> PlayResult:
     """Run one step on the inventory's hosts (``--limit`` narrows), journalled as kind ``step``."""
     playbook = ad_hoc_playbook(step, **options)
     request = replace(request, kind="step")

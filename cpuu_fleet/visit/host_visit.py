@@ -78,7 +78,7 @@ RunStep = RunOptions
 
 
 @dataclass
-class WaveSettings:
+class PlaySettings:
     """What every host of one play in one run shares."""
 
     run_id: str
@@ -117,18 +117,18 @@ def _no_emit(kind: str, step: str, data: dict[str, Any]) -> None:
     return None
 
 
-class _Steps:
+class _StepRecorder:
     """Journals each step attempt around its execution and tells the progress display."""
 
-    def __init__(self, wave: WaveSettings, host: str, attempt: int, emit: Emit):
-        self.wave = wave
+    def __init__(self, play: PlaySettings, host: str, attempt: int, emit: Emit):
+        self.play = play
         self.host = host
         self.attempt = attempt
         self.emit = emit
 
     def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
-        journal = self.wave.journal
-        attempt_id = journal.start_step(self.wave.run_id, self.host, step, self.attempt)
+        journal = self.play.journal
+        attempt_id = journal.start_step(self.play.run_id, self.host, step, self.attempt)
         self.emit("step_started", step, {"attempt": self.attempt})
         started = time.monotonic()
         try:
@@ -174,7 +174,7 @@ class _Steps:
         return value
 
     def _fail(self, attempt_id: int, step: str, started: float, error: SessionError) -> None:
-        self.wave.journal.end_step(
+        self.play.journal.end_step(
             attempt_id,
             "failed",
             error_class=error.error_class.value,
@@ -230,19 +230,19 @@ def _finished_run(journal: Journal, run_ids: tuple[str, ...], host: str) -> RunR
     return None
 
 
-def _run_profiles(wave: WaveSettings, host: str) -> list[ProfileResult]:
+def _run_profiles(play: PlaySettings, host: str) -> list[ProfileResult]:
     """Every profile journalled for this host by this CPUU run. Collect journals each result
     file the moment it is complete, so this is the run's whole output: what an earlier attempt
     or a controller that died in collect fetched counts as much as this visit's files."""
     return [
         ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
-        for run_id in wave.same_cpuu_runs
-        for row in wave.journal.profiles(run_id, host)
+        for run_id in play.same_cpuu_runs
+        for row in play.journal.profiles(run_id, host)
     ]
 
 
 def visit_host(
-    wave: WaveSettings,
+    play: PlaySettings,
     name: str,
     connection: Any,
     *,
@@ -251,7 +251,7 @@ def visit_host(
     emit: Emit = _no_emit,
 ) -> HostOutcome:
     """Visit one host: session → the play's steps in order → close → the host's verdict."""
-    return _Visit(wave, name, connection, attempt, stopping or threading.Event(), emit).run()
+    return _Visit(play, name, connection, attempt, stopping or threading.Event(), emit).run()
 
 
 class _Visit:
@@ -259,31 +259,31 @@ class _Visit:
 
     def __init__(
         self,
-        wave: WaveSettings,
+        play: PlaySettings,
         name: str,
         connection: Any,
         attempt: int,
         stopping: threading.Event,
         emit: Emit,
     ):
-        files, masked = wave.rendered.get(name, ({}, {}))
-        self.wave = wave
+        files, masked = play.rendered.get(name, ({}, {}))
+        self.play = play
         self.connection = connection
         self.ctx = HostContext(
-            run_id=wave.run_id,
+            run_id=play.run_id,
             host=name,
-            journal=wave.journal,
-            reports_dir=wave.reports_dir,
-            payload=wave.payload,
+            journal=play.journal,
+            reports_dir=play.reports_dir,
+            payload=play.payload,
             rendered_files=files,
             rendered_masked=masked,
-            version=wave.version,
+            version=play.version,
             stopping=stopping,
-            cpuu_run_id=wave.cpuu_run_id,
-            cpuu_runs=wave.same_cpuu_runs,
-            expected_users=wave.expected_users.get(name, ()),
+            cpuu_run_id=play.cpuu_run_id,
+            cpuu_runs=play.same_cpuu_runs,
+            expected_users=play.expected_users.get(name, ()),
         )
-        self.steps = _Steps(wave, name, attempt, emit)
+        self.steps = _StepRecorder(play, name, attempt, emit)
         self.details: dict[str, Any] = {}
         self.run_result: RunResult | None = None
         self.collected = CollectResult()
@@ -291,20 +291,20 @@ class _Visit:
         self.session: HostSession
 
     def run(self) -> HostOutcome:
-        wave, ctx = self.wave, self.ctx
+        play, ctx = self.play, self.ctx
         try:
             self.session = self.steps.run(
                 "connect",
-                lambda: wave.session_factory(ctx.host, self.connection).open(),
+                lambda: play.session_factory(ctx.host, self.connection).open(),
                 _ok,
             )
         except SessionError as exc:
             return self._finish(judge(None, (), exc))
-        self.session.limits = wave.limits
+        self.session.limits = play.limits
         error: SessionError | None = None
         stopped = False
         try:
-            for step in wave.steps:
+            for step in play.steps:
                 if ctx.stopping.is_set() and step == "run":
                     stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
                     break
@@ -324,11 +324,11 @@ class _Visit:
     def _preflight(self) -> None:
         found = self.steps.run("preflight", lambda: preflight(self.ctx, self.session), _ok)
         self.details["preflight"] = found.details()
-        if self.wave.check and (self.wave.payload or self.ctx.rendered_files):
+        if self.play.check and (self.play.payload or self.ctx.rendered_files):
             self.plan = plan_push(self.ctx)
 
     def _push(self) -> None:
-        if self.wave.check:
+        if self.play.check:
             self.plan = self.plan or plan_push(self.ctx)
             return
         pushed = self.steps.run(
@@ -339,15 +339,15 @@ class _Visit:
         self.details["push"] = pushed.details()
 
     def _run(self) -> None:
-        if self.wave.run is None or self.wave.check:
+        if self.play.run is None or self.play.check:
             return
-        self._ran(_run_step(self.wave, self.ctx, self.session, self.steps))
+        self._ran(_cpuu_run_step(self.play, self.ctx, self.session, self.steps))
 
     def _collect(self) -> None:
-        if self.wave.check:
+        if self.play.check:
             return
-        if self.wave.run is None and self.run_result is None:
-            picked = _pick_up_pending(self.wave, self.ctx, self.session, self.steps)
+        if self.play.run is None and self.run_result is None:
+            picked = _pick_up_pending(self.play, self.ctx, self.session, self.steps)
             if picked is not None:
                 self._ran(picked)
         run = self.run_result
@@ -373,7 +373,7 @@ class _Visit:
         the host's latest run step in the journal (``cpuu-fleet run`` then ``collect``); None
         (the staging folder) when no run step is known."""
         run = self.run_result
-        task = run.task_name if run is not None else self.wave.journal.latest_task(self.ctx.host)
+        task = run.task_name if run is not None else self.play.journal.latest_task(self.ctx.host)
         return run_dir(task) if task else None
 
     def _ran(self, run: RunResult) -> None:
@@ -385,17 +385,17 @@ class _Visit:
     # ------------------------------------------------------------------------------ the end
 
     def _verdict(self, error: SessionError | None, stopped: bool) -> HostOutcome:
-        if self.wave.check and self.plan is not None:
+        if self.play.check and self.plan is not None:
             self.details["would_push"] = {
                 "files": [f.relative for f in self.plan.send],
                 "bytes": self.plan.bytes_to_send,
                 "skipped": len(self.plan.skip),
             }
-            if self.wave.run is not None:
-                self.details["would_run"] = self.wave.run.mode.value
+            if self.play.run is not None:
+                self.details["would_run"] = self.play.run.mode.value
         ran = self.run_result is not None and self.run_result.ran
-        profiles = _run_profiles(self.wave, self.ctx.host) if ran else self.collected.profiles
-        verdict = judge(self.run_result, profiles, error, check_mode=self.wave.check)
+        profiles = _run_profiles(self.play, self.ctx.host) if ran else self.collected.profiles
+        verdict = judge(self.run_result, profiles, error, check_mode=self.play.check)
         if stopped and error is None:
             verdict = HostOutcome(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems
@@ -409,8 +409,8 @@ class _Visit:
         """After a successful Cleanup, tell the host itself (a later Undo is refused there too)."""
         run = self.run_result
         if (
-            self.wave.run is None
-            or self.wave.run.mode is not Mode.CLEANUP
+            self.play.run is None
+            or self.play.run.mode is not Mode.CLEANUP
             or run is None
             or not run.ran
             or visit.state not in (states.SUCCEEDED, states.PARTIAL)
@@ -432,7 +432,7 @@ class _Visit:
             fields["exit_flags"] = "|".join(ExitStatus(run.exit_code).names())
             fields["killed"] = int(run.killed)
         if ctx.host_dir.exists():
-            fields["result_dir"] = ctx.host_dir.relative_to(self.wave.reports_dir).as_posix()
+            fields["result_dir"] = ctx.host_dir.relative_to(self.play.reports_dir).as_posix()
         visit.host_fields.update(fields)
         return visit
 
@@ -441,8 +441,8 @@ def _ok(_: Any) -> str:
     return "ok"
 
 
-def _run_step(
-    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+def _cpuu_run_step(
+    play: PlaySettings, ctx: HostContext, session: HostSession, steps: _StepRecorder
 ) -> RunResult:
     """The run step, never starting CPUU a second time for this host and this run.
 
@@ -455,14 +455,14 @@ def _run_step(
     and the host itself refuses a second start: its marker (``run-task``) turns the call into
     "wait for it" or "read its exit code" when the run was claimed before, by anybody.
     """
-    assert wave.run is not None
-    options = wave.run
+    assert play.run is not None
+    options = play.run
     mode = options.mode
-    done = _finished_run(wave.journal, wave.same_cpuu_runs, ctx.host)
+    done = _finished_run(play.journal, play.same_cpuu_runs, ctx.host)
     if done is not None:
         return done
-    earlier = wave.resume_tasks.get(ctx.host)
-    pending = None if earlier else _pending_task(wave, ctx.host)
+    earlier = play.resume_tasks.get(ctx.host)
+    pending = None if earlier else _pending_task(play, ctx.host)
 
     def action() -> RunResult:
         if earlier:
@@ -478,10 +478,10 @@ def _run_step(
     return steps.run("run", action, _run_status)
 
 
-def _pending_task(wave: WaveSettings, host: str) -> str | None:
+def _pending_task(play: PlaySettings, host: str) -> str | None:
     """The at-logon task of this host's latest earlier run step, if that left the host pending
     (runs of this same CPUU run are not "earlier": their task is this run's own)."""
-    return wave.journal.pending_task(host, excluding=wave.same_cpuu_runs)
+    return play.journal.pending_task(host, excluding=play.same_cpuu_runs)
 
 
 def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> RunResult | None:
@@ -500,11 +500,11 @@ def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> 
 
 
 def _pick_up_pending(
-    wave: WaveSettings, ctx: HostContext, session: HostSession, steps: _Steps
+    play: PlaySettings, ctx: HostContext, session: HostSession, steps: _StepRecorder
 ) -> RunResult | None:
     """A collect on a host left pending by an at-logon task: did CPUU run since? Take its exit
     code (the task is then removed), or keep the host pending."""
-    task_name = _pending_task(wave, ctx.host)
+    task_name = _pending_task(play, ctx.host)
     if task_name is None:
         return None
 
@@ -518,7 +518,7 @@ def _pick_up_pending(
             )
         return found
 
-    wave.journal.set_host(wave.run_id, ctx.host, task_name=task_name)
+    play.journal.set_host(play.run_id, ctx.host, task_name=task_name)
     return steps.run("run", action, _run_status)
 
 

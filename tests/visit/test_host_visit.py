@@ -11,7 +11,7 @@ import time
 import pytest
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.engine.wave import run_step
+from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import ControllerWriteError
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.visit import host_visit, steps
@@ -41,13 +41,13 @@ def test_a_pending_task_survives_single_step_and_check_runs(wave_factory):
     at_logon = make_playbook(wave.payload, when_no_user="at_logon")
     first = wave.run(at_logon)
     with lab_env(wave.fleet):
-        run_step(wave.request(), "preflight", pattern="all")
+        run_single_step(wave.request(), "preflight", pattern="all")
     wave.run(at_logon, check=True)
     workstation = wave.workstation(host)
     workstation.logon(next(iter(workstation.profiles)))
     _wait_for_logon_run(workstation)
     with lab_env(wave.fleet):
-        later = run_step(wave.request(), "collect", pattern="all")
+        later = run_single_step(wave.request(), "collect", pattern="all")
     with Journal.in_reports(wave.reports) as journal:
         assert journal.host(first.run_id, host)["state"] == states.PENDING
         row = journal.host(later.run_id, host)
@@ -114,7 +114,7 @@ def test_a_download_broken_part_way_loses_and_duplicates_nothing(wave_factory):
     assert len(partial) == 1, sorted(p.name for p in host_dir.iterdir())
 
     with lab_env(wave.fleet):
-        later = run_step(wave.request(), "collect", pattern="all")
+        later = run_single_step(wave.request(), "collect", pattern="all")
     with Journal.in_reports(wave.reports) as journal:
         fetched = [f for f in journal.files(later.run_id, host) if f["kind"] != "ini"]
     assert len(fetched) == 1  # only the file that broke off, not the first one again

@@ -10,7 +10,7 @@ import yaml
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.cpuu import Mode
-from cpuu_fleet.engine.wave import ExitCode, run_step
+from cpuu_fleet.engine.wave import ExitCode, run_single_step
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab import registry
 from tests.support.waves import lab_env, make_playbook
@@ -92,7 +92,7 @@ def test_at_logon_run_is_picked_up_by_a_later_collect(wave_factory):
             break
         time.sleep(0.1)
     with lab_env(wave.fleet):
-        later = run_step(wave.request(), "collect", pattern="all")
+        later = run_single_step(wave.request(), "collect", pattern="all")
     with Journal.in_reports(wave.reports) as journal:
         row = journal.host(later.run_id, host)
         profiles = journal.profiles(later.run_id, host)

@@ -4,7 +4,7 @@ other hosts must not send a collect on this one to the wrong folder (and find no
 from __future__ import annotations
 
 from cpuu_fleet.cli.demo_lab import make_standin_payload
-from cpuu_fleet.engine.wave import run_step
+from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.journal import Journal
 from tests.support.waves import lab_env, make_playbook
 
@@ -19,7 +19,7 @@ def test_collect_reads_the_folder_of_the_hosts_own_payload(wave_factory):
     assert pushed.details[second]["push"]["directory"] != ran.details[first]["push"]["directory"]
 
     with lab_env(wave.fleet):
-        collected = run_step(wave.request(), "collect", pattern=first)
+        collected = run_single_step(wave.request(), "collect", pattern=first)
     with Journal.in_reports(wave.reports) as journal:
         files = journal.files(collected.run_id, first)
         profiles = journal.profiles(collected.run_id, first)

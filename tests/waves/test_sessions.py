@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.engine.wave import run_step
+from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
 from tests.support.waves import lab_env, make_playbook
@@ -87,7 +87,7 @@ def test_a_technician_at_the_console_never_takes_the_expected_users_run(wave_fac
     assert [start.user for start in ws.cpuu_starts] == [owner]
     _wait_for_cpuu(ws)
     with lab_env(wave.fleet):
-        later = run_step(wave.request(), "collect", pattern="all")
+        later = run_single_step(wave.request(), "collect", pattern="all")
     row = _row(wave, later.run_id, host)
     assert (row["state"], row["user"]) == (states.SUCCEEDED, owner), row
 

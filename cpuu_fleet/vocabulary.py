@@ -239,6 +239,15 @@ RESUMED_STATES: tuple[str, ...] = tuple(s.key for s in STATES if s.resumed)
 PENDING_STATES: tuple[str, ...] = (PENDING,)
 #: States in which nothing was attempted on the host: such a row is no news about it.
 UNTRIED_STATES: frozenset[str] = frozenset({QUEUED, NOT_RUN})
+#: Every state, the worst first: where one of several outcomes must speak for all (the users of
+#: one RDS host, the devices of one user), the worst decides, as MECM does for a collection.
+#: Worse means further from done: a failure needs a person now; not switched waits for the
+#: mailbox move; interrupted and not run were never finished; pending and skipped did nothing
+#: wrong; succeeded is done.
+WORST_FIRST: tuple[str, ...] = (
+    FAILED, UNREACHABLE, PARTIAL, INTERRUPTED, NOT_SWITCHED, NOT_RUN, RUNNING, QUEUED, PENDING,
+    SKIPPED, SUCCEEDED,
+)  # fmt: skip
 
 # What a finished (or dead) run's transient states mean: a host still queued never started;
 # one left running may have run CPUU, but nothing was collected: --resume asks the host.

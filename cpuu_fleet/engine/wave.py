@@ -54,7 +54,6 @@ from cpuu_fleet.inputs.render import Renderer
 from cpuu_fleet.journal import Journal, new_run_id
 from cpuu_fleet.visit.host_visit import (
     PlaySettings,
-    RunStep,
     SessionFactory,
     open_session,
     visit_host,
@@ -160,18 +159,6 @@ class PlayResult:
         return ExitCode.OK
 
 
-def _run_options(play: Play) -> RunStep | None:
-    options: RunOptions | None = play.run_options
-    if options is None:
-        return None
-    return RunStep(
-        mode=options.mode,
-        when_no_user=options.when_no_user,
-        timeout_s=float(options.timeout),
-        batch_file=options.batch_file,
-    )
-
-
 def _templates_dir(play: Play) -> Path:
     if play.templates is not None:
         return play.templates
@@ -185,7 +172,7 @@ class _PlayPrep:
 
     def __init__(self, play: Play, hosts: Iterable[Any], extra_vars: dict[str, Any]):
         self.play = play
-        self.run = _run_options(play)
+        self.run = play.run_options
         steps = play.step_names
         self.payload: Payload | None = None
         if "push" in steps or "run" in steps:

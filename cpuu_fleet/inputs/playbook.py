@@ -28,6 +28,8 @@ from cpuu_fleet.limits import DEFAULT_LIMITS, BadLimit, Limits, parse_limits
 
 STEP_ORDER = ("preflight", "push", "run", "collect")
 WHEN_NO_USER = ("skip", "at_logon")
+USERS = ("one", "each")
+"""The run's ``users``: ``one`` CPUU run per host, or ``each`` logged-on user's own (RDS)."""
 
 DEFAULT_FORKS = 5  # Ansible's default; the CLI may override per run.
 DEFAULT_RETRIES = 2
@@ -50,7 +52,7 @@ _PLAY_KEYS = (
     "wave_groups",
     "limits",
 )
-_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file")
+_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users")
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
     "tasks": "a cpuu-fleet play has 'steps' (preflight, push, run, collect), not 'tasks'",
@@ -75,6 +77,10 @@ class RunOptions:
     """Seconds CPUU may run before we stop it (and record it as killed, never as success)."""
     batch_file: str | None = None
     """The vendor batch file to start; None → the mode's usual name (:attr:`Mode.batch_file`)."""
+    users: str = "one"
+    """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
+    ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
+    own session, one after the other (the preflight step lists the sessions)."""
 
     @property
     def command(self) -> str:
@@ -485,6 +491,12 @@ def _parse_steps(check: _Checker, value: Any, label: str, line: int | None) -> t
         run = None
         if name == "run":
             run = _parse_run(check, options, label, options_line)
+            if run.users == "each" and not any(s.name == "preflight" for s in steps):
+                raise check.fail(
+                    f"{label}: step 'run' with 'users: each' needs the 'preflight' step before it"
+                    " (preflight lists the sessions CPUU runs in)",
+                    options_line,
+                )
         elif options:
             raise check.fail(f"{label}: step {name!r} takes no options", options_line)
         steps.append(StepSpec(name=name, run=run, line=item_line))
@@ -555,9 +567,15 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
             " (no path), e.g. CPUU_Update.bat",
             where("batch_file"),
         )
+    users = options.get("users", "one")
+    if users not in USERS:
+        raise check.fail(
+            f"{label}: step 'run': 'users' must be one of: {', '.join(USERS)}", where("users")
+        )
     return RunOptions(
         mode=mode,
         when_no_user=when,
         timeout=int(timeout),
         batch_file=batch_file.strip() if batch_file else None,
+        users=users,
     )

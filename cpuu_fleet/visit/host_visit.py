@@ -27,6 +27,7 @@ from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.visit.each_user import finished_runs, host_verdict, run_each_user
 from cpuu_fleet.visit.outcome import HostOutcome, judge
 from cpuu_fleet.visit.session import (
     HostSession,
@@ -73,7 +74,6 @@ def open_session(name: str, connection: Any) -> HostSession:
     )
 
 
-RunStep = RunOptions
 """The run step's options as the engine hands them over (one definition, in ``steps``)."""
 
 
@@ -85,7 +85,7 @@ class PlaySettings:
     journal: Journal
     reports_dir: Path
     steps: tuple[str, ...]
-    run: RunStep | None = None
+    run: RunOptions | None = None
     payload: Payload | None = None
     version: str | None = None
     rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = field(default_factory=dict)
@@ -214,20 +214,13 @@ def _finished_run(journal: Journal, run_ids: tuple[str, ...], host: str) -> RunR
         for attempt in reversed(journal.attempts(run_id, host)):
             if attempt["step"] != "run" or attempt["status"] in ("running", "failed"):
                 continue
-            data = json.loads(attempt["details_json"] or "{}")
-            return RunResult(
-                task_name=data.get("task", ""),
-                ran=bool(data.get("ran")),
-                exit_code=data.get("exit_code"),
-                killed=bool(data.get("killed")),
-                no_user=bool(data.get("no_user")),
-                pending=bool(data.get("pending")),
-                refused=data.get("refused"),
-                user=data.get("user"),
-                resumed="finished",
-                started_at=data.get("started_at"),
-            )
+            return RunResult.from_details(json.loads(attempt["details_json"] or "{}"))
     return None
+
+
+def _run_profile_rows(play: PlaySettings, host: str) -> list[dict[str, Any]]:
+    """The journal's profile rows of this host in this CPUU run (each with its user)."""
+    return [row for run_id in play.same_cpuu_runs for row in play.journal.profiles(run_id, host)]
 
 
 def _run_profiles(play: PlaySettings, host: str) -> list[ProfileResult]:
@@ -286,6 +279,11 @@ class _Visit:
         self.steps = _StepRecorder(play, name, attempt, emit)
         self.details: dict[str, Any] = {}
         self.run_result: RunResult | None = None
+        self.user_runs: list[RunResult] = []
+        """With ``run: {users: each}``: each user's run (``run_result`` is then the one that
+        decided the host's state)."""
+        self.users_unfinished = False
+        """The run step broke off before every user's run ended."""
         self.collected = CollectResult()
         self.plan: PushPlan | None = None
         self.session: HostSession
@@ -341,10 +339,30 @@ class _Visit:
     def _run(self) -> None:
         if self.play.run is None or self.play.check:
             return
+        if self.play.run.users == "each":
+            self._ran_each(self.play.run)
+            return
         self._ran(_cpuu_run_step(self.play, self.ctx, self.session, self.steps))
+
+    def _ran_each(self, options: RunOptions) -> None:
+        """One CPUU run per logged-on user (:mod:`.each_user`); each task removed once ended."""
+        play, ctx = self.play, self.ctx
+        earlier = finished_runs(play.journal, play.same_cpuu_runs, ctx.host)
+        runs = self.user_runs
+        self.users_unfinished = True
+        run_each_user(ctx, self.session, options, earlier, self.steps.run, _run_status, runs)
+        self.users_unfinished = False
+        self.run_result = runs[0] if runs else None
+        self.details["run"] = [run.details() for run in runs]
+        for run in runs:
+            if run.ran:
+                _remove_task_quietly(self.session, run, self.details)
 
     def _collect(self) -> None:
         if self.play.check:
+            return
+        if self.user_runs:
+            self._collect_each()
             return
         if self.play.run is None and self.run_result is None:
             picked = _pick_up_pending(self.play, self.ctx, self.session, self.steps)
@@ -366,6 +384,29 @@ class _Visit:
                 lambda result: "changed" if result.files else "ok",
             )
         finally:  # what was collected before a failure is journalled and reported too
+            self.details["collect"] = self.collected.details()
+
+    def _collect_each(self) -> None:
+        """Each user's results from that user's run folder, journalled as that user's."""
+        ran = [run for run in self.user_runs if run.ran]
+        if not ran:
+            return
+
+        def action() -> CollectResult:
+            for run in ran:
+                self.ctx.user = run.user
+                collect(
+                    self.ctx,
+                    self.session,
+                    into=self.collected,
+                    since=run.started_at,
+                    directory=run_dir(run.task_name),
+                )
+            return self.collected
+
+        try:
+            self.steps.run("collect", action, lambda result: "changed" if result.files else "ok")
+        finally:
             self.details["collect"] = self.collected.details()
 
     def _results_folder(self) -> str | None:
@@ -394,8 +435,15 @@ class _Visit:
             if self.play.run is not None:
                 self.details["would_run"] = self.play.run.mode.value
         ran = self.run_result is not None and self.run_result.ran
-        profiles = _run_profiles(self.play, self.ctx.host) if ran else self.collected.profiles
-        verdict = judge(self.run_result, profiles, error, check_mode=self.play.check)
+        if self.user_runs:
+            rows = _run_profile_rows(self.play, self.ctx.host)
+            verdict, self.run_result = host_verdict(
+                self.user_runs, rows, error, unfinished=self.users_unfinished
+            )
+            self.ctx.user = ", ".join(dict.fromkeys(r.user for r in self.user_runs if r.user))
+        else:
+            profiles = _run_profiles(self.play, self.ctx.host) if ran else self.collected.profiles
+            verdict = judge(self.run_result, profiles, error, check_mode=self.play.check)
         if stopped and error is None:
             verdict = HostOutcome(states.NOT_RUN, None, "stopped (Ctrl-C) before CPUU was started")
         problems = self.collected.problems

@@ -91,6 +91,22 @@ class RunResult:
     expected: tuple[str, ...] = ()
     """Whom CPUU is for on this host (``cpuu_user``); empty: whoever is logged on."""
 
+    @classmethod
+    def from_details(cls, data: dict[str, Any], resumed: str = "finished") -> RunResult:
+        """A run step the journal holds (its attempt's details), as a retry or resume reads it."""
+        return cls(
+            task_name=data.get("task", ""),
+            ran=bool(data.get("ran")),
+            exit_code=data.get("exit_code"),
+            killed=bool(data.get("killed")),
+            no_user=bool(data.get("no_user")),
+            pending=bool(data.get("pending")),
+            refused=data.get("refused"),
+            user=data.get("user"),
+            resumed=resumed,
+            started_at=data.get("started_at"),
+        )
+
     def details(self) -> dict[str, Any]:
         data: dict[str, Any] = {"task": self.task_name}
         for key in ("exit_code", "user", "resumed", "refused", "started_at"):

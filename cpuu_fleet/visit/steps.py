@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ from cpuu_fleet.cpuu import (
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.filenames import create_exclusive, task_folder_name
 from cpuu_fleet.inputs.payload import Payload
+from cpuu_fleet.inputs.playbook import RunOptions
 from cpuu_fleet.journal import Journal, utcnow
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, printable
@@ -158,7 +160,7 @@ class PreflightResult:
     locked: tuple[str, ...] = ()
     """Files to push that another process held open exclusively: not hashed, so pushed again."""
     sessions: tuple[dict[str, Any], ...] = ()
-    """Every user with an interactive shell (``user``, ``kind``: console, rdp or unknown,
+    """Every user with an interactive shell (``user``, ``sid``, ``kind``: console, rdp or unknown,
     ``session_id``, ``logon_time``), the console's user included: RDP users are seen here only."""
 
     def details(self) -> dict[str, Any]:
@@ -179,6 +181,7 @@ class PreflightResult:
 MAX_SESSIONS = 500
 """Sessions kept from a preflight report (a Remote Desktop Session Host may have hundreds)."""
 _SESSION_KINDS = ("console", "rdp")
+_SID = re.compile(r"S-1-[0-9]+(-[0-9]+){1,15}")
 
 
 def _sessions(value: Any) -> tuple[dict[str, Any], ...]:
@@ -191,11 +194,13 @@ def _sessions(value: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(item, dict) or not isinstance(item.get("User"), str):
             continue
         session_id = item.get("SessionId")
+        sid = item.get("Sid")
         kind = item.get("Kind")
         logon = item.get("LogonTime")
         found.append(
             {
                 "user": printable(item["User"][:256]),
+                "sid": sid if isinstance(sid, str) and _SID.fullmatch(sid) else None,
                 "kind": kind if kind in _SESSION_KINDS else "unknown",
                 "session_id": session_id
                 if isinstance(session_id, int) and not isinstance(session_id, bool)
@@ -526,16 +531,6 @@ def push(ctx: HostContext, session: HostSession, plan: PushPlan | None = None) -
 # ----------------------------------------------------------------------------------- run
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """The run step's options (from the play's ``run:``), as starting or resuming CPUU needs them."""
-
-    mode: Mode
-    when_no_user: str = "skip"
-    timeout_s: float = 900
-    batch_file: str | None = None
-
-
 def task_name_for(run_id: str, mode: Mode) -> str:
     """The scheduled task's name: unique per run and mode, recorded before it is registered."""
     return f"cpuu-fleet {mode.value} {run_id}"
@@ -673,7 +668,12 @@ def cpuu_task_name(ctx: HostContext, mode: Mode) -> str:
 
 
 def run_cpuu(
-    ctx: HostContext, session: HostSession, options: RunOptions, task_name: str | None = None
+    ctx: HostContext,
+    session: HostSession,
+    options: RunOptions,
+    task_name: str | None = None,
+    *,
+    users: tuple[str, ...] | None = None,
 ) -> RunResult:
     """Run the mode's batch file as the logged-on user through a one-shot scheduled task.
 
@@ -681,9 +681,9 @@ def run_cpuu(
     a marker file created only if absent, so a second call (a retry, ``--resume``, a second
     controller) waits for or reads the first one's CPUU instead of starting another. The task
     name is also written to the journal *before* the call, so what the controller knew survives
-    its death.
+    its death. ``users`` overrides whom it is for (``-ExpectedUser``): one user's own run.
     """
-    mode, when_no_user, timeout_s = options.mode, options.when_no_user, options.timeout_s
+    mode, when_no_user, timeout_s = options.mode, options.when_no_user, float(options.timeout)
     task_name = task_name or cpuu_task_name(ctx, mode)
     if mode is Mode.UNDO:
         refusal = undo_refusal(ctx)
@@ -695,15 +695,16 @@ def run_cpuu(
     parameters: dict[str, Any] = {
         "Action": "Run",
         "TaskName": task_name,
-        "Command": f"{folder}\\{options.batch_file or mode.batch_file}",
+        "Command": f"{folder}\\{options.command}",
         "WorkingDirectory": folder,
         "SourceDirectory": ctx.staging,
         "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
         "TimeoutSeconds": int(timeout_s),
         "StateDirectory": STATE_DIR,
     }
-    if ctx.expected_users:
-        parameters["ExpectedUser"] = list(ctx.expected_users)
+    expected = ctx.expected_users if users is None else users
+    if expected:
+        parameters["ExpectedUser"] = list(expected)
     result = session.run(
         "run-task",
         parameters,
@@ -712,7 +713,7 @@ def run_cpuu(
         abandon=ctx.stopping,
     )
     run = read_task_report(result.first, task_name, when_no_user, time.monotonic() - started)
-    run = replace(run, expected=ctx.expected_users)
+    run = replace(run, expected=expected)
     if run.user:
         ctx.user = run.user
     return run
@@ -1039,6 +1040,9 @@ def collect(
     else:
         runs = ctx.cpuu_runs or (ctx.run_id,)
         earlier = [f for run_id in runs for f in ctx.journal.files(run_id, ctx.host)]
+        if directory:  # each CPUU run its own folder: another user's identical file is not this one
+            inside = directory.rstrip("\\").lower() + "\\"
+            earlier = [f for f in earlier if str(f["remote_path"]).lower().startswith(inside)]
     known = sorted({str(f["sha256"]).lower() for f in earlier})
 
     def excluded(name: str) -> bool:

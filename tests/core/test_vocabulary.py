@@ -83,3 +83,10 @@ def test_describe_reads_as_english():
         V.describe((V.FAILED, V.NOT_RUN, V.UNREACHABLE), "or") == "failed, not run or unreachable"
     )
     assert V.describe((V.PENDING,)) == "pending"
+
+
+def test_worst_first_orders_every_state_once():
+    from cpuu_fleet.vocabulary import BY_KEY, WORST_FIRST
+
+    assert sorted(WORST_FIRST) == sorted(BY_KEY)
+    assert WORST_FIRST[0] == "failed" and WORST_FIRST[-1] == "succeeded"

@@ -41,14 +41,16 @@ def make_playbook(
     retries: int = 1,
     hosts: str = "all",
     folder: Path | None = None,
+    users: str | None = None,
 ) -> Playbook:
     """Write a real playbook YAML (as an operator would) and load it with the real loader."""
     spec: list[object] = []
     for name in steps:
         if name == "run":
-            spec.append(
-                {"run": {"mode": mode.value, "when_no_user": when_no_user, "timeout": timeout}}
-            )
+            run = {"mode": mode.value, "when_no_user": when_no_user, "timeout": timeout}
+            if users is not None:
+                run["users"] = users
+            spec.append({"run": run})
         else:
             spec.append(name)
     play: dict[str, object] = {

@@ -73,7 +73,7 @@ def test_finished_task_is_read_not_rerun(host):
     deadline = time.monotonic() + 5
     while workstation.task(TASK).running and time.monotonic() < deadline:
         time.sleep(0.05)
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
     assert (run.resumed, run.ran, run.exit_code) == ("finished", True, 1)
     assert launches == [TASK]
 
@@ -83,7 +83,7 @@ def test_running_task_is_waited_for(host):
     workstation.cpuu.base_seconds = 1.0
     _register(workstation, staging)
     workstation.start_task(TASK)
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
     assert (run.resumed, run.ran, run.exit_code, run.killed) == ("waited", True, 1, False)
     assert launches == [TASK]
 
@@ -91,14 +91,14 @@ def test_running_task_is_waited_for(host):
 def test_registered_but_never_started_runs_once(host):
     workstation, staging, ctx, session, launches = host
     _register(workstation, staging)
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
     assert (run.resumed, run.ran, run.exit_code) == ("started", True, 1)
     assert launches == [TASK]  # the registration that never ran is started, once
 
 
 def test_never_registered_starts_it(host):
     _, _, ctx, session, launches = host
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
     assert (run.resumed, run.ran) == ("started", True)
     assert len(launches) == 1
 
@@ -110,7 +110,7 @@ def test_a_task_that_comes_up_late_is_waited_for(host):
     """Start-ScheduledTask is asynchronous: a first look that sees Ready/267011 is no result."""
     workstation, _, ctx, session, launches = host
     workstation.task_start_delay_s = 0.5
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
     assert (run.ran, run.exit_code, run.killed) == (True, 1, False)
     assert launches == [TASK]
 
@@ -121,7 +121,7 @@ def test_a_task_that_never_comes_up_fails_the_host_and_is_never_started(host, mo
     workstation.task_start_delay_s = 3600
     for _ in range(2):  # a retry finds the marker: the same answer, never a start
         with pytest.raises(SessionError) as caught:
-            resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=10), TASK)
+            resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=10), TASK)
         assert caught.value.error_class is ErrorClass.CPUU and not caught.value.transient
         assert "never came up" in caught.value.message
     assert launches == [] and workstation.task(TASK).state == "Disabled"
@@ -130,7 +130,7 @@ def test_a_task_that_never_comes_up_fails_the_host_and_is_never_started(host, mo
 def test_a_deadline_kill_leaves_no_cpuu_running(host):
     workstation, _, ctx, session, launches = host
     workstation.cpuu.hang = True
-    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=1), TASK)
+    run = resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=1), TASK)
     assert (run.ran, run.killed, run.exit_code) == (True, True, 267014)
     assert workstation.cpuu_running == [] and launches == [TASK]
 
@@ -141,7 +141,7 @@ def test_a_kill_that_has_not_settled_is_a_failure_not_a_result(host, monkeypatch
     workstation.cpuu.hang = True
     workstation.task_stop_settle_s = 3600
     with pytest.raises(SessionError) as caught:
-        resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout_s=1), TASK)
+        resume_cpuu(ctx, session, RunOptions(Mode.UPDATE, timeout=1), TASK)
     assert caught.value.error_class is ErrorClass.CPUU and not caught.value.transient
     assert "may still be running" in caught.value.message
     assert launches == [TASK]

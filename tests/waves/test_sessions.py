@@ -7,6 +7,7 @@ was "nobody", and whoever sat at the console (a technician) was switched in the 
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 
@@ -17,6 +18,10 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.lab.workstation import OutlookProfile
+from cpuu_fleet.visit.host_visit import open_session
+from cpuu_fleet.visit.session import HostSession, SessionError
+from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import lab_env, make_playbook
 
 OWNER = "CORP\\mailbox-owner"
@@ -139,3 +144,83 @@ def test_a_cpuu_user_that_is_not_a_user_stops_the_run_before_any_host(wave_facto
     with pytest.raises(InputError, match="cpuu_user must be a user"):
         wave.run(make_playbook(wave.payload, retries=0), write_report=False)
     assert wave.workstation(host).tasks == {} and not wave.workstation(host).cpuu_starts
+
+
+# ------------------------------------------------------------------------ one run per user (RDS)
+
+RDS_USERS = tuple(f"CORP\\rds{n}" for n in range(1, 5))
+
+
+def _rds_host(wave_factory):
+    """A Remote Desktop Session Host: the console's user and four users over RDP, each with an
+    Outlook profile of their own."""
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    for user in RDS_USERS:
+        name = user.split("\\")[1]
+        ws.add_profile(user, OutlookProfile("Outlook", f"{name}@corp.example"))
+        ws.rdp_logon(user)
+    return wave, host, ws, (ws.interactive_user, *RDS_USERS)
+
+
+def test_an_rds_host_gets_one_cpuu_run_and_one_result_per_logged_on_user(wave_factory):
+    wave, host, ws, users = _rds_host(wave_factory)
+    result = wave.run(make_playbook(wave.payload, users="each", retries=0), write_report=True)
+    assert sorted(start.user for start in ws.cpuu_starts) == sorted(users)
+    row = _row(wave, result.run_id, host)
+    assert row["state"] == states.SUCCEEDED, row
+    assert f"{len(users)} user(s)" in row["error_message"]
+    with Journal.in_reports(wave.reports) as journal:
+        profiles = journal.profiles(result.run_id, host)
+        runs = [a for a in journal.attempts(result.run_id, host) if a["step"] == "run"]
+    assert sorted({p["user"] for p in profiles}) == sorted(users)
+    assert len(runs) == len(users) and all(a["status"] == "changed" for a in runs)
+    ws.refresh()
+    for user in users:  # the lab's own record: each user's profiles were switched
+        assert {p.state.value for p in ws.profiles_of(user) if not p.backup_of} == {"updated"}
+    with (wave.reports / result.run_id / "profiles.csv").open(encoding="utf-8-sig") as stream:
+        report_users = {row["user"] for row in csv.DictReader(stream)}
+    assert set(users) <= report_users
+
+
+class _ThirdRunDropsOnce(HostSession):
+    """A real session whose link drops once, as the third user's run is sent (before the host
+    gets it): the run step fails transiently part-way through the users."""
+
+    calls = 0
+
+    def run(self, script, parameters=None, **kwargs):  # type: ignore[no-untyped-def]
+        if script == "run-task" and (parameters or {}).get("Action") == "Run":
+            _ThirdRunDropsOnce.calls += 1
+            if _ThirdRunDropsOnce.calls == 3:
+                self._broken = True
+                raise SessionError(ErrorClass.UNREACHABLE, "run: connection reset (test)")
+        return super().run(script, parameters, **kwargs)
+
+
+def _dropping_once(name, connection):  # type: ignore[no-untyped-def]
+    session = open_session(name, connection)
+    session.__class__ = _ThirdRunDropsOnce
+    return session
+
+
+def test_a_retried_rds_visit_never_starts_a_users_cpuu_twice(wave_factory):
+    """The link drops after two users' CPUU ran: the retry (same run) reuses those two runs from
+    the journal, runs the other users, and every user's CPUU starts exactly once."""
+    wave, host, ws, users = _rds_host(wave_factory)
+    _ThirdRunDropsOnce.calls = 0
+    playbook = make_playbook(wave.payload, users="each", retries=1)
+    result = wave.run(playbook, session_factory=_dropping_once, write_report=False)
+    assert sorted(start.user for start in ws.cpuu_starts) == sorted(users)  # once each
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["attempts"]) == (states.SUCCEEDED, 2), row
+    with Journal.in_reports(wave.reports) as journal:
+        profiles = journal.profiles(result.run_id, host)
+    assert sorted({p["user"] for p in profiles}) == sorted(users)
+
+
+def test_users_each_without_preflight_is_refused_up_front(wave_factory):
+    wave = wave_factory(1)
+    with pytest.raises(InputError, match="needs the 'preflight' step"):
+        make_playbook(wave.payload, steps=("push", "run", "collect"), users="each")

@@ -42,6 +42,8 @@ class Target:
 
     user: str
     sid: str | None = None
+    present: bool = True
+    """Logged on when preflight looked; False: an expected user (``cpuu_user``) who was not."""
 
     @property
     def who(self) -> str:
@@ -57,7 +59,10 @@ def user_task_name(ctx: HostContext, options: RunOptions, user: str) -> str:
 
 def targets(ctx: HostContext, earlier: dict[str, RunResult]) -> list[Target]:
     """Whom to run CPUU for on this host: each session's user (``cpuu_user`` narrows them), then
-    the users this CPUU run already ran for here who are no longer logged on."""
+    the users this CPUU run already ran for here who are no longer logged on, then the expected
+    users who are not logged on (their run finds nobody and is skipped: the host is not done
+    until each of them is; no at-logon task per user, so that two runs never leave two tasks
+    waiting for the same user's logon)."""
     if ctx.preflight is None:
         raise SessionError(
             ErrorClass.POLICY,
@@ -75,6 +80,10 @@ def targets(ctx: HostContext, earlier: dict[str, RunResult]) -> list[Target]:
     for run in earlier.values():
         if run.user and all(t.user.casefold() != run.user.casefold() for t in found):
             found.append(Target(run.user))
+    for name in ctx.expected_users:  # expected but not logged on: the host is not done for them
+        known = {t.user.casefold() for t in found} | {(t.sid or "").casefold() for t in found}
+        if name.casefold() not in known:
+            found.append(Target(name, name if name.upper().startswith("S-1-") else None, False))
     return found
 
 
@@ -110,7 +119,7 @@ def run_each_user(
     at all: one run for nobody in particular, so ``when_no_user`` decides as on a workstation
     (skip, or an at-logon task for the first expected user)."""
     users = targets(ctx, earlier)
-    if not users:
+    if not any(target.present for target in users) and not earlier:
         into.append(step("run", lambda: run_cpuu(ctx, session, options), status))
         return
     one = replace(options, when_no_user="skip")  # logged off meanwhile: no at-logon task

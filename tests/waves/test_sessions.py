@@ -224,3 +224,15 @@ def test_users_each_without_preflight_is_refused_up_front(wave_factory):
     wave = wave_factory(1)
     with pytest.raises(InputError, match="needs the 'preflight' step"):
         make_playbook(wave.payload, steps=("push", "run", "collect"), users="each")
+
+
+def test_an_rds_host_is_not_done_while_an_expected_user_has_not_been_run_for(wave_factory):
+    wave, host, ws, _ = _rds_host(wave_factory)
+    away = "CORP\\away-user"
+    _expect(wave, host, [RDS_USERS[0], RDS_USERS[1], away])
+    result = wave.run(make_playbook(wave.payload, users="each", retries=0), write_report=False)
+    assert sorted(start.user for start in ws.cpuu_starts) == sorted(RDS_USERS[:2])
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["error_class"]) == (states.SKIPPED, "policy"), row
+    assert f"{away}: skipped" in row["error_message"]
+    assert f"{away} not logged on" in row["error_message"]

@@ -14,11 +14,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs import vault
 from cpuu_fleet.inputs.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.journal import Journal
 
 InventoryOption = Annotated[
-    Path, typer.Option("-i", "--inventory", help="Inventory file or folder (Ansible YAML/JSON).")
+    Path,
+    typer.Option(
+        "-i",
+        "--inventory",
+        help="Inventory file or folder (Ansible YAML, INI, or ansible-inventory --list JSON).",
+    ),
 ]
 LimitOption = Annotated[
     Optional[str],  # noqa: UP045 - typer reads this annotation at run time
@@ -44,6 +50,51 @@ ExtraVarsOption = Annotated[
         "--extra-vars",
         help="key=value (a value may hold spaces), a YAML/JSON mapping, or @file; highest"
         " precedence in templates.",
+    ),
+]
+
+
+def _vault_option(key: str) -> Any:
+    """A callback that records one vault option and makes the command's vault passwords the
+    process's (:func:`cpuu_fleet.inputs.vault.use`): click runs it for each option, given or
+    not, so the environment's password file applies when none is given."""
+
+    def callback(ctx: typer.Context, value: Any) -> Any:
+        given = ctx.meta.setdefault("cpuu_fleet.vault", {})
+        given[key] = value
+        vault.use(vault.secrets_from_options(**given))
+        return value
+
+    return callback
+
+
+VaultPasswordFileOption = Annotated[
+    Optional[list[Path]],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--vault-password-file",
+        "--vault-pass-file",
+        metavar="FILE",
+        callback=_vault_option("password_files"),
+        help="Ansible Vault password: a file (an executable one is run, as in Ansible);"
+        " default $ANSIBLE_VAULT_PASSWORD_FILE.",
+    ),
+]
+VaultIdOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--vault-id",
+        metavar="LABEL@FILE",
+        callback=_vault_option("vault_ids"),
+        help="A labelled vault password (LABEL@FILE or LABEL@prompt); may be repeated.",
+    ),
+]
+AskVaultPassOption = Annotated[
+    bool,
+    typer.Option(
+        "--ask-vault-pass",
+        "-J",
+        callback=_vault_option("ask"),
+        help="Prompt for the vault password when a vault value is first needed.",
     ),
 ]
 

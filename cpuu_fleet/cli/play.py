@@ -12,10 +12,13 @@ import typer
 from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.options import (
     AskPassOption,
+    AskVaultPassOption,
     EventsJsonOption,
     ExtraVarsOption,
     LimitOption,
     ReportsOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
     parse_extra_vars,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
@@ -74,6 +77,9 @@ def register(app: typer.Typer) -> None:
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
         ask_pass: AskPassOption = False,
+        vault_password_file: VaultPasswordFileOption = None,
+        vault_id: VaultIdOption = None,
+        ask_vault_pass: AskVaultPassOption = False,
         extra: ExtraVarsOption = None,
         payload: Annotated[
             Path | None,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inputs import patterns
+from cpuu_fleet.inputs import patterns, vault
 from cpuu_fleet.inputs.connection import ConnectionSettings, settings_from_vars
 from cpuu_fleet.inputs.credentials import (
     MASK,
@@ -150,6 +150,7 @@ class Host:
             reveal=reveal,
             ask_pass=self._inventory.ask_pass,
             magic={**self.magic_vars(), **(magic or {})},
+            missing_note=self._inventory.locked_note(),
         )
 
     @cached_property
@@ -206,6 +207,8 @@ class Inventory:
         self.groups: dict[str, Group] = {}
         self.hosts: list[Host] = []
         self.warnings: list[str] = []
+        self.locked_vault_files: list[Path] = []
+        """Encrypted vars files left unread because no vault password was given at all."""
         self.environment = make_environment()
         self._host_inline: dict[str, dict[str, Any]] = {}
         self._host_file_vars: dict[str, dict[str, Any]] = {}
@@ -214,6 +217,8 @@ class Inventory:
         self._position: dict[str, int] = {}
         """Host name -> its index in inventory order."""
         self._group_hosts: dict[str, list[str]] | None = None
+        self._sealed = False
+        """The inventory file being read is vault-encrypted: its variables are all secrets."""
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -230,6 +235,7 @@ class Inventory:
         for file in files:
             _refuse_ini_inventory(file)
             data = load_data_file(file)
+            inventory._sealed = _is_vault_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
         return inventory
@@ -301,7 +307,7 @@ class Inventory:
                     where=file,
                     line=_line(body, "vars"),
                 )
-            group.vars.update(_str_keys(variables, file))
+            group.vars.update(self._seal(_str_keys(variables, file)))
         children = body.get("children")
         if children is not None:
             if not isinstance(children, dict):
@@ -334,11 +340,14 @@ class Inventory:
                         line=host_line,
                     )
                 host_text, port = _split_port(str(host_key))
-                variables = _str_keys(host_vars or {}, file)
+                variables = self._seal(_str_keys(host_vars or {}, file))
                 if port is not None:
                     variables.setdefault("ansible_port", port)
                 for host_name in _expand_range(host_text, file, host_line):
                     self._add_host(host_name, name, variables, file, host_line)
+
+    def _seal(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return vault.seal(variables) if self._sealed else variables
 
     def _add_group(self, name: str, source: str | None) -> Group:
         group = self.groups.get(name)
@@ -467,22 +476,50 @@ class Inventory:
         result.update(self._host_file_vars.get(host, {}))
         return result
 
+    def locked_note(self) -> str | None:
+        """What to add to an "undefined variable" error while vault files are left unread."""
+        if not self.locked_vault_files:
+            return None
+        names = ", ".join(str(p) for p in self.locked_vault_files[:3])
+        more = (
+            f" and {len(self.locked_vault_files) - 3} more"
+            if len(self.locked_vault_files) > 3
+            else ""
+        )
+        return (
+            f"it may be in {names}{more}, encrypted with Ansible Vault and not read: give "
+            "--vault-password-file, --vault-id or --ask-vault-pass"
+        )
+
+    def _note_locked(self, locked: list[Path]) -> None:
+        for file in locked:
+            self.locked_vault_files.append(file)
+            self.warnings.append(
+                f"{file}: encrypted with Ansible Vault and no vault password was given: its "
+                "variables are left out (give --vault-password-file, --vault-id or "
+                "--ask-vault-pass)"
+            )
+
     def _load_group_vars(self) -> None:
         folder = self.directory / "group_vars"
-        for name, variables in _vars_folder(folder):
+        locked: list[Path] = []
+        for name, variables in _vars_folder(folder, locked):
             group = self.groups.get(name)
             if group is None:
                 self.warnings.append(f"{folder / name}: no group named {name!r} in the inventory")
                 continue
             group.file_vars.update(variables)
+        self._note_locked(locked)
 
     def _load_host_vars(self) -> None:
         folder = self.directory / "host_vars"
-        for name, variables in _vars_folder(folder):
+        locked: list[Path] = []
+        for name, variables in _vars_folder(folder, locked):
             if name not in self._host_inline:
                 self.warnings.append(f"{folder / name}: no host named {name!r} in the inventory")
                 continue
             self._host_file_vars.setdefault(name, {}).update(variables)
+        self._note_locked(locked)
 
     # ------------------------------------------------------------------------------------------
     # Queries
@@ -575,6 +612,8 @@ def _refuse_ini_inventory(file: Path) -> None:
 def mask_secrets(value: Any) -> Any:
     """A copy of ``value`` in which every secret-named variable (at any depth), and the password
     of any URL, is ``********``."""
+    if isinstance(value, vault.VAULT_VALUES):
+        return MASK
     if isinstance(value, Mapping):
         return {
             key: MASK if isinstance(key, str) and is_secret_name(key) else mask_secrets(item)
@@ -635,8 +674,12 @@ def _expand_range(name: str, file: Path, line: int | None) -> list[str]:
     return expanded
 
 
-def _vars_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Entries of group_vars/ or host_vars/: (name, vars) in a stable order, files then folders."""
+def _vars_folder(folder: Path, locked: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Entries of group_vars/ or host_vars/: (name, vars) in a stable order, files then folders.
+
+    A vault-encrypted file met while no vault password was given at all is added to ``locked``
+    and left out, so commands that need none of its values (``inventory graph``, a host whose
+    password comes from elsewhere) still work; a wrong password is an error, as in Ansible."""
     if not folder.is_dir():
         return []
     found: list[tuple[str, dict[str, Any]]] = []
@@ -648,20 +691,35 @@ def _vars_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
                 if file.name.startswith(".") or file.name.endswith("~"):
                     continue
                 if file.suffix.lower() in DATA_SUFFIXES or file.suffix == "":
-                    found.append((entry.name, _vars_file(file)))
+                    found.append((entry.name, _vars_file(file, locked)))
         elif entry.suffix.lower() in DATA_SUFFIXES:
-            found.append((entry.stem, _vars_file(entry)))
+            found.append((entry.stem, _vars_file(entry, locked)))
         elif entry.suffix == "":
-            found.append((entry.name, _vars_file(entry)))
+            found.append((entry.name, _vars_file(entry, locked)))
     return found
 
 
-def _vars_file(file: Path) -> dict[str, Any]:
-    data = load_data_file(file)
+def _vars_file(file: Path, locked: list[Path]) -> dict[str, Any]:
+    try:
+        data = load_data_file(file)
+    except vault.VaultLocked:
+        locked.append(file)
+        return {}
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(
             "a vars file must be a mapping of variable names to values", where=file, line=1
         )
-    return _str_keys(data, file)
+    variables = _str_keys(data, file)
+    return vault.seal(variables) if _is_vault_file(file) else variables
+
+
+def _is_vault_file(file: Path) -> bool:
+    """True for a file encrypted whole with ansible-vault (its values are all secrets)."""
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(vault.HEADER.encode("ascii"))

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "-i",
                 "--inventory",
-                help="Inventory file or folder (Ansible YAML/JSON); with --resume or"
+                help="Inventory file or folder (Ansible YAML, INI or --list JSON); with --resume or"
                 " --retry-failed, RUN's by default.",
             ),
         ] = None,

@@ -1,4 +1,8 @@
-"""The fleet, read from an Ansible YAML inventory so ops teams can reuse the one they have.
+"""The fleet, read from an Ansible inventory so ops teams can reuse the one they have.
+
+Formats: YAML (or JSON) by suffix; Ansible's INI format for ``.ini`` files and for files without
+a data suffix whose content is not YAML (:mod:`cpuu_fleet.inputs.ini_inventory`); files or
+values encrypted with Ansible Vault (:mod:`cpuu_fleet.inputs.vault`).
 
 Supported: ``all`` / ``children`` (to any depth) / ``hosts`` / ``vars``; other top-level groups
 (children of ``all``); host ranges (``pc-[0001:0050].corp.example``); ``group_vars/`` and
@@ -38,8 +42,16 @@ from cpuu_fleet.inputs.credentials import (
     is_secret_name,
     resolve,
 )
-from cpuu_fleet.inputs.datafiles import DATA_SUFFIXES, LineDict, load_data_file
+from cpuu_fleet.inputs.datafiles import (
+    DATA_SUFFIXES,
+    LineDict,
+    load_data_file,
+    parse_yaml,
+    read_text_file,
+)
 from cpuu_fleet.inputs.hostvars import HostScope, make_environment
+from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_ini
+from cpuu_fleet.inputs.inventory_list import from_inventory_list, is_inventory_list
 from cpuu_fleet.redact import mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
@@ -233,8 +245,7 @@ class Inventory:
         inventory._add_group("all", source=None)
         files = inventory._inventory_files(path)
         for file in files:
-            _refuse_ini_inventory(file)
-            data = load_data_file(file)
+            data = _load_inventory_file(file)
             inventory._sealed = _is_vault_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
@@ -246,10 +257,16 @@ class Inventory:
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+            if p.is_file()
+            and (p.suffix.lower() in DATA_SUFFIXES or p.suffix == "")
+            and not p.name.startswith(".")
         )
         if not files:
-            raise InputError("no inventory files (.yml, .yaml, .json) in this folder", where=path)
+            raise InputError(
+                "no inventory files (.yml, .yaml, .json, or INI files without an extension) in "
+                "this folder",
+                where=path,
+            )
         return files
 
     def _parse_top(self, data: Any, file: Path) -> None:
@@ -590,23 +607,23 @@ class Inventory:
         return "\n".join(lines)
 
 
-_INI_SECTION = re.compile(r"^\s*\[[A-Za-z0-9_:\-]+\]\s*$", re.MULTILINE)
-
-
-def _refuse_ini_inventory(file: Path) -> None:
-    """An Ansible INI inventory would be misread as YAML: say what to do instead."""
+def _load_inventory_file(file: Path) -> Any:
+    """One inventory file as a mapping of groups: YAML or JSON by suffix, INI for ``.ini`` and for
+    a file without a data suffix whose content is not YAML (Ansible's ``hosts`` files), and the
+    ``ansible-inventory --list`` shape recognised by its content."""
+    json = file.suffix.lower() == ".json"
     if file.suffix.lower() in DATA_SUFFIXES:
-        return
-    try:
-        head = file.read_bytes()[:65536].decode("utf-8", errors="replace")
-    except OSError:
-        return  # load_data_file reports it
-    if _INI_SECTION.search(head):
-        raise InputError(
-            "this looks like an INI inventory; cpuu-fleet reads YAML or JSON inventories "
-            "(convert it with: ansible-inventory -i FILE --list --yaml > inventory.yml)",
-            where=file,
-        )
+        data = load_data_file(file)
+    else:
+        text = read_text_file(file)
+        if vault.is_vault_text(text):
+            text = vault.decrypt(text, str(file))
+        if file.suffix.lower() == ".ini" or looks_like_ini(text):
+            return parse_ini(text, file)
+        json = text.lstrip().startswith("{")
+        data = parse_yaml(text, file)
+    # ansible-inventory --list JSON (CMDB, AD, MECM exports), by content whatever the suffix.
+    return from_inventory_list(data, file) if is_inventory_list(data, json=json) else data
 
 
 def mask_secrets(value: Any) -> Any:

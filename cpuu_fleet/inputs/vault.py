@@ -323,7 +323,7 @@ def secrets_from_options(
         if not sep:
             label, source = DEFAULT_ID, vault_id
         if not label or not source:
-            raise InputError(f"--vault-id takes LABEL@FILE or LABEL@prompt, not {vault_id!r}")
+            raise InputError("--vault-id takes LABEL@FILE or LABEL@prompt (a label and a source)")
         sources.append((label, source))
     sources += [(DEFAULT_ID, str(path)) for path in password_files or []]
     if ask:

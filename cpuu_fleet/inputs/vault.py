@@ -259,6 +259,11 @@ class VaultSecrets:
                 return prompt(f"Vault password{suffix}: ")
             except EOFError:
                 raise InputError("no vault password given at the prompt (input ended)") from None
+            except InputError:  # no terminal: say it for the vault option, not --ask-pass
+                raise InputError(
+                    "--ask-vault-pass needs a terminal to type the vault password in, and there "
+                    "is none here: use --vault-password-file or ANSIBLE_VAULT_PASSWORD_FILE"
+                ) from None
         if source.startswith("env:"):
             name = source[4:]
             return os.environ.get(name, "")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from cpuu_fleet.inputs import vault
@@ -76,3 +79,20 @@ def test_render_takes_the_password_file_from_the_environment_and_masks_vault_val
     assert "********" in review
     other = (tmp_path / "review" / "par-pc-0101.corp.example").exists()
     assert not other  # -l wave1
+
+
+def test_ask_vault_pass_without_a_terminal_is_one_line_naming_the_option(tmp_path):
+    root = _copy(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpuu_fleet", "inventory", "list", "-i", "inventory.yml", "-J"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal, even when the tests run in one
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("cpuu-fleet: error: --ask-vault-pass needs a terminal")
+    assert proc.stderr.count("\n") == 1

@@ -7,7 +7,9 @@ hosts.ini beside it (see tests/data/ansible/README.md).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -46,8 +48,9 @@ def _expected(listing: dict) -> dict:
         entry = {}
         if body.get("hosts"):
             entry["hosts"] = body["hosts"]
-        if body.get("children"):
-            entry["children"] = sorted(body["children"])
+        children = [c for c in body.get("children", []) if c != "ungrouped" or c in listing]
+        if children:  # Ansible names an empty 'ungrouped' under 'all' without listing it
+            entry["children"] = sorted(children)
         groups[name] = entry
     return {"hostvars": listing["_meta"]["hostvars"], "groups": groups}
 
@@ -239,3 +242,64 @@ def test_inventory_list_reads_an_ini_file_as_a_user_runs_it(tmp_path):
     assert rows["lyo-kiosk"]["connection"]["address"] == "10.1.2.3"
     assert rows["par-pcc"]["connection"]["port"] == 5985
     assert rows["lyo-pc02.corp.example"]["groups"] == ["sites", "lyon"]
+
+
+# ------------------------------------------------------- against a live ansible-core, when installed
+
+ANSIBLE_INVENTORY = shutil.which("ansible-inventory")
+
+
+def _raw(value):
+    """Our raw value as ansible-inventory --list prints it (vault files decrypted, inline values
+    as {"__ansible_vault": ...})."""
+    if isinstance(value, vault.Vaulted):
+        return _raw(value.value)
+    if isinstance(value, vault.VaultText):
+        return {"__ansible_vault": value.ciphertext}
+    if isinstance(value, dict):
+        return {k: _raw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_raw(v) for v in value]
+    return value
+
+
+@pytest.mark.skipif(ANSIBLE_INVENTORY is None, reason="ansible-core is not installed here")
+@pytest.mark.parametrize(
+    ("source", "options"),
+    [
+        (INI / "hosts.ini", []),
+        (
+            DATA / "vault" / "inventory.yml",
+            ["--vault-id", "default@vault-pass.txt", "--vault-id", "prod@prod-pass.txt"],
+        ),
+        (Path(__file__).resolve().parents[2] / "inventories" / "example.yml", []),
+    ],
+    ids=["ini", "vault", "example"],
+)
+def test_same_hosts_groups_and_vars_as_a_live_ansible_inventory(source, options):
+    done = subprocess.run(
+        [ANSIBLE_INVENTORY, "-i", str(source), "--list", *options],
+        cwd=source.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    expected = _expected(json.loads(done.stdout))
+    previous = vault.use(
+        vault.secrets_from_options(
+            vault_ids=[
+                f"{o.split('@')[0]}@{source.parent / o.split('@')[1]}" for o in options[1::2]
+            ],
+            environ={},
+        )
+    )
+    try:
+        inv = Inventory.load(source)
+    finally:
+        vault.use(previous)
+    got = _as_ansible_lists(inv)
+    assert {h: _raw(v) for h, v in got["hostvars"].items()} == expected["hostvars"]
+    assert {k: v for k, v in got["groups"].items() if k in expected["groups"]} == expected["groups"]
+    assert set(expected["groups"]) <= set(got["groups"])

@@ -14,8 +14,9 @@ Values: as ansible-core does (checked against ``ansible-inventory --list``, 2.19
 a Python literal (``2``, ``0.5``, ``True``, ``None``, ``[1, 2]``, ``'quoted'``) becomes that value
 and anything else stays a string (``true``, ``yes`` and ``Lyon Gerland`` stay text). In a
 ``:vars`` section the value is the rest of the line after the first ``=``.
-Stricter than Ansible: a ``[group:vars]`` for a group that no other section names is an error
-(Ansible also refuses it), and so is a section suffix other than ``vars`` and ``children``.
+As in ansible-core, a ``[group:vars]`` section or a ``[...:children]`` entry for a group that no
+``[group]`` or ``[group:children]`` section defines is an error (likely a typo), and so is a
+section suffix other than ``vars`` and ``children``.
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ class _Reader:
         self.file = file
         self.top = LineDict()
         self.top.line = 1
-        self.mentioned: dict[str, int] = {}
-        """Groups named by a [group] or [group:children] section or as a child, with a line."""
-        self.pending_vars: dict[str, int] = {}
-        """Groups that only a [group:vars] section names so far, with its line."""
+        self.defined: set[str] = set()
+        """Groups that a [group] or [group:children] section defines."""
+        self.wanted: dict[str, tuple[str, int]] = {}
+        """Groups named in a [...:vars] section or as a child: (what names it, line)."""
 
     def body(self, group: str, line: int) -> LineDict:
         if group not in self.top:
@@ -139,7 +140,7 @@ class _Reader:
         children = self.part(group, "children", line)
         children[child] = None
         children.key_lines[child] = line
-        self.mentioned.setdefault(child, line)
+        self.wanted.setdefault(child, (f"[{group}:children] names group {child!r}", line))
 
 
 def parse_ini(text: str, file: Path) -> LineDict:
@@ -163,9 +164,9 @@ def parse_ini(text: str, file: Path) -> LineDict:
                     line=number,
                 )
             if kind == "vars":
-                reader.pending_vars.setdefault(group, number)
+                reader.wanted.setdefault(group, (f"[{group}:vars] is for group {group!r}", number))
             else:
-                reader.mentioned.setdefault(group, number)
+                reader.defined.add(group)
             reader.body(group, number)
             continue
         if kind == "hosts":
@@ -174,10 +175,10 @@ def parse_ini(text: str, file: Path) -> LineDict:
             reader.vars_line(group, stripped, number)
         else:
             reader.child_line(group, stripped, number)
-    for name, number in reader.pending_vars.items():
-        if name not in reader.mentioned and name not in ("all", "ungrouped"):
+    for name, (what, number) in reader.wanted.items():
+        if name not in reader.defined and name not in ("all", "ungrouped"):
             raise InputError(
-                f"[{name}:vars] is for a group that no [{name}] or [...:children] section names",
+                f"{what}, which no [{name}] or [{name}:children] section defines (as in Ansible)",
                 where=file,
                 line=number,
             )

@@ -114,6 +114,8 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
         if value.startswith("@"):
             data = load_data_file(Path(value[1:]))
             source = value[1:]
+            if isinstance(data, dict) and vault.is_vault_file(Path(source)):
+                data = vault.seal(data)  # every value of an encrypted file is a secret
         elif value.lstrip().startswith("{"):
             data = parse_yaml(value, "--extra-vars")
             source = "--extra-vars"

@@ -246,7 +246,7 @@ class Inventory:
         files = inventory._inventory_files(path)
         for file in files:
             data = _load_inventory_file(file)
-            inventory._sealed = _is_vault_file(file)
+            inventory._sealed = vault.is_vault_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
         return inventory
@@ -729,14 +729,4 @@ def _vars_file(file: Path, locked: list[Path]) -> dict[str, Any]:
             "a vars file must be a mapping of variable names to values", where=file, line=1
         )
     variables = _str_keys(data, file)
-    return vault.seal(variables) if _is_vault_file(file) else variables
-
-
-def _is_vault_file(file: Path) -> bool:
-    """True for a file encrypted whole with ansible-vault (its values are all secrets)."""
-    try:
-        with file.open("rb") as handle:
-            head = handle.read(64)
-    except OSError:
-        return False
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(vault.HEADER.encode("ascii"))
+    return vault.seal(variables) if vault.is_vault_file(file) else variables

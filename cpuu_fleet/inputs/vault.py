@@ -68,6 +68,16 @@ def is_vault_text(text: str) -> bool:
     return text.lstrip().startswith(HEADER)
 
 
+def is_vault_file(path: Path) -> bool:
+    """True for a file encrypted whole with ansible-vault (its values are all secrets)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(64)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(HEADER.encode("ascii"))
+
+
 # ------------------------------------------------------------------------------- the envelope
 
 

@@ -96,3 +96,21 @@ def test_ask_vault_pass_without_a_terminal_is_one_line_naming_the_option(tmp_pat
     assert proc.returncode == 2
     assert proc.stderr.startswith("cpuu-fleet: error: --ask-vault-pass needs a terminal")
     assert proc.stderr.count("\n") == 1
+
+
+def test_an_encrypted_extra_vars_file_is_read_and_all_its_values_are_secrets(tmp_path):
+    from cpuu_fleet.cli.options import parse_extra_vars
+    from cpuu_fleet.inputs.hostvars import HostScope, make_environment
+
+    password = (DATA / "vault-pass.txt").read_text().strip()
+    (tmp_path / "extra.yml").write_text(vault.encrypt("cpuu_site_key: K-771-Lyon\n", password))
+    previous = vault.use(vault.secrets_from_options(password_files=[DATA / "vault-pass.txt"]))
+    try:
+        extra = parse_extra_vars([f"@{tmp_path / 'extra.yml'}"])
+        environment = make_environment()
+        masked = HostScope("pc-1", extra, environment=environment, reveal=False)
+        revealed = HostScope("pc-1", extra, environment=environment, reveal=True)
+        assert masked["cpuu_site_key"] == "********"
+        assert revealed["cpuu_site_key"] == "K-771-Lyon"
+    finally:
+        vault.use(previous)

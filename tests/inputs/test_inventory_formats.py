@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs import vault
-from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_value
+from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_value, split_words
 from cpuu_fleet.inputs.inventory import Inventory
 from tests.support.commands import run_subprocess
 
@@ -224,6 +225,22 @@ def test_ini_values_follow_python_literals_as_ansible_does():
     assert parse_value("(1, 2)") == [1, 2] and parse_value("{1, 2}") == "{1, 2}"
     assert parse_value("Lyon Gerland") == "Lyon Gerland" and parse_value("010") == "010"
     assert parse_value("[" * 200 + "]" * 200) is not None  # deep nesting is no crash
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "pc-1 a=1 b=2",
+        "pc-1 a=b#c d=e",
+        "pc-1\ta=1   # comment a=2",
+        "pc-1 note='a # b' x=1",
+        'pc-1 note="say \\"hi\\"" x=2 # c',
+        "pc-1 path=C:\\\\Temp",
+        "#all a comment",
+    ],
+)
+def test_host_line_words_are_what_shlex_gives(line):
+    assert split_words(line) == shlex.split(line, comments=True)
 
 
 def test_ini_is_told_from_yaml_by_content():

@@ -48,7 +48,7 @@ def _policies(inventory: Path, limit: str | None, ask_pass: Any) -> list[tuple[s
         raise InputError(f"no host matches the limit {limit!r}", where=inventory)
     targets = []
     for host in hosts:
-        scope = host.scope(reveal=False)
+        scope = host.scope(reveal=False, reveal_vault=True)  # vaulted server lists are real
         policy = AuditPolicy(
             source=patterns_of(scope.value(SOURCE_VAR)),
             target=patterns_of(scope.value(TARGET_VAR)),

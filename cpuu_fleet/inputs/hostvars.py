@@ -229,8 +229,12 @@ class HostScope(Mapping[str, Any]):
         ask_pass: AskPass | None = None,
         magic: Mapping[str, Any] | None = None,
         missing_note: str | None = None,
+        reveal_vault: bool = False,
     ):
         self.host = host
+        self.reveal_vault = reveal_vault
+        """In mask mode, still decrypt vault values (registered with the redactor): for settings
+        such as ``ansible_user`` that must be real even where secrets are masked."""
         self.missing_note = missing_note
         """Said with every undefined variable (vault files left unread for want of a password)."""
         self._raw = dict(variables)
@@ -324,11 +328,13 @@ class HostScope(Mapping[str, Any]):
     def _unvault(self, raw: vault.VaultText | vault.Vaulted, variable: str) -> Any:
         """A vault value is a secret whatever its name: masked, or decrypted only when revealed
         (a template that uses it in mask mode gets ``********`` too)."""
-        if not self._reveal:
+        if not self._reveal and not self.reveal_vault:
             return MASK
         value = self._template(raw.reveal(), variable)
         if isinstance(value, str) and value:
-            self._note_secret(value)
+            if self._reveal:
+                self.revealed.add(value)
+            credentials.REDACTOR.add(value)
         return value
 
     def render_string(self, text: str, *, variable: str) -> str:

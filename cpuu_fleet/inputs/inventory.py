@@ -52,7 +52,7 @@ from cpuu_fleet.inputs.datafiles import (
 from cpuu_fleet.inputs.hostvars import HostScope, make_environment
 from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_ini
 from cpuu_fleet.inputs.inventory_list import from_inventory_list, is_inventory_list
-from cpuu_fleet.redact import mask_url_passwords
+from cpuu_fleet.redact import REDACTOR, mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
 
@@ -126,11 +126,18 @@ class Host:
         return self._inventory
 
     def describe(self) -> dict[str, Any]:
-        """Name, groups, effective connection settings and variables, with every secret masked."""
+        """Name, groups, effective connection settings and variables, with every secret masked.
+
+        A connection setting taken from a vault (``ansible_user: "{{ vault_user }}"``) is real in
+        :attr:`connection` and masked here: the redactor knows every decrypted value."""
+        connection = {
+            key: REDACTOR.scrub(value) if isinstance(value, str) else value
+            for key, value in self.connection.describe().items()
+        }
         return {
             "name": self.name,
             "groups": list(self.groups),
-            "connection": self.connection.describe(),
+            "connection": connection,
             "vars": mask_secrets(self.vars),
         }
 
@@ -152,6 +159,7 @@ class Host:
         reveal: bool,
         extra: Mapping[str, Any] | None = None,
         magic: Mapping[str, Any] | None = None,
+        reveal_vault: bool = False,
     ) -> HostScope:
         """A fresh, lazily templated view of this host's variables (see :mod:`cpuu_fleet.inputs.hostvars`)."""
         variables = {**self.vars, **(extra or {})}
@@ -163,12 +171,16 @@ class Host:
             ask_pass=self._inventory.ask_pass,
             magic={**self.magic_vars(), **(magic or {})},
             missing_note=self._inventory.locked_note(),
+            reveal_vault=reveal_vault,
         )
 
     @cached_property
     def connection(self) -> ConnectionSettings:
-        """WinRM settings from Ansible's variables; the password is a lazy :class:`Secret`."""
-        scope = self.scope(reveal=False)
+        """WinRM settings from Ansible's variables; the password is a lazy :class:`Secret`.
+
+        Secret-named variables stay masked here (the password is read apart), but vault values
+        are decrypted: a vaulted ``ansible_user`` or ``ansible_host`` must be the real one."""
+        scope = self.scope(reveal=False, reveal_vault=True)
 
         def password(variable: str | None) -> Secret | None:
             if variable is None:

@@ -261,3 +261,30 @@ def test_no_password_is_read_until_a_vault_text_needs_it(tmp_path, use_vault):
     assert inv.host("pc-01").connection.password.reveal() == "Winrm-Pa55word-42"
     assert inv.host("pc-01").scope(reveal=True)["cpuu_api_key"] == "Inline-S3cret!"
     assert asked == ["Vault password: "]
+
+
+def test_a_vaulted_user_and_address_are_real_on_the_wire_and_masked_in_listings(tree, use_vault):
+    """A common layout: vars.yml points ansible_user (not a secret by name) at vault.yml."""
+    use_vault(("default", str(DATA / "vault-pass.txt")))
+    root = tree(
+        {
+            "inv.yml": "all:\n  hosts:\n    pc-1:\n      ansible_host: '{{ vault_address }}'\n",
+            "group_vars/all/vars.yml": 'ansible_user: "{{ vault_user }}"\n'
+            'ansible_password: "{{ vault_pw }}"\n',
+            "group_vars/all/vault.yml": vault.encrypt(
+                "vault_user: CORP\\svc-vaulted\nvault_pw: Pw-123456\nvault_address: 10.9.8.7\n",
+                PASSWORD,
+            ),
+        }
+    )
+    host = Inventory.load(root / "inv.yml").host("pc-1")
+    wire = host.connection.pypsrp_kwargs()
+    assert (wire["username"], host.connection.address, wire["password"]) == (
+        "CORP\\svc-vaulted",
+        "10.9.8.7",
+        "Pw-123456",
+    )
+    shown = json.dumps(host.describe())
+    for secret in ("svc-vaulted", "10.9.8.7", "Pw-123456"):
+        assert secret not in shown
+    assert host.describe()["connection"]["user"] == "********"

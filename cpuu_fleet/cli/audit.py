@@ -14,7 +14,15 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from cpuu_fleet.cli.options import AskPassOption, ForksOption, InventoryOption, LimitOption
+from cpuu_fleet.cli.options import (
+    AskPassOption,
+    AskVaultPassOption,
+    ForksOption,
+    InventoryOption,
+    LimitOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
+)
 from cpuu_fleet.cli.present import ask_pass_prompt
 
 AUDIT_NEEDS_ATTENTION = 3
@@ -40,7 +48,7 @@ def _policies(inventory: Path, limit: str | None, ask_pass: Any) -> list[tuple[s
         raise InputError(f"no host matches the limit {limit!r}", where=inventory)
     targets = []
     for host in hosts:
-        scope = host.scope(reveal=False)
+        scope = host.scope(reveal=False, reveal_vault=True)  # vaulted server lists are real
         policy = AuditPolicy(
             source=patterns_of(scope.value(SOURCE_VAR)),
             target=patterns_of(scope.value(TARGET_VAR)),
@@ -79,6 +87,9 @@ def audit(
         typer.Option("--reports", metavar="DIR", help="Where the audit-<UTC time>/ folder goes."),
     ] = Path("reports"),
     ask_pass: AskPassOption = False,
+    vault_password_file: VaultPasswordFileOption = None,
+    vault_id: VaultIdOption = None,
+    ask_vault_pass: AskVaultPassOption = False,
 ) -> None:
     """Read-only: every user's Outlook profiles on each host, where they point, what CPUU would
     say. Writes audit.csv, still-on-source.csv and audit.xlsx (and moved.csv with --compare). Exit 0, or 3

@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from cpuu_fleet.cli.options import InventoryOption, JsonOption, LimitOption
+from cpuu_fleet.cli.options import (
+    AskVaultPassOption,
+    InventoryOption,
+    JsonOption,
+    LimitOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
+)
 from cpuu_fleet.inputs.inventory import Inventory
 
 inventory_app = typer.Typer(
@@ -30,6 +37,9 @@ def list_hosts(
     inventory: InventoryOption,
     limit: LimitOption = None,
     as_json: JsonOption = False,
+    vault_password_file: VaultPasswordFileOption = None,
+    vault_id: VaultIdOption = None,
+    ask_vault_pass: AskVaultPassOption = False,
 ) -> None:
     """List hosts with their groups and effective connection settings (secrets masked)."""
     inv = Inventory.load(inventory)
@@ -59,7 +69,12 @@ def list_hosts(
 
 
 @inventory_app.command("graph")
-def graph(inventory: InventoryOption) -> None:
+def graph(
+    inventory: InventoryOption,
+    vault_password_file: VaultPasswordFileOption = None,
+    vault_id: VaultIdOption = None,
+    ask_vault_pass: AskVaultPassOption = False,
+) -> None:
     """Draw the group tree, like ``ansible-inventory --graph``."""
     inv = Inventory.load(inventory)
     warn(inv.warnings)

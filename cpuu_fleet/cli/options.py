@@ -14,11 +14,17 @@ from typing import Annotated, Any, Optional
 import typer
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs import vault
 from cpuu_fleet.inputs.datafiles import load_data_file, parse_yaml
 from cpuu_fleet.journal import Journal
 
 InventoryOption = Annotated[
-    Path, typer.Option("-i", "--inventory", help="Inventory file or folder (Ansible YAML/JSON).")
+    Path,
+    typer.Option(
+        "-i",
+        "--inventory",
+        help="Inventory file or folder (Ansible YAML, INI, or ansible-inventory --list JSON).",
+    ),
 ]
 LimitOption = Annotated[
     Optional[str],  # noqa: UP045 - typer reads this annotation at run time
@@ -47,6 +53,51 @@ ExtraVarsOption = Annotated[
     ),
 ]
 
+
+def _vault_option(key: str) -> Any:
+    """A callback that records one vault option and makes the command's vault passwords the
+    process's (:func:`cpuu_fleet.inputs.vault.use`): click runs it for each option, given or
+    not, so the environment's password file applies when none is given."""
+
+    def callback(ctx: typer.Context, value: Any) -> Any:
+        given = ctx.meta.setdefault("cpuu_fleet.vault", {})
+        given[key] = value
+        vault.use(vault.secrets_from_options(**given))
+        return value
+
+    return callback
+
+
+VaultPasswordFileOption = Annotated[
+    Optional[list[Path]],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--vault-password-file",
+        "--vault-pass-file",
+        metavar="FILE",
+        callback=_vault_option("password_files"),
+        help="Ansible Vault password: a file (an executable one is run, as in Ansible);"
+        " default $ANSIBLE_VAULT_PASSWORD_FILE.",
+    ),
+]
+VaultIdOption = Annotated[
+    Optional[list[str]],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--vault-id",
+        metavar="LABEL@FILE",
+        callback=_vault_option("vault_ids"),
+        help="A labelled vault password (LABEL@FILE or LABEL@prompt); may be repeated.",
+    ),
+]
+AskVaultPassOption = Annotated[
+    bool,
+    typer.Option(
+        "--ask-vault-pass",
+        "-J",
+        callback=_vault_option("ask"),
+        help="Prompt for the vault password when a vault value is first needed.",
+    ),
+]
+
 # "a=1 b=2" is two variables, as in Ansible; "cpuu_admin=Domain Admins" or a Windows path with
 # spaces stays one value: a split happens only where the next word starts a new "name=".
 _NEXT_PAIR = re.compile(r"\s+(?=[A-Za-z_][A-Za-z0-9_]*=)")
@@ -63,6 +114,8 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
         if value.startswith("@"):
             data = load_data_file(Path(value[1:]))
             source = value[1:]
+            if isinstance(data, dict) and vault.is_vault_file(Path(source)):
+                data = vault.seal(data)  # every value of an encrypted file is a secret
         elif value.lstrip().startswith("{"):
             data = parse_yaml(value, "--extra-vars")
             source = "--extra-vars"

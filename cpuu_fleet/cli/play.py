@@ -12,10 +12,13 @@ import typer
 from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.options import (
     AskPassOption,
+    AskVaultPassOption,
     EventsJsonOption,
     ExtraVarsOption,
     LimitOption,
     ReportsOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
     parse_extra_vars,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "-i",
                 "--inventory",
-                help="Inventory file or folder (Ansible YAML/JSON); with --resume or"
+                help="Inventory file or folder (Ansible YAML, INI or --list JSON); with --resume or"
                 " --retry-failed, RUN's by default.",
             ),
         ] = None,
@@ -74,6 +77,9 @@ def register(app: typer.Typer) -> None:
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
         ask_pass: AskPassOption = False,
+        vault_password_file: VaultPasswordFileOption = None,
+        vault_id: VaultIdOption = None,
+        ask_vault_pass: AskVaultPassOption = False,
         extra: ExtraVarsOption = None,
         payload: Annotated[
             Path | None,

@@ -18,10 +18,13 @@ from rich.text import Text
 from cpuu_fleet.cli.inventory import warn
 from cpuu_fleet.cli.options import (
     AskPassOption,
+    AskVaultPassOption,
     ExtraVarsOption,
     InventoryOption,
     JsonOption,
     LimitOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
     parse_extra_vars,
 )
 from cpuu_fleet.cpuu import Mode
@@ -48,6 +51,9 @@ def render(
     ] = DEFAULT_TEMPLATES,
     extra_vars: ExtraVarsOption = None,
     ask_pass: AskPassOption = False,
+    vault_password_file: VaultPasswordFileOption = None,
+    vault_id: VaultIdOption = None,
+    ask_vault_pass: AskVaultPassOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Render each host's CPUU.ini and batch file for review (secrets are always masked)."""

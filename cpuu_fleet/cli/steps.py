@@ -11,6 +11,7 @@ import typer
 
 from cpuu_fleet.cli.options import (
     AskPassOption,
+    AskVaultPassOption,
     EventsJsonOption,
     ForksOption,
     InventoryOption,
@@ -18,6 +19,8 @@ from cpuu_fleet.cli.options import (
     PayloadOption,
     ReportsOption,
     TemplatesOption,
+    VaultIdOption,
+    VaultPasswordFileOption,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
 
@@ -36,6 +39,9 @@ def register(app: typer.Typer) -> None:
             as_json: EventsJsonOption = False,
             reports: ReportsOption = Path("reports"),
             ask_pass: AskPassOption = False,
+            vault_password_file: VaultPasswordFileOption = None,
+            vault_id: VaultIdOption = None,
+            ask_vault_pass: AskVaultPassOption = False,
         ) -> None:
             _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass)
 
@@ -55,6 +61,9 @@ def register(app: typer.Typer) -> None:
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
         ask_pass: AskPassOption = False,
+        vault_password_file: VaultPasswordFileOption = None,
+        vault_id: VaultIdOption = None,
+        ask_vault_pass: AskVaultPassOption = False,
     ) -> None:
         _single("push", inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
 
@@ -83,6 +92,9 @@ def register(app: typer.Typer) -> None:
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
         ask_pass: AskPassOption = False,
+        vault_password_file: VaultPasswordFileOption = None,
+        vault_id: VaultIdOption = None,
+        ask_vault_pass: AskVaultPassOption = False,
     ) -> None:
         from cpuu_fleet.cpuu import Mode
 

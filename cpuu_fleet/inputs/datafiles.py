@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs import vault
 from cpuu_fleet.inputs.hostvars import Unsafe
 
 DATA_SUFFIXES = (".yml", ".yaml", ".json")
@@ -56,6 +57,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that builds LineDicts and knows Ansible's ``!unsafe`` and ``!vault`` tags."""
+
+    source = "<yaml>"
+    """The file (or option) being read, named by inline vault values."""
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         """Note which keys were written in the mapping itself before ``<<: *anchor`` merges
@@ -110,13 +114,14 @@ def _construct_unsafe(loader: _Loader, node: yaml.Node) -> Unsafe:
     return Unsafe(loader.construct_scalar(node))  # type: ignore[arg-type]
 
 
-def _construct_vault(loader: _Loader, node: yaml.Node) -> Any:
-    raise yaml.constructor.ConstructorError(
-        None,
-        None,
-        "Ansible Vault values are not supported: use an env or keyring lookup for secrets",
-        node.start_mark,
-    )
+def _construct_vault(loader: _Loader, node: yaml.Node) -> vault.VaultText:
+    """An inline ``!vault |`` value stays encrypted until a host uses it (see :mod:`.vault`)."""
+    text = loader.construct_scalar(node)  # type: ignore[arg-type]
+    if not isinstance(text, str) or not vault.is_vault_text(text):
+        raise yaml.constructor.ConstructorError(
+            None, None, "a !vault value must hold an ansible-vault text", node.start_mark
+        )
+    return vault.VaultText(text, f"{loader.source}:{node.start_mark.line + 1}")
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -126,13 +131,13 @@ _Loader.add_constructor("!vault", _construct_vault)
 
 
 def parse_yaml(text: str, source: str | Path) -> Any:
-    """Parse YAML text; a syntax error becomes an InputError naming ``source:line``."""
-    if text.lstrip().startswith("$ANSIBLE_VAULT;"):
-        raise InputError(
-            "Ansible Vault files are not supported: use env or keyring lookups for secrets",
-            where=source,
-        )
+    """Parse YAML text; a syntax error becomes an InputError naming ``source:line``.
+
+    A whole file encrypted with ansible-vault is decrypted in memory first (:mod:`.vault`)."""
+    if vault.is_vault_text(text):
+        text = vault.decrypt(text, str(source))
     loader = _Loader(text)  # a SafeLoader subclass
+    loader.source = str(source)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -211,12 +216,35 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _json_hook(pairs: list[tuple[str, Any]]) -> LineDict:
+def _json_hook(pairs: list[tuple[str, Any]], source: str) -> Any:
+    # ``ansible-inventory --list`` writes an inline vault value as {"__ansible_vault": "..."}.
+    if len(pairs) == 1 and pairs[0][0] == "__ansible_vault" and isinstance(pairs[0][1], str):
+        return vault.VaultText(pairs[0][1], source)
     return LineDict(pairs)
+
+
+def parse_json(text: str, source: str | Path) -> Any:
+    """Parse JSON text (mappings as LineDicts); a syntax error names ``source:line``."""
+    if vault.is_vault_text(text):
+        text = vault.decrypt(text, str(source))
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _json_hook(pairs, str(source)))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"JSON syntax error: {exc.msg}", where=source, line=exc.lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply", where=source) from None
 
 
 def load_data_file(path: Path) -> Any:
     """Load one YAML or JSON file (by suffix; anything else is read as YAML, a superset of JSON)."""
+    text = read_text_file(path)
+    if path.suffix.lower() == ".json":
+        return parse_json(text, path)
+    return parse_yaml(text, path)
+
+
+def read_text_file(path: Path) -> str:
+    """A data file's text: UTF-8 (a BOM allowed), never binary; errors name the file."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -228,9 +256,4 @@ def load_data_file(path: Path) -> Any:
         raise InputError("not a UTF-8 text file", where=path, line=line) from None
     if "\x00" in text:
         raise InputError("not a text file (binary content)", where=path)
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text, object_pairs_hook=_json_hook)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"JSON syntax error: {exc.msg}", where=path, line=exc.lineno) from None
-    return parse_yaml(text, path)
+    return text

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inputs import credentials
+from cpuu_fleet.inputs import credentials, vault
 from cpuu_fleet.inputs.credentials import MASK, AskPass, has_template, is_secret_name
 
 
@@ -131,6 +131,7 @@ class UndefinedVariable(InputError):
         inside: str | None = None,
         where: str | None = None,
         line: int | None = None,
+        note: str | None = None,
     ):
         self.name = name
         self.host = host
@@ -139,6 +140,8 @@ class UndefinedVariable(InputError):
         what = name if name.startswith("key ") else f"variable {name!r}"
         where_text = where if where is not None else f"host {host}"
         prefix = f"host {host}: " if where is not None else ""
+        if note:
+            detail = f"{detail}; {note}"
         super().__init__(f"{prefix}undefined {what}{detail}", where=where_text, line=line)
 
 
@@ -225,8 +228,15 @@ class HostScope(Mapping[str, Any]):
         reveal: bool,
         ask_pass: AskPass | None = None,
         magic: Mapping[str, Any] | None = None,
+        missing_note: str | None = None,
+        reveal_vault: bool = False,
     ):
         self.host = host
+        self.reveal_vault = reveal_vault
+        """In mask mode, still decrypt vault values (registered with the redactor): for settings
+        such as ``ansible_user`` that must be real even where secrets are masked."""
+        self.missing_note = missing_note
+        """Said with every undefined variable (vault files left unread for want of a password)."""
         self._raw = dict(variables)
         self._magic = dict(magic or {})
         self._env = environment
@@ -255,7 +265,11 @@ class HostScope(Mapping[str, Any]):
 
     def copy(self) -> dict[str, Any]:
         """The values evaluated so far, secrets left out (Jinja copies contexts for tracebacks)."""
-        evaluated = {k: v for k, v in self._cache.items() if not is_secret_name(k)}
+        evaluated = {
+            k: v
+            for k, v in self._cache.items()
+            if not is_secret_name(k) and not isinstance(self._raw.get(k), vault.VAULT_VALUES)
+        }
         return {**evaluated, **self._magic}
 
     def __getitem__(self, key: str) -> Any:
@@ -297,6 +311,8 @@ class HostScope(Mapping[str, Any]):
         credentials.REDACTOR.add(value)
 
     def _template(self, raw: Any, variable: str) -> Any:
+        if isinstance(raw, vault.VAULT_VALUES):
+            return self._unvault(raw, variable)
         if isinstance(raw, Unsafe):
             return str(raw)
         if isinstance(raw, str):
@@ -308,6 +324,18 @@ class HostScope(Mapping[str, Any]):
         if isinstance(raw, (list, tuple)):
             return [self._template(v, variable) for v in raw]
         return raw
+
+    def _unvault(self, raw: vault.VaultText | vault.Vaulted, variable: str) -> Any:
+        """A vault value is a secret whatever its name: masked, or decrypted only when revealed
+        (a template that uses it in mask mode gets ``********`` too)."""
+        if not self._reveal and not self.reveal_vault:
+            return MASK
+        value = self._template(raw.reveal(), variable)
+        if isinstance(value, str) and value:
+            if self._reveal:
+                self.revealed.add(value)
+            credentials.REDACTOR.add(value)
+        return value
 
     def render_string(self, text: str, *, variable: str) -> str:
         """Template one value; errors name the host and the variable."""
@@ -322,7 +350,9 @@ class HostScope(Mapping[str, Any]):
             context = template.new_context(JinjaView(self), shared=True)
             return self._env.concat(template.root_render_func(context))  # type: ignore[attr-defined]
         except jinja2.UndefinedError as exc:
-            raise UndefinedVariable(undefined_name(exc), host=self.host, inside=variable) from None
+            raise UndefinedVariable(
+                undefined_name(exc), host=self.host, inside=variable, note=self.missing_note
+            ) from None
 
     def _lookup_function(self) -> Callable[..., str]:
         variable = self._stack[-1] if self._stack else None

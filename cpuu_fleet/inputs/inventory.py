@@ -1,4 +1,8 @@
-"""The fleet, read from an Ansible YAML inventory so ops teams can reuse the one they have.
+"""The fleet, read from an Ansible inventory so ops teams can reuse the one they have.
+
+Formats: YAML (or JSON) by suffix; Ansible's INI format for ``.ini`` files and for files without
+a data suffix whose content is not YAML (:mod:`cpuu_fleet.inputs.ini_inventory`); files or
+values encrypted with Ansible Vault (:mod:`cpuu_fleet.inputs.vault`).
 
 Supported: ``all`` / ``children`` (to any depth) / ``hosts`` / ``vars``; other top-level groups
 (children of ``all``); host ranges (``pc-[0001:0050].corp.example``); ``group_vars/`` and
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inputs import patterns
+from cpuu_fleet.inputs import patterns, vault
 from cpuu_fleet.inputs.connection import ConnectionSettings, settings_from_vars
 from cpuu_fleet.inputs.credentials import (
     MASK,
@@ -38,9 +42,17 @@ from cpuu_fleet.inputs.credentials import (
     is_secret_name,
     resolve,
 )
-from cpuu_fleet.inputs.datafiles import DATA_SUFFIXES, LineDict, load_data_file
+from cpuu_fleet.inputs.datafiles import (
+    DATA_SUFFIXES,
+    LineDict,
+    load_data_file,
+    parse_yaml,
+    read_text_file,
+)
 from cpuu_fleet.inputs.hostvars import HostScope, make_environment
-from cpuu_fleet.redact import mask_url_passwords
+from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_ini
+from cpuu_fleet.inputs.inventory_list import from_inventory_list, is_inventory_list
+from cpuu_fleet.redact import REDACTOR, mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
 
@@ -114,11 +126,18 @@ class Host:
         return self._inventory
 
     def describe(self) -> dict[str, Any]:
-        """Name, groups, effective connection settings and variables, with every secret masked."""
+        """Name, groups, effective connection settings and variables, with every secret masked.
+
+        A connection setting taken from a vault (``ansible_user: "{{ vault_user }}"``) is real in
+        :attr:`connection` and masked here: the redactor knows every decrypted value."""
+        connection = {
+            key: REDACTOR.scrub(value) if isinstance(value, str) else value
+            for key, value in self.connection.describe().items()
+        }
         return {
             "name": self.name,
             "groups": list(self.groups),
-            "connection": self.connection.describe(),
+            "connection": connection,
             "vars": mask_secrets(self.vars),
         }
 
@@ -140,6 +159,7 @@ class Host:
         reveal: bool,
         extra: Mapping[str, Any] | None = None,
         magic: Mapping[str, Any] | None = None,
+        reveal_vault: bool = False,
     ) -> HostScope:
         """A fresh, lazily templated view of this host's variables (see :mod:`cpuu_fleet.inputs.hostvars`)."""
         variables = {**self.vars, **(extra or {})}
@@ -150,12 +170,17 @@ class Host:
             reveal=reveal,
             ask_pass=self._inventory.ask_pass,
             magic={**self.magic_vars(), **(magic or {})},
+            missing_note=self._inventory.locked_note(),
+            reveal_vault=reveal_vault,
         )
 
     @cached_property
     def connection(self) -> ConnectionSettings:
-        """WinRM settings from Ansible's variables; the password is a lazy :class:`Secret`."""
-        scope = self.scope(reveal=False)
+        """WinRM settings from Ansible's variables; the password is a lazy :class:`Secret`.
+
+        Secret-named variables stay masked here (the password is read apart), but vault values
+        are decrypted: a vaulted ``ansible_user`` or ``ansible_host`` must be the real one."""
+        scope = self.scope(reveal=False, reveal_vault=True)
 
         def password(variable: str | None) -> Secret | None:
             if variable is None:
@@ -206,6 +231,8 @@ class Inventory:
         self.groups: dict[str, Group] = {}
         self.hosts: list[Host] = []
         self.warnings: list[str] = []
+        self.locked_vault_files: list[Path] = []
+        """Encrypted vars files left unread because no vault password was given at all."""
         self.environment = make_environment()
         self._host_inline: dict[str, dict[str, Any]] = {}
         self._host_file_vars: dict[str, dict[str, Any]] = {}
@@ -214,6 +241,8 @@ class Inventory:
         self._position: dict[str, int] = {}
         """Host name -> its index in inventory order."""
         self._group_hosts: dict[str, list[str]] | None = None
+        self._sealed = False
+        """The inventory file being read is vault-encrypted: its variables are all secrets."""
 
     # ------------------------------------------------------------------------------------------
     # Loading
@@ -228,8 +257,8 @@ class Inventory:
         inventory._add_group("all", source=None)
         files = inventory._inventory_files(path)
         for file in files:
-            _refuse_ini_inventory(file)
-            data = load_data_file(file)
+            data = _load_inventory_file(file)
+            inventory._sealed = vault.is_vault_file(file)
             inventory._parse_top(data, file)
         inventory._finish()
         return inventory
@@ -240,10 +269,16 @@ class Inventory:
         files = sorted(
             p
             for p in path.iterdir()
-            if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not p.name.startswith(".")
+            if p.is_file()
+            and (p.suffix.lower() in DATA_SUFFIXES or p.suffix == "")
+            and not p.name.startswith(".")
         )
         if not files:
-            raise InputError("no inventory files (.yml, .yaml, .json) in this folder", where=path)
+            raise InputError(
+                "no inventory files (.yml, .yaml, .json, or INI files without an extension) in "
+                "this folder",
+                where=path,
+            )
         return files
 
     def _parse_top(self, data: Any, file: Path) -> None:
@@ -301,7 +336,7 @@ class Inventory:
                     where=file,
                     line=_line(body, "vars"),
                 )
-            group.vars.update(_str_keys(variables, file))
+            group.vars.update(self._seal(_str_keys(variables, file)))
         children = body.get("children")
         if children is not None:
             if not isinstance(children, dict):
@@ -334,11 +369,14 @@ class Inventory:
                         line=host_line,
                     )
                 host_text, port = _split_port(str(host_key))
-                variables = _str_keys(host_vars or {}, file)
+                variables = self._seal(_str_keys(host_vars or {}, file))
                 if port is not None:
                     variables.setdefault("ansible_port", port)
                 for host_name in _expand_range(host_text, file, host_line):
                     self._add_host(host_name, name, variables, file, host_line)
+
+    def _seal(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return vault.seal(variables) if self._sealed else variables
 
     def _add_group(self, name: str, source: str | None) -> Group:
         group = self.groups.get(name)
@@ -467,22 +505,50 @@ class Inventory:
         result.update(self._host_file_vars.get(host, {}))
         return result
 
+    def locked_note(self) -> str | None:
+        """What to add to an "undefined variable" error while vault files are left unread."""
+        if not self.locked_vault_files:
+            return None
+        names = ", ".join(str(p) for p in self.locked_vault_files[:3])
+        more = (
+            f" and {len(self.locked_vault_files) - 3} more"
+            if len(self.locked_vault_files) > 3
+            else ""
+        )
+        return (
+            f"it may be in {names}{more}, encrypted with Ansible Vault and not read: give "
+            "--vault-password-file, --vault-id or --ask-vault-pass"
+        )
+
+    def _note_locked(self, locked: list[Path]) -> None:
+        for file in locked:
+            self.locked_vault_files.append(file)
+            self.warnings.append(
+                f"{file}: encrypted with Ansible Vault and no vault password was given: its "
+                "variables are left out (give --vault-password-file, --vault-id or "
+                "--ask-vault-pass)"
+            )
+
     def _load_group_vars(self) -> None:
         folder = self.directory / "group_vars"
-        for name, variables in _vars_folder(folder):
+        locked: list[Path] = []
+        for name, variables in _vars_folder(folder, locked):
             group = self.groups.get(name)
             if group is None:
                 self.warnings.append(f"{folder / name}: no group named {name!r} in the inventory")
                 continue
             group.file_vars.update(variables)
+        self._note_locked(locked)
 
     def _load_host_vars(self) -> None:
         folder = self.directory / "host_vars"
-        for name, variables in _vars_folder(folder):
+        locked: list[Path] = []
+        for name, variables in _vars_folder(folder, locked):
             if name not in self._host_inline:
                 self.warnings.append(f"{folder / name}: no host named {name!r} in the inventory")
                 continue
             self._host_file_vars.setdefault(name, {}).update(variables)
+        self._note_locked(locked)
 
     # ------------------------------------------------------------------------------------------
     # Queries
@@ -553,28 +619,30 @@ class Inventory:
         return "\n".join(lines)
 
 
-_INI_SECTION = re.compile(r"^\s*\[[A-Za-z0-9_:\-]+\]\s*$", re.MULTILINE)
-
-
-def _refuse_ini_inventory(file: Path) -> None:
-    """An Ansible INI inventory would be misread as YAML: say what to do instead."""
+def _load_inventory_file(file: Path) -> Any:
+    """One inventory file as a mapping of groups: YAML or JSON by suffix, INI for ``.ini`` and for
+    a file without a data suffix whose content is not YAML (Ansible's ``hosts`` files), and the
+    ``ansible-inventory --list`` shape recognised by its content."""
+    json = file.suffix.lower() == ".json"
     if file.suffix.lower() in DATA_SUFFIXES:
-        return
-    try:
-        head = file.read_bytes()[:65536].decode("utf-8", errors="replace")
-    except OSError:
-        return  # load_data_file reports it
-    if _INI_SECTION.search(head):
-        raise InputError(
-            "this looks like an INI inventory; cpuu-fleet reads YAML or JSON inventories "
-            "(convert it with: ansible-inventory -i FILE --list --yaml > inventory.yml)",
-            where=file,
-        )
+        data = load_data_file(file)
+    else:
+        text = read_text_file(file)
+        if vault.is_vault_text(text):
+            text = vault.decrypt(text, str(file))
+        if file.suffix.lower() == ".ini" or looks_like_ini(text):
+            return parse_ini(text, file)
+        json = text.lstrip().startswith("{")
+        data = parse_yaml(text, file)
+    # ansible-inventory --list JSON (CMDB, AD, MECM exports), by content whatever the suffix.
+    return from_inventory_list(data, file) if is_inventory_list(data, json=json) else data
 
 
 def mask_secrets(value: Any) -> Any:
     """A copy of ``value`` in which every secret-named variable (at any depth), and the password
     of any URL, is ``********``."""
+    if isinstance(value, vault.VAULT_VALUES):
+        return MASK
     if isinstance(value, Mapping):
         return {
             key: MASK if isinstance(key, str) and is_secret_name(key) else mask_secrets(item)
@@ -635,8 +703,12 @@ def _expand_range(name: str, file: Path, line: int | None) -> list[str]:
     return expanded
 
 
-def _vars_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
-    """Entries of group_vars/ or host_vars/: (name, vars) in a stable order, files then folders."""
+def _vars_folder(folder: Path, locked: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Entries of group_vars/ or host_vars/: (name, vars) in a stable order, files then folders.
+
+    A vault-encrypted file met while no vault password was given at all is added to ``locked``
+    and left out, so commands that need none of its values (``inventory graph``, a host whose
+    password comes from elsewhere) still work; a wrong password is an error, as in Ansible."""
     if not folder.is_dir():
         return []
     found: list[tuple[str, dict[str, Any]]] = []
@@ -648,20 +720,25 @@ def _vars_folder(folder: Path) -> list[tuple[str, dict[str, Any]]]:
                 if file.name.startswith(".") or file.name.endswith("~"):
                     continue
                 if file.suffix.lower() in DATA_SUFFIXES or file.suffix == "":
-                    found.append((entry.name, _vars_file(file)))
+                    found.append((entry.name, _vars_file(file, locked)))
         elif entry.suffix.lower() in DATA_SUFFIXES:
-            found.append((entry.stem, _vars_file(entry)))
+            found.append((entry.stem, _vars_file(entry, locked)))
         elif entry.suffix == "":
-            found.append((entry.name, _vars_file(entry)))
+            found.append((entry.name, _vars_file(entry, locked)))
     return found
 
 
-def _vars_file(file: Path) -> dict[str, Any]:
-    data = load_data_file(file)
+def _vars_file(file: Path, locked: list[Path]) -> dict[str, Any]:
+    try:
+        data = load_data_file(file)
+    except vault.VaultLocked:
+        locked.append(file)
+        return {}
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(
             "a vars file must be a mapping of variable names to values", where=file, line=1
         )
-    return _str_keys(data, file)
+    variables = _str_keys(data, file)
+    return vault.seal(variables) if vault.is_vault_file(file) else variables

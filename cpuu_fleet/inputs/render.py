@@ -285,12 +285,21 @@ class Renderer:
         except jinja2.UndefinedError as exc:
             line = _template_line(exc, template.filename)
             raise UndefinedVariable(
-                undefined_name(exc), host=host, where=self._path(name), line=line
+                undefined_name(exc),
+                host=host,
+                where=self._path(name),
+                line=line,
+                note=getattr(scope, "missing_note", None),
             ) from None
         except UndefinedVariable as exc:
             line = _template_line(exc, template.filename)
             raise UndefinedVariable(
-                exc.name, host=host, inside=exc.inside, where=self._path(name), line=line
+                exc.name,
+                host=host,
+                inside=exc.inside,
+                where=self._path(name),
+                line=line,
+                note=getattr(scope, "missing_note", None),
             ) from None
         except InputError as exc:
             # A missing secret or a bad value met while rendering: say where the template used it.

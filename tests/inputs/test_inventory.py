@@ -317,10 +317,11 @@ def test_missing_inventory_file(tmp_path):
         Inventory.load(tmp_path / "nope.yml")
 
 
-def test_an_ini_inventory_is_refused_with_the_conversion_command(tree):
+def test_an_ini_inventory_without_extension_is_read(tree):
     root = tree({"hosts": "[wave1]\npc-1 ansible_host=10.0.0.1\n"})
-    with pytest.raises(InputError, match="ansible-inventory -i FILE --list --yaml"):
-        Inventory.load(root / "hosts")
+    inv = Inventory.load(root / "hosts")
+    assert inv.host("pc-1").groups == ["wave1"]
+    assert inv.host("pc-1").vars["ansible_host"] == "10.0.0.1"
 
 
 def test_names_differing_only_in_case_are_a_warning(tree):

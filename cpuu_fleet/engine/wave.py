@@ -197,7 +197,9 @@ class _PlayPrep:
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
             if self.run is not None:
-                users = expected_users(host.scope(reveal=False, extra=extra_vars), host.name)
+                users = expected_users(
+                    host.scope(reveal=False, extra=extra_vars, reveal_vault=True), host.name
+                )
                 if users:
                     self.expected_users[host.name] = users
         self._check_batch_file()

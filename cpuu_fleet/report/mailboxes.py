@@ -9,7 +9,7 @@ sheet, ``mailboxes.csv`` and the Hosts sheet can never disagree. The rules:
   absent; a device where the run met the user is theirs either way. Each device says where it
   was learnt (``source``).
 * a device's state is its host's latest state; a device of the map that no selected run targeted
-  is ``not started``.
+  is ``not started``, and so is one whose CPUU ran for another user (its result is theirs).
 * a user's state is their **worst** device's (:data:`cpuu_fleet.vocabulary.USER_STATES`, which
   says why that order); a user without a known device is ``no known device``.
 * the per-batch summary counts mailboxes per state; its ``done %`` is empty for a batch with no
@@ -41,6 +41,12 @@ BATCH_STATES: tuple[str, ...] = (*V.USER_STATES, V.USER_NO_DEVICE)
 
 _RANK = {state: rank for rank, state in enumerate(V.USER_STATES)}
 _NOT_TARGETED = "not targeted"
+#: A device whose CPUU ran for another user (see :func:`_device_states`).
+RAN_FOR_ANOTHER = "ran for another user"
+#: Host states that tell what CPUU did for the user it ran for (not for every user of the PC).
+_SPEAKS_FOR_ITS_USER = tuple(
+    V.label(key) for key in (V.SUCCEEDED, V.PARTIAL, V.NOT_SWITCHED, V.SKIPPED, V.PENDING)
+)
 
 
 @dataclass
@@ -152,9 +158,16 @@ def _distinct(series: pd.Series, function) -> pd.Series:
 
 
 def _device_states(frames: ReportFrames, links: pd.DataFrame) -> pd.DataFrame:
-    """Each link with its host's latest state (label and mailbox state), run and error class."""
-    hosts = frames.hosts[["host", "state", "run_id", "error_class", "wave"]].copy()
+    """Each link with its host's latest state (label and mailbox state), run and error class.
+
+    A host's state speaks for the user CPUU ran for. Where it ran for someone else (a shared
+    or handed-on PC), what it did says nothing of this user's profiles: for them the device is
+    ``not started`` (shown as :data:`RAN_FOR_ANOTHER`). A host that failed before CPUU ran, or
+    did not answer, blocks every user of it alike and keeps its state.
+    """
+    hosts = frames.hosts[["host", "state", "run_id", "error_class", "wave", "user"]].copy()
     hosts["host_key"] = _distinct(hosts["host"], host_key)
+    hosts["ran_for"] = _distinct(hosts.pop("user").astype(object), user_key)
     hosts = hosts.drop_duplicates("host_key", keep="last")
     devices = links.merge(hosts, on="host_key", how="left")
     devices["device"] = devices["host"].where(devices["host"].notna(), devices["device"])
@@ -162,8 +175,16 @@ def _device_states(frames: ReportFrames, links: pd.DataFrame) -> pd.DataFrame:
     by_label = {s.label: V.USER_STATE_OF_HOST[s.key] for s in V.STATES}
     devices["user_state"] = label.map(by_label).fillna(V.USER_NOT_STARTED)
     devices["state"] = label.fillna(_NOT_TARGETED)
+    other = (
+        label.isin(_SPEAKS_FOR_ITS_USER)
+        & devices["ran_for"].notna()
+        & (devices["ran_for"] != devices["key"])
+    )
+    devices.loc[other, "user_state"] = V.USER_NOT_STARTED
+    devices.loc[other, "state"] = RAN_FOR_ANOTHER
+    devices.loc[other, "error_class"] = None
     devices["rank"] = devices["user_state"].map(_RANK)
-    return devices.drop(columns=["host", "host_key"])
+    return devices.drop(columns=["host", "host_key", "ran_for"])
 
 
 def _roll_up(batch: pd.DataFrame, per_mailbox: pd.DataFrame) -> pd.DataFrame:
@@ -204,7 +225,7 @@ def _follow_ups(state: pd.Series, run_id: pd.Series) -> pd.Series:
 def _follow_up(label: object, run: object) -> str:
     if not isinstance(label, str):
         return "find the user's device (a device map, or a run that meets them)"
-    if label == _NOT_TARGETED:
+    if label in (_NOT_TARGETED, RAN_FOR_ANOTHER):
         return "put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME"
     host_state = V.BY_LABEL.get(label)
     if host_state is None:

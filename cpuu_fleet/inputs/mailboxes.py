@@ -166,8 +166,10 @@ def load_mailboxes(
 def read_batch(path: Path, *, columns: Mapping[str, str] | None = None) -> list[Mailbox]:
     """The batch file's rows, in file order; a mailbox listed twice is an error (which batch?)."""
     path = Path(path)
-    header, rows = _read_table(path)
-    found = _find_columns(header, BATCH_ROLES, columns or {}, path, required=(MAILBOX,))
+    header, header_line, rows = _read_table(path)
+    found = _find_columns(
+        header, BATCH_ROLES, columns or {}, (path, header_line), required=(MAILBOX,)
+    )
     default_batch = path.stem
     mailboxes: list[Mailbox] = []
     seen: dict[str, int] = {}
@@ -201,9 +203,11 @@ def read_batch(path: Path, *, columns: Mapping[str, str] | None = None) -> list[
 def read_devices(path: Path, *, columns: Mapping[str, str] | None = None) -> list[DeviceLink]:
     """The device map's user/device pairs (a pair listed twice is kept once)."""
     path = Path(path)
-    header, rows = _read_table(path)
+    header, header_line, rows = _read_table(path)
     role_names = {role: name for role, name in (columns or {}).items() if role == DEVICE}
-    found = _find_columns(header, DEVICE_ROLES, role_names, path, required=(USER, DEVICE))
+    found = _find_columns(
+        header, DEVICE_ROLES, role_names, (path, header_line), required=(USER, DEVICE)
+    )
     links: dict[tuple[str, str], DeviceLink] = {}
     for line, cells in rows:
         user, device = (
@@ -220,19 +224,27 @@ def read_devices(path: Path, *, columns: Mapping[str, str] | None = None) -> lis
     return list(links.values())
 
 
-def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """The header and the rows (with their line numbers) of a bounded CSV file."""
+def _read_table(path: Path) -> tuple[list[str], int, list[tuple[int, list[str]]]]:
+    """The header, its line number and the rows (with theirs) of a bounded CSV file.
+
+    Windows PowerShell 5's ``Export-Csv`` starts with a ``#TYPE ...`` line unless told
+    ``-NoTypeInformation``: such a line is passed over.
+    """
     text = _read_text(path)
-    first_line = text.split("\n", 1)[0]
+    skip = 1 if text.startswith("#TYPE") else 0
+    lines = _bounded_lines(text, path)
+    for _ in range(skip):
+        next(lines)
+    first_line = text.split("\n", skip + 1)[skip]
     delimiter = max(_DELIMITERS, key=first_line.count)
-    reader = csv.reader(_bounded_lines(text, path), delimiter=delimiter, strict=True)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None or not any(h.strip() for h in header):
             raise InputError("the file is empty (no header row)", where=path)
         rows = []
         for cells in reader:
-            line = reader.line_num
+            line = reader.line_num + skip
             if len(rows) >= MAX_ROWS:
                 raise InputError(f"more than {MAX_ROWS:,} rows", where=path, line=line)
             if len(cells) > len(header):
@@ -244,8 +256,10 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                 )
             rows.append((line, cells))
     except csv.Error as exc:
-        raise InputError(f"not a readable CSV ({exc})", where=path, line=reader.line_num) from None
-    return header, rows
+        raise InputError(
+            f"not a readable CSV ({exc})", where=path, line=reader.line_num + skip
+        ) from None
+    return header, 1 + skip, rows
 
 
 def _read_text(path: Path) -> str:
@@ -284,11 +298,12 @@ def _find_columns(
     header: list[str],
     roles: Mapping[str, tuple[str, ...]],
     named: Mapping[str, str],
-    path: Path,
+    place: tuple[Path, int],
     *,
     required: tuple[str, ...],
 ) -> dict[str, int]:
     """Each role's column index: the name the operator gave, else the first recognised name."""
+    path, line = place
     index = {}
     for position, name in enumerate(header):
         index.setdefault(_normalise(name), position)
@@ -297,7 +312,7 @@ def _find_columns(
         if role in named:
             wanted = _normalise(named[role])
             if wanted not in index:
-                raise InputError(f"no column {named[role]!r} for the {role}", where=path, line=1)
+                raise InputError(f"no column {named[role]!r} for the {role}", where=path, line=line)
             found[role] = index[wanted]
             continue
         for name in names:
@@ -310,7 +325,7 @@ def _find_columns(
                 f"no {role} column (recognised: {', '.join(roles[role])};"
                 " or name it with --mailbox-column)",
                 where=path,
-                line=1,
+                line=line,
             )
     return found
 

@@ -133,7 +133,7 @@ def test_plan_writes_the_batchs_devices_as_a_limit_file(waved, tmp_path):
 def test_without_a_map_the_users_the_run_met_fill_it(waved, tmp_path):
     """No device map: every user CPUU ran for still has their PC, from the journal."""
     wave, result, record, _roaming, _colleague = waved
-    batch, _devices, users = _write_inputs(tmp_path, record)
+    batch, _devices, _users = _write_inputs(tmp_path, record)
     with Journal.in_reports(wave.reports) as journal:
         report = write_report(
             journal, [result.run_id], tmp_path / "out", mailboxes=load_mailboxes(batch)

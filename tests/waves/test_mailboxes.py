@@ -150,3 +150,20 @@ def test_without_a_map_the_users_the_run_met_fill_it(waved, tmp_path):
     for user, host in ran_for.items():
         row = table.loc[f"{_sam(user)}@corp.example"]
         assert host in row["device_list"] and "run" in row["device_source"]
+
+
+def test_play_with_mailboxes_writes_them_into_its_report(wave_factory, tmp_path):
+    """``play --mailboxes``: the report the engine writes at the end has the batch's sheets."""
+    wave = wave_factory(2)
+    users = [wave.workstation(h.name).interactive_user for h in wave.fleet.hosts]
+    batch = tmp_path / "batch.csv"
+    batch.write_text(
+        "UserPrincipalName\n" + "".join(f"{_sam(u)}@corp.example\n" for u in users),
+        encoding="utf-8",
+    )
+    result = wave.run(mailboxes=load_mailboxes(batch))
+    assert result.report is not None, result.report_error
+    rows = result.report.mailboxes.mailboxes
+    assert list(rows["status"]) == [V.USER_DONE] * len(users)
+    assert (result.run_dir / "mailboxes.csv").is_file()
+    assert "Mailboxes" in openpyxl.load_workbook(result.report.workbook, read_only=True).sheetnames

@@ -32,7 +32,7 @@ import pandas as pd
 from cpuu_fleet import vocabulary as V
 from cpuu_fleet.inputs.mailboxes import MailboxInput, host_key, user_key
 from cpuu_fleet.report.csvs import write_csv
-from cpuu_fleet.report.frames import ReportFrames
+from cpuu_fleet.report.frames import TOTAL, ReportFrames
 from cpuu_fleet.report.sheets import INT, PERCENT, TEXT, Column
 
 SOURCE_MAP, SOURCE_RUN, SOURCE_PROFILE, SOURCE_SESSION = "device map", "run", "profile", "session"
@@ -288,16 +288,18 @@ def _batches(mailboxes: pd.DataFrame) -> pd.DataFrame:
         .reindex(columns=list(BATCH_STATES), fill_value=0)
     )
     counts = counts.reindex(list(dict.fromkeys(mailboxes["batch"])), fill_value=0)
-    counts.loc["Total"] = counts.sum()
     switch = mailboxes.groupby("batch", sort=False)["switch_date"].agg(
         lambda s: ", ".join(sorted(x for x in dict.fromkeys(s) if x))
     )
-    table = counts.astype(int)
-    table.insert(0, "mailboxes", table.sum(axis=1))
-    total = table["mailboxes"].replace(0, np.nan)
-    table["done_pct"] = table[V.USER_DONE] / total
-    table.insert(0, "switch_date", switch.reindex(table.index).fillna(""))
-    return table.rename_axis("batch").rename_axis(columns=None).reset_index()
+    counts.insert(0, "switch_date", switch.reindex(counts.index).fillna(""))
+    table = counts.rename_axis("batch").rename_axis(columns=None).reset_index()
+    # Appended, not set by label: a batch may itself be called "Total".
+    total = {"batch": TOTAL, "switch_date": "", **table[list(BATCH_STATES)].sum().to_dict()}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    table[list(BATCH_STATES)] = table[list(BATCH_STATES)].astype(int)
+    table.insert(2, "mailboxes", table[list(BATCH_STATES)].sum(axis=1))
+    table["done_pct"] = table[V.USER_DONE] / table["mailboxes"].replace(0, np.nan)
+    return table
 
 
 # ------------------------------------------------------------------------------ sheets and CSVs

@@ -123,3 +123,15 @@ def test_play_refuses_a_bad_batch_file_before_touching_a_host(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2 and f"{bad}:3: mailbox 'a@x' is listed twice" in proc.stderr
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_batch_named_total_keeps_its_own_counts(fleet, tmp_path):
+    batch = tmp_path / "batch.csv"
+    batch.write_text(
+        "EmailAddress,Batch\njdoe@corp.example,Total\nghost@x,Other\n", encoding="utf-8"
+    )
+    result = write_report(fleet.journal, [], tmp_path / "out", mailboxes=load_mailboxes(batch))
+    table = result.mailboxes.batches
+    assert list(table["batch"]) == ["Total", "Other", "Total"]
+    assert list(table["mailboxes"]) == [1, 1, 2]
+    assert list(table[V.USER_DONE]) == [1, 0, 1]  # the latest run: pc-02 succeeded

@@ -19,6 +19,13 @@ Measured on the 2-CPU development machine (load average 2-3), 2026-11-22:
    10,000      0.7      2.0    0.4      3.0      264      4.3    109,057
   100,000      6.2     14.7    3.8     24.7    1,081     44.0  1,085,657
   (--api, XlsxWriter writing every cell: 100,000 hosts 77.3 s for the workbook alone)
+
+With a migration batch of two mailboxes per host (issue 11: read, status, the Mailboxes sheets and
+CSVs, inside the columns above; "mbx s" is the reading and the status), 2026-12-06, load 1.7:
+
+    hosts   frames s  mbx s  xlsx s  csv s  total s  peak MB  mailboxes
+   10,000      1.1     0.5     2.7    1.0      5.2      275     20,000
+  100,000      7.1     4.2    26.0    6.7     44.0    1,115    200,000
 """
 
 from __future__ import annotations
@@ -159,10 +166,25 @@ def fill(reports: Path, hosts: int, seed: int = 5) -> list[str]:
     return [play, retry]
 
 
+def write_batch_file(path: Path, hosts) -> Path:
+    """A migration batch of two mailboxes per host: its user's (``CORP\\user<NNNNN>``, as
+    ``_record_host`` names them) and a shared one no device is known for; 20 batches."""
+    lines = ["EmailAddress,BatchName,CompleteAfter"]
+    for number, host in enumerate(hosts):
+        lines.append(
+            f"user{host[-5:]}@corp.example,B{number % 20:02d},2026-12-{1 + number % 28:02d}"
+        )
+        lines.append(f"shared{number}@corp.example,B{number % 20:02d},2026-12-01")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def measure(reports: Path, run_ids: list[str], fast: bool) -> dict[str, float]:
     """The report's phases, timed (runs in the child process)."""
+    from cpuu_fleet.inputs.mailboxes import load_mailboxes
     from cpuu_fleet.report.csvs import write_csvs
     from cpuu_fleet.report.frames import load_frames
+    from cpuu_fleet.report.mailboxes import mailbox_frames, write_mailbox_csvs
     from cpuu_fleet.report.workbook import write_workbook
 
     out = reports / "out"
@@ -173,10 +195,16 @@ def measure(reports: Path, run_ids: list[str], fast: bool) -> dict[str, float]:
     frames = load_frames(journal, run_ids)
     figures["frames_s"] = time.perf_counter() - start
     mark = time.perf_counter()
-    write_workbook(frames, out / "report.xlsx", fast=fast)
+    batch = write_batch_file(reports / "batch.csv", frames.hosts["host"])
+    tables = mailbox_frames(frames, load_mailboxes(batch))
+    figures["mailboxes_s"] = time.perf_counter() - mark
+    figures["mailboxes"] = len(tables.mailboxes)
+    mark = time.perf_counter()
+    write_workbook(frames, out / "report.xlsx", fast=fast, mailboxes=tables)
     figures["workbook_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     write_csvs(frames, out)
+    write_mailbox_csvs(tables, out)
     figures["csvs_s"] = time.perf_counter() - mark
     figures["total_s"] = time.perf_counter() - start
     figures["xlsx_mb"] = (out / "report.xlsx").stat().st_size / 1e6
@@ -199,8 +227,8 @@ def main() -> None:
     print(f"cells written by: {'rowxml (streamed XML)' if fast else 'XlsxWriter API'}")
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
-        f"{'hosts':>8} {'fill s':>7} {'frames s':>8} {'xlsx s':>7} {'csv s':>6} {'total s':>8} "
-        f"{'peak MB':>8} {'xlsx MB':>8} {'rows':>9}"
+        f"{'hosts':>8} {'fill s':>7} {'frames s':>8} {'mbx s':>6} {'xlsx s':>7} {'csv s':>6} "
+        f"{'total s':>8} {'peak MB':>8} {'xlsx MB':>8} {'rows':>9} {'mailboxes':>9}"
     )
     previous: tuple[int, float] | None = None
     for size in (int(s) for s in args.sizes.split(",")):
@@ -220,9 +248,10 @@ def main() -> None:
             figures = json.loads(output)
             peak_mb = usage.ru_maxrss / 1024  # Linux: kilobytes
             print(
-                f"{size:>8} {filled:>7.1f} {figures['frames_s']:>8.1f} {figures['workbook_s']:>7.1f} "
+                f"{size:>8} {filled:>7.1f} {figures['frames_s']:>8.1f} "
+                f"{figures['mailboxes_s']:>6.1f} {figures['workbook_s']:>7.1f} "
                 f"{figures['csvs_s']:>6.1f} {figures['total_s']:>8.1f} {peak_mb:>8.0f} "
-                f"{figures['xlsx_mb']:>8.1f} {figures['rows']:>9,}"
+                f"{figures['xlsx_mb']:>8.1f} {figures['rows']:>9,} {figures['mailboxes']:>9,}"
                 + (
                     f"   x{figures['total_s'] / previous[1]:.1f} time for x{size / previous[0]:.0f} hosts"
                     if previous

@@ -253,6 +253,36 @@ WORST_FIRST: tuple[str, ...] = (
 # one left running may have run CPUU, but nothing was collected: --resume asks the host.
 _SETTLED = {QUEUED: NOT_RUN, RUNNING: INTERRUPTED}
 
+# ------------------------------------------------------------------------------ mailbox (user) states
+# What a migration lead reads per mailbox (report/mailboxes.py): each device's host state falls
+# into one of four, and the user's state is their WORST device's, as MECM rolls a user's devices
+# up (one device in error makes the user's deployment an error). Worst first: a device a person
+# must fix blocks the user and someone must act; a device no run has reached needs a run
+# scheduled; a device that waits (pending logon, nobody logged on) settles by itself; a user is
+# done only when every device is done.
+USER_NEEDS_ACTION = "needs action"
+USER_NOT_STARTED = "not started"
+USER_WAITING = "waiting"
+USER_DONE = "done"
+USER_NO_DEVICE = "no known device"
+"""A user whose devices nobody knows (no device map row, never seen by a run): listed apart."""
+USER_STATES: tuple[str, ...] = (USER_NEEDS_ACTION, USER_NOT_STARTED, USER_WAITING, USER_DONE)
+"""Worst first: a user's state is the first of these that one of their devices is in."""
+USER_STATE_OF_HOST: dict[str, str] = {
+    SUCCEEDED: USER_DONE,
+    PARTIAL: USER_NEEDS_ACTION,
+    FAILED: USER_NEEDS_ACTION,
+    UNREACHABLE: USER_NEEDS_ACTION,
+    NOT_SWITCHED: USER_NEEDS_ACTION,
+    INTERRUPTED: USER_NEEDS_ACTION,
+    SKIPPED: USER_WAITING,  # nobody was logged on: the next run (or logon) does it
+    PENDING: USER_WAITING,
+    NOT_RUN: USER_NOT_STARTED,
+    QUEUED: USER_NOT_STARTED,
+    RUNNING: USER_WAITING,
+}
+"""Each host state's mailbox state; a device no run has targeted is ``not started``."""
+
 
 def state(key: str) -> HostState:
     """The state for a key; an unknown key (a newer or damaged journal) is treated as failed,

@@ -20,6 +20,7 @@ from cpuu_fleet.cli import (
     demo,
     inventory,
     lab,
+    mailboxes,
     play,
     render,
     report,
@@ -71,6 +72,7 @@ for _module in (
     status,
     demo,
     report,
+    mailboxes,
     audit,
 ):
     _module.register(app)

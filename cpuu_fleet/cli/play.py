@@ -10,6 +10,12 @@ from typing import Annotated
 import typer
 
 from cpuu_fleet import vocabulary
+from cpuu_fleet.cli.mailboxes import (
+    ColumnOption,
+    DevicesOption,
+    MailboxesOption,
+    read_mailbox_options,
+)
 from cpuu_fleet.cli.options import (
     AskPassOption,
     AskVaultPassOption,
@@ -85,6 +91,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--payload", help="CPUU payload folder (instead of the playbook's)."),
         ] = None,
+        mailboxes: MailboxesOption = None,
+        devices: DevicesOption = None,
+        mailbox_columns: ColumnOption = None,
     ) -> None:
         from cpuu_fleet.engine.wave import PlayRequest, run_play
 
@@ -104,5 +113,6 @@ def register(app: typer.Typer) -> None:
             processors=processors(reports, as_json),
             payload=payload,
             warn=warn_one,
+            mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
         )
         finish(run_play(request), as_json=as_json, check=check)

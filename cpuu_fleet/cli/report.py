@@ -8,6 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cpuu_fleet.cli.mailboxes import (
+    ColumnOption,
+    DevicesOption,
+    MailboxesOption,
+    read_mailbox_options,
+)
 from cpuu_fleet.cli.options import ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
 
@@ -42,6 +48,9 @@ def report(
         ),
     ] = None,
     reports: ReportsOption = Path("reports"),
+    mailboxes: MailboxesOption = None,
+    devices: DevicesOption = None,
+    mailbox_columns: ColumnOption = None,
 ) -> None:
     """Write report.xlsx, the CSVs, retry.txt and pending.txt, and print the summary."""
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
@@ -51,10 +60,11 @@ def report(
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
+    batch = read_mailbox_options(mailboxes, devices, mailbox_columns)
     with existing_journal(reports) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
-        result = write_report(journal, run_ids, out_dir, wave=wave)
+        result = write_report(journal, run_ids, out_dir, wave=wave, mailboxes=batch)
 
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
     console = Console(highlight=False)
@@ -81,6 +91,11 @@ def report(
                 f"Pending hosts (after the next logon): cpuu-fleet collect ... --limit @{pending}"
             )
         )
+    if result.mailboxes is not None:
+        from cpuu_fleet.report.mailboxes import batch_lines
+
+        for line in batch_lines(result.mailboxes):
+            console.print(plain(line))
     console.print("Written:")
     for path in result.paths.values():
         console.print(plain(f"  {path}"), soft_wrap=True)

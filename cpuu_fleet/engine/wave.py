@@ -127,6 +127,9 @@ class PlayRequest:
     warn: Callable[[str], None] | None = None
     """Where the inventory's and the templates' warnings go (the CLI: stderr), before any host
     is touched: a group_vars file for no group, or an INI that makes CPUU prompt the user."""
+    mailboxes: Any = None
+    """A batch file and device map (``inputs.mailboxes.MailboxInput``), read before the run:
+    the report at the end shows the batch's mailboxes."""
 
 
 @dataclass
@@ -624,7 +627,9 @@ class Engine:
             result.report_error = f"report not written: {exc}"
             return
         try:
-            result.report = write_report(self.journal, [result.run_id], result.run_dir)
+            result.report = write_report(
+                self.journal, [result.run_id], result.run_dir, mailboxes=self.request.mailboxes
+            )
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"
         except Exception as exc:

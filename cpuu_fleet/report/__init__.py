@@ -23,10 +23,12 @@ from pathlib import Path
 import pandas as pd
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.mailboxes import MailboxInput
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report.csvs import write_csvs
 from cpuu_fleet.report.frames import ReportFrames, load_frames
+from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
 from cpuu_fleet.report.summary import summary_table
@@ -47,6 +49,7 @@ class ReportResult:
     summary: pd.DataFrame
     sheets: dict[str, list[SheetPart]] = field(default_factory=dict)
     frames: ReportFrames | None = field(default=None, repr=False)
+    mailboxes: MailboxFrames | None = field(default=None, repr=False)
 
     @property
     def workbook(self) -> Path:
@@ -61,24 +64,32 @@ def write_report(
     wave: str | None = None,
     max_rows: int = EXCEL_MAX_ROWS,
     redactor: Redactor = REDACTOR,
+    mailboxes: MailboxInput | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``
     and ``pending.txt``.
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
-    smaller by tests to exercise the continuation sheets.
+    smaller by tests to exercise the continuation sheets. ``mailboxes`` (a batch file and device
+    map, :func:`cpuu_fleet.inputs.mailboxes.load_mailboxes`) adds the Mailboxes sheets and
+    ``mailboxes.csv`` (:mod:`.mailboxes`).
 
     The journal is read through a second, read-only connection: call this outside
     ``Journal.batch()``, whose writes are not committed (and so not visible) until it ends.
     """
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
+    tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        workbook = write_workbook(frames, out_dir / WORKBOOK_NAME, max_rows=max_rows)
+        workbook = write_workbook(
+            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables
+        )
         paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+        if tables is not None:
+            paths.update(write_mailbox_csvs(tables, out_dir))
     except OSError as exc:
         # A full disk or a folder the operator cannot write: one line, and after a play the
         # run's own summary is still printed (the engine reports this as report_error).
@@ -86,7 +97,9 @@ def write_report(
         raise InputError(
             f"cannot write the report ({why})", where=exc.filename or out_dir
         ) from None
-    return ReportResult(out_dir, selected, paths, frames.summary, workbook.sheets, frames)
+    return ReportResult(
+        out_dir, selected, paths, frames.summary, workbook.sheets, frames, mailboxes=tables
+    )
 
 
 def default_out_dir(reports_dir: Path, run_ids: list[str], wave: str | None = None) -> Path:

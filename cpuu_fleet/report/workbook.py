@@ -1,4 +1,5 @@
-"""``report.xlsx``: Summary, Hosts, Profiles, Return codes, Action list, Attempts.
+"""``report.xlsx``: Summary, Hosts, Profiles, Return codes, Action list, Attempts (and, given a
+batch file, Mailboxes and Mailbox batches: :mod:`.mailboxes`).
 
 The workbook is written through pandas' ``ExcelWriter`` with the XlsxWriter engine and these
 options, for the reasons given:
@@ -23,6 +24,7 @@ from xlsxwriter.worksheet import Worksheet
 
 from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames, wave_count_key
+from cpuu_fleet.report.mailboxes import MailboxFrames, sheet_tables
 from cpuu_fleet.report.sheets import (
     DATE,
     DURATION,
@@ -173,6 +175,7 @@ def write_workbook(
     *,
     max_rows: int = EXCEL_MAX_ROWS,
     fast: bool = True,
+    mailboxes: MailboxFrames | None = None,
 ) -> WorkbookResult:
     """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
 
@@ -185,6 +188,7 @@ def write_workbook(
         ("Return codes", frames.codes, code_columns(frames.waves)),
         ("Action list", frames.actions, ACTION_COLUMNS),
         ("Attempts", frames.attempts, ATTEMPT_COLUMNS),
+        *(sheet_tables(mailboxes) if mailboxes is not None else []),
     ]
     planned = {name: sheet_names(name, len(frame), max_rows) for name, frame, _ in tables}
     result = WorkbookResult(path)

@@ -245,7 +245,7 @@ UNTRIED_STATES: frozenset[str] = frozenset({QUEUED, NOT_RUN})
 #: mailbox move; interrupted and not run were never finished; pending and skipped did nothing
 #: wrong; succeeded is done.
 WORST_FIRST: tuple[str, ...] = (
-    FAILED, UNREACHABLE, PARTIAL, INTERRUPTED, NOT_SWITCHED, NOT_RUN, RUNNING, QUEUED, PENDING,
+    FAILED, UNREACHABLE, PARTIAL, INTERRUPTED, NOT_SWITCHED, NOT_RUN, QUEUED, RUNNING, PENDING,
     SKIPPED, SUCCEEDED,
 )  # fmt: skip
 

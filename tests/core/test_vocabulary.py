@@ -90,3 +90,12 @@ def test_worst_first_orders_every_state_once():
 
     assert sorted(WORST_FIRST) == sorted(BY_KEY)
     assert WORST_FIRST[0] == "failed" and WORST_FIRST[-1] == "succeeded"
+
+
+def test_the_worst_host_state_is_never_a_better_users_state():
+    """One story of "worst decides": ordering hosts by WORST_FIRST never puts a host whose user
+    state (a mailbox's view) is better before one whose user state is worse."""
+    from cpuu_fleet.vocabulary import USER_STATE_OF_HOST, USER_STATES, WORST_FIRST
+
+    ranks = [USER_STATES.index(USER_STATE_OF_HOST[key]) for key in WORST_FIRST]
+    assert ranks == sorted(ranks)

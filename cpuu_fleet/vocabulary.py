@@ -64,7 +64,7 @@ UNREACHABLE = "unreachable"
 NOT_SWITCHED = "not_switched"  # CPUU found no switch message: the mailbox is not switched yet
 SKIPPED = "skipped"  # nobody logged on (policy skip), nothing to do, not applicable
 PENDING = "pending"  # at-logon task registered; results not collected yet
-NOT_RUN = "not_run"  # stopped by max_fail_percentage or Ctrl-C before it started
+NOT_RUN = "not_run"  # stopped by a stop rule (max_fail/max_unreachable_percentage) or Ctrl-C
 QUEUED = "queued"  # transient: waiting in its batch
 RUNNING = "running"  # transient: being worked on
 # Never stored: what a report makes of a host left ``running`` by a run that is no longer going on
@@ -90,7 +90,7 @@ STEP_STATUSES = (
 # The journal's runs.status and the ``run_finished`` event's status.
 RUN_RUNNING = "running"
 RUN_COMPLETED = "completed"
-RUN_STOPPED = "stopped"  # max_fail_percentage
+RUN_STOPPED = "stopped"  # max_fail_percentage or max_unreachable_percentage
 RUN_INTERRUPTED = "interrupted"  # Ctrl-C, a signal, or a controller that died
 RUN_STATUSES = (RUN_RUNNING, RUN_COMPLETED, RUN_STOPPED, RUN_INTERRUPTED)
 
@@ -201,7 +201,7 @@ STATES: tuple[HostState, ...] = (
     _state(
         NOT_RUN, "not run", ("dim", "#EDEDED", "#7F7F7F", "#D0CECE"),
         final=True, attention=True, retried=False, resumed=True, follow_up=_RESUME,
-        meaning="the run stopped (max_fail_percentage, Ctrl-C) before the host started",
+        meaning="the run stopped (a stop rule, Ctrl-C) before the host started",
     ),
     _state(
         INTERRUPTED, "interrupted", ("bold magenta", "#F8CBAD", "#843C0C", "#C55A11"),

@@ -119,7 +119,7 @@ def find_playbook(name: str = "update.yml") -> Path:
 def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
     """``playbooks/update.yml`` with the stand-in payload and demo-friendly limits.
 
-    The failure threshold is lifted (the mix fails hosts on purpose, and the demo should show a
+    The failure and unreachable thresholds are lifted (the mix fails hosts on purpose, and the demo should show a
     whole wave, not stop after the canary); everything else is the shipped playbook.
     """
     from cpuu_fleet.inputs.playbook import RunOptions, load_playbook
@@ -141,6 +141,7 @@ def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
                 payload=payload,
                 templates=templates,
                 max_fail_percentage=100,
+                max_unreachable_percentage=100,
                 retry_backoff=DEMO_RETRY_BACKOFF_S,
             )
         )

@@ -27,6 +27,12 @@ from cpuu_fleet.cli.options import (
     VaultPasswordFileOption,
     parse_extra_vars,
 )
+from cpuu_fleet.cli.policy import (
+    MaxFailOption,
+    MaxUnreachableOption,
+    SerialOption,
+    policy_fields,
+)
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
 from cpuu_fleet.errors import InputError
 
@@ -64,6 +70,9 @@ def register(app: typer.Typer) -> None:
                 "--check", help="Read-only: preflight, then show what would be pushed and run."
             ),
         ] = False,
+        serial: SerialOption = None,
+        max_fail_percentage: MaxFailOption = None,
+        max_unreachable_percentage: MaxUnreachableOption = None,
         resume: Annotated[
             str | None,
             typer.Option(
@@ -114,5 +123,6 @@ def register(app: typer.Typer) -> None:
             payload=payload,
             warn=warn_one,
             mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
+            **policy_fields(serial, max_fail_percentage, max_unreachable_percentage),
         )
         finish(run_play(request), as_json=as_json, check=check)

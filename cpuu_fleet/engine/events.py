@@ -178,7 +178,7 @@ class BatchFinished(Event):
 class RunFinished(Event):
     kind: ClassVar[str] = "run_finished"
     status: str = ""
-    """One of ``vocabulary.RUN_STATUSES``: completed | stopped (max_fail_percentage) |
+    """One of ``vocabulary.RUN_STATUSES``: completed | stopped (a stop rule) |
     interrupted (Ctrl-C)."""
     stop_reason: str | None = None
     counts: dict[str, int] = field(default_factory=dict)

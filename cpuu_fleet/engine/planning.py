@@ -3,7 +3,8 @@
 Two questions are answered here, apart from the runner that executes the answer:
 
 * **A fresh run** (:func:`build_plan`): each play's host pattern, narrowed by ``--limit``, split into
-  ``serial`` batches, each host tagged with its wave.
+  ``serial`` batches, each host tagged with its wave; the command line's batches and stop rules
+  (:class:`Policy`) replace the playbook's.
 * **A follow-up run** of an earlier run RUN, from the journal alone:
   ``--retry-failed RUN`` (:func:`select_retry_failed`) visits the hosts whose latest state is failed
   or unreachable; ``--resume RUN`` (:func:`select_resume`) visits the hosts the run never finished,
@@ -87,6 +88,8 @@ class PlayPlan:
 class RunPlan:
     plays: tuple[PlayPlan, ...]
     playbook: Playbook | None = None
+    stops: bool = True
+    """False: no stop rule ends the run early (a ``--check``, see :class:`Policy`)."""
 
     @property
     def host_names(self) -> list[str]:
@@ -98,6 +101,38 @@ class RunPlan:
         return list(seen)
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a run batches its hosts and when it stops early, where it differs from the playbook.
+
+    ``serial`` and the two percentages come from the command line (``--serial``,
+    ``--max-fail-percentage``, ``--max-unreachable-percentage``) and replace every play's own.
+    ``check``: a ``--check`` changes nothing on a host, so a failure in it is no reason to leave
+    the other hosts unchecked; no stop rule applies. ``retry``: a ``--retry-failed`` visits hosts
+    the earlier run already tried, whose canary and stop rules already judged the change: its
+    hosts go in one batch (``forks`` at a time), unless ``--serial`` is given.
+    """
+
+    serial: tuple[int | str, ...] | None = None
+    max_fail_percentage: float | None = None
+    max_unreachable_percentage: float | None = None
+    check: bool = False
+    retry: bool = False
+
+    def apply(self, play: Play) -> Play:
+        """The play as this run runs it."""
+        changes: dict[str, Any] = {}
+        if self.serial is not None:
+            changes["serial"] = self.serial
+        elif self.retry:
+            changes["serial"] = ()  # one batch: no canary for hosts that already ran once
+        if self.max_fail_percentage is not None:
+            changes["max_fail_percentage"] = self.max_fail_percentage
+        if self.max_unreachable_percentage is not None:
+            changes["max_unreachable_percentage"] = self.max_unreachable_percentage
+        return replace(play, **changes) if changes else play
+
+
 def build_plan(
     playbook: Playbook,
     inventory: Inventory,
@@ -106,22 +141,25 @@ def build_plan(
     only: Iterable[str] | None = None,
     resume: Mapping[str, ResumeHint] | None = None,
     forks: int | None = None,
+    policy: Policy | None = None,
 ) -> RunPlan:
     """Resolve each play's hosts and split them into batches.
 
     ``limit`` is an inventory pattern (``--limit``; Ansible intersects it with each play's
     pattern). ``only`` narrows further to a set of names (a retry/resume selection). ``forks``
-    overrides every play's forks (``--forks``).
+    overrides every play's forks (``--forks``); ``policy`` its batches and stop rules.
     """
     allowed = {h.name for h in inventory.select(limit)} if limit else None
     wanted = set(only) if only is not None else None
     hints = resume or {}
+    policy = policy or Policy()
     plays = []
     for play in playbook.plays:
         if forks is not None:
             if forks < 1:
                 raise InputError(f"--forks must be at least 1, not {forks}")
             play = replace(play, forks=forks)
+        play = policy.apply(play)
         chosen: dict[str, Any] = {}
         for host in inventory.select(play.hosts):
             if allowed is not None and host.name not in allowed:
@@ -155,7 +193,7 @@ def build_plan(
             f"no host to run: the plays' hosts ({patterns}){narrowed} match no host",
             where=playbook.path,
         )
-    return RunPlan(plays=tuple(plays), playbook=playbook)
+    return RunPlan(plays=tuple(plays), playbook=playbook, stops=not policy.check)
 
 
 def _groups(host: Any) -> list[str]:

@@ -9,8 +9,12 @@ WinRM session and runs the steps); the runner owns everything around it:
   its traceback in the run log, and the other hosts carry on;
 * transient failures (unreachable, timeout, dropped connection) tried again after an exponential
   backoff, without holding a worker while waiting; permanent ones never;
-* after each batch, Ansible's ``max_fail_percentage`` (failed + unreachable must *exceed* it):
-  later batches are not started and their hosts are recorded as not_run, with the reason;
+* after each batch, two stop rules, each naming itself in the run's stop reason: Ansible's
+  ``max_fail_percentage`` over the batch's *reached* hosts, and ``max_unreachable_percentage``
+  over the play's hosts so far (unreachable hosts counted apart: a desktop fleet always has some
+  off; see :func:`~cpuu_fleet.inputs.playbook.max_unreachable_exceeded`). Later batches are not
+  started and their hosts are recorded as not_run, with the reason. A ``--check`` plan
+  (``RunPlan.stops`` false) is never stopped by them;
 * Ctrl-C: the first stops starting hosts and lets running ones finish; the second also tells the
   running host work to stop (``HostJob.stopping``) and, after a grace period, leaves hosts that
   are still busy as ``running`` in the journal, which is exactly what ``--resume`` looks for;
@@ -58,7 +62,7 @@ from cpuu_fleet.engine.planning import (
 )
 from cpuu_fleet.engine.run_log import RunLogProcessor
 from cpuu_fleet.errors import write_fault
-from cpuu_fleet.inputs.playbook import Play, max_fail_exceeded
+from cpuu_fleet.inputs.playbook import Play, max_fail_exceeded, max_unreachable_exceeded
 from cpuu_fleet.journal import (
     FAILED,
     FINAL_STATES,
@@ -75,7 +79,7 @@ from cpuu_fleet.visit.outcome import HostOutcome
 
 # Run statuses (the journal's ``runs.status``).
 COMPLETED = "completed"
-STOPPED = "stopped"  # max_fail_percentage
+STOPPED = "stopped"  # max_fail_percentage or max_unreachable_percentage
 INTERRUPTED = "interrupted"  # Ctrl-C
 
 #: The signals that interrupt a run like Ctrl-C, each counting as one press. SIGTERM (``kill``,
@@ -337,7 +341,9 @@ class Runner:
             )
             for index, play_plan in enumerate(plan.plays):
                 more = any(p.batches for p in plan.plays[index + 1 :])
-                stop_reason = self._run_play(run_id, play_plan, work, states, outcomes, more)
+                stop_reason = self._run_play(
+                    run_id, play_plan, work, states, outcomes, more, stops=plan.stops
+                )
                 if stop_reason or self.draining.is_set():
                     break
             if self.draining.is_set():
@@ -462,13 +468,18 @@ class Runner:
         states: dict[str, str],
         outcomes: dict[str, HostOutcome],
         more_after: bool,
+        *,
+        stops: bool = True,
     ) -> str | None:
         """Run a play's batches; returns why the run must stop, or None.
 
-        A threshold crossed by the very last batch of the run stops nothing, so it is not a stop.
+        A threshold crossed by the very last batch of the run stops nothing, so it is not a stop;
+        nor does any threshold when ``stops`` is false (a ``--check``).
         """
         play = play_plan.play
         total = len(play_plan.batches)
+        play_hosts = len(play_plan.hosts)
+        unreachable_so_far = 0
         for position, planned_batch in enumerate(play_plan.batches, 1):
             self._poll_signals()
             if self.draining.is_set():
@@ -494,14 +505,13 @@ class Runner:
                 outcomes[name] = outcome
             failed = sum(1 for o in batch.finals.values() if o.state == FAILED)
             unreachable = sum(1 for o in batch.finals.values() if o.state == UNREACHABLE)
+            unreachable_so_far += unreachable
             reason = None
             last = position == total and not more_after
-            if (
-                not last
-                and not self.draining.is_set()
-                and max_fail_exceeded(failed + unreachable, len(hosts), play.max_fail_percentage)
-            ):
-                reason = _stop_reason(play, number, len(hosts), failed, unreachable)
+            if stops and not last and not self.draining.is_set():
+                reason = _stop_reason(
+                    play, number, len(hosts), failed, unreachable, unreachable_so_far, play_hosts
+                )
             counts = dict(Counter(outcome.state for outcome in batch.finals.values()))
             self.events.emit(
                 BatchFinished(
@@ -888,13 +898,37 @@ def _percent(value: float) -> str:
     return f"{round(value, 1):g}"
 
 
-def _stop_reason(play: Play, batch: int, size: int, failed: int, unreachable: int) -> str:
-    bad = failed + unreachable
-    split = f"{failed} failed, {unreachable} unreachable"
+def _stop_reason(
+    play: Play,
+    batch: int,
+    size: int,
+    failed: int,
+    unreachable: int,
+    unreachable_so_far: int,
+    play_hosts: int,
+) -> str | None:
+    """Why the play stops after this batch, naming the rule; None when neither rule says stop.
+
+    Failures are judged first: a change that breaks hosts is the reason that matters most.
+    """
     where = f"play {play.name!r} batch {batch}"
-    if play.max_fail_percentage is None:
-        return f"{where}: all {size} hosts failed ({split}); later batches not started"
-    return (
-        f"{where}: {bad} of {size} hosts failed ({_percent(100 * bad / size)}%: {split})"
-        f" > max_fail_percentage {_percent(play.max_fail_percentage)}"
-    )
+    reached = size - unreachable
+    apart = f"; {unreachable} unreachable, counted apart" if unreachable else ""
+    if max_fail_exceeded(failed, reached, play.max_fail_percentage):
+        if play.max_fail_percentage is None:
+            return (
+                f"{where}: all {reached} reached hosts failed{apart} (no max_fail_percentage:"
+                " a batch where every reached host failed stops)"
+            )
+        return (
+            f"{where}: {failed} of {reached} reached hosts failed"
+            f" ({_percent(100 * failed / reached)}%{apart})"
+            f" > max_fail_percentage {_percent(play.max_fail_percentage)}"
+        )
+    if max_unreachable_exceeded(unreachable_so_far, play_hosts, play.max_unreachable_percentage):
+        return (
+            f"{where}: {unreachable_so_far} of the play's {play_hosts} hosts unreachable so far"
+            f" ({_percent(100 * unreachable_so_far / play_hosts)}%)"
+            f" > max_unreachable_percentage {_percent(play.max_unreachable_percentage)}"
+        )
+    return None

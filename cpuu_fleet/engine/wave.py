@@ -24,6 +24,7 @@ from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.engine.lease import RunLease
 from cpuu_fleet.engine.planning import (
     RETRY_FILE,
+    Policy,
     RunPlan,
     Selection,
     build_plan,
@@ -111,6 +112,11 @@ class PlayRequest:
     check: bool = False
     resume: str | None = None
     retry_failed: str | None = None
+    serial: tuple[int | str, ...] | None = None
+    """``--serial``: every play's batches (``inputs.playbook.parse_serial_option``)."""
+    max_fail_percentage: float | None = None
+    max_unreachable_percentage: float | None = None
+    """``--max-fail-percentage``, ``--max-unreachable-percentage``: every play's stop rules."""
     ask_pass: AskPass | None = None
     extra_vars: dict[str, Any] = field(default_factory=dict)
     processors: list[Any] = field(default_factory=list)
@@ -428,6 +434,13 @@ class Engine:
             only=only,
             resume=selection.ask_first if selection is not None else None,
             forks=request.forks,
+            policy=Policy(
+                serial=request.serial,
+                max_fail_percentage=request.max_fail_percentage,
+                max_unreachable_percentage=request.max_unreachable_percentage,
+                check=request.check,
+                retry=selection is not None and selection.kind == "retry",
+            ),
         )
         if selection is None and not plan.host_names:
             raise InputError(f"no host matches the playbook's plays (limit: {limit or 'none'})")
@@ -510,6 +523,9 @@ class Engine:
             check_mode=request.check,
             options={
                 "forks": request.forks,
+                "serial": list(request.serial) if request.serial is not None else None,
+                "max_fail_percentage": request.max_fail_percentage,
+                "max_unreachable_percentage": request.max_unreachable_percentage,
                 "extra_vars": sorted(request.extra_vars),
                 "payload": str(self.payload_override) if self.payload_override else None,
             },

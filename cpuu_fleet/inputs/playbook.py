@@ -36,12 +36,18 @@ DEFAULT_RETRIES = 2
 DEFAULT_RETRY_BACKOFF = 5.0
 DEFAULT_RUN_TIMEOUT = 900
 DEFAULT_WAVE_GROUPS = "wave*"
+DEFAULT_MAX_UNREACHABLE_PERCENTAGE = 25.0
+"""A play stops once more than this share of its hosts was unreachable. Desktop fleets have 5 to
+10 % of machines off, asleep or off the VPN on any day: a quarter is no longer a laptop or two
+but the network, the VPN, DNS or WinRM's firewall rule, and every later host would only be
+unreachable too. Unlike failures, an unreachable host changed nothing, so the default is loose."""
 
 _PLAY_KEYS = (
     "name",
     "hosts",
     "serial",
     "max_fail_percentage",
+    "max_unreachable_percentage",
     "forks",
     "vars",
     "steps",
@@ -106,6 +112,11 @@ class Play:
     serial: tuple[int | str, ...] = ()
     """Ansible's serial, normalised to a tuple of ints and ``"N%"`` strings; empty = one batch."""
     max_fail_percentage: float | None = None
+    """Per batch: failed hosts over the batch's *reached* hosts must exceed it to stop the play
+    (unreachable hosts are counted apart, by ``max_unreachable_percentage``)."""
+    max_unreachable_percentage: float = DEFAULT_MAX_UNREACHABLE_PERCENTAGE
+    """Per play, cumulative: the play's unreachable hosts so far over all its hosts must exceed it
+    to stop the play (see :data:`DEFAULT_MAX_UNREACHABLE_PERCENTAGE`)."""
     forks: int = DEFAULT_FORKS
     vars: dict[str, Any] = field(default_factory=dict)
     retries: int = DEFAULT_RETRIES
@@ -208,12 +219,54 @@ def max_fail_exceeded(failed: int, batch: int, max_fail_percentage: float | None
 
     Without a percentage, only a batch where every host failed stops (Ansible's default too).
     Integer cross-multiplication avoids float surprises at the boundary (2 of 10 vs 20%).
+    The runner passes the batch's reached hosts as ``batch`` (unreachable ones are judged by
+    :func:`max_unreachable_exceeded`); a batch nobody was reached in has no failure share.
     """
     if batch <= 0:
         return False
     if max_fail_percentage is None:
         return failed == batch
     return failed * 100 > max_fail_percentage * batch
+
+
+def max_unreachable_exceeded(unreachable: int, play_hosts: int, percentage: float) -> bool:
+    """The play's unreachable hosts so far must *exceed* ``percentage`` of all its hosts.
+
+    Why of all the play's hosts, not of one batch (Ansible counts unreachable hosts in
+    ``max_fail_percentage``, per batch): a canary or a 10 % batch is often one host, and one
+    laptop that is off would be 100 % of it. Offline machines are a property of the fleet, not of
+    the change, so they are judged over the play: with 25 % and 10 hosts the third unreachable
+    host stops the play, with 1000 hosts the 251st.
+    """
+    if play_hosts <= 0:
+        return False
+    return unreachable * 100 > percentage * play_hosts
+
+
+def parse_serial_option(text: str) -> tuple[int | str, ...]:
+    """``--serial 1,10%,50%``: the playbook's ``serial`` grammar, comma-separated."""
+    items = [item.strip() for item in text.split(",")]
+    parsed = [_parse_serial_item(item) for item in items]
+    if not items or any(item is None for item in parsed):
+        raise InputError(
+            f"{text!r} is not a list of host counts (e.g. 5) or percentages (e.g. 30%)",
+            where="--serial",
+        )
+    return tuple(item for item in parsed if item is not None)
+
+
+def parse_percentage_option(text: str, option: str) -> float:
+    """``--max-fail-percentage 20`` (or ``20%``): a number from 0 to 100, as in a playbook."""
+    value: Any = text.strip()
+    if not value.endswith("%"):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    number = _percentage(value)
+    if number is None:
+        raise InputError(f"{text!r} is not a number from 0 to 100", where=option)
+    return number
 
 
 # ------------------------------------------------------------------------------ YAML with lines
@@ -318,6 +371,13 @@ def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play
     max_fail = _parse_percentage(
         check, raw.get("max_fail_percentage"), label, where("max_fail_percentage")
     )
+    max_unreachable = _parse_percentage(
+        check,
+        raw.get("max_unreachable_percentage"),
+        label,
+        where("max_unreachable_percentage"),
+        key="max_unreachable_percentage",
+    )
     forks = _int_at_least(check, raw, "forks", DEFAULT_FORKS, 1, label, where("forks"))
     retries = _int_at_least(check, raw, "retries", DEFAULT_RETRIES, 0, label, where("retries"))
     backoff = raw.get("retry_backoff", DEFAULT_RETRY_BACKOFF)
@@ -359,6 +419,9 @@ def _parse_play(check: _Checker, raw: Any, index: int, line: int | None) -> Play
         steps=steps,
         serial=serial,
         max_fail_percentage=max_fail,
+        max_unreachable_percentage=(
+            DEFAULT_MAX_UNREACHABLE_PERCENTAGE if max_unreachable is None else max_unreachable
+        ),
         forks=forks,
         vars=_plain(variables),
         retries=retries,
@@ -437,9 +500,8 @@ def _parse_serial(
     return tuple(result)
 
 
-def _parse_percentage(check: _Checker, value: Any, label: str, line: int | None) -> float | None:
-    if value is None:
-        return None
+def _percentage(value: Any) -> float | None:
+    """A number, or an ``"N%"`` string, from 0 to 100; None when it is not one."""
     number: float | None = None
     if _is_number(value):
         number = float(value)
@@ -449,10 +511,29 @@ def _parse_percentage(check: _Checker, value: Any, label: str, line: int | None)
         except ValueError:
             number = None
     if number is None or not (0 <= number <= 100):
+        return None
+    return number
+
+
+_PERCENTAGE_MEANING = {
+    "max_fail_percentage": "a batch stops the play when its failed share exceeds it",
+    "max_unreachable_percentage": "the play stops when its unreachable share exceeds it",
+}
+
+
+def _parse_percentage(
+    check: _Checker,
+    value: Any,
+    label: str,
+    line: int | None,
+    key: str = "max_fail_percentage",
+) -> float | None:
+    if value is None:
+        return None
+    number = _percentage(value)
+    if number is None:
         raise check.fail(
-            f"{label}: 'max_fail_percentage' must be a number from 0 to 100 (a batch stops the"
-            " play when its failed share exceeds it)",
-            line,
+            f"{label}: {key!r} must be a number from 0 to 100 ({_PERCENTAGE_MEANING[key]})", line
         )
     return number
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cpuu_fleet.engine.planning import (
+    Policy,
     build_plan,
     select_resume,
     select_retry_failed,
@@ -270,3 +271,35 @@ def test_a_check_run_of_the_failed_hosts_does_not_settle_them(journal, tmp_path,
         check_mode=True,
     )
     assert select_retry_failed(journal, first.run_id).hosts == (hosts[1],)
+
+
+def test_command_line_policy_replaces_the_playbooks_batches_and_thresholds(write_playbook):
+    inventory = SmallInventory({"wave1": names("pc", 10)})
+    playbook = write_playbook(
+        "- name: Update\n  hosts: wave1\n  serial: [1, '10%', '50%']\n"
+        "  max_fail_percentage: 20\n  steps: [preflight]\n"
+    )
+    shipped = build_plan(playbook, inventory)
+    assert [len(b) for b in shipped.plays[0].batches] == [1, 1, 5, 3]
+    assert shipped.plays[0].play.max_unreachable_percentage == 25  # the desktop default
+
+    given = Policy(serial=(4,), max_fail_percentage=50, max_unreachable_percentage=10)
+    plan = build_plan(playbook, inventory, policy=given)
+    play = plan.plays[0]
+    assert [len(b) for b in play.batches] == [4, 4, 2]
+    assert (play.play.max_fail_percentage, play.play.max_unreachable_percentage) == (50, 10)
+    assert plan.stops
+
+    assert not build_plan(playbook, inventory, policy=Policy(check=True)).stops
+
+
+def test_a_retry_runs_its_hosts_in_one_batch_unless_serial_is_given(write_playbook):
+    inventory = SmallInventory({"wave1": names("pc", 10)})
+    playbook = write_playbook(
+        "- name: Update\n  hosts: wave1\n  serial: [1, '10%', '50%']\n  steps: [preflight]\n"
+    )
+    retried = names("pc", 10)[2:6]
+    plan = build_plan(playbook, inventory, only=retried, policy=Policy(retry=True))
+    assert [[h.name for h in b] for b in plan.plays[0].batches] == [retried]
+    plan = build_plan(playbook, inventory, only=retried, policy=Policy(retry=True, serial=(3,)))
+    assert [len(b) for b in plan.plays[0].batches] == [3, 1]

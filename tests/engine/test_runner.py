@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cpuu_fleet.engine.planning import build_plan
+from cpuu_fleet.engine.planning import Policy, build_plan
 from cpuu_fleet.engine.runner import COMPLETED, INTERRUPTED, STOPPED, HostOutcome, Runner
 from cpuu_fleet.journal import (
     FAILED,
@@ -96,29 +96,76 @@ def test_max_fail_percentage_exceeded_stops_later_batches(journal, tmp_path, wri
     hosts = names("pc", 20)
     inventory = SmallInventory({"wave1": hosts})
     playbook = _playbook(write_playbook, serial=10, max_fail_percentage=20)
-    work = _failing({hosts[1]: FAILED, hosts[4]: UNREACHABLE, hosts[7]: UNREACHABLE})
+    bad = {hosts[1]: FAILED, hosts[2]: FAILED, hosts[3]: FAILED, hosts[4]: UNREACHABLE}
     recorder = Recorder()
 
-    summary = Runner(journal, tmp_path / "r", [recorder]).run(build_plan(playbook, inventory), work)
+    summary = Runner(journal, tmp_path / "r", [recorder]).run(
+        build_plan(playbook, inventory), _failing(bad)
+    )
 
     assert summary.status == STOPPED
     assert summary.stop_reason == (
-        "play 'Update' batch 1: 3 of 10 hosts failed (30%: 1 failed, 2 unreachable)"
-        " > max_fail_percentage 20"
+        "play 'Update' batch 1: 3 of 9 reached hosts failed (33.3%; 1 unreachable, counted"
+        " apart) > max_fail_percentage 20"
     )
     run = journal.run(summary.run_id)
     assert (run["status"], run["stop_reason"]) == (STOPPED, summary.stop_reason)
     assert journal.hosts_in_states(summary.run_id, [NOT_RUN]) == hosts[10:]
     assert journal.state_counts(summary.run_id) == {
-        SUCCEEDED: 7,
-        FAILED: 1,
-        UNREACHABLE: 2,
+        SUCCEEDED: 6,
+        FAILED: 3,
+        UNREACHABLE: 1,
         NOT_RUN: 10,
     }
     row = journal.host(summary.run_id, hosts[15])
     assert row["error_message"].startswith("not started: play 'Update' batch 1")
     finished = recorder.of("batch_finished")[0]
-    assert (finished.failed, finished.unreachable) == (1, 2)  # reported apart
+    assert (finished.failed, finished.unreachable) == (3, 1)  # reported apart
+
+
+def test_unreachable_hosts_do_not_count_as_failures_unlike_ansible(
+    journal, tmp_path, write_playbook
+):
+    # Ansible would stop here (3 of 10 > 20 %); here 1 of 8 reached hosts failed, and 2 of the
+    # play's 20 hosts were unreachable, well within the default 25 %.
+    hosts = names("pc", 20)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = _playbook(write_playbook, serial=10, max_fail_percentage=20)
+    work = _failing({hosts[1]: FAILED, hosts[4]: UNREACHABLE, hosts[7]: UNREACHABLE})
+
+    summary = Runner(journal, tmp_path / "r").run(build_plan(playbook, inventory), work)
+
+    assert summary.status == COMPLETED, summary.stop_reason
+    assert summary.counts == {SUCCEEDED: 17, FAILED: 1, UNREACHABLE: 2}
+
+
+def test_unreachable_hosts_stop_the_play_by_their_own_threshold(journal, tmp_path, write_playbook):
+    hosts = names("pc", 10)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = _playbook(write_playbook, serial=2, max_unreachable_percentage=15)
+    work = _failing({hosts[0]: UNREACHABLE, hosts[3]: UNREACHABLE})
+
+    summary = Runner(journal, tmp_path / "r").run(build_plan(playbook, inventory), work)
+
+    assert summary.status == STOPPED
+    assert summary.stop_reason == (
+        "play 'Update' batch 2: 2 of the play's 10 hosts unreachable so far (20%)"
+        " > max_unreachable_percentage 15"
+    )
+    assert journal.hosts_in_states(summary.run_id, [NOT_RUN]) == hosts[4:]
+
+
+def test_a_check_plan_is_never_stopped(journal, tmp_path, write_playbook):
+    hosts = names("pc", 6)
+    inventory = SmallInventory({"wave1": hosts})
+    playbook = _playbook(write_playbook, serial=1, max_fail_percentage=0)
+    work = _failing({hosts[0]: FAILED, hosts[1]: UNREACHABLE, hosts[2]: UNREACHABLE})
+    plan = build_plan(playbook, inventory, policy=Policy(check=True))
+
+    summary = Runner(journal, tmp_path / "r").run(plan, work)
+
+    assert summary.status == COMPLETED
+    assert summary.counts == {FAILED: 1, UNREACHABLE: 2, SUCCEEDED: 3}
 
 
 def test_max_fail_percentage_reached_but_not_exceeded_carries_on(journal, tmp_path, write_playbook):
@@ -134,18 +181,25 @@ def test_max_fail_percentage_reached_but_not_exceeded_carries_on(journal, tmp_pa
     assert summary.stop_reason is None
 
 
-def test_without_max_fail_only_a_batch_where_every_host_failed_stops(
+def test_without_max_fail_only_a_batch_where_every_reached_host_failed_stops(
     journal, tmp_path, write_playbook
 ):
     hosts = names("pc", 6)
     inventory = SmallInventory({"wave1": hosts})
     playbook = _playbook(write_playbook, serial="[1, 5]")
     summary = Runner(journal, tmp_path / "r").run(
-        build_plan(playbook, inventory), _failing({hosts[0]: UNREACHABLE})
+        build_plan(playbook, inventory), _failing({hosts[0]: FAILED})
     )
     assert summary.status == STOPPED
-    assert "all 1 hosts failed (0 failed, 1 unreachable)" in summary.stop_reason
-    assert summary.counts == {UNREACHABLE: 1, NOT_RUN: 5}
+    assert "batch 1: all 1 reached hosts failed (no max_fail_percentage" in summary.stop_reason
+    assert summary.counts == {FAILED: 1, NOT_RUN: 5}
+
+    # An unreachable canary proves nothing about the change: 1 of 6 is within 25 %.
+    summary = Runner(journal, tmp_path / "r").run(
+        build_plan(playbook, inventory), _failing({hosts[0]: UNREACHABLE})
+    )
+    assert summary.status == COMPLETED
+    assert summary.counts == {UNREACHABLE: 1, SUCCEEDED: 5}
 
 
 def test_transient_failures_are_retried_with_backoff_and_attempts_recorded(

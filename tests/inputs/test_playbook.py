@@ -8,7 +8,14 @@ import pytest
 
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inputs.playbook import load_playbook, max_fail_exceeded, serial_batches
+from cpuu_fleet.inputs.playbook import (
+    load_playbook,
+    max_fail_exceeded,
+    max_unreachable_exceeded,
+    parse_percentage_option,
+    parse_serial_option,
+    serial_batches,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +45,51 @@ def test_serial_batches_follow_ansible(count, serial, expected):
 
 def test_batches_keep_the_host_order():
     assert serial_batches(["a", "b", "c", "d", "e"], [2]) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+def test_max_unreachable_percentage_is_of_the_plays_hosts_and_must_be_exceeded():
+    assert not max_unreachable_exceeded(1, 10, 10)  # one laptop of ten: carry on
+    assert max_unreachable_exceeded(2, 10, 10)
+    assert not max_unreachable_exceeded(2, 10, 25)
+    assert max_unreachable_exceeded(3, 10, 25)
+    assert not max_unreachable_exceeded(1, 4, 25)  # a canary of 1, off: 1 of the play's 4
+    assert max_unreachable_exceeded(1, 1000, 0)
+    assert not max_unreachable_exceeded(1000, 1000, 100)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1,10%,50%", (1, "10%", "50%")), ("5", (5,)), (" 0 ", (0,))]
+)
+def test_serial_on_the_command_line_takes_the_playbooks_grammar(text, expected):
+    assert parse_serial_option(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "1,,2", "-1", "ten", "150%", "1;2"])
+def test_a_bad_serial_on_the_command_line_names_the_option(text):
+    with pytest.raises(InputError, match="--serial"):
+        parse_serial_option(text)
+
+
+def test_percentages_on_the_command_line():
+    assert parse_percentage_option("20", "--max-fail-percentage") == 20
+    assert parse_percentage_option("7.5%", "--max-fail-percentage") == 7.5
+    for bad in ("101", "-1", "nan", "lots", "20 %x"):
+        with pytest.raises(InputError, match="--max-unreachable-percentage"):
+            parse_percentage_option(bad, "--max-unreachable-percentage")
+
+
+def test_max_unreachable_percentage_in_a_playbook(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text(
+        "- hosts: all\n  max_unreachable_percentage: 10%\n  steps: [preflight]\n", "utf-8"
+    )
+    assert load_playbook(path).plays[0].max_unreachable_percentage == 10
+    path.write_text(
+        "- hosts: all\n  steps: [preflight]\n  max_unreachable_percentage: 120\n", "utf-8"
+    )
+    with pytest.raises(InputError, match="'max_unreachable_percentage' must be a number") as err:
+        load_playbook(path)
+    assert err.value.line == 3
 
 
 def test_max_fail_percentage_must_be_exceeded():

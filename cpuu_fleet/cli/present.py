@@ -11,6 +11,7 @@ or SIGHUP; ``--resume RUN`` carries on).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,14 @@ def stdout_console() -> Console:
 
 
 def processors(reports: Path, as_json: bool) -> list[Any]:
-    """The live display or the JSON event lines, as the operator asked."""
-    from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress
+    """The JSON event lines, as the operator asked; else the live display on a terminal, plain
+    lines on a pipe, ``nohup`` or CI (where stdout is no terminal)."""
+    from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress, PlainLines
 
     # Presentation only: the runner writes run.log itself.
-    return [JsonLinesPrinter() if as_json else LiveProgress()]
+    if as_json:
+        return [JsonLinesPrinter()]
+    return [LiveProgress() if sys.stdout.isatty() else PlainLines()]
 
 
 def warn_one(message: str) -> None:

@@ -6,7 +6,9 @@ Two processors over the same events (see :mod:`cpuu_fleet.engine.events`; the th
 * :class:`LiveProgress`: a rich display for the operator: hosts per state (the vocabulary's
   names and colours) and running, the current batch, and an ETA from the mean duration of
   finished hosts and the forks;
-* :class:`JsonLinesPrinter`: one JSON object per event per line, for scripts and dashboards.
+* :class:`JsonLinesPrinter`: one JSON object per event per line, for scripts and dashboards;
+* :class:`PlainLines`: where stdout is no terminal (``| tee``, ``nohup``, CI), one plain line per
+  event, flushed as it happens: a live display drawn on a pipe shows nothing until the wave ends.
 
 Every text that leaves the process goes through the redactor first: an error message from a
 workstation may quote anything.
@@ -41,8 +43,8 @@ from cpuu_fleet.engine.events import (
     RunInterrupted,
     RunStarted,
 )
-from cpuu_fleet.engine.run_log import summary_line
-from cpuu_fleet.redact import REDACTOR, Redactor
+from cpuu_fleet.engine.run_log import event_line, summary_line
+from cpuu_fleet.redact import REDACTOR, Redactor, printable
 
 # ------------------------------------------------------------------------------ statistics
 
@@ -243,4 +245,22 @@ class JsonLinesPrinter(BaseProcessor):
         stream = self.stream or sys.stdout
         line = json.dumps(scrub_value(event.to_dict(), self.redactor), ensure_ascii=False)
         stream.write(line + "\n")
+        stream.flush()
+
+
+class PlainLines(BaseProcessor):
+    """One line per event, ``HH:MM:SSZ`` first, as run.log words it, flushed at once.
+
+    For a console that is not a terminal: a log collected by ``tee``, ``nohup`` or a CI job must
+    show each host as it happens (a failure with its reason), not a display drawn at the end.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, redactor: Redactor = REDACTOR):
+        self.stream = stream
+        self.redactor = redactor
+
+    def on_event(self, event: Event) -> None:
+        stream = self.stream or sys.stdout
+        text = printable(self.redactor.scrub(event_line(event)) or "")
+        stream.write(f"{time.strftime('%H:%M:%SZ', time.gmtime())} {text}\n")
         stream.flush()

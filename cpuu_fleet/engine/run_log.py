@@ -40,6 +40,45 @@ def summary_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{vocabulary.label(key)} {n}" for key, n in ordered)
 
 
+def event_line(event: Event) -> str:
+    """The one line an event gives, in run.log and on a plain console (``play | tee``).
+
+    Not yet scrubbed nor made printable: each writer does that, since a message from a
+    workstation may quote anything.
+    """
+    if isinstance(event, RunStarted):
+        return (
+            f"run {event.run_id} started ({event.run_kind}): {event.total_hosts} hosts in"
+            f" {len(event.batches)} batches, playbook {event.playbook}"
+        )
+    if isinstance(event, BatchStarted):
+        return f"play {event.play!r} batch {event.batch}/{event.batches}: {', '.join(event.hosts)}"
+    if isinstance(event, HostStarted):
+        return f"{event.host}: started (attempt {event.attempt}, wave {event.wave})"
+    if isinstance(event, StepStarted):
+        return f"{event.host}: {event.step} started"
+    if isinstance(event, StepFinished):
+        error = f" [{event.error_class}] {event.error_message}" if event.error_class else ""
+        return f"{event.host}: {event.step} {event.status}{error}"
+    if isinstance(event, HostFinished):
+        error = ""
+        if event.error_class or event.error_message:
+            error = f" [{event.error_class or '-'}] {event.error_message or ''}"
+        retry = f"; retry in {event.retry_in_s:g}s" if event.retry_in_s is not None else ""
+        return f"{event.host}: {vocabulary.label(event.state)}{error}{retry}"
+    if isinstance(event, BatchFinished):
+        stop = f"; STOP: {event.stop_reason}" if event.stop_reason else ""
+        return (
+            f"play {event.play!r} batch {event.batch} finished: {summary_line(event.counts)}{stop}"
+        )
+    if isinstance(event, RunInterrupted):
+        return event.message
+    if isinstance(event, RunFinished):
+        reason = f" ({event.stop_reason})" if event.stop_reason else ""
+        return f"run {event.run_id} {event.status}{reason}: {summary_line(event.counts)}"
+    return event.kind
+
+
 class _RunLogHandler(logging.FileHandler):
     """run.log's writer, which never prints "--- Logging error ---" on the operator's console.
 
@@ -107,47 +146,14 @@ class RunLogProcessor(BaseProcessor):
         handler.addFilter(_RunFilter(event.run_id))
         RUN_LOG.addHandler(handler)
         self._handler = handler
-        self._write(
-            event,
-            f"run {event.run_id} started ({event.run_kind}): {event.total_hosts} hosts in"
-            f" {len(event.batches)} batches, playbook {event.playbook}",
-        )
+        self._write(event, event_line(event))
 
-    def batch_started(self, event: BatchStarted) -> None:
-        self._write(
-            event,
-            f"play {event.play!r} batch {event.batch}/{event.batches}: {', '.join(event.hosts)}",
-        )
-
-    def host_started(self, event: HostStarted) -> None:
-        self._write(event, f"{event.host}: started (attempt {event.attempt}, wave {event.wave})")
-
-    def step_started(self, event: StepStarted) -> None:
-        self._write(event, f"{event.host}: {event.step} started")
-
-    def step_finished(self, event: StepFinished) -> None:
-        error = f" [{event.error_class}] {event.error_message}" if event.error_class else ""
-        self._write(event, f"{event.host}: {event.step} {event.status}{error}")
-
-    def host_finished(self, event: HostFinished) -> None:
-        error = ""
-        if event.error_class or event.error_message:
-            error = f" [{event.error_class or '-'}] {event.error_message or ''}"
-        retry = f"; retry in {event.retry_in_s:g}s" if event.retry_in_s is not None else ""
-        self._write(event, f"{event.host}: {vocabulary.label(event.state)}{error}{retry}")
-
-    def batch_finished(self, event: BatchFinished) -> None:
-        counts = summary_line(event.counts)
-        stop = f"; STOP: {event.stop_reason}" if event.stop_reason else ""
-        self._write(event, f"play {event.play!r} batch {event.batch} finished: {counts}{stop}")
-
-    def run_interrupted(self, event: RunInterrupted) -> None:
-        self._write(event, event.message)
+    def on_event(self, event: Event) -> None:
+        if not isinstance(event, (RunStarted, RunFinished)):  # their hooks open and close
+            self._write(event, event_line(event))
 
     def run_finished(self, event: RunFinished) -> None:
-        counts = summary_line(event.counts)
-        reason = f" ({event.stop_reason})" if event.stop_reason else ""
-        self._write(event, f"run {event.run_id} {event.status}{reason}: {counts}")
+        self._write(event, event_line(event))
         if self._handler is not None:
             RUN_LOG.removeHandler(self._handler)
             self._handler.close()

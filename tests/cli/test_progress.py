@@ -10,6 +10,7 @@ from rich.console import Console
 from cpuu_fleet.cli.progress import (
     JsonLinesPrinter,
     LiveProgress,
+    PlainLines,
     RunStats,
     render_stats,
 )
@@ -91,6 +92,41 @@ def test_run_log_is_plain_text_and_scrubbed(journal, tmp_path, write_playbook):
     assert "pc-003: unreachable [unreachable] connection refused" in log
     assert f"run {summary.run_id} completed" in log
     assert log.splitlines()[0].startswith("20")  # ISO timestamps, UTC
+
+
+class _FlushLog(io.StringIO):
+    """A stream that notes which text had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self):
+        self.flushed.append(self.getvalue())
+
+
+def test_plain_lines_print_each_event_as_it_happens_and_hold_no_secret(
+    journal, tmp_path, write_playbook
+):
+    redactor = Redactor()
+    redactor.add(SECRET)
+    stream = _FlushLog()
+    inventory = SmallInventory({"wave1": names("pc", 4)})
+    plan = build_plan(write_playbook(PLAY), inventory)
+    summary = Runner(journal, tmp_path / "r", [PlainLines(stream, redactor)]).run(plan, _work)
+
+    lines = stream.getvalue().splitlines()
+    assert SECRET not in stream.getvalue()
+    # Every line flushed on its own: a pipe shows it while the wave goes on.
+    assert len(stream.flushed) == len(lines)
+    assert [f.count("\n") for f in stream.flushed] == list(range(1, len(lines) + 1))
+    text = [line.split(" ", 1)[1] for line in lines]  # after the HH:MM:SSZ
+    assert text[0].startswith(f"run {summary.run_id} started")
+    assert "pc-002: push failed [remote] pw=********" in text
+    assert "pc-002: failed [remote] logon with ******** refused" in text
+    assert "pc-003: unreachable [unreachable] connection refused" in text
+    assert text.index("pc-001: succeeded") < text.index("play 'Update' batch 2/2: pc-003, pc-004")
+    assert text[-1] == f"run {summary.run_id} completed: succeeded 2, failed 1, unreachable 1"
 
 
 def test_live_display_shows_counts_batch_and_eta(journal, tmp_path, write_playbook):

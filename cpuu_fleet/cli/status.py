@@ -19,6 +19,7 @@ from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.cli.present import counts_table, state_cell, stdout_console
 from cpuu_fleet.engine.lease import live_status
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import printable
 
 
@@ -44,7 +45,7 @@ def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
                 f"no run {run_id!r} in the journal" if run_id else "no runs in the journal",
                 where=journal.path,
             )
-        run = {**run, "status": live_status(journal, run)}  # a dead controller's run: interrupted
+        run = shown_run(journal, run)  # a dead controller's run: interrupted
         rows = _status_rows(run, journal.hosts(run["run_id"]), reports)
     counts = dict(Counter(row["state"] for row in rows))
     hosts = [h for h in rows if vocabulary.state(h["state"]).attention]
@@ -103,15 +104,26 @@ def _print_follow_ups(console: Console, hosts: list[dict[str, Any]]) -> None:
         console.print(line, markup=False, soft_wrap=True)
 
 
+def shown_run(journal: Journal, run: dict[str, Any]) -> dict[str, Any]:
+    """The run's row with its status as an operator reads it (a dead controller's run reads
+    ``interrupted``); ``status`` and ``runs`` show the same."""
+    return {**run, "status": live_status(journal, run)}
+
+
+def shown_state(run: dict[str, Any], state: str) -> str:
+    """A host's state as ``status`` and ``runs`` show it: a run that is over has its transient
+    states settled (as in the report). ``run`` is a :func:`shown_run` row."""
+    return state if run["status"] == vocabulary.RUN_RUNNING else vocabulary.settle(state)
+
+
 def _status_rows(
     run: dict[str, Any], rows: list[dict[str, Any]], reports: Path
 ) -> list[dict[str, Any]]:
     """The run's host rows as ``status`` shows them: a run that is over has its transient states
     settled (as in the report), and every row carries its follow-up from the vocabulary."""
-    live = run["status"] == vocabulary.RUN_RUNNING
     shown = []
     for row in rows:
-        key = row["state"] if live else vocabulary.settle(row["state"])
+        key = shown_state(run, row["state"])
         follow_up = vocabulary.state(key).follow_up_for(row["run_id"], reports)
         shown.append({**row, "state": key, "follow_up": follow_up})
     return shown

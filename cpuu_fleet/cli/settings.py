@@ -32,9 +32,14 @@ def apply_settings(ctx: typer.Context) -> Settings:
 def _default_map(command: Any, settings: Settings) -> dict[str, Any]:
     """``{command: {option: default}}``, nested as the command groups are."""
     found: dict[str, Any] = {}
-    for param in getattr(command, "params", []):
+    params = getattr(command, "params", [])
+    continues = any(param.name in _CONTINUING for param in params)
+    for param in params:
         if param.name in settings.values:
-            found[param.name] = _default(param.name, settings.get(param.name))
+            value = settings.get(param.name)
+            found[param.name] = (
+                _unless_continuing(value) if param.name == "inventory" and continues else value
+            )
     for name, sub in getattr(command, "commands", {}).items():
         nested = _default_map(sub, settings)
         if nested:
@@ -42,12 +47,10 @@ def _default_map(command: Any, settings: Settings) -> dict[str, Any]:
     return found
 
 
-def _default(name: str, value: Any) -> Any:
-    """The default, or for the inventory a callable that gives way to a continued run's own
-    inventory: ``play --resume RUN`` reads RUN's, unless ``-i`` is given. Click processes the
+def _unless_continuing(value: Any) -> Any:
+    """For a command that continues runs, an inventory default that gives way to the run's own:
+    ``play --resume RUN`` reads RUN's inventory unless ``-i`` is given. Click processes the
     options given on the command line before the defaulted ones, so ``--resume`` is known."""
-    if name != "inventory":
-        return value
 
     def inventory() -> Any:
         params = _current_params()

@@ -99,3 +99,15 @@ def test_a_continued_run_keeps_its_own_inventory_over_the_config(cli, project: P
     assert "run-inventory.yml" in err and "fleet.yml" not in err
     code, _out, err = cli("play", "--resume", run_id, "-i", project / "missing.yml")
     assert "missing.yml" in err and "run-inventory.yml" not in err
+
+
+def test_the_settings_show_as_the_defaults_in_help(cli, project: Path) -> None:
+    (project / PROJECT_FILE).write_text(
+        'inventory = "inventories/fleet.yml"\nforks = 7\n', encoding="utf-8"
+    )
+    code, out, _err = cli("play", "--help")
+    assert code == 0
+    forks_line = next(line for line in out.splitlines() if "--forks" in line)
+    assert "[default: 7]" in forks_line
+    code, out, _err = cli("render", "--help")
+    assert str(project / "inventories" / "fleet.yml") in out.replace("│", "").replace(" ", "")

@@ -8,6 +8,7 @@ One test, marked slow (it builds and installs: about half a minute): the newcome
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from tests.support.commands import REPO
 
 pytestmark = pytest.mark.slow
+_NOT_SOURCES = shutil.ignore_patterns("__pycache__", "payload")
 
 
 def _run(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -34,9 +36,15 @@ def _run(*args: str | Path, cwd: Path, timeout: float = 300) -> subprocess.Compl
 
 
 def test_an_installed_wheel_makes_a_project_and_runs_the_demo_there(tmp_path: Path) -> None:
+    # Built from a copy of the sources: setuptools' build/ in the checkout may hold stale files.
+    source = tmp_path / "source"
+    for name in ("cpuu_fleet", "playbooks", "inventories"):
+        shutil.copytree(REPO / name, source / name, symlinks=True, ignore=_NOT_SOURCES)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
     built = _run(
-        sys.executable, "-m", "pip", "wheel", REPO, "-w", wheels, "--no-deps", "-q", cwd=tmp_path
+        sys.executable, "-m", "pip", "wheel", source, "-w", wheels, "--no-deps", "-q", cwd=tmp_path
     )
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = wheels.glob("cpuu_fleet-*.whl")

@@ -1,7 +1,8 @@
 """Settings: a config file and environment variables for the defaults of the command line.
 
-Found the way operators expect (as ``ansible.cfg`` is, and with the same precedence as Ansible's
-``ANSIBLE_*`` variables), the later winning key by key:
+Found where operators look (a file in the current folder, as ``ansible.cfg`` is, then the user's
+XDG config) and merged key by key, the later winning (unlike Ansible, which reads only the first
+file it finds: a user's ``forks`` then still applies in a project that sets only its inventory):
 
 1. the user's file, ``$XDG_CONFIG_HOME/cpuu-fleet/config.toml`` (``~/.config/cpuu-fleet/...``);
 2. the project's file, ``cpuu-fleet.toml`` in the current folder (``cpuu-fleet init`` writes one);

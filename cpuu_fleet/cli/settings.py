@@ -14,9 +14,6 @@ import typer
 
 from cpuu_fleet.inputs.config import Settings, load_settings
 
-#: Options whose value, when given, means "take the inventory from that run".
-_CONTINUING = ("resume", "retry_failed")
-
 
 def apply_settings(ctx: typer.Context) -> Settings:
     """Load the settings and make them the defaults of the commands below ``ctx`` (not of
@@ -32,14 +29,9 @@ def apply_settings(ctx: typer.Context) -> Settings:
 def _default_map(command: Any, settings: Settings) -> dict[str, Any]:
     """``{command: {option: default}}``, nested as the command groups are."""
     found: dict[str, Any] = {}
-    params = getattr(command, "params", [])
-    continues = any(param.name in _CONTINUING for param in params)
-    for param in params:
+    for param in getattr(command, "params", []):
         if param.name in settings.values:
-            value = settings.get(param.name)
-            found[param.name] = (
-                _unless_continuing(value) if param.name == "inventory" and continues else value
-            )
+            found[param.name] = settings.get(param.name)
     for name, sub in getattr(command, "commands", {}).items():
         nested = _default_map(sub, settings)
         if nested:
@@ -47,23 +39,8 @@ def _default_map(command: Any, settings: Settings) -> dict[str, Any]:
     return found
 
 
-def _unless_continuing(value: Any) -> Any:
-    """For a command that continues runs, an inventory default that gives way to the run's own:
-    ``play --resume RUN`` reads RUN's inventory unless ``-i`` is given. Click processes the
-    options given on the command line before the defaulted ones, so ``--resume`` is known."""
-
-    def inventory() -> Any:
-        params = _current_params()
-        return None if any(params.get(option) for option in _CONTINUING) else value
-
-    return inventory
-
-
-def _current_params() -> dict[str, Any]:
-    """The options the running command has processed so far."""
-    try:
-        # typer 0.25+ carries its own click and exports no way to the running context
-        from typer._click.globals import get_current_context
-    except ImportError:  # pragma: no cover - an older typer, on click
-        from click import get_current_context
-    return get_current_context().params
+def from_settings(ctx: typer.Context, option: str) -> bool:
+    """Did ``option`` get its value from the settings (not the command line)? ``play --resume``
+    then reads the run's own inventory instead (click's public ``get_parameter_source``)."""
+    source = ctx.get_parameter_source(option)
+    return source is not None and source.name == "DEFAULT_MAP"

@@ -35,6 +35,17 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch, tmp_path_factory) -> None:
+    """The tester's own ~/.config/cpuu-fleet and CPUU_FLEET_INVENTORY/REPORTS/FORKS never
+    reach a test (its subprocesses included): each test starts from no settings."""
+    from cpuu_fleet.inputs.config import ENV_VARS
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    for name in ENV_VARS.values():
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def tree(tmp_path):
     """``tree({...})`` writes files into a fresh folder and returns it."""

@@ -18,6 +18,7 @@ from cpuu_fleet.cli import (
     audit,
     codes,
     demo,
+    init,
     inventory,
     lab,
     mailboxes,
@@ -30,6 +31,7 @@ from cpuu_fleet.cli import (
     steps,
     template,
 )
+from cpuu_fleet.cli.settings import apply_settings
 from cpuu_fleet.errors import (
     CONTROLLER_WRITE_EXIT,
     ControllerWriteError,
@@ -54,11 +56,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Switch Outlook profiles to a new Exchange server with CPUU, wave by wave, over WinRM."""
+    apply_settings(ctx)  # cpuu-fleet.toml and CPUU_FLEET_* become the options' defaults
 
 
 for _module in (
@@ -76,6 +80,7 @@ for _module in (
     report,
     mailboxes,
     audit,
+    init,
 ):
     _module.register(app)
 

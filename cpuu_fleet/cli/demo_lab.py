@@ -26,10 +26,12 @@ from typing import Any
 
 import yaml
 
-import cpuu_fleet
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.payload import CPUU_EXE
+from cpuu_fleet.inputs.shipped import shipped_playbook
 from cpuu_fleet.journal import new_run_id
+
+find_playbook = shipped_playbook  # the name the tests and benches know it by
 
 STANDIN_SIZE = 2 * 1024 * 1024
 STANDIN_LABEL = (
@@ -107,15 +109,6 @@ def lab_environment(fleet: Any) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def find_playbook(name: str = "update.yml") -> Path:
-    """The shipped playbook: beside the package (a checkout), else under the current folder."""
-    for base in (Path(cpuu_fleet.__file__).resolve().parent.parent, Path.cwd()):
-        candidate = base / "playbooks" / name
-        if candidate.is_file():
-            return candidate
-    raise InputError(f"playbooks/{name} not found (run the demo from a cpuu-fleet checkout)")
-
-
 def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
     """``playbooks/update.yml`` with the stand-in payload and demo-friendly limits.
 
@@ -124,7 +117,7 @@ def demo_playbook(payload: Path, run_timeout: int = DEMO_RUN_TIMEOUT_S) -> Any:
     """
     from cpuu_fleet.inputs.playbook import RunOptions, load_playbook
 
-    playbook = load_playbook(find_playbook())
+    playbook = load_playbook(shipped_playbook())
     plays = []
     for play in playbook.plays:
         steps = tuple(

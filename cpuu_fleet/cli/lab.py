@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, make_standin_payload, write_lab_inventory
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.shipped import shipped_playbook
 from cpuu_fleet.lab.fleet import AUTHS, PASSWORD_ENV, LabFleet
 from cpuu_fleet.lab.scenarios import SCENARIOS
 
@@ -166,13 +167,20 @@ def _print_summary(console: Console, fleet: LabFleet, inventory: Path, payload: 
             f"export {name}={shlex.quote(value)}", markup=False, highlight=False, soft_wrap=True
         )
     console.print(
-        f"cpuu-fleet play playbooks/update.yml -i {shlex.quote(str(inventory))}"
+        f"cpuu-fleet play {shlex.quote(str(_update_playbook()))} -i {shlex.quote(str(inventory))}"
         f" --payload {shlex.quote(str(payload))}",
         markup=False,
         highlight=False,
         soft_wrap=True,  # one line, whatever the terminal's width: it is meant to be copied
     )
     console.print("Serving; press Ctrl-C to stop.", highlight=False)
+
+
+def _update_playbook() -> Path:
+    """The project's ``playbooks/update.yml`` when there is one here, else the shipped one: the
+    printed command works from whatever folder the lab was started in."""
+    local = Path("playbooks") / "update.yml"
+    return local if local.is_file() else shipped_playbook()
 
 
 def register(app: typer.Typer) -> None:

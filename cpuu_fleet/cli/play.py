@@ -34,6 +34,7 @@ from cpuu_fleet.cli.policy import (
     policy_fields,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
+from cpuu_fleet.cli.settings import from_settings
 from cpuu_fleet.errors import InputError
 
 
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         short_help="Run a playbook wave by wave.",
     )
     def play(
+        ctx: typer.Context,
         playbook: Annotated[
             Path | None,
             typer.Argument(
@@ -108,6 +110,8 @@ def register(app: typer.Typer) -> None:
 
         if playbook is None and not (resume or retry_failed):
             raise InputError("a PLAYBOOK is required (unless --resume or --retry-failed is given)")
+        if (resume or retry_failed) and from_settings(ctx, "inventory"):
+            inventory = None  # a follow-up keeps its run's inventory unless -i names one
         request = PlayRequest(
             playbook=playbook,
             inventory=inventory,

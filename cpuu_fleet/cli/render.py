@@ -32,8 +32,9 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.credentials import AskPass
 from cpuu_fleet.inputs.inventory import Inventory
 from cpuu_fleet.inputs.render import Renderer
+from cpuu_fleet.inputs.shipped import LOCAL_TEMPLATES, default_templates
 
-DEFAULT_TEMPLATES = Path("playbooks/templates")
+DEFAULT_TEMPLATES = LOCAL_TEMPLATES
 
 
 def render(
@@ -60,7 +61,7 @@ def render(
     chosen_mode = Mode.parse(mode)
     inv = Inventory.load(inventory, ask_pass=AskPass() if ask_pass else None)
     hosts = inv.select(limit)
-    renderer = Renderer(templates)
+    renderer = Renderer(default_templates() if templates == DEFAULT_TEMPLATES else templates)
     extra = parse_extra_vars(extra_vars)
     warn(inv.warnings)
     summary: list[dict[str, Any]] = []

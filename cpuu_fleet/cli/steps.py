@@ -23,6 +23,7 @@ from cpuu_fleet.cli.options import (
     VaultPasswordFileOption,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
+from cpuu_fleet.inputs.shipped import default_templates
 
 
 def register(app: typer.Typer) -> None:
@@ -130,7 +131,7 @@ def _single(
 
     if step in ("push", "run"):
         payload = payload or Path("playbooks") / "payload"
-        templates = templates or Path("playbooks") / "templates"
+        templates = templates or default_templates()
     request = PlayRequest(
         playbook=None,
         inventory=inventory,

@@ -114,7 +114,7 @@ def test_lab_up_prints_a_wave_that_runs_as_printed(tmp_path: Path) -> None:
         }
         play = subprocess.run(
             [sys.executable, "-m", "cpuu_fleet", *command, "--reports", str(tmp_path / "r")],
-            cwd=REPO,
+            cwd=tmp_path,  # the folder the lab was started in: no checkout, no playbooks/
             env=env,
             capture_output=True,
             text=True,

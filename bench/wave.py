@@ -252,12 +252,14 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
     from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
     from cpuu_fleet.inputs.inventory import Inventory
     from cpuu_fleet.inputs.render import Renderer
+    from cpuu_fleet.visit.steps import run_dir
 
     os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
     inventory = Inventory.load(info["inventory"])
     renderer = Renderer(find_playbook().parent / "templates")
     staging = "C:\\Windows\\Temp"  # exists on every workstation; a hand-written script's choice
+    run_folder = run_dir("baseline")  # run-task runs CPUU in a copy of the staging folder
     by_address = {kw["server"]: kw for kw in info["hosts"]}
     durations: list[float] = []
     lock = threading.Lock()
@@ -282,15 +284,16 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
                 {
                     "Action": "Run",
                     "TaskName": "baseline",
-                    "Command": f"{staging}\\CPUU_Update.bat",
-                    "WorkingDirectory": staging,
+                    "Command": f"{run_folder}\\CPUU_Update.bat",
+                    "WorkingDirectory": run_folder,
+                    "SourceDirectory": staging,
                     "WhenNoUser": "Skip",
                     "TimeoutSeconds": 120,
                 },
             )
             _execute_script(client, "run-task", {"Action": "Remove", "TaskName": "baseline"})
             listing = _execute_script(
-                client, "list-files", {"Directory": staging, "Filter": "CPUU_*"}
+                client, "list-files", {"Directory": run_folder, "Filter": "CPUU_*"}
             )
             for entry in listing:
                 name = str(entry["Name"])

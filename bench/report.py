@@ -179,8 +179,11 @@ def write_batch_file(path: Path, hosts) -> Path:
     return path
 
 
-def measure(reports: Path, run_ids: list[str], fast: bool) -> dict[str, float]:
-    """The report's phases, timed (runs in the child process)."""
+def measure(
+    reports: Path, run_ids: list[str], fast: bool, mailboxes: bool = True
+) -> dict[str, float]:
+    """The report's phases, timed (runs in the child process); ``mailboxes`` False: the report
+    as it was before the mailbox sheets, for a like-for-like comparison with older figures."""
     from cpuu_fleet.inputs.mailboxes import load_mailboxes
     from cpuu_fleet.report.csvs import write_csvs
     from cpuu_fleet.report.frames import load_frames
@@ -195,16 +198,19 @@ def measure(reports: Path, run_ids: list[str], fast: bool) -> dict[str, float]:
     frames = load_frames(journal, run_ids)
     figures["frames_s"] = time.perf_counter() - start
     mark = time.perf_counter()
-    batch = write_batch_file(reports / "batch.csv", frames.hosts["host"])
-    tables = mailbox_frames(frames, load_mailboxes(batch))
+    tables = None
+    if mailboxes:
+        batch = write_batch_file(reports / "batch.csv", frames.hosts["host"])
+        tables = mailbox_frames(frames, load_mailboxes(batch))
     figures["mailboxes_s"] = time.perf_counter() - mark
-    figures["mailboxes"] = len(tables.mailboxes)
+    figures["mailboxes"] = len(tables.mailboxes) if tables is not None else 0
     mark = time.perf_counter()
     write_workbook(frames, out / "report.xlsx", fast=fast, mailboxes=tables)
     figures["workbook_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     write_csvs(frames, out)
-    write_mailbox_csvs(tables, out)
+    if tables is not None:
+        write_mailbox_csvs(tables, out)
     figures["csvs_s"] = time.perf_counter() - mark
     figures["total_s"] = time.perf_counter() - start
     figures["xlsx_mb"] = (out / "report.xlsx").stat().st_size / 1e6
@@ -216,12 +222,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--api", action="store_true", help="write cells with XlsxWriter's API")
+    parser.add_argument(
+        "--no-mailboxes", action="store_true", help="leave the migration batch out (as before)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("REPORTS", "RUNS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     fast = not args.api
     if args.child:
         reports, runs = args.child
-        print(json.dumps(measure(Path(reports), runs.split(","), fast)))
+        print(json.dumps(measure(Path(reports), runs.split(","), fast, not args.no_mailboxes)))
         return
 
     print(f"cells written by: {'rowxml (streamed XML)' if fast else 'XlsxWriter API'}")
@@ -240,6 +249,8 @@ def main() -> None:
             command = [sys.executable, __file__, "--child", str(reports), ",".join(run_ids)]
             if not fast:
                 command.append("--api")
+            if args.no_mailboxes:
+                command.append("--no-mailboxes")
             child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
             output = child.stdout.read()
             _, status, usage = os.wait4(child.pid, 0)

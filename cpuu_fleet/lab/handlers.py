@@ -323,6 +323,8 @@ def _hash_unless_locked(ws: Workstation, path: str) -> str | None:
 TRUSTED_OWNERS = frozenset({SYSTEM_SID, ADMINISTRATORS_SID})
 """Owners a staging folder may have: what SYSTEM or an elevated administrator created."""
 ADMINS_ONLY = frozenset({SYSTEM_SID, ADMINISTRATORS_SID})
+KEEP_RUN_DAYS = 30
+"""run-task's ``$keepRunDays``: a run folder goes this long after its run ended."""
 PROTECTED_ROOT = Acl(read=ADMINS_ONLY | {USERS_SID}, write=ADMINS_ONLY, protected=True)
 """upload's staging root: inheritance removed, SYSTEM and Administrators full control, Users
 read and execute (CPUU runs as a standard user), nobody else writes."""
@@ -871,6 +873,25 @@ class _TaskCall:
                 return "Claimed"
             return "AtLogon"
 
+    def _remove_old_run_folders(self, root: str) -> None:
+        """``Remove-OldRunFolders``: run folders of runs that ended (``FinishedAt``/``KilledAt`` in
+        their marker) more than ``KEEP_RUN_DAYS`` ago go; pending runs, set-aside folders (no
+        marker) and this run's own stay."""
+        fs = self.ws.fs
+        cutoff = self.ws.now() - KEEP_RUN_DAYS * 86400
+        runs = join_windows(_parent(self.marker_path))
+        for name in fs.listdir(root):
+            folder = join_windows(root, name)
+            marker_path = join_windows(runs, name + ".json")
+            if folder.casefold() == (self.working_directory or "").rstrip("\\").casefold():
+                continue
+            if not fs.is_dir(folder) or not fs.is_file(marker_path):
+                continue
+            marker = _read_marker(self.ws, marker_path) or {}
+            ended = marker.get("FinishedAt") or marker.get("KilledAt")
+            if ended and parse_iso_utc(str(ended)).timestamp() < cutoff:
+                fs.delete(folder, recursive=True)
+
     def _make_run_folder(self, sid: str) -> None:
         """``New-RunFolder``: ``-WorkingDirectory`` becomes a protected copy of
         ``-SourceDirectory`` (SYSTEM and Administrators), then the task's user gets Modify on
@@ -881,6 +902,7 @@ class _TaskCall:
         root = _parent(self.working_directory)
         fs.mkdir(root)
         _assert_trusted(self.ws, root)
+        self._remove_old_run_folders(root)
         if fs.exists(self.working_directory):
             stamp = datetime.fromtimestamp(self.ws.now(), tz=timezone.utc)
             fs.move(
@@ -950,6 +972,7 @@ class _TaskCall:
             finished = task.last_result not in (TASK_HAS_NOT_RUN, TASK_RUNNING)
             if finished and task.state != "Running" and marker.get("ExitCode") is None:
                 marker["ExitCode"] = int(task.last_result)
+                marker["FinishedAt"] = self._now_iso()
                 changed = True
             if changed:
                 _write_marker(ws, self.marker_path, marker)

@@ -546,3 +546,37 @@ def test_a_run_folder_left_by_a_failed_start_is_set_aside_never_reused(staged):
 
 def _parent_of(path: str) -> str:
     return path.rsplit("\\", 1)[0]
+
+
+def test_run_folders_of_runs_that_ended_long_ago_are_removed_pending_ones_kept(staged):
+    """Each run folder holds a copy of the payload: a new run removes those of runs that ended
+    more than 30 days ago, and never the folder of a run still waiting for a logon."""
+    ws, clock = staged.ws, staged.clock
+    ended = "cpuu-fleet update ended"
+    _run(staged, TaskName=ended, Action="Run", TimeoutSeconds=600, **staged.task_files(ended))
+    user = ws.interactive_user
+    ws.logoff()
+    waiting = "cpuu-fleet update waiting"
+    _run(
+        staged,
+        TaskName=waiting,
+        Action="Start",
+        WhenNoUser="AtLogon",
+        ExpectedUser=[user],
+        **staged.task_files(waiting),
+    )
+    ws.logon("CORP\\someone-else")  # not the user the waiting run is for
+
+    def folders() -> set[str]:
+        return set(ws.fs.listdir(_parent_of(staged.task_files(ended)["WorkingDirectory"])))
+
+    clock.advance(29 * 86400)
+    later = "cpuu-fleet update later"
+    _run(staged, TaskName=later, Action="Run", TimeoutSeconds=600, **staged.task_files(later))
+    assert folders() == {ended, waiting, later}  # 29 days: still kept
+
+    clock.advance(2 * 86400)
+    last = "cpuu-fleet update last"
+    _run(staged, TaskName=last, Action="Run", TimeoutSeconds=600, **staged.task_files(last))
+    assert folders() == {waiting, later, last}  # 31 days after it ended: gone
+    assert ws.task(waiting) is not None  # the pending run is untouched

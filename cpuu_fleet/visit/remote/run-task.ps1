@@ -68,6 +68,7 @@ $startGraceSeconds = 60  # Start-ScheduledTask returns before the instance exist
 $stopSettleSeconds = 30  # how long a kill waits for the task to stop reading Running
 $taskPriority = 5        # TaskSettings.Priority 4-6: interactive tasks (default 7: below normal)
 $atLogonDays = 14        # an at-logon task's trigger expires (EndBoundary) after this
+$keepRunDays = 30        # a run folder goes this long after its run ended (a payload copy each)
 
 function Stop-RunTask {
     # A terminating error with a contract error id.
@@ -105,6 +106,48 @@ function New-FleetRule {
         [System.Security.AccessControl.PropagationFlags]::None, [System.Security.AccessControl.AccessControlType]::Allow)
 }
 
+function Remove-OldRunFolders {
+    # Each run folder holds a copy of the payload: those of runs that ended more than
+    # $keepRunDays ago go, oldest first, when a new one is made. Only a folder whose run's marker
+    # says it ended (FinishedAt, or KilledAt) is removed: a pending at-logon run's folder, a
+    # set-aside folder (no marker) and this run's own stay. Directory.Delete(path, $true) removes
+    # a junction or symbolic link a user left inside, never its target (documented), so nothing
+    # outside the folder is touched; a folder that cannot be removed now (a file in use) is
+    # named in a warning and tried again next time.
+    param([string]$Root)
+    $cutoff = [DateTime]::UtcNow.AddDays(-$keepRunDays)
+    $runs = Join-Path -Path $StateDirectory -ChildPath 'runs'
+    foreach ($folder in @(Get-ChildItem -LiteralPath $Root -Directory -Force -ErrorAction SilentlyContinue)) {
+        $markerPath = Join-Path -Path $runs -ChildPath ($folder.Name + '.json')
+        if ($folder.FullName -eq $WorkingDirectory.TrimEnd('\') -or -not (Test-Path -LiteralPath $markerPath -PathType Leaf)) {
+            continue
+        }
+        try {
+            $marker = ConvertFrom-Json -InputObject ([System.IO.File]::ReadAllText($markerPath, [System.Text.Encoding]::UTF8))
+        }
+        catch {
+            continue  # a claim whose content was never written: its run's end is unknown
+        }
+        $ended = $null
+        foreach ($name in @('FinishedAt', 'KilledAt')) {
+            $property = $marker.PSObject.Properties[$name]
+            if ($null -eq $ended -and $null -ne $property -and -not [string]::IsNullOrEmpty([string]$property.Value)) {
+                $ended = [DateTime]::Parse([string]$property.Value, [System.Globalization.CultureInfo]::InvariantCulture,
+                    [System.Globalization.DateTimeStyles]::RoundtripKind).ToUniversalTime()
+            }
+        }
+        if ($null -eq $ended -or $ended -ge $cutoff) {
+            continue
+        }
+        try {
+            [System.IO.Directory]::Delete($folder.FullName, $true)
+        }
+        catch {
+            Write-Warning ('The run folder ' + $folder.FullName + ' of a run that ended on ' + $ended.ToString('o') + ' could not be removed now: ' + $_.Exception.Message)
+        }
+    }
+}
+
 function New-RunFolder {
     # CPUU's working directory for this run only (-WorkingDirectory, below the staging root):
     # a protected folder filled with a copy of -SourceDirectory (the payload, the batch files,
@@ -120,6 +163,7 @@ function New-RunFolder {
         $null = New-Item -ItemType Directory -Path $root -ErrorAction Stop
     }
     Assert-TrustedFolder -Path $root
+    Remove-OldRunFolders -Root $root
     if (Test-Path -LiteralPath $WorkingDirectory) {
         # Left by a start that failed after making it (the claim was given back): its user may
         # have written to it, so it is never reused. A rename follows no junction inside.

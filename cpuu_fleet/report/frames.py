@@ -303,11 +303,14 @@ def _summary(hosts: pd.DataFrame, profiles: pd.DataFrame, waves: list[str]) -> p
     total = summary.sum(axis=0).to_frame(TOTAL).T
     summary = pd.concat([summary, total]).astype(int)
     summary.index.name = "wave"
-    targeted = summary["targeted"].where(summary["targeted"] > 0)
+    untried = [V.label(key) for key in states.UNTRIED_KEYS if V.label(key) in summary.columns]
+    tried = summary["targeted"] - summary[untried].sum(axis=1)
+    # Never a percentage of nothing: a wave no host of which was tried (not started yet, or
+    # stopped before it) has no success rate, and shows none rather than a disastrous 0 %.
     summary.insert(
         len(states.STATE_LABELS) + 1,
         "success_pct",
-        (summary["succeeded"] / targeted).fillna(0.0),
+        (summary["succeeded"] / summary["targeted"]).where(tried > 0),
     )
     return summary.reset_index()
 

@@ -48,11 +48,16 @@ def frame_table(summary: pd.DataFrame, *, title: Text | None = None) -> Table:
         style = states.RICH_STYLES[label]
         table.add_row(f"[{style}]{label}[/]", *counts(label))
     table.add_row(
-        "success", *(f"{value:.1%}" for value in summary["success_pct"]), end_section=True
+        "success", *(_percent(value) for value in summary["success_pct"]), end_section=True
     )
     table.add_row("profiles switched", *counts("profiles_switched"))
     table.add_row("profiles failed", *counts("profiles_failed"))
     return table
+
+
+def _percent(value: float) -> str:
+    """A success rate, or a dash for a wave no host of which was tried (never "0.0%")."""
+    return "—" if value != value else f"{value:.1%}"  # NaN is the only value unequal to itself
 
 
 def _count(value: int) -> str:

@@ -248,7 +248,10 @@ def _write_summary(
                     cell_format = formats.total_percent if column.kind == PERCENT else formats.total
                 else:
                     cell_format = formats.for_kind(column.kind)
-                sheet.write_number(row, col, value or 0, cell_format)
+                if value is None and column.kind == PERCENT:
+                    sheet.write_blank(row, col, None, cell_format)  # no host tried: no rate
+                else:
+                    sheet.write_number(row, col, value or 0, cell_format)
     success_col = [c.key for c in SUMMARY_COLUMNS].index("success_pct")
     if last > 1:
         sheet.conditional_format(

@@ -252,3 +252,41 @@ def test_every_error_class_has_a_hint_for_the_action_list():
     from cpuu_fleet.vocabulary import ErrorClass
 
     assert set(ERROR_CLASS_HINTS) == {cls.value for cls in ErrorClass}
+
+
+def test_a_wave_no_host_of_which_was_tried_has_no_success_rate_not_zero(tmp_path):
+    """A wave stopped before it started reads "—" (terminal) and an empty cell (workbook), never
+    0.0 %, which a lead reads as a disaster."""
+    from openpyxl import load_workbook
+    from rich.console import Console
+
+    from cpuu_fleet.report import summary_table, write_report
+
+    journal = Journal.in_reports(tmp_path)
+    run = journal.start_run(run_id="20261206-100000-cccc", playbook="update.yml", mode="update")
+    journal.add_hosts(
+        run,
+        [
+            HostEntry("pc-01", wave="wave1"),
+            *(HostEntry(f"pc-1{i}", wave="wave2") for i in range(3)),
+        ],
+    )
+    journal.set_host(run, "pc-01", state=J.SUCCEEDED)
+    for i in range(3):
+        journal.set_host(run, f"pc-1{i}", state=J.NOT_RUN)
+    journal.finish_run(run, "stopped", stop_reason="a stop rule")
+    result = write_report(journal, [run], tmp_path / "out")
+    rates = result.summary.set_index("wave")["success_pct"]
+    assert rates["wave1"] == pytest.approx(1.0) and rates.isna()["wave2"]
+    assert rates[TOTAL] == pytest.approx(1 / 4)
+
+    console = Console(record=True, width=120)
+    console.print(summary_table(result))
+    line = next(x for x in console.export_text().splitlines() if x.strip().startswith("success"))
+    assert line.split() == ["success", "100.0%", "—", "25.0%"]
+
+    sheet = load_workbook(result.workbook)["Summary"]
+    header = [cell.value for cell in sheet[1]]
+    column = header.index("Success %") + 1
+    by_wave = {sheet.cell(row, 1).value: sheet.cell(row, column).value for row in (2, 3, 4)}
+    assert by_wave["wave2"] is None and by_wave["wave1"] == pytest.approx(1.0)

@@ -136,13 +136,13 @@ def run_each_user(
         into.append(step("run", action, status))
 
 
-def user_profiles(rows: list[dict[str, Any]], user: str | None) -> list[ProfileResult]:
-    """The profiles this CPUU run journalled for one user."""
+def profile_results(rows: list[dict[str, Any]], user: str | None = None) -> list[ProfileResult]:
+    """The journal's profile rows as results; with ``user``, only that user's."""
     key = (user or "").casefold()
     return [
         ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
         for row in rows
-        if (row["user"] or "").casefold() == key
+        if user is None or (row["user"] or "").casefold() == key
     ]
 
 
@@ -158,7 +158,9 @@ def host_verdict(
     ``unfinished``: the run step broke off before every user's run (``error`` says why): the
     users not reached yet count as that error (a transient one is retried; the users done are
     then reused, never run again)."""
-    judged = [(judge(run, user_profiles(profile_rows, run.user), error), run) for run in runs]
+    judged = [
+        (judge(run, profile_results(profile_rows, run.user or ""), error), run) for run in runs
+    ]
     if unfinished and error is not None:
         judged.append((judge(None, (), error), RunResult("", user="(users not reached)")))
     judged.sort(key=lambda pair: WORST_FIRST.index(pair[0].state))

@@ -27,7 +27,12 @@ from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
-from cpuu_fleet.visit.each_user import finished_runs, host_verdict, run_each_user
+from cpuu_fleet.visit.each_user import (
+    finished_runs,
+    host_verdict,
+    profile_results,
+    run_each_user,
+)
 from cpuu_fleet.visit.outcome import HostOutcome, judge
 from cpuu_fleet.visit.session import (
     HostSession,
@@ -227,11 +232,7 @@ def _run_profiles(play: PlaySettings, host: str) -> list[ProfileResult]:
     """Every profile journalled for this host by this CPUU run. Collect journals each result
     file the moment it is complete, so this is the run's whole output: what an earlier attempt
     or a controller that died in collect fetched counts as much as this visit's files."""
-    return [
-        ProfileResult(row["profile"], row["current_code"], row["previous_code"], row["line"] or 0)
-        for run_id in play.same_cpuu_runs
-        for row in play.journal.profiles(run_id, host)
-    ]
+    return profile_results(_run_profile_rows(play, host))
 
 
 def visit_host(

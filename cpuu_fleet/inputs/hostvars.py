@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 
 from cpuu_fleet.errors import InputError
-from cpuu_fleet.inputs import credentials, vault
+from cpuu_fleet.inputs import ansible_filters, credentials, vault
 from cpuu_fleet.inputs.credentials import MASK, AskPass, has_template, is_secret_name
 
 
@@ -44,6 +44,7 @@ def make_environment(loader: jinja2.BaseLoader | None = None) -> jinja2.Environm
         keep_trailing_newline=True,
         trim_blocks=True,
     )
+    ansible_filters.install(environment)
     environment.filters.update(bool=to_bool, win_args=win_args, bat_args=bat_args)
     return environment
 

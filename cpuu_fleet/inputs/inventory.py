@@ -52,6 +52,7 @@ from cpuu_fleet.inputs.datafiles import (
 from cpuu_fleet.inputs.hostvars import HostScope, make_environment
 from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_ini
 from cpuu_fleet.inputs.inventory_list import from_inventory_list, is_inventory_list
+from cpuu_fleet.inputs.inventory_script import is_inventory_script, run_inventory_script
 from cpuu_fleet.redact import REDACTOR, mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
@@ -270,7 +271,7 @@ class Inventory:
             p
             for p in path.iterdir()
             if p.is_file()
-            and (p.suffix.lower() in DATA_SUFFIXES or p.suffix == "")
+            and (p.suffix.lower() in DATA_SUFFIXES or p.suffix == "" or is_inventory_script(p))
             and not p.name.startswith(".")
         )
         if not files:
@@ -622,7 +623,10 @@ class Inventory:
 def _load_inventory_file(file: Path) -> Any:
     """One inventory file as a mapping of groups: YAML or JSON by suffix, INI for ``.ini`` and for
     a file without a data suffix whose content is not YAML (Ansible's ``hosts`` files), and the
-    ``ansible-inventory --list`` shape recognised by its content."""
+    ``ansible-inventory --list`` shape recognised by its content; an executable file starting
+    with ``#!`` is a dynamic inventory script, run (:mod:`cpuu_fleet.inputs.inventory_script`)."""
+    if is_inventory_script(file):
+        return from_inventory_list(run_inventory_script(file), file)
     json = file.suffix.lower() == ".json"
     if file.suffix.lower() in DATA_SUFFIXES:
         data = load_data_file(file)

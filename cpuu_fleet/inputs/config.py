@@ -4,6 +4,10 @@ Found where operators look (a file in the current folder, as ``ansible.cfg`` is,
 XDG config) and merged key by key, the later winning (unlike Ansible, which reads only the first
 file it finds: a user's ``forks`` then still applies in a project that sets only its inventory):
 
+0. Ansible's own: ``inventory`` and ``forks`` of the ``ansible.cfg`` Ansible would read, and
+   ``ANSIBLE_INVENTORY``/``ANSIBLE_FORKS`` (:mod:`cpuu_fleet.inputs.ansible_cfg`), so a project
+   folder that Ansible works in works here; an ``inventory`` naming several sources is not used
+   (cpuu-fleet reads one: ``-i`` says which);
 1. the user's file, ``$XDG_CONFIG_HOME/cpuu-fleet/config.toml`` (``~/.config/cpuu-fleet/...``);
 2. the project's file, ``cpuu-fleet.toml`` in the current folder (``cpuu-fleet init`` writes one);
 3. the environment: ``CPUU_FLEET_INVENTORY``, ``CPUU_FLEET_REPORTS``, ``CPUU_FLEET_FORKS``;
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.ansible_cfg import load_ansible_cfg
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +81,14 @@ def load_settings(cwd: Path | None = None, environ: Mapping[str, str] | None = N
     folder = Path.cwd() if cwd is None else cwd
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    ansible = load_ansible_cfg(folder, env)
+    if len(ansible.inventory) == 1:  # several sources: cpuu-fleet reads one, so -i must say
+        values["inventory"], sources["inventory"] = (
+            ansible.inventory[0],
+            ansible.sources["inventory"],
+        )
+    if ansible.forks is not None:
+        values["forks"], sources["forks"] = ansible.forks, ansible.sources["forks"]
     for path in (user_config_path(env), folder / PROJECT_FILE):
         for key, value in read_config_file(path).items():
             values[key] = value

@@ -26,7 +26,7 @@ import os
 import stat
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.inputs.ansible_cfg import load_ansible_cfg
 from cpuu_fleet.redact import MASK, REDACTOR
 
 __all__ = [
@@ -330,7 +331,7 @@ def secrets_from_options(
     prompt: Callable[[str], str] | None = None,
 ) -> VaultSecrets:
     """The sources the command line names; without any, those the environment names
-    (``ANSIBLE_VAULT_PASSWORD_FILE``, then ``CPUU_FLEET_VAULT_PASSWORD``)."""
+    (``ANSIBLE_VAULT_PASSWORD_FILE``, then ``CPUU_FLEET_VAULT_PASSWORD``), else ``ansible.cfg``'s."""
     environ = os.environ if environ is None else environ
     sources: list[tuple[str, str]] = []
     for vault_id in vault_ids or []:
@@ -347,7 +348,25 @@ def secrets_from_options(
         sources.append((DEFAULT_ID, environ[ENV_PASSWORD_FILE]))
     if not sources and environ.get(ENV_PASSWORD):
         sources.append((DEFAULT_ID, f"env:{ENV_PASSWORD}"))
+    if not sources:
+        sources = _ansible_cfg_sources(environ)
     return VaultSecrets(sources, prompt=prompt)
+
+
+def _ansible_cfg_sources(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``vault_identity_list`` and ``vault_password_file`` of the ``ansible.cfg`` Ansible would
+    read: the last place looked, as in Ansible (a relative file is relative to that file)."""
+    cfg = load_ansible_cfg(environ=environ)
+    sources = []
+    for vault_id in cfg.vault_ids:
+        label, sep, source = vault_id.partition("@")
+        if sep and label and source:
+            path = Path(source).expanduser()
+            if source != "prompt" and not path.is_absolute() and cfg.path is not None:
+                source = str(cfg.path.parent / path)
+            sources.append((label, source))
+    sources += [(DEFAULT_ID, str(path)) for path in cfg.vault_password_files]
+    return sources
 
 
 _ACTIVE = [VaultSecrets()]

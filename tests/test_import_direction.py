@@ -111,6 +111,17 @@ def test_the_report_never_imports_the_wire_libraries():
     assert {module: names for module, names in wired.items() if names} == {}
 
 
+def test_no_module_imports_ansible():
+    """ansible-core is GPL and only the tests' oracle (the dev extra): the MIT package reads
+    Ansible's formats from their documentation and never imports it."""
+    assert (
+        sorted(
+            m for m, names in IMPORTS.items() if any(n.split(".")[0] == "ansible" for n in names)
+        )
+        == []
+    )
+
+
 @pytest.mark.parametrize(
     ("module", "imported", "of_area"),
     [

@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -264,7 +265,10 @@ def test_inventory_list_reads_an_ini_file_as_a_user_runs_it(tmp_path):
 
 # ------------------------------------------------------- against a live ansible-core, when installed
 
-ANSIBLE_INVENTORY = shutil.which("ansible-inventory")
+ANSIBLE_INVENTORY = shutil.which("ansible-inventory") or next(
+    (str(p) for p in [Path(sys.executable).parent / "ansible-inventory"] if p.exists()), None
+)
+"""The dev extra installs ansible-core beside the interpreter, whether or not the venv is on PATH."""
 
 
 def _raw(value):

@@ -295,8 +295,9 @@ def _raw(value):
             ["--vault-id", "default@vault-pass.txt", "--vault-id", "prod@prod-pass.txt"],
         ),
         (Path(__file__).resolve().parents[2] / "inventories" / "example.yml", []),
+        (DATA / "script" / "cmdb.py", []),
     ],
-    ids=["ini", "vault", "example"],
+    ids=["ini", "vault", "example", "script"],
 )
 def test_same_hosts_groups_and_vars_as_a_live_ansible_inventory(source, options):
     done = subprocess.run(

@@ -31,6 +31,7 @@ from cpuu_fleet.cli import (
     steps,
     template,
 )
+from cpuu_fleet.cli.help_text import readable_metavars
 from cpuu_fleet.cli.settings import apply_settings
 from cpuu_fleet.errors import (
     CONTROLLER_WRITE_EXIT,
@@ -43,7 +44,7 @@ app = typer.Typer(
     name="cpuu-fleet",
     help="Switch Outlook profiles to a new Exchange server with CPUU, wave by wave, over WinRM.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
     pretty_exceptions_enable=False,
 )
 
@@ -88,7 +89,8 @@ for _module in (
 def main() -> None:
     """Console-script entry point: bad input and a controller that cannot write are one line."""
     try:
-        app()
+        command = readable_metavars(typer.main.get_command(app))
+        command(prog_name="cpuu-fleet")  # the name help and shell completion use, also under -m
     except InputError as exc:
         typer.echo(f"cpuu-fleet: error: {exc.render()}", err=True)
         sys.exit(2)

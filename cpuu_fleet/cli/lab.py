@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import shlex
 import signal
 import threading
@@ -25,6 +26,8 @@ lab_app = typer.Typer(
     no_args_is_help=True,
 )
 
+ScenarioName = enum.Enum("ScenarioName", {name: name for name in SCENARIOS}, type=str)
+"""The lab's scenarios as choices (``--scenario`` lists them in its help, completes them)."""
 _SCENARIO_HELP = "Fleet scenario: " + "; ".join(f"{k} = {v}" for k, v in SCENARIOS.items())
 
 
@@ -35,7 +38,9 @@ def up(
         typer.Option("--inventory-out", help="Write the fleet's Ansible inventory (YAML) here."),
     ],
     hosts: Annotated[int, typer.Option("--hosts", min=1, help="Number of workstations.")] = 10,
-    scenario: Annotated[str, typer.Option("--scenario", help=_SCENARIO_HELP)] = "healthy",
+    scenario: Annotated[ScenarioName, typer.Option("--scenario", help=_SCENARIO_HELP)] = (
+        ScenarioName.healthy  # type: ignore[attr-defined]
+    ),
     seed: Annotated[int, typer.Option("--seed", help="Same seed, same fleet.")] = 0,
     auth: Annotated[
         str, typer.Option("--auth", help="basic | ntlm | negotiate | certificate")
@@ -76,10 +81,7 @@ def up(
     ] = None,
 ) -> None:
     """Serve a fleet in the foreground until Ctrl-C, and write its inventory."""
-    if scenario not in SCENARIOS:
-        raise InputError(
-            f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}", where="--scenario"
-        )
+    scenario = ScenarioName(scenario).value  # a plain name from here on
     if auth not in AUTHS:
         raise InputError(f"unknown auth {auth!r}; valid: {', '.join(AUTHS)}", where="--auth")
     if auth == "certificate" and not https:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
+from cpuu_fleet.cli.complete import limit_names
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs import vault
 from cpuu_fleet.inputs.datafiles import load_data_file, parse_yaml
@@ -32,9 +33,37 @@ LimitOption = Annotated[
         "-l",
         "--limit",
         help="Host pattern as in Ansible: names, groups, globs, a:b, !x, &x, @file.",
+        autocompletion=limit_names,
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ModeOption = Annotated[
+    Literal["update", "undo", "rollback", "cleanup"],
+    typer.Option(
+        "--mode",
+        "-m",
+        case_sensitive=False,
+        help="CPUU's mode: update, undo (the vendor's rollback) or cleanup.",
+    ),
+]
+WhenNoUserOption = Annotated[
+    Literal["skip", "at_logon"],
+    typer.Option(
+        "--when-no-user",
+        help="With no user logged on: skip the host, or register CPUU for the next logon.",
+    ),
+]
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "-v",
+        "--verbose",
+        count=True,
+        show_default=False,
+        help="On a terminal, print each host's end as it happens (-v), and each step (-vv);"
+        " hosts needing attention are always printed.",
+    ),
+]
 ReportsOption = Annotated[
     Path,
     typer.Option("--reports", metavar="DIR", help="Folder of journal.sqlite3 and the run files."),
@@ -48,6 +77,7 @@ ExtraVarsOption = Annotated[
     typer.Option(
         "-e",
         "--extra-vars",
+        metavar="KEY=VALUE",
         help="key=value (a value may hold spaces), a YAML/JSON mapping, or @file; highest"
         " precedence in templates.",
     ),

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cpuu_fleet import vocabulary
+from cpuu_fleet.cli.complete import run_ids
 from cpuu_fleet.cli.mailboxes import (
     ColumnOption,
     DevicesOption,
@@ -25,6 +26,7 @@ from cpuu_fleet.cli.options import (
     ReportsOption,
     VaultIdOption,
     VaultPasswordFileOption,
+    VerboseOption,
     parse_extra_vars,
 )
 from cpuu_fleet.cli.policy import (
@@ -69,9 +71,20 @@ def register(app: typer.Typer) -> None:
         check: Annotated[
             bool,
             typer.Option(
-                "--check", help="Read-only: preflight, then show what would be pushed and run."
+                "--check",
+                "-C",
+                help="Read-only: preflight, then show what would be pushed and run.",
             ),
         ] = False,
+        list_hosts: Annotated[
+            bool,
+            typer.Option(
+                "--list-hosts",
+                help="List the hosts each play would visit, batch by batch, and exit (no host"
+                " is contacted).",
+            ),
+        ] = False,
+        verbose: VerboseOption = 0,
         serial: SerialOption = None,
         max_fail_percentage: MaxFailOption = None,
         max_unreachable_percentage: MaxUnreachableOption = None,
@@ -80,6 +93,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--resume",
                 metavar="RUN",
+                autocompletion=run_ids,
                 help="Carry on an interrupted run (never runs CPUU twice).",
             ),
         ] = None,
@@ -88,6 +102,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--retry-failed",
                 metavar="RUN",
+                autocompletion=run_ids,
                 help=f"Re-run only RUN's {vocabulary.describe(vocabulary.RETRIED_STATES)} hosts.",
             ),
         ] = None,
@@ -123,10 +138,16 @@ def register(app: typer.Typer) -> None:
             retry_failed=retry_failed,
             ask_pass=ask_pass_prompt(ask_pass),
             extra_vars=parse_extra_vars(extra),
-            processors=processors(reports, as_json),
+            processors=processors(reports, as_json, verbose),
             payload=payload,
             warn=warn_one,
             mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
             **policy_fields(serial, max_fail_percentage, max_unreachable_percentage),
         )
+        if list_hosts:
+            from cpuu_fleet.cli.present import print_plan
+            from cpuu_fleet.engine.wave import plan_play
+
+            print_plan(plan_play(request), as_json=as_json)
+            return
         finish(run_play(request), as_json=as_json, check=check)

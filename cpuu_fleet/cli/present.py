@@ -37,15 +37,16 @@ def stdout_console() -> Console:
     return Console(stderr=False, highlight=False)
 
 
-def processors(reports: Path, as_json: bool) -> list[Any]:
-    """The JSON event lines, as the operator asked; else the live display on a terminal, plain
-    lines on a pipe, ``nohup`` or CI (where stdout is no terminal)."""
+def processors(reports: Path, as_json: bool, verbosity: int = 0) -> list[Any]:
+    """The JSON event lines, as the operator asked; else the live display on a terminal (lines
+    above it as ``verbosity`` asks), plain lines on a pipe, ``nohup`` or CI (where stdout is no
+    terminal: every event, whatever the verbosity)."""
     from cpuu_fleet.cli.progress import JsonLinesPrinter, LiveProgress, PlainLines
 
     # Presentation only: the runner writes run.log itself.
     if as_json:
         return [JsonLinesPrinter()]
-    return [LiveProgress() if sys.stdout.isatty() else PlainLines()]
+    return [LiveProgress(verbosity=verbosity) if sys.stdout.isatty() else PlainLines()]
 
 
 def warn_one(message: str) -> None:
@@ -62,7 +63,52 @@ def ask_pass_prompt(enabled: bool) -> Any:
     return AskPass()
 
 
-def print_result(result: Any, *, as_json: bool, check: bool) -> None:
+READINESS_SHOWN = 200
+"""Hosts listed in preflight's readiness table (the rest: the report's Hosts sheet)."""
+
+
+def _readiness_row(host: str, outcome: Any) -> list[str]:
+    """One host's readiness, from its preflight facts (made printable: a workstation wrote them)."""
+    facts = (outcome.details or {}).get("preflight") or {}
+    free = facts.get("free_bytes")
+    outlook = facts.get("outlook_version") or "-"
+    if facts.get("outlook_running"):
+        outlook += " (running)"
+    sessions = facts.get("sessions") or []
+    note = outcome.error_message or ""
+    if facts.get("locked"):
+        note = (note + "; " if note else "") + f"{len(facts['locked'])} staged file(s) locked"
+    return [
+        escape(host),
+        state_cell(outcome.state),
+        escape(printable(str(facts.get("user") or "-"))),
+        str(len(sessions)) if sessions else "-",
+        escape(printable(outlook)),
+        f"{free / 2**30:.1f} GiB" if isinstance(free, int) else "-",
+        str(facts.get("staged_files", "-")),
+        escape(printable(note)[:120]),
+    ]
+
+
+def print_readiness(console: Console, result: Any) -> None:
+    """``preflight``'s answer to "can this wave go?": each host's state and the facts that
+    decide it (user, sessions, Outlook, free disk, staged files), hosts needing attention first."""
+    outcomes = result.summary.outcomes
+    order = {key: rank for rank, key in enumerate(vocabulary.WORST_FIRST)}
+    hosts = sorted(outcomes, key=lambda h: (order.get(outcomes[h].state, -1), h))
+    table = Table(title="Readiness (preflight; nothing was changed)")
+    for column in ("host", "state", "user", "sessions", "Outlook", "free disk", "staged", "why"):
+        table.add_column(column, overflow="fold")
+    for host in hosts[:READINESS_SHOWN]:
+        table.add_row(*_readiness_row(host, outcomes[host]))
+    console.print(table)
+    if len(hosts) > READINESS_SHOWN:
+        console.print(
+            f"... and {len(hosts) - READINESS_SHOWN} more hosts in the report's Hosts sheet"
+        )
+
+
+def print_result(result: Any, *, as_json: bool, check: bool, readiness: bool = False) -> None:
     """The end of a run: summary table (or one JSON object), where the files are."""
     if as_json:
         data = {
@@ -79,6 +125,8 @@ def print_result(result: Any, *, as_json: bool, check: bool) -> None:
         typer.echo(json.dumps(data, ensure_ascii=False))
         return
     console = stdout_console()
+    if readiness:
+        print_readiness(console, result)
     if check:
         _print_check(console, result)
     if result.report is not None:
@@ -115,6 +163,35 @@ def print_result(result: Any, *, as_json: bool, check: bool) -> None:
         lines.append(f"Pending: cpuu-fleet collect ... --limit @{pending}   (after the next logon)")
     for line in lines:
         console.print(line, markup=False, soft_wrap=True)
+
+
+def print_plan(plan: Any, *, as_json: bool) -> None:
+    """``play --list-hosts``: each play's hosts batch by batch, as Ansible's ``--list-hosts``
+    lists them, with the wave each host reports under."""
+    plays = [
+        {
+            "play": play_plan.play.name,
+            "hosts_pattern": play_plan.play.hosts,
+            "batches": [
+                [{"host": host.name, "wave": host.wave} for host in batch]
+                for batch in play_plan.batches
+            ],
+        }
+        for play_plan in plan.plays
+    ]
+    if as_json:
+        typer.echo(json.dumps({"plays": plays, "hosts": plan.host_names}, ensure_ascii=False))
+        return
+    lines = []
+    for number, play in enumerate(plays, 1):
+        count = sum(len(batch) for batch in play["batches"])
+        lines.append(f"play #{number} ({play['play']}): {play['hosts_pattern']}  hosts ({count}):")
+        for index, batch in enumerate(play["batches"], 1):
+            lines.append(f"  batch {index} ({len(batch)}):")
+            lines.extend(f"    {printable(h['host'])}  [{printable(h['wave'])}]" for h in batch)
+    lines.append(f"{len(plan.host_names)} host(s) in all; nothing was contacted.")
+    for line in lines:
+        typer.echo(line)
 
 
 def _check_line(details: dict[str, Any]) -> dict[str, Any]:
@@ -166,7 +243,7 @@ def counts_table(counts: dict[str, int], title: str | None) -> Table:
     return table
 
 
-def finish(result: Any, *, as_json: bool, check: bool = False) -> None:
+def finish(result: Any, *, as_json: bool, check: bool = False, readiness: bool = False) -> None:
     """Show the run's end and leave with its exit code."""
-    print_result(result, as_json=as_json, check=check)
+    print_result(result, as_json=as_json, check=check, readiness=readiness)
     raise typer.Exit(int(result.exit_code))

@@ -42,8 +42,11 @@ from cpuu_fleet.engine.events import (
     RunFinished,
     RunInterrupted,
     RunStarted,
+    StepFinished,
+    StepStarted,
 )
 from cpuu_fleet.engine.run_log import event_line, summary_line
+from cpuu_fleet.inputs.playbook import STEP_ORDER
 from cpuu_fleet.redact import REDACTOR, Redactor, printable
 
 # ------------------------------------------------------------------------------ statistics
@@ -59,6 +62,10 @@ class RunStats:
     running: dict[str, float] = field(default_factory=dict)
     """Host name → monotonic start of its current attempt."""
     durations: list[float] = field(default_factory=list)
+    steps: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """Host name → its current step and the monotonic time it started."""
+    step_durations: dict[str, list[float]] = field(default_factory=dict)
+    """Step name → the durations of its finished attempts (CPUU's run is the long one)."""
     current: BatchStarted | None = None
     batches_done: int = 0
     retrying: int = 0
@@ -74,8 +81,15 @@ class RunStats:
             self.current = event
         elif isinstance(event, HostStarted):
             self.running[event.host] = now
+        elif isinstance(event, StepStarted):
+            self.steps[event.host] = (event.step, now)
+        elif isinstance(event, StepFinished):
+            self.steps.pop(event.host, None)
+            if event.duration_s is not None:
+                self.step_durations.setdefault(event.step, []).append(event.duration_s)
         elif isinstance(event, HostFinished):
             self.running.pop(event.host, None)
+            self.steps.pop(event.host, None)
             if event.duration_s is not None:
                 self.durations.append(event.duration_s)
             if event.final:
@@ -96,8 +110,19 @@ class RunStats:
         return sum(self.counts.values())
 
     def eta_seconds(self, now: float | None = None) -> float | None:
-        """Seconds left: for each batch not yet finished, rounds of ``min(forks, size)`` hosts
-        at the mean host duration; running hosts count for what is left of their mean.
+        """Seconds left (see :meth:`eta`), or None when there is no estimate yet."""
+        found = self.eta(now)
+        return None if found is None else found[0]
+
+    def eta(self, now: float | None = None) -> tuple[float, bool] | None:
+        """Seconds left and whether that is only a lower bound.
+
+        For each batch not yet finished, rounds of ``min(forks, size)`` hosts at the mean host
+        duration. A running host counts for what is left of its *current step* by that step's
+        mean, plus the means of the steps after it: a host inside a 15-minute CPUU run is not
+        "nearly done" because the mean host so far took two seconds. A host inside a step no
+        attempt has finished yet, or past that step's mean, makes the estimate a lower bound
+        (shown ``≥``), never a number that freezes while CPUU runs.
 
         None until a host has finished (there is no mean yet). Kept rather than rich.progress's
         ``TimeRemainingColumn``: that one divides the units left by the recent rate of finished
@@ -107,7 +132,7 @@ class RunStats:
             return None
         now = time.monotonic() if now is None else now
         mean = sum(self.durations) / len(self.durations)
-        eta = 0.0
+        eta, lower_bound = 0.0, False
         for index, plan in enumerate(self.batches):
             if index < self.batches_done:
                 continue
@@ -117,12 +142,31 @@ class RunStats:
                 started = [h for h in self.running if h in in_batch]
                 finished_here = self._finished_in_current()
                 waiting = max(0, plan.size - finished_here - len(started))
-                left_running = [max(0.0, mean - (now - self.running[h])) for h in started]
-                eta += max(left_running, default=0.0) if not waiting else 0.0
+                left = [self._host_left(h, mean, now) for h in started]
+                lower_bound = lower_bound or any(bound for _, bound in left)
+                eta += max((seconds for seconds, _ in left), default=0.0) if not waiting else 0.0
                 eta += math.ceil(waiting / width) * mean
             else:
                 eta += math.ceil(plan.size / width) * mean
-        return eta
+        return eta, lower_bound
+
+    def _host_left(self, host: str, mean: float, now: float) -> tuple[float, bool]:
+        """A running host's seconds left, and whether that is a lower bound."""
+        current = self.steps.get(host)
+        if current is None:
+            return max(0.0, mean - (now - self.running[host])), False
+        step, since = current
+        in_step = now - since
+        step_mean = self._step_mean(step)
+        later = STEP_ORDER[STEP_ORDER.index(step) + 1 :] if step in STEP_ORDER else ()
+        after = sum(self._step_mean(s) or 0.0 for s in later)
+        if step_mean is None or in_step > step_mean:
+            return after, True
+        return step_mean - in_step + after, False
+
+    def _step_mean(self, step: str) -> float | None:
+        durations = self.step_durations.get(step)
+        return sum(durations) / len(durations) if durations else None
 
     def _finished_in_current(self) -> int:
         # Hosts of the current batch that finished: total finished minus earlier batches' sizes.
@@ -161,29 +205,68 @@ def render_stats(stats: RunStats, now: float | None = None) -> Table:
     if stats.current is not None:
         c = stats.current
         batch = f"{c.play}: batch {c.batch}/{c.batches} ({len(c.hosts)} hosts)"
+    eta = stats.eta(now)
+    shown_eta = "--:--" if eta is None else ("≥ " if eta[1] else "") + _duration(eta[0])
     head = Text.assemble(
         (f"{stats.finished}/{stats.total} hosts  ", "bold"),
         f"{batch}  ",
-        f"ETA {_duration(stats.eta_seconds(now))}",
+        f"ETA {shown_eta}",
     )
     layout = Table.grid()
     layout.add_row(head)
     layout.add_row(bar)
     layout.add_row(counts)
+    running = running_table(stats, now)
+    if running is not None:
+        layout.add_row(running)
     if stats.message:
         layout.add_row(Text(REDACTOR.scrub(stats.message) or "", style="yellow"))
     return layout
+
+
+RUNNING_SHOWN = 8
+"""Running hosts listed under the counts, longest first (the rest are counted)."""
+
+
+def running_table(stats: RunStats, now: float | None = None) -> Table | None:
+    """The hosts being worked on, longest first: name, step, time in that step and in all.
+
+    Host names come from the operator's inventory, but are made printable all the same."""
+    if not stats.running:
+        return None
+    now = time.monotonic() if now is None else now
+    table = Table.grid(padding=(0, 2))
+    order = sorted(stats.running.items(), key=lambda item: item[1])
+    for host, since in order[:RUNNING_SHOWN]:
+        step, step_since = stats.steps.get(host, ("starting", since))
+        table.add_row(
+            Text(printable(host), style="cyan"),
+            Text(step),
+            Text(_duration(now - step_since)),
+            Text(f"(host {_duration(now - since)})", style="dim"),
+        )
+    if len(order) > RUNNING_SHOWN:
+        table.add_row(Text(f"… and {len(order) - RUNNING_SHOWN} more running", style="dim"))
+    return table
 
 
 # ------------------------------------------------------------------------------ processors
 
 
 class LiveProgress(BaseProcessor):
-    """The operator's live display (rich). Redraws a few times a second from :class:`RunStats`."""
+    """The operator's live display (rich). Redraws a few times a second from :class:`RunStats`.
 
-    def __init__(self, console: Console | None = None, refresh_per_second: float = 4):
+    Above the display, lines scroll as things happen, in run.log's words: every host that ends
+    needing attention (with its reason) at once, not at the end of the wave; with ``-v`` every
+    host's end, with ``-vv`` every step too.
+    """
+
+    def __init__(
+        self, console: Console | None = None, refresh_per_second: float = 4, verbosity: int = 0
+    ):
         self.console = console or Console(stderr=True)
         self.stats = RunStats()
+        self.verbosity = verbosity
         self._refresh = refresh_per_second
         self._live: Live | None = None
         # rich redraws from its own thread while events arrive from the workers' fan-out.
@@ -196,6 +279,18 @@ class LiveProgress(BaseProcessor):
     def on_event(self, event: Event) -> None:
         with self._lock:
             self.stats.update(event)
+        if self._scrolls(event):
+            text = printable(REDACTOR.scrub(event_line(event)) or "")
+            self.console.print(Text(text, style=_line_style(event)))
+
+    def _scrolls(self, event: Event) -> bool:
+        """Whether an event is printed above the display at this verbosity."""
+        if isinstance(event, HostFinished):
+            known = vocabulary.BY_KEY.get(event.state)
+            return self.verbosity >= 1 or known is None or known.attention
+        if isinstance(event, (StepStarted, StepFinished)):
+            return self.verbosity >= 2
+        return isinstance(event, (BatchFinished, RunInterrupted)) and self.verbosity >= 1
 
     def run_started(self, event: RunStarted) -> None:
         self._live = Live(
@@ -221,6 +316,13 @@ class LiveProgress(BaseProcessor):
                 markup=False,
                 soft_wrap=True,
             )
+
+
+def _line_style(event: Event) -> str:
+    if isinstance(event, HostFinished):
+        known = vocabulary.BY_KEY.get(event.state)
+        return known.style if known is not None else "yellow"
+    return "dim"
 
 
 def scrub_value(value: Any, redactor: Redactor = REDACTOR) -> Any:

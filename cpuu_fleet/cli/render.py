@@ -23,6 +23,7 @@ from cpuu_fleet.cli.options import (
     InventoryOption,
     JsonOption,
     LimitOption,
+    ModeOption,
     VaultIdOption,
     VaultPasswordFileOption,
     parse_extra_vars,
@@ -43,9 +44,7 @@ def render(
         Path, typer.Option("--out", help="Folder for the review copy: OUT/<host>/<file>.")
     ],
     limit: LimitOption = None,
-    mode: Annotated[
-        str, typer.Option("--mode", "-m", help="update, undo (rollback) or cleanup.")
-    ] = "update",
+    mode: ModeOption = "update",
     templates: Annotated[
         Path,
         typer.Option("--templates", "-t", help="Folder of *.j2 templates and templates.yml."),

@@ -13,14 +13,19 @@ from cpuu_fleet.cli.options import (
     AskPassOption,
     AskVaultPassOption,
     EventsJsonOption,
+    ExtraVarsOption,
     ForksOption,
     InventoryOption,
     LimitOption,
+    ModeOption,
     PayloadOption,
     ReportsOption,
     TemplatesOption,
     VaultIdOption,
     VaultPasswordFileOption,
+    VerboseOption,
+    WhenNoUserOption,
+    parse_extra_vars,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
 from cpuu_fleet.inputs.shipped import default_templates
@@ -43,8 +48,9 @@ def register(app: typer.Typer) -> None:
             vault_password_file: VaultPasswordFileOption = None,
             vault_id: VaultIdOption = None,
             ask_vault_pass: AskVaultPassOption = False,
+            verbose: VerboseOption = 0,
         ) -> None:
-            _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass)
+            _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass, verbose)
 
     _read_only_step("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
 
@@ -65,8 +71,11 @@ def register(app: typer.Typer) -> None:
         vault_password_file: VaultPasswordFileOption = None,
         vault_id: VaultIdOption = None,
         ask_vault_pass: AskVaultPassOption = False,
+        extra: ExtraVarsOption = None,
+        verbose: VerboseOption = 0,
     ) -> None:
-        _single("push", inventory, limit, forks, payload, templates, as_json, reports, ask_pass)
+        given = (inventory, limit, forks, payload, templates, as_json, reports, ask_pass, verbose)
+        _single("push", *given, extra_vars=parse_extra_vars(extra))
 
     _read_only_step("collect", "Fetch new CPUU result files and logs (pending hosts too).")
 
@@ -76,14 +85,10 @@ def register(app: typer.Typer) -> None:
         short_help="Run CPUU in one mode on hosts (ad hoc).",
     )
     def run_command(
-        mode: Annotated[
-            str, typer.Option("--mode", "-m", help="update, undo (rollback) or cleanup.")
-        ],
+        mode: ModeOption,
         inventory: InventoryOption,
         limit: LimitOption = None,
-        when_no_user: Annotated[
-            str, typer.Option("--when-no-user", help="skip | at_logon")
-        ] = "skip",
+        when_no_user: WhenNoUserOption = "skip",
         timeout: Annotated[
             int, typer.Option("--timeout", help="Seconds before CPUU is stopped.")
         ] = 900,
@@ -96,19 +101,16 @@ def register(app: typer.Typer) -> None:
         vault_password_file: VaultPasswordFileOption = None,
         vault_id: VaultIdOption = None,
         ask_vault_pass: AskVaultPassOption = False,
+        extra: ExtraVarsOption = None,
+        verbose: VerboseOption = 0,
     ) -> None:
         from cpuu_fleet.cpuu import Mode
 
+        given = (inventory, limit, forks, payload, templates, as_json, reports, ask_pass, verbose)
         _single(
             "run",
-            inventory,
-            limit,
-            forks,
-            payload,
-            templates,
-            as_json,
-            reports,
-            ask_pass,
+            *given,
+            extra_vars=parse_extra_vars(extra),
             mode=Mode.parse(mode),
             when_no_user=when_no_user,
             timeout=timeout,
@@ -125,6 +127,8 @@ def _single(
     as_json: bool,
     reports: Path,
     ask_pass: bool,
+    verbosity: int = 0,
+    extra_vars: dict[str, Any] | None = None,
     **options: Any,
 ) -> None:
     from cpuu_fleet.engine.wave import PlayRequest, run_single_step
@@ -138,7 +142,8 @@ def _single(
         reports_dir=reports,
         limit=limit,
         ask_pass=ask_pass_prompt(ask_pass),
-        processors=processors(reports, as_json),
+        extra_vars=extra_vars or {},
+        processors=processors(reports, as_json, verbosity),
         warn=warn_one,
     )
     result = run_single_step(
@@ -150,4 +155,4 @@ def _single(
         forks=forks,
         **options,
     )
-    finish(result, as_json=as_json)
+    finish(result, as_json=as_json, readiness=step == "preflight")

@@ -702,6 +702,14 @@ def run_play(request: PlayRequest) -> PlayResult:
         return engine.run(playbook, inventory, selection)
 
 
+def plan_play(request: PlayRequest) -> RunPlan:
+    """The hosts a ``play`` would visit, play by play and batch by batch, touching no host
+    (``--list-hosts``): the same loading and planning as :func:`run_play`, nothing run."""
+    with Engine(request) as engine:
+        playbook, inventory, selection = engine.load()
+        return engine.plan(playbook, inventory, selection)
+
+
 # ---------------------------------------------------------------------------------- ad-hoc steps
 
 

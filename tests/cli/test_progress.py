@@ -21,6 +21,8 @@ from cpuu_fleet.engine.events import (
     HostFinished,
     HostStarted,
     RunStarted,
+    StepFinished,
+    StepStarted,
 )
 from cpuu_fleet.engine.planning import build_plan
 from cpuu_fleet.engine.runner import HostOutcome, Runner
@@ -219,3 +221,79 @@ def test_each_state_is_counted_under_its_own_name():
     Console(file=out, width=120).print(render_stats(stats))
     shown = out.getvalue()
     assert "succeeded 1" in shown and "partially succeeded 1" in shown and "pending 1" in shown
+
+
+def _cpuu_wave(stats: RunStats) -> None:
+    """Ten hosts on five forks; two done in 10 s each (preflight 1 s, push 1 s, run 7 s,
+    collect 1 s); pc-3 has been inside CPUU's run step since t=10."""
+    run = "r"
+    stats.update(RunStarted(run, total_hosts=10, batches=(BatchPlan("P", 1, 10, 5),)), now=0.0)
+    hosts = tuple(f"pc-{n}" for n in range(10))
+    stats.update(BatchStarted(run, play="P", batch=1, batches=1, hosts=hosts), now=0.0)
+    for host in ("pc-0", "pc-1"):
+        stats.update(HostStarted(run, host=host), now=0.0)
+        for step, seconds in (("preflight", 1.0), ("push", 1.0), ("run", 7.0), ("collect", 1.0)):
+            stats.update(StepStarted(run, host=host, step=step), now=0.0)
+            stats.update(StepFinished(run, host=host, step=step, duration_s=seconds), now=0.0)
+        stats.update(HostFinished(run, host=host, state=SUCCEEDED, duration_s=10.0), now=10.0)
+    stats.update(HostStarted(run, host="pc-3"), now=8.0)
+    stats.update(StepStarted(run, host="pc-3", step="run"), now=10.0)
+
+
+def test_a_host_inside_cpuu_counts_for_what_is_left_of_cpuu_not_of_the_mean_host():
+    stats = RunStats()
+    _cpuu_wave(stats)
+    # 7 hosts still wait for a fork: 2 rounds of the 10 s mean host on 5 forks.
+    assert stats.eta(12.0) == (20.0, False)
+    # Only pc-3 left, 2 s into a 7 s run step: 5 s of CPUU and 1 s of collect.
+    stats.update(HostFinished("r", host="pc-9", state=SUCCEEDED, duration_s=10.0), now=12.0)
+    for n in (2, 4, 5, 6, 7, 8):
+        stats.update(HostFinished("r", host=f"pc-{n}", state=SUCCEEDED, duration_s=10.0))
+    assert stats.eta(12.0) == (6.0, False)
+
+
+def test_a_cpuu_run_longer_than_any_so_far_makes_the_eta_a_lower_bound_not_frozen():
+    stats = RunStats()
+    _cpuu_wave(stats)
+    for n in (2, 4, 5, 6, 7, 8, 9):
+        stats.update(HostFinished("r", host=f"pc-{n}", state=SUCCEEDED, duration_s=10.0))
+    seconds, lower_bound = stats.eta(600.0)  # pc-3 has been in CPUU for 590 s
+    assert lower_bound and seconds == 1.0  # at least its collect; never "00:00, done"
+    out = io.StringIO()
+    Console(file=out, width=120).print(render_stats(stats, now=600.0))
+    shown = out.getvalue()
+    assert "ETA ≥ 00:01" in shown
+    assert "pc-3" in shown and "run" in shown and "09:50" in shown  # its step and time in it
+
+
+def test_running_hosts_are_listed_longest_first_and_the_rest_counted():
+    stats = RunStats()
+    stats.update(RunStarted("r", total_hosts=12, batches=(BatchPlan("P", 1, 12, 12),)), now=0.0)
+    for n in range(12):
+        stats.update(HostStarted("r", host=f"pc-{n:02d}"), now=float(n))
+        stats.update(StepStarted("r", host=f"pc-{n:02d}", step="push"), now=float(n))
+    out = io.StringIO()
+    Console(file=out, width=120).print(render_stats(stats, now=20.0))
+    lines = [line for line in out.getvalue().splitlines() if "pc-" in line]
+    assert [line.split()[0] for line in lines] == [f"pc-{n:02d}" for n in range(8)]
+    assert "and 4 more running" in out.getvalue()
+
+
+def test_a_failure_is_printed_above_the_display_as_it_happens_with_its_reason():
+    out = io.StringIO()
+    display = LiveProgress(Console(file=out, width=200), verbosity=0)
+    display.on_event(HostFinished("r", host="pc-1", state=SUCCEEDED, duration_s=1.0))
+    display.on_event(
+        HostFinished(
+            "r", host="pc-2", state=FAILED, error_class="cpuu", error_message="exit 0x4\x1b[2J"
+        )
+    )
+    shown = out.getvalue()
+    assert "pc-1" not in shown  # a success is counted, not printed, unless -v
+    assert "pc-2: failed [cpuu] exit 0x4" in shown
+    assert "\x1b[2J" not in shown  # a workstation's text never drives the terminal
+    verbose = io.StringIO()
+    display = LiveProgress(Console(file=verbose, width=200), verbosity=2)
+    display.on_event(StepStarted("r", host="pc-1", step="run"))
+    display.on_event(HostFinished("r", host="pc-1", state=SUCCEEDED, duration_s=1.0))
+    assert "pc-1: run started" in verbose.getvalue() and "pc-1: succeeded" in verbose.getvalue()

@@ -11,6 +11,7 @@ import sys
 from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
 from cpuu_fleet.journal import HostEntry, Journal
+from cpuu_fleet.visit.steps import STAGING_ROOT
 from tests.support.commands import REPO, run_subprocess
 from tests.support.waves import make_playbook
 
@@ -78,3 +79,68 @@ def test_runs_lists_the_journals_runs_with_status_and_counts(wave_factory):
     assert f"│ {first.run_id} │" not in table.stdout  # only named as the retry's parent
     assert f"│ {retry.run_id} │" in table.stdout and f"retry of {first.run_id}" in table.stdout
     assert "failed 1" in table.stdout
+
+
+def test_list_hosts_shows_the_batches_and_contacts_no_host(wave_factory):
+    wave = wave_factory(3)
+    playbook = make_playbook(wave.payload, serial=[1, 2])
+    args = ["play", playbook.path, "-i", wave.inventory_path, "--reports", wave.reports]
+    listed = run_subprocess(*args, "--list-hosts", cwd=wave.root, env=_env(wave))
+    assert listed.returncode == 0, listed.stderr
+    assert "batch 1 (1):\n    pc-0001" in listed.stdout
+    assert "batch 2 (2):\n    pc-0002" in listed.stdout and "3 host(s) in all" in listed.stdout
+    as_json = run_subprocess(*args, "--list-hosts", "--json", cwd=wave.root, env=_env(wave))
+    assert json.loads(as_json.stdout)["hosts"] == ["pc-0001", "pc-0002", "pc-0003"]
+    runs = run_subprocess("runs", "--reports", wave.reports, "--json", cwd=wave.root)
+    assert json.loads(runs.stdout) == []  # no run was started
+    for name in ("pc-0001", "pc-0002", "pc-0003"):
+        workstation = wave.workstation(name)
+        assert workstation.cpuu_starts == [] and workstation.tasks == {}
+
+
+def test_dash_c_is_check_and_changes_nothing_on_any_host(wave_factory):
+    wave = wave_factory(2)
+    playbook = make_playbook(wave.payload)
+    args = ["play", playbook.path, "-i", wave.inventory_path, "--reports", wave.reports, "-C"]
+    done = run_subprocess(*args, cwd=wave.root, env=_env(wave))
+    assert done.returncode == 0, done.stderr
+    assert "Check mode: what a real run would do" in done.stdout
+    for name in ("pc-0001", "pc-0002"):
+        assert wave.workstation(name).cpuu_starts == []
+        assert not wave.workstation(name).fs.exists("C:\\ProgramData\\cpuu-fleet\\work")
+
+
+def test_extra_vars_reach_the_ad_hoc_run_steps_files(wave_factory):
+    wave = wave_factory(1)
+    args = [
+        "run", "-m", "update", "-i", wave.inventory_path, "--reports", wave.reports,
+        "--payload", wave.payload, "-e", "cpuu_admin=CORP\\cpuu-adm-lyon",
+    ]  # fmt: skip
+    done = run_subprocess(*args, cwd=wave.root, env=_env(wave))
+    assert done.returncode == 0, done.stderr
+    fs = wave.workstation("pc-0001").fs
+    staged = [path for folder in fs.glob(STAGING_ROOT, "*") for path in fs.glob(folder, "CPUU.ini")]
+    ini = fs.read_bytes(staged[0])  # what the host got, as its run step's CPUU reads it
+    text = ini.decode("utf-16") if ini[:2] in (b"\xff\xfe", b"\xfe\xff") else ini.decode("cp1252")
+    assert "Admin CORP\\cpuu-adm-lyon" in text
+
+
+def test_preflight_prints_a_readiness_table_worst_first_with_the_deciding_facts(wave_factory):
+    wave = wave_factory(3)
+    wave.workstation("pc-0002").rdp_logon("CORP\\tech-ana")  # a second session
+    wave.workstation("pc-0002").outlook_version = "16.0 \x1b[31m=cmd"  # hostile text
+    done = run_subprocess(
+        "preflight", "-i", wave.inventory_path, "--reports", wave.reports,
+        cwd=wave.root, env={**_env(wave), "COLUMNS": "220"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Readiness (preflight; nothing was changed)" in done.stdout
+    rows = {
+        line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│ pc-" in line
+    }
+    assert set(rows) == {"pc-0001", "pc-0002", "pc-0003"}
+    assert "succeeded" in rows["pc-0001"] and "GiB" in rows["pc-0001"]
+    assert rows["pc-0002"].split("│")[4].strip() == "2"  # console + RDP sessions
+    assert "\x1b" not in done.stdout and "16.0 \\x1b[31m=cmd" in rows["pc-0002"]  # shown, inert
+    for name in ("pc-0001", "pc-0002", "pc-0003"):
+        assert wave.workstation(name).cpuu_starts == []

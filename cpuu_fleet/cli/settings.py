@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from cpuu_fleet.inputs.config import Settings, load_settings
+from cpuu_fleet.inputs.inventory import READERS, use_reader
 
 
 def apply_settings(ctx: typer.Context) -> Settings:
@@ -21,6 +22,7 @@ def apply_settings(ctx: typer.Context) -> Settings:
     if ctx.invoked_subcommand == "init":
         return Settings()
     settings = load_settings()
+    use_reader(settings.get("inventory_reader") or READERS[0])
     if settings.values:
         ctx.default_map = _default_map(ctx.command, settings)
     return settings

@@ -34,6 +34,7 @@ from typing import Any
 
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.ansible_cfg import load_ansible_cfg
+from cpuu_fleet.inputs.inventory import READERS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,10 +47,13 @@ PATH_KEYS = ("inventory", "reports")
 """Settings that name a file or folder."""
 INT_KEYS = ("forks",)
 """Settings that are a whole number of at least 1."""
+CHOICE_KEYS = {"inventory_reader": READERS}
+"""Settings that are one of a few words."""
 ENV_VARS = {
     "inventory": "CPUU_FLEET_INVENTORY",
     "reports": "CPUU_FLEET_REPORTS",
     "forks": "CPUU_FLEET_FORKS",
+    "inventory_reader": "CPUU_FLEET_INVENTORY_READER",
 }
 """Each setting's environment variable (``CPUU_FLEET_*``; the secrets' variables are others)."""
 _SECRET_LIKE = re.compile(r"pass|secret|token|credential|api_?key|private", re.IGNORECASE)
@@ -136,6 +140,10 @@ def _check_key(key: str, path: Path) -> None:
 
 def _value(key: str, value: Any, where: str, base: Path | None) -> Any:
     """A setting's value, checked: a path (absolute against ``base`` when given) or a count."""
+    if key in CHOICE_KEYS:
+        if value not in CHOICE_KEYS[key]:
+            raise InputError(f"{key} must be one of: {', '.join(CHOICE_KEYS[key])}", where=where)
+        return value
     if key in INT_KEYS:
         try:
             number = int(value)

@@ -52,7 +52,11 @@ from cpuu_fleet.inputs.datafiles import (
 from cpuu_fleet.inputs.hostvars import HostScope, make_environment
 from cpuu_fleet.inputs.ini_inventory import looks_like_ini, parse_ini
 from cpuu_fleet.inputs.inventory_list import from_inventory_list, is_inventory_list
-from cpuu_fleet.inputs.inventory_script import is_inventory_script, run_inventory_script
+from cpuu_fleet.inputs.inventory_script import (
+    is_inventory_script,
+    run_ansible_inventory,
+    run_inventory_script,
+)
 from cpuu_fleet.redact import REDACTOR, mask_url_passwords
 
 __all__ = ["ConnectionSettings", "Group", "Host", "Inventory"]
@@ -222,6 +226,21 @@ class Host:
         return value
 
 
+READERS = ("cpuu-fleet", "ansible-inventory")
+"""Who reads an inventory source: cpuu-fleet itself (the default), or an installed
+``ansible-inventory`` for what cpuu-fleet does not read (inventory plugins, ``constructed``,
+``keyed_groups``); ``group_vars``/``host_vars`` and vault files are cpuu-fleet's either way."""
+_READER = [READERS[0]]
+
+
+def use_reader(name: str) -> None:
+    """Make ``name`` (one of :data:`READERS`) the process's inventory reader (the CLI does, from
+    the ``inventory_reader`` setting)."""
+    if name not in READERS:
+        raise InputError(f"unknown inventory reader {name!r}; valid: {', '.join(READERS)}")
+    _READER[0] = name
+
+
 class Inventory:
     """All hosts and groups of one inventory file or folder, in inventory order."""
 
@@ -256,6 +275,10 @@ class Inventory:
             raise InputError("inventory not found", where=path)
         inventory = cls(path, ask_pass=ask_pass)
         inventory._add_group("all", source=None)
+        if _READER[0] == "ansible-inventory":
+            inventory._parse_top(from_inventory_list(run_ansible_inventory(path), path), path)
+            inventory._finish()
+            return inventory
         files = inventory._inventory_files(path)
         for file in files:
             data = _load_inventory_file(file)
@@ -291,6 +314,14 @@ class Inventory:
                 "an inventory must be a mapping of groups (usually starting with 'all:')",
                 where=file,
                 line=getattr(data, "line", 1),
+            )
+        if isinstance(data.get("plugin"), str):
+            raise InputError(
+                f"an inventory plugin's file ({data['plugin']}): cpuu-fleet does not run plugins"
+                " itself; have an installed ansible-inventory read it (inventory_reader ="
+                ' "ansible-inventory" in cpuu-fleet.toml, or CPUU_FLEET_INVENTORY_READER)',
+                where=file,
+                line=_line(data, "plugin"),
             )
         for name, body in data.items():
             self._parse_group(str(name), body, parent=None, file=file, line=_line(data, name))

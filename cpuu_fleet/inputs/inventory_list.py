@@ -69,8 +69,10 @@ def from_inventory_list(data: Mapping[str, Any], file: Path) -> LineDict:
         for key, value in body.items():
             if key in _GROUP_LISTS:
                 group[key] = _names(value, f"{key} of group {name!r}", file)
+            elif key == "vars" and isinstance(value, Mapping):
+                group[key] = _vault_values(value, f"{file}: group {name}")
             else:
-                group[key] = value  # vars, or an unknown key the inventory reports
+                group[key] = value  # an unknown key, which the inventory reports
         if "hosts" in group:
             for host in group["hosts"]:
                 if host not in placed and host in hostvars:

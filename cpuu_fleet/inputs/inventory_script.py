@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -78,11 +80,47 @@ def _hosts_named(data: dict[str, Any]) -> set[str]:
     return hosts
 
 
-def _run_json(file: Path, arguments: list[str]) -> Any:
-    """Run the script once; its output goes to temporary files, so a huge output is measured
-    before it is read and a chatty standard error can never block it."""
-    command = [str(file.resolve()), *arguments]
-    shown = " ".join([file.name, *arguments])
+ANSIBLE_READER_ENV = {"ANSIBLE_VARS_ENABLED": "", "ANSIBLE_NOCOLOR": "1"}
+"""``ansible-inventory`` as the reader: no vars plugin (so no ``group_vars``/``host_vars`` and no
+vault file is read or decrypted by Ansible: cpuu-fleet reads those itself and keeps their values
+secret), no colour."""
+
+
+def find_ansible_inventory() -> str | None:
+    """An installed ``ansible-inventory``: on PATH, or beside this Python (a venv or pipx)."""
+    beside = Path(sys.executable).parent / "ansible-inventory"
+    return shutil.which("ansible-inventory") or (str(beside) if beside.exists() else None)
+
+
+def run_ansible_inventory(source: Path) -> dict[str, Any]:
+    """``ansible-inventory -i SOURCE --list --export``: any source Ansible reads (plugins such as
+    aws_ec2 or constructed included), with group variables left on their groups (``--export``)
+    so cpuu-fleet applies Ansible's precedence itself."""
+    program = find_ansible_inventory()
+    if program is None:
+        raise InputError(
+            "the ansible-inventory reader needs ansible-core installed beside cpuu-fleet"
+            " (pip install ansible-core, or pipx inject cpuu-fleet ansible-core)",
+            where=source,
+        )
+    arguments = ["-i", str(source.resolve()), "--list", "--export"]
+    data = _run_json(source, arguments, program=program, env=ANSIBLE_READER_ENV)
+    if not isinstance(data, dict):
+        raise InputError("ansible-inventory did not print a JSON object", where=source)
+    return data
+
+
+def _run_json(
+    file: Path,
+    arguments: list[str],
+    *,
+    program: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """Run the script (or ``program``) once; its output goes to temporary files, so a huge output
+    is measured before it is read and a chatty standard error can never block it."""
+    command = [program or str(file.resolve()), *arguments]
+    shown = " ".join([Path(program).name if program else file.name, *arguments])
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
         try:
             process = subprocess.Popen(
@@ -91,6 +129,7 @@ def _run_json(file: Path, arguments: list[str]) -> Any:
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
+                env={**os.environ, **(env or {})},
             )
         except OSError as exc:
             raise InputError(
@@ -101,19 +140,16 @@ def _run_json(file: Path, arguments: list[str]) -> Any:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise InputError(
-                f"inventory script: {shown} timed out after {TIMEOUT} s", where=file
-            ) from None
+            raise InputError(f"{shown} timed out after {TIMEOUT} s", where=file) from None
         if process.returncode != 0:
             stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - 4096))
             raise InputError(
-                f"inventory script: {shown} failed (exit code {process.returncode})"
-                + _last_line(stderr.read()),
+                f"{shown} failed (exit code {process.returncode})" + _last_line(stderr.read()),
                 where=file,
             )
         if stdout.seek(0, os.SEEK_END) > MAX_OUTPUT_BYTES:
             raise InputError(
-                f"inventory script: {shown} printed more than {MAX_OUTPUT_BYTES // 2**20} MiB",
+                f"{shown} printed more than {MAX_OUTPUT_BYTES // 2**20} MiB",
                 where=file,
             )
         stdout.seek(0)
@@ -121,7 +157,7 @@ def _run_json(file: Path, arguments: list[str]) -> Any:
     try:
         return json.loads(output.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError):
-        raise InputError(f"inventory script: {shown} did not print JSON", where=file) from None
+        raise InputError(f"{shown} did not print JSON", where=file) from None
 
 
 def _last_line(stderr: bytes) -> str:

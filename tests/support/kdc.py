@@ -22,6 +22,7 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterable
@@ -141,6 +142,24 @@ class Realm:
             check=True,
             capture_output=True,
             timeout=30,
+        )
+
+    def skew_cache_clock(self, seconds: int) -> None:
+        """Make the controller's Kerberos clock ``seconds`` off from the KDC's, for real.
+
+        MIT keeps the offset it measured between this machine's clock and the KDC's in the
+        credential cache's header (file format 0x0504, tag 1 "DeltaTime": 32-bit seconds and
+        microseconds, big-endian) and stamps every later request with local time plus that
+        offset (``kdc_timesync``, on by default). Writing an hour there is what a controller
+        whose clock is an hour off looks like to the KDC, which refuses it as it would: "Clock
+        skew too great". The system clock cannot be moved from a test; this needs no root."""
+        data = self.ccache.read_bytes()
+        if data[:2] != b"\x05\x04":
+            raise RuntimeError("not an MIT v4 file credential cache")
+        length = struct.unpack(">H", data[2:4])[0]
+        header = struct.pack(">HHii", 1, 8, seconds, 0)
+        self.ccache.write_bytes(
+            data[:2] + struct.pack(">H", len(header)) + header + data[4 + length :]
         )
 
     def kdestroy(self) -> None:

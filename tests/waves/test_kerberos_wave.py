@@ -69,6 +69,14 @@ def _edit_inventory(wave: Wave, group_vars: dict[str, Any], hosts: dict[str, dic
     wave.inventory_path.write_text(yaml.safe_dump(document), encoding="utf-8")
 
 
+def _assert_no_password_in_reports(wave: Wave) -> None:
+    """The logon password is in no journal, run log or report the wave wrote."""
+    secret = wave.fleet.password.encode()
+    written = [path for path in wave.reports.rglob("*") if path.is_file()]
+    assert written
+    assert [path for path in written if secret in path.read_bytes()] == []
+
+
 def _mechanisms(wave: Wave) -> set[tuple[str, bool]]:
     return {(logon.mechanism, logon.accepted) for _host, logon in wave.fleet.logons()}
 
@@ -81,6 +89,7 @@ def test_a_whole_play_succeeds_over_kerberos_only(kerberos_wave, https):
     logons = wave.fleet.logons()
     assert {host for host, _ in logons} == {host.name for host in wave.fleet.hosts}
     assert _mechanisms(wave) == {("kerberos", True)}
+    _assert_no_password_in_reports(wave)
 
 
 def test_a_ticket_from_kinit_serves_a_wave_without_a_password(kerberos_wave, kdc_realm):
@@ -123,6 +132,7 @@ def test_an_unknown_service_principal_fails_that_host_only(kerberos_wave):
     assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
     assert "unknown service principal host/pc-not-in-the-kdc@" in row["error_message"], row
     assert {host for host, _ in wave.fleet.logons()} == {right}
+    _assert_no_password_in_reports(wave)
 
 
 def _wait_until_expired(realm_ccache: Path) -> None:
@@ -173,3 +183,18 @@ def test_a_ticket_that_expires_during_the_wave_fails_hosts_clearly(kerberos_wave
         assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
         assert "Kerberos ticket expired" in row["error_message"], row
         assert "kinit" in row["error_message"], row
+
+
+def test_clock_skew_fails_the_host_with_the_reason(kerberos_wave, kdc_realm):
+    """The controller's Kerberos clock an hour off (see ``Realm.skew_cache_clock``): the real
+    KDC refuses the service ticket, and the host says why and what to do."""
+    wave = kerberos_wave(1)
+    _edit_inventory(wave, {"ansible_password": None})
+    kdc_realm.kinit()
+    kdc_realm.skew_cache_clock(3600)
+    result = wave.run()
+    (host,) = (h.name for h in wave.fleet.hosts)
+    row, _files = host_row(wave, result.run_id, host)
+    assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
+    assert "clock skew" in row["error_message"] and "sync the time" in row["error_message"], row
+    assert wave.fleet.logons() == []

@@ -198,3 +198,28 @@ def test_clock_skew_fails_the_host_with_the_reason(kerberos_wave, kdc_realm):
     assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
     assert "clock skew" in row["error_message"] and "sync the time" in row["error_message"], row
     assert wave.fleet.logons() == []
+
+
+def test_the_cli_says_no_ticket_in_one_line_and_exits_2(kerberos_wave, cli, tmp_path):
+    wave = kerberos_wave(1)
+    _edit_inventory(wave, {"ansible_password": None})
+    playbook = make_playbook(wave.payload)
+    code, out, err = cli(
+        "play", playbook.path, "-i", wave.inventory_path, "--reports", tmp_path / "r"
+    )
+    assert code == 2, out + err
+    (line,) = err.splitlines()
+    assert "no Kerberos ticket" in line and "kinit" in line
+    assert wave.fleet.logons() == []
+
+
+def test_a_ticket_ending_soon_is_a_warning_said_once(kerberos_wave, kdc_realm):
+    wave = kerberos_wave(2)
+    _edit_inventory(wave, {"ansible_password": None})
+    kdc_realm.kinit(lifetime="20m")
+    said: list[str] = []
+    result = wave.run(warn=said.append)
+    assert set(result.summary.states.values()) == {states.SUCCEEDED}, result.summary.states
+    ticket_lines = [line for line in said if "Kerberos ticket" in line]
+    assert len(ticket_lines) == 1, said
+    assert kdc_realm.principal in ticket_lines[0] and "kinit -R" in ticket_lines[0]

@@ -69,12 +69,11 @@ def _edit_inventory(wave: Wave, group_vars: dict[str, Any], hosts: dict[str, dic
     wave.inventory_path.write_text(yaml.safe_dump(document), encoding="utf-8")
 
 
-def _assert_no_password_in_reports(wave: Wave) -> None:
-    """The logon password is in no journal, run log or report the wave wrote."""
-    secret = wave.fleet.password.encode()
+def _assert_not_written(wave: Wave, secret: str) -> None:
+    """``secret`` is in no journal, run log or report the wave wrote."""
     written = [path for path in wave.reports.rglob("*") if path.is_file()]
     assert written
-    assert [path for path in written if secret in path.read_bytes()] == []
+    assert [path for path in written if secret.encode() in path.read_bytes()] == []
 
 
 def _mechanisms(wave: Wave) -> set[tuple[str, bool]]:
@@ -89,7 +88,7 @@ def test_a_whole_play_succeeds_over_kerberos_only(kerberos_wave, https):
     logons = wave.fleet.logons()
     assert {host for host, _ in logons} == {host.name for host in wave.fleet.hosts}
     assert _mechanisms(wave) == {("kerberos", True)}
-    _assert_no_password_in_reports(wave)
+    _assert_not_written(wave, wave.fleet.password)
 
 
 def test_a_ticket_from_kinit_serves_a_wave_without_a_password(kerberos_wave, kdc_realm):
@@ -132,7 +131,7 @@ def test_an_unknown_service_principal_fails_that_host_only(kerberos_wave):
     assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
     assert "unknown service principal host/pc-not-in-the-kdc@" in row["error_message"], row
     assert {host for host, _ in wave.fleet.logons()} == {right}
-    _assert_no_password_in_reports(wave)
+    _assert_not_written(wave, wave.fleet.password)
 
 
 def _wait_until_expired(realm_ccache: Path) -> None:
@@ -223,3 +222,26 @@ def test_a_ticket_ending_soon_is_a_warning_said_once(kerberos_wave, kdc_realm):
     ticket_lines = [line for line in said if "Kerberos ticket" in line]
     assert len(ticket_lines) == 1, said
     assert kdc_realm.principal in ticket_lines[0] and "kinit -R" in ticket_lines[0]
+
+
+def test_negotiate_in_the_inventory_logs_on_with_kerberos(kerberos_wave):
+    """``negotiate`` (Ansible's default) prefers Kerberos where the controller can do it: the
+    Kerberos-only lab accepts every logon, and its record shows no NTLM."""
+    wave = kerberos_wave(2)
+    _edit_inventory(wave, {"ansible_psrp_auth": "negotiate"})
+    result = wave.run()
+    assert set(result.summary.states.values()) == {states.SUCCEEDED}, result.summary.states
+    assert _mechanisms(wave) == {("kerberos", True)}
+
+
+def test_a_wrong_password_is_said_and_never_written(kerberos_wave, monkeypatch):
+    wave = kerberos_wave(1)
+    wrong = "Wr0ng-" + wave.fleet.password[::-1]
+    monkeypatch.setenv("KERBEROS_TEST_PASSWORD", wrong)
+    _edit_inventory(wave, {"ansible_password": "{{ lookup('env', 'KERBEROS_TEST_PASSWORD') }}"})
+    result = wave.run()
+    (host,) = (h.name for h in wave.fleet.hosts)
+    row, _files = host_row(wave, result.run_id, host)
+    assert row["error_class"] == ErrorClass.AUTHENTICATION.value, row
+    assert "the KDC refused the password" in row["error_message"], row
+    _assert_not_written(wave, wrong)

@@ -14,6 +14,7 @@ from pypsrp.exceptions import AuthenticationError
 from spnego.channel_bindings import GssChannelBindings
 
 from cpuu_fleet.lab.fleet import LabFleet
+from cpuu_fleet.lab.transport import KERBEROS_PROTOCOL, AuthPolicy
 from tests.support.lab import client_for
 
 
@@ -117,3 +118,20 @@ def test_https_checks_the_kerberos_channel_binding(kerberos_https_fleet, kdc_rea
 def test_a_kerberos_lab_needs_a_realm(tmp_path):
     with pytest.raises(ValueError, match="realm"):
         LabFleet(1, auth="kerberos", workdir=tmp_path)
+
+
+def test_the_kerberos_scheme_alone_seals_with_its_own_protocol(kerberos_fleet, kdc_realm):
+    """A listener that offers only ``Kerberos`` (no ``Negotiate``): pypsrp logs on under that
+    scheme and seals messages as ``HTTP-Kerberos-session-encrypted``; the lab answers alike."""
+    endpoint = kerberos_fleet.host("pc-0001").endpoint
+    offered = endpoint.policy
+    endpoint.policy = AuthPolicy(negotiate=False, ntlm=False, kerberos=True)
+    before = _count(kerberos_fleet, "pc-0001")
+    try:
+        with kdc_realm.environment():
+            client = client_for(kerberos_fleet, "pc-0001")
+            assert client.execute_ps("'sealed'")[0] == "sealed"
+            assert client.wsman.transport.encryption.protocol == KERBEROS_PROTOCOL
+    finally:
+        endpoint.policy = offered
+    assert _mechanisms(kerberos_fleet, "pc-0001", before) == [("kerberos", True)]

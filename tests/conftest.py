@@ -144,3 +144,22 @@ def wave_factory(tmp_path: Path) -> Iterator[Any]:
     yield start
     for manager in reversed(stack):
         manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def kdc_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real MIT KDC on loopback with a fresh realm for the session (``tests/support/kdc.py``);
+    skips, saying why, where krb5kdc or gssapi is missing. Tests enter ``realm.environment()``.
+    The user's password is the labs' (one per process), so a lab fleet's inventory serves both."""
+    from cpuu_fleet.lab.fleet import DEFAULT_PASSWORD
+    from tests.support import kdc
+
+    why = kdc.missing()
+    if why:
+        pytest.skip(f"Kerberos tests need a real KDC: {why}")
+    realm = kdc.Realm(tmp_path_factory.mktemp("kdc"), password=DEFAULT_PASSWORD)
+    realm.start()
+    try:
+        yield realm
+    finally:
+        realm.stop()

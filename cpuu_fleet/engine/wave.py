@@ -42,6 +42,7 @@ from cpuu_fleet.errors import (
 from cpuu_fleet.inputs.connection import check_local_files
 from cpuu_fleet.inputs.credentials import AskPass
 from cpuu_fleet.inputs.inventory import Inventory
+from cpuu_fleet.inputs.kerberos import check_kerberos
 from cpuu_fleet.inputs.payload import Payload, load_payload
 from cpuu_fleet.inputs.playbook import (
     WHEN_NO_USER,
@@ -196,10 +197,12 @@ class _PlayPrep:
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
         files_seen: dict[str, str | None] = {}
+        kerberos_seen: dict[str, Any] = {}
         for host in hosts:
             connection = host.connection
             connection.pypsrp_kwargs()  # resolves the password now: a missing one stops the run
             check_local_files(connection, files_seen)
+            self.warnings.extend(check_kerberos(connection, kerberos_seen))
             self.connections[host.name] = connection
             if renderer is not None:
                 rendered = renderer.render_host(host, mode, extra_vars)

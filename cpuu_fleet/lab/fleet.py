@@ -14,6 +14,14 @@ keeps its own password).
 The fleet's own record (the fault matrix's witness): every start of CPUU on any of its
 workstations is in :attr:`LabFleet.cpuu_starts` and, with ``launch_log``, one JSON line per start
 in that file, written and flushed as it happens so that another process can follow it live.
+
+Kerberos (``auth="kerberos"`` with a ``realm``): the hosts accept Kerberos only, with the service
+keys of ``host/<name>`` from the keytab named by ``KRB5_KTNAME`` (the realm and its KDC are the
+caller's: the tests start a real MIT KDC, ``tests/support/kdc.py``). The lab's hosts listen on
+127.x addresses that have no names of their own (no /etc/hosts entries, no DNS), so clients
+connect by address and name the service principal with ``negotiate_hostname_override`` (the
+inventory's ``ansible_psrp_negotiate_hostname_override``): the host's inventory name.
+:meth:`LabFleet.logons` says which mechanism each logon used.
 """
 
 from __future__ import annotations
@@ -48,11 +56,13 @@ from cpuu_fleet.lab.dispatch import load_handlers
 from cpuu_fleet.lab.mailprofiles import SOURCE_SERVER, TARGET_SERVER
 from cpuu_fleet.lab.scenarios import plan_fleet
 from cpuu_fleet.lab.server import LabServer, assert_loopback
-from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint, upn_other_name
+from cpuu_fleet.lab.transport import AuthPolicy, HostEndpoint, Logon, upn_other_name
 from cpuu_fleet.lab.workstation import CpuuStart, Workstation
 from cpuu_fleet.lab.wsman import HostIdentity, WSManDispatcher
 
 AUTHS = ("basic", "ntlm", "negotiate", "certificate")
+KERBEROS = "kerberos"
+"""Kerberos only (NTLM refused): needs a ``realm`` whose KDC knows ``host/<name>`` for each host."""
 HTTP_PORT = 5985
 HTTPS_PORT = 5986
 PASSWORD_ENV = "CPUU_FLEET_LAB_PASSWORD"
@@ -146,9 +156,12 @@ class LabFleet:
         faults: Mapping[str, TransportFaults] | None = None,
         cpuu_seconds: float | None = None,
         launch_log: Path | None = None,
+        realm: str | None = None,
     ):
-        if auth not in AUTHS:
+        if auth not in AUTHS and auth != KERBEROS:
             raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
+        if auth == KERBEROS and not realm:
+            raise ValueError("kerberos auth needs the realm whose KDC knows the hosts")
         if auth == "certificate" and not https:
             raise ValueError("certificate auth needs https")
         if not 1 <= hosts <= MAX_HOSTS:
@@ -156,6 +169,7 @@ class LabFleet:
         if cpuu_seconds is not None and cpuu_seconds < 0:
             raise ValueError("cpuu_seconds must be 0 or more")
         self.auth = auth
+        self.realm = realm
         self.https = https
         self.scenario = scenario
         self.seed = seed
@@ -283,7 +297,19 @@ class LabFleet:
             kwargs.pop("password")
             kwargs["certificate_pem"] = str(self.client_cert_path)
             kwargs["certificate_key_pem"] = str(self.client_key_path)
+        if self.auth == KERBEROS:
+            kwargs["username"] = self.principal
+            kwargs["negotiate_hostname_override"] = lab_host.name
         return kwargs
+
+    @property
+    def principal(self) -> str:
+        """The fleet user's name as a client logs on with it (``user@REALM`` for Kerberos)."""
+        return f"{self.username}@{self.realm}" if self.auth == KERBEROS else self.username
+
+    def logons(self) -> list[tuple[str, Logon]]:
+        """Every completed Negotiate/Kerberos logon on the fleet's hosts: (host, logon)."""
+        return [(host.name, logon) for host in self.hosts for logon in list(host.endpoint.logons)]
 
     def write_inventory(self, path: Path, group: str = "lab", waves: int | None = None) -> Path:
         """An Ansible YAML inventory with psrp connection variables for every host."""
@@ -291,7 +317,7 @@ class LabFleet:
         group_vars: dict[str, Any] = {
             "ansible_connection": "psrp",
             "ansible_port": self.port,
-            "ansible_user": self.username,
+            "ansible_user": self.principal,
             "ansible_password": "{{ lookup('env', '" + PASSWORD_ENV + "') }}",
             "ansible_psrp_protocol": "https" if self.https else "http",
             "ansible_psrp_auth": self.auth,
@@ -306,7 +332,12 @@ class LabFleet:
             del group_vars["ansible_password"]
             group_vars["ansible_psrp_certificate_pem"] = str(self.client_cert_path)
             group_vars["ansible_psrp_certificate_key_pem"] = str(self.client_key_path)
-        entries = {h.name: {"ansible_host": h.address} for h in self.hosts}
+        entries: dict[str, dict[str, Any]] = {
+            h.name: {"ansible_host": h.address} for h in self.hosts
+        }
+        if self.auth == KERBEROS:
+            for name, entry in entries.items():
+                entry["ansible_psrp_negotiate_hostname_override"] = name
         group_body: dict[str, Any] = {"vars": group_vars}
         if waves:
             names = list(entries)
@@ -369,6 +400,8 @@ class LabFleet:
             return AuthPolicy(basic=True, negotiate=True, allow_unencrypted=True)
         if self.auth == "certificate":
             return AuthPolicy(negotiate=True, certificate=True, allow_unencrypted=True)
+        if self.auth == KERBEROS:
+            return AuthPolicy(negotiate=True, ntlm=False, kerberos=True, allow_unencrypted=False)
         return AuthPolicy(negotiate=True, allow_unencrypted=False)
 
     def _build_hosts(self, block: int) -> list[LabHost]:
@@ -396,6 +429,7 @@ class LabFleet:
                 faults=faults,
                 policy=self._policy(),
                 cert_users={client_upn(self.username): self.username},
+                realm=self.realm,
             )
             hosts.append(
                 LabHost(plan.name, address, self.port, workstation, faults, plan.scenario, endpoint)

@@ -8,6 +8,13 @@ Behaves as a Windows WinRM listener does for pypsrp 0.9.1:
   SPNEGO (pyspnego's acceptor, accounts from ``NTLM_USER_FILE``, see :mod:`.accounts`), channel
   binding (CBT) over HTTPS, certificate auth over HTTPS. A failed logon gets a fresh 401, never a
   dropped connection.
+* Kerberos (where the host has a realm): pyspnego's acceptor with the service keys from the
+  keytab named by ``KRB5_KTNAME`` (process-wide, like ``NTLM_USER_FILE``), inside ``Negotiate``
+  or under Windows' own ``Kerberos`` scheme, with message encryption over HTTP and channel
+  binding over HTTPS. A Kerberos-only host (``AuthPolicy.ntlm`` off) refuses a logon that
+  Negotiate completed with NTLM. Every logon is recorded with its mechanism
+  (:attr:`HostEndpoint.logons`): Negotiate falls back to NTLM silently, so only the server
+  can tell which one a client really used.
 * Message encryption over HTTP (``multipart/encrypted``); plain SOAP on an encryption-required
   listener (Windows ``AllowUnencrypted=false``) is refused with 401.
 * MaxEnvelopeSize: a SOAP request over 500 KiB gets HTTP 413, which pypsrp reports as
@@ -46,11 +53,9 @@ UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 """Microsoft's User Principal Name otherName (szOID_NT_PRINCIPAL_NAME) in a certificate's SAN."""
 _UTF8STRING = 0x0C
 SOAP_CONTENT_TYPE = "application/soap+xml;charset=UTF-8"
-ENCRYPTED_CONTENT_TYPE = (
-    'multipart/encrypted;protocol="application/HTTP-SPNEGO-session-encrypted";'
-    'boundary="Encrypted Boundary"'
-)
 SPNEGO_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+KERBEROS_PROTOCOL = "application/HTTP-Kerberos-session-encrypted"
+"""The MIME protocol of messages sealed after a logon under the ``Kerberos`` scheme."""
 KEEP_ALIVE_IDLE_S = 120.0
 """Idle keep-alive connections are closed after this long (Windows' HTTP.sys idle timeout)."""
 
@@ -61,9 +66,23 @@ class AuthPolicy:
 
     basic: bool = False
     negotiate: bool = True
+    ntlm: bool = True
+    """A Negotiate logon that ends in NTLM is accepted (off: Kerberos only, NTLM refused)."""
+    kerberos: bool = False
+    """The ``Kerberos`` scheme is offered beside ``Negotiate``, as Windows does in a domain."""
     certificate: bool = False
     allow_unencrypted: bool = False
     """Plain SOAP accepted after logon (always true in effect over HTTPS: TLS protects it)."""
+
+
+@dataclass(frozen=True)
+class Logon:
+    """One completed Negotiate/Kerberos logon as the host saw it."""
+
+    mechanism: str
+    """What pyspnego's acceptor negotiated: ``kerberos`` or ``ntlm``."""
+    principal: str
+    accepted: bool
 
 
 @dataclass
@@ -83,6 +102,10 @@ class HostEndpoint:
     """Set over HTTPS: the tls-server-end-point binding a client's NTLM token must carry."""
     cert_users: dict[str, str] = field(default_factory=dict)
     """Client-certificate UPN (SAN otherName) -> local user it maps to (certificate auth)."""
+    realm: str | None = None
+    """The Kerberos realm whose users may log on (None: no Kerberos logon is accepted)."""
+    logons: list[Logon] = field(default_factory=list)
+    """Every completed Negotiate/Kerberos logon, accepted or refused, in order."""
     _sent_bytes: int = 0
     _dropped: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -91,12 +114,20 @@ class HostEndpoint:
     def accepted_password(self) -> str:
         return self.faults.password if self.faults.password is not None else self.password
 
-    def principal_allowed(self, principal: str) -> bool:
-        """An NTLM principal proven by pyspnego (against the fleet password in NTLM_USER_FILE).
+    def principal_allowed(self, principal: str, mechanism: str = "ntlm") -> bool:
+        """A principal proven by pyspnego: NTLM against the fleet password in NTLM_USER_FILE,
+        Kerberos by a ticket for this host's service key (``user@REALM``, the fleet's user).
 
         A host playing "wrong password" (``faults.password`` set) refuses every NTLM logon: the
         process-wide account file only knows the fleet password. Basic logons there work with
         the host's own password."""
+        if mechanism == "kerberos":
+            user, _, realm = principal.rpartition("@")
+            return (
+                self.realm is not None
+                and realm == self.realm
+                and user.lower() == self.username.lower()
+            )
         domain, _, user = principal.rpartition("\\")
         if user.lower() != self.username.lower() or domain:
             return False
@@ -109,6 +140,18 @@ class HostEndpoint:
         if domain and domain.upper() != self.name.upper():
             return False
         return hmac.compare_digest(password.encode(), self.accepted_password.encode())
+
+    def record_logon(self, mechanism: str, principal: str, accepted: bool) -> None:
+        """Note which mechanism a connection's logon used (the witness for Kerberos tests)."""
+        with self._lock:
+            self.logons.append(Logon(mechanism, principal, accepted))
+        log.info(
+            "%s: %s logon %s for %s",
+            self.name,
+            mechanism,
+            "accepted" if accepted else "refused",
+            principal or "?",
+        )
 
     def should_drop(self, send_bytes: int) -> bool:
         """Count Send bytes; True exactly once, when the configured threshold is crossed."""
@@ -141,6 +184,7 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
         self._ctx_done = False
         self._encryption: WinRMEncryption | None = None
         self._cert_user: str | None = None
+        self._scheme = "Negotiate"
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.server.name, format % args)
@@ -195,7 +239,7 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
         status, response = endpoint.dispatcher.handle(soap, self.client_address[0])
         if encrypted and self._encryption is not None:
             _, wrapped = self._encryption.wrap_message(response)
-            self._reply(status, wrapped, content_type=ENCRYPTED_CONTENT_TYPE)
+            self._reply(status, wrapped, content_type=_encrypted_type(self._encryption.protocol))
         else:
             self._reply(status, response, content_type=SOAP_CONTENT_TYPE)
 
@@ -227,10 +271,12 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
         policy = self.server.policy
         headers = []
         if token:
-            headers.append(("WWW-Authenticate", f"Negotiate {token}"))
+            headers.append(("WWW-Authenticate", f"{self._scheme} {token}"))
         else:
             if policy.negotiate:
                 headers.append(("WWW-Authenticate", "Negotiate"))
+            if policy.kerberos:
+                headers.append(("WWW-Authenticate", "Kerberos"))
             if policy.basic:
                 headers.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
         self._reply(401, b"", headers=headers)
@@ -254,6 +300,10 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
             return False
 
         if scheme_l in ("negotiate", "ntlm") and endpoint.policy.negotiate and value:
+            self._scheme = "Negotiate"
+            return self._negotiate_step(value.strip())
+        if scheme_l == "kerberos" and endpoint.policy.kerberos and value:
+            self._scheme = "Kerberos"
             return self._negotiate_step(value.strip())
 
         if header == CERT_AUTH_HEADER and endpoint.policy.certificate and endpoint.https:
@@ -289,15 +339,20 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
             self._reply_401(out_b64)
             return False
         principal = self._ctx.client_principal or ""
-        if not endpoint.principal_allowed(principal):
-            log.info("%s: logon refused for %s", endpoint.name, principal)
+        mechanism = self._ctx.negotiated_protocol or "unknown"
+        allowed = (mechanism != "ntlm" or endpoint.policy.ntlm) and endpoint.principal_allowed(
+            principal, mechanism
+        )
+        endpoint.record_logon(mechanism, principal, allowed)
+        if not allowed:
             self._ctx = None
             self._reply_401()
             return False
         self._ctx_done = True
         self._final_token = out_b64
         if not endpoint.https:
-            self._encryption = WinRMEncryption(self._ctx, SPNEGO_PROTOCOL)
+            protocol = KERBEROS_PROTOCOL if self._scheme == "Kerberos" else SPNEGO_PROTOCOL
+            self._encryption = WinRMEncryption(self._ctx, protocol)
         return True
 
     def _certificate_user(self) -> str | None:
@@ -319,7 +374,7 @@ class WSManRequestHandler(BaseHTTPRequestHandler):
         # mechListMIC; without it auth="negotiate" fails with BadMICError).
         final = getattr(self, "_final_token", None)
         if final:
-            self.send_header("WWW-Authenticate", f"Negotiate {final}")
+            self.send_header("WWW-Authenticate", f"{self._scheme} {final}")
             self._final_token = None
         super().end_headers()
 
@@ -355,6 +410,11 @@ def client_certificate_upns(der: bytes) -> list[str]:
             except UnicodeDecodeError:
                 continue
     return upns
+
+
+def _encrypted_type(protocol: str) -> str:
+    """The Content-Type of a sealed reply: the MIME protocol the logon's scheme implies."""
+    return f'multipart/encrypted;protocol="{protocol}";boundary="Encrypted Boundary"'
 
 
 def _boundary(content_type: str) -> str:

@@ -15,7 +15,8 @@ _HINTS: dict[ErrorClass, str] = {
     ErrorClass.UNREACHABLE: "The workstation did not answer: check that it is on, on the network,"
     " and that WinRM listens (winrm quickconfig); then retry.",
     ErrorClass.AUTHENTICATION: "WinRM refused the credentials: check the account, its password and"
-    " that it is a local administrator on the workstation.",
+    " that it is a local administrator on the workstation. A Kerberos error message says what to"
+    " fix (ticket, clock, name): see docs/kerberos.md.",
     ErrorClass.CERTIFICATE: "The WinRM HTTPS certificate was not trusted: fix the workstation's"
     " certificate or the CA bundle (do not turn validation off).",
     ErrorClass.TIMEOUT: "A step ran past its deadline: check the link and the workstation's load,"

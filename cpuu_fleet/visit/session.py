@@ -43,6 +43,7 @@ from pypsrp.serializer import Serializer
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet.inputs.connection import DEFAULTS, check_timeouts
+from cpuu_fleet.inputs.kerberos import kerberos_reason
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits, describe_size
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.vocabulary import TRANSIENT_CLASSES, ErrorClass
@@ -236,8 +237,10 @@ def classify(
         return make(
             ErrorClass.AUTHENTICATION, "authentication failed (HTTP 401): check user and password"
         )
-    if type(exc).__module__.startswith("spnego"):
-        return make(ErrorClass.AUTHENTICATION, f"authentication failed ({_short(exc)})")
+    if type(exc).__module__.startswith(("spnego", "gssapi", "krb5")):
+        reason = kerberos_reason(exc)
+        text = f"Kerberos: {reason}" if reason else f"authentication failed ({_short(exc)})"
+        return make(ErrorClass.AUTHENTICATION, text)
     if isinstance(exc, WSManFaultError):
         reason = exc.reason or exc.message or ""
         return make(ErrorClass.PROTOCOL, f"WSMan fault {exc.code}: {' '.join(str(reason).split())}")

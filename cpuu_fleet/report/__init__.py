@@ -11,7 +11,8 @@ states, counts, action list), :mod:`.collected` (log paths, result files never p
 :mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
 (rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
 :mod:`.summary` (the terminal table), :mod:`.states` (labels and colours), :mod:`.progress`
-(done per run and per day).
+(done per run and per day), :mod:`.figures` (the model ``report.html`` and ``report --json``
+share), :mod:`.charts` (its PNGs) and :mod:`.html` (the page).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from cpuu_fleet.inputs.mailboxes import MailboxInput
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report.csvs import write_csvs
+from cpuu_fleet.report.figures import Figures, build_figures
 from cpuu_fleet.report.frames import ReportFrames, load_frames
+from cpuu_fleet.report.html import write_html
 from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
 from cpuu_fleet.report.progress import Progress, progress_frames, write_progress_csv
 from cpuu_fleet.report.selection import resolve_runs
@@ -53,6 +56,8 @@ class ReportResult:
     frames: ReportFrames | None = field(default=None, repr=False)
     mailboxes: MailboxFrames | None = field(default=None, repr=False)
     progress: Progress | None = field(default=None, repr=False)
+    #: What report.html shows and ``report --json`` prints (:mod:`.figures`).
+    figures: Figures | None = field(default=None, repr=False)
 
     @property
     def workbook(self) -> Path:
@@ -70,7 +75,7 @@ def write_report(
     mailboxes: MailboxInput | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``,
-    ``pending.txt`` and ``progress.csv``.
+    ``pending.txt``, ``progress.csv``, ``report.html`` and ``summary.png``.
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
@@ -98,6 +103,8 @@ def write_report(
         result = ReportResult(
             out_dir, selected, paths, frames.summary, workbook.sheets, frames, tables, progress
         )
+        result.figures = build_figures(result)
+        paths.update(write_html(result.figures, out_dir))
     except OSError as exc:
         # A full disk or a folder the operator cannot write: one line, and after a play the
         # run's own summary is still printed (the engine reports this as report_error).

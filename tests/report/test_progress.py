@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+from pathlib import Path
 
 import openpyxl
 import pytest
@@ -136,15 +137,19 @@ def test_progress_csv_and_the_progress_sheet_with_its_chart(two_days, tmp_path):
     assert any("Progress!$C$" in chart for chart in charts), "no chart drawn from the sheet"
 
 
-def test_mailboxes_done_per_batch_end_where_the_batches_sheet_does(fleet, tmp_path):
-    batch = tmp_path / "batch.csv"
+def mailbox_source(folder: Path) -> tuple[Path, Path]:
+    """The batch file and device map of ``test_mailboxes``, written into ``folder``."""
+    batch = folder / "batch.csv"
     batch.write_text(BATCH, encoding="utf-8-sig")
-    devices = tmp_path / "map.csv"
+    devices = folder / "map.csv"
     devices.write_text(MAP, encoding="utf-16")
-    source = load_mailboxes(batch, devices)
-    result = write_report(
-        fleet.journal, [fleet.first_run, fleet.retry_run], tmp_path / "out", mailboxes=source
-    )
+    return batch, devices
+
+
+def test_mailboxes_done_per_batch_end_where_the_batches_sheet_does(fleet, tmp_path):
+    source = load_mailboxes(*mailbox_source(tmp_path))
+    runs = [fleet.first_run, fleet.retry_run]
+    result = write_report(fleet.journal, runs, tmp_path / "out", mailboxes=source)
     batches = result.mailboxes.batches.set_index("batch")
     for step in (BY_RUN, BY_DAY):
         last = result.progress.part(MAILBOXES, step).groupby("group").last()

@@ -11,6 +11,10 @@ the JSON always agree. Choices, and why:
 * **Hostile text**: everything a workstation wrote (profile names, users, waves, errors) is
   data: Jinja2 escapes every value (autoescape), the model already made it printable, and the
   page holds no link at all (an e-mail client may still underline a written address as text).
+  A table pasted into a spreadsheet is a formula risk too (LibreOffice computes a pasted
+  ``=1+1``, and ignores Excel's ``mso-number-format``), so a text cell that starts like a
+  formula is shown with a leading ``'``, by the CSVs' rule (:mod:`.csvs`); the JSON keeps the
+  text as it is.
 * **Bounded**: lists of hosts or mailboxes stop at :data:`cpuu_fleet.report.figures.MAX_LISTED`
   rows and say how many more the workbook has.
 """
@@ -26,6 +30,7 @@ import jinja2
 
 from cpuu_fleet.report import states
 from cpuu_fleet.report.charts import progress_chart, summary_chart
+from cpuu_fleet.report.csvs import FORMULA_TRIGGERS
 from cpuu_fleet.report.figures import PROGRESS_CHART, SUMMARY_CHART, Figures, Table
 from cpuu_fleet.report.sheets import DATE, INT, PERCENT
 
@@ -164,7 +169,8 @@ def _cell_style(kind: str, key: str, value: Any) -> str:
 
 
 def _text(value: Any, kind: str) -> str:
-    """A value as a person reads it: thousands separated, a rate in %, a time without its T."""
+    """A value as a person reads it: thousands separated, a rate in %, a time without its T,
+    text that looks like a formula behind a ``'`` (see the module docstring)."""
     if value is None:
         return "—" if kind == PERCENT else ""
     if kind == INT:
@@ -173,4 +179,5 @@ def _text(value: Any, kind: str) -> str:
         return f"{value:.1%}"
     if kind == DATE:
         return str(value).replace("T", " ").rstrip("Z")
-    return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text  # never a formula pasted

@@ -7,9 +7,12 @@ attributes) and what it would show (the cells' text).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from cpuu_fleet import journal as J
@@ -17,12 +20,14 @@ from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.report import figures as F
 from cpuu_fleet.report import write_report
+from cpuu_fleet.report.csvs import FORMULA_TRIGGERS
 from cpuu_fleet.report.html import HTML_NAME, SUMMARY_PNG
 from tests.report.test_progress import mailbox_source
 
 SCRIPT = "<script>alert(1)</script>"
 FORMULA = '=HYPERLINK("http://evil.example/x","click me")'
 IMG = '<img src="http://evil.example/p.png" onerror="alert(2)">'
+MATHTEXT = "$\\frac{1}{$ 中文 wave"  # broken mathtext: drawing it as math would fail
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: What the page may hold, and nothing else: no script, link, frame, form, style sheet or object.
 ALLOWED_TAGS = {
@@ -71,7 +76,7 @@ def hostile_fleet(path: Path) -> tuple[Journal, str]:
     """One wave named like markup, whose host's profiles, user and error are hostile too."""
     journal = Journal(path)
     run = journal.start_run(run_id="r-hostile", operator=SCRIPT)
-    journal.add_hosts(run, [HostEntry("pc-1", wave=IMG), HostEntry("pc-2", wave=IMG)])
+    journal.add_hosts(run, [HostEntry("pc-1", wave=IMG), HostEntry("pc-2", wave=MATHTEXT)])
     results = [ProfileResult(SCRIPT, 6, 0, 1), ProfileResult(FORMULA, 11, 0, 2)]
     journal.add_profiles(run, "pc-1", "CORP\\<b>bold</b>", results, "r/hosts/pc-1/CPUU_x.csv")
     journal.set_host(
@@ -104,7 +109,8 @@ def test_hostile_workstation_text_is_shown_escaped_never_run(hostile):
     assert SCRIPT in shown and FORMULA in shown and IMG in shown  # shown as written, as text
     actions = page.tables[F.ACTIONS_KEY]
     assert any(SCRIPT in cell for row in actions for cell in row)
-    assert any(row[1] == "pc-2" and FORMULA in " ".join(row) for row in actions)
+    assert any(row[1] == "pc-2" and "'" + FORMULA in row for row in actions)  # never a formula
+    assert hostile.paths[SUMMARY_PNG].read_bytes().startswith(PNG_MAGIC)
 
 
 def test_the_html_and_the_json_show_the_same_figures(fleet, tmp_path, cli):
@@ -137,7 +143,10 @@ def test_the_html_and_the_json_show_the_same_figures(fleet, tmp_path, cli):
                 if column["kind"] == "int":
                     assert cell == f"{value:,}", (key, column["key"])
                 elif column["kind"] == "text":
-                    assert cell == (value or ""), (key, column["key"])
+                    value = value or ""
+                    if value.startswith(FORMULA_TRIGGERS):
+                        value = "'" + value  # the HTML's one display rule for text
+                    assert cell == value, (key, column["key"])
     shown = " ".join(page.text)
     for line in figures["lines"]:
         assert line in shown
@@ -169,3 +178,36 @@ def test_long_lists_are_cut_and_say_how_many_more(tmp_path, monkeypatch):
     page = Page(result.paths[HTML_NAME].read_text(encoding="utf-8"))
     assert len(page.tables[F.ACTIONS_KEY]) == 1 + 3
     assert "… and 2 more in report.xlsx." in " ".join(page.text)
+
+
+@pytest.mark.slow  # LibreOffice starts in several seconds
+@pytest.mark.skipif(
+    shutil.which("soffice") is None, reason="LibreOffice (soffice) is not installed"
+)
+def test_the_page_opened_in_a_spreadsheet_holds_no_formula(hostile, tmp_path):
+    """A lead pastes the tables into a sheet: LibreOffice's HTML import computes what looks like
+    a formula, so nothing a workstation wrote may look like one there."""
+    out = tmp_path / "lo"
+    completed = subprocess.run(
+        [
+            shutil.which("soffice") or "soffice",
+            f"-env:UserInstallation=file://{tmp_path / 'lo-profile'}",
+            "--headless",
+            "--norestore",
+            "--infilter=HTML (StarCalc)",
+            "--convert-to",
+            "xlsx",
+            "--outdir",
+            str(out),
+            str(hostile.paths[HTML_NAME]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 0, completed.stderr
+    book = openpyxl.load_workbook(out / "report.xlsx")
+    cells = [cell for sheet in book for row in sheet.iter_rows() for cell in row]
+    assert [cell.value for cell in cells if cell.data_type == "f"] == []
+    texts = [str(cell.value) for cell in cells if cell.value is not None]
+    assert any(FORMULA in text for text in texts) and any(SCRIPT in text for text in texts)

@@ -148,7 +148,9 @@ def rows_of(frame: pd.DataFrame, columns: Sequence[Column]) -> list[dict[str, An
 def _table(
     key: str, title: str, frame: pd.DataFrame, columns: Sequence[Column], note: str = ""
 ) -> Table:
-    """A table of at most :data:`MAX_LISTED` rows, counting the rest."""
+    """A table of at most :data:`MAX_LISTED` rows, counting the rest. A column the frame does
+    not have is left out (a sheet's column list may name one it computes itself)."""
+    columns = [column for column in columns if column.key in frame.columns]
     listed = frame.head(MAX_LISTED)
     return Table(
         key, title, tuple(columns), rows_of(listed, columns), len(frame) - len(listed), note

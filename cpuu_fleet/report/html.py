@@ -41,6 +41,8 @@ SUMMARY_PNG = "summary.png"
 CHARTS = {SUMMARY_CHART: summary_chart, PROGRESS_CHART: progress_chart}
 #: Tables whose last row is their total (shown bold).
 TOTAL_ROWS = frozenset({"summary", "batches"})
+#: Short names kept on one line (a host name broken in two is misread); prose columns wrap.
+NO_WRAP = frozenset({"wave", "host", "state", "batch", "run_id", "point", "worst_device"})
 
 _CELL = "padding:3px 8px;border:1px solid #c8ced6;vertical-align:top;text-align:left"
 _NUMBER = "padding:3px 8px;border:1px solid #c8ced6;vertical-align:top;text-align:right"
@@ -159,13 +161,14 @@ def _header_colour(key: str) -> str:
 
 
 def _cell_style(kind: str, key: str, value: Any) -> str:
-    """Numbers to the right; a host's state in its colours."""
+    """Numbers to the right; short names on one line; a host's state in its colours."""
     if kind in (INT, PERCENT):
         return _NUMBER
+    style = _CELL + (";white-space:nowrap" if key in NO_WRAP else "")
     if key == "state" and value in states.COLOURS:
         fill, font = states.COLOURS[value]
-        return f"{_CELL};background:{fill};color:{font}"
-    return _CELL
+        return f"{style};background:{fill};color:{font}"
+    return style
 
 
 def _text(value: Any, kind: str) -> str:

@@ -217,7 +217,7 @@ def measure(
     figures["mailboxes_s"] = time.perf_counter() - mark
     figures["mailboxes"] = len(tables.mailboxes) if tables is not None else 0
     mark = time.perf_counter()
-    progress = progress_frames(frames, source)
+    progress = progress_frames(frames, source, tables.links if tables is not None else None)
     figures["progress_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     write_workbook(frames, out / "report.xlsx", fast=fast, mailboxes=tables, progress=progress)

@@ -89,7 +89,7 @@ def write_report(
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
-    progress = progress_frames(frames, mailboxes)
+    progress = progress_frames(frames, mailboxes, tables.links if tables is not None else None)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

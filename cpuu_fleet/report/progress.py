@@ -22,19 +22,20 @@ run's rows, so the report replays them. The rules (ours; neither the vendor nor 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from cpuu_fleet import vocabulary as V
-from cpuu_fleet.inputs.mailboxes import MailboxInput
+from cpuu_fleet.inputs.mailboxes import MailboxInput, host_key, user_key
 from cpuu_fleet.report import states
 from cpuu_fleet.report.csvs import write_csv
 from cpuu_fleet.report.frames import ReportFrames, _utc
-from cpuu_fleet.report.mailboxes import _device_states, _links  # the Mailboxes sheet's own rules
+from cpuu_fleet.report.mailboxes import _distinct, _links  # the Mailboxes sheet's own rules
 from cpuu_fleet.report.sheets import Formats, print_wide, write_text
 
 #: Host states that count as done (one definition: the vocabulary's user state of a host).
@@ -70,88 +71,153 @@ class Progress:
         return done
 
 
-def progress_frames(frames: ReportFrames, source: MailboxInput | None = None) -> Progress:
-    """Replay the report's host rows run by run and day by day (see the module docstring)."""
+def progress_frames(
+    frames: ReportFrames, source: MailboxInput | None = None, links: pd.DataFrame | None = None
+) -> Progress:
+    """Replay the report's host rows run by run and day by day (see the module docstring).
+
+    ``links`` are the user-device pairs the Mailboxes sheet used (``MailboxFrames.links``);
+    without them they are found again.
+
+    Not one replay per point (a long migration has hundreds of runs and days): each host's
+    rows become the **segments** of points during which each row is its latest, and the counts
+    are running sums of where segments start and end. The work is a few sorts of the rows,
+    whatever the number of points.
+    """
     rows = frames.rows
     if rows is None or rows.empty:
         return Progress(pd.DataFrame(columns=list(COLUMNS)))
     history = _history(rows, frames.runs)
-    points = _points(history, frames.runs)
+    runs = frames.runs
+    run_at = runs["ended_at"].where(runs["ended_at"].notna(), runs["started_at"])
+    days = sorted(pd.Timestamp(day) for day in history["day"].dropna().unique())
+    history["day_rank"] = history["day"].map({day: rank for rank, day in enumerate(days)})
+    steps = (
+        (BY_RUN, "run_rank", [str(run) for run in runs["run_id"]], list(run_at)),
+        (BY_DAY, "day_rank", [f"{day:%Y-%m-%d}" for day in days], days),
+    )
+    if source is not None:
+        links = links if links is not None else _links(frames, source)
+        history["host_key"] = _distinct(history["host"], host_key)
+        history["ran_for"] = _distinct(history["user"].astype(object), user_key)
     hosts, mailboxes = [], []
-    links = _links(frames, source) if source is not None else None
-    batches = list(dict.fromkeys(m.batch for m in source.mailboxes)) if source else []
-    for step, point, at, mask in points:
-        latest = _latest(history[mask])
-        hosts.append(_count(latest, "wave", frames.waves, HOSTS, step, point, at))
+    for step, rank, names, ats in steps:
+        segments = _segments(history, rank)
+        points = pd.DataFrame({"unit": HOSTS, "step": step, "point": names, "at": ats})
+        done, total = _running(segments, "wave", len(names), frames.waves)
+        hosts.append(_long(points, frames.waves, done, total))
         if source is not None and links is not None:
-            done = _mailboxes_done(frames, links, latest, source)
-            mailboxes.append(_count(done, "batch", batches, MAILBOXES, step, point, at))
-    table = pd.concat(hosts + mailboxes, ignore_index=True)  # points are in order already
+            batches = list(dict.fromkeys(m.batch for m in source.mailboxes))
+            done, total = _mailboxes_running(segments, links, source, len(names), batches)
+            mailboxes.append(_long(points.assign(unit=MAILBOXES), batches, done, total))
+    table = pd.concat(hosts + mailboxes, ignore_index=True)
     return Progress(table[list(COLUMNS)])
 
 
 def _history(rows: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The rows in the order the report's latest-row rule reads them, with the day each counts."""
+    """The rows with the day each counts from and their ``order`` by the report's latest-row
+    rule (:mod:`.frames`: tried before untried, then run order, then journal order)."""
     history = rows.copy()
     history["tried"] = ~history["state"].isin(states.UNTRIED_KEYS)
     run_start = history["run_id"].map(runs.set_index("run_id")["started_at"])
     ended = _utc(history["ended_at"]).fillna(_utc(history["started_at"]))
     history["day"] = ended.where(history["tried"]).fillna(run_start).dt.floor("D")
-    return history.sort_values(["host", "tried", "run_rank", "seq"], kind="stable")
+    history = history.sort_values(["tried", "run_rank", "seq"], kind="stable")
+    history["order"] = np.arange(len(history))
+    history["is_done"] = history["tried"] & history["state"].isin(DONE_KEYS)
+    return history
 
 
-def _points(history: pd.DataFrame, runs: pd.DataFrame) -> list[tuple[str, str, object, pd.Series]]:
-    """(step, point, at, mask of the rows it covers): one per run, then one per day."""
-    points = []
-    for rank, run in enumerate(runs.itertuples(index=False)):
-        at = run.ended_at if pd.notna(run.ended_at) else run.started_at
-        points.append((BY_RUN, str(run.run_id), at, history["run_rank"] <= rank))
-    for day in sorted(history["day"].dropna().unique()):
-        day = pd.Timestamp(day)
-        points.append((BY_DAY, f"{day:%Y-%m-%d}", day, history["day"] <= day))
-    return points
+def _segments(history: pd.DataFrame, rank: str) -> pd.DataFrame:
+    """Each row that is its host's latest from point ``start`` (its ``rank``) until ``end``
+    (the next such row's point; NaN: to the last point). At a point, the latest row is the one
+    of highest order among the rows up to it, so a row starts a segment exactly when its order
+    is higher than every earlier one's of that host."""
+    ordered = history.sort_values(["host", rank, "order"], kind="stable")
+    by_host = ordered.groupby("host", sort=False)["order"]
+    before = by_host.cummax().groupby(ordered["host"], sort=False).shift()
+    segments = ordered[before.isna() | (ordered["order"] > before)].copy()
+    segments["start"] = segments[rank]
+    segments["end"] = segments.groupby("host", sort=False)["start"].shift(-1)
+    # Several rows at one point: only the last of them is the latest there.
+    return segments[segments["end"].isna() | (segments["end"] > segments["start"])]
 
 
-def _latest(history: pd.DataFrame) -> pd.DataFrame:
-    """Each host's row as the report would pick it from these rows (:mod:`.frames`' rule)."""
-    latest = history.drop_duplicates("host", keep="last")
-    return latest.assign(is_done=latest["tried"] & latest["state"].isin(DONE_KEYS))
-
-
-def _count(
-    latest: pd.DataFrame, by: str, groups: list[str], unit: str, step: str, point: str, at: object
-) -> pd.DataFrame:
-    """done / total per group at one point (every group listed, in report order)."""
-    counts = latest.groupby(by, sort=False)["is_done"].agg(["sum", "size"])
-    counts = counts.reindex(groups, fill_value=0)
-    return pd.DataFrame(
-        {
-            "unit": unit,
-            "step": step,
-            "point": point,
-            "at": at,
-            "group": groups,
-            "done": counts["sum"].astype(int).to_numpy(),
-            "total": counts["size"].astype(int).to_numpy(),
-        }
+def _running(
+    segments: pd.DataFrame, by: str, points: int, groups: list[str], flag: str = "is_done"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(done, total) per point (rows) and group (columns): running sums of the segments'
+    starts (+1) and ends (-1)."""
+    starts = pd.DataFrame(
+        {"point": segments["start"], "group": segments[by], "n": 1, "done": segments[flag]}
     )
-
-
-def _mailboxes_done(
-    frames: ReportFrames, links: pd.DataFrame, latest: pd.DataFrame, source: MailboxInput
-) -> pd.DataFrame:
-    """One row per mailbox of the batch file: its batch and whether it was done at this point."""
-    settled = latest["state"].replace(states.TRANSIENT_TO_FINAL).map(states.LABELS)
-    hosts = latest[["host", "run_id", "error_class", "wave", "user"]].assign(state=settled)
-    devices = _device_states(replace(frames, hosts=hosts), links)
-    done_everywhere = (devices["user_state"] == V.USER_DONE).groupby(devices["key"]).all()
-    keys = pd.Series([m.key for m in source.mailboxes], dtype=object)
-    return pd.DataFrame(
-        {
-            "batch": [m.batch for m in source.mailboxes],
-            "is_done": keys.map(done_everywhere).fillna(False).astype(bool).to_numpy(),
-        }
+    ended = segments[segments["end"].notna()]
+    ends = pd.DataFrame(
+        {"point": ended["end"], "group": ended[by], "n": -1, "done": -ended[flag].astype(int)}
     )
+    events = pd.concat([starts, ends], ignore_index=True)
+    events["done"] = events["done"].astype(int)
+    summed = events.groupby(["point", "group"], sort=False)[["n", "done"]].sum()
+    grid = pd.MultiIndex.from_product([range(points), groups], names=["point", "group"])
+    summed = summed.reindex(grid, fill_value=0)
+
+    def running(column: str) -> pd.DataFrame:
+        return summed[column].unstack("group").reindex(columns=groups).cumsum()
+
+    return running("done"), running("n")
+
+
+def _mailboxes_running(
+    segments: pd.DataFrame,
+    links: pd.DataFrame,
+    source: MailboxInput,
+    points: int,
+    batches: list[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(done, total) per point and batch: a mailbox is done while every device of its user is
+    done for that user (the rule of :func:`.mailboxes._device_states`: a host's success speaks
+    for the user CPUU ran for, so a device done for another user is not done for this one)."""
+    pairs = links[["key", "host_key"]].drop_duplicates()
+    hosts = segments[["host_key", "start", "end", "is_done", "ran_for"]]
+    device = pairs.merge(hosts, on="host_key")
+    ran_for_another = device["ran_for"].notna() & (device["ran_for"] != device["key"])
+    device["ok"] = device["is_done"] & ~ran_for_another
+    # Per user: how many of their devices are done, at each point where that changes.
+    device = device[device["ok"]]
+    changes = pd.concat(
+        [
+            pd.DataFrame({"key": device["key"], "point": device["start"], "n": 1}),
+            pd.DataFrame({"key": device["key"], "point": device["end"], "n": -1}).dropna(),
+        ],
+        ignore_index=True,
+    )
+    changes = changes.groupby(["key", "point"])["n"].sum().reset_index()
+    changes["devices_done"] = changes.groupby("key")["n"].cumsum()
+    changes["devices"] = changes["key"].map(pairs.groupby("key").size())
+    everywhere = (changes["devices_done"] == changes["devices"]).astype(int)
+    changes["flip"] = everywhere - everywhere.groupby(changes["key"]).shift(fill_value=0)
+    flips = changes[changes["flip"] != 0]
+    rows = pd.DataFrame(
+        {"batch": [m.batch for m in source.mailboxes], "key": [m.key for m in source.mailboxes]}
+    )
+    events = rows.merge(flips[["key", "point", "flip"]], on="key")
+    summed = events.groupby(["point", "batch"])["flip"].sum()
+    grid = pd.MultiIndex.from_product([range(points), batches], names=["point", "batch"])
+    done = summed.reindex(grid, fill_value=0).unstack("batch").reindex(columns=batches).cumsum()
+    sizes = rows.groupby("batch", sort=False).size().reindex(batches, fill_value=0)
+    total = pd.DataFrame([sizes.to_numpy()] * points, columns=batches)
+    return done, total
+
+
+def _long(
+    points: pd.DataFrame, groups: list[str], done: pd.DataFrame, total: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per point and group (points in order, groups in report order)."""
+    rows = points.loc[points.index.repeat(len(groups))].reset_index(drop=True)
+    rows["group"] = groups * len(points)
+    rows["done"] = done.to_numpy(dtype="int64").reshape(-1) if groups else []
+    rows["total"] = total.to_numpy(dtype="int64").reshape(-1) if groups else []
+    return rows
 
 
 # ------------------------------------------------------------------------------ sheet and CSV

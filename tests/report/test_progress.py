@@ -8,6 +8,7 @@ check-mode run that must change nothing.
 from __future__ import annotations
 
 import csv
+import random
 import zipfile
 from pathlib import Path
 
@@ -165,3 +166,60 @@ def test_a_report_of_no_host_has_an_empty_progress(tmp_path):
     result = write_report(journal, [run], tmp_path / "out")
     assert result.progress.table.empty
     assert "Progress" in openpyxl.load_workbook(result.workbook).sheetnames
+
+
+def test_many_runs_and_days_count_as_a_replay_point_by_point_would(tmp_path):
+    """Random runs over several days, checked against the plain rule applied at every point:
+    each host's latest tried row among the rows up to it (run order, then journal order)."""
+    rng = random.Random(11)
+    journal = Journal(tmp_path / "j.sqlite3")
+    hosts = [f"pc-{i:02}" for i in range(30)]
+    choices = (J.SUCCEEDED, J.SUCCEEDED, J.FAILED, J.UNREACHABLE, J.PENDING, J.NOT_RUN, J.NOT_RUN)
+    runs = []
+    for number in range(8):
+        day = f"2026-11-{20 + number // 2:02}"
+        run = journal.start_run(run_id=f"r{number}")
+        targeted = rng.sample(hosts, 20)
+        journal.add_hosts(run, [HostEntry(h, wave=f"w{int(h[-2:]) % 3}") for h in targeted])
+        for host in targeted:
+            state = rng.choice(choices)
+            if state == J.NOT_RUN:
+                journal.set_host(run, host, state=state)
+            else:
+                _pass(journal, run, host, state, day)
+        journal.finish_run(run, "completed")
+        _dated(journal, run, day)
+        runs.append(run)
+    result = write_report(journal, runs, tmp_path / "out")
+
+    sql = (
+        "SELECT h.host, h.wave, h.state, h.ended_at, r.started_at, r.run_id"
+        " FROM hosts h JOIN runs r USING (run_id) ORDER BY r.started_at, r.run_id, h.rowid"
+    )
+    rows = journal.connection().execute(sql).fetchall()
+
+    def replay(upto) -> dict[str, int]:
+        latest: dict[str, tuple[bool, str, str]] = {}
+        for index, (host, wave, state, ended, started, run) in enumerate(rows):
+            if not upto(index, (ended or started)[:10], run):
+                continue
+            tried = state not in (J.NOT_RUN, J.QUEUED)
+            if tried or not latest.get(host, (False,))[0]:
+                latest[host] = (tried, wave, state)
+        done = dict.fromkeys(result.frames.waves, 0)
+        for _tried, wave, state in latest.values():
+            done[wave] += state == J.SUCCEEDED
+        return done
+
+    for rank, run in enumerate(runs):
+        expected = replay(lambda _i, _d, r, rank=rank: runs.index(r) <= rank)
+        assert _by_point(result, BY_RUN, run) == expected, run
+    for day in sorted({(row[3] or row[4])[:10] for row in rows}):
+        expected = replay(lambda _i, d, _r, day=day: d <= day)
+        assert _by_point(result, BY_DAY, day) == expected, day
+
+
+def _by_point(result, step: str, point: str) -> dict[str, int]:
+    part = result.progress.part(HOSTS, step)
+    part = part[part["point"] == point]
+    return dict(zip(part["group"], part["done"].astype(int), strict=True))

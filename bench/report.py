@@ -29,10 +29,12 @@ CSVs, inside the columns above; "mbx s" is the reading and the status), 2026-12-
 
 With progress over time ("prog s": hosts and mailboxes done per run and per day, and the
 Progress sheet's rows in "xlsx s") and report.html + summary.png ("html s", matplotlib's import
-included), issue 11 points 4-5, 2026-12-06, load 2.5 (measured at 10,000 only):
+included), issue 11 points 4-5, 2026-12-06, load 4.2 (measured at 10,000 only; progress is a
+few sorts of the host rows whatever the number of runs and days, the page lists at most 200
+rows per list: both grow with the fleet at most linearly):
 
     hosts   frames s  mbx s  prog s  xlsx s  csv s  html s  total s  peak MB  mailboxes
-   10,000      0.9     0.5     0.4     3.8    0.9     0.9      7.4      287     20,000
+   10,000      0.6     0.3     0.1     2.1    0.6     0.5      4.2      287     20,000
 """
 
 from __future__ import annotations

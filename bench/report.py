@@ -26,6 +26,15 @@ CSVs, inside the columns above; "mbx s" is the reading and the status), 2026-12-
     hosts   frames s  mbx s  xlsx s  csv s  total s  peak MB  mailboxes
    10,000      1.1     0.5     2.7    1.0      5.2      275     20,000
   100,000      7.1     4.2    26.0    6.7     44.0    1,115    200,000
+
+With progress over time ("prog s": hosts and mailboxes done per run and per day, and the
+Progress sheet's rows in "xlsx s") and report.html + summary.png ("html s", matplotlib's import
+included), issue 11 points 4-5, 2026-12-06, load 4.2 (measured at 10,000 only; progress is a
+few sorts of the host rows whatever the number of runs and days, the page lists at most 200
+rows per list: both grow with the fleet at most linearly):
+
+    hosts   frames s  mbx s  prog s  xlsx s  csv s  html s  total s  peak MB  mailboxes
+   10,000      0.6     0.3     0.1     2.1    0.6     0.5      4.2      287     20,000
 """
 
 from __future__ import annotations
@@ -185,9 +194,13 @@ def measure(
     """The report's phases, timed (runs in the child process); ``mailboxes`` False: the report
     as it was before the mailbox sheets, for a like-for-like comparison with older figures."""
     from cpuu_fleet.inputs.mailboxes import load_mailboxes
+    from cpuu_fleet.report import ReportResult
     from cpuu_fleet.report.csvs import write_csvs
+    from cpuu_fleet.report.figures import build_figures
     from cpuu_fleet.report.frames import load_frames
+    from cpuu_fleet.report.html import write_html
     from cpuu_fleet.report.mailboxes import mailbox_frames, write_mailbox_csvs
+    from cpuu_fleet.report.progress import progress_frames, write_progress_csv
     from cpuu_fleet.report.workbook import write_workbook
 
     out = reports / "out"
@@ -198,20 +211,29 @@ def measure(
     frames = load_frames(journal, run_ids)
     figures["frames_s"] = time.perf_counter() - start
     mark = time.perf_counter()
-    tables = None
+    tables = source = None
     if mailboxes:
         batch = write_batch_file(reports / "batch.csv", frames.hosts["host"])
-        tables = mailbox_frames(frames, load_mailboxes(batch))
+        source = load_mailboxes(batch)
+        tables = mailbox_frames(frames, source)
     figures["mailboxes_s"] = time.perf_counter() - mark
     figures["mailboxes"] = len(tables.mailboxes) if tables is not None else 0
     mark = time.perf_counter()
-    write_workbook(frames, out / "report.xlsx", fast=fast, mailboxes=tables)
+    progress = progress_frames(frames, source, tables.links if tables is not None else None)
+    figures["progress_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    write_workbook(frames, out / "report.xlsx", fast=fast, mailboxes=tables, progress=progress)
     figures["workbook_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     write_csvs(frames, out)
     if tables is not None:
         write_mailbox_csvs(tables, out)
+    write_progress_csv(progress, out)
     figures["csvs_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    result = ReportResult(out, run_ids, {}, frames.summary, {}, frames, tables, progress)
+    write_html(build_figures(result), out)
+    figures["html_s"] = time.perf_counter() - mark
     figures["total_s"] = time.perf_counter() - start
     figures["xlsx_mb"] = (out / "report.xlsx").stat().st_size / 1e6
     figures["rows"] = len(frames.hosts) + len(frames.profiles) + len(frames.attempts)
@@ -236,7 +258,8 @@ def main() -> None:
     print(f"cells written by: {'rowxml (streamed XML)' if fast else 'XlsxWriter API'}")
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(
-        f"{'hosts':>8} {'fill s':>7} {'frames s':>8} {'mbx s':>6} {'xlsx s':>7} {'csv s':>6} "
+        f"{'hosts':>8} {'fill s':>7} {'frames s':>8} {'mbx s':>6} {'prog s':>6} {'xlsx s':>7} "
+        f"{'csv s':>6} {'html s':>6} "
         f"{'total s':>8} {'peak MB':>8} {'xlsx MB':>8} {'rows':>9} {'mailboxes':>9}"
     )
     previous: tuple[int, float] | None = None
@@ -260,8 +283,9 @@ def main() -> None:
             peak_mb = usage.ru_maxrss / 1024  # Linux: kilobytes
             print(
                 f"{size:>8} {filled:>7.1f} {figures['frames_s']:>8.1f} "
-                f"{figures['mailboxes_s']:>6.1f} {figures['workbook_s']:>7.1f} "
-                f"{figures['csvs_s']:>6.1f} {figures['total_s']:>8.1f} {peak_mb:>8.0f} "
+                f"{figures['mailboxes_s']:>6.1f} {figures['progress_s']:>6.1f} "
+                f"{figures['workbook_s']:>7.1f} {figures['csvs_s']:>6.1f} "
+                f"{figures['html_s']:>6.1f} {figures['total_s']:>8.1f} {peak_mb:>8.0f} "
                 f"{figures['xlsx_mb']:>8.1f} {figures['rows']:>9,} {figures['mailboxes']:>9,}"
                 + (
                     f"   x{figures['total_s'] / previous[1]:.1f} time for x{size / previous[0]:.0f} hosts"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from cpuu_fleet.cli.mailboxes import (
     MailboxesOption,
     read_mailbox_options,
 )
-from cpuu_fleet.cli.options import ReportsOption, existing_journal
+from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
 
 
@@ -51,8 +52,12 @@ def report(
     mailboxes: MailboxesOption = None,
     devices: DevicesOption = None,
     mailbox_columns: ColumnOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Write report.xlsx, the CSVs, retry.txt and pending.txt, and print the summary."""
+    """Write report.xlsx, report.html, the CSVs, retry.txt and pending.txt, and print the summary.
+
+    With --json the figures report.html shows are printed as one JSON object instead.
+    """
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
     from cpuu_fleet.report import default_out_dir, summary_table, write_report
     from cpuu_fleet.report.selection import resolve_runs
@@ -65,6 +70,9 @@ def report(
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(journal, run_ids, out_dir, wave=wave, mailboxes=batch)
+    if as_json and result.figures is not None:
+        typer.echo(json.dumps(result.figures.to_dict(), ensure_ascii=False, indent=2))
+        return
 
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
     console = Console(highlight=False)

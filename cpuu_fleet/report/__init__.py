@@ -10,7 +10,9 @@ How it is built, one job per module: :mod:`.selection` (which runs and waves), :
 states, counts, action list), :mod:`.collected` (log paths, result files never parsed),
 :mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
 (rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
-:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours).
+:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours), :mod:`.progress`
+(done per run and per day), :mod:`.figures` (the model ``report.html`` and ``report --json``
+share), :mod:`.charts` (its PNGs) and :mod:`.html` (the page).
 """
 
 from __future__ import annotations
@@ -27,8 +29,11 @@ from cpuu_fleet.inputs.mailboxes import MailboxInput
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
 from cpuu_fleet.report.csvs import write_csvs
+from cpuu_fleet.report.figures import Figures, build_figures
 from cpuu_fleet.report.frames import ReportFrames, load_frames
+from cpuu_fleet.report.html import write_html
 from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
+from cpuu_fleet.report.progress import Progress, progress_frames, write_progress_csv
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
 from cpuu_fleet.report.summary import summary_table
@@ -50,6 +55,9 @@ class ReportResult:
     sheets: dict[str, list[SheetPart]] = field(default_factory=dict)
     frames: ReportFrames | None = field(default=None, repr=False)
     mailboxes: MailboxFrames | None = field(default=None, repr=False)
+    progress: Progress | None = field(default=None, repr=False)
+    #: What report.html shows and ``report --json`` prints (:mod:`.figures`).
+    figures: Figures | None = field(default=None, repr=False)
 
     @property
     def workbook(self) -> Path:
@@ -66,8 +74,8 @@ def write_report(
     redactor: Redactor = REDACTOR,
     mailboxes: MailboxInput | None = None,
 ) -> ReportResult:
-    """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``
-    and ``pending.txt``.
+    """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``,
+    ``pending.txt``, ``progress.csv``, ``report.html`` and ``summary.png``.
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
@@ -81,15 +89,22 @@ def write_report(
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
+    progress = progress_frames(frames, mailboxes, tables.links if tables is not None else None)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         workbook = write_workbook(
-            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables
+            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables, progress=progress
         )
         paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
         if tables is not None:
             paths.update(write_mailbox_csvs(tables, out_dir))
+        paths.update(write_progress_csv(progress, out_dir))
+        result = ReportResult(
+            out_dir, selected, paths, frames.summary, workbook.sheets, frames, tables, progress
+        )
+        result.figures = build_figures(result)
+        paths.update(write_html(result.figures, out_dir))
     except OSError as exc:
         # A full disk or a folder the operator cannot write: one line, and after a play the
         # run's own summary is still printed (the engine reports this as report_error).
@@ -97,9 +112,7 @@ def write_report(
         raise InputError(
             f"cannot write the report ({why})", where=exc.filename or out_dir
         ) from None
-    return ReportResult(
-        out_dir, selected, paths, frames.summary, workbook.sheets, frames, mailboxes=tables
-    )
+    return result
 
 
 def default_out_dir(reports_dir: Path, run_ids: list[str], wave: str | None = None) -> Path:

@@ -48,6 +48,11 @@ from cpuu_fleet.report.selection import wave_matcher
 
 NO_WAVE = "(no wave)"
 TOTAL = "Total"
+#: The columns of :attr:`ReportFrames.rows`.
+HISTORY_COLUMNS = (
+    "run_id", "run_rank", "seq", "host", "wave", "state", "user", "error_class", "started_at",
+    "ended_at",
+)  # fmt: skip
 BAD_OUTCOMES = (Outcome.FAILED.value, Outcome.NEEDS_ACTION.value, Outcome.UNKNOWN.value)
 
 
@@ -65,6 +70,9 @@ class ReportFrames:
     waves: list[str]
     journal_path: str
     notes: list[str] = field(default_factory=list)
+    #: Every host row of the selected runs and waves (check-mode rows settled as not run), in
+    #: run order: the history :mod:`.progress` replays.
+    rows: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def _utc(series: pd.Series) -> pd.Series:
@@ -162,6 +170,7 @@ def _shape(
         waves=waves,
         journal_path=str(journal.path),
         notes=notes,
+        rows=every_row[list(HISTORY_COLUMNS)],
     )
 
 

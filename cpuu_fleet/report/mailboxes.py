@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,8 @@ class MailboxFrames:
 
     mailboxes: pd.DataFrame
     batches: pd.DataFrame
+    #: Every user-device pair known (:func:`_links`), kept for :mod:`.progress`.
+    links: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def mailbox_frames(frames: ReportFrames, source: MailboxInput) -> MailboxFrames:
@@ -72,10 +74,11 @@ def mailbox_frames(frames: ReportFrames, source: MailboxInput) -> MailboxFrames:
             "key": [m.key for m in source.mailboxes],
         }
     )
-    devices = _device_states(frames, _links(frames, source))
+    links = _links(frames, source)
+    devices = _device_states(frames, links)
     per_mailbox = batch.reset_index(names="row").merge(devices, on="key", how="left")
     mailboxes = _roll_up(batch, per_mailbox)
-    return MailboxFrames(mailboxes, _batches(mailboxes))
+    return MailboxFrames(mailboxes, _batches(mailboxes), links)
 
 
 def _links(frames: ReportFrames | None, source: MailboxInput) -> pd.DataFrame:

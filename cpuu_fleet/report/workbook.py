@@ -25,6 +25,7 @@ from xlsxwriter.worksheet import Worksheet
 from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames, wave_count_key
 from cpuu_fleet.report.mailboxes import MailboxFrames, sheet_tables
+from cpuu_fleet.report.progress import Progress, write_progress_sheet
 from cpuu_fleet.report.sheets import (
     DATE,
     DURATION,
@@ -176,6 +177,7 @@ def write_workbook(
     max_rows: int = EXCEL_MAX_ROWS,
     fast: bool = True,
     mailboxes: MailboxFrames | None = None,
+    progress: Progress | None = None,
 ) -> WorkbookResult:
     """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
 
@@ -198,6 +200,8 @@ def write_workbook(
         book = writer.book
         formats = Formats(book)
         _write_summary(book, formats, frames, planned)
+        if progress is not None:
+            write_progress_sheet(book, formats, progress)
         for name, frame, columns in tables:
             result.sheets[name] = write_table(
                 book, formats, name, frame, columns, max_rows=max_rows, fast=fast

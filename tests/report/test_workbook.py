@@ -13,7 +13,8 @@ import pytest
 from cpuu_fleet.report import states, write_report
 from tests.support.report import ACCENTED_USER, DDE, HYPERLINK
 
-SHEETS = ["Summary", "Hosts", "Profiles", "Return codes", "Action list", "Attempts"]
+SHEETS = ["Summary", "Progress", "Hosts", "Profiles", "Return codes", "Action list", "Attempts"]
+DASHBOARDS = ("Summary", "Progress")  # a chart above small tables: no filter to sort them with
 
 
 def _open(path):
@@ -46,7 +47,7 @@ def report(fleet, tmp_path):
 def test_the_workbook_has_every_sheet_with_frozen_headers_and_filters(report):
     _, book = report
     assert book.sheetnames == SHEETS
-    for name in SHEETS[1:]:
+    for name in (name for name in SHEETS if name not in DASHBOARDS):
         sheet = book[name]
         assert sheet.freeze_panes == "A2", name
         assert sheet.auto_filter.ref and sheet.auto_filter.ref.startswith("A1:"), name

@@ -145,6 +145,9 @@ def print_result(result: Any, *, as_json: bool, check: bool, readiness: bool = F
     lines = [f"Files:   {result.run_dir}"]
     if result.report is not None:
         lines.append(f"Report:  {result.report.workbook}")
+        page = result.report.paths.get("report.html")
+        if page is not None:
+            lines.append(f"Page:    {page}   (for a status e-mail; summary.png beside it)")
     lines.append(f"Journal: {result.journal_path}")
     if result.summary.status == "interrupted" and result.kind != "step":
         # Interrupted: the hosts not started (not_run) and those left running are in no retry

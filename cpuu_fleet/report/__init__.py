@@ -26,9 +26,11 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.mailboxes import MailboxInput
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
+from cpuu_fleet.report.audit import audit_tables, journal_audit, write_audit
 from cpuu_fleet.report.csvs import write_csvs
 from cpuu_fleet.report.frames import ReportFrames, load_frames
 from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
+from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
 from cpuu_fleet.report.summary import summary_table
@@ -67,7 +69,8 @@ def write_report(
     mailboxes: MailboxInput | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``
-    and ``pending.txt``.
+    and ``pending.txt``; after a play with an ``audit`` step also its Audit and Still on source
+    sheets, ``audit.csv`` and ``still-on-source.csv`` (:mod:`.audit`).
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
@@ -81,15 +84,23 @@ def write_report(
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
+    with JournalReader(journal) as reader:  # a play's audit step: its latest rows per host
+        audited = journal_audit(reader, selected, set(frames.hosts["host"]))
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         workbook = write_workbook(
-            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables
+            frames,
+            out_dir / WORKBOOK_NAME,
+            max_rows=max_rows,
+            mailboxes=tables,
+            extra=audit_tables(audited) if audited else (),
         )
         paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
         if tables is not None:
             paths.update(write_mailbox_csvs(tables, out_dir))
+        if audited:
+            paths.update(write_audit(audited, out_dir))
     except OSError as exc:
         # A full disk or a folder the operator cannot write: one line, and after a play the
         # run's own summary is still printed (the engine reports this as report_error).

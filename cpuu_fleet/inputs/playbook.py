@@ -33,6 +33,9 @@ AUDIT_STEP = "audit"
 audit of where every user's profiles point, :mod:`cpuu_fleet.visit.audit`). The other steps keep
 their order."""
 WHEN_NO_USER = ("skip", "at_logon")
+DISCONNECTED = ("skip", "run")
+"""The run's ``disconnected``: what to do for a user whose session is disconnected (see
+:attr:`RunOptions.disconnected`)."""
 USERS = ("one", "each")
 """The run's ``users``: ``one`` CPUU run per host, or ``each`` logged-on user's own (RDS)."""
 
@@ -63,7 +66,7 @@ _PLAY_KEYS = (
     "wave_groups",
     "limits",
 )
-_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users")
+_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users", "disconnected")
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
     "tasks": "a cpuu-fleet play has 'steps' (preflight, push, run, collect), not 'tasks'",
@@ -92,6 +95,15 @@ class RunOptions:
     """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
     ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
     own session, one after the other (the preflight step lists the sessions)."""
+    disconnected: str = "skip"
+    """A user whose session is disconnected (they closed their RDP client without logging off):
+    ``skip`` leaves them *waiting* (never done) for a later run; ``run`` starts CPUU in that
+    session all the same. Skip by default: nobody sees that desktop, so CPUU closes an Outlook
+    its user left open unseen and any prompt (a target password, CPUU's own questions) waits
+    for nobody until the run's deadline kills it (docs/migration field notes 2.1 and 2.11:
+    user-context runs need a live session, CPUU stops Outlook, a switch "cannot be fully
+    silent"); and Windows does not document that an interactive task starts in a disconnected
+    session at all."""
 
     @property
     def command(self) -> str:
@@ -676,10 +688,17 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         raise check.fail(
             f"{label}: step 'run': 'users' must be one of: {', '.join(USERS)}", where("users")
         )
+    disconnected = options.get("disconnected", "skip")
+    if disconnected not in DISCONNECTED:
+        raise check.fail(
+            f"{label}: step 'run': 'disconnected' must be one of: {', '.join(DISCONNECTED)}",
+            where("disconnected"),
+        )
     return RunOptions(
         mode=mode,
         when_no_user=when,
         timeout=int(timeout),
         batch_file=batch_file.strip() if batch_file else None,
         users=users,
+        disconnected=disconnected,
     )

@@ -27,6 +27,8 @@ user) not logged on, policy ``skip``
 nobody logged on, policy ``at_logon``                  pending       —
 CPUU ran for a user the host is not for (an at-logon   waiting       policy
 task that fired for another user)
+the user's session is disconnected, policy              waiting       policy
+``disconnected: skip``
 exit 0 and no profile line at all (no Outlook profile) not_applicable —
 an audit and no run step: a profile predicted to fail  predicted_fail cpuu
 (code 6 or 22)
@@ -100,6 +102,9 @@ class RunResult:
     users on a host that names none (run-task's ``OtherUsers``, made printable)."""
     expected: tuple[str, ...] = ()
     """Whom CPUU is for on this host (``cpuu_user``); empty: whoever is logged on."""
+    disconnected: tuple[str, ...] = ()
+    """Users passed over because their session is disconnected (the play's ``disconnected:
+    skip``; run-task's ``Disconnected``, made printable)."""
 
     @property
     def unexpected_user(self) -> bool:
@@ -130,6 +135,7 @@ class RunResult:
             resumed=resumed,
             started_at=data.get("started_at"),
             expected=tuple(str(name) for name in data.get("expected") or ()),
+            disconnected=tuple(str(name) for name in data.get("disconnected") or ()),
         )
 
     def details(self) -> dict[str, Any]:
@@ -145,6 +151,8 @@ class RunResult:
             data["other_users"] = list(self.other_users)
         if self.expected:
             data["expected"] = list(self.expected)
+        if self.disconnected:
+            data["disconnected"] = list(self.disconnected)
         if self.unexpected_user:
             data["unexpected_user"] = True
         if self.seconds is not None:
@@ -294,6 +302,14 @@ def judge(
             None,
             f"{_who_is_on(run)}: CPUU will run at the next logon of"
             f" {_for_whom(run)}; collect later",
+        )
+    if run.no_user and run.disconnected:
+        return HostOutcome(
+            WAITING,
+            ErrorClass.POLICY.value,
+            f"{', '.join(run.disconnected[:5])}: session disconnected (policy disconnected:"
+            f" skip), waiting for a later run"
+            + (f"; logged on: {', '.join(run.other_users[:5])}" if run.other_users else ""),
         )
     if run.no_user and run.expected:
         return HostOutcome(

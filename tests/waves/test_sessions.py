@@ -211,3 +211,43 @@ def test_an_rds_host_is_not_done_while_an_expected_user_has_not_been_run_for(wav
     assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
     assert f"{away}: waiting" in row["error_message"]
     assert f"{away} not logged on" in row["error_message"]
+
+
+# ------------------------------------------------------------------------ disconnected sessions
+
+
+def test_a_disconnected_rds_user_is_skipped_by_default_and_leaves_the_host_waiting(wave_factory):
+    wave, host, ws, users = _rds_host(wave_factory)
+    away = RDS_USERS[2]
+    ws.rdp_disconnect(away)
+    result = wave.run(make_playbook(wave.payload, users="each", retries=0), write_report=False)
+    assert sorted(start.user for start in ws.cpuu_starts) == sorted(u for u in users if u != away)
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
+    assert f"{away}: waiting" in row["error_message"] and "disconnected" in row["error_message"]
+    with Journal.in_reports(wave.reports) as journal:
+        attempts = journal.attempts(result.run_id, host)
+    (preflight,) = [a for a in attempts if a["step"] == "preflight"]
+    states_seen = {s["user"]: s["state"] for s in json.loads(preflight["details_json"])["sessions"]}
+    assert states_seen[away] == "disconnected"
+    assert {states_seen[u] for u in users if u != away} == {"active"}
+    # The lab's profile state: the disconnected user's profiles were not touched.
+    assert {p.state.value for p in ws.profiles_of(away) if not p.backup_of} != {"updated"}
+
+
+def test_with_disconnected_run_cpuu_runs_once_in_the_disconnected_session(wave_factory):
+    wave = wave_factory(1, "no_user")
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    owner = ws.last_user  # on Remote Desktop, then their client went away without a logoff
+    ws.rdp_logon(owner)
+    ws.rdp_disconnect(owner)
+    first = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    row = _row(wave, first.run_id, host)
+    assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
+    assert ws.cpuu_starts == []  # skipped by default: never done, never run
+    playbook = make_playbook(wave.payload, retries=1, disconnected="run")
+    second = wave.run(playbook, write_report=False)
+    row = _row(wave, second.run_id, host)
+    assert (row["state"], row["user"]) == (states.SUCCEEDED, owner), row
+    assert [start.user for start in ws.cpuu_starts] == [owner]  # once, by the lab's count

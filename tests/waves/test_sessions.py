@@ -251,3 +251,22 @@ def test_with_disconnected_run_cpuu_runs_once_in_the_disconnected_session(wave_f
     row = _row(wave, second.run_id, host)
     assert (row["state"], row["user"]) == (states.SUCCEEDED, owner), row
     assert [start.user for start in ws.cpuu_starts] == [owner]  # once, by the lab's count
+
+
+def test_a_retried_rds_visit_with_a_disconnected_user_never_starts_anyones_cpuu_twice(
+    wave_factory,
+):
+    """The link drops as the third user's run is sent; the retry (same run) reuses what ended,
+    runs the rest, and passes the disconnected user over again: the lab counts one CPUU start
+    per connected user and none for the disconnected one, who leaves the host waiting."""
+    wave, host, ws, users = _rds_host(wave_factory)
+    away = RDS_USERS[0]
+    ws.rdp_disconnect(away)
+    _ThirdRunDropsOnce.calls = 0
+    playbook = make_playbook(wave.payload, users="each", retries=1)
+    result = wave.run(playbook, session_factory=_dropping_once, write_report=False)
+    starts = [start.user for start in ws.cpuu_starts]
+    assert sorted(starts) == sorted(u for u in users if u != away)  # once each, never the away
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["attempts"]) == (V.WAITING, 2), row
+    assert f"{away}: waiting" in row["error_message"]

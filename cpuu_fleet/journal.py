@@ -128,6 +128,14 @@ CREATE TABLE IF NOT EXISTS files (
     collected_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);
+CREATE TABLE IF NOT EXISTS audit_rows (  -- an audit step's rows (cpuu_fleet.audit.AuditRow)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    attempt_id INTEGER NOT NULL,     -- the audit step's attempt: a play may audit twice
+    row_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_rows_by_host ON audit_rows (run_id, host);
 CREATE TABLE IF NOT EXISTS leases (  -- one live controller per run (see lease.py)
     run_id TEXT PRIMARY KEY,
     owner_json TEXT NOT NULL,        -- machine, pid, process start, operator
@@ -429,6 +437,19 @@ class Journal:
             " collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
         )
+
+    def add_audit_rows(
+        self, run_id: str, host: str, attempt_id: int, rows: Iterable[dict[str, Any]]
+    ) -> None:
+        """One audit step's rows (each an ``AuditRow`` as a dict), masked like any text."""
+        values = [
+            (run_id, host, attempt_id, self._scrub(json.dumps(row, sort_keys=True))) for row in rows
+        ]
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO audit_rows (run_id, host, attempt_id, row_json) VALUES (?, ?, ?, ?)",
+                values,
+            )
 
     # ---------------------------------------------------------------------------------- leases
 

@@ -23,6 +23,23 @@ put into a state):
 * **resumed**: ``--resume RUN`` visits the host again (it never got to, or never finished, it).
 * **pending** is not attention: by policy CPUU runs at the next logon; its own list,
   ``pending.txt``, is for a later ``collect``.
+
+What admins meet with several users per host (issue 10), and where each lives:
+
+* **waiting for the expected user** is a host state (``waiting``): CPUU has not run for a user
+  the host is for (``cpuu_user``, or a user of ``run: {users: each}``) and nothing will run it by
+  itself: the user is not logged on and no at-logon task waits for them. It needs a person (a
+  later run), like ``not_switched``. With ``when_no_user: at_logon`` a task for that user *does*
+  wait: that host stays ``pending`` and the user's name is the reason in its message.
+* **run by an unexpected user** is a reason on ``waiting``, never a state of its own: CPUU ran
+  for somebody else (an older cpuu-fleet's at-logon task for ``BUILTIN\\Users``), the journal
+  keeps who (the run step's ``user`` and ``unexpected_user``), and the expected user's run is
+  still to come, which is exactly ``waiting``.
+* **not applicable** is a host state (``not_applicable``): CPUU has nothing to switch for the
+  host's users (New Outlook or no profile, from an audit's prediction or from CPUU's exit 0
+  without a profile line). It is done: the mailbox view counts it so.
+* **predicted to fail** is a host state (``predicted_fail``) of a visit with an audit and no
+  run step, the code in its message; a visit that runs CPUU is judged by CPUU's result.
 """
 
 from __future__ import annotations
@@ -62,6 +79,9 @@ PARTIAL = "partial"  # some profiles failed
 FAILED = "failed"
 UNREACHABLE = "unreachable"
 NOT_SWITCHED = "not_switched"  # CPUU found no switch message: the mailbox is not switched yet
+WAITING = "waiting"  # a user the host is for is not logged on (or ran by someone else): not done
+PREDICTED_FAIL = "predicted_fail"  # an audit (no run) predicts CPUU failing (code 6, 22)
+NOT_APPLICABLE = "not_applicable"  # nothing for CPUU to switch: New Outlook, or no profile
 SKIPPED = "skipped"  # nobody logged on (policy skip), nothing to do, not applicable
 PENDING = "pending"  # at-logon task registered; results not collected yet
 NOT_RUN = "not_run"  # stopped by a stop rule (max_fail/max_unreachable_percentage) or Ctrl-C
@@ -188,6 +208,24 @@ STATES: tuple[HostState, ...] = (
         meaning="CPUU found no switch message: the mailboxes are not switched yet",
     ),
     _state(
+        WAITING, "waiting for user", ("bright_blue", "#DEEAF6", "#1F3864", "#4472C4"),
+        final=True, attention=True, retried=False, resumed=False,
+        follow_up="when the user named in the message is logged on: cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
+        meaning="CPUU has not run for a user the host is for: not logged on (no at-logon task"
+        " waits for them), or the run was by another user",
+    ),
+    _state(
+        PREDICTED_FAIL, "predicted to fail", ("yellow", "#FCE4D6", "#833C0B", "#F4B084"),
+        final=True, attention=True, retried=False, resumed=False,
+        follow_up="fix what audit.csv predicts (free disk, cpuu_process_offline), then cpuu-fleet play PLAYBOOK --limit @reports/RUN/retry.txt",
+        meaning="an audit (no run) predicts a CPUU code that is not success; the message names it",
+    ),
+    _state(
+        NOT_APPLICABLE, "not applicable", ("dim green", "#E2EFDA", "#375623", "#A9D08E"),
+        final=True, attention=False, retried=False, resumed=False, follow_up=_NOTHING,
+        meaning="nothing for CPUU to switch: New Outlook or no Outlook profile (audit or CPUU)",
+    ),
+    _state(
         SKIPPED, "skipped", ("dim", "#D9D9D9", "#404040", "#A5A5A5"),
         final=True, attention=False, retried=False, resumed=False, follow_up=_NOTHING,
         meaning="nothing to do, or nobody logged on with policy skip",
@@ -241,12 +279,13 @@ PENDING_STATES: tuple[str, ...] = (PENDING,)
 UNTRIED_STATES: frozenset[str] = frozenset({QUEUED, NOT_RUN})
 #: Every state, the worst first: where one of several outcomes must speak for all (the users of
 #: one RDS host, the devices of one user), the worst decides, as MECM does for a collection.
-#: Worse means further from done: a failure needs a person now; not switched waits for the
-#: mailbox move; interrupted and not run were never finished; pending and skipped did nothing
-#: wrong; succeeded is done.
+#: Worse means further from done: a failure needs a person now; a predicted failure needs one
+#: before the wave; not switched waits for the mailbox move; interrupted and not run were never
+#: finished; waiting needs the user's own run; pending and skipped did nothing wrong; not
+#: applicable and succeeded are done.
 WORST_FIRST: tuple[str, ...] = (
-    FAILED, UNREACHABLE, PARTIAL, INTERRUPTED, NOT_SWITCHED, NOT_RUN, QUEUED, RUNNING, PENDING,
-    SKIPPED, SUCCEEDED,
+    FAILED, UNREACHABLE, PARTIAL, INTERRUPTED, PREDICTED_FAIL, NOT_SWITCHED, NOT_RUN, QUEUED,
+    RUNNING, WAITING, PENDING, SKIPPED, NOT_APPLICABLE, SUCCEEDED,
 )  # fmt: skip
 
 # What a finished (or dead) run's transient states mean: a host still queued never started;
@@ -275,8 +314,11 @@ USER_STATE_OF_HOST: dict[str, str] = {
     UNREACHABLE: USER_NEEDS_ACTION,
     NOT_SWITCHED: USER_NEEDS_ACTION,
     INTERRUPTED: USER_NEEDS_ACTION,
+    PREDICTED_FAIL: USER_NEEDS_ACTION,  # fix the cause before the wave, or CPUU fails
     SKIPPED: USER_WAITING,  # nobody was logged on: the next run (or logon) does it
+    WAITING: USER_WAITING,  # the user's own run is still to come
     PENDING: USER_WAITING,
+    NOT_APPLICABLE: USER_DONE,  # CPUU has nothing to switch for them
     NOT_RUN: USER_NOT_STARTED,
     QUEUED: USER_NOT_STARTED,
     RUNNING: USER_WAITING,

@@ -31,16 +31,9 @@ AUDIT_NEEDS_ATTENTION = 3
 
 def _policies(inventory: Path, limit: str | None, ask_pass: Any) -> list[tuple[str, Any, Any]]:
     """(host, connection, AuditPolicy) for each host the limit selects, in inventory order."""
-    from cpuu_fleet.audit import (
-        PROCESS_OFFLINE_VAR,
-        SOURCE_VAR,
-        TARGET_VAR,
-        AuditPolicy,
-        patterns_of,
-    )
     from cpuu_fleet.errors import InputError
-    from cpuu_fleet.inputs.hostvars import bool_word
     from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.visit.audit import audit_policy
 
     loaded = Inventory.load(inventory, ask_pass=ask_pass)
     hosts = loaded.select(limit, base_dir=Path.cwd())
@@ -48,12 +41,7 @@ def _policies(inventory: Path, limit: str | None, ask_pass: Any) -> list[tuple[s
         raise InputError(f"no host matches the limit {limit!r}", where=inventory)
     targets = []
     for host in hosts:
-        scope = host.scope(reveal=False, reveal_vault=True)  # vaulted server lists are real
-        policy = AuditPolicy(
-            source=patterns_of(scope.value(SOURCE_VAR)),
-            target=patterns_of(scope.value(TARGET_VAR)),
-            process_offline=bool_word(scope.value(PROCESS_OFFLINE_VAR, False)) is True,
-        )
+        policy = audit_policy(host.scope(reveal=False, reveal_vault=True))
         connection = host.connection
         connection.pypsrp_kwargs()  # resolves the password now: a missing one stops here
         targets.append((host.name, connection, policy))

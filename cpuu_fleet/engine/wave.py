@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import __version__, vocabulary
+from cpuu_fleet.audit import AuditPolicy
 from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.engine.lease import RunLease
 from cpuu_fleet.engine.planning import (
@@ -45,6 +46,7 @@ from cpuu_fleet.inputs.inventory import Inventory
 from cpuu_fleet.inputs.kerberos import check_kerberos
 from cpuu_fleet.inputs.payload import Payload, load_payload
 from cpuu_fleet.inputs.playbook import (
+    AUDIT_STEP,
     WHEN_NO_USER,
     Play,
     Playbook,
@@ -54,6 +56,7 @@ from cpuu_fleet.inputs.playbook import (
 )
 from cpuu_fleet.inputs.render import Renderer
 from cpuu_fleet.journal import Journal, new_run_id
+from cpuu_fleet.visit.audit import audit_policy
 from cpuu_fleet.visit.host_visit import (
     PlaySettings,
     SessionFactory,
@@ -193,6 +196,7 @@ class _PlayPrep:
         self.rendered: dict[str, tuple[dict[str, bytes], dict[str, bytes]]] = {}
         self.connections: dict[str, Any] = {}
         self.expected_users: dict[str, tuple[str, ...]] = {}
+        self.audit_policies: dict[str, AuditPolicy] = {}
         renderer = Renderer(_templates_dir(play)) if "push" in steps else None
         mode = self.run.mode if self.run else Mode.UPDATE
         self.warnings: list[str] = []
@@ -208,12 +212,15 @@ class _PlayPrep:
                 rendered = renderer.render_host(host, mode, extra_vars)
                 self.rendered[host.name] = (rendered.files, rendered.masked)
                 self.warnings.extend(rendered.warnings)
-            if self.run is not None:
+            if self.run is not None or "collect" in steps:  # collect judges an at-logon run
                 users = expected_users(
                     host.scope(reveal=False, extra=extra_vars, reveal_vault=True), host.name
                 )
                 if users:
                     self.expected_users[host.name] = users
+            if AUDIT_STEP in steps:
+                scope = host.scope(reveal=False, extra=extra_vars, reveal_vault=True)
+                self.audit_policies[host.name] = audit_policy(scope)
         self._check_batch_file()
 
     def _check_batch_file(self) -> None:
@@ -558,6 +565,7 @@ class Engine:
                 cpuu_runs=cpuu_runs,
                 limits=prep.play.limits,
                 expected_users=prep.expected_users,
+                audit_policies=prep.audit_policies,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}

@@ -8,7 +8,8 @@ file, the line and the key, before a single host is touched.
 The grammar follows Ansible where Ansible has a word for it (``hosts``, ``serial``,
 ``max_fail_percentage``, ``forks``, ``vars``) and uses its arithmetic exactly (see
 :func:`serial_batches`). What Ansible does with tasks, a play here does with ``steps``: the fixed
-pipeline ``preflight → push → run → collect`` (any subset, in that order).
+pipeline ``preflight → push → run → collect`` (any subset, in that order), with the read-only
+``audit`` before it, after it, or both (before and after ``run``: what moved).
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.datafiles import LineDict, LineList, parse_yaml
 from cpuu_fleet.limits import DEFAULT_LIMITS, BadLimit, Limits, parse_limits
 
-STEP_ORDER = ("preflight", "push", "run", "collect")
+STEP_ORDER = ("preflight", "push", "run", "collect", "audit")
+AUDIT_STEP = "audit"
+"""Read-only, so it may stand anywhere in a play, at most twice: before and after ``run`` (an
+audit of where every user's profiles point, :mod:`cpuu_fleet.visit.audit`). The other steps keep
+their order."""
 WHEN_NO_USER = ("skip", "at_logon")
+DISCONNECTED = ("skip", "run")
+"""The run's ``disconnected``: what to do for a user whose session is disconnected (see
+:attr:`RunOptions.disconnected`)."""
 USERS = ("one", "each")
 """The run's ``users``: ``one`` CPUU run per host, or ``each`` logged-on user's own (RDS)."""
 
@@ -58,7 +66,7 @@ _PLAY_KEYS = (
     "wave_groups",
     "limits",
 )
-_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users")
+_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users", "disconnected")
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
     "tasks": "a cpuu-fleet play has 'steps' (preflight, push, run, collect), not 'tasks'",
@@ -87,6 +95,15 @@ class RunOptions:
     """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
     ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
     own session, one after the other (the preflight step lists the sessions)."""
+    disconnected: str = "skip"
+    """A user whose session is disconnected (they closed their RDP client without logging off):
+    ``skip`` leaves them *waiting* (never done) for a later run; ``run`` starts CPUU in that
+    session all the same. Skip by default: nobody sees that desktop, so CPUU closes an Outlook
+    its user left open unseen and any prompt (a target password, CPUU's own questions) waits
+    for nobody until the run's deadline kills it (docs/migration field notes 2.1 and 2.11:
+    user-context runs need a live session, CPUU stops Outlook, a switch "cannot be fully
+    silent"); and Windows does not document that an interactive task starts in a disconnected
+    session at all."""
 
     @property
     def command(self) -> str:
@@ -561,14 +578,7 @@ def _parse_steps(check: _Checker, value: Any, label: str, line: int | None) -> t
             close = difflib.get_close_matches(name, STEP_ORDER, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"steps are: {', '.join(STEP_ORDER)}"
             raise check.fail(f"{label}: unknown step {name!r} ({hint})", item_line)
-        if any(s.name == name for s in steps):
-            raise check.fail(f"{label}: step {name!r} is listed twice", item_line)
-        if steps and STEP_ORDER.index(name) < STEP_ORDER.index(steps[-1].name):
-            raise check.fail(
-                f"{label}: step {name!r} must come before {steps[-1].name!r}"
-                f" (the order is {' → '.join(STEP_ORDER)})",
-                item_line,
-            )
+        _check_place(check, steps, name, label, item_line)
         run = None
         if name == "run":
             run = _parse_run(check, options, label, options_line)
@@ -582,6 +592,31 @@ def _parse_steps(check: _Checker, value: Any, label: str, line: int | None) -> t
             raise check.fail(f"{label}: step {name!r} takes no options", options_line)
         steps.append(StepSpec(name=name, run=run, line=item_line))
     return tuple(steps)
+
+
+def _check_place(
+    check: _Checker, steps: list[StepSpec], name: str, label: str, line: int | None
+) -> None:
+    """Each step once and in order; ``audit`` anywhere, twice only with ``run`` between."""
+    names = [s.name for s in steps]
+    if name == AUDIT_STEP:
+        if AUDIT_STEP in names and (
+            names.count(AUDIT_STEP) > 1 or "run" not in names[names.index(AUDIT_STEP) :]
+        ):
+            raise check.fail(
+                f"{label}: step 'audit' may be listed twice only before and after 'run'", line
+            )
+        return
+    if name in names:
+        raise check.fail(f"{label}: step {name!r} is listed twice", line)
+    ordered = [n for n in names if n != AUDIT_STEP]
+    if ordered and STEP_ORDER.index(name) < STEP_ORDER.index(ordered[-1]):
+        shown = " → ".join(n for n in STEP_ORDER if n != AUDIT_STEP)
+        raise check.fail(
+            f"{label}: step {name!r} must come before {ordered[-1]!r} (the order is {shown};"
+            " 'audit' may stand anywhere)",
+            line,
+        )
 
 
 def _step_name(
@@ -653,10 +688,17 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         raise check.fail(
             f"{label}: step 'run': 'users' must be one of: {', '.join(USERS)}", where("users")
         )
+    disconnected = options.get("disconnected", "skip")
+    if disconnected not in DISCONNECTED:
+        raise check.fail(
+            f"{label}: step 'run': 'disconnected' must be one of: {', '.join(DISCONNECTED)}",
+            where("disconnected"),
+        )
     return RunOptions(
         mode=mode,
         when_no_user=when,
         timeout=int(timeout),
         batch_file=batch_file.strip() if batch_file else None,
         users=users,
+        disconnected=disconnected,
     )

@@ -73,6 +73,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "StateDirectory",
             "ExpectedUser",
             "SourceDirectory",
+            "Disconnected",
         ),
         ("Action", "TaskName"),
     ),
@@ -388,6 +389,7 @@ def preflight(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
                     "Sid": ws.sid_of(session.user),
                     "SessionId": session.session_id,
                     "Kind": session.kind,
+                    "State": "disconnected" if session.disconnected else "active",
                     "LogonTime": iso_utc(
                         datetime.fromtimestamp(session.logon_time, tz=timezone.utc)
                     ),
@@ -673,6 +675,7 @@ def _task_report(
     not_started: bool = False,
     settled: bool = True,
     other_users: list[str] | None = None,
+    disconnected: list[str] | None = None,
 ) -> dict[str, Any]:
     task: ScheduledTask | None = ws.task(name)
     marker_killed = bool(marker and marker.get("Killed"))
@@ -693,6 +696,7 @@ def _task_report(
         "NotStarted": not_started,
         "Settled": settled,
         "OtherUsers": list(other_users or []),
+        "Disconnected": list(disconnected or []),
     }
     if task is None:
         if marker is not None:  # removed after it ended: the marker kept what became of it
@@ -734,6 +738,9 @@ class _TaskCall:
         self.command = _str(call, "Command")
         self.working_directory = _str(call, "WorkingDirectory")
         self.expected = _strings(call, "ExpectedUser")
+        self.skip_disconnected = _choice(call, "Disconnected", ("Skip", "Run"), "Run") == "Skip"
+        self.disconnected: list[str] = []
+        """Users whose session is disconnected, passed over (``-Disconnected Skip``)."""
         self.other_users: list[str] = []
         """Logged-on users CPUU is not for (no expected user among them, or several users and
         nobody expected): the report names them."""
@@ -771,7 +778,11 @@ class _TaskCall:
         else the one RDP user. None: nobody to run for now (``other_users`` says who is on)."""
         ws = self.ws
         console = ws.interactive_user
-        on = ([console] if console is not None else []) + [s.user for s in ws.remote_sessions]
+        remote = list(ws.remote_sessions)
+        if self.skip_disconnected:
+            self.disconnected = [s.user for s in remote if s.disconnected]
+            remote = [s for s in remote if not s.disconnected]
+        on = ([console] if console is not None else []) + [s.user for s in remote]
         if expected:
             wanted = {sid.casefold() for _, sid in expected}
             for user in on:
@@ -1102,6 +1113,7 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         not_started=not_started,
         settled=settled,
         other_users=task.other_users,
+        disconnected=task.disconnected,
     )
     host.write_output(report)
 

@@ -21,7 +21,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -222,6 +222,9 @@ class Session:
     kind: str
     """``console`` or ``rdp``."""
     logon_time: float
+    disconnected: bool = False
+    """The user left the session without logging off (an RDP client closed): it goes on, with
+    its shell and processes, and nobody sees its desktop (``quser`` shows no session name)."""
 
 
 @dataclass
@@ -508,6 +511,15 @@ class Workstation:
             self.remote_sessions.append(session)
             self._logged_on(user)
             return session
+
+    def rdp_disconnect(self, user: str, disconnected: bool = True) -> None:
+        """The RDP user's client goes away without a logoff (or, ``False``, reconnects): the
+        session and its processes stay; no logon trigger fires either way."""
+        with self.lock:
+            session = self._remote_session(user)
+            if session is not None:
+                at = self.remote_sessions.index(session)
+                self.remote_sessions[at] = replace(session, disconnected=disconnected)
 
     def rdp_logoff(self, user: str) -> None:
         """The RDP user logs off: their session's processes and tasks end."""

@@ -28,12 +28,14 @@ from cpuu_fleet.errors import InputError
 from cpuu_fleet.inputs.mailboxes import MailboxInput
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
+from cpuu_fleet.report.audit import audit_tables, journal_audit, write_audit
 from cpuu_fleet.report.csvs import write_csvs
 from cpuu_fleet.report.figures import Figures, build_figures
 from cpuu_fleet.report.frames import ReportFrames, load_frames
 from cpuu_fleet.report.html import write_html
 from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
 from cpuu_fleet.report.progress import Progress, progress_frames, write_progress_csv
+from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
 from cpuu_fleet.report.summary import summary_table
@@ -75,7 +77,9 @@ def write_report(
     mailboxes: MailboxInput | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``,
-    ``pending.txt``, ``progress.csv``, ``report.html`` and ``summary.png``.
+    ``pending.txt``, ``progress.csv``, ``report.html`` and ``summary.png``; after a play with an
+    ``audit`` step also its Audit and Still on source sheets, ``audit.csv`` and
+    ``still-on-source.csv`` (:mod:`.audit`).
 
     ``run_ids`` empty means the journal's latest run. An unknown run id, or a journal without a
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
@@ -90,15 +94,24 @@ def write_report(
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
     progress = progress_frames(frames, mailboxes, tables.links if tables is not None else None)
+    with JournalReader(journal) as reader:  # a play's audit step: its latest rows per host
+        audited = journal_audit(reader, selected, set(frames.hosts["host"]))
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         workbook = write_workbook(
-            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables, progress=progress
+            frames,
+            out_dir / WORKBOOK_NAME,
+            max_rows=max_rows,
+            mailboxes=tables,
+            progress=progress,
+            extra=audit_tables(audited) if audited else (),
         )
         paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
         if tables is not None:
             paths.update(write_mailbox_csvs(tables, out_dir))
+        if audited:
+            paths.update(write_audit(audited, out_dir))
         paths.update(write_progress_csv(progress, out_dir))
         result = ReportResult(
             out_dir, selected, paths, frames.summary, workbook.sheets, frames, tables, progress

@@ -8,13 +8,16 @@ profiles, or whose hive was locked, has one row; a host that could not be audite
 error). Reading an ``audit.csv`` back (:func:`read_audit_csv`) gives the rows a comparison needs;
 both sides of a comparison are read from their files, so a cell's formula guard is the same on
 both. ``audit.xlsx`` holds the same rows as sheets (Audit, Still on source, Moved), written as the
-wave's workbook is (:mod:`cpuu_fleet.report.workbook`: text cells never formulas, long tables
+wave's workbook is; a play's ``audit`` step puts the same sheets into ``report.xlsx`` and the same
+CSVs beside it (:func:`journal_audit` reads its rows back from the journal) (:mod:`cpuu_fleet.report.workbook`: text cells never formulas, long tables
 continued on ``<name> (2)``).
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import sqlite3
 from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -24,6 +27,7 @@ import pandas as pd
 from cpuu_fleet.audit import AuditRow, Comparison, describe_prediction, still_on_source
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.report.csvs import write_csv
+from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.sheets import INT, TEXT, Column, Formats, write_table
 from cpuu_fleet.report.workbook import WRITER_OPTIONS
 
@@ -155,10 +159,12 @@ def _as_text_flags(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def write_audit_workbook(
-    rows: list[AuditRow], path: Path, moved: pd.DataFrame | None = None
-) -> Path:
-    """``audit.xlsx``: the Audit sheet, Still on source, and Moved when two audits were compared."""
+AuditTable = tuple[str, pd.DataFrame, tuple[Column, ...]]
+
+
+def audit_tables(rows: list[AuditRow], moved: pd.DataFrame | None = None) -> list[AuditTable]:
+    """The sheets an audit adds (Audit, Still on source; Moved when two audits were compared):
+    ``audit.xlsx`` and a wave's ``report.xlsx`` write the same ones."""
     tables = [
         ("Audit", _as_text_flags(_frame(rows, AUDIT_COLUMNS)), AUDIT_COLUMNS),
         (
@@ -169,10 +175,38 @@ def write_audit_workbook(
     ]
     if moved is not None:
         tables.append(("Moved", moved, MOVED_COLUMNS))
+    return [(name, frame, _sheet_columns(keys)) for name, frame, keys in tables]
+
+
+def write_audit_workbook(
+    rows: list[AuditRow], path: Path, moved: pd.DataFrame | None = None
+) -> Path:
+    """``audit.xlsx``: the Audit sheet, Still on source, and Moved when two audits were compared."""
     with pd.ExcelWriter(
         path, engine="xlsxwriter", engine_kwargs={"options": dict(WRITER_OPTIONS)}
     ) as writer:
         formats = Formats(writer.book)
-        for name, frame, keys in tables:
-            write_table(writer.book, formats, name, frame, _sheet_columns(keys), state_key=None)
+        for name, frame, columns in audit_tables(rows, moved):
+            write_table(writer.book, formats, name, frame, columns, state_key=None)
     return path
+
+
+def journal_audit(reader: JournalReader, run_ids: list[str], hosts: set[str]) -> list[AuditRow]:
+    """The rows of each host's latest ``audit`` step in the selected runs (a play that audits
+    before and after its run: the after), for the hosts the report shows. A journal written
+    before the audit step has no such table: no rows."""
+    try:
+        table = reader.table("audit_rows", "id, host, attempt_id, row_json", run_ids)
+    except (pd.errors.DatabaseError, sqlite3.Error):
+        return []
+    table = table[table["host"].isin(hosts)]
+    if table.empty:
+        return []
+    latest = table.groupby("host")["attempt_id"].transform("max")
+    table = table[table["attempt_id"] == latest].sort_values("id")
+    names = set(AUDIT_COLUMNS)
+    rows = []
+    for text in table["row_json"]:
+        data = json.loads(text)
+        rows.append(AuditRow(**{k: v for k, v in data.items() if k in names}))
+    return rows

@@ -14,6 +14,7 @@ Sheets that pass Excel's row limit continue on ``<name> (2)``, and the Summary s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -178,8 +179,10 @@ def write_workbook(
     fast: bool = True,
     mailboxes: MailboxFrames | None = None,
     progress: Progress | None = None,
+    extra: Sequence[tuple[str, pd.DataFrame, Sequence[Column]]] = (),
 ) -> WorkbookResult:
     """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
+    ``extra``: more tables, after the others (a play's audit: :func:`.audit.audit_tables`).
 
     ``fast=False`` writes every cell through XlsxWriter's API instead of :mod:`.rowxml` (the
     fallback path, kept tested and measured).
@@ -191,6 +194,7 @@ def write_workbook(
         ("Action list", frames.actions, ACTION_COLUMNS),
         ("Attempts", frames.attempts, ATTEMPT_COLUMNS),
         *(sheet_tables(mailboxes) if mailboxes is not None else []),
+        *extra,
     ]
     planned = {name: sheet_names(name, len(frame), max_rows) for name, frame, _ in tables}
     result = WorkbookResult(path)

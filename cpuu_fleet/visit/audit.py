@@ -18,7 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpuu_fleet.audit import HIVE_STATES, MAX_TEXT, AuditPolicy, AuditRow, judge
+from cpuu_fleet.audit import (
+    HIVE_STATES,
+    MAX_TEXT,
+    PROCESS_OFFLINE_VAR,
+    SOURCE_VAR,
+    TARGET_VAR,
+    AuditPolicy,
+    AuditRow,
+    judge,
+    patterns_of,
+    still_on_source,
+)
+from cpuu_fleet.inputs.hostvars import bool_word
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import printable
 from cpuu_fleet.visit.session import HostSession, SessionError, limit_error
@@ -35,6 +47,24 @@ class HostAudit:
     rows: list[AuditRow] = field(default_factory=list)
     error: SessionError | None = None
     truncated: bool = False
+
+    def details(self) -> dict[str, Any]:
+        """What the audit step's journal attempt says (its rows have a table of their own)."""
+        return {
+            "rows": len(self.rows),
+            "on_source": len(still_on_source(self.rows)),
+            "truncated": self.truncated,
+        }
+
+
+def audit_policy(scope: Any) -> AuditPolicy:
+    """A host's patterns and options from its inventory variables (a ``HostScope`` revealing
+    vaulted values: server lists may be vaulted, and are not secrets once matched)."""
+    return AuditPolicy(
+        source=patterns_of(scope.value(SOURCE_VAR)),
+        target=patterns_of(scope.value(TARGET_VAR)),
+        process_offline=bool_word(scope.value(PROCESS_OFFLINE_VAR, False)) is True,
+    )
 
 
 def _text(value: Any) -> str:
@@ -104,16 +134,22 @@ def audit_host(
     try:
         with open_session(name, connection) as session:
             session.limits = limits
-            result = session.run(
-                "audit", {"MaxRows": min(limits.result_rows, 100000)}, during="audit"
-            )
-        audit = parse_rows(name, result.output, limits)
-        audit.rows = judge(audit.rows, policy)
-        return audit
+            return read_audit(session, name, policy, limits)
     except SessionError as error:
         return _failed(name, error)
     except Exception as exc:  # a bug of ours must not stop the other hosts
         return _failed(name, SessionError(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+
+def read_audit(
+    session: HostSession, name: str, policy: AuditPolicy, limits: Limits = DEFAULT_LIMITS
+) -> HostAudit:
+    """One read-only ``audit`` pipeline on an open session, its rows parsed and judged (the
+    ``audit`` command's visit and a play's ``audit`` step alike). Raises SessionError."""
+    result = session.run("audit", {"MaxRows": min(limits.result_rows, 100000)}, during="audit")
+    audit = parse_rows(name, result.output, limits)
+    audit.rows = judge(audit.rows, policy)
+    return audit
 
 
 def _failed(name: str, error: SessionError) -> HostAudit:

@@ -4,7 +4,9 @@ Why apart from :mod:`.host_visit`: a workstation's run step is one CPUU run for 
 the play's ``run: {users: each}`` runs CPUU once in each user's own session, each as its own
 scheduled task with its own run folder, result file and journal rows (a ``run`` attempt each),
 one user after the other (a cap of one concurrent CPUU run per host: CPUU stops Outlook and
-rewrites profiles, and many at once on one server would compete for its disk and CPU).
+rewrites profiles, and many at once on one server would compete for its disk and CPU). A user
+whose session is disconnected is passed over by the host under ``disconnected: skip`` (the
+default): that user's run reads ``waiting``, and so does the host.
 
 Never twice holds per user: each user's task is named after the CPUU run and the user
 (:func:`user_task_name`), so the host's run marker refuses a second start for the same user in the
@@ -60,7 +62,7 @@ def user_task_name(ctx: HostContext, options: RunOptions, user: str) -> str:
 def targets(ctx: HostContext, earlier: dict[str, RunResult]) -> list[Target]:
     """Whom to run CPUU for on this host: each session's user (``cpuu_user`` narrows them), then
     the users this CPUU run already ran for here who are no longer logged on, then the expected
-    users who are not logged on (their run finds nobody and is skipped: the host is not done
+    users who are not logged on (their run finds nobody and leaves the host waiting: not done
     until each of them is; no at-logon task per user, so that two runs never leave two tasks
     waiting for the same user's logon)."""
     if ctx.preflight is None:

@@ -16,24 +16,26 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cpuu_fleet import journal as states
+from cpuu_fleet.audit import AuditPolicy
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.inputs.connection import DEFAULTS
 from cpuu_fleet.inputs.payload import Payload
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
+from cpuu_fleet.visit.audit import HostAudit, read_audit
 from cpuu_fleet.visit.each_user import (
     finished_runs,
     host_verdict,
     profile_results,
     run_each_user,
 )
-from cpuu_fleet.visit.outcome import HostOutcome, judge
+from cpuu_fleet.visit.outcome import HostOutcome, judge, judge_audit
 from cpuu_fleet.visit.session import (
     HostSession,
     Interrupted,
@@ -108,6 +110,8 @@ class PlaySettings:
     """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
     expected_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
+    audit_policies: dict[str, AuditPolicy] = field(default_factory=dict)
+    """Host name → its source/target patterns, for the ``audit`` step."""
 
     @property
     def same_cpuu_runs(self) -> tuple[str, ...]:
@@ -130,10 +134,13 @@ class _StepRecorder:
         self.host = host
         self.attempt = attempt
         self.emit = emit
+        self.attempt_id = 0
+        """The journal id of the latest step attempt (rows of its own refer to it)."""
 
     def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
         journal = self.play.journal
         attempt_id = journal.start_step(self.play.run_id, self.host, step, self.attempt)
+        self.attempt_id = attempt_id
         self.emit("step_started", step, {"attempt": self.attempt})
         started = time.monotonic()
         try:
@@ -286,6 +293,8 @@ class _Visit:
         self.users_unfinished = False
         """The run step broke off before every user's run ended."""
         self.collected = CollectResult()
+        self.audit: HostAudit | None = None
+        """The latest ``audit`` step's rows (a play may audit before and after its run)."""
         self.plan: PushPlan | None = None
         self.session: HostSession
 
@@ -325,6 +334,20 @@ class _Visit:
         self.details["preflight"] = found.details()
         if self.play.check and (self.play.payload or self.ctx.rendered_files):
             self.plan = plan_push(self.ctx)
+
+    def _audit(self) -> None:
+        """Read-only: where every user's profiles point; the rows journalled with the step."""
+        policy = self.play.audit_policies.get(self.ctx.host, AuditPolicy())
+        audit = self.steps.run(
+            "audit",
+            lambda: read_audit(self.session, self.ctx.host, policy, self.play.limits),
+            _ok,
+        )
+        self.play.journal.add_audit_rows(
+            self.play.run_id, self.ctx.host, self.steps.attempt_id, map(asdict, audit.rows)
+        )
+        self.audit = audit
+        self.details["audit"] = audit.details()
 
     def _push(self) -> None:
         if self.play.check:
@@ -442,6 +465,8 @@ class _Visit:
                 self.user_runs, rows, error, unfinished=self.users_unfinished
             )
             self.ctx.user = ", ".join(dict.fromkeys(r.user for r in self.user_runs if r.user))
+        elif self.audit is not None and self.run_result is None and error is None:
+            verdict = judge_audit(self.audit.rows)  # no run: what the audit predicts
         else:
             profiles = _run_profiles(self.play, self.ctx.host) if ran else self.collected.profiles
             verdict = judge(self.run_result, profiles, error, check_mode=self.play.check)
@@ -545,7 +570,10 @@ def _at_logon_result(session: HostSession, task_name: str, ctx: HostContext) -> 
     user = run.user if run.user and run.user.casefold() != "builtin\\users" else ctx.user
     if user and run.ran:
         ctx.user = user
-    return replace(run, user=user if run.ran else None, seconds=None)
+    # Whom it was for (cpuu_user): a run by anybody else never marks them done (outcome.judge).
+    return replace(
+        run, user=user if run.ran else None, seconds=None, expected=tuple(ctx.expected_users)
+    )
 
 
 def _pick_up_pending(

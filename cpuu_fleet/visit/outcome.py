@@ -22,7 +22,18 @@ aborted by the operator (second Ctrl-C) while CPUU     failed        interrupted
 ran; the run step stays unfinished for --resume
 Undo refused: Cleanup already succeeded on the host    failed        policy
 nobody logged on, policy ``skip``                      skipped       policy
+the expected user (``cpuu_user``, a ``users: each``    waiting       policy
+user) not logged on, policy ``skip``
 nobody logged on, policy ``at_logon``                  pending       —
+CPUU ran for a user the host is not for (an at-logon   waiting       policy
+task that fired for another user)
+the user's session is disconnected, policy              waiting       policy
+``disconnected: skip``
+exit 0 and no profile line at all (no Outlook profile) not_applicable —
+an audit and no run step: a profile predicted to fail  predicted_fail cpuu
+(code 6 or 22)
+an audit and no run step: every user New Outlook or    not_applicable —
+without a profile
 CPUU killed on our deadline (its exit code 1 is NOT    failed        cpuu
 success)
 a Windows exit code, not CPUU's mask (9009: cmd      failed        cpuu
@@ -59,9 +70,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult
+from cpuu_fleet.audit import PREDICT_NEW_OUTLOOK, PREDICT_NO_PROFILE, AuditRow, describe_prediction
+from cpuu_fleet.cpuu import FAILURE_FLAGS, ExitFlags, ExitStatus, Outcome, ProfileResult, code_info
 from cpuu_fleet.visit.session import SessionError
-from cpuu_fleet.vocabulary import ErrorClass
+from cpuu_fleet.vocabulary import NOT_APPLICABLE, PREDICTED_FAIL, WAITING, ErrorClass
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,23 @@ class RunResult:
     users on a host that names none (run-task's ``OtherUsers``, made printable)."""
     expected: tuple[str, ...] = ()
     """Whom CPUU is for on this host (``cpuu_user``); empty: whoever is logged on."""
+    disconnected: tuple[str, ...] = ()
+    """Users passed over because their session is disconnected (the play's ``disconnected:
+    skip``; run-task's ``Disconnected``, made printable)."""
+
+    @property
+    def unexpected_user(self) -> bool:
+        """CPUU ran for somebody the host is not for: a name none of the expected users has.
+
+        Assumption: the host reports the user as a name (run-task's ``User``), so an expected
+        user given as a SID cannot be told apart from someone else here; such a run is not
+        called unexpected (run-task's ``-ExpectedUser`` already refuses anybody else for a run
+        it starts; this catches an at-logon task that fired for another user)."""
+        if not (self.ran and self.user and self.expected):
+            return False
+        if any(name.upper().startswith("S-1-") for name in self.expected):
+            return False
+        return self.user.casefold() not in {name.casefold() for name in self.expected}
 
     @classmethod
     def from_details(cls, data: dict[str, Any], resumed: str = "finished") -> RunResult:
@@ -105,6 +134,8 @@ class RunResult:
             user=data.get("user"),
             resumed=resumed,
             started_at=data.get("started_at"),
+            expected=tuple(str(name) for name in data.get("expected") or ()),
+            disconnected=tuple(str(name) for name in data.get("disconnected") or ()),
         )
 
     def details(self) -> dict[str, Any]:
@@ -118,6 +149,12 @@ class RunResult:
                 data[key] = True
         if self.other_users:
             data["other_users"] = list(self.other_users)
+        if self.expected:
+            data["expected"] = list(self.expected)
+        if self.disconnected:
+            data["disconnected"] = list(self.disconnected)
+        if self.unexpected_user:
+            data["unexpected_user"] = True
         if self.seconds is not None:
             data["seconds"] = round(self.seconds, 3)
         return data
@@ -145,8 +182,11 @@ class HostOutcome:
 
 
 # Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).
+_BAD_OUTCOMES = (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
+
+
 def _bad(profile: ProfileResult) -> bool:
-    return profile.info.outcome in (Outcome.FAILED, Outcome.NEEDS_ACTION, Outcome.UNKNOWN)
+    return profile.info.outcome in _BAD_OUTCOMES
 
 
 def judge_exit(
@@ -181,6 +221,10 @@ def judge_exit(
             return HostOutcome(state, ErrorClass.CPUU.value, detail)
         if ok:
             return HostOutcome(states.SUCCEEDED, None, "nothing left to do (" + detail + ")")
+        if not results:
+            return HostOutcome(
+                NOT_APPLICABLE, None, "CPUU listed no Outlook profile (" + detail + ")"
+            )
         return HostOutcome(states.SKIPPED, None, "nothing to do (" + detail + ")")
     if flags & (ExitFlags.CRASH | ExitFlags.GLOBAL_ERR):
         # The run did not complete: whatever it did before, the workstation is not done.
@@ -220,6 +264,8 @@ def judge(
     profiles = list(profiles)
     if run is not None and run.ran and run.exit_code is not None:
         verdict = judge_exit(run.exit_code, profiles, killed=run.killed)
+        if run.unexpected_user:
+            verdict = _not_theirs(run, verdict)
         if error is not None:
             message = f"{verdict.error_message}; afterwards: {error.message}"
             if error.error_class is ErrorClass.LIMIT:
@@ -257,12 +303,37 @@ def judge(
             f"{_who_is_on(run)}: CPUU will run at the next logon of"
             f" {_for_whom(run)}; collect later",
         )
+    if run.no_user and run.disconnected:
+        return HostOutcome(
+            WAITING,
+            ErrorClass.POLICY.value,
+            f"{', '.join(run.disconnected[:5])}: session disconnected (policy disconnected:"
+            f" skip), waiting for a later run"
+            + (f"; logged on: {', '.join(run.other_users[:5])}" if run.other_users else ""),
+        )
+    if run.no_user and run.expected:
+        return HostOutcome(
+            WAITING,
+            ErrorClass.POLICY.value,
+            f"{_who_is_on(run)}: waiting for {_for_whom(run)} (no at-logon task: policy skip)",
+        )
     if run.no_user:
         return HostOutcome(
             states.SKIPPED, ErrorClass.POLICY.value, f"{_who_is_on(run)} (policy: skip)"
         )
     return HostOutcome(
         states.FAILED, ErrorClass.INTERNAL.value, "the run step ended without a result"
+    )
+
+
+def _not_theirs(run: RunResult, verdict: HostOutcome) -> HostOutcome:
+    """A run by somebody the host is not for: recorded as theirs, never the expected user's."""
+    said = f"{verdict.state}" + (f": {verdict.error_message}" if verdict.error_message else "")
+    return HostOutcome(
+        WAITING,
+        ErrorClass.POLICY.value,
+        f"run by an unexpected user {run.user} (CPUU is for {_for_whom(run)}; their run: {said});"
+        f" {_for_whom(run)} is still to be run for",
     )
 
 
@@ -278,3 +349,42 @@ def _who_is_on(run: RunResult) -> str:
 
 def _for_whom(run: RunResult) -> str:
     return " or ".join(run.expected[:3]) if run.expected else "a user"
+
+
+_NOT_APPLICABLE_PREDICTIONS = frozenset({PREDICT_NEW_OUTLOOK, PREDICT_NO_PROFILE})
+SHOWN_PREDICTIONS = 5
+"""Predicted failures named in a host's message (audit.csv has them all)."""
+
+
+def judge_audit(rows: Iterable[AuditRow]) -> HostOutcome:
+    """A visit with an audit and no run step: what the audit predicts CPUU will say.
+
+    A profile predicted to end with a code that is not success (6: cached without
+    ``cpuu_process_offline``; 22: OST larger than the free disk) makes the host ``predicted to
+    fail``, the code in the message: fix it before the wave. Every user New Outlook or without
+    a profile: ``not applicable``. Otherwise the audit found nothing in the way (``succeeded``).
+    Predictions CPUU has no code for (an unknown server, a locked hive) fail nothing: the
+    audit's rows name them."""
+    rows = [row for row in rows if row.prediction]
+    failing = [
+        row
+        for row in rows
+        if row.predicted_code is not None and code_info(row.predicted_code).outcome in _BAD_OUTCOMES
+    ]
+    if failing:
+        named = ", ".join(
+            f"{row.user or row.sid} {row.profile!r}: {describe_prediction(row.prediction)}"
+            for row in failing[:SHOWN_PREDICTIONS]
+        )
+        more = len(failing) - SHOWN_PREDICTIONS
+        return HostOutcome(
+            PREDICTED_FAIL,
+            ErrorClass.CPUU.value,
+            f"{len(failing)} profile(s) predicted to fail: {named}"
+            + (f", +{more} more (audit.csv)" if more > 0 else ""),
+        )
+    if rows and all(row.prediction in _NOT_APPLICABLE_PREDICTIONS for row in rows):
+        return HostOutcome(
+            NOT_APPLICABLE, None, "the audit found nothing for CPUU (New Outlook or no profile)"
+        )
+    return HostOutcome(states.SUCCEEDED, None, f"audited: {len(rows)} row(s)")

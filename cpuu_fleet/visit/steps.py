@@ -161,7 +161,8 @@ class PreflightResult:
     """Files to push that another process held open exclusively: not hashed, so pushed again."""
     sessions: tuple[dict[str, Any], ...] = ()
     """Every user with an interactive shell (``user``, ``sid``, ``kind``: console, rdp or unknown,
-    ``session_id``, ``logon_time``), the console's user included: RDP users are seen here only."""
+    ``state``: active, disconnected or None when the host could not tell, ``session_id``,
+    ``logon_time``), the console's user included: RDP users are seen here only."""
 
     def details(self) -> dict[str, Any]:
         return {
@@ -181,6 +182,7 @@ class PreflightResult:
 MAX_SESSIONS = 500
 """Sessions kept from a preflight report (a Remote Desktop Session Host may have hundreds)."""
 _SESSION_KINDS = ("console", "rdp")
+_SESSION_STATES = ("active", "disconnected")
 _SID = re.compile(r"S-1-[0-9]+(-[0-9]+){1,15}")
 
 
@@ -196,12 +198,14 @@ def _sessions(value: Any) -> tuple[dict[str, Any], ...]:
         session_id = item.get("SessionId")
         sid = item.get("Sid")
         kind = item.get("Kind")
+        state = item.get("State")
         logon = item.get("LogonTime")
         found.append(
             {
                 "user": printable(item["User"][:256]),
                 "sid": sid if isinstance(sid, str) and _SID.fullmatch(sid) else None,
                 "kind": kind if kind in _SESSION_KINDS else "unknown",
+                "state": state if state in _SESSION_STATES else None,
                 "session_id": session_id
                 if isinstance(session_id, int) and not isinstance(session_id, bool)
                 else None,
@@ -578,7 +582,12 @@ def read_task_report(
     others = _other_users(data.get("OtherUsers"))
     if data.get("NoUser") and not data.get("Exists") and not data.get("Marker"):
         return RunResult(
-            task_name, no_user=True, seconds=seconds, resumed=resumed, other_users=others
+            task_name,
+            no_user=True,
+            seconds=seconds,
+            resumed=resumed,
+            other_users=others,
+            disconnected=_other_users(data.get("Disconnected")),
         )
     if data.get("NotStarted"):
         # Start-ScheduledTask is asynchronous and the instance never came up (its user logged
@@ -699,6 +708,7 @@ def run_cpuu(
         "WorkingDirectory": folder,
         "SourceDirectory": ctx.staging,
         "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
+        "Disconnected": "Run" if options.disconnected == "run" else "Skip",
         "TimeoutSeconds": int(timeout_s),
         "StateDirectory": STATE_DIR,
     }

@@ -78,6 +78,18 @@ def test_percentages_on_the_command_line():
             parse_percentage_option(bad, "--max-unreachable-percentage")
 
 
+def test_a_play_may_audit_before_and_after_its_run(tmp_path):
+    path = tmp_path / "p.yml"
+    path.write_text(
+        "- hosts: all\n  steps: [audit, preflight, push, {run: {mode: update}}, collect, audit]\n",
+        "utf-8",
+    )
+    names = load_playbook(path).plays[0].step_names
+    assert names == ("audit", "preflight", "push", "run", "collect", "audit")
+    path.write_text("- hosts: all\n  steps: [preflight, audit]\n", "utf-8")
+    assert load_playbook(path).plays[0].step_names == ("preflight", "audit")
+
+
 def test_max_unreachable_percentage_in_a_playbook(tmp_path):
     path = tmp_path / "p.yml"
     path.write_text(
@@ -211,6 +223,16 @@ def _error(write_playbook, text) -> InputError:
             "- name: x\n  hosts: wave1\n  steps:\n    - run: {mode: update}\n    - push\n",
             5,
             "step 'push' must come before 'run'",
+        ),
+        (
+            "- name: x\n  hosts: wave1\n  steps: [audit, preflight, audit]\n",
+            3,
+            "step 'audit' may be listed twice only before and after 'run'",
+        ),
+        (
+            "- name: x\n  hosts: wave1\n  steps: [audit, {run: {mode: update}}, audit, audit]\n",
+            3,
+            "step 'audit' may be listed twice only before and after 'run'",
         ),
         ("- name: x\n  hosts: wave1\n  steps:\n    - run\n", 4, "step 'run' needs a mode"),
         (

@@ -82,6 +82,7 @@ def test_preflight_reports_the_workstation(ws):
                 "Sid": ws.sid_of("CORP\\jdupont"),
                 "SessionId": 1,
                 "Kind": "console",
+                "State": "active",
                 "LogonTime": facts["Sessions"][0]["LogonTime"],
             }
         ],
@@ -234,6 +235,7 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "NotStarted": False,
         "Settled": True,
         "OtherUsers": [],
+        "Disconnected": [],
     }
     assert staged.ws.fs.glob(run_dir("cpuu-fleet-run"), "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"

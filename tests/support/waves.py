@@ -42,6 +42,7 @@ def make_playbook(
     hosts: str = "all",
     folder: Path | None = None,
     users: str | None = None,
+    disconnected: str | None = None,
 ) -> Playbook:
     """Write a real playbook YAML (as an operator would) and load it with the real loader."""
     spec: list[object] = []
@@ -50,6 +51,8 @@ def make_playbook(
             run = {"mode": mode.value, "when_no_user": when_no_user, "timeout": timeout}
             if users is not None:
                 run["users"] = users
+            if disconnected is not None:
+                run["disconnected"] = disconnected
             spec.append({"run": run})
         else:
             spec.append(name)

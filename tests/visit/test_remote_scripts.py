@@ -99,3 +99,17 @@ def test_run_task_kills_the_tree_and_stops_before_unregistering():
     assert text.count("= Stop-ScheduledTask ") == 1
     remove = text[text.index("'Remove' {") :]
     assert remove.index("= Stop-FleetTaskTree") < remove.index("= Unregister-ScheduledTask")
+
+
+def _function(text: str, name: str) -> str:
+    """The text of ``function <name> { ... }`` in a script (up to its closing brace at column 0)."""
+    found = re.search(rf"^function {re.escape(name)} \{{\n.*?^\}}\n", text, re.M | re.S)
+    assert found, name
+    return found.group(0)
+
+
+def test_preflight_and_run_task_read_disconnected_sessions_with_the_same_function():
+    """Each script is sent as one self-contained text (no include), so quser's reading stands in
+    both; they must never drift apart (one assumption, docs/remote-scripts.md)."""
+    name = "Get-DisconnectedSessionIds"
+    assert _function(load_script("preflight"), name) == _function(load_script("run-task"), name)

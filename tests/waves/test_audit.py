@@ -81,6 +81,18 @@ def _listed(rows: list[dict[str, str]]) -> set[tuple[str, str, str, str]]:
     return {(r["host"], r["user"], r["profile"], r["mailbox"]) for r in rows}
 
 
+def _mixed_audit_fleet(wave_factory):
+    """Five audit_mix hosts, mixed-ish: one user's mailbox is not switched yet (CPUU leaves the
+    profile: code 0), one host has nobody logged on (the wave skips it), and the away users'
+    profiles never move."""
+    wave = wave_factory(5, "audit_mix")
+    hosts = wave.fleet.hosts
+    ws = hosts[0].workstation
+    ws.profiles_of(ws.interactive_user)[0].mailbox_switched = False
+    hosts[3].workstation.logoff()
+    return wave
+
+
 def test_audit_sees_every_user_and_changes_nothing_on_the_hosts(wave_factory):
     wave = wave_factory(3, "audit_mix")
     disks = wave.fleet.workdir / "hosts"
@@ -110,13 +122,7 @@ def test_audit_sees_every_user_and_changes_nothing_on_the_hosts(wave_factory):
 def test_an_audit_before_and_after_a_wave_lists_exactly_the_profiles_still_on_the_source(
     wave_factory,
 ):
-    wave = wave_factory(5, "audit_mix")
-    # Mixed-ish: one user's mailbox is not switched yet (CPUU leaves the profile: code 0), one
-    # host has nobody logged on (the wave skips it), and the away users' profiles never move.
-    hosts = wave.fleet.hosts
-    ws = hosts[0].workstation
-    ws.profiles_of(ws.interactive_user)[0].mailbox_switched = False
-    hosts[3].workstation.logoff()
+    wave = _mixed_audit_fleet(wave_factory)
 
     _, first = _audit(wave)
     source_before, held = _on_source_in_the_lab(wave)
@@ -192,3 +198,43 @@ def test_hostile_user_and_profile_names_reach_no_file_or_terminal_live(wave_fact
         profiles = {row["profile"] for row in _csv(folder / name)}
         assert '\'=HYPERLINK("http://x")' in profiles  # a text cell, never a formula
         assert not any(p.startswith(("=", "+", "-", "@")) for p in profiles)
+
+
+def test_a_playbook_that_audits_before_and_after_its_run_reports_what_is_still_on_the_source(
+    wave_factory,
+):
+    """audit → run → audit in one play: report.xlsx's Still on source sheet (and the run's
+    still-on-source.csv) list exactly the lab's profiles still on the source after the run, the
+    rows of both audits are journalled, and CPUU started once per host (the lab's count)."""
+    wave = _mixed_audit_fleet(wave_factory)
+    hosts = wave.fleet.hosts
+    source_before, _ = _on_source_in_the_lab(wave)
+    steps = ("preflight", "audit", "push", "run", "collect", "audit")
+    result = wave.run(make_playbook(wave.payload, steps=steps))
+
+    source_after, held = _on_source_in_the_lab(wave)
+    assert source_after and source_after != source_before  # the run moved some, not all
+    run_dir = wave.reports / result.run_id
+    book = openpyxl.load_workbook(run_dir / "report.xlsx", read_only=True)
+    assert {"Audit", "Still on source"} <= set(book.sheetnames)
+    rows = list(book["Still on source"].iter_rows(values_only=True))
+    header = list(rows[0])
+    at = [header.index(name) for name in ("Host", "User", "Profile", "Mailbox")]
+    assert {tuple(row[i] for i in at) for row in rows[1:]} == source_after
+    assert _listed(_csv(run_dir / "still-on-source.csv")) == source_after
+    locked = {
+        (r["host"], r["user"]) for r in _csv(run_dir / "audit.csv") if r["hive_state"] == "Locked"
+    }
+    assert locked == held
+    with Journal.in_reports(wave.reports) as journal:
+        audits = [a for a in journal.attempts(result.run_id) if a["step"] == "audit"]
+        stored = (
+            journal.connection()
+            .execute(
+                "SELECT COUNT(DISTINCT attempt_id) FROM audit_rows WHERE run_id = ?",
+                (result.run_id,),
+            )
+            .fetchone()[0]
+        )
+    assert len(audits) == 2 * len(hosts) == stored
+    assert all(count <= 1 for count in wave.fleet.cpuu_start_counts().values())

@@ -40,3 +40,22 @@ def test_a_full_visit_costs_no_more_round_trips_than_it_needs(wave_factory, monk
     assert pipeline_receives == 5  # each quick pipeline answers in one Receive
     auth_legs = requests_sent[0] - sum(actions.values())
     assert auth_legs == 3  # NTLM: anonymous POST, negotiate, authenticate
+
+
+def test_a_plays_audit_step_costs_one_pipeline(wave_factory, monkeypatch):
+    """preflight then audit on one host: the audit is one more Command answered in one Receive
+    (every user's hives are read on the host, in that one pipeline)."""
+    wave = wave_factory(1, "audit_mix")
+    actions: Counter[str] = Counter()
+    invoke = WSMan.invoke
+
+    def counting_invoke(self, action, *args, **kwargs):
+        actions[action.rsplit("/", 1)[-1]] += 1
+        return invoke(self, action, *args, **kwargs)
+
+    monkeypatch.setattr(WSMan, "invoke", counting_invoke)
+    playbook = make_playbook(None, steps=("preflight", "audit"), folder=wave.root)
+    wave.run(playbook)
+    assert actions["Command"] == 2  # preflight, audit
+    assert actions["Receive"] - 2 == 2  # opening the pool takes two; one per pipeline
+    assert (actions["Create"], actions["Delete"], actions["Signal"]) == (1, 1, 0)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 
 import pytest
-import yaml
 
 from cpuu_fleet import journal as states
+from cpuu_fleet import vocabulary as V
 from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
@@ -22,39 +21,15 @@ from cpuu_fleet.lab.workstation import OutlookProfile
 from cpuu_fleet.visit.host_visit import open_session
 from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.vocabulary import ErrorClass
+from tests.support.users import (
+    TECHNICIAN,
+    expect_users,
+    technician_at_the_console,
+    wait_for_cpuu,
+)
 from tests.support.waves import lab_env, make_playbook
 
 OWNER = "CORP\\mailbox-owner"
-TECHNICIAN = "CORP\\helpdesk"
-
-
-def _expect(wave, host: str, users) -> None:
-    """Set the host's ``cpuu_user`` in the lab inventory (one user or a list)."""
-    document = yaml.safe_load(wave.inventory_path.read_text(encoding="utf-8"))
-    document["all"]["children"]["lab"]["hosts"][host]["cpuu_user"] = users
-    wave.inventory_path.write_text(yaml.safe_dump(document), encoding="utf-8")
-
-
-def _wait_for_cpuu(ws) -> None:
-    """Until the workstation's tasks are no longer running (the lab's CPUU takes a moment)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        ws.refresh()
-        if not any(task.running for task in ws.tasks.values()):
-            return
-        time.sleep(0.05)
-    raise AssertionError("CPUU still running after 10 s")
-
-
-def _technician_at_the_console(wave_factory):
-    """One lab host whose user (with Outlook profiles) left the console to a technician."""
-    wave = wave_factory(1)
-    host = wave.fleet.hosts[0].name
-    ws = wave.workstation(host)
-    owner = ws.interactive_user
-    ws.logoff()
-    ws.logon(TECHNICIAN)
-    return wave, host, ws, owner
 
 
 def _row(wave, run_id: str, host: str) -> dict:
@@ -78,8 +53,8 @@ def test_a_user_on_remote_desktop_is_switched_in_their_own_session(wave_factory)
 
 
 def test_a_technician_at_the_console_never_takes_the_expected_users_run(wave_factory):
-    wave, host, ws, owner = _technician_at_the_console(wave_factory)
-    _expect(wave, host, owner)
+    wave, host, ws, owner = technician_at_the_console(wave_factory)
+    expect_users(wave, host, owner)
     first = wave.run(
         make_playbook(wave.payload, when_no_user="at_logon", retries=0), write_report=False
     )
@@ -90,7 +65,7 @@ def test_a_technician_at_the_console_never_takes_the_expected_users_run(wave_fac
 
     ws.rdp_logon(owner)  # a logon trigger fires for a Remote Desktop logon too
     assert [start.user for start in ws.cpuu_starts] == [owner]
-    _wait_for_cpuu(ws)
+    wait_for_cpuu(ws)
     with lab_env(wave.fleet):
         later = run_single_step(wave.request(), "collect", pattern="all")
     row = _row(wave, later.run_id, host)
@@ -100,9 +75,9 @@ def test_a_technician_at_the_console_never_takes_the_expected_users_run(wave_fac
 def test_the_expected_user_on_remote_desktop_is_run_for_while_a_technician_is_at_the_console(
     wave_factory,
 ):
-    wave, host, ws, owner = _technician_at_the_console(wave_factory)
+    wave, host, ws, owner = technician_at_the_console(wave_factory)
     ws.rdp_logon(owner)
-    _expect(wave, host, ["CORP\\someone-else", owner])
+    expect_users(wave, host, ["CORP\\someone-else", owner])
     result = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
     row = _row(wave, result.run_id, host)
     assert (row["state"], row["user"]) == (states.SUCCEEDED, owner), row
@@ -140,7 +115,7 @@ def test_preflight_lists_every_session_console_and_remote(wave_factory):
 def test_a_cpuu_user_that_is_not_a_user_stops_the_run_before_any_host(wave_factory):
     wave = wave_factory(1)
     host = wave.fleet.hosts[0].name
-    _expect(wave, host, ["CORP\\jdupont", 42])
+    expect_users(wave, host, ["CORP\\jdupont", 42])
     with pytest.raises(InputError, match="cpuu_user must be a user"):
         wave.run(make_playbook(wave.payload, retries=0), write_report=False)
     assert wave.workstation(host).tasks == {} and not wave.workstation(host).cpuu_starts
@@ -229,10 +204,69 @@ def test_users_each_without_preflight_is_refused_up_front(wave_factory):
 def test_an_rds_host_is_not_done_while_an_expected_user_has_not_been_run_for(wave_factory):
     wave, host, ws, _ = _rds_host(wave_factory)
     away = "CORP\\away-user"
-    _expect(wave, host, [RDS_USERS[0], RDS_USERS[1], away])
+    expect_users(wave, host, [RDS_USERS[0], RDS_USERS[1], away])
     result = wave.run(make_playbook(wave.payload, users="each", retries=0), write_report=False)
     assert sorted(start.user for start in ws.cpuu_starts) == sorted(RDS_USERS[:2])
     row = _row(wave, result.run_id, host)
-    assert (row["state"], row["error_class"]) == (states.SKIPPED, "policy"), row
-    assert f"{away}: skipped" in row["error_message"]
+    assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
+    assert f"{away}: waiting" in row["error_message"]
     assert f"{away} not logged on" in row["error_message"]
+
+
+# ------------------------------------------------------------------------ disconnected sessions
+
+
+def test_a_disconnected_rds_user_is_skipped_by_default_and_leaves_the_host_waiting(wave_factory):
+    wave, host, ws, users = _rds_host(wave_factory)
+    away = RDS_USERS[2]
+    ws.rdp_disconnect(away)
+    result = wave.run(make_playbook(wave.payload, users="each", retries=0), write_report=False)
+    assert sorted(start.user for start in ws.cpuu_starts) == sorted(u for u in users if u != away)
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
+    assert f"{away}: waiting" in row["error_message"] and "disconnected" in row["error_message"]
+    with Journal.in_reports(wave.reports) as journal:
+        attempts = journal.attempts(result.run_id, host)
+    (preflight,) = [a for a in attempts if a["step"] == "preflight"]
+    states_seen = {s["user"]: s["state"] for s in json.loads(preflight["details_json"])["sessions"]}
+    assert states_seen[away] == "disconnected"
+    assert {states_seen[u] for u in users if u != away} == {"active"}
+    # The lab's profile state: the disconnected user's profiles were not touched.
+    assert {p.state.value for p in ws.profiles_of(away) if not p.backup_of} != {"updated"}
+
+
+def test_with_disconnected_run_cpuu_runs_once_in_the_disconnected_session(wave_factory):
+    wave = wave_factory(1, "no_user")
+    host = wave.fleet.hosts[0].name
+    ws = wave.workstation(host)
+    owner = ws.last_user  # on Remote Desktop, then their client went away without a logoff
+    ws.rdp_logon(owner)
+    ws.rdp_disconnect(owner)
+    first = wave.run(make_playbook(wave.payload, retries=0), write_report=False)
+    row = _row(wave, first.run_id, host)
+    assert (row["state"], row["error_class"]) == (V.WAITING, "policy"), row
+    assert ws.cpuu_starts == []  # skipped by default: never done, never run
+    playbook = make_playbook(wave.payload, retries=1, disconnected="run")
+    second = wave.run(playbook, write_report=False)
+    row = _row(wave, second.run_id, host)
+    assert (row["state"], row["user"]) == (states.SUCCEEDED, owner), row
+    assert [start.user for start in ws.cpuu_starts] == [owner]  # once, by the lab's count
+
+
+def test_a_retried_rds_visit_with_a_disconnected_user_never_starts_anyones_cpuu_twice(
+    wave_factory,
+):
+    """The link drops as the third user's run is sent; the retry (same run) reuses what ended,
+    runs the rest, and passes the disconnected user over again: the lab counts one CPUU start
+    per connected user and none for the disconnected one, who leaves the host waiting."""
+    wave, host, ws, users = _rds_host(wave_factory)
+    away = RDS_USERS[0]
+    ws.rdp_disconnect(away)
+    _ThirdRunDropsOnce.calls = 0
+    playbook = make_playbook(wave.payload, users="each", retries=1)
+    result = wave.run(playbook, session_factory=_dropping_once, write_report=False)
+    starts = [start.user for start in ws.cpuu_starts]
+    assert sorted(starts) == sorted(u for u in users if u != away)  # once each, never the away
+    row = _row(wave, result.run_id, host)
+    assert (row["state"], row["attempts"]) == (V.WAITING, 2), row
+    assert f"{away}: waiting" in row["error_message"]

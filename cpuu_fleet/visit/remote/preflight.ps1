@@ -56,6 +56,39 @@ function Test-Locked {
     return $false
 }
 
+function Get-DisconnectedSessionIds {
+    # The ids of the disconnected sessions among -Sessions (@{ <user key>; SessionId } each),
+    # read from quser: @{ <id> = $true }; $null when quser.exe is not there (Home editions), and
+    # every session then counts as connected. quser's header and state words are localized, so
+    # they are not read. Relied on instead (assumption, docs/remote-scripts.md "Sessions"): each
+    # line is one marker character ('>' for the caller's own session), the user's SAM name (cut
+    # to 20 characters), the session's name, its id; session names are WinStation names
+    # (console, rdp-tcp#N), not localized, and a disconnected session has none, so its id
+    # follows the user's name directly.
+    param([object[]]$Sessions, [string]$UserKey)
+    $quser = "$env:SystemRoot\System32\quser.exe"
+    if (-not (Test-Path -LiteralPath $quser -PathType Leaf)) {
+        return $null
+    }
+    $ErrorActionPreference = 'Continue'
+    $lines = @(& "$env:SystemRoot\System32\quser.exe" 2>$null)
+    $ErrorActionPreference = 'Stop'
+    $found = @{}
+    foreach ($session in @($Sessions)) {
+        $name = @(([string]$session[$UserKey]) -split '\\')[-1]
+        if ($name.Length -gt 20) {
+            $name = $name.Substring(0, 20)
+        }
+        $pattern = '^.' + [regex]::Escape($name) + '\s+' + [int]$session['SessionId'] + '(\s|$)'
+        foreach ($line in $lines) {
+            if ([string]$line -match $pattern) {
+                $found[[int]$session['SessionId']] = $true
+            }
+        }
+    }
+    return $found
+}
+
 function Get-FileSha256 {
     # Streams the file through SHA-256: payload files can be large. Opened with ReadWrite and
     # Delete sharing so that a file another process still writes can be hashed too. Returns $null
@@ -102,7 +135,8 @@ if (-not [string]::IsNullOrEmpty($computer.UserName)) {
 # session the shell belongs to (association Win32_SessionProcess to Win32_LogonSession, whose
 # LogonType is 2 or 11 at the console, 10 or 12 over RDP), with its StartTime as the logon time.
 # Not seen: a session without explorer.exe (still starting, a custom shell). Whether a session is
-# disconnected is not in WMI (quser and the WTS API know; quser's words are localized).
+# disconnected is not in WMI: quser knows (Get-DisconnectedSessionIds; the WTS API would need
+# Add-Type). State: 'active', 'disconnected', or $null when quser could not be run.
 $sessions = @()
 $seenSids = @{}
 $shells = @(Get-CimInstance -ClassName Win32_Process -Filter "Name='explorer.exe'" -ErrorAction Stop |
@@ -139,6 +173,17 @@ foreach ($shell in $shells) {
         SessionId = [int]$shell.SessionId
         Kind      = $kind
         LogonTime = $logonTime
+    }
+}
+
+$disconnected = Get-DisconnectedSessionIds -Sessions $sessions -UserKey 'User'
+foreach ($session in $sessions) {
+    $session['State'] = $null
+    if ($null -ne $disconnected) {
+        $session['State'] = 'active'
+        if ($disconnected.ContainsKey([int]$session['SessionId'])) {
+            $session['State'] = 'disconnected'
+        }
     }
 }
 

@@ -53,7 +53,10 @@ param(
 
     [string[]]$ExpectedUser,
 
-    [string]$SourceDirectory
+    [string]$SourceDirectory,
+
+    [ValidateSet('Skip', 'Run')]
+    [string]$Disconnected = 'Run'
 )
 
 Set-StrictMode -Version 2.0
@@ -334,6 +337,39 @@ function Get-ShellSessions {
     return @($found.Values | Sort-Object -Property { $_['SessionId'] })
 }
 
+function Get-DisconnectedSessionIds {
+    # The ids of the disconnected sessions among -Sessions (@{ <user key>; SessionId } each),
+    # read from quser: @{ <id> = $true }; $null when quser.exe is not there (Home editions), and
+    # every session then counts as connected. quser's header and state words are localized, so
+    # they are not read. Relied on instead (assumption, docs/remote-scripts.md "Sessions"): each
+    # line is one marker character ('>' for the caller's own session), the user's SAM name (cut
+    # to 20 characters), the session's name, its id; session names are WinStation names
+    # (console, rdp-tcp#N), not localized, and a disconnected session has none, so its id
+    # follows the user's name directly.
+    param([object[]]$Sessions, [string]$UserKey)
+    $quser = "$env:SystemRoot\System32\quser.exe"
+    if (-not (Test-Path -LiteralPath $quser -PathType Leaf)) {
+        return $null
+    }
+    $ErrorActionPreference = 'Continue'
+    $lines = @(& "$env:SystemRoot\System32\quser.exe" 2>$null)
+    $ErrorActionPreference = 'Stop'
+    $found = @{}
+    foreach ($session in @($Sessions)) {
+        $name = @(([string]$session[$UserKey]) -split '\\')[-1]
+        if ($name.Length -gt 20) {
+            $name = $name.Substring(0, 20)
+        }
+        $pattern = '^.' + [regex]::Escape($name) + '\s+' + [int]$session['SessionId'] + '(\s|$)'
+        foreach ($line in $lines) {
+            if ([string]$line -match $pattern) {
+                $found[[int]$session['SessionId']] = $true
+            }
+        }
+    }
+    return $found
+}
+
 function Get-ExpectedUsers {
     # -ExpectedUser as @{ Name; Sid } each: a SID as given, a name this host translates (one it
     # cannot fails with UnknownLogonUser: pass its SID).
@@ -362,15 +398,31 @@ function Select-SessionUser {
     # technician logged on does not consume the run). Without: the console's user, else the one
     # user of the only other session (RDP to a workstation); several and none expected: nobody.
     # Who is logged on instead goes to $script:otherUsers for the report.
+    # -Disconnected Skip: a disconnected session's user is passed over (named in
+    # $script:disconnectedUsers), as if not logged on.
     param([object[]]$Expected)
     $console = Get-InteractiveUser
     $on = @()
     if ($null -ne $console) {
         $on += $console
     }
-    foreach ($session in @(Get-ShellSessions)) {
+    $shells = @(Get-ShellSessions)
+    foreach ($session in $shells) {
         if ($null -eq $console -or $session['Sid'] -ne $console['Sid']) {
             $on += $session
+        }
+    }
+    if ($Disconnected -eq 'Skip') {
+        $gone = Get-DisconnectedSessionIds -Sessions $shells -UserKey 'Name'
+        if ($null -ne $gone) {
+            $away = @($shells | Where-Object { $gone.ContainsKey([int]$_['SessionId']) } |
+                ForEach-Object { $_['Sid'] })
+            $script:disconnectedUsers = [string[]]@($on | Where-Object { $away -contains $_['Sid'] } |
+                ForEach-Object { $_['Name'] })
+            $on = @($on | Where-Object { $away -notcontains $_['Sid'] })
+            if ($null -ne $console -and $away -contains $console['Sid']) {
+                $console = $null
+            }
         }
     }
     if (@($Expected).Count -gt 0) {
@@ -450,6 +502,7 @@ function Get-TaskReport {
         NotStarted     = $NotStarted
         Settled        = $Settled
         OtherUsers     = [string[]]$script:otherUsers
+        Disconnected   = [string[]]$script:disconnectedUsers
     }
     $task = Get-FleetTask
     if ($null -eq $task) {
@@ -833,6 +886,7 @@ function Wait-FleetTask {
 }
 
 $script:otherUsers = [string[]]@()
+$script:disconnectedUsers = [string[]]@()
 $noUser = $false
 $killed = $false
 $claimed = $false

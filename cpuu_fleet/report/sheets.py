@@ -72,6 +72,9 @@ class Formats:
         self.int = book.add_format({"num_format": "0", "valign": "top"})
         self.number = book.add_format({"num_format": "0.###", "valign": "top"})
         self.total = book.add_format({"bold": True, "top": 1})
+        self.wrap = book.add_format({"valign": "top", "text_wrap": True})
+        self.go = book.add_format({"bold": True, "bg_color": "#C6EFCE", "font_color": "#006100"})
+        self.no_go = book.add_format({"bold": True, "bg_color": "#FFC7CE", "font_color": "#9C0006"})
         self.total_percent = book.add_format({"bold": True, "top": 1, "num_format": "0.0%"})
         self.states = {
             label: book.add_format({"bg_color": fill, "font_color": font})
@@ -234,11 +237,12 @@ def _write_with_api(sheet: Worksheet, formats: Formats, columns, prepared, part:
                     write(row, col, value, cell_format)
 
 
-def print_wide(sheet: Worksheet) -> None:
-    """Leads print the action list: landscape, the header row on every page. (Not fitted to
-    one page wide: with a 70-character "what to do" column the text would be unreadable.)"""
+def print_wide(sheet: Worksheet, header_rows: int = 1) -> None:
+    """Leads print the sheets: landscape, fitted to one page wide (as tall as it takes), on A4
+    or Letter alike, with the header row(s) repeated on every page."""
     sheet.set_landscape()
-    sheet.repeat_rows(0)
+    sheet.fit_to_pages(1, 0)
+    sheet.repeat_rows(0, header_rows - 1)
 
 
 def _layout(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,33 @@ from cpuu_fleet.cli.mailboxes import (
 )
 from cpuu_fleet.cli.options import ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
+
+CsvDialectOption = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        metavar="en|eu",
+        help="CSV flavour: en = comma and decimal point (scripts, English Excel), eu = semicolon"
+        " and decimal comma (what French, German, ... Excel opens as columns in one click).",
+    ),
+]
+TimezoneOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--timezone",
+        metavar="ZONE",
+        help="IANA time zone of the local-time columns (e.g. Europe/Paris). Default: the"
+        " controller's.",
+    ),
+]
+
+
+def check_report_style(csv_dialect: str, timezone: str | None) -> None:
+    """Reject an unknown dialect or zone before anything runs (exit code 2)."""
+    from cpuu_fleet.report.style import dialect, zone_name
+
+    dialect(csv_dialect)
+    zone_name(timezone)
 
 
 def report(
@@ -51,6 +78,8 @@ def report(
     mailboxes: MailboxesOption = None,
     devices: DevicesOption = None,
     mailbox_columns: ColumnOption = None,
+    csv_dialect: CsvDialectOption = "en",
+    timezone: TimezoneOption = None,
 ) -> None:
     """Write report.xlsx, the CSVs, retry.txt and pending.txt, and print the summary."""
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
@@ -60,11 +89,20 @@ def report(
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
+    check_report_style(csv_dialect, timezone)
     batch = read_mailbox_options(mailboxes, devices, mailbox_columns)
     with existing_journal(reports) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
-        result = write_report(journal, run_ids, out_dir, wave=wave, mailboxes=batch)
+        result = write_report(
+            journal,
+            run_ids,
+            out_dir,
+            wave=wave,
+            mailboxes=batch,
+            csv_dialect=csv_dialect,
+            timezone=timezone,
+        )
 
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
     console = Console(highlight=False)

@@ -31,6 +31,7 @@ from cpuu_fleet.report.frames import ReportFrames, load_frames
 from cpuu_fleet.report.mailboxes import MailboxFrames, mailbox_frames, write_mailbox_csvs
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
+from cpuu_fleet.report.style import DEFAULT_DIALECT, dialect, zone_name
 from cpuu_fleet.report.summary import summary_table
 from cpuu_fleet.report.workbook import write_workbook
 
@@ -65,6 +66,8 @@ def write_report(
     max_rows: int = EXCEL_MAX_ROWS,
     redactor: Redactor = REDACTOR,
     mailboxes: MailboxInput | None = None,
+    csv_dialect: str = DEFAULT_DIALECT,
+    timezone: str | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``
     and ``pending.txt``.
@@ -73,11 +76,15 @@ def write_report(
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
     smaller by tests to exercise the continuation sheets. ``mailboxes`` (a batch file and device
     map, :func:`cpuu_fleet.inputs.mailboxes.load_mailboxes`) adds the Mailboxes sheets and
-    ``mailboxes.csv`` (:mod:`.mailboxes`).
+    ``mailboxes.csv`` (:mod:`.mailboxes`). ``csv_dialect`` is a key of
+    :data:`.style.DIALECTS`; ``timezone`` an IANA zone for the local-time columns (default: the
+    controller's, :mod:`.style`); either one unknown is an :class:`InputError`.
 
     The journal is read through a second, read-only connection: call this outside
     ``Journal.batch()``, whose writes are not committed (and so not visible) until it ends.
     """
+    csv_style = dialect(csv_dialect)
+    zone = zone_name(timezone)
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
@@ -85,11 +92,11 @@ def write_report(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         workbook = write_workbook(
-            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables
+            frames, out_dir / WORKBOOK_NAME, max_rows=max_rows, mailboxes=tables, zone=zone
         )
-        paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+        paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir, csv_style, zone)}
         if tables is not None:
-            paths.update(write_mailbox_csvs(tables, out_dir))
+            paths.update(write_mailbox_csvs(tables, out_dir, csv_style))
     except OSError as exc:
         # A full disk or a folder the operator cannot write: one line, and after a play the
         # run's own summary is still printed (the engine reports this as report_error).

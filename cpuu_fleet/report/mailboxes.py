@@ -34,6 +34,7 @@ from cpuu_fleet.inputs.mailboxes import MailboxInput, host_key, user_key
 from cpuu_fleet.report.csvs import write_csv
 from cpuu_fleet.report.frames import TOTAL, ReportFrames
 from cpuu_fleet.report.sheets import INT, PERCENT, TEXT, Column
+from cpuu_fleet.report.style import DEFAULT_DIALECT, DIALECTS, CsvDialect
 
 SOURCE_MAP, SOURCE_RUN, SOURCE_PROFILE, SOURCE_SESSION = "device map", "run", "profile", "session"
 #: Where a user's device was learnt, in the order the ``source`` columns list them.
@@ -338,11 +339,13 @@ def sheet_tables(tables: MailboxFrames) -> list[tuple[str, pd.DataFrame, tuple[C
     ]
 
 
-def write_mailbox_csvs(tables: MailboxFrames, out_dir: Path) -> dict[str, Path]:
+def write_mailbox_csvs(
+    tables: MailboxFrames, out_dir: Path, dialect: CsvDialect = DIALECTS[DEFAULT_DIALECT]
+) -> dict[str, Path]:
     """``mailboxes.csv`` and ``mailbox-batches.csv``, by the CSV rules of :mod:`.csvs`."""
     mailbox_keys = tuple(column.key for column in MAILBOX_COLUMNS)
     batch_keys = tuple(column.key for column in BATCH_COLUMNS)
     return {
-        MAILBOX_CSV: write_csv(tables.mailboxes, mailbox_keys, out_dir / MAILBOX_CSV),
-        BATCH_CSV: write_csv(tables.batches, batch_keys, out_dir / BATCH_CSV),
+        MAILBOX_CSV: write_csv(tables.mailboxes, mailbox_keys, out_dir / MAILBOX_CSV, dialect),
+        BATCH_CSV: write_csv(tables.batches, batch_keys, out_dir / BATCH_CSV, dialect),
     }

@@ -24,6 +24,7 @@ from xlsxwriter.worksheet import Worksheet
 
 from cpuu_fleet.report import states
 from cpuu_fleet.report import summary as lead
+from cpuu_fleet.report.csvs import with_local_times
 from cpuu_fleet.report.frames import ReportFrames, wave_count_key
 from cpuu_fleet.report.mailboxes import MailboxFrames, sheet_tables
 from cpuu_fleet.report.sheets import (
@@ -43,6 +44,7 @@ from cpuu_fleet.report.sheets import (
     write_table,
     write_text,
 )
+from cpuu_fleet.report.style import UTC
 
 HOST_COLUMNS = (
     Column("wave", "Wave", TEXT, 12),
@@ -65,6 +67,16 @@ HOST_COLUMNS = (
     Column("batch", "Batch", INT, 7),
     Column("address", "Address", TEXT, 16),
 )
+
+
+def host_columns(zone: str) -> tuple[Column, ...]:
+    """The Hosts sheet's columns: :data:`HOST_COLUMNS`, then the local times, named by zone."""
+    return (
+        *HOST_COLUMNS,
+        Column("started_local", f"Start ({zone})", DATE, 19),
+        Column("ended_local", f"End ({zone})", DATE, 19),
+    )
+
 
 PROFILE_COLUMNS = (
     Column("wave", "Wave", TEXT, 12),
@@ -174,6 +186,7 @@ def write_workbook(
     max_rows: int = EXCEL_MAX_ROWS,
     fast: bool = True,
     mailboxes: MailboxFrames | None = None,
+    zone: str = UTC,
 ) -> WorkbookResult:
     """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
 
@@ -181,7 +194,7 @@ def write_workbook(
     fallback path, kept tested and measured).
     """
     tables = [
-        ("Hosts", frames.hosts, HOST_COLUMNS),
+        ("Hosts", with_local_times(frames.hosts, zone), host_columns(zone)),
         ("Profiles", frames.profiles, PROFILE_COLUMNS),
         ("Return codes", frames.codes, code_columns(frames.waves)),
         ("Action list", frames.actions, ACTION_COLUMNS),

@@ -37,13 +37,14 @@ import pandas as pd
 from cpuu_fleet.redact import printable
 from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames
+from cpuu_fleet.report.preflight import PREFLIGHT_COLUMNS
 from cpuu_fleet.report.style import DEFAULT_DIALECT, DIALECTS, UTC, CsvDialect, to_local
 
 HOST_COLUMNS = (
     "wave", "host", "user", "state", "exit_code", "exit_flags", "profiles_ok", "profiles_failed",
     "started_utc", "ended_utc", "duration_s", "attempts", "error_class", "error_message",
     "result_dir", "run_id", "batch", "address", "log_file", "started_local", "ended_local",
-    "time_zone",
+    "time_zone", *PREFLIGHT_COLUMNS,
 )  # fmt: skip
 #: The frame's columns under the names the CSV gives them.
 _RENAMED = {"started_at": "started_utc", "ended_at": "ended_utc"}

@@ -75,6 +75,13 @@ def host_columns(zone: str) -> tuple[Column, ...]:
         *HOST_COLUMNS,
         Column("started_local", f"Start ({zone})", DATE, 19),
         Column("ended_local", f"End ({zone})", DATE, 19),
+        Column("preflight_os", "OS (preflight)", TEXT, 30),
+        Column("preflight_free_gb", "Free disk GB", NUMBER, 9),
+        Column("preflight_user", "Logged on (preflight)", TEXT, 22),
+        Column("preflight_outlook_running", "Outlook running", TEXT, 9),
+        Column("preflight_outlook_version", "Outlook version", TEXT, 14),
+        Column("preflight_sessions", "Sessions", INT, 8),
+        Column("preflight_locked_files", "Locked files", INT, 8),
     )
 
 

@@ -32,11 +32,13 @@ from cpuu_fleet.report.sheets import (
     DURATION,
     EXCEL_MAX_ROWS,
     INT,
+    LINK,
     NUMBER,
     PERCENT,
     TEXT,
     Column,
     Formats,
+    LinkBase,
     SheetPart,
     cell_values,
     print_wide,
@@ -61,8 +63,8 @@ HOST_COLUMNS = (
     Column("attempts", "Attempts", INT, 9),
     Column("error_class", "Error class", TEXT, 14),
     Column("error_message", "Error message", TEXT, 50),
-    Column("result_dir", "Collected files", TEXT, 36),
-    Column("log_file", "CPUU log", TEXT, 36),
+    Column("result_dir", "Collected files", LINK, 36),
+    Column("log_file", "CPUU log", LINK, 36),
     Column("run_id", "Run", TEXT, 22),
     Column("batch", "Batch", INT, 7),
     Column("address", "Address", TEXT, 16),
@@ -97,7 +99,7 @@ PROFILE_COLUMNS = (
     Column("outcome", "Outcome", TEXT, 13),
     Column("meaning", "Meaning", TEXT, 40),
     Column("hint", "What to do", TEXT, 60),
-    Column("result_file", "Result file", TEXT, 40),
+    Column("result_file", "Result file", LINK, 40),
     Column("run_id", "Run", TEXT, 22),
 )
 
@@ -114,7 +116,7 @@ ACTION_COLUMNS = (
     Column("problem_profiles", "Profiles to fix", TEXT, 40),
     Column("hint", "What to do", TEXT, 70),
     Column("follow_up", "Then", TEXT, 44),
-    Column("result_dir", "Collected files", TEXT, 36),
+    Column("result_dir", "Collected files", LINK, 36),
     Column("run_id", "Run", TEXT, 22),
 )
 
@@ -216,9 +218,11 @@ def write_workbook(
         book = writer.book
         formats = Formats(book)
         _write_summary(book, formats, frames, planned, mailboxes)
+        # Collected files are recorded relative to the journal's folder (the reports folder).
+        links = LinkBase(Path(frames.journal_path).parent, Path(path).parent)
         for name, frame, columns in tables:
             result.sheets[name] = write_table(
-                book, formats, name, frame, columns, max_rows=max_rows, fast=fast
+                book, formats, name, frame, columns, max_rows=max_rows, fast=fast, links=links
             )
     return result
 

@@ -10,7 +10,9 @@ How it is built, one job per module: :mod:`.selection` (which runs and waves), :
 states, counts, action list), :mod:`.collected` (log paths, result files never parsed),
 :mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
 (rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
-:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours).
+:mod:`.style` (CSV dialects, time zones), :mod:`.preflight` (preflight's facts as columns),
+:mod:`.summary` (the lead's model: status, causes, go/no-go; and the terminal table),
+:mod:`.states` (labels and colours).
 """
 
 from __future__ import annotations

@@ -82,24 +82,35 @@ def link_targets(paths: pd.Series, base: LinkBase) -> list[str | None]:
     A path comes partly from a workstation (a log's file name): it becomes a link only when it
     stays inside the reports folder by its text alone (no absolute path, no drive, no ``..``)
     and holds no character a link would read otherwise (:data:`_UNSAFE_IN_LINK`); anything else
-    keeps its text without a link. Computed once per distinct path, without touching the disk."""
-    root, here = base.root.resolve().as_posix(), base.here.resolve().as_posix()
+    keeps its text without a link. Computed once per distinct path, by list arithmetic on the
+    path's parts (no ``os.path`` call per path: a fleet has 100,000 of them)."""
+    root, here = base.root.resolve(), base.here.resolve()
+    if here.is_relative_to(root):
+        down = list(here.relative_to(root).parts)  # the workbook's folder below the root
+        up: list[str] = []
+    else:
+        down, up = [], posixpath.relpath(root.as_posix(), here.as_posix()).split("/")
     found: dict[object, str | None] = {}
     out: list[str | None] = []
     for value in paths.astype(object).tolist():
         if value not in found:
-            found[value] = _link_target(value, root, here)
+            found[value] = _link_target(value, down, up)
         out.append(found[value])
     return out
 
 
-def _link_target(value: object, root: str, here: str) -> str | None:
+def _link_target(value: object, down: list[str], up: list[str]) -> str | None:
+    """``value``'s parts relative to the workbook's folder (``down`` below the root, or the
+    root at ``up`` from it)."""
     if not isinstance(value, str) or not value or _UNSAFE_IN_LINK.search(value):
         return None
     parts = value.replace("\\", "/").split("/")
     if value.startswith(("/", "\\")) or any(part in ("", ".", "..") for part in parts):
         return None
-    target = posixpath.relpath(posixpath.join(root, *parts), here)
+    shared = 0
+    while shared < min(len(down), len(parts) - 1) and parts[shared] == down[shared]:
+        shared += 1
+    target = "/".join(up + [".."] * (len(down) - shared) + parts[shared:])
     return target if len(target) <= EXCEL_MAX_URL else None
 
 
@@ -256,7 +267,7 @@ def write_table(
         rows = frame.iloc[part.first_row : part.first_row + part.rows]
         if fast and rowxml.supported(sheet):
             _write_fast(sheet, formats, rows, columns)
-            _add_links(sheet, part, targets, [cell_values(rows[c.key], TEXT) for c in columns])
+            _add_links(sheet, part, targets, rows, columns)
             continue
         if prepared is None:
             prepared = [cell_values(frame[column.key], column.kind) for column in columns]
@@ -265,12 +276,15 @@ def write_table(
 
 
 def _add_links(
-    sheet: Worksheet, part: SheetPart, targets: dict[int, list[str | None]], texts: list[list]
+    sheet: Worksheet,
+    part: SheetPart,
+    targets: dict[int, list[str | None]],
+    rows: pd.DataFrame,
+    columns: Sequence[Column],
 ) -> None:
     """Register the links of streamed link cells (their text is written already), row by row
     up to Excel's limit per sheet, as XlsxWriter's ``write_url`` would."""
-    if not targets:
-        return
+    texts = {col: cell_values(rows[columns[col].key], TEXT) for col in targets}
     for offset in range(part.rows):
         for col, column_targets in targets.items():
             target = column_targets[part.first_row + offset]

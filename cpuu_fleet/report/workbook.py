@@ -99,7 +99,7 @@ PROFILE_COLUMNS = (
     Column("outcome", "Outcome", TEXT, 13),
     Column("meaning", "Meaning", TEXT, 40),
     Column("hint", "What to do", TEXT, 60),
-    Column("result_file", "Result file", LINK, 40),
+    Column("result_file", "Result file", TEXT, 40),  # its host's row links the folder
     Column("run_id", "Run", TEXT, 22),
 )
 

@@ -85,7 +85,7 @@ def report(
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
     from cpuu_fleet.report import default_out_dir, summary_table, write_report
     from cpuu_fleet.report.selection import resolve_runs
-    from cpuu_fleet.report.summary import plain
+    from cpuu_fleet.report.summary import causes_table, plain
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
@@ -107,6 +107,8 @@ def report(
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
     console = Console(highlight=False)
     console.print(summary_table(result))
+    if (lead := causes_table(result)) is not None:
+        console.print(lead)
     for sheet, parts in result.sheets.items():
         if len(parts) > 1:
             console.print(

@@ -103,6 +103,29 @@ def frame_table(summary: pd.DataFrame, *, title: Text | None = None) -> Table:
     return table
 
 
+def causes_table(result: ReportResult) -> Table | None:
+    """The go/no-go line as the title, then each wave's causes: hosts, status, cause, owner
+    (the next steps are in the workbook: they do not fit a terminal). None without frames."""
+    frames = result.frames
+    if frames is None:
+        return None
+    _, headline = go_no_go(frames)
+    table = Table(title=plain(headline), title_justify="left", box=box.SIMPLE_HEAVY)
+    for header, justify in (("wave", "left"), ("hosts", "right"), ("status", "left")):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table.add_column("cause")
+    table.add_column("owner")
+    for row in causes(frames).to_dict("records"):
+        table.add_row(
+            plain(row["group"]),
+            f"{int(row['count']):,}",
+            row["status"],
+            plain(row["cause"]),
+            row["owner"],
+        )
+    return table
+
+
 def _percent(value: float) -> str:
     """A success rate, or a dash for a wave no host of which was tried (never "0.0%")."""
     return "—" if value != value else f"{value:.1%}"  # NaN is the only value unequal to itself

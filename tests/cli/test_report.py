@@ -162,3 +162,15 @@ def test_play_refuses_an_unknown_time_zone_before_anything_runs(tmp_path):
     assert completed.returncode == 2, completed.stderr
     assert "unknown time zone 'Mars/Base'" in completed.stderr
     assert not list(tmp_path.iterdir())  # no journal, no run folder
+
+
+def test_the_terminal_shows_the_verdict_and_the_causes_with_their_owners(fleet):
+    fleet.journal.close()
+    result = CliRunner().invoke(
+        app, ["report", "--reports", str(fleet.reports), "--all"], terminal_width=120
+    )
+    assert result.exit_code == 0, result.output
+    assert "Next wave: NO-GO (judged on wave2:" in result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    assert ["wave1", "1", "needs", "action", "error:", "unreachable", "desktop", "team"] in lines
+    assert ["wave2", "1", "waiting", "pending", "the", "user"] in lines

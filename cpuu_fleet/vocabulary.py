@@ -378,6 +378,16 @@ USER_WAITING = "waiting"
 USER_DONE = "done"
 USER_NO_DEVICE = "no known device"
 """A user whose devices nobody knows (no device map row, never seen by a run): listed apart."""
+NO_DEVICE_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "find the user's device (a device map, or a run that meets them), then put it in a wave",
+)
+"""What a mailbox with no known device asks for."""
+NOT_IN_A_WAVE_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME",
+)
+"""What a mailbox whose device no selected run targeted (or ran for another user) asks for."""
 USER_STATES: tuple[str, ...] = (USER_NEEDS_ACTION, USER_NOT_STARTED, USER_WAITING, USER_DONE)
 """Worst first: a user's state is the first of these that one of their devices is in."""
 USER_STATE_OF_HOST: dict[str, str] = {

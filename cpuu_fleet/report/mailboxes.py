@@ -262,9 +262,9 @@ def _follow_ups(state: pd.Series, run_id: pd.Series) -> pd.Series:
 
 def _follow_up(label: object, run: object) -> str:
     if not isinstance(label, str):
-        return "find the user's device (a device map, or a run that meets them)"
+        return V.NO_DEVICE_REMEDY.next_step
     if label in (_NOT_TARGETED, RAN_FOR_ANOTHER):
-        return "put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME"
+        return V.NOT_IN_A_WAVE_REMEDY.next_step
     host_state = V.BY_LABEL.get(label)
     if host_state is None:
         return ""

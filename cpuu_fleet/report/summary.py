@@ -56,16 +56,6 @@ STATUS_COLUMNS: tuple[str, ...] = (
 """The order a lead reads a wave's hosts in: the good news first."""
 CAUSE_COLUMNS = ("scope", "group", "status", "cause", "count", "owner", "next_step", "known")
 NOT_IN_A_WAVE = "device in no wave"
-NO_DEVICE = "no known device"
-_NO_DEVICE_REMEDY = V.Remedy(
-    V.OWNER_DESKTOP,
-    "Find the user's devices (a device map from MECM or Intune, or a run that meets the user),"
-    " then put them in a wave.",
-)
-_NOT_IN_A_WAVE_REMEDY = V.Remedy(
-    V.OWNER_DESKTOP,
-    "Put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME.",
-)
 
 
 def plain(text: object) -> Text:
@@ -263,8 +253,8 @@ def _batch_causes(
     picked = by_host.reindex(device.where(targeted)).set_axis(rows.index)
     no_device = device.isna()
     for mask, name, remedy in (
-        (no_device, NO_DEVICE, _NO_DEVICE_REMEDY),
-        (~targeted & ~no_device, NOT_IN_A_WAVE, _NOT_IN_A_WAVE_REMEDY),
+        (no_device, V.USER_NO_DEVICE, V.NO_DEVICE_REMEDY),
+        (~targeted & ~no_device, NOT_IN_A_WAVE, V.NOT_IN_A_WAVE_REMEDY),
     ):
         picked.loc[mask, ["cause", "owner", "next_step", "known"]] = [
             name,

@@ -431,6 +431,12 @@ _FLAG_PRIORITY = (
 )  # fmt: skip
 
 
+UNKNOWN_BITS_STEP = (
+    "CPUU set exit bits its vendor never documented: read the CPUU log and ask the vendor."
+)
+"""The next step for exit bits no table explains."""
+
+
 @dataclass(frozen=True)
 class ExitCause:
     """What an exit code says went wrong: a name a lead can group by, who acts and how."""
@@ -460,13 +466,8 @@ def exit_cause(code: int | None, killed: bool = False) -> ExitCause | None:
         if flag in status.flags:
             return ExitCause(str(flag.name), FLAG_REMEDIES[flag], True)
     if status.unknown_bits:
-        return ExitCause(status.names()[-1], Remedy(OWNER_DESKTOP, CRASH_UNKNOWN_STEP), False)
+        return ExitCause(status.names()[-1], Remedy(OWNER_DESKTOP, UNKNOWN_BITS_STEP), False)
     return None
-
-
-CRASH_UNKNOWN_STEP = (
-    "CPUU set exit bits its vendor never documented: read the CPUU log and ask the vendor."
-)
 
 
 # --------------------------------------------------------------------------------------------------

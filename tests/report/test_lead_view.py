@@ -79,6 +79,7 @@ def test_exit_codes_name_their_cause_and_owner():
     closed = exit_cause(0xC000013A)
     assert closed.name == "CONSOLE_CLOSED" and closed.remedy.owner == V.OWNER_USER
     assert exit_cause(0xC0001234).known is False  # a Windows status nobody listed
+    assert exit_cause(1 | 1024).known is False  # bits the vendor never documented
     assert exit_cause(1) is None and exit_cause(None) is None
     assert exit_cause(1, killed=True).name == "KILLED_ON_DEADLINE"
 

@@ -69,6 +69,13 @@ STATE_WEIGHTS = (
     (J.NOT_RUN, 1),
 )
 PROFILE_NAMES = ("Outlook", "Outlook (2)", "Archive", "Shared mailbox", "Büro")
+# What preflight records with its attempt (the report makes columns of it).
+_PREFLIGHT = {
+    "computer_name": "WS", "os": "Microsoft Windows 11 Enterprise 10.0.22631",
+    "free_bytes": 52_345_678_901, "user": "CORP\\user", "outlook_running": False,
+    "outlook_version": "16.0.17928", "staged_files": 0, "cleanup_done": False,
+    "sessions": [{"user": "CORP\\user", "kind": "console", "session_id": 1}],
+}  # fmt: skip
 
 
 def _iso(moment: datetime) -> str:
@@ -92,6 +99,7 @@ def _record_host(
             "failed" if failed else "ok",
             error_class=("unreachable" if state == J.UNREACHABLE else "cpuu") if failed else None,
             error_message="connection refused" if failed else None,
+            details=_PREFLIGHT if step == "preflight" else None,
         )
     exit_code = None
     user = f"CORP\\user{host[-5:]}"

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from cpuu_fleet import wintext
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.vocabulary import OWNER_DESKTOP, OWNER_EXCHANGE, OWNER_USER, Remedy
 
 
 class Mode(str, enum.Enum):
@@ -69,6 +70,12 @@ class CodeInfo:
     meaning: str
     outcome: Outcome
     hint: str = ""
+    owner: str = OWNER_DESKTOP
+    """Who acts on a profile in this code (ours: the vendor names nobody); the hint is the step."""
+
+    @property
+    def remedy(self) -> Remedy:
+        return Remedy(self.owner, self.hint)
 
 
 # The outcome classes are ours, not the vendor's: "ok" means the profile is where the mode wanted
@@ -96,6 +103,7 @@ _CODES: tuple[CodeInfo, ...] = (
         Outcome.NEEDS_ACTION,
         "Check that the mailbox exists and was switched, and that the source and target Exchange "
         "servers are reachable in online mode.",
+        OWNER_EXCHANGE,
     ),
     CodeInfo(
         5,
@@ -161,6 +169,7 @@ _CODES: tuple[CodeInfo, ...] = (
         "clean-up cancelled by the user",
         Outcome.NEEDS_ACTION,
         "The user cancelled: agree a time with them and rerun Cleanup.",
+        OWNER_USER,
     ),
     CodeInfo(
         17,
@@ -189,6 +198,7 @@ _CODES: tuple[CodeInfo, ...] = (
         "locked: a properties dialog is open",
         Outcome.NEEDS_ACTION,
         "A properties dialog is open on the workstation: ask the user to close it, then rerun.",
+        OWNER_USER,
     ),
     CodeInfo(
         21,
@@ -268,6 +278,14 @@ WINDOWS_EXIT_CODES: dict[int, tuple[str, str]] = {
 """Exit codes that are Windows', not CPUU's: a name and what it means, for every output. They are
 what Task Scheduler reports when it could not start the action, cmd.exe's own, or the NTSTATUS a
 process that Windows ended carries; CPUU's bit mask never reaches them."""
+WINDOWS_EXIT_OWNERS: dict[int, str] = {STATUS_CONTROL_C_EXIT: OWNER_USER}
+"""Who acts on a Windows exit code when it is not the desktop team (a window the user closed).
+Every Windows code's next step is its meaning in :data:`WINDOWS_EXIT_CODES`."""
+KILLED_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "CPUU ran past its deadline and was stopped: find out why it hangs (a dialog, a lock) and rerun.",
+)
+"""A CPUU run stopped on our deadline: its exit code says nothing of CPUU's own verdict."""
 _WINDOWS_STATUS = 0x40000000
 """Codes at or above it carry an NTSTATUS or HRESULT severity: never read as CPUU's bits."""
 
@@ -300,17 +318,40 @@ FLAG_MEANINGS: dict[ExitFlags, str] = {
     ExitFlags.INVALID_SWITCH_MSG: "an invalid switch message was found",
 }
 
-FLAG_HINTS: dict[ExitFlags, str] = {
-    ExitFlags.NO_SWITCH_MSG: "The mailbox is not switched yet: rerun after the migration batch switches it.",
-    ExitFlags.SWITCH_ERR: "See the per-profile codes for the failing profiles.",
-    ExitFlags.USER_ABORT: "The user cancelled: agree a time with them and rerun.",
-    ExitFlags.GLOBAL_ERR: "Read the CPUU log: the configuration or the Exchange servers are at fault.",
-    ExitFlags.CRASH: "CPUU crashed: collect the log and rerun; escalate to the vendor if it repeats.",
-    ExitFlags.FAILED_TO_WRITE_LOG: "Check free space and rights on the log folder.",
-    ExitFlags.FAILED_TO_CREATE_TMP_DIR: "Check free space and the user's %TEMP% folder.",
-    ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE: "Check the log share's path and rights.",
-    ExitFlags.INVALID_SWITCH_MSG: "The switch message is invalid: check the migration's switch settings.",
+FLAG_REMEDIES: dict[ExitFlags, Remedy] = {
+    ExitFlags.NO_SWITCH_MSG: Remedy(
+        OWNER_EXCHANGE,
+        "The mailbox is not switched yet: rerun after the migration batch switches it.",
+    ),
+    ExitFlags.SWITCH_ERR: Remedy(
+        OWNER_DESKTOP, "See the per-profile codes for the failing profiles."
+    ),
+    ExitFlags.USER_ABORT: Remedy(
+        OWNER_USER, "The user cancelled: agree a time with them and rerun."
+    ),
+    ExitFlags.GLOBAL_ERR: Remedy(
+        OWNER_DESKTOP, "Read the CPUU log: the configuration or the Exchange servers are at fault."
+    ),
+    ExitFlags.CRASH: Remedy(
+        OWNER_DESKTOP,
+        "CPUU crashed: collect the log and rerun; escalate to the vendor if it repeats.",
+    ),
+    ExitFlags.FAILED_TO_WRITE_LOG: Remedy(
+        OWNER_DESKTOP, "Check free space and rights on the log folder."
+    ),
+    ExitFlags.FAILED_TO_CREATE_TMP_DIR: Remedy(
+        OWNER_DESKTOP, "Check free space and the user's %TEMP% folder."
+    ),
+    ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE: Remedy(
+        OWNER_DESKTOP, "Check the log share's path and rights."
+    ),
+    ExitFlags.INVALID_SWITCH_MSG: Remedy(
+        OWNER_EXCHANGE,
+        "The switch message is invalid: check the migration's switch settings.",
+    ),
 }
+"""Who acts on each problem flag and how (owners ours, steps from the vendor's guide)."""
+FLAG_HINTS: dict[ExitFlags, str] = {flag: r.next_step for flag, r in FLAG_REMEDIES.items()}
 
 # Flags that mean the run did not do its job on this workstation.
 FAILURE_FLAGS = (
@@ -380,6 +421,53 @@ class ExitStatus:
 _ALL_FLAGS = 0
 for _flag in ExitFlags:
     _ALL_FLAGS |= int(_flag)
+
+#: The flag that speaks for an exit code when several are set: what stopped CPUU first, then
+#: what the mailbox lacks, then the per-profile failure (whose codes usually say more), then logs.
+_FLAG_PRIORITY = (
+    ExitFlags.USER_ABORT, ExitFlags.GLOBAL_ERR, ExitFlags.CRASH, ExitFlags.INVALID_SWITCH_MSG,
+    ExitFlags.NO_SWITCH_MSG, ExitFlags.SWITCH_ERR, ExitFlags.FAILED_TO_CREATE_TMP_DIR,
+    ExitFlags.FAILED_TO_WRITE_LOG, ExitFlags.FAILED_TO_COPY_LOCALLOG_TO_REMOTE_SHARE,
+)  # fmt: skip
+
+
+UNKNOWN_BITS_STEP = (
+    "CPUU set exit bits its vendor never documented: read the CPUU log and ask the vendor."
+)
+"""The next step for exit bits no table explains."""
+
+
+@dataclass(frozen=True)
+class ExitCause:
+    """What an exit code says went wrong: a name a lead can group by, who acts and how."""
+
+    name: str
+    remedy: Remedy
+    known: bool
+    """False for a Windows status or flag bits the tables do not know (an "unknown failure")."""
+
+
+def exit_cause(code: int | None, killed: bool = False) -> ExitCause | None:
+    """The one cause an exit code names (None when it names none: no code, or plain success).
+
+    Assumption (the vendor is silent on it): when CPUU sets several problem flags, the first of
+    :data:`_FLAG_PRIORITY` is the one a person acts on first."""
+    if killed:
+        return ExitCause("KILLED_ON_DEADLINE", KILLED_REMEDY, True)
+    if code is None:
+        return None
+    status = ExitStatus(int(code))
+    if status.windows is not None:
+        name, meaning = status.windows
+        owner = WINDOWS_EXIT_OWNERS.get(status.code, OWNER_DESKTOP)
+        step = meaning[:1].upper() + meaning[1:] + "."
+        return ExitCause(name, Remedy(owner, step), status.code in WINDOWS_EXIT_CODES)
+    for flag in _FLAG_PRIORITY:
+        if flag in status.flags:
+            return ExitCause(str(flag.name), FLAG_REMEDIES[flag], True)
+    if status.unknown_bits:
+        return ExitCause(status.names()[-1], Remedy(OWNER_DESKTOP, UNKNOWN_BITS_STEP), False)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -72,6 +72,101 @@ TRANSIENT_CLASSES = frozenset({ErrorClass.UNREACHABLE, ErrorClass.TIMEOUT})
 """Failures that may well go away by themselves: the runner retries these with backoff."""
 
 
+# ------------------------------------------------------------------------------ owners and remedies
+# Who must act on a cause, as a migration lead assigns work: the desktop team runs cpuu-fleet and
+# owns the workstations, the Exchange team owns mailboxes and their switch, the user owns their
+# session. The judgements are ours (the vendor names no owners).
+OWNER_DESKTOP = "desktop team"
+OWNER_EXCHANGE = "Exchange team"
+OWNER_USER = "the user"
+OWNER_NOBODY = "nobody (settles by itself)"
+OWNERS: tuple[str, ...] = (OWNER_DESKTOP, OWNER_EXCHANGE, OWNER_USER, OWNER_NOBODY)
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """Who acts on one cause (an error class, a CPUU code, a Windows exit code) and what they do
+    next, in plain words. Every output (action list, Summary causes, HTML) reads it from here or
+    from :mod:`cpuu_fleet.cpuu`, next to the cause it describes."""
+
+    owner: str
+    next_step: str
+
+
+ERROR_CLASS_REMEDIES: dict[ErrorClass, Remedy] = {
+    ErrorClass.UNREACHABLE: Remedy(
+        OWNER_DESKTOP,
+        "The workstation did not answer: check that it is on, on the network, and that WinRM"
+        " listens (winrm quickconfig); then retry.",
+    ),
+    ErrorClass.AUTHENTICATION: Remedy(
+        OWNER_DESKTOP,
+        "WinRM refused the credentials: check the account, its password and that it is a local"
+        " administrator on the workstation. A Kerberos error message says what to fix (ticket,"
+        " clock, name): see docs/kerberos.md.",
+    ),
+    ErrorClass.CERTIFICATE: Remedy(
+        OWNER_DESKTOP,
+        "The WinRM HTTPS certificate was not trusted: fix the workstation's certificate or the CA"
+        " bundle (do not turn validation off).",
+    ),
+    ErrorClass.TIMEOUT: Remedy(
+        OWNER_DESKTOP,
+        "A step ran past its deadline: check the link and the workstation's load, then retry.",
+    ),
+    ErrorClass.REMOTE: Remedy(
+        OWNER_DESKTOP,
+        "A remote command failed on the workstation: read the error message and the step's"
+        " output in the Attempts sheet.",
+    ),
+    ErrorClass.PROTOCOL: Remedy(
+        OWNER_DESKTOP,
+        "The WinRM conversation broke (proxy, size limits, dropped connection): retry; if it"
+        " repeats, check MaxEnvelopeSizekb and any proxy in between.",
+    ),
+    ErrorClass.POLICY: Remedy(
+        OWNER_DESKTOP,
+        "The play's policy stopped this host (for example nobody logged on): see the error"
+        " message; rerun when the condition is met.",
+    ),
+    ErrorClass.CPUU: Remedy(
+        OWNER_DESKTOP, "CPUU did not do its job: read the CPUU log collected from the workstation."
+    ),
+    ErrorClass.INTERNAL: Remedy(
+        OWNER_DESKTOP,
+        "A fault in cpuu-fleet stopped this host's visit: the run's run.log has its traceback;"
+        " report it, then retry the host.",
+    ),
+    ErrorClass.LOCAL: Remedy(
+        OWNER_DESKTOP,
+        "The controller could not store what it received (disk full, no permission on the"
+        " reports folder): fix that, then run collect for this host.",
+    ),
+    ErrorClass.LIMIT: Remedy(
+        OWNER_DESKTOP,
+        "The workstation sent more than the play's limits allow (a file too big or longer than"
+        " announced, endless output, too many result rows): look at the host (a huge CPUU log,"
+        " a tampered machine); raise the play's 'limits' only if the data is genuine.",
+    ),
+    ErrorClass.INTERRUPTED: Remedy(
+        OWNER_DESKTOP,
+        "The controller stopped while this host was running: run resume to collect what"
+        " happened before running it again.",
+    ),
+}
+"""What to do about each error class, and who does it: every class has one (a test holds it)."""
+
+UNKNOWN_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "Nobody knows yet why this host failed: read its rows in the Attempts sheet and the run's"
+    " run.log, and report it to the cpuu-fleet maintainers.",
+)
+"""A failure no error class, code or flag explains (an unknown journal state, a missing class)."""
+
+#: Error classes that say nothing about the cause (a bug, a damaged journal): "unknown failures".
+UNKNOWN_ERROR_CLASSES = frozenset({ErrorClass.INTERNAL.value, "unknown-state"})
+
+
 # ------------------------------------------------------------------------------ host states
 # Stored in the journal's hosts.state: never change these values.
 SUCCEEDED = "succeeded"
@@ -288,6 +383,24 @@ WORST_FIRST: tuple[str, ...] = (
     RUNNING, WAITING, PENDING, SKIPPED, NOT_APPLICABLE, SUCCEEDED,
 )  # fmt: skip
 
+#: Causes that are the host's state itself (no error class, CPUU code or flag says more).
+STATE_REMEDIES: dict[str, Remedy] = {
+    PENDING: Remedy(
+        OWNER_USER,
+        "CPUU waits for the user's next logon: nothing to fix; collect its results afterwards.",
+    ),
+    SKIPPED: Remedy(
+        OWNER_USER,
+        "Nobody was logged on, or there was nothing to do: the next run after the user logs on"
+        " does it.",
+    ),
+    NOT_RUN: Remedy(
+        OWNER_DESKTOP,
+        "The run stopped (a stop rule, Ctrl-C) before this host started: resume the run.",
+    ),
+    INTERRUPTED: ERROR_CLASS_REMEDIES[ErrorClass.INTERRUPTED],
+}
+
 # What a finished (or dead) run's transient states mean: a host still queued never started;
 # one left running may have run CPUU, but nothing was collected: --resume asks the host.
 _SETTLED = {QUEUED: NOT_RUN, RUNNING: INTERRUPTED}
@@ -305,6 +418,16 @@ USER_WAITING = "waiting"
 USER_DONE = "done"
 USER_NO_DEVICE = "no known device"
 """A user whose devices nobody knows (no device map row, never seen by a run): listed apart."""
+NO_DEVICE_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "find the user's device (a device map, or a run that meets them), then put it in a wave",
+)
+"""What a mailbox with no known device asks for."""
+NOT_IN_A_WAVE_REMEDY = Remedy(
+    OWNER_DESKTOP,
+    "put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME",
+)
+"""What a mailbox whose device no selected run targeted (or ran for another user) asks for."""
 USER_STATES: tuple[str, ...] = (USER_NEEDS_ACTION, USER_NOT_STARTED, USER_WAITING, USER_DONE)
 """Worst first: a user's state is the first of these that one of their devices is in."""
 USER_STATE_OF_HOST: dict[str, str] = {

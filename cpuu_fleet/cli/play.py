@@ -36,6 +36,7 @@ from cpuu_fleet.cli.policy import (
     policy_fields,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
+from cpuu_fleet.cli.report import CsvDialectOption, TimezoneOption, check_report_style
 from cpuu_fleet.cli.settings import from_settings
 from cpuu_fleet.errors import InputError
 
@@ -120,11 +121,14 @@ def register(app: typer.Typer) -> None:
         mailboxes: MailboxesOption = None,
         devices: DevicesOption = None,
         mailbox_columns: ColumnOption = None,
+        csv_dialect: CsvDialectOption = "en",
+        timezone: TimezoneOption = None,
     ) -> None:
         from cpuu_fleet.engine.wave import PlayRequest, run_play
 
         if playbook is None and not (resume or retry_failed):
             raise InputError("a PLAYBOOK is required (unless --resume or --retry-failed is given)")
+        check_report_style(csv_dialect, timezone)
         if (resume or retry_failed) and from_settings(ctx, "inventory"):
             inventory = None  # a follow-up keeps its run's inventory unless -i names one
         request = PlayRequest(
@@ -142,6 +146,7 @@ def register(app: typer.Typer) -> None:
             payload=payload,
             warn=warn_one,
             mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
+            report_style={"csv_dialect": csv_dialect, "timezone": timezone},
             **policy_fields(serial, max_fail_percentage, max_unreachable_percentage),
         )
         if list_hosts:

@@ -131,8 +131,11 @@ def print_result(result: Any, *, as_json: bool, check: bool, readiness: bool = F
         _print_check(console, result)
     if result.report is not None:
         from cpuu_fleet.report import summary_table
+        from cpuu_fleet.report.summary import causes_table
 
         console.print(summary_table(result.report))
+        if (lead := causes_table(result.report)) is not None:
+            console.print(lead)
     else:
         console.print(counts_table(result.counts, f"Run {result.run_id}"))
         if result.report_error:

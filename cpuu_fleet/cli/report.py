@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -17,6 +17,33 @@ from cpuu_fleet.cli.mailboxes import (
 )
 from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
+
+CsvDialectOption = Annotated[
+    str,
+    typer.Option(
+        "--csv-dialect",
+        metavar="en|eu",
+        help="CSV flavour: en = comma and decimal point (scripts, English Excel), eu = semicolon"
+        " and decimal comma (what French, German, ... Excel opens as columns in one click).",
+    ),
+]
+TimezoneOption = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads this annotation at run time
+    typer.Option(
+        "--timezone",
+        metavar="ZONE",
+        help="IANA time zone of the local-time columns (e.g. Europe/Paris). Default: the"
+        " controller's.",
+    ),
+]
+
+
+def check_report_style(csv_dialect: str, timezone: str | None) -> None:
+    """Reject an unknown dialect or zone before anything runs (exit code 2)."""
+    from cpuu_fleet.report.style import dialect, zone_name
+
+    dialect(csv_dialect)
+    zone_name(timezone)
 
 
 def report(
@@ -53,6 +80,8 @@ def report(
     devices: DevicesOption = None,
     mailbox_columns: ColumnOption = None,
     as_json: JsonOption = False,
+    csv_dialect: CsvDialectOption = "en",
+    timezone: TimezoneOption = None,
 ) -> None:
     """Write report.xlsx, report.html, the CSVs, retry.txt and pending.txt, and print the summary.
 
@@ -61,15 +90,24 @@ def report(
     # Imported here: pandas takes a moment to load, and other commands need not pay for it.
     from cpuu_fleet.report import default_out_dir, summary_table, write_report
     from cpuu_fleet.report.selection import resolve_runs
-    from cpuu_fleet.report.summary import plain
+    from cpuu_fleet.report.summary import causes_table, plain
 
     if run and all_runs:
         raise InputError("--run and --all cannot be used together")
+    check_report_style(csv_dialect, timezone)
     batch = read_mailbox_options(mailboxes, devices, mailbox_columns)
     with existing_journal(reports) as journal:
         run_ids = resolve_runs(journal, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
-        result = write_report(journal, run_ids, out_dir, wave=wave, mailboxes=batch)
+        result = write_report(
+            journal,
+            run_ids,
+            out_dir,
+            wave=wave,
+            mailboxes=batch,
+            csv_dialect=csv_dialect,
+            timezone=timezone,
+        )
     if as_json and result.figures is not None:
         typer.echo(json.dumps(result.figures.to_dict(), ensure_ascii=False, indent=2))
         return
@@ -77,6 +115,8 @@ def report(
     # Paths and names are the operator's and the journal's text: printed as plain text, never markup.
     console = Console(highlight=False)
     console.print(summary_table(result))
+    if (lead := causes_table(result)) is not None:
+        console.print(lead)
     for sheet, parts in result.sheets.items():
         if len(parts) > 1:
             console.print(

@@ -140,6 +140,8 @@ class PlayRequest:
     mailboxes: Any = None
     """A batch file and device map (``inputs.mailboxes.MailboxInput``), read before the run:
     the report at the end shows the batch's mailboxes."""
+    report_style: dict[str, Any] = field(default_factory=dict)
+    """``csv_dialect`` and ``timezone`` for the report at the end (``report.write_report``)."""
 
 
 @dataclass
@@ -655,7 +657,11 @@ class Engine:
             return
         try:
             result.report = write_report(
-                self.journal, [result.run_id], result.run_dir, mailboxes=self.request.mailboxes
+                self.journal,
+                [result.run_id],
+                result.run_dir,
+                mailboxes=self.request.mailboxes,
+                **self.request.report_style,
             )
         except InputError as exc:
             result.report_error = f"report not written: {exc.render()}"

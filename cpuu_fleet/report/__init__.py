@@ -10,9 +10,11 @@ How it is built, one job per module: :mod:`.selection` (which runs and waves), :
 states, counts, action list), :mod:`.collected` (log paths, result files never parsed),
 :mod:`.hints` (what to do), :mod:`.workbook` and :mod:`.sheets` (the sheets), :mod:`.rowxml`
 (rows streamed as escaped XML), :mod:`.csvs` (CSVs, formula neutralising, ``retry.txt``),
-:mod:`.summary` (the terminal table), :mod:`.states` (labels and colours), :mod:`.progress`
-(done per run and per day), :mod:`.figures` (the model ``report.html`` and ``report --json``
-share), :mod:`.charts` (its PNGs) and :mod:`.html` (the page).
+:mod:`.style` (CSV dialects, time zones), :mod:`.preflight` (preflight's facts as columns),
+:mod:`.summary` (the lead's model: status, causes, go/no-go; and the terminal table),
+:mod:`.states` (labels and colours), :mod:`.progress` (done per run and per day),
+:mod:`.figures` (the model ``report.html`` and ``report --json`` share), :mod:`.charts`
+(its PNGs) and :mod:`.html` (the page).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from cpuu_fleet.report.progress import Progress, progress_frames, write_progress
 from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import resolve_runs
 from cpuu_fleet.report.sheets import EXCEL_MAX_ROWS, SheetPart
+from cpuu_fleet.report.style import DEFAULT_DIALECT, dialect, zone_name
 from cpuu_fleet.report.summary import summary_table
 from cpuu_fleet.report.workbook import write_workbook
 
@@ -75,6 +78,8 @@ def write_report(
     max_rows: int = EXCEL_MAX_ROWS,
     redactor: Redactor = REDACTOR,
     mailboxes: MailboxInput | None = None,
+    csv_dialect: str = DEFAULT_DIALECT,
+    timezone: str | None = None,
 ) -> ReportResult:
     """Write ``report.xlsx``, ``hosts.csv``, ``profiles.csv``, ``actions.csv``, ``retry.txt``,
     ``pending.txt``, ``progress.csv``, ``report.html`` and ``summary.png``; after a play with an
@@ -85,11 +90,15 @@ def write_report(
     run, is an :class:`~cpuu_fleet.errors.InputError`. ``max_rows`` is Excel's row limit, made
     smaller by tests to exercise the continuation sheets. ``mailboxes`` (a batch file and device
     map, :func:`cpuu_fleet.inputs.mailboxes.load_mailboxes`) adds the Mailboxes sheets and
-    ``mailboxes.csv`` (:mod:`.mailboxes`).
+    ``mailboxes.csv`` (:mod:`.mailboxes`). ``csv_dialect`` is a key of
+    :data:`.style.DIALECTS`; ``timezone`` an IANA zone for the local-time columns (default: the
+    controller's, :mod:`.style`); either one unknown is an :class:`InputError`.
 
     The journal is read through a second, read-only connection: call this outside
     ``Journal.batch()``, whose writes are not committed (and so not visible) until it ends.
     """
+    csv_style = dialect(csv_dialect)
+    zone = zone_name(timezone)
     selected = resolve_runs(journal, run_ids)
     frames = load_frames(journal, selected, wave=wave, redactor=redactor)
     tables = mailbox_frames(frames, mailboxes) if mailboxes is not None else None
@@ -106,13 +115,14 @@ def write_report(
             mailboxes=tables,
             progress=progress,
             extra=audit_tables(audited) if audited else (),
+            zone=zone,
         )
-        paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir)}
+        paths = {WORKBOOK_NAME: workbook.path, **write_csvs(frames, out_dir, csv_style, zone)}
         if tables is not None:
-            paths.update(write_mailbox_csvs(tables, out_dir))
+            paths.update(write_mailbox_csvs(tables, out_dir, csv_style))
         if audited:
             paths.update(write_audit(audited, out_dir))
-        paths.update(write_progress_csv(progress, out_dir))
+        paths.update(write_progress_csv(progress, out_dir, csv_style))
         result = ReportResult(
             out_dir, selected, paths, frames.summary, workbook.sheets, frames, tables, progress
         )

@@ -4,8 +4,14 @@ The CSVs are meant to be opened in Excel by people and read by scripts, so:
 
 * UTF-8 **with a BOM**: without it Excel reads the file as the ANSI code page and ``Zoë`` turns
   into ``ZoÃ«``.
-* **ISO-8601 UTC** times (``2026-11-21T10:02:30.500Z``) and a **stable column order** (the
-  ``*_COLUMNS`` tuples below; new columns are only ever appended).
+* A **dialect**: ``en`` (comma, decimal point) or ``eu`` (semicolon, decimal comma), and why
+  ``en`` is the default: :mod:`.style`.
+* Times as ``YYYY-MM-DD HH:MM:SS``, which Excel and LibreOffice parse as dates in every locale
+  (ISO's ``T`` and ``Z`` make them text): ``*_utc`` columns in UTC, ``*_local`` in the zone the
+  ``time_zone`` column names (:mod:`.style`). Durations keep their milliseconds as a decimal.
+* A **stable column order** (the ``*_COLUMNS`` tuples below; new columns are only ever
+  appended). ``started_at``/``ended_at`` became ``started_utc``/``ended_utc`` (issue 11: the
+  zone in the name) and their ISO ``T…Z`` form became the one above.
 * **Terminal hygiene**: text from workstations (a user name, an error message) keeps no live
   control or bidi character: each becomes its escape (``\\x1b``, ``\\u202e``), as in every other
   place that shows workstation text (:func:`cpuu_fleet.redact.printable`).
@@ -31,12 +37,17 @@ import pandas as pd
 from cpuu_fleet.redact import printable
 from cpuu_fleet.report import states
 from cpuu_fleet.report.frames import ReportFrames
+from cpuu_fleet.report.preflight import PREFLIGHT_COLUMNS
+from cpuu_fleet.report.style import DEFAULT_DIALECT, DIALECTS, UTC, CsvDialect, to_local
 
 HOST_COLUMNS = (
     "wave", "host", "user", "state", "exit_code", "exit_flags", "profiles_ok", "profiles_failed",
-    "started_at", "ended_at", "duration_s", "attempts", "error_class", "error_message",
-    "result_dir", "run_id", "batch", "address", "log_file",
+    "started_utc", "ended_utc", "duration_s", "attempts", "error_class", "error_message",
+    "result_dir", "run_id", "batch", "address", "log_file", "started_local", "ended_local",
+    "time_zone", *PREFLIGHT_COLUMNS,
 )  # fmt: skip
+#: The frame's columns under the names the CSV gives them.
+_RENAMED = {"started_at": "started_utc", "ended_at": "ended_utc"}
 PROFILE_COLUMNS = (
     "wave", "host", "user", "profile", "current_code", "current_name", "previous_code",
     "previous_name", "outcome", "meaning", "hint", "result_file", "run_id",
@@ -76,10 +87,11 @@ def _is_text(series: pd.Series) -> bool:
     return bool(pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series))
 
 
-def _iso(series: pd.Series) -> pd.Series:
-    """Naive UTC datetimes as ISO-8601 with milliseconds and a ``Z``; empty where missing."""
-    stamps = np.datetime_as_string(series.to_numpy(dtype="datetime64[ms]"), unit="ms")
-    text = pd.Series(stamps, index=series.index, dtype=object) + "Z"
+def _stamp(series: pd.Series) -> pd.Series:
+    """Naive datetimes as ``YYYY-MM-DD HH:MM:SS`` (what spreadsheets parse as a date in every
+    locale); empty where missing."""
+    stamps = np.datetime_as_string(series.to_numpy(dtype="datetime64[s]"), unit="s")
+    text = pd.Series(stamps, index=series.index, dtype=object).str.replace("T", " ", n=1)
     return text.where(series.notna().to_numpy(), "")
 
 
@@ -88,7 +100,9 @@ def _csv_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     for column in columns:
         series = frame[column]
         if pd.api.types.is_datetime64_any_dtype(series):
-            out[column] = _iso(series)
+            out[column] = _stamp(series)
+        elif pd.api.types.is_float_dtype(series):
+            out[column] = series.round(3)  # durations: milliseconds, no binary noise
         elif isinstance(series.dtype, pd.CategoricalDtype):
             out[column] = neutralise_formulas(escape_controls(series.astype(str)))
         else:
@@ -96,11 +110,31 @@ def _csv_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return out
 
 
-def write_csv(frame: pd.DataFrame, columns: tuple[str, ...], path: Path) -> Path:
+def write_csv(
+    frame: pd.DataFrame,
+    columns: tuple[str, ...],
+    path: Path,
+    dialect: CsvDialect = DIALECTS[DEFAULT_DIALECT],
+) -> Path:
     _csv_frame(frame, columns).to_csv(
-        path, index=False, encoding="utf-8-sig", lineterminator="\r\n"
+        path,
+        index=False,
+        encoding="utf-8-sig",
+        lineterminator="\r\n",
+        sep=dialect.separator,
+        decimal=dialect.decimal,
     )
     return path
+
+
+def with_local_times(hosts: pd.DataFrame, zone: str = UTC) -> pd.DataFrame:
+    """The Hosts frame with local-time columns in ``zone`` (``started_local``, ``ended_local``,
+    ``time_zone``), for the CSV and the workbook alike."""
+    out = hosts.copy()
+    out["started_local"] = to_local(hosts["started_at"], zone)
+    out["ended_local"] = to_local(hosts["ended_at"], zone)
+    out["time_zone"] = zone
+    return out
 
 
 def write_host_list(hosts: pd.Series, path: Path) -> Path:
@@ -121,11 +155,19 @@ def write_pending_file(frames: ReportFrames, path: Path) -> Path:
     return write_host_list(frames.hosts.loc[pending, "host"], path)
 
 
-def write_csvs(frames: ReportFrames, out_dir: Path) -> dict[str, Path]:
+def write_csvs(
+    frames: ReportFrames,
+    out_dir: Path,
+    dialect: CsvDialect = DIALECTS[DEFAULT_DIALECT],
+    zone: str = UTC,
+) -> dict[str, Path]:
+    hosts = with_local_times(frames.hosts, zone).rename(columns=_RENAMED)
     return {
-        "hosts.csv": write_csv(frames.hosts, HOST_COLUMNS, out_dir / "hosts.csv"),
-        "profiles.csv": write_csv(frames.profiles, PROFILE_COLUMNS, out_dir / "profiles.csv"),
-        "actions.csv": write_csv(frames.actions, ACTION_COLUMNS, out_dir / "actions.csv"),
+        "hosts.csv": write_csv(hosts, HOST_COLUMNS, out_dir / "hosts.csv", dialect),
+        "profiles.csv": write_csv(
+            frames.profiles, PROFILE_COLUMNS, out_dir / "profiles.csv", dialect
+        ),
+        "actions.csv": write_csv(frames.actions, ACTION_COLUMNS, out_dir / "actions.csv", dialect),
         "retry.txt": write_retry_file(frames, out_dir / "retry.txt"),
         "pending.txt": write_pending_file(frames, out_dir / "pending.txt"),
     }

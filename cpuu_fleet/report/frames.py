@@ -42,7 +42,7 @@ from cpuu_fleet import vocabulary as V
 from cpuu_fleet.cpuu import Outcome, code_info
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.redact import REDACTOR, Redactor
-from cpuu_fleet.report import collected, hints, states
+from cpuu_fleet.report import collected, hints, preflight, states
 from cpuu_fleet.report.reader import JournalReader
 from cpuu_fleet.report.selection import wave_matcher
 
@@ -156,6 +156,7 @@ def _shape(
     attempts = _attempts(reader, run_ids, every_row)
     for column in ("error_message", "details_json"):
         attempts[column] = _scrub(attempts[column], redactor)
+    hosts = preflight.add_preflight_columns(hosts, attempts)
     summary = _summary(hosts, profiles, waves)
     codes = _codes(profiles, waves)
     actions = _actions(hosts, profiles, waves)

@@ -34,6 +34,7 @@ from cpuu_fleet.inputs.mailboxes import MailboxInput, host_key, user_key
 from cpuu_fleet.report.csvs import write_csv
 from cpuu_fleet.report.frames import TOTAL, ReportFrames
 from cpuu_fleet.report.sheets import INT, PERCENT, TEXT, Column
+from cpuu_fleet.report.style import DEFAULT_DIALECT, DIALECTS, CsvDialect
 
 SOURCE_MAP, SOURCE_RUN, SOURCE_PROFILE, SOURCE_SESSION = "device map", "run", "profile", "session"
 #: Where a user's device was learnt, in the order the ``source`` columns list them.
@@ -264,9 +265,9 @@ def _follow_ups(state: pd.Series, run_id: pd.Series) -> pd.Series:
 
 def _follow_up(label: object, run: object) -> str:
     if not isinstance(label, str):
-        return "find the user's device (a device map, or a run that meets them)"
+        return V.NO_DEVICE_REMEDY.next_step
     if label in (_NOT_TARGETED, RAN_FOR_ANOTHER):
-        return "put the device in a wave: cpuu-fleet plan --mailboxes BATCH.csv --batch NAME"
+        return V.NOT_IN_A_WAVE_REMEDY.next_step
     host_state = V.BY_LABEL.get(label)
     if host_state is None:
         return ""
@@ -341,11 +342,13 @@ def sheet_tables(tables: MailboxFrames) -> list[tuple[str, pd.DataFrame, tuple[C
     ]
 
 
-def write_mailbox_csvs(tables: MailboxFrames, out_dir: Path) -> dict[str, Path]:
+def write_mailbox_csvs(
+    tables: MailboxFrames, out_dir: Path, dialect: CsvDialect = DIALECTS[DEFAULT_DIALECT]
+) -> dict[str, Path]:
     """``mailboxes.csv`` and ``mailbox-batches.csv``, by the CSV rules of :mod:`.csvs`."""
     mailbox_keys = tuple(column.key for column in MAILBOX_COLUMNS)
     batch_keys = tuple(column.key for column in BATCH_COLUMNS)
     return {
-        MAILBOX_CSV: write_csv(tables.mailboxes, mailbox_keys, out_dir / MAILBOX_CSV),
-        BATCH_CSV: write_csv(tables.batches, batch_keys, out_dir / BATCH_CSV),
+        MAILBOX_CSV: write_csv(tables.mailboxes, mailbox_keys, out_dir / MAILBOX_CSV, dialect),
+        BATCH_CSV: write_csv(tables.batches, batch_keys, out_dir / BATCH_CSV, dialect),
     }

@@ -37,6 +37,7 @@ from cpuu_fleet.report.csvs import write_csv
 from cpuu_fleet.report.frames import ReportFrames, _utc
 from cpuu_fleet.report.mailboxes import _distinct, _links  # the Mailboxes sheet's own rules
 from cpuu_fleet.report.sheets import Formats, print_wide, write_text
+from cpuu_fleet.report.style import DEFAULT_DIALECT, DIALECTS, CsvDialect
 
 #: Host states that count as done (one definition: the vocabulary's user state of a host).
 DONE_KEYS = frozenset(key for key, user in V.USER_STATE_OF_HOST.items() if user == V.USER_DONE)
@@ -243,9 +244,12 @@ def progress_groups(progress: Progress, unit: str) -> list[str]:
     return list(dict.fromkeys(progress.part(unit, BY_RUN)["group"]))
 
 
-def write_progress_csv(progress: Progress, out_dir: Path) -> dict[str, Path]:
-    """``progress.csv``: the long table (one row per unit, step, point and group)."""
-    return {PROGRESS_CSV: write_csv(progress.table, COLUMNS, out_dir / PROGRESS_CSV)}
+def write_progress_csv(
+    progress: Progress, out_dir: Path, dialect: CsvDialect = DIALECTS[DEFAULT_DIALECT]
+) -> dict[str, Path]:
+    """``progress.csv``: the long table (one row per unit, step, point and group), in the
+    report's CSV dialect."""
+    return {PROGRESS_CSV: write_csv(progress.table, COLUMNS, out_dir / PROGRESS_CSV, dialect)}
 
 
 def write_progress_sheet(book: Workbook, formats: Formats, progress: Progress) -> None:

@@ -87,12 +87,15 @@ def _inline(text: str) -> str:
     return f"<is><t{space}>{text}</t></is></c>"
 
 
-def _text_cells(sheet: Worksheet, values: pd.Series, letter: str, first: int) -> list[str]:
+def _text_cells(
+    sheet: Worksheet, values: pd.Series, letter: str, first: int, style: int | None = None
+) -> list[str]:
     """String cells; an empty string where the value is missing or empty.
 
     A column that repeats itself (states, waves, code names, hints) goes through the workbook's
     shared-string table, so each distinct text is written once; other texts are written inline.
-    The default cell style is used: text needs no number format.
+    The default cell style is used (text needs no number format) unless ``style`` is given (the
+    hyperlink style of a link column).
     """
     codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
     count = len(codes)
@@ -101,6 +104,7 @@ def _text_cells(sheet: Worksheet, values: pd.Series, letter: str, first: int) ->
         return cells
     texts = [str(text)[:EXCEL_MAX_CHARS] for text in uniques.tolist()]
     head = f'<c r="{letter}'
+    styled = "" if style is None else f' s="{style}"'
     present = codes >= 0
     shared = len(texts) <= count // 2 and sheet.str_table is not None
     if shared:
@@ -112,7 +116,7 @@ def _text_cells(sheet: Worksheet, values: pd.Series, letter: str, first: int) ->
         table.count += int(present.sum()) - sum(1 for i in index if i >= 0)
         mapped = np.asarray(index)[np.where(present, codes, 0)]
         for row in np.flatnonzero(present & (mapped >= 0)).tolist():
-            cells[row] = f'{head}{first + row}" t="s"><v>{mapped[row]}</v></c>'
+            cells[row] = f'{head}{first + row}"{styled} t="s"><v>{mapped[row]}</v></c>'
         inline = present & (mapped < 0)
     else:
         inline = present
@@ -120,7 +124,7 @@ def _text_cells(sheet: Worksheet, values: pd.Series, letter: str, first: int) ->
     for row in np.flatnonzero(inline).tolist():
         text = escaped[codes[row]]
         if text:
-            cells[row] = f'{head}{first + row}" t="inlineStr">{_inline(text)}'
+            cells[row] = f'{head}{first + row}"{styled} t="inlineStr">{_inline(text)}'
     return cells
 
 
@@ -154,7 +158,8 @@ def write_rows(
     """Stream a header row and data rows into ``sheet``.
 
     ``columns`` holds, per column: its values (already Excel numbers for dates and durations),
-    ``"text"`` / ``"int"`` / ``"number"``, and its cell format.
+    ``"text"`` / ``"link"`` (text in its cell format) / ``"int"`` / ``"number"``, and its cell
+    format.
     """
     handle = sheet.row_data_fh
     letters = [xl_col_to_name(col) for col in range(len(header))]
@@ -174,6 +179,8 @@ def write_rows(
             chunk = values.iloc[start:stop]
             if kind == "text":
                 cells.append(_text_cells(sheet, chunk, letter, first))
+            elif kind == "link":
+                cells.append(_text_cells(sheet, chunk, letter, first, style))
             else:
                 cells.append(_number_cells(chunk, letter, first, style, kind == "int"))
         handle.write(

@@ -13,12 +13,16 @@ XlsxWriter would not); where that is not possible, XlsxWriter's own cell API is 
 
 from __future__ import annotations
 
+import posixpath
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from xlsxwriter.format import Format
+from xlsxwriter.url import Url
 from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
@@ -32,6 +36,15 @@ _EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 _DAY = pd.Timedelta(days=1)
 
 TEXT, INT, NUMBER, DATE, DURATION, PERCENT = "text", "int", "number", "date", "duration", "percent"
+#: A text column whose cells also link to the file or folder they name (:func:`link_targets`).
+LINK = "link"
+#: Excel's limit on hyperlinks per worksheet; cells past it keep their text without a link.
+EXCEL_MAX_LINKS = 65_530
+#: Excel's limit on a link's length.
+EXCEL_MAX_URL = 2_079
+# A character that makes a path no link of ours: a drive or scheme (":"), an anchor or an escape
+# Excel would decode ("#", "%"), wildcards and quotes, control characters.
+_UNSAFE_IN_LINK = re.compile(r'[:#%?*"<>|\x00-\x1f\x7f]')
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,61 @@ class SheetPart:
     rows: int
 
 
+@dataclass(frozen=True)
+class LinkBase:
+    """Where link columns point from: the reports folder they must stay in (``root``, where the
+    journal records collected files relative to) and the workbook's folder (``here``)."""
+
+    root: Path
+    here: Path
+
+
+def link_targets(paths: pd.Series, base: LinkBase) -> list[str | None]:
+    """Each path (relative to ``base.root``, as the journal records it) as a link relative to the
+    workbook, or None where it must not be a link.
+
+    A path comes partly from a workstation (a log's file name): it becomes a link only when it
+    stays inside the reports folder by its text alone (no absolute path, no drive, no ``..``)
+    and holds no character a link would read otherwise (:data:`_UNSAFE_IN_LINK`); anything else
+    keeps its text without a link. Computed once per distinct path, by list arithmetic on the
+    path's parts (no ``os.path`` call per path: a fleet has 100,000 of them)."""
+    root, here = base.root.resolve(), base.here.resolve()
+    if here.is_relative_to(root):
+        down = list(here.relative_to(root).parts)  # the workbook's folder below the root
+        up: list[str] = []
+    else:
+        down, up = [], posixpath.relpath(root.as_posix(), here.as_posix()).split("/")
+    found: dict[object, str | None] = {}
+    out: list[str | None] = []
+    for value in paths.astype(object).tolist():
+        if value not in found:
+            found[value] = _link_target(value, down, up)
+        out.append(found[value])
+    return out
+
+
+def _link_target(value: object, down: list[str], up: list[str]) -> str | None:
+    """``value``'s parts relative to the workbook's folder (``down`` below the root, or the
+    root at ``up`` from it)."""
+    if not isinstance(value, str) or not value or _UNSAFE_IN_LINK.search(value):
+        return None
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith(("/", "\\")) or any(part in ("", ".", "..") for part in parts):
+        return None
+    shared = 0
+    while shared < min(len(down), len(parts) - 1) and parts[shared] == down[shared]:
+        shared += 1
+    target = "/".join(up + [".."] * (len(down) - shared) + parts[shared:])
+    return target if len(target) <= EXCEL_MAX_URL else None
+
+
+def _url(target: str, text: str) -> Url:
+    """The hyperlink XlsxWriter writes for a relative file link shown as ``text``."""
+    url = Url("external:" + target)
+    url.text = text
+    return url
+
+
 class Formats:
     """The workbook's cell formats, made once (XlsxWriter wants one object per distinct format)."""
 
@@ -72,6 +140,10 @@ class Formats:
         self.int = book.add_format({"num_format": "0", "valign": "top"})
         self.number = book.add_format({"num_format": "0.###", "valign": "top"})
         self.total = book.add_format({"bold": True, "top": 1})
+        self.link = book.add_format({"font_color": "blue", "underline": 1, "valign": "top"})
+        self.wrap = book.add_format({"valign": "top", "text_wrap": True})
+        self.go = book.add_format({"bold": True, "bg_color": "#C6EFCE", "font_color": "#006100"})
+        self.no_go = book.add_format({"bold": True, "bg_color": "#FFC7CE", "font_color": "#9C0006"})
         self.total_percent = book.add_format({"bold": True, "top": 1, "num_format": "0.0%"})
         self.states = {
             label: book.add_format({"bg_color": fill, "font_color": font})
@@ -94,6 +166,7 @@ class Formats:
     def for_kind(self, kind: str) -> Format:
         return {
             TEXT: self.text,
+            LINK: self.link,
             INT: self.int,
             NUMBER: self.number,
             DATE: self.date,
@@ -104,7 +177,7 @@ class Formats:
 
 def cell_values(series: pd.Series, kind: str) -> list:
     """A column as Python values ready for XlsxWriter; ``None`` where the cell stays empty."""
-    if kind == TEXT:
+    if kind in (TEXT, LINK):
         text = series.astype(object)
         present = text.notna() & (text != "")
         text = text.where(present, None)
@@ -174,28 +247,56 @@ def write_table(
     max_rows: int = EXCEL_MAX_ROWS,
     state_key: str | None = "state",
     fast: bool = True,
+    links: LinkBase | None = None,
 ) -> list[SheetPart]:
     """Write ``frame`` as one table per sheet, continued on ``<name> (2)`` etc. past ``max_rows``.
 
-    ``fast=False`` forces XlsxWriter's cell API (the fallback; tests compare both).
+    ``fast=False`` forces XlsxWriter's cell API (the fallback; tests compare both). ``links``:
+    where :data:`LINK` columns point from (without it they are plain text).
     """
     parts = sheet_names(base_name, len(frame), max_rows)
     prepared: list[list] | None = None
+    targets = {
+        col: link_targets(frame[column.key], links)
+        for col, column in enumerate(columns)
+        if column.kind == LINK and links is not None
+    }
     for part in parts:
         sheet = book.add_worksheet(part.name)
         _layout(sheet, formats, columns, part.rows, state_key)
         rows = frame.iloc[part.first_row : part.first_row + part.rows]
         if fast and rowxml.supported(sheet):
             _write_fast(sheet, formats, rows, columns)
+            _add_links(sheet, part, targets, rows, columns)
             continue
         if prepared is None:
             prepared = [cell_values(frame[column.key], column.kind) for column in columns]
-        _write_with_api(sheet, formats, columns, prepared, part)
+        _write_with_api(sheet, formats, columns, prepared, part, targets)
     return parts
 
 
+def _add_links(
+    sheet: Worksheet,
+    part: SheetPart,
+    targets: dict[int, list[str | None]],
+    rows: pd.DataFrame,
+    columns: Sequence[Column],
+) -> None:
+    """Register the links of streamed link cells (their text is written already), row by row
+    up to Excel's limit per sheet, as XlsxWriter's ``write_url`` would."""
+    texts = {col: cell_values(rows[columns[col].key], TEXT) for col in targets}
+    for offset in range(part.rows):
+        for col, column_targets in targets.items():
+            target = column_targets[part.first_row + offset]
+            text = texts[col][offset]
+            if target is None or text is None or sheet.hlink_count >= EXCEL_MAX_LINKS:
+                continue
+            sheet.hlink_count += 1
+            sheet.hyperlinks[offset + 1][col] = _url(target, text)
+
+
 def _write_fast(sheet: Worksheet, formats: Formats, rows: pd.DataFrame, columns) -> None:
-    kinds = {TEXT: "text", INT: "int"}
+    kinds = {TEXT: "text", INT: "int", LINK: "link"}
     rowxml.write_rows(
         sheet,
         [column.header for column in columns],
@@ -203,7 +304,7 @@ def _write_fast(sheet: Worksheet, formats: Formats, rows: pd.DataFrame, columns)
         [
             (
                 rows[column.key]
-                if column.kind == TEXT
+                if column.kind in (TEXT, LINK)
                 else excel_numbers(rows[column.key], column.kind),
                 kinds.get(column.kind, "number"),
                 formats.for_kind(column.kind),
@@ -213,32 +314,44 @@ def _write_fast(sheet: Worksheet, formats: Formats, rows: pd.DataFrame, columns)
     )
 
 
-def _write_with_api(sheet: Worksheet, formats: Formats, columns, prepared, part: SheetPart) -> None:
+def _write_with_api(
+    sheet: Worksheet,
+    formats: Formats,
+    columns,
+    prepared,
+    part: SheetPart,
+    targets: dict[int, list[str | None]],
+) -> None:
     for col, column in enumerate(columns):
         write_text(sheet, 0, col, column.header, formats.header)
     # Text cells keep the default style, as the streamed rows do (rowxml): same workbook either way.
     cells = [
-        (write_text, None)
-        if column.kind == TEXT
+        (write_text, None if column.kind == TEXT else formats.link)
+        if column.kind in (TEXT, LINK)
         else (sheet.write_number, formats.for_kind(column.kind))
         for column in columns
     ]
     chunk = [values[part.first_row : part.first_row + part.rows] for values in prepared]
     for row, row_values in enumerate(zip(*chunk, strict=True), start=1):
         for col, value in enumerate(row_values):
-            if value is not None:
-                write, cell_format = cells[col]
-                if write is write_text:
-                    write_text(sheet, row, col, value, cell_format)
-                else:
-                    write(row, col, value, cell_format)
+            if value is None:
+                continue
+            write, cell_format = cells[col]
+            target = targets[col][part.first_row + row - 1] if col in targets else None
+            if target is not None and sheet.hlink_count < EXCEL_MAX_LINKS:
+                sheet.write_url(row, col, _url(target, value), cell_format)
+            elif write is write_text:
+                write_text(sheet, row, col, value, cell_format)
+            else:
+                write(row, col, value, cell_format)
 
 
-def print_wide(sheet: Worksheet) -> None:
-    """Leads print the action list: landscape, the header row on every page. (Not fitted to
-    one page wide: with a 70-character "what to do" column the text would be unreadable.)"""
+def print_wide(sheet: Worksheet, header_rows: int = 1) -> None:
+    """Leads print the sheets: landscape, fitted to one page wide (as tall as it takes), on A4
+    or Letter alike, with the header row(s) repeated on every page."""
     sheet.set_landscape()
-    sheet.repeat_rows(0)
+    sheet.fit_to_pages(1, 0)
+    sheet.repeat_rows(0, header_rows - 1)
 
 
 def _layout(

@@ -24,6 +24,8 @@ from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from cpuu_fleet.report import states
+from cpuu_fleet.report import summary as lead
+from cpuu_fleet.report.csvs import with_local_times
 from cpuu_fleet.report.frames import ReportFrames, wave_count_key
 from cpuu_fleet.report.mailboxes import MailboxFrames, sheet_tables
 from cpuu_fleet.report.progress import Progress, write_progress_sheet
@@ -32,11 +34,13 @@ from cpuu_fleet.report.sheets import (
     DURATION,
     EXCEL_MAX_ROWS,
     INT,
+    LINK,
     NUMBER,
     PERCENT,
     TEXT,
     Column,
     Formats,
+    LinkBase,
     SheetPart,
     cell_values,
     print_wide,
@@ -44,6 +48,7 @@ from cpuu_fleet.report.sheets import (
     write_table,
     write_text,
 )
+from cpuu_fleet.report.style import UTC
 
 HOST_COLUMNS = (
     Column("wave", "Wave", TEXT, 12),
@@ -60,12 +65,29 @@ HOST_COLUMNS = (
     Column("attempts", "Attempts", INT, 9),
     Column("error_class", "Error class", TEXT, 14),
     Column("error_message", "Error message", TEXT, 50),
-    Column("result_dir", "Collected files", TEXT, 36),
-    Column("log_file", "CPUU log", TEXT, 36),
+    Column("result_dir", "Collected files", LINK, 36),
+    Column("log_file", "CPUU log", LINK, 36),
     Column("run_id", "Run", TEXT, 22),
     Column("batch", "Batch", INT, 7),
     Column("address", "Address", TEXT, 16),
 )
+
+
+def host_columns(zone: str) -> tuple[Column, ...]:
+    """The Hosts sheet's columns: :data:`HOST_COLUMNS`, then the local times, named by zone."""
+    return (
+        *HOST_COLUMNS,
+        Column("started_local", f"Start ({zone})", DATE, 19),
+        Column("ended_local", f"End ({zone})", DATE, 19),
+        Column("preflight_os", "OS (preflight)", TEXT, 30),
+        Column("preflight_free_gb", "Free disk GB", NUMBER, 9),
+        Column("preflight_user", "Logged on (preflight)", TEXT, 22),
+        Column("preflight_outlook_running", "Outlook running", TEXT, 9),
+        Column("preflight_outlook_version", "Outlook version", TEXT, 14),
+        Column("preflight_sessions", "Sessions", INT, 8),
+        Column("preflight_locked_files", "Locked files", INT, 8),
+    )
+
 
 PROFILE_COLUMNS = (
     Column("wave", "Wave", TEXT, 12),
@@ -79,7 +101,7 @@ PROFILE_COLUMNS = (
     Column("outcome", "Outcome", TEXT, 13),
     Column("meaning", "Meaning", TEXT, 40),
     Column("hint", "What to do", TEXT, 60),
-    Column("result_file", "Result file", TEXT, 40),
+    Column("result_file", "Result file", TEXT, 40),  # its host's row links the folder
     Column("run_id", "Run", TEXT, 22),
 )
 
@@ -96,7 +118,7 @@ ACTION_COLUMNS = (
     Column("problem_profiles", "Profiles to fix", TEXT, 40),
     Column("hint", "What to do", TEXT, 70),
     Column("follow_up", "Then", TEXT, 44),
-    Column("result_dir", "Collected files", TEXT, 36),
+    Column("result_dir", "Collected files", LINK, 36),
     Column("run_id", "Run", TEXT, 22),
 )
 
@@ -139,9 +161,6 @@ RUN_COLUMNS = (
     Column("tool_version", "Tool version", TEXT),
 )
 
-#: The last Summary column a run's metadata value spans (from column B).
-RUN_VALUE_SPAN = 6
-
 #: Notes on the Summary beyond this are counted, not listed (the sheet stays readable).
 MAX_NOTES = 200
 
@@ -180,6 +199,7 @@ def write_workbook(
     mailboxes: MailboxFrames | None = None,
     progress: Progress | None = None,
     extra: Sequence[tuple[str, pd.DataFrame, Sequence[Column]]] = (),
+    zone: str = UTC,
 ) -> WorkbookResult:
     """Write every sheet; ``max_rows`` (Excel's limit by default) is lowered by tests.
     ``extra``: more tables, after the others (a play's audit: :func:`.audit.audit_tables`).
@@ -188,7 +208,7 @@ def write_workbook(
     fallback path, kept tested and measured).
     """
     tables = [
-        ("Hosts", frames.hosts, HOST_COLUMNS),
+        ("Hosts", with_local_times(frames.hosts, zone), host_columns(zone)),
         ("Profiles", frames.profiles, PROFILE_COLUMNS),
         ("Return codes", frames.codes, code_columns(frames.waves)),
         ("Action list", frames.actions, ACTION_COLUMNS),
@@ -203,12 +223,14 @@ def write_workbook(
     ) as writer:
         book = writer.book
         formats = Formats(book)
-        _write_summary(book, formats, frames, planned)
+        _write_summary(book, formats, frames, planned, mailboxes)
         if progress is not None:
             write_progress_sheet(book, formats, progress)
+        # Collected files are recorded relative to the journal's folder (the reports folder).
+        links = LinkBase(Path(frames.journal_path).parent, Path(path).parent)
         for name, frame, columns in tables:
             result.sheets[name] = write_table(
-                book, formats, name, frame, columns, max_rows=max_rows, fast=fast
+                book, formats, name, frame, columns, max_rows=max_rows, fast=fast, links=links
             )
     return result
 
@@ -226,44 +248,97 @@ def split_notes(planned: dict[str, list[SheetPart]]) -> list[str]:
     return notes
 
 
-def _write_summary(
-    book: Workbook, formats: Formats, frames: ReportFrames, planned: dict[str, list[SheetPart]]
-) -> None:
-    """Per-wave counts, the total, the runs' metadata, notes and a stacked bar chart of states.
+#: The chart's place: above every table, from the sheet's top left, so a laptop shows it first.
+CHART_ROW = 3
+CHART_SIZE = {"width": 760, "height": 300}
+#: The first table's row: below the chart (300 px at Excel's default 20 px a row, and a gap).
+FIRST_TABLE_ROW = CHART_ROW + 16
+#: The last Summary column a wide text (a cause's next step, a note) spans: the state table's.
+LAST_COL = len(SUMMARY_COLUMNS) - 1
+STATUS_TABLE = (
+    Column("wave", "Wave", TEXT),
+    Column("targeted", "Targeted", INT),
+    *(Column(status, status.capitalize(), INT) for status in lead.STATUS_COLUMNS),
+    Column("success_pct", "Success %", PERCENT),
+    Column("verdict", "Next wave", TEXT),
+)
+#: A cause row: (first column, last column, key, header) per cell; the next step wraps.
+CAUSE_CELLS = (
+    (0, 0, "group", "Wave"),
+    (1, 1, "count", "Hosts"),
+    (2, 2, "status", "Status"),
+    (3, 5, "cause", "Cause"),
+    (6, 7, "owner", "Owner"),
+    (8, LAST_COL, "next_step", "Next step"),
+)
+#: A run row, one per run: (first column, last column, column of RUN_COLUMNS).
+RUN_CELLS = (
+    (0, 0, "run_id"), (1, 1, "kind"), (2, 2, "status"), (3, 4, "started_at"),
+    (5, 6, "ended_at"), (7, 7, "operator"), (8, 8, "mode"), (9, 9, "tool_version"),
+    (10, 10, "playbook"), (11, 11, "inventory"), (12, 12, "stop_reason"),
+    (13, LAST_COL, "payload_sha256"),
+)  # fmt: skip
+_LINE_HEIGHT = 15
 
-    A dashboard, not a table: its header is frozen but it has no autofilter (sorting would move
-    the Total row into the waves).
+
+def _write_summary(
+    book: Workbook,
+    formats: Formats,
+    frames: ReportFrames,
+    planned: dict[str, list[SheetPart]],
+    mailboxes: MailboxFrames | None = None,
+) -> None:
+    """The lead's page, top to bottom (constant memory: rows are written in order): the go/no-go
+    line, the chart, where each wave stands, the causes with owners and next steps, the hosts per
+    state (the chart's data), the runs included (one row each) and notes.
+
+    A dashboard, not a table: no autofilter (sorting would move the Total rows into the waves).
+    Printed landscape, fitted to one page wide, the go/no-go line on every page.
     """
     sheet = book.add_worksheet("Summary")
-    print_wide(sheet)
-    summary = frames.summary
+    print_wide(sheet, header_rows=2)
     for col, column in enumerate(SUMMARY_COLUMNS):
         sheet.set_column(col, col, column.width)
-        header_format = formats.state_headers.get(column.key, formats.header)
-        write_text(sheet, 0, col, column.header, header_format)
-    sheet.freeze_panes(1, 1)
-    values = [cell_values(summary[column.key], column.kind) for column in SUMMARY_COLUMNS]
-    last = len(summary)
-    for row, row_values in enumerate(zip(*values, strict=False), start=1):
-        is_total = row == last
-        for col, (column, value) in enumerate(zip(SUMMARY_COLUMNS, row_values, strict=True)):
-            if column.kind == TEXT:
-                write_text(
-                    sheet, row, col, value or "", formats.total if is_total else formats.text
-                )
-            else:
-                if is_total:
-                    cell_format = formats.total_percent if column.kind == PERCENT else formats.total
-                else:
-                    cell_format = formats.for_kind(column.kind)
-                if value is None and column.kind == PERCENT:
-                    sheet.write_blank(row, col, None, cell_format)  # no host tried: no rate
-                else:
-                    sheet.write_number(row, col, value or 0, cell_format)
+    verdicts, headline = lead.go_no_go(frames)
+    write_text(sheet, 0, 0, "Where the waves stand", formats.title)
+    judged = [v.go for v in verdicts if v.go is not None]
+    headline_format = formats.text if not judged else (formats.go if judged[-1] else formats.no_go)
+    sheet.merge_range(1, 0, 1, LAST_COL, "", headline_format)
+    write_text(sheet, 1, 0, headline, headline_format)
+    write_text(sheet, 2, 0, "Rule: " + lead.GO_RULE)
+    if frames.waves:
+        _insert_chart(book, sheet, len(frames.waves), FIRST_TABLE_ROW + len(frames.waves) + 4)
+    row = _write_status_table(sheet, formats, frames, verdicts, FIRST_TABLE_ROW)
+    row = _write_state_table(sheet, formats, frames.summary, row + 2)
+    causes = lead.causes(frames, mailboxes)
+    row = _write_causes(sheet, formats, causes[causes["scope"] == "wave"], "Wave", row + 2)
+    if mailboxes is not None:
+        by_batch = causes[causes["scope"] == "batch"]
+        row = _write_causes(sheet, formats, by_batch, "Batch", row + 2, counted="Mailboxes")
+    row = _write_runs(sheet, formats, frames.runs, row + 2)
+    _write_notes(sheet, formats, frames, planned, row + 2)
+
+
+def _write_status_table(
+    sheet: Worksheet, formats: Formats, frames: ReportFrames, verdicts: list, row: int
+) -> int:
+    """Per wave and in total: targeted, done / needs action / waiting / not started, success %,
+    and the wave's go/no-go. Returns the last row written."""
+    table = lead.wave_status(frames)
+    table["success_pct"] = frames.summary["success_pct"].to_numpy()
+    table["verdict"] = [v.word for v in verdicts] + [""]
+    return _write_block(sheet, formats, table, STATUS_TABLE, row)
+
+
+def _write_state_table(sheet: Worksheet, formats: Formats, summary: pd.DataFrame, row: int) -> int:
+    """Hosts per state, per wave (the chart's data), with a success-rate data bar."""
+    write_text(sheet, row, 0, "Hosts per state", formats.title)
+    header = row + 1
+    last = _write_block(sheet, formats, summary, SUMMARY_COLUMNS, header, state_headers=True)
     success_col = [c.key for c in SUMMARY_COLUMNS].index("success_pct")
-    if last > 1:
+    if last - header > 1:
         sheet.conditional_format(
-            1,
+            header + 1,
             success_col,
             last - 1,
             success_col,
@@ -277,60 +352,160 @@ def _write_summary(
                 "max_value": 1,
             },
         )
+    return last
 
-    row = last + 2
-    write_text(sheet, row, 0, "Runs included", formats.title)
-    # One label/value block per run: the values (dates, paths, a 64-digit hash) need more room
-    # than the count columns above them give, so each value spans several of those columns.
-    run_values = [cell_values(frames.runs[column.key], column.kind) for column in RUN_COLUMNS]
-    for run_row in zip(*run_values, strict=False):
-        row += 1
-        for column, value in zip(RUN_COLUMNS, run_row, strict=True):
-            row += 1
-            write_text(sheet, row, 0, column.header, formats.header)
+
+def _write_block(
+    sheet: Worksheet,
+    formats: Formats,
+    table: pd.DataFrame,
+    columns: tuple[Column, ...],
+    header: int,
+    *,
+    state_headers: bool = False,
+) -> int:
+    """A header row and one row per record, the last one (the total) in bold; returns its row."""
+    for col, column in enumerate(columns):
+        chosen = formats.state_headers.get(column.key) if state_headers else None
+        write_text(sheet, header, col, column.header, chosen or formats.header)
+    values = [cell_values(table[column.key], column.kind) for column in columns]
+    last = header + len(table)
+    for row, row_values in enumerate(zip(*values, strict=False), start=header + 1):
+        is_total = row == last
+        for col, (column, value) in enumerate(zip(columns, row_values, strict=True)):
             if column.kind == TEXT:
-                sheet.merge_range(row, 1, row, RUN_VALUE_SPAN, "", formats.text)
-                if value is not None:
-                    write_text(sheet, row, 1, value, formats.text)
-            else:  # a date, left-aligned next to its label
-                sheet.merge_range(row, 1, row, RUN_VALUE_SPAN, value, formats.date_left)
+                text_format = formats.total if is_total else formats.text
+                write_text(sheet, row, col, value or "", text_format)
+                continue
+            if is_total:
+                cell_format = formats.total_percent if column.kind == PERCENT else formats.total
+            else:
+                cell_format = formats.for_kind(column.kind)
+            if value is None and column.kind == PERCENT:
+                sheet.write_blank(row, col, None, cell_format)  # no host tried: no rate
+            else:
+                sheet.write_number(row, col, value or 0, cell_format)
+    return last
 
+
+def _write_causes(
+    sheet: Worksheet,
+    formats: Formats,
+    causes: pd.DataFrame,
+    group: str,
+    row: int,
+    *,
+    counted: str = "Hosts",
+) -> int:
+    """Per wave (or batch), each cause of what is not done: count, owner and next step."""
+    title = "Causes per wave" if group == "Wave" else "Causes per mailbox batch"
+    write_text(sheet, row, 0, title, formats.title)
+    row += 1
+    headers = {"group": group, "count": counted}
+    for first, last, key, header in CAUSE_CELLS:
+        _span(sheet, row, first, last, headers.get(key, header), formats.header)
+    if causes.empty:
+        write_text(sheet, row + 1, 0, "Nothing stops any host: every one is done.")
+        return row + 1
+    for record in causes.to_dict("records"):
+        row += 1
+        for first, last, key, _ in CAUSE_CELLS:
+            value = record[key]
+            if key == "count":
+                sheet.write_number(row, first, int(value), formats.int)
+            else:
+                _span(sheet, row, first, last, str(value), formats.wrap)
+        sheet.set_row(row, _height(str(record["next_step"]), _width(8, LAST_COL)))
+    return row
+
+
+def _write_runs(sheet: Worksheet, formats: Formats, runs: pd.DataFrame, row: int) -> int:
+    """One row per run, its values side by side (the hash wraps in the last columns)."""
+    write_text(sheet, row, 0, "Runs included", formats.title)
+    row += 1
+    by_key = {column.key: column for column in RUN_COLUMNS}
+    for first, last, key in RUN_CELLS:
+        _span(sheet, row, first, last, by_key[key].header, formats.header)
+    values = {key: cell_values(runs[key], by_key[key].kind) for _, _, key in RUN_CELLS}
+    for index in range(len(runs)):
+        row += 1
+        lines = 1
+        for first, last, key in RUN_CELLS:
+            value = values[key][index]
+            if by_key[key].kind == DATE:
+                if first == last:
+                    sheet.write(row, first, value, formats.date_left)
+                else:
+                    sheet.merge_range(row, first, row, last, value, formats.date_left)
+                continue
+            text = "" if value is None else str(value)
+            _span(sheet, row, first, last, text, formats.wrap)
+            lines = max(lines, -(-len(text) // max(int(_width(first, last)), 1)))
+        sheet.set_row(row, _LINE_HEIGHT * min(lines, 6))
+    return row
+
+
+def _write_notes(
+    sheet: Worksheet,
+    formats: Formats,
+    frames: ReportFrames,
+    planned: dict[str, list[SheetPart]],
+    row: int,
+) -> None:
     notes = [
         f"Report generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC from {frames.journal_path}.",
         f"Covers {len(frames.runs)} run(s) from {_when(frames.runs['started_at'].min())} "
         f"to {_when(frames.runs['ended_at'].max())} (UTC).",
         "A host's row is its latest attempt across these runs; its attempts add up over them.",
         "Success % = succeeded hosts / targeted hosts.",
+        "Done / needs action / waiting / not started: each host's state as a mailbox status"
+        " (docs/report.md).",
         *split_notes(planned),
         *frames.notes[:MAX_NOTES],
     ]
     if len(frames.notes) > MAX_NOTES:
         notes.append(f"... and {len(frames.notes) - MAX_NOTES:,} more notes like these.")
-    row += 2
     write_text(sheet, row, 0, "Notes", formats.title)
     for note in notes:
         row += 1
         write_text(sheet, row, 0, note)
 
-    if frames.waves:
-        _insert_chart(book, sheet, len(frames.waves), len(SUMMARY_COLUMNS) + 1)
+
+def _span(sheet: Worksheet, row: int, first: int, last: int, text: str, cell_format) -> None:
+    """Text in one cell or across merged cells (always as text: :func:`write_text`)."""
+    if first != last:
+        sheet.merge_range(row, first, row, last, "", cell_format)
+    write_text(sheet, row, first, text, cell_format)
+
+
+def _width(first: int, last: int) -> float:
+    """The characters that fit in Summary columns ``first`` to ``last``."""
+    return sum(SUMMARY_COLUMNS[col].width for col in range(first, last + 1))
+
+
+def _height(text: str, width: float) -> float:
+    """A row tall enough for ``text`` wrapped at ``width`` characters (merged cells never grow
+    by themselves in Excel)."""
+    return _LINE_HEIGHT * max(1, -(-len(text) // max(int(width), 1)))
 
 
 def _when(value: pd.Timestamp) -> str:
     return "?" if pd.isna(value) else f"{value:%Y-%m-%d %H:%M:%S}"
 
 
-def _insert_chart(book: Workbook, sheet: Worksheet, wave_count: int, at_col: int) -> None:
-    """Stacked columns: one bar per wave, one colour per state (the cells' colours)."""
+def _insert_chart(book: Workbook, sheet: Worksheet, wave_count: int, header_row: int) -> None:
+    """Stacked columns: one bar per wave, one colour per state (the cells' colours), from the
+    state table whose header is at ``header_row``; placed above every table."""
     chart = book.add_chart({"type": "column", "subtype": "stacked"})
     keys = [column.key for column in SUMMARY_COLUMNS]
+    first, last = header_row + 1, header_row + wave_count
     for label in states.STATE_LABELS:
         col = keys.index(label)
         chart.add_series(
             {
-                "name": ["Summary", 0, col],
-                "categories": ["Summary", 1, 0, wave_count, 0],
-                "values": ["Summary", 1, col, wave_count, col],
+                "name": ["Summary", header_row, col],
+                "categories": ["Summary", first, 0, last, 0],
+                "values": ["Summary", first, col, last, col],
                 "fill": {"color": states.CHART_COLOURS[label]},
                 "gap": 60,
             }
@@ -338,6 +513,6 @@ def _insert_chart(book: Workbook, sheet: Worksheet, wave_count: int, at_col: int
     chart.set_title({"name": "Hosts per state, by wave"})
     chart.set_x_axis({"name": "Wave"})
     chart.set_y_axis({"name": "Hosts", "major_gridlines": {"visible": True}})
-    chart.set_legend({"position": "bottom"})
-    chart.set_size({"width": 720, "height": 360})
-    sheet.insert_chart(0, at_col, chart)
+    chart.set_legend({"position": "right"})
+    chart.set_size(CHART_SIZE)
+    sheet.insert_chart(CHART_ROW, 0, chart, {"x_offset": 4, "y_offset": 4})

@@ -86,6 +86,8 @@ def test_report_all_with_a_wave_and_an_explicit_out_folder(fleet, tmp_path):
         (["--run", "20990101-000000-ffff"], "unknown run id 20990101-000000-ffff"),
         (["--wave", "nowave"], "no wave matches 'nowave'"),
         (["--all", "--run", "x"], "--run and --all cannot be used together"),
+        (["--csv-dialect", "fr"], "unknown CSV dialect 'fr'"),
+        (["--timezone", "Europe/Pariss"], "unknown time zone 'Europe/Pariss'"),
     ],
 )
 def test_bad_selections_are_input_errors_naming_the_culprit(fleet, args, message):
@@ -141,3 +143,34 @@ def test_a_wave_report_does_not_replace_the_runs_full_report(fleet):
     run_dir = fleet.reports / fleet.first_run
     assert (run_dir / "retry.txt").read_text() == "pc-04\npc-02\npc-03\npc-09\npc-07\n"
     assert (run_dir / "wave-wave_wave1" / "retry.txt").read_text() == "pc-09\npc-07\n"
+
+
+def test_report_writes_the_csvs_in_the_dialect_and_zone_asked_for(fleet, tmp_path):
+    fleet.journal.close()
+    out = tmp_path / "eu"
+    args = ["report", "--reports", str(fleet.reports), "--out", str(out)]
+    args += ["--csv-dialect", "eu", "--timezone", "America/New_York"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    header, *rows = (out / "hosts.csv").read_text(encoding="utf-8-sig").splitlines()
+    assert header.startswith("wave;host;user;state;")
+    assert rows[0].split(";")[header.split(";").index("time_zone")] == "America/New_York"
+
+
+def test_play_refuses_an_unknown_time_zone_before_anything_runs(tmp_path):
+    completed = _cli("play", "nothing.yml", "--reports", str(tmp_path), "--timezone", "Mars/Base")
+    assert completed.returncode == 2, completed.stderr
+    assert "unknown time zone 'Mars/Base'" in completed.stderr
+    assert not list(tmp_path.iterdir())  # no journal, no run folder
+
+
+def test_the_terminal_shows_the_verdict_and_the_causes_with_their_owners(fleet):
+    fleet.journal.close()
+    result = CliRunner().invoke(
+        app, ["report", "--reports", str(fleet.reports), "--all"], terminal_width=120
+    )
+    assert result.exit_code == 0, result.output
+    assert "Next wave: NO-GO (judged on wave2:" in result.output
+    lines = [line.split() for line in result.output.splitlines()]
+    assert ["wave1", "1", "needs", "action", "error:", "unreachable", "desktop", "team"] in lines
+    assert ["wave2", "1", "waiting", "pending", "the", "user"] in lines

@@ -286,7 +286,8 @@ def test_a_wave_no_host_of_which_was_tried_has_no_success_rate_not_zero(tmp_path
     assert line.split() == ["success", "100.0%", "—", "25.0%"]
 
     sheet = load_workbook(result.workbook)["Summary"]
-    header = [cell.value for cell in sheet[1]]
+    top = next(row[0].row for row in sheet.iter_rows() if row[0].value == "Wave")  # first table
+    header = [cell.value for cell in sheet[top]]
     column = header.index("Success %") + 1
-    by_wave = {sheet.cell(row, 1).value: sheet.cell(row, column).value for row in (2, 3, 4)}
+    by_wave = {sheet.cell(r, 1).value: sheet.cell(r, column).value for r in range(top + 1, top + 4)}
     assert by_wave["wave2"] is None and by_wave["wave1"] == pytest.approx(1.0)

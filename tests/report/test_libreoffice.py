@@ -1,5 +1,6 @@
 """The workbook opens in LibreOffice as written: it converts headless, every sheet is read, and
-hostile text is still text there (LibreOffice would compute a formula and show its result).
+hostile text is still text there (LibreOffice would compute a formula and show its result). The
+``eu`` CSVs open as columns and numbers in a French and a German spreadsheet.
 
 LibreOffice is optional: these tests skip with the reason when ``soffice`` is not installed
 (``apt-get install libreoffice-calc-nogui``).
@@ -10,9 +11,14 @@ from __future__ import annotations
 import csv
 import shutil
 import subprocess
+import warnings
+from datetime import datetime
 
+import openpyxl
 import pytest
 
+from cpuu_fleet import journal as J
+from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.report import write_report
 from tests.support.report import DDE, HOSTILE, HYPERLINK, hostile_journal
 
@@ -22,13 +28,16 @@ pytestmark = pytest.mark.skipif(SOFFICE is None, reason="LibreOffice (soffice) i
 EVERY_SHEET_AS_CSV = "csv:Text - txt - csv (StarCalc):44,34,76,1,,0,false,true,false,false,false,-1"
 
 
-def _convert(workbook, target: str, out_dir, profile) -> subprocess.CompletedProcess:
+def _convert(
+    workbook, target: str, out_dir, profile, infilter: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             SOFFICE,
             f"-env:UserInstallation=file://{profile}",
             "--headless",
             "--norestore",
+            *([f"--infilter={infilter}"] if infilter else []),
             "--convert-to",
             target,
             "--outdir",
@@ -83,3 +92,59 @@ def test_libreoffice_shows_hostile_text_exactly_as_the_workstation_sent_it(tmp_p
     with open(out / "report-Profiles.csv", encoding="utf-8", newline="") as handle:
         profiles = [row["Profile"] for row in csv.DictReader(handle)]
     assert profiles[: len(HOSTILE)] == HOSTILE
+
+
+# What a one-click open of a CSV in a French or German Excel does, as LibreOffice's CSV filter
+# options: split on the region's list separator (";" in fr-FR and de-DE: token 1 = 59), read
+# UTF-8 (the BOM says so: token 3 = 76), and recognise numbers and dates by the region's
+# settings (decimal comma: token 6 = the language, 1036 fr-FR, 1031 de-DE).
+ONE_CLICK = "Text - txt - csv (StarCalc):59,34,76,1,,{language}"
+LOCALES = {"fr-FR": 1036, "de-DE": 1031}
+
+
+def _timed_journal(path) -> tuple[Journal, str]:
+    """Hosts whose visit took 1.454 s (the duration a de-DE import once turned into 1454)."""
+    journal = Journal(path)
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-1", wave="w1"), HostEntry("pc-2", wave="w1")])
+    journal.set_host(
+        run, "pc-1", state=J.SUCCEEDED, exit_code=1,
+        started_at="2026-11-21T10:00:00.000+00:00", ended_at="2026-11-21T10:00:01.454+00:00",
+    )  # fmt: skip
+    journal.set_host(
+        run, "pc-2", state=J.FAILED, error_class="remote", error_message="=1+2; a, b",
+        started_at="2026-11-21T10:00:00.000+00:00", ended_at="2026-11-21T10:00:02.500+00:00",
+    )  # fmt: skip
+    return journal, run
+
+
+@pytest.mark.parametrize("locale", list(LOCALES))
+def test_the_eu_csvs_open_as_columns_and_numbers_in_a_french_or_german_spreadsheet(
+    tmp_path, locale
+):
+    journal, run = _timed_journal(tmp_path / "reports" / "journal.sqlite3")
+    result = write_report(
+        journal, [run], tmp_path / "out", csv_dialect="eu", timezone="Europe/Berlin"
+    )
+    journal.close()
+    out = tmp_path / locale
+    infilter = ONE_CLICK.format(language=LOCALES[locale])
+    completed = _convert(
+        result.out_dir / "hosts.csv", "xlsx", out, tmp_path / "lo-profile", infilter
+    )
+    assert completed.returncode == 0, completed.stderr
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sheet = openpyxl.load_workbook(out / "hosts.xlsx").active
+    rows = list(sheet.iter_rows(values_only=True))
+    header = list(rows[0])
+    assert header[:4] == ["wave", "host", "user", "state"]  # columns, not one column A
+    by_host = {row[1]: dict(zip(header, row, strict=False)) for row in rows[1:]}
+    pc1, pc2 = by_host["pc-1"], by_host["pc-2"]
+    assert pc1["duration_s"] == pytest.approx(1.454)  # 1.454 s, not 1454
+    assert pc2["duration_s"] == pytest.approx(2.5)
+    assert pc1["exit_code"] == 1 and isinstance(pc1["exit_code"], int)
+    assert pc1["started_utc"] == datetime(2026, 11, 21, 10, 0, 0)  # a date, not text
+    assert pc1["started_local"] == datetime(2026, 11, 21, 11, 0, 0)
+    assert pc1["time_zone"] == "Europe/Berlin"
+    assert pc2["error_message"] == "'=1+2; a, b"  # text: never computed, never split

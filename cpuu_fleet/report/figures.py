@@ -26,6 +26,7 @@ import pandas as pd
 from cpuu_fleet import vocabulary as V
 from cpuu_fleet.redact import printable
 from cpuu_fleet.report import states
+from cpuu_fleet.report import summary as lead
 from cpuu_fleet.report.frames import wave_count_key
 from cpuu_fleet.report.mailboxes import BATCH_COLUMNS, MAILBOX_COLUMNS
 from cpuu_fleet.report.progress import BY_DAY, BY_RUN, HOSTS, MAILBOXES, progress_groups
@@ -48,6 +49,7 @@ SUMMARY_KEY, BATCHES_KEY, ACTIONS_KEY, MAILBOX_ACTIONS_KEY = (
 PROGRESS_KEY, PROGRESS_DAYS_KEY = "progress", "progress_by_day"
 MAILBOX_PROGRESS_KEY = "mailbox_progress"
 RUNS_KEY = "runs"
+CAUSES_KEY = "causes"
 
 #: The charts the HTML draws, by the key of the table each is drawn from.
 SUMMARY_CHART, PROGRESS_CHART = SUMMARY_KEY, PROGRESS_KEY
@@ -182,8 +184,17 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(shown) if shown else "none yet"
 
 
-#: The headline builders, in order. Another line (a go/no-go for the next wave) goes here.
-LINES: tuple[Callable[[ReportResult], list[str]], ...] = (_headline,)
+def _go_no_go(result: ReportResult) -> list[str]:
+    """The verdict for the next wave, and the rule it follows (:mod:`.summary`, one definition
+    with the workbook's Summary and the terminal)."""
+    if result.frames is None:
+        return []
+    _, headline = lead.go_no_go(result.frames)
+    return [headline, f"Rule: {lead.GO_RULE}"]
+
+
+#: The headline builders, in order.
+LINES: tuple[Callable[[ReportResult], list[str]], ...] = (_headline, _go_no_go)
 
 
 # ------------------------------------------------------------------------------ tables
@@ -207,6 +218,28 @@ RUN_FIELDS = _pick(RUN_COLUMNS, "run_id", "kind", "status", "stop_reason", "star
 
 def _summary(result: ReportResult) -> Table:
     return _table(SUMMARY_KEY, "Hosts per wave", result.summary, SUMMARY_FIELDS)
+
+
+CAUSE_FIELDS = (
+    Column("group", "Wave or batch"),
+    Column("count", "Count", INT),
+    Column("status", "Status"),
+    Column("cause", "Cause"),
+    Column("owner", "Owner"),
+    Column("next_step", "Next step"),
+)
+
+
+def _causes(result: ReportResult) -> Table | None:
+    """Why hosts (and mailboxes) are not done, grouped per wave and batch, each with who acts
+    and what they do: the Summary sheet's causes, from the same function."""
+    if result.frames is None:
+        return None
+    rows = lead.causes(result.frames, result.mailboxes)
+    if rows.empty:
+        return None
+    note = "Owner and next step are defined once per cause (docs/report.md)."
+    return _table(CAUSES_KEY, "Why not done, and who acts", rows, CAUSE_FIELDS, note)
 
 
 def _batches(result: ReportResult) -> Table | None:
@@ -264,9 +297,10 @@ def _runs(result: ReportResult) -> Table | None:
 
 
 #: The table builders, in the order the HTML shows them (``None``: nothing to show). A new table
-#: (the causes per wave, with owner and next step) is one more builder here.
+#: is one more builder here.
 SECTIONS: tuple[Callable[[ReportResult], Table | None], ...] = (
     _summary,
+    _causes,
     _batches,
     _mailboxes_not_done,
     _actions,

@@ -130,6 +130,10 @@ def test_the_html_and_the_json_show_the_same_figures(fleet, tmp_path, cli):
     assert tables[F.BATCHES_KEY]["rows"][-1]["mailboxes"] == 7
     actions = {row["host"] for row in tables[F.ACTIONS_KEY]["rows"]}
     assert actions == {"pc-03", "pc-04", "pc-07", "pc-09"}
+    # Who must act, and on what: every cause with its owner and next step, and the verdict.
+    causes = tables[F.CAUSES_KEY]["rows"]
+    assert causes and all(row["owner"] and row["next_step"] for row in causes)
+    assert any(line.startswith("Next wave: ") for line in figures["lines"])
 
     page = Page((out / HTML_NAME).read_text(encoding="utf-8"))
     assert set(page.tables) == set(tables)

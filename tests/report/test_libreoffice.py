@@ -9,6 +9,7 @@ LibreOffice is optional: these tests skip with the reason when ``soffice`` is no
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import warnings
@@ -64,6 +65,14 @@ def test_libreoffice_converts_the_workbook_to_pdf(workbook, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert pdf.exists(), f"no PDF: {completed.stdout} {completed.stderr}"
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 2_000
+    # Printed as a lead prints it: each sheet of this small report on one landscape page (the
+    # Summary's chart above its tables, every sheet fitted to the page's width), never a chart
+    # cut across pages or columns spilling onto pages of their own.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sheets = openpyxl.load_workbook(workbook, read_only=True).sheetnames
+    pages = re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes())
+    assert len(pages) == len(sheets), (len(pages), sheets)
 
 
 def test_libreoffice_reads_every_sheet_and_keeps_hostile_text_literal(workbook, tmp_path):

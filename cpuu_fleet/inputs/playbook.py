@@ -58,7 +58,15 @@ _PLAY_KEYS = (
     "wave_groups",
     "limits",
 )
-_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users")
+_RUN_KEYS = (
+    "mode",
+    "when_no_user",
+    "timeout",
+    "batch_file",
+    "users",
+    "attached",
+    "expected_seconds",
+)
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
     "tasks": "a cpuu-fleet play has 'steps' (preflight, push, run, collect), not 'tasks'",
@@ -87,6 +95,13 @@ class RunOptions:
     """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
     ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
     own session, one after the other (the preflight step lists the sessions)."""
+    attached: bool = True
+    """True: a fork holds the host's connection while CPUU runs (one ``Run`` pipeline). False
+    (detached): the run step starts CPUU and releases the host; the runner settles it later
+    (``docs/playbooks.md``). ``users: each`` always runs attached."""
+    expected_seconds: int | None = None
+    """How long CPUU usually runs on this fleet: a detached host is first asked this long after
+    its start. None: learned from the hosts that ended (polls back off until one has)."""
 
     @property
     def command(self) -> str:
@@ -653,10 +668,23 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         raise check.fail(
             f"{label}: step 'run': 'users' must be one of: {', '.join(USERS)}", where("users")
         )
+    attached = options.get("attached", True)
+    if not isinstance(attached, bool):
+        raise check.fail(
+            f"{label}: step 'run': 'attached' must be true or false", where("attached")
+        )
+    expected = options.get("expected_seconds")
+    if expected is not None and (not _is_int(expected) or expected <= 0):
+        raise check.fail(
+            f"{label}: step 'run': 'expected_seconds' must be a whole number of seconds > 0",
+            where("expected_seconds"),
+        )
     return RunOptions(
         mode=mode,
         when_no_user=when,
         timeout=int(timeout),
         batch_file=batch_file.strip() if batch_file else None,
         users=users,
+        attached=attached,
+        expected_seconds=int(expected) if expected is not None else None,
     )

@@ -40,13 +40,16 @@ from cpuu_fleet.visit.session import (
     SessionError,
     local_error,
 )
+from cpuu_fleet.visit.settle import SettlePacer, elapsed_since
 from cpuu_fleet.visit.steps import (
     CollectResult,
     HostContext,
     PushPlan,
     RunOptions,
     RunResult,
+    StartedRun,
     collect,
+    cpuu_task_name,
     explain,
     is_task_of,
     plan_push,
@@ -57,6 +60,8 @@ from cpuu_fleet.visit.steps import (
     resume_cpuu,
     run_cpuu,
     run_dir,
+    start_cpuu,
+    task_active,
     task_status,
     write_cleanup_marker,
 )
@@ -108,6 +113,20 @@ class PlaySettings:
     """Every run of that same CPUU run, this one included (``Journal.cpuu_runs``)."""
     expected_users: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
+    pacer: SettlePacer | None = None
+    """When to ask detached hosts again (shared by the play's hosts); made from ``run``."""
+
+    def __post_init__(self) -> None:
+        if self.pacer is None:
+            expected = self.run.expected_seconds if self.run is not None else None
+            self.pacer = SettlePacer(float(expected) if expected else None)
+
+    @property
+    def detached(self) -> bool:
+        """Does the run step start CPUU and release the host (``run: {attached: false}``)?
+        One run per user (``users: each``) stays attached: its runs follow one another."""
+        run = self.run
+        return run is not None and not run.attached and run.users != "each" and not self.check
 
     @property
     def same_cpuu_runs(self) -> tuple[str, ...]:
@@ -131,10 +150,32 @@ class _StepRecorder:
         self.attempt = attempt
         self.emit = emit
 
-    def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
-        journal = self.play.journal
-        attempt_id = journal.start_step(self.play.run_id, self.host, step, self.attempt)
+    def run(
+        self,
+        step: str,
+        action: Callable[[], Any],
+        status_of: Callable[[Any], str],
+        *,
+        leave_open: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Journal ``step`` around ``action``; ``leave_open(value)`` true: the attempt stays
+        ``running`` (a detached run step whose CPUU runs on), for :meth:`finish` to end."""
+        attempt_id = self.play.journal.start_step(self.play.run_id, self.host, step, self.attempt)
         self.emit("step_started", step, {"attempt": self.attempt})
+        return self.finish(attempt_id, step, action, status_of, leave_open=leave_open)
+
+    def finish(
+        self,
+        attempt_id: int,
+        step: str,
+        action: Callable[[], Any],
+        status_of: Callable[[Any], str],
+        *,
+        leave_open: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Run ``action`` and end the journal attempt ``attempt_id`` (started by :meth:`run`,
+        maybe by an earlier visit or run) with what it returned or raised."""
+        journal = self.play.journal
         started = time.monotonic()
         try:
             value = action()
@@ -168,6 +209,8 @@ class _StepRecorder:
                 )
                 self._fail(attempt_id, step, started, error)
             raise
+        if leave_open is not None and leave_open(value):
+            return value
         status = status_of(value)
         details = value.details() if hasattr(value, "details") else None
         journal.end_step(attempt_id, status, details=details)
@@ -288,9 +331,15 @@ class _Visit:
         self.collected = CollectResult()
         self.plan: PushPlan | None = None
         self.session: HostSession
+        self.unsettled = _unsettled_run(play, name) if play.detached else None
+        """A detached run step of this CPUU run that started CPUU and has not ended: this visit
+        settles it (asks the host, then collects) and repeats none of the steps before run."""
 
     def run(self) -> HostOutcome:
         play, ctx = self.play, self.ctx
+        steps = play.steps
+        if self.unsettled is not None and "run" in steps:
+            steps = steps[steps.index("run") :]
         try:
             self.session = self.steps.run(
                 "connect",
@@ -303,11 +352,14 @@ class _Visit:
         error: SessionError | None = None
         stopped = False
         try:
-            for step in play.steps:
-                if ctx.stopping.is_set() and step == "run":
+            for step in steps:
+                if ctx.stopping.is_set() and step == "run" and self.unsettled is None:
                     stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
                     break
                 getattr(self, f"_{step}")()
+        except _Parked as parked:  # CPUU runs on: release the host until the runner asks again
+            self.session.close()
+            return HostOutcome(states.RUNNING, details=self.details, settle_in=parked.after)
         except SessionError as exc:
             error = exc
         except Exception:  # a bug: the runner reports it; the host's pool must still go away
@@ -343,7 +395,70 @@ class _Visit:
         if self.play.run.users == "each":
             self._ran_each(self.play.run)
             return
+        if self.play.detached:
+            self._ran(self._detached_run_step())
+            return
         self._ran(_cpuu_run_step(self.play, self.ctx, self.session, self.steps))
+
+    def _detached_run_step(self) -> RunResult:
+        """The run step in two halves: start CPUU and release the host (:class:`_Parked`), then,
+        on a later visit, settle it. The same three never-twice layers as attached: an ended run
+        step is reused, an earlier CPUU run's task is asked attached as before, and the host's
+        marker turns any second start into "read or wait for the first"."""
+        play, ctx = self.play, self.ctx
+        assert play.run is not None
+        if self.unsettled is not None:
+            return self._settle(self.unsettled)
+        done = _finished_run(play.journal, play.same_cpuu_runs, ctx.host)
+        if done is not None:
+            return done
+        if play.resume_tasks.get(ctx.host) or _pending_task(play, ctx.host):
+            return _cpuu_run_step(play, ctx, self.session, self.steps)
+        value = self.steps.run(
+            "run",
+            lambda: start_cpuu(ctx, self.session, play.run),  # type: ignore[arg-type]
+            _run_status,
+            leave_open=lambda found: isinstance(found, StartedRun),
+        )
+        if isinstance(value, StartedRun):
+            self.details["run"] = {"task_name": value.task_name, "started_at": value.started_at}
+            raise _Parked(self._next_gap(elapsed_since(value.started_at)))
+        return value
+
+    def _settle(self, unsettled: tuple[int, str]) -> RunResult:
+        """Ask the host (one ``Status``) whether CPUU ended; still at work and not yet due:
+        park again. Ended: its report is the run step's end. Due (past its deadline, or never
+        came up): the ``Run`` call, which kills CPUU on the host's own deadline."""
+        play, ctx, session = self.play, self.ctx, self.session
+        attempt_id, started_in = unsettled
+        options = play.run
+        assert options is not None and play.pacer is not None
+        task_name = cpuu_task_name(ctx, options.mode)
+        status = task_status(session, task_name)
+        elapsed = elapsed_since(_text_of(status.get("StartedAt")))
+        active = task_active(status)
+        has_run = status.get("LastRunTime") is not None
+        if active and not play.pacer.due(elapsed, options.timeout, has_run):
+            self.details["run"] = {"task_name": task_name, "started_at": status.get("StartedAt")}
+            raise _Parked(self._next_gap(elapsed))
+
+        def action() -> RunResult:
+            if active:
+                run = run_cpuu(ctx, session, options, task_name)
+            else:
+                play.pacer.ended(elapsed)  # type: ignore[union-attr]
+                run = read_task_report(status, task_name, options.when_no_user, elapsed)
+                if run.user:
+                    ctx.user = run.user
+            # Started by this run: not a resume, whatever the host's report calls it.
+            resumed = None if started_in == play.run_id else run.resumed or "finished"
+            return replace(run, resumed=resumed, seconds=round(elapsed, 3))
+
+        return self.steps.finish(attempt_id, "run", action, _run_status)
+
+    def _next_gap(self, elapsed: float) -> float:
+        assert self.play.run is not None and self.play.pacer is not None
+        return self.play.pacer.next_gap(elapsed, float(self.play.run.timeout))
 
     def _ran_each(self, options: RunOptions) -> None:
         """One CPUU run per logged-on user (:mod:`.each_user`); each task removed once ended."""
@@ -488,6 +603,30 @@ class _Visit:
 
 def _ok(_: Any) -> str:
     return "ok"
+
+
+class _Parked(Exception):
+    """A detached run step's CPUU is still at work: end this visit, ask again ``after`` s."""
+
+    def __init__(self, after: float):
+        super().__init__(f"ask again in {after:.1f} s")
+        self.after = after
+
+
+def _text_of(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _unsettled_run(play: PlaySettings, host: str) -> tuple[int, str] | None:
+    """The journal attempt of this host's run step in this CPUU run (this run, or the runs a
+    ``--resume`` carries on) that started CPUU and never ended, if the latest run step is one:
+    its id and the run it belongs to."""
+    for run_id in reversed(play.same_cpuu_runs):
+        runs = [a for a in play.journal.attempts(run_id, host) if a["step"] == "run"]
+        if runs:
+            latest = runs[-1]
+            return (int(latest["id"]), run_id) if latest["status"] == "running" else None
+    return None
 
 
 def _cpuu_run_step(

@@ -42,6 +42,8 @@ def make_playbook(
     hosts: str = "all",
     folder: Path | None = None,
     users: str | None = None,
+    attached: bool | None = None,
+    expected_seconds: int | None = None,
 ) -> Playbook:
     """Write a real playbook YAML (as an operator would) and load it with the real loader."""
     spec: list[object] = []
@@ -50,6 +52,10 @@ def make_playbook(
             run = {"mode": mode.value, "when_no_user": when_no_user, "timeout": timeout}
             if users is not None:
                 run["users"] = users
+            if attached is not None:
+                run["attached"] = attached
+            if expected_seconds is not None:
+                run["expected_seconds"] = expected_seconds
             spec.append({"run": run})
         else:
             spec.append(name)

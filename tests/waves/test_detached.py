@@ -1,0 +1,38 @@
+"""Detached run steps (``run: {attached: false}``) against the lab: CPUU is started, the host
+released, and the runner settles it later on a fresh connection; never twice, nothing lost."""
+
+from __future__ import annotations
+
+import json
+
+from cpuu_fleet import journal as states
+from cpuu_fleet.journal import Journal
+from tests.support.waves import make_playbook
+
+
+def _run_attempts(wave, run_id: str) -> list[dict]:
+    with Journal.in_reports(wave.reports) as journal:
+        return [a for a in journal.attempts(run_id) if a["step"] == "run"]
+
+
+def test_a_detached_wave_succeeds_with_one_cpuu_start_and_one_run_row_per_host(wave_factory):
+    wave = wave_factory(4)
+    for host in wave.fleet.hosts:
+        host.workstation.cpuu.base_seconds = 1.5  # long enough that every host is parked
+    playbook = make_playbook(wave.payload, attached=False, forks=2, timeout=30)
+    result = wave.run(playbook)
+
+    assert result.counts == {states.SUCCEEDED: 4}
+    assert set(wave.fleet.cpuu_start_counts().values()) == {1}
+    runs = _run_attempts(wave, result.run_id)
+    # One row per CPUU run, from its start to its end: ended with CPUU's outcome.
+    assert sorted(a["host"] for a in runs) == sorted(h.name for h in wave.fleet.hosts)
+    assert {a["status"] for a in runs} == {"changed"}
+    for attempt in runs:
+        details = json.loads(attempt["details_json"])
+        assert not details.get("killed") and details["seconds"] >= 1.0
+    with Journal.in_reports(wave.reports) as journal:
+        assert journal.unfinished_steps(result.run_id) == []
+        assert {len(journal.profiles(result.run_id, h.name)) > 0 for h in wave.fleet.hosts} == {
+            True
+        }

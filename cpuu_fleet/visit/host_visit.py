@@ -40,7 +40,7 @@ from cpuu_fleet.visit.session import (
     SessionError,
     local_error,
 )
-from cpuu_fleet.visit.settle import SettlePacer, elapsed_since
+from cpuu_fleet.visit.settle import MIN_GAP_S, SettlePacer, elapsed_since
 from cpuu_fleet.visit.steps import (
     CollectResult,
     HostContext,
@@ -338,14 +338,13 @@ class _Visit:
     def run(self) -> HostOutcome:
         play, ctx = self.play, self.ctx
         steps = play.steps
-        if self.unsettled is not None and "run" in steps:
-            steps = steps[steps.index("run") :]
+        if self.unsettled is not None:
+            wait = self._not_yet()
+            if wait > 0:  # not yet time to ask: no session, no journal row
+                return HostOutcome(states.RUNNING, settle_in=wait)
+            steps = steps[steps.index("run") :] if "run" in steps else steps
         try:
-            self.session = self.steps.run(
-                "connect",
-                lambda: play.session_factory(ctx.host, self.connection).open(),
-                _ok,
-            )
+            self.session = self._connect()
         except SessionError as exc:
             return self._finish(judge(None, (), exc))
         self.session.limits = play.limits
@@ -369,6 +368,22 @@ class _Visit:
         self._after_cleanup(visit)
         self.session.close()
         return self._finish(visit)
+
+    def _connect(self) -> HostSession:
+        """The visit's session. A settling visit's is not journalled as a step: most of them
+        only ask and park again, and a waiting host must cost one journal row, not one a poll."""
+        play, ctx = self.play, self.ctx
+        if self.unsettled is not None:
+            return play.session_factory(ctx.host, self.connection).open()
+        return self.steps.run(
+            "connect", lambda: play.session_factory(ctx.host, self.connection).open(), _ok
+        )
+
+    def _not_yet(self) -> float:
+        """Seconds until this settling host is to be asked (by the run step's journal start)."""
+        assert self.unsettled is not None and self.play.run is not None
+        elapsed = elapsed_since(self.unsettled[2])
+        return self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ steps
 
@@ -425,29 +440,31 @@ class _Visit:
             raise _Parked(self._next_gap(elapsed_since(value.started_at)))
         return value
 
-    def _settle(self, unsettled: tuple[int, str]) -> RunResult:
+    def _settle(self, unsettled: tuple[int, str, str | None]) -> RunResult:
         """Ask the host (one ``Status``) whether CPUU ended; still at work and not yet due:
         park again. Ended: its report is the run step's end. Due (past its deadline, or never
         came up): the ``Run`` call, which kills CPUU on the host's own deadline."""
         play, ctx, session = self.play, self.ctx, self.session
-        attempt_id, started_in = unsettled
-        options = play.run
-        assert options is not None and play.pacer is not None
+        attempt_id, started_in, _ = unsettled
+        options, pacer = play.run, play.pacer
+        assert options is not None and pacer is not None
         task_name = cpuu_task_name(ctx, options.mode)
         status = task_status(session, task_name)
         elapsed = elapsed_since(_text_of(status.get("StartedAt")))
         active = task_active(status)
         has_run = status.get("LastRunTime") is not None
-        if active and not play.pacer.due(elapsed, options.timeout, has_run):
+        if active and not pacer.due(elapsed, options.timeout, has_run):
+            pacer.asked(ctx.host, elapsed)
             self.details["run"] = {"task_name": task_name, "started_at": status.get("StartedAt")}
             raise _Parked(self._next_gap(elapsed))
 
         def action() -> RunResult:
             if active:
+                pacer.settled(ctx.host, None)  # killed or never came up: no run time to learn
                 run = run_cpuu(ctx, session, options, task_name)
             else:
-                play.pacer.ended(elapsed)  # type: ignore[union-attr]
                 run = read_task_report(status, task_name, options.when_no_user, elapsed)
+                pacer.settled(ctx.host, None if run.killed else elapsed)
                 if run.user:
                     ctx.user = run.user
             # Started by this run: not a resume, whatever the host's report calls it.
@@ -457,8 +474,10 @@ class _Visit:
         return self.steps.finish(attempt_id, "run", action, _run_status)
 
     def _next_gap(self, elapsed: float) -> float:
+        """When to wake this host again (at least a second: the task was just seen at work)."""
         assert self.play.run is not None and self.play.pacer is not None
-        return self.play.pacer.next_gap(elapsed, float(self.play.run.timeout))
+        wait = self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)
+        return max(wait, MIN_GAP_S)
 
     def _ran_each(self, options: RunOptions) -> None:
         """One CPUU run per logged-on user (:mod:`.each_user`); each task removed once ended."""
@@ -617,15 +636,17 @@ def _text_of(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _unsettled_run(play: PlaySettings, host: str) -> tuple[int, str] | None:
+def _unsettled_run(play: PlaySettings, host: str) -> tuple[int, str, str | None] | None:
     """The journal attempt of this host's run step in this CPUU run (this run, or the runs a
     ``--resume`` carries on) that started CPUU and never ended, if the latest run step is one:
-    its id and the run it belongs to."""
+    its id, the run it belongs to, and when it started (our clock)."""
     for run_id in reversed(play.same_cpuu_runs):
         runs = [a for a in play.journal.attempts(run_id, host) if a["step"] == "run"]
         if runs:
             latest = runs[-1]
-            return (int(latest["id"]), run_id) if latest["status"] == "running" else None
+            if latest["status"] != "running":
+                return None
+            return int(latest["id"]), run_id, latest["started_at"]
     return None
 
 

@@ -36,3 +36,28 @@ def test_a_detached_wave_succeeds_with_one_cpuu_start_and_one_run_row_per_host(w
         assert {len(journal.profiles(result.run_id, h.name)) > 0 for h in wave.fleet.hosts} == {
             True
         }
+
+
+def test_a_detached_cpuu_that_hangs_is_killed_on_its_deadline_and_failed_never_success(
+    wave_factory,
+):
+    wave = wave_factory(2, "cpuu_hang")
+    playbook = make_playbook(wave.payload, attached=False, timeout=3)
+    result = wave.run(playbook)
+
+    assert result.counts == {states.FAILED: 2}
+    assert set(wave.fleet.cpuu_start_counts().values()) == {1}
+    with Journal.in_reports(wave.reports) as journal:
+        rows = journal.hosts(result.run_id)
+    assert {row["killed"] for row in rows} == {1}
+    assert {a["status"] for a in _run_attempts(wave, result.run_id)} == {"killed"}
+
+
+def test_users_each_stays_attached_even_when_the_play_asks_for_detached(wave_factory):
+    wave = wave_factory(1)
+    playbook = make_playbook(wave.payload, attached=False, users="each")
+    result = wave.run(playbook)
+
+    assert result.counts == {states.SUCCEEDED: 1}
+    runs = _run_attempts(wave, result.run_id)
+    assert runs and {a["status"] for a in runs} == {"changed"}

@@ -33,7 +33,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +197,9 @@ class _Task:
     """A detached host whose CPUU runs: its next call settles it (no new HostStarted)."""
     began: float | None = None
     """When this attempt began (monotonic), kept while the host is parked."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the visits of this attempt that parked the host reported (preflight, push): the
+    settling visit's outcome carries them on, so the host's details are whole."""
 
 
 @dataclass
@@ -664,9 +667,12 @@ class Runner:
         outcome = self._call(run_id, work, self._job(run_id, batch, task))
         began = task.began if task.began is not None else time.monotonic()
         duration = round(time.monotonic() - began, 3)
+        if task.details:
+            outcome = replace(outcome, details={**task.details, **outcome.details})
         if outcome.settle_in is not None:
             # Detached: CPUU runs on the host, which is released. A timer, not a fork.
             task.parked = True
+            task.details = outcome.details
             with batch.cond:
                 ready = time.monotonic() + max(0.0, outcome.settle_in)
                 heapq.heappush(batch.heap, (ready, next(self._seq), task))

@@ -95,7 +95,7 @@ class RunOptions:
     """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
     ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
     own session, one after the other (the preflight step lists the sessions)."""
-    attached: bool = True
+    attached: bool = False
     """True: a fork holds the host's connection while CPUU runs (one ``Run`` pipeline). False
     (detached): the run step starts CPUU and releases the host; the runner settles it later
     (``docs/playbooks.md``). ``users: each`` always runs attached."""
@@ -668,7 +668,7 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         raise check.fail(
             f"{label}: step 'run': 'users' must be one of: {', '.join(USERS)}", where("users")
         )
-    attached = options.get("attached", True)
+    attached = options.get("attached", False)
     if not isinstance(attached, bool):
         raise check.fail(
             f"{label}: step 'run': 'attached' must be true or false", where("attached")

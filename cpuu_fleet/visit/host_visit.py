@@ -471,7 +471,10 @@ class _Visit:
             resumed = None if started_in == play.run_id else run.resumed or "finished"
             return replace(run, resumed=resumed, seconds=round(elapsed, 3))
 
-        return self.steps.finish(attempt_id, "run", action, _run_status)
+        if started_in == play.run_id:  # one row from CPUU's start to its end
+            return self.steps.finish(attempt_id, "run", action, _run_status)
+        # A --resume: its own row says how the run it carries on ended (as attached resumes do).
+        return self.steps.run("run", action, _run_status)
 
     def _next_gap(self, elapsed: float) -> float:
         """When to wake this host again (at least a second: the task was just seen at work)."""

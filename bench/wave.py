@@ -13,6 +13,28 @@ hosts per minute, controller CPU per host, peak RSS, round trips per host and th
 how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
 one poll late).
 
+Measured 2026-12-06 on the shared 2-CPU machine (load average 3-5 from other work), healthy lab,
+no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
+for a quarter of an hour in attached mode alone):
+
+    python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
+    python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
+
+    metric                        CPUU 20 s: attached  detached      CPUU 0 s: attached  detached
+    wall s                                   98.5      47.7                    23.0      24.2
+    hosts / min                              60.9     125.8                   260.5     248.0
+    controller CPU s / host                  0.127     0.172                   0.108     0.109
+    controller peak RSS MiB                  173       184                     177       179
+    round trips / host                       26.6      36.5                    25.1      25.1
+    polls / host (asked, parked again)       -         0.24                    -         0
+    polls' round trips / host                -         2.2                     -         0
+    CPUU on the slowest host, s              21.6      24.6                    1.6       1.8
+
+Detached 47.7 s ≤ 1.3 × (20 s + 24.2 s) = 57.5 s: CPUU's time overlaps. Its cost is one more
+session per host (the settling visit: open, Status, close, about 8 round trips and 0.04 s of
+controller CPU for NTLM and encryption) plus the polls, about 9 round trips each; a CPUU that has
+ended by the time ``Start`` answers costs nothing more (the 0 s rows).
+
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is
 what an admin would write by hand: a thread pool of the same size over ``pypsrp.client.Client``,

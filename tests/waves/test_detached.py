@@ -4,6 +4,9 @@ released, and the runner settles it later on a fresh connection; never twice, no
 from __future__ import annotations
 
 import json
+from collections import Counter
+
+from pypsrp.wsman import WSMan
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
@@ -61,3 +64,27 @@ def test_users_each_stays_attached_even_when_the_play_asks_for_detached(wave_fac
     assert result.counts == {states.SUCCEEDED: 1}
     runs = _run_attempts(wave, result.run_id)
     assert runs and {a["status"] for a in runs} == {"changed"}
+
+
+def test_a_detached_visit_costs_one_more_session_and_one_status_on_the_wire(
+    wave_factory, monkeypatch
+):
+    """Start, then (asked once, when CPUU is expected to have ended) Status, Remove and collect
+    on a second session: one more pool and one more pipeline than attached, nothing else."""
+    wave = wave_factory(1)
+    wave.fleet.hosts[0].workstation.cpuu.base_seconds = 1.0
+    actions: Counter[str] = Counter()
+    invoke = WSMan.invoke
+
+    def counting_invoke(self, action, *args, **kwargs):
+        actions[action.rsplit("/", 1)[-1]] += 1
+        return invoke(self, action, *args, **kwargs)
+
+    monkeypatch.setattr(WSMan, "invoke", counting_invoke)
+    playbook = make_playbook(wave.payload, attached=False, expected_seconds=3, timeout=60)
+    result = wave.run(playbook)
+
+    assert result.counts == {states.SUCCEEDED: 1}
+    # preflight, upload, run-task Start | run-task Status, run-task Remove, download
+    assert actions["Command"] == 6
+    assert (actions["Create"], actions["Delete"]) == (2, 2)

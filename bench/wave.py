@@ -3,6 +3,37 @@
     python bench/wave.py                      # sizes 10 and 100, latency 0 and 50 ms
     python bench/wave.py --sizes 10,100,500   # add 500 hosts
     python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
+    python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0   # attached vs detached
+
+With ``--cpuu-seconds S`` every lab CPUU runs S seconds (``--cpuu-spread F``: each host's time
+drawn from S × [1-F, 1+F]) and the bench plays the same wave twice on fresh labs, the run step
+attached and detached (``run: {attached: false}``), and prints them side by side: wall time,
+hosts per minute, controller CPU per host, peak RSS, round trips per host and the polls'
+(``run-task Status`` questions to hosts whose CPUU still ran, each a session of its own), and
+how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
+one poll late).
+
+Measured 2026-12-06 on the shared 2-CPU machine (load average 3-5 from other work), healthy lab,
+no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
+for a quarter of an hour in attached mode alone):
+
+    python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
+    python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
+
+    metric                        CPUU 20 s: attached  detached      CPUU 0 s: attached  detached
+    wall s                                   98.5      47.7                    23.0      24.2
+    hosts / min                              60.9     125.8                   260.5     248.0
+    controller CPU s / host                  0.127     0.172                   0.108     0.109
+    controller peak RSS MiB                  173       184                     177       179
+    round trips / host                       26.6      36.5                    25.1      25.1
+    polls / host (asked, parked again)       -         0.24                    -         0
+    polls' round trips / host                -         2.2                     -         0
+    CPUU on the slowest host, s              21.6      24.6                    1.6       1.8
+
+Detached 47.7 s ≤ 1.3 × (20 s + 24.2 s) = 57.5 s: CPUU's time overlaps. Its cost is one more
+session per host (the settling visit: open, Status, close, about 8 round trips and 0.04 s of
+controller CPU for NTLM and encryption) plus the polls, about 9 round trips each; a CPUU that has
+ended by the time ``Start`` answers costs nothing more (the 0 s rows).
 
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is
@@ -68,15 +99,21 @@ class RequestCounter:
 
         self.count = 0
         self._lock = threading.Lock()
+        self._local = threading.local()
         original = requests.adapters.HTTPAdapter.send
         counter = self
 
         def send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            counter._local.count = counter.mine() + 1
             with counter._lock:
                 counter.count += 1
             return original(adapter, request, *args, **kwargs)
 
         requests.adapters.HTTPAdapter.send = send  # type: ignore[method-assign]
+
+    def mine(self) -> int:
+        """The requests this thread sent (a host visit runs in one thread)."""
+        return int(getattr(self._local, "count", 0))
 
 
 def cpu_seconds() -> float:
@@ -91,13 +128,23 @@ def peak_mib() -> float:
 # ------------------------------------------------------------------------------ the lab process
 
 
-def serve(hosts: int, latency_ms: float, workdir: Path) -> None:
+def serve(
+    hosts: int, latency_ms: float, workdir: Path, cpuu_s: float | None, spread: float
+) -> None:
     """Run a lab fleet until stdin closes; print READY + JSON, then the lab's CPU at the end."""
     from cpuu_fleet.cli.demo_lab import write_lab_inventory
     from cpuu_fleet.lab.fleet import LabFleet
 
     latency = latency_ms / 1000 if latency_ms else None
-    with LabFleet(hosts, scenario="healthy", seed=1, workdir=workdir, latency_s=latency) as fleet:
+    with LabFleet(
+        hosts,
+        scenario="healthy",
+        seed=1,
+        workdir=workdir,
+        latency_s=latency,
+        cpuu_seconds=cpuu_s,
+        cpuu_spread=spread,
+    ) as fleet:
         inventory = write_lab_inventory(fleet, workdir / "inventory.yml", waves=None)
         info = {
             "inventory": str(inventory),
@@ -110,10 +157,14 @@ def serve(hosts: int, latency_ms: float, workdir: Path) -> None:
 
 
 class Lab:
-    def __init__(self, hosts: int, latency_ms: float):
+    def __init__(
+        self, hosts: int, latency_ms: float, cpuu_s: float | None = None, spread: float = 0.0
+    ):
         self.workdir = Path(tempfile.mkdtemp(prefix="cpuu-bench-lab-"))
+        cpuu = "" if cpuu_s is None else str(cpuu_s)
+        argv = [sys.executable, __file__, "serve", str(hosts), str(latency_ms)]
         self.process = subprocess.Popen(
-            [sys.executable, __file__, "serve", str(hosts), str(latency_ms), str(self.workdir)],
+            [*argv, str(self.workdir), cpuu, str(spread)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -139,7 +190,9 @@ class Lab:
 # ------------------------------------------------------------------------------ controllers
 
 
-def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[str, Any]:
+def run_cpuu_fleet(
+    info: dict[str, Any], payload: Path, reports: Path, attached: bool = True, forks: int = FORKS
+) -> dict[str, Any]:
     """One update wave with cpuu-fleet, then a second (unchanged) push; metrics as a dict."""
     os.environ.update(info["env"])
     from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
@@ -151,6 +204,7 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
 
     os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
+    polls = PollCounter(counter)
     templates = find_playbook().parent / "templates"
 
     def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
@@ -158,7 +212,7 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
             name="bench",
             hosts="all",
             steps=steps,
-            forks=FORKS,
+            forks=forks,
             payload=payload,
             templates=templates,
             retries=0,
@@ -169,7 +223,7 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
         (
             StepSpec("preflight"),
             StepSpec("push"),
-            StepSpec("run", run=RunOptions(mode=Mode.UPDATE, timeout=120)),
+            StepSpec("run", run=RunOptions(mode=Mode.UPDATE, timeout=900, attached=attached)),
             StepSpec("collect"),
         )
     )
@@ -188,6 +242,7 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
     wall = time.monotonic() - t0
     cpu = cpu_seconds() - cpu0
     requests_made = counter.count - n0
+    peak_wave = peak_mib()
     t1 = time.monotonic()
     with Engine(request) as engine:
         second = engine.run(repush, inventory, None)
@@ -202,9 +257,19 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
         only_first = [a["duration_s"] for a in steps if a["step"] == "push"]
         only_second = [a["duration_s"] for a in again if a["step"] == "push"]
         states = journal.state_counts(first.run_id)
+        cpuu_s = [
+            json.loads(a["details_json"] or "{}").get("seconds") or 0.0
+            for a in steps
+            if a["step"] == "run"
+        ]
     n = len(hosts)
     return {
         "states": states,
+        "wall_s": wall,
+        "peak_wave_mib": peak_wave,
+        "polls_per_host": polls.parked / n,
+        "poll_round_trips_per_host": polls.round_trips / n,
+        "slowest_cpuu_s": max(cpuu_s, default=0.0),
         "round_trips_per_host": requests_made / n,
         "wall_per_host_s": sum(durations) / n,
         "hosts_per_min": n / wall * 60,
@@ -216,6 +281,37 @@ def run_cpuu_fleet(info: dict[str, Any], payload: Path, reports: Path) -> dict[s
         "push_s_second": sum(only_second) / n,
         "repush_wave_s": repush_wall,
     }
+
+
+class PollCounter:
+    """Counts the visits of detached hosts that only asked (``Status``) and parked again, and
+    the round trips they cost (their session's open and close included)."""
+
+    def __init__(self, requests: RequestCounter) -> None:
+        from cpuu_fleet.visit import host_visit
+
+        self.parked = 0
+        self.round_trips = 0
+        self._lock = threading.Lock()
+        original_settle = host_visit._Visit._settle
+        original_run = host_visit._Visit.run
+        counter = self
+
+        def settle(visit: Any, unsettled: Any) -> Any:
+            visit._settling = True
+            return original_settle(visit, unsettled)
+
+        def run(visit: Any) -> Any:
+            before = requests.mine()
+            outcome = original_run(visit)
+            if getattr(visit, "_settling", False) and outcome.settle_in is not None:
+                with counter._lock:
+                    counter.parked += 1
+                    counter.round_trips += requests.mine() - before
+            return outcome
+
+        host_visit._Visit._settle = settle  # type: ignore[method-assign]
+        host_visit._Visit.run = run  # type: ignore[method-assign]
 
 
 def _seconds(start: str | None, end: str | None) -> float:
@@ -319,7 +415,10 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
 
 def controller(kind: str, info_path: str, payload: str, out: str) -> None:
     info = json.loads(Path(info_path).read_text())
-    if kind == "cpuu-fleet":
+    if kind in ("attached", "detached"):
+        forks = int(os.environ.get("CPUU_BENCH_FORKS", FORKS))
+        result = run_cpuu_fleet(info, Path(payload), Path(out), kind == "attached", forks)
+    elif kind == "cpuu-fleet":
         result = run_cpuu_fleet(info, Path(payload), Path(out))
     else:
         result = run_baseline(info, Path(payload), Path(out))
@@ -329,8 +428,15 @@ def controller(kind: str, info_path: str, payload: str, out: str) -> None:
 # ------------------------------------------------------------------------------ orchestration
 
 
-def measure(kind: str, hosts: int, latency_ms: float, payload: Path) -> dict[str, Any]:
-    lab = Lab(hosts, latency_ms)
+def measure(
+    kind: str,
+    hosts: int,
+    latency_ms: float,
+    payload: Path,
+    cpuu_s: float | None = None,
+    spread: float = 0.0,
+) -> dict[str, Any]:
+    lab = Lab(hosts, latency_ms, cpuu_s, spread)
     try:
         work = Path(tempfile.mkdtemp(prefix="cpuu-bench-ctl-"))
         info_path = work / "info.json"
@@ -357,12 +463,27 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,100", help="comma-separated host counts")
     parser.add_argument("--latencies", default="0,50", help="added ms per round trip")
     parser.add_argument("--quick", action="store_true", help="10 hosts only")
+    parser.add_argument(
+        "--cpuu-seconds", type=float, help="CPUU's run time: compare attached and detached"
+    )
+    parser.add_argument("--cpuu-spread", type=float, default=0.0, help="±share of that time")
+    parser.add_argument("--forks", type=int, default=FORKS, help="with --cpuu-seconds")
     args = parser.parse_args()
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
     from cpuu_fleet.cli.demo_lab import make_standin_payload
 
     payload = make_standin_payload(Path(tempfile.mkdtemp(prefix="cpuu-bench-payload-")))
+    if args.cpuu_seconds is not None:
+        os.environ["CPUU_BENCH_FORKS"] = str(args.forks)
+        for size in sizes:
+            for latency in latencies:
+                pair = [
+                    measure(kind, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
+                    for kind in ("attached", "detached")
+                ]
+                _print_modes(size, latency, args, *pair)
+        return
     rows = []
     for size in sizes:
         for latency in latencies:
@@ -398,6 +519,34 @@ def main() -> None:
         )
 
 
+MODE_METRICS = (
+    ("wall_s", "wall s", "{:.1f}"),
+    ("hosts_per_min", "hosts / min", "{:.1f}"),
+    ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
+    ("peak_wave_mib", "controller peak RSS MiB", "{:.0f}"),
+    ("round_trips_per_host", "round trips / host", "{:.1f}"),
+    ("polls_per_host", "polls / host", "{:.2f}"),
+    ("poll_round_trips_per_host", "polls' round trips / host", "{:.1f}"),
+    ("slowest_cpuu_s", "CPUU on the slowest host, s", "{:.1f}"),
+)
+
+
+def _print_modes(
+    size: int, latency: float, args: Any, attached: dict[str, Any], detached: dict[str, Any]
+) -> None:
+    spread = f" ±{args.cpuu_spread:.0%}" if args.cpuu_spread else ""
+    print(
+        f"\n{size} hosts, CPUU {args.cpuu_seconds:g} s{spread}, forks {args.forks},"
+        f" latency {latency:g} ms; states {attached['states']} / {detached['states']}"
+    )
+    print("| metric | attached | detached | detached / attached |")
+    print("|---|---:|---:|---:|")
+    for key, label, form in MODE_METRICS:
+        a, d = attached[key], detached[key]
+        ratio = f"{d / a:.2f}x" if a else "-"
+        print(f"| {label} | {form.format(a)} | {form.format(d)} | {ratio} |", flush=True)
+
+
 def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:
     print(
         f"{size:>4} hosts, {latency:>3g} ms: round trips/host {ours['round_trips_per_host']:.1f} vs "
@@ -410,7 +559,9 @@ def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        serve(int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4]))
+        cpuu = float(sys.argv[5]) if len(sys.argv) > 5 and sys.argv[5] else None
+        spread = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
+        serve(int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4]), cpuu, spread)
     elif len(sys.argv) > 1 and sys.argv[1] == "controller":
         controller(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     else:

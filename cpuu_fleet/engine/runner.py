@@ -33,7 +33,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,13 @@ class _Task:
     previous: HostOutcome | None = None
     started_at: str | None = None
     first_monotonic: float | None = None
+    parked: bool = False
+    """A detached host whose CPUU runs: its next call settles it (no new HostStarted)."""
+    began: float | None = None
+    """When this attempt began (monotonic), kept while the host is parked."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the visits of this attempt that parked the host reported (preflight, push): the
+    settling visit's outcome carries them on, so the host's details are whole."""
 
 
 @dataclass
@@ -207,6 +214,8 @@ class _Batch:
     in_flight: dict[str, _Task] = field(default_factory=dict)
     finals: dict[str, HostOutcome] = field(default_factory=dict)
     abandoned: bool = False
+    dropped: list[_Task] = field(default_factory=list)
+    """Hosts taken off the heap by a drain (not started, or waiting for a retry)."""
 
 
 class Runner:
@@ -618,10 +627,15 @@ class Runner:
                     batch.cond.notify_all()
 
     def _next_task(self, batch: _Batch) -> _Task | None:
-        """Called with the batch's lock held: the next host that may start, or None when done."""
+        """Called with the batch's lock held: the next host that may start, or None when done.
+
+        After a first Ctrl-C only parked hosts (detached, CPUU started) are still taken, to be
+        settled; after a second none are: they stay ``running`` for ``--resume``."""
         while True:
-            if self.draining.is_set() or batch.abandoned:
+            if self.stopping.is_set() or batch.abandoned:
                 return None
+            if self.draining.is_set():
+                self._drop_unstarted(batch)
             if not batch.heap:
                 if not batch.in_flight:
                     return None
@@ -634,12 +648,41 @@ class Runner:
                 return task
             batch.cond.wait(delay)
 
+    @staticmethod
+    def _drop_unstarted(batch: _Batch) -> None:
+        """A drain: keep only parked hosts on the heap (called with the batch's lock held)."""
+        if all(task.parked for _, _, task in batch.heap):
+            return
+        batch.dropped.extend(task for _, _, task in batch.heap if not task.parked)
+        batch.heap[:] = [entry for entry in batch.heap if entry[2].parked]
+        heapq.heapify(batch.heap)
+
     def _attempt(self, run_id: str, batch: _Batch, task: _Task, work: HostWork) -> None:
-        planned, play = task.planned, batch.play
         if task.started_at is None:
             task.started_at = utcnow()
             task.first_monotonic = time.monotonic()
-        began = time.monotonic()
+        if not task.parked:
+            task.began = time.monotonic()
+            self._announce(run_id, batch, task)
+        outcome = self._call(run_id, work, self._job(run_id, batch, task))
+        began = task.began if task.began is not None else time.monotonic()
+        duration = round(time.monotonic() - began, 3)
+        if task.details:
+            outcome = replace(outcome, details={**task.details, **outcome.details})
+        if outcome.settle_in is not None:
+            # Detached: CPUU runs on the host, which is released. A timer, not a fork.
+            task.parked = True
+            task.details = outcome.details
+            with batch.cond:
+                ready = time.monotonic() + max(0.0, outcome.settle_in)
+                heapq.heappush(batch.heap, (ready, next(self._seq), task))
+                batch.cond.notify_all()
+            return
+        self._judge_attempt(run_id, batch, task, outcome, duration)
+
+    def _announce(self, run_id: str, batch: _Batch, task: _Task) -> None:
+        """The host row says running and the console hears of the attempt."""
+        planned, play = task.planned, batch.play
         self._write_host(
             run_id,
             planned.name,
@@ -661,10 +704,13 @@ class Runner:
                 attempt=task.attempt,
             ),
         )
-        job = HostJob(
+
+    def _job(self, run_id: str, batch: _Batch, task: _Task) -> HostJob:
+        planned = task.planned
+        return HostJob(
             run_id=run_id,
             host=planned.host,
-            play=play,
+            play=batch.play,
             batch=planned.batch,
             wave=planned.wave,
             attempt=task.attempt,
@@ -675,8 +721,12 @@ class Runner:
             previous=task.previous,
             resume=planned.resume,
         )
-        outcome = self._call(run_id, work, job)
-        duration = round(time.monotonic() - began, 3)
+
+    def _judge_attempt(
+        self, run_id: str, batch: _Batch, task: _Task, outcome: HostOutcome, duration: float
+    ) -> None:
+        """A final outcome of one attempt: retry it later, or the host's result."""
+        planned, play = task.planned, batch.play
         if outcome.state == RUNNING:  # the controller could not write: how it ended is unknown
             self._leave_running(run_id, batch, task, outcome)
             return
@@ -772,6 +822,9 @@ class Runner:
             # since the summary reaches the console without passing through the journal.
             text = REDACTOR.scrub(f"internal error: {type(exc).__name__}: {exc}")
             return HostOutcome(FAILED, INTERNAL, text)
+        parked = isinstance(outcome, HostOutcome) and outcome.settle_in is not None
+        if parked and outcome.state == RUNNING:
+            return outcome
         if not isinstance(outcome, HostOutcome) or outcome.state not in FINAL_STATES:
             shown = outcome.state if isinstance(outcome, HostOutcome) else type(outcome).__name__
             RUN_LOG.error(
@@ -834,9 +887,13 @@ class Runner:
         Hosts that never started are left to :meth:`_mark_not_run`, which records the reason.
         """
         with batch.cond:
-            waiting = [task for _, _, task in batch.heap]
+            waiting = [task for _, _, task in batch.heap] + batch.dropped
             batch.heap.clear()
+            batch.dropped.clear()
         for task in waiting:
+            if task.parked:
+                self._leave_parked(run_id, batch, task)
+                continue
             if task.previous is None:
                 continue
             tried = _Task(task.planned, task.attempt - 1, None, task.started_at)
@@ -846,6 +903,21 @@ class Runner:
             self.events.emit(
                 _host_finished(run_id, batch.play, task.planned, tried, task.previous, None)
             )
+
+    def _leave_parked(self, run_id: str, batch: _Batch, task: _Task) -> None:
+        """A second Ctrl-C: a detached host whose CPUU was started and not settled stays
+        ``running`` in the journal (its run step too), which is what ``--resume`` settles."""
+        name = task.planned.name
+        message = (
+            "CPUU was started and not yet settled when the run was aborted; --resume asks the host"
+        )
+        self._write_host(
+            run_id, name, state=RUNNING, error_class=INTERRUPTED_CLASS, error_message=message
+        )
+        outcome = HostOutcome(RUNNING, INTERRUPTED_CLASS, message)
+        with batch.cond:
+            batch.finals.setdefault(name, outcome)
+        self.events.emit(_host_finished(run_id, batch.play, task.planned, task, outcome, None))
 
     # ---------------------------------------------------------------------------- signals
 

@@ -66,7 +66,16 @@ _PLAY_KEYS = (
     "wave_groups",
     "limits",
 )
-_RUN_KEYS = ("mode", "when_no_user", "timeout", "batch_file", "users", "disconnected")
+_RUN_KEYS = (
+    "mode",
+    "when_no_user",
+    "timeout",
+    "batch_file",
+    "users",
+    "disconnected",
+    "attached",
+    "expected_seconds",
+)
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
     "tasks": "a cpuu-fleet play has 'steps' (preflight, push, run, collect), not 'tasks'",
@@ -104,6 +113,13 @@ class RunOptions:
     user-context runs need a live session, CPUU stops Outlook, a switch "cannot be fully
     silent"); and Windows does not document that an interactive task starts in a disconnected
     session at all."""
+    attached: bool = False
+    """True: a fork holds the host's connection while CPUU runs (one ``Run`` pipeline). False
+    (detached): the run step starts CPUU and releases the host; the runner settles it later
+    (``docs/playbooks.md``). ``users: each`` always runs attached."""
+    expected_seconds: int | None = None
+    """How long CPUU usually runs on this fleet: a detached host is first asked this long after
+    its start. None: learned from the hosts that ended (polls back off until one has)."""
 
     @property
     def command(self) -> str:
@@ -694,6 +710,17 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
             f"{label}: step 'run': 'disconnected' must be one of: {', '.join(DISCONNECTED)}",
             where("disconnected"),
         )
+    attached = options.get("attached", False)
+    if not isinstance(attached, bool):
+        raise check.fail(
+            f"{label}: step 'run': 'attached' must be true or false", where("attached")
+        )
+    expected = options.get("expected_seconds")
+    if expected is not None and (not _is_int(expected) or expected <= 0):
+        raise check.fail(
+            f"{label}: step 'run': 'expected_seconds' must be a whole number of seconds > 0",
+            where("expected_seconds"),
+        )
     return RunOptions(
         mode=mode,
         when_no_user=when,
@@ -701,4 +728,6 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         batch_file=batch_file.strip() if batch_file else None,
         users=users,
         disconnected=disconnected,
+        attached=attached,
+        expected_seconds=int(expected) if expected is not None else None,
     )

@@ -31,6 +31,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import secrets
 import shutil
 import ssl
@@ -157,6 +158,7 @@ class LabFleet:
         cpuu_seconds: float | None = None,
         launch_log: Path | None = None,
         realm: str | None = None,
+        cpuu_spread: float = 0.0,
     ):
         if auth not in AUTHS and auth != KERBEROS:
             raise ValueError(f"unknown auth {auth!r}; use one of {', '.join(AUTHS)}")
@@ -168,6 +170,8 @@ class LabFleet:
             raise ValueError(f"hosts must be between 1 and {MAX_HOSTS}")
         if cpuu_seconds is not None and cpuu_seconds < 0:
             raise ValueError("cpuu_seconds must be 0 or more")
+        if not 0.0 <= cpuu_spread <= 1.0:
+            raise ValueError("cpuu_spread must be between 0 and 1")
         self.auth = auth
         self.realm = realm
         self.https = https
@@ -191,13 +195,16 @@ class LabFleet:
         self._server: LabServer | None = None
         self.cpuu_seconds = cpuu_seconds
         """How long CPUU runs on every workstation (None: the model's own time per profile)."""
+        self.cpuu_spread = cpuu_spread
+        """With ``cpuu_seconds``: each workstation's time is drawn (seeded, per host) uniformly
+        from ``cpuu_seconds`` × [1 - spread, 1 + spread], as real profiles differ in size."""
         self.launch_log = Path(launch_log) if launch_log is not None else None
         self.cpuu_starts: list[CpuuStart] = []
         """Every start of CPUU on the fleet's workstations, in order (see module docstring)."""
         self._starts_lock = threading.Lock()
         self._launch_log_file: TextIO | None = None
-        for plan in plans:
-            self._watch(plan.workstation)
+        for index, plan in enumerate(plans):
+            self._watch(plan.workstation, random.Random(seed * 1_000_003 + index))
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -368,12 +375,13 @@ class LabFleet:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _watch(self, workstation: Workstation) -> None:
+    def _watch(self, workstation: Workstation, draw: random.Random) -> None:
         """Record the workstation's CPUU starts here, and give CPUU the fleet's run time."""
         workstation.on_cpuu_start = self._record_start
         if self.cpuu_seconds is not None:
             # The emulator's run time is base + per profile; a set time is all base.
-            workstation.cpuu.base_seconds = self.cpuu_seconds
+            factor = 1.0 + self.cpuu_spread * (2.0 * draw.random() - 1.0)
+            workstation.cpuu.base_seconds = self.cpuu_seconds * factor
             workstation.cpuu.per_profile_seconds = 0.0
 
     def _record_start(self, start: CpuuStart) -> None:

@@ -42,13 +42,16 @@ from cpuu_fleet.visit.session import (
     SessionError,
     local_error,
 )
+from cpuu_fleet.visit.settle import MIN_GAP_S, SettlePacer, elapsed_since
 from cpuu_fleet.visit.steps import (
     CollectResult,
     HostContext,
     PushPlan,
     RunOptions,
     RunResult,
+    StartedRun,
     collect,
+    cpuu_task_name,
     explain,
     is_task_of,
     plan_push,
@@ -59,6 +62,8 @@ from cpuu_fleet.visit.steps import (
     resume_cpuu,
     run_cpuu,
     run_dir,
+    start_cpuu,
+    task_active,
     task_status,
     write_cleanup_marker,
 )
@@ -112,6 +117,20 @@ class PlaySettings:
     """Host name → the user an at-logon task is for (inventory variable ``cpuu_user``)."""
     audit_policies: dict[str, AuditPolicy] = field(default_factory=dict)
     """Host name → its source/target patterns, for the ``audit`` step."""
+    pacer: SettlePacer | None = None
+    """When to ask detached hosts again (shared by the play's hosts); made from ``run``."""
+
+    def __post_init__(self) -> None:
+        if self.pacer is None:
+            expected = self.run.expected_seconds if self.run is not None else None
+            self.pacer = SettlePacer(float(expected) if expected else None)
+
+    @property
+    def detached(self) -> bool:
+        """Does the run step start CPUU and release the host (``run: {attached: false}``)?
+        One run per user (``users: each``) stays attached: its runs follow one another."""
+        run = self.run
+        return run is not None and not run.attached and run.users != "each" and not self.check
 
     @property
     def same_cpuu_runs(self) -> tuple[str, ...]:
@@ -137,11 +156,33 @@ class _StepRecorder:
         self.attempt_id = 0
         """The journal id of the latest step attempt (rows of its own refer to it)."""
 
-    def run(self, step: str, action: Callable[[], Any], status_of: Callable[[Any], str]) -> Any:
-        journal = self.play.journal
-        attempt_id = journal.start_step(self.play.run_id, self.host, step, self.attempt)
-        self.attempt_id = attempt_id
+    def run(
+        self,
+        step: str,
+        action: Callable[[], Any],
+        status_of: Callable[[Any], str],
+        *,
+        leave_open: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Journal ``step`` around ``action``; ``leave_open(value)`` true: the attempt stays
+        ``running`` (a detached run step whose CPUU runs on), for :meth:`finish` to end."""
+        attempt_id = self.play.journal.start_step(self.play.run_id, self.host, step, self.attempt)
         self.emit("step_started", step, {"attempt": self.attempt})
+        return self.finish(attempt_id, step, action, status_of, leave_open=leave_open)
+
+    def finish(
+        self,
+        attempt_id: int,
+        step: str,
+        action: Callable[[], Any],
+        status_of: Callable[[Any], str],
+        *,
+        leave_open: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """Run ``action`` and end the journal attempt ``attempt_id`` (started by :meth:`run`,
+        maybe by an earlier visit or run) with what it returned or raised."""
+        journal = self.play.journal
+        self.attempt_id = attempt_id  # rows of the step's own (an audit's) refer to it
         started = time.monotonic()
         try:
             value = action()
@@ -175,6 +216,8 @@ class _StepRecorder:
                 )
                 self._fail(attempt_id, step, started, error)
             raise
+        if leave_open is not None and leave_open(value):
+            return value
         status = status_of(value)
         details = value.details() if hasattr(value, "details") else None
         journal.end_step(attempt_id, status, details=details)
@@ -297,26 +340,34 @@ class _Visit:
         """The latest ``audit`` step's rows (a play may audit before and after its run)."""
         self.plan: PushPlan | None = None
         self.session: HostSession
+        self.unsettled = _unsettled_run(play, name) if play.detached else None
+        """A detached run step of this CPUU run that started CPUU and has not ended: this visit
+        settles it (asks the host, then collects) and repeats none of the steps before run."""
 
     def run(self) -> HostOutcome:
         play, ctx = self.play, self.ctx
+        steps = play.steps
+        if self.unsettled is not None:
+            wait = self._not_yet()
+            if wait > 0:  # not yet time to ask: no session, no journal row
+                return HostOutcome(states.RUNNING, settle_in=wait)
+            steps = steps[steps.index("run") :] if "run" in steps else steps
         try:
-            self.session = self.steps.run(
-                "connect",
-                lambda: play.session_factory(ctx.host, self.connection).open(),
-                _ok,
-            )
+            self.session = self._connect()
         except SessionError as exc:
             return self._finish(judge(None, (), exc))
         self.session.limits = play.limits
         error: SessionError | None = None
         stopped = False
         try:
-            for step in play.steps:
-                if ctx.stopping.is_set() and step == "run":
+            for step in steps:
+                if ctx.stopping.is_set() and step == "run" and self.unsettled is None:
                     stopped = True  # Ctrl-C: never start CPUU once the operator asked to stop
                     break
                 getattr(self, f"_{step}")()
+        except _Parked as parked:  # CPUU runs on: release the host until the runner asks again
+            self.session.close()
+            return HostOutcome(states.RUNNING, details=self.details, settle_in=parked.after)
         except SessionError as exc:
             error = exc
         except Exception:  # a bug: the runner reports it; the host's pool must still go away
@@ -326,6 +377,22 @@ class _Visit:
         self._after_cleanup(visit)
         self.session.close()
         return self._finish(visit)
+
+    def _connect(self) -> HostSession:
+        """The visit's session. A settling visit's is not journalled as a step: most of them
+        only ask and park again, and a waiting host must cost one journal row, not one a poll."""
+        play, ctx = self.play, self.ctx
+        if self.unsettled is not None:
+            return play.session_factory(ctx.host, self.connection).open()
+        return self.steps.run(
+            "connect", lambda: play.session_factory(ctx.host, self.connection).open(), _ok
+        )
+
+    def _not_yet(self) -> float:
+        """Seconds until this settling host is to be asked (by the run step's journal start)."""
+        assert self.unsettled is not None and self.play.run is not None
+        elapsed = elapsed_since(self.unsettled[2])
+        return self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ steps
 
@@ -366,7 +433,77 @@ class _Visit:
         if self.play.run.users == "each":
             self._ran_each(self.play.run)
             return
+        if self.play.detached:
+            self._ran(self._detached_run_step())
+            return
         self._ran(_cpuu_run_step(self.play, self.ctx, self.session, self.steps))
+
+    def _detached_run_step(self) -> RunResult:
+        """The run step in two halves: start CPUU and release the host (:class:`_Parked`), then,
+        on a later visit, settle it. The same three never-twice layers as attached: an ended run
+        step is reused, an earlier CPUU run's task is asked attached as before, and the host's
+        marker turns any second start into "read or wait for the first"."""
+        play, ctx = self.play, self.ctx
+        assert play.run is not None
+        if self.unsettled is not None:
+            return self._settle(self.unsettled)
+        done = _finished_run(play.journal, play.same_cpuu_runs, ctx.host)
+        if done is not None:
+            return done
+        if play.resume_tasks.get(ctx.host) or _pending_task(play, ctx.host):
+            return _cpuu_run_step(play, ctx, self.session, self.steps)
+        value = self.steps.run(
+            "run",
+            lambda: start_cpuu(ctx, self.session, play.run),  # type: ignore[arg-type]
+            _run_status,
+            leave_open=lambda found: isinstance(found, StartedRun),
+        )
+        if isinstance(value, StartedRun):
+            self.details["run"] = {"task_name": value.task_name, "started_at": value.started_at}
+            raise _Parked(self._next_gap(elapsed_since(value.started_at)))
+        return value
+
+    def _settle(self, unsettled: tuple[int, str, str | None]) -> RunResult:
+        """Ask the host (one ``Status``) whether CPUU ended; still at work and not yet due:
+        park again. Ended: its report is the run step's end. Due (past its deadline, or never
+        came up): the ``Run`` call, which kills CPUU on the host's own deadline."""
+        play, ctx, session = self.play, self.ctx, self.session
+        attempt_id, started_in, _ = unsettled
+        options, pacer = play.run, play.pacer
+        assert options is not None and pacer is not None
+        task_name = cpuu_task_name(ctx, options.mode)
+        status = task_status(session, task_name)
+        elapsed = elapsed_since(_text_of(status.get("StartedAt")))
+        active = task_active(status)
+        has_run = status.get("LastRunTime") is not None
+        if active and not pacer.due(elapsed, options.timeout, has_run):
+            pacer.asked(ctx.host, elapsed)
+            self.details["run"] = {"task_name": task_name, "started_at": status.get("StartedAt")}
+            raise _Parked(self._next_gap(elapsed))
+
+        def action() -> RunResult:
+            if active:
+                pacer.settled(ctx.host, None)  # killed or never came up: no run time to learn
+                run = run_cpuu(ctx, session, options, task_name)
+            else:
+                run = read_task_report(status, task_name, options.when_no_user, elapsed)
+                pacer.settled(ctx.host, None if run.killed else elapsed)
+                if run.user:
+                    ctx.user = run.user
+            # Started by this run: not a resume, whatever the host's report calls it.
+            resumed = None if started_in == play.run_id else run.resumed or "finished"
+            return replace(run, resumed=resumed, seconds=round(elapsed, 3))
+
+        if started_in == play.run_id:  # one row from CPUU's start to its end
+            return self.steps.finish(attempt_id, "run", action, _run_status)
+        # A --resume: its own row says how the run it carries on ended (as attached resumes do).
+        return self.steps.run("run", action, _run_status)
+
+    def _next_gap(self, elapsed: float) -> float:
+        """When to wake this host again (at least a second: the task was just seen at work)."""
+        assert self.play.run is not None and self.play.pacer is not None
+        wait = self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)
+        return max(wait, MIN_GAP_S)
 
     def _ran_each(self, options: RunOptions) -> None:
         """One CPUU run per logged-on user (:mod:`.each_user`); each task removed once ended."""
@@ -513,6 +650,32 @@ class _Visit:
 
 def _ok(_: Any) -> str:
     return "ok"
+
+
+class _Parked(Exception):
+    """A detached run step's CPUU is still at work: end this visit, ask again ``after`` s."""
+
+    def __init__(self, after: float):
+        super().__init__(f"ask again in {after:.1f} s")
+        self.after = after
+
+
+def _text_of(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _unsettled_run(play: PlaySettings, host: str) -> tuple[int, str, str | None] | None:
+    """The journal attempt of this host's run step in this CPUU run (this run, or the runs a
+    ``--resume`` carries on) that started CPUU and never ended, if the latest run step is one:
+    its id, the run it belongs to, and when it started (our clock)."""
+    for run_id in reversed(play.same_cpuu_runs):
+        runs = [a for a in play.journal.attempts(run_id, host) if a["step"] == "run"]
+        if runs:
+            latest = runs[-1]
+            if latest["status"] != "running":
+                return None
+            return int(latest["id"]), run_id, latest["started_at"]
+    return None
 
 
 def _cpuu_run_step(

@@ -179,6 +179,10 @@ class HostOutcome:
     host_fields: dict[str, Any] = field(default_factory=dict)
     """Journal host columns stored with the final state in the same write (user, exit_code,
     exit_flags, killed, result_dir)."""
+    settle_in: float | None = None
+    """Set (with state ``running``) when a detached run step started CPUU and released the host:
+    the runner calls the host work again after this many seconds, without a fork or a session
+    meanwhile. Never set on a final outcome."""
 
 
 # Exit codes that are not CPUU's bit mask but Windows' own (cmd.exe, the Task Scheduler).

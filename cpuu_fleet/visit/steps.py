@@ -694,27 +694,12 @@ def run_cpuu(
     """
     mode, when_no_user, timeout_s = options.mode, options.when_no_user, float(options.timeout)
     task_name = task_name or cpuu_task_name(ctx, mode)
-    if mode is Mode.UNDO:
-        refusal = undo_refusal(ctx)
-        if refusal:
-            return RunResult(task_name, refused=refusal)
+    refusal = _refusal(ctx, mode)
+    if refusal:
+        return RunResult(task_name, refused=refusal)
     ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
     started = time.monotonic()
-    folder = run_dir(task_name)
-    parameters: dict[str, Any] = {
-        "Action": "Run",
-        "TaskName": task_name,
-        "Command": f"{folder}\\{options.command}",
-        "WorkingDirectory": folder,
-        "SourceDirectory": ctx.staging,
-        "WhenNoUser": "AtLogon" if when_no_user == "at_logon" else "Skip",
-        "Disconnected": "Run" if options.disconnected == "run" else "Skip",
-        "TimeoutSeconds": int(timeout_s),
-        "StateDirectory": STATE_DIR,
-    }
-    expected = ctx.expected_users if users is None else users
-    if expected:
-        parameters["ExpectedUser"] = list(expected)
+    parameters = _task_parameters(ctx, options, task_name, "Run", users)
     result = session.run(
         "run-task",
         parameters,
@@ -723,10 +708,97 @@ def run_cpuu(
         abandon=ctx.stopping,
     )
     run = read_task_report(result.first, task_name, when_no_user, time.monotonic() - started)
-    run = replace(run, expected=expected)
+    return _as_run(ctx, run, parameters)
+
+
+def _refusal(ctx: HostContext, mode: Mode) -> str | None:
+    return undo_refusal(ctx) if mode is Mode.UNDO else None
+
+
+def _as_run(ctx: HostContext, run: RunResult, parameters: dict[str, Any]) -> RunResult:
+    run = replace(run, expected=tuple(parameters.get("ExpectedUser", ())))
     if run.user:
         ctx.user = run.user
     return run
+
+
+def _task_parameters(
+    ctx: HostContext,
+    options: RunOptions,
+    task_name: str,
+    action: str,
+    users: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """run-task's parameters for a ``Run`` or a ``Start`` of this run's task (one definition)."""
+    folder = run_dir(task_name)
+    parameters: dict[str, Any] = {
+        "Action": action,
+        "TaskName": task_name,
+        "Command": f"{folder}\\{options.command}",
+        "WorkingDirectory": folder,
+        "SourceDirectory": ctx.staging,
+        "WhenNoUser": "AtLogon" if options.when_no_user == "at_logon" else "Skip",
+        "Disconnected": "Run" if options.disconnected == "run" else "Skip",
+        "TimeoutSeconds": int(options.timeout),
+        "StateDirectory": STATE_DIR,
+    }
+    expected = ctx.expected_users if users is None else users
+    if expected:
+        parameters["ExpectedUser"] = list(expected)
+    return parameters
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """A detached run step's first half: CPUU's task was started (or found running) on the host
+    and the host released; the runner settles it later (:func:`task_active`, then ``Run``)."""
+
+    task_name: str
+    started_at: str | None
+    """The marker's ``StartedAt`` (host clock): the host's deadline counts from it."""
+    user: str | None = None
+
+
+def task_active(data: Any) -> bool:
+    """Does a ``Start`` or ``Status`` report say CPUU's task is still at work (running, queued,
+    or started on demand and not come up yet)? Anything else (ended, killed, pending at logon,
+    never came up, gone) is for ``Run`` and :func:`read_task_report` to read."""
+    if not isinstance(data, dict) or not data.get("Exists") or not data.get("Marker"):
+        return False
+    if data.get("Killed") or data.get("NotStarted") or data.get("Trigger") == "AtLogon":
+        return False
+    if str(data.get("State") or "") in ("Running", "Queued"):
+        return True
+    last = data.get("LastTaskResult")
+    return last is None or int(last) in NOT_AN_EXIT_CODE
+
+
+def start_cpuu(
+    ctx: HostContext, session: HostSession, options: RunOptions
+) -> RunResult | StartedRun:
+    """The detached run step's first half: claim and start CPUU's task (``run-task -Action
+    Start``, never twice: the same marker as :func:`run_cpuu`) and return at once.
+
+    A :class:`StartedRun` when CPUU is at work; a :class:`RunResult` when there is nothing to
+    wait for (nobody logged on, pending at logon, refused, or a run that already ended).
+    """
+    mode = options.mode
+    task_name = cpuu_task_name(ctx, mode)
+    refusal = _refusal(ctx, mode)
+    if refusal:
+        return RunResult(task_name, refused=refusal)
+    ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
+    started = time.monotonic()
+    parameters = _task_parameters(ctx, options, task_name, "Start")
+    result = session.run("run-task", parameters, during=f"start {mode.value}")
+    data = result.first
+    if task_active(data):
+        user = _text(data.get("User"))
+        if user:
+            ctx.user = user
+        return StartedRun(task_name, _text(data.get("StartedAt")), user)
+    run = read_task_report(data, task_name, options.when_no_user, time.monotonic() - started)
+    return _as_run(ctx, run, parameters)
 
 
 def task_status(session: HostSession, task_name: str) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class FaultLab:
         hosts: int = HOSTS,
         run_timeout: int = RUN_TIMEOUT_S,
         cpuu_seconds: float = CPUU_SECONDS,
+        attached: bool = True,
     ):
         self.root = root
         self.launch_log = root / "launches.jsonl"
@@ -101,15 +102,15 @@ class FaultLab:
             cpuu_seconds=cpuu_seconds,
             launch_log=self.launch_log,
         )
-        self.playbook = self._write_playbook(run_timeout)
+        self.playbook = self._write_playbook(run_timeout, attached)
         self.inventory: Path | None = None
         self.env: dict[str, str] = {}
         self._procs: list[subprocess.Popen[str]] = []
 
-    def _write_playbook(self, run_timeout: int) -> Path:
+    def _write_playbook(self, run_timeout: int, attached: bool) -> Path:
         """The shipped ``playbooks/update.yml`` with what a lab needs: the stand-in payload and
         the templates by absolute path (``--resume`` finds them from any folder), one batch, no
-        failure threshold, a short backoff and the given run deadline."""
+        failure threshold, a short backoff, the given run deadline, attached or detached."""
         payload = make_standin_payload(self.root / "payload", size=PAYLOAD_BYTES)
         (play,) = yaml.safe_load(find_playbook().read_text(encoding="utf-8"))
         play.pop("serial", None)
@@ -122,6 +123,7 @@ class FaultLab:
         for step in play["steps"]:
             if isinstance(step, dict) and "run" in step:
                 step["run"]["timeout"] = run_timeout
+                step["run"]["attached"] = attached
         path = self.root / "update.yml"
         path.write_text(yaml.safe_dump([play], sort_keys=False), encoding="utf-8")
         return path

@@ -122,8 +122,29 @@ def test_stopped_controller_then_resume(
     how: str, step: str, fault_lab: FaultLab, reference, matrix_row: MatrixRow
 ) -> None:
     matrix_row.case, matrix_row.signal, matrix_row.step = "stop, then --resume", how, step
-    proc = fault_lab.start_play()
-    seen = fault_lab.wait_in_step(proc, step)
+    _stop_then_resume(fault_lab, how, step, reference, matrix_row)
+
+
+#: The steps whose order detached mode changes: CPUU runs with no fork and no session (the host is
+#: parked), and collect runs in a later visit on a fresh connection.
+DETACHED_STEPS = ("run wait", "collect")
+
+
+@pytest.mark.parametrize("step", DETACHED_STEPS)
+@pytest.mark.parametrize("how", SIGNALS)
+def test_stopped_detached_controller_then_resume(
+    how: str, step: str, tmp_path: Path, reference, matrix_row: MatrixRow
+) -> None:
+    """Detached (``run: {attached: false}``): the controller is stopped while hosts are started
+    and not settled (or in their collect); ``--resume`` settles every host, CPUU once each."""
+    matrix_row.case, matrix_row.signal, matrix_row.step = "detached: stop, --resume", how, step
+    with FaultLab(tmp_path, attached=False) as lab:
+        _stop_then_resume(lab, how, step, reference, matrix_row)
+
+
+def _stop_then_resume(lab: FaultLab, how: str, step: str, reference, matrix_row: MatrixRow) -> None:
+    proc = lab.start_play()
+    seen = lab.wait_in_step(proc, step)
     if seen is None:
         out, _ = proc.communicate(timeout=30)
         record(matrix_row, [f"the controller never reached {step!r}"], out)
@@ -132,11 +153,11 @@ def test_stopped_controller_then_resume(
     problems = []
     if code is None:
         problems.append(f"the controller did not exit after {how}")
-    (run_id, *_) = fault_lab.run_ids()
-    resumed = fault_lab.resume(run_id)
+    (run_id, *_) = lab.run_ids()
+    resumed = lab.resume(run_id)
     if resumed.returncode not in (0, 3):
         problems.append(f"--resume exit {resumed.returncode}")
-    problems += broken_promises(fault_lab, run_id, reference["states"], matrix_row)
+    problems += broken_promises(lab, run_id, reference["states"], matrix_row)
     record(matrix_row, problems, resumed.stdout)
 
 
@@ -187,16 +208,20 @@ def test_resume_of_a_live_run_is_refused(fault_lab: FaultLab, reference, matrix_
 HANG_TIMEOUT_S = 3
 
 
+@pytest.mark.parametrize("attached", [True, False], ids=["attached", "detached"])
 @pytest.mark.parametrize("how", ["SIGKILL", "double SIGINT"])
 def test_hung_cpuu_killed_on_its_deadline_while_the_controller_is_gone(
-    how: str, tmp_path: Path, matrix_row: MatrixRow
+    how: str, attached: bool, tmp_path: Path, matrix_row: MatrixRow
 ) -> None:
     """CPUU hangs; the controller is stopped while it waits (``kill -9``, or the documented
     double Ctrl-C, which leaves a started CPUU to its deadline); the deadline passes while nobody
-    watches; ``--resume`` must record the host failed (killed), never succeeded."""
-    matrix_row.case = "hung CPUU, deadline passes, --resume"
+    watches; ``--resume`` must record the host failed (killed), never succeeded. Detached, the
+    hosts are parked (no session) when the controller goes."""
+    matrix_row.case = "hung CPUU, deadline passes, --resume" + ("" if attached else " (detached)")
     matrix_row.signal, matrix_row.step = how, "run wait"
-    with FaultLab(tmp_path, scenario="cpuu_hang", run_timeout=HANG_TIMEOUT_S) as lab:
+    with FaultLab(
+        tmp_path, scenario="cpuu_hang", run_timeout=HANG_TIMEOUT_S, attached=attached
+    ) as lab:
         proc = lab.start_play()
         seen = lab.wait_for(proc, lambda s: list(s.phases.values()).count("run wait") == 3)
         assert seen is not None, proc.communicate(timeout=30)[0][-2000:]

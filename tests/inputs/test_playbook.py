@@ -177,6 +177,7 @@ def test_a_full_play_loads_into_dataclasses(write_playbook):
         600,
         "Undo.bat",
     )
+    assert (run.attached, run.expected_seconds) == (False, None)  # detached unless asked
     assert play.payload == playbook.path.parent / "vendor" / "cpuu"
     assert play.templates == playbook.path.parent / "ini"
     assert play.wave_of(["all", "site_lyon", "wave2"]) == "site_lyon"
@@ -250,6 +251,16 @@ def _error(write_playbook, text) -> InputError:
             "- name: x\n  hosts: wave1\n  steps:\n    - run: {mode: undo, when_no_user: wait}\n",
             4,
             "'when_no_user' must be one of: skip, at_logon",
+        ),
+        (
+            "- name: x\n  hosts: wave1\n  steps:\n    - run: {mode: update, attached: 'no'}\n",
+            4,
+            "'attached' must be true or false",
+        ),
+        (
+            "- name: x\n  hosts: wave1\n  steps:\n    - run: {mode: update, expected_seconds: 0}\n",
+            4,
+            "'expected_seconds' must be a whole number of seconds > 0",
         ),
         ("- name: x\n  hosts: wave1\n  hosts: wave2\n  steps: [push]\n", 3, "duplicate key"),
         ("- name: x\n  steps: [push]\n", 1, "'hosts' is required"),

@@ -43,6 +43,8 @@ def make_playbook(
     folder: Path | None = None,
     users: str | None = None,
     disconnected: str | None = None,
+    attached: bool | None = None,
+    expected_seconds: int | None = None,
 ) -> Playbook:
     """Write a real playbook YAML (as an operator would) and load it with the real loader."""
     spec: list[object] = []
@@ -53,6 +55,10 @@ def make_playbook(
                 run["users"] = users
             if disconnected is not None:
                 run["disconnected"] = disconnected
+            if attached is not None:
+                run["attached"] = attached
+            if expected_seconds is not None:
+                run["expected_seconds"] = expected_seconds
             spec.append({"run": run})
         else:
             spec.append(name)

@@ -186,7 +186,7 @@ def _interrupted(wave, signum: int, *args: str, cwd: Path = REPO) -> tuple[str, 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_sigterm_and_sighup_drain_like_ctrl_c_and_the_hint_says_resume(wave_factory, signum):
     wave = wave_factory(2)
-    playbook = make_playbook(wave.payload, timeout=30, forks=1)
+    playbook = make_playbook(wave.payload, timeout=30, forks=1, attached=True)
     run_id, out = _interrupted(
         wave, signum, str(playbook.path), "-i", str(wave.inventory_path),
         "--reports", str(wave.reports),
@@ -208,7 +208,7 @@ def test_sigterm_and_sighup_drain_like_ctrl_c_and_the_hint_says_resume(wave_fact
 def _relative_run(wave) -> str:
     """A run started with relative paths (playbook, inventory, ``--payload``) from its folder,
     its playbook naming no payload, interrupted with one host not started."""
-    playbook = make_playbook(None, timeout=30, forks=1, folder=wave.root)
+    playbook = make_playbook(None, timeout=30, forks=1, folder=wave.root, attached=True)
     run_id, _out = _interrupted(
         wave, signal.SIGTERM, playbook.path.name, "-i", wave.inventory_path.name,
         "--payload", wave.payload.name, "--reports", "reports", cwd=wave.root,

@@ -29,7 +29,7 @@ def test_a_full_visit_costs_no_more_round_trips_than_it_needs(wave_factory, monk
 
     monkeypatch.setattr(WSMan, "invoke", counting_invoke)
     monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", counting_send)
-    result = wave.run(make_playbook(wave.payload))
+    result = wave.run(make_playbook(wave.payload, attached=True))
     assert result.counts.get(states.SUCCEEDED) == 1, result.counts
     # preflight, upload, run-task Run, run-task Remove, download (which lists too)
     assert actions["Command"] == 5

@@ -1,0 +1,129 @@
+"""When to ask a detached host again whether its CPUU has ended (the settle half of a run step).
+
+A detached run step starts CPUU's task and releases the host (``run: {attached: false}``); the
+runner parks the host (a journal row and a timer) and calls the visit again when this module says
+so. A wake-up that is not yet time to ask costs nothing on the network; a question (a *poll*)
+costs a fresh session and one short ``run-task -Action Status`` pipeline, about nine round trips,
+so the schedule follows CPUU's expected run time instead of a fixed tick:
+
+* with an expectation (the play's ``expected_seconds``, else the median run time of the hosts of
+  this play that ended by themselves so far) a host is first asked when CPUU is expected to have
+  ended, then at gaps of a fifth of the time it has run (1 s to 30 s): seen at most about 20 %
+  late, with a handful of polls;
+* with none yet (the first hosts of a wave all start before any ends), one host, the *canary*,
+  is asked on that fine schedule, and the others on a coarse one (first after 10 s, then at
+  gaps of four times the time run, at most 120 s: a safeguard should the canary hang); they
+  wake on the fine schedule without asking, so once the canary has ended they are asked when
+  the run time it showed has passed. A wave of hundreds costs about one poll per host, not one
+  per host per second;
+* never later than just past the host's deadline, where the ``Run`` call kills CPUU on the host
+  (which counts the deadline itself, from the marker's ``StartedAt``).
+
+Assumption (the host's clock against ours): the elapsed time is read as our UTC clock minus the
+marker's ``StartedAt`` (host clock). WinRM with Kerberos fails beyond 5 minutes of skew; a skew
+within that only moves a question earlier or later. The deadline itself is the host's, so a
+question asked early at worst waits in the ``Run`` call for the host's own deadline.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from datetime import datetime, timezone
+
+#: The fine schedule: gaps of this share of the time CPUU has run, within these bounds.
+GAP_SHARE = 0.2
+MIN_GAP_S = 1.0
+MAX_GAP_S = 30.0
+#: The coarse schedule of hosts other than the canary while nothing is expected yet.
+COARSE_SHARE = 4.0
+COARSE_MIN_S = 10.0
+COARSE_MAX_S = 120.0
+#: How long after the host's deadline the question that makes it kill CPUU is asked.
+PAST_DEADLINE_S = 1.0
+#: Task Scheduler's start grace period (``run-task``): a task not come up by then is for ``Run``.
+START_GRACE_S = 60.0
+#: At most this many observed run times are kept for the median.
+_KEPT = 256
+
+
+def elapsed_since(started_at: str | None, now: datetime | None = None) -> float:
+    """Seconds since ``started_at`` (ISO-8601, UTC when no zone; 0 when unknown or unreadable)."""
+    if not started_at:
+        return 0.0
+    try:
+        started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (now - started).total_seconds())
+
+
+def _gap(elapsed_s: float, share: float, low: float, high: float) -> float:
+    return min(high, max(low, share * elapsed_s))
+
+
+class SettlePacer:
+    """The one schedule of questions for the detached hosts of one play (thread-safe); it keeps
+    a float per waiting host (when it was last asked) and the run times seen."""
+
+    def __init__(self, expected_s: float | None = None) -> None:
+        self.expected_s = expected_s
+        self._seen: list[float] = []
+        self._asked: dict[str, float] = {}
+        self._canary: str | None = None
+        self._lock = threading.Lock()
+
+    def expected(self) -> float | None:
+        """The run time to expect: the play's own, else the median of what was seen."""
+        if self.expected_s is not None:
+            return self.expected_s
+        with self._lock:
+            return statistics.median(self._seen) if self._seen else None
+
+    def asked(self, host: str, elapsed_s: float) -> None:
+        """``host`` was just asked, after its CPUU had run ``elapsed_s``, and still runs."""
+        with self._lock:
+            self._asked[host] = elapsed_s
+
+    def settled(self, host: str, run_s: float | None) -> None:
+        """``host`` is settled; ``run_s``: its CPUU ended by itself after about that long."""
+        with self._lock:
+            self._asked.pop(host, None)
+            if self._canary == host:
+                self._canary = None
+            if run_s is not None:
+                self._seen.append(run_s)
+                del self._seen[:-_KEPT]
+
+    def wait(self, host: str, elapsed_s: float, timeout_s: float) -> float:
+        """Seconds until ``host`` (CPUU run ``elapsed_s``) is to be asked; 0: ask now. Past its
+        deadline, or started and not come up within the grace period, is always now."""
+        expected = self.expected()
+        with self._lock:
+            last = self._asked.get(host, 0.0)
+            if expected is not None:
+                ask_at = max(expected, last + _gap(last, GAP_SHARE, MIN_GAP_S, MAX_GAP_S))
+            else:
+                self._canary = self._canary or host
+                canary = self._canary == host
+                share, low, high = (
+                    (GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
+                    if canary
+                    else (COARSE_SHARE, COARSE_MIN_S, COARSE_MAX_S)
+                )
+                ask_at = last + _gap(last, share, low, high)
+        ask_at = min(ask_at, timeout_s + PAST_DEADLINE_S)
+        if elapsed_s >= ask_at:
+            return 0.0
+        if expected is None:  # wake on the fine schedule, to hear of an expectation soon
+            return min(ask_at - elapsed_s, _gap(elapsed_s, GAP_SHARE, MIN_GAP_S, MAX_GAP_S))
+        return ask_at - elapsed_s
+
+    @staticmethod
+    def due(elapsed_s: float, timeout_s: float, has_run: bool) -> bool:
+        """Must a host whose task still reads at work be settled now? Past its deadline (the
+        ``Run`` call kills CPUU), or started and not come up within the start grace period."""
+        return elapsed_s >= timeout_s or (not has_run and elapsed_s >= START_GRACE_S)

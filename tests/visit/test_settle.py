@@ -1,0 +1,58 @@
+"""When a detached host is asked again (visit/settle.py): the expected run time first, a canary
+while nothing is expected, never past the deadline."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from cpuu_fleet.visit.settle import SettlePacer, elapsed_since
+
+TIMEOUT = 900
+
+
+def test_with_an_expected_time_the_first_question_comes_then_and_later_ones_follow_the_run():
+    pacer = SettlePacer(expected_s=60)
+    assert pacer.wait("pc-1", 0, TIMEOUT) == pytest.approx(60)
+    assert pacer.wait("pc-1", 59.5, TIMEOUT) == pytest.approx(0.5)
+    assert pacer.wait("pc-1", 60, TIMEOUT) == 0  # ask now
+    pacer.asked("pc-1", 60)  # still running at 60 s: next after a fifth of that
+    assert pacer.wait("pc-1", 60, TIMEOUT) == pytest.approx(12)
+    pacer.asked("pc-1", 600)
+    assert pacer.wait("pc-1", 600, TIMEOUT) == pytest.approx(30)  # gaps stop growing at 30 s
+
+
+def test_with_nothing_expected_one_canary_is_asked_often_and_the_others_learn_from_it():
+    pacer = SettlePacer()
+    assert pacer.wait("canary", 0, TIMEOUT) == pytest.approx(1)
+    # Another host is not asked at 1 s; it wakes (without asking) to hear of an expectation.
+    assert 0 < pacer.wait("other", 1, TIMEOUT) <= 1
+    assert pacer.wait("other", 5, TIMEOUT) > 0
+    assert pacer.wait("other", 10, TIMEOUT) == 0  # the coarse safeguard: asked at 10 s
+    pacer.asked("other", 10)
+    assert pacer.wait("other", 12, TIMEOUT) > 0
+    pacer.settled("canary", 20.0)  # the canary ended by itself after 20 s
+    assert pacer.expected() == 20.0
+    assert pacer.wait("other", 12, TIMEOUT) == pytest.approx(8)
+    assert pacer.wait("other", 20, TIMEOUT) == 0
+    assert pacer.wait("third", 0, TIMEOUT) == pytest.approx(20)
+
+
+def test_a_killed_run_teaches_nothing_and_the_deadline_is_never_passed_by_more_than_a_second():
+    pacer = SettlePacer()
+    pacer.settled("pc-1", None)
+    assert pacer.expected() is None
+    hung = SettlePacer(expected_s=3600)
+    assert hung.wait("pc-2", 0, 30) == pytest.approx(31)
+    assert hung.wait("pc-2", 31, 30) == 0
+    assert SettlePacer.due(30, 30, has_run=True) and not SettlePacer.due(29, 30, has_run=True)
+    assert SettlePacer.due(61, 900, has_run=False)  # never came up: Run reads NotStarted
+
+
+def test_elapsed_reads_the_hosts_iso_time_and_is_zero_when_unknown():
+    now = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
+    started = (now - timedelta(seconds=42)).isoformat()
+    assert elapsed_since(started, now) == pytest.approx(42)
+    assert elapsed_since("2026-12-06T11:59:00.0000000Z", now) == pytest.approx(60)
+    assert elapsed_since(None, now) == 0 and elapsed_since("garbage", now) == 0

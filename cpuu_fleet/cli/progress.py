@@ -84,9 +84,14 @@ class RunStats:
         elif isinstance(event, StepStarted):
             self.steps[event.host] = (event.step, now)
         elif isinstance(event, StepFinished):
-            self.steps.pop(event.host, None)
-            if event.duration_s is not None:
-                self.step_durations.setdefault(event.step, []).append(event.duration_s)
+            current = self.steps.pop(event.host, None)
+            # From the step's start as seen here: a detached run step ends in a later visit,
+            # whose own duration is only the settling call's, not CPUU's.
+            seconds = now - current[1] if current and current[0] == event.step else None
+            if seconds is None:
+                seconds = event.duration_s
+            if seconds is not None:
+                self.step_durations.setdefault(event.step, []).append(seconds)
         elif isinstance(event, HostFinished):
             self.running.pop(event.host, None)
             self.steps.pop(event.host, None)

@@ -232,9 +232,14 @@ def _cpuu_wave(stats: RunStats) -> None:
     stats.update(BatchStarted(run, play="P", batch=1, batches=1, hosts=hosts), now=0.0)
     for host in ("pc-0", "pc-1"):
         stats.update(HostStarted(run, host=host), now=0.0)
+        at = 0.0
         for step, seconds in (("preflight", 1.0), ("push", 1.0), ("run", 7.0), ("collect", 1.0)):
-            stats.update(StepStarted(run, host=host, step=step), now=0.0)
-            stats.update(StepFinished(run, host=host, step=step, duration_s=seconds), now=0.0)
+            stats.update(StepStarted(run, host=host, step=step), now=at)
+            at += seconds
+            # A detached run step ends in a later visit: its event's own duration is only the
+            # settling call's; the display measures from the step's start.
+            reported = 0.2 if step == "run" else seconds
+            stats.update(StepFinished(run, host=host, step=step, duration_s=reported), now=at)
         stats.update(HostFinished(run, host=host, state=SUCCEEDED, duration_s=10.0), now=10.0)
     stats.update(HostStarted(run, host="pc-3"), now=8.0)
     stats.update(StepStarted(run, host="pc-3", step="run"), now=10.0)

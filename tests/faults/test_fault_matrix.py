@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -183,9 +184,21 @@ def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row:
     record(matrix_row, problems, f"{first_out[-1500:]}\n--- second ---\n{second_out}")
 
 
-def test_resume_of_a_live_run_is_refused(fault_lab: FaultLab, reference, matrix_row: MatrixRow):
+LIVE_CPUU_SECONDS = 12.0
+"""CPUU's time in the live-run case: long enough that the second controller (a Python start,
+imports, the journal) certainly asks while the first one's CPUU still runs, on a loaded machine."""
+
+
+@pytest.fixture
+def slow_cpuu_lab(tmp_path: Path) -> Iterator[FaultLab]:
+    with FaultLab(tmp_path, cpuu_seconds=LIVE_CPUU_SECONDS) as lab:
+        yield lab
+
+
+def test_resume_of_a_live_run_is_refused(slow_cpuu_lab: FaultLab, reference, matrix_row: MatrixRow):
     """``--resume`` of a run whose controller is alive (CPUU running) is refused with exit 2,
     naming the run; the live run finishes as if nothing had happened."""
+    fault_lab = slow_cpuu_lab
     matrix_row.case, matrix_row.step = "--resume of a live run", "run wait"
     proc = fault_lab.start_play()
     seen = fault_lab.wait_in_step(proc, "run wait")

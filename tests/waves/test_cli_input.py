@@ -45,7 +45,6 @@ def inventory(tmp_path: Path) -> Path:
     [
         (("preflight", "--forks", "0"), "--forks: must be at least 1, not 0"),
         (("run", "--mode", "update", "--timeout", "0"), "--timeout: must be a whole number"),
-        (("run", "--mode", "update", "--when-no-user", "never"), "--when-no-user: must be one"),
     ],
 )
 def test_bad_single_step_options_stop_before_any_host(tmp_path, inventory, args, said):
@@ -57,6 +56,17 @@ def test_bad_single_step_options_stop_before_any_host(tmp_path, inventory, args,
     if journal.exists():
         with Journal(journal) as opened:
             assert opened.runs() == []
+
+
+def test_a_choice_outside_its_choices_names_them_and_touches_nothing(tmp_path, inventory):
+    done = cli(
+        "run", "--mode", "update", "--when-no-user", "never", "-i", str(inventory),
+        "--reports", "reports", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = " ".join(done.stderr.replace("│", " ").split())
+    assert "'never' is not one of 'skip', 'at_logon'" in said
+    assert not (tmp_path / "reports" / Journal.FILENAME).exists()
 
 
 @pytest.mark.parametrize("follow_up", ["--retry-failed", "--resume"])

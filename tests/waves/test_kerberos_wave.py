@@ -172,7 +172,9 @@ def test_a_ticket_that_expires_during_the_wave_fails_hosts_clearly(kerberos_wave
         host.workstation.cpuu.per_profile_seconds = 0.0
     _edit_inventory(wave, {"ansible_password": None})
     kdc_realm.kinit(lifetime="5s")
-    result = wave.run(make_playbook(wave.payload, forks=1, timeout=30))
+    # Attached: the first visit holds its connection through CPUU's run (detached, the ticket
+    # would simply have ended before the settling visit, which fails at connect like the second).
+    result = wave.run(make_playbook(wave.payload, forks=1, timeout=30, attached=True))
     first, second = (host.name for host in wave.fleet.hosts)
     failed = [second] if https else [first, second]
     if https:

@@ -166,20 +166,27 @@ def _stop_then_resume(lab: FaultLab, how: str, step: str, reference, matrix_row:
 
 
 def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row: MatrixRow):
-    """A second ``play`` of the same wave 0.5 s after the first is refused (exit 2, naming the
-    live run); CPUU starts once per host."""
+    """Two ``play``s of the same wave, the second 0.5 s after the first: whichever holds the
+    hosts first runs the wave (exit 0), the other is refused (exit 2, naming the live run) and
+    writes no run; CPUU starts once per host. (Which one wins is a race on a loaded machine: a
+    Python start and its imports take longer than 0.5 s there.)"""
     matrix_row.case, matrix_row.step = "two controllers", "second play 0.5 s later"
     first = fault_lab.start_play()
     time.sleep(0.5)
     second = fault_lab.start_play()
     second_out, _ = second.communicate(timeout=120)
     first_out, _ = first.communicate(timeout=120)
-    run_id = fault_lab.run_ids()[0]
+    runs = fault_lab.run_ids()
+    run_id = runs[0]
     problems = []
-    if second.returncode != 2 or run_id not in second_out:
-        problems.append(f"second play: exit {second.returncode}, not 2 naming {run_id}")
-    if first.returncode != 0:
-        problems.append(f"first play: exit {first.returncode}")
+    if len(runs) != 1:
+        problems.append(f"{len(runs)} runs in the journal, not one")
+    codes = sorted((first.returncode, second.returncode))
+    refused = second_out if second.returncode == 2 else first_out
+    if codes != [0, 2] or run_id not in refused:
+        problems.append(
+            f"plays exited {first.returncode} and {second.returncode}, not 0 and 2 naming {run_id}"
+        )
     problems += broken_promises(fault_lab, run_id, reference["states"], matrix_row)
     record(matrix_row, problems, f"{first_out[-1500:]}\n--- second ---\n{second_out}")
 

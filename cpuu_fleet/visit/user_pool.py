@@ -24,6 +24,7 @@ reads each marker). A second Ctrl-C leaves the open attempts ``running`` for ``-
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -43,6 +44,9 @@ from cpuu_fleet.visit.steps import (
     task_active,
     task_status,
 )
+
+_EARLY_S = 0.05
+"""A user due within this is asked with the others now, rather than after a wait of nothing."""
 
 
 class Recorder(Protocol):
@@ -113,6 +117,8 @@ class UserPool:
         self.open: dict[str, _Open] = {}
         self.failure: SessionError | None = None
         """The first failure of one user's own run: no user is started after it."""
+        self.seen: list[float] = []
+        """How long the users' CPUU that ended by themselves ran: what to expect of the rest."""
 
     def run(self, todo: list[UserRun]) -> None:
         """Start, ask and end every user's run; each ended run is appended to ``into``."""
@@ -124,8 +130,11 @@ class UserPool:
                 if self.failure is not None:
                     waiting.clear()
                 if self.open:
-                    self._pause()
-                    for task in list(self.open):
+                    self._pause(min(self._until_due(entry) for entry in self.open.values()))
+                    due = [
+                        t for t, entry in self.open.items() if self._until_due(entry) <= _EARLY_S
+                    ]
+                    for task in due:
                         self._ask(task)
         except Interrupted:
             raise  # the open attempts stay "running": --resume asks the host about each
@@ -176,6 +185,8 @@ class UserPool:
                 run = run_cpuu(self.ctx, self.session, self.options, task, users=(user.who,))
             else:
                 run = read_task_report(status, task, self.options.when_no_user, elapsed)
+                if run.ran and not run.killed:
+                    self.seen.append(elapsed)
             # Started by this visit: not a resume, whatever the host's report calls it.
             resumed = None if entry.claimed else run.resumed or "waited"
             return replace(_theirs(run, user), seconds=round(elapsed, 3), resumed=resumed)
@@ -192,20 +203,22 @@ class UserPool:
             raise error
         self.failure = self.failure or error
 
-    def _pause(self) -> None:
-        """Wait until the next user is due a question: a fifth of the time its CPUU has run
-        (1 s to 30 s, as :mod:`.settle` asks detached hosts), first at ``expected_seconds``
-        when the play says it, never past a deadline. A second Ctrl-C cuts the wait short."""
-        expected = float(self.options.expected_seconds or 0)
-        now = {task: elapsed_since(entry.started_at) for task, entry in self.open.items()}
-        waits = []
-        for task, entry in self.open.items():
-            last = entry.asked_at
-            ask_at = max(expected, last + min(MAX_GAP_S, max(MIN_GAP_S, GAP_SHARE * last)))
-            waits.append(min(ask_at, float(self.options.timeout)) - now[task])
-        wait = max(0.0, min(waits))
+    def _until_due(self, entry: _Open) -> float:
+        """Seconds until this user's CPUU is to be asked: after a fifth of the time it has run
+        (1 s to 30 s, as :mod:`.settle` asks detached hosts), first when CPUU is expected to
+        have ended (the play's ``expected_seconds``, else the median time of the users whose
+        CPUU ended so far on this host), never past its deadline."""
+        expected = self.options.expected_seconds or (
+            statistics.median(self.seen) if self.seen else 0
+        )
+        last = entry.asked_at
+        ask_at = max(expected, last + min(MAX_GAP_S, max(MIN_GAP_S, GAP_SHARE * last)))
+        return min(ask_at, float(self.options.timeout)) - elapsed_since(entry.started_at)
+
+    def _pause(self, wait: float) -> None:
+        """Wait ``wait`` seconds (the next user due a question); a second Ctrl-C cuts it short."""
         started = time.monotonic()
-        if self.ctx.stopping.wait(wait):
+        if self.ctx.stopping.wait(max(0.0, wait)):
             raise Interrupted(
                 f"run: abandoned by the operator (Ctrl-C) after {time.monotonic() - started:.0f}"
                 f" s, with {len(self.open)} user(s)' CPUU at work"

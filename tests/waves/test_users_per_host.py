@@ -114,3 +114,20 @@ def test_sigkill_while_three_users_run_then_resume_starts_each_users_cpuu_once(w
     # The three that were at work were asked (found running or ended), the other three started.
     found = Counter(json.loads(a["details_json"]).get("resumed") for a in runs)
     assert found[None] == 3 and found["waited"] + found["finished"] == 3, found
+
+
+def test_users_whose_cpuu_hangs_are_killed_on_their_deadline_one_start_each(wave_factory):
+    """Past the deadline the pool's ``Run`` call kills each user's CPUU on the host: every user
+    killed and failed, never success, each started once, never more than two at a time."""
+    wave, host, ws, users = _rds_host(wave_factory, cpuu_seconds=1.0)
+    ws.cpuu.hang = True
+    playbook = make_playbook(wave.payload, users="each", per_host=2, timeout=2, retries=0)
+    result = wave.run(playbook, write_report=False)
+
+    assert _starts_per_user(ws) == Counter({user: 1 for user in users})
+    assert ws.cpuu_peak == 2
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(result.run_id, host)
+        runs = [a for a in journal.attempts(result.run_id, host) if a["step"] == "run"]
+    assert row is not None and (row["state"], row["killed"]) == (states.FAILED, 1), row
+    assert len(runs) == len(users) and {a["status"] for a in runs} == {"killed"}

@@ -36,6 +36,15 @@ def _starts_per_user(ws) -> Counter[str]:
     return Counter(start.user for start in ws.cpuu_starts)
 
 
+def _host_and_run_steps(wave, run_id: str, host: str) -> tuple[dict, list[dict]]:
+    """The host's journal row in a run, and its run step attempts (one per user's run)."""
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(run_id, host)
+        runs = [a for a in journal.attempts(run_id, host) if a["step"] == "run"]
+    assert row is not None
+    return row, runs
+
+
 def _report_users(wave, run_id: str) -> set[str]:
     with (wave.reports / run_id / "profiles.csv").open(encoding="utf-8-sig") as stream:
         return {row["user"] for row in csv.DictReader(stream)}
@@ -48,10 +57,8 @@ def test_an_rds_host_runs_three_users_cpuu_at_a_time_and_reports_all_six(wave_fa
 
     assert _starts_per_user(ws) == Counter({user: 1 for user in users})
     assert ws.cpuu_peak == 3  # the lab's record: three at once, never four
-    with Journal.in_reports(wave.reports) as journal:
-        row = journal.host(result.run_id, host)
-        runs = [a for a in journal.attempts(result.run_id, host) if a["step"] == "run"]
-    assert row is not None and row["state"] == states.SUCCEEDED, row
+    row, runs = _host_and_run_steps(wave, result.run_id, host)
+    assert row["state"] == states.SUCCEEDED, row
     assert f"{len(users)} user(s)" in row["error_message"]
     # One journal row per user's run, each from its start to its end, overlapping.
     assert len(runs) == len(users) and {a["status"] for a in runs} == {"changed"}
@@ -69,9 +76,9 @@ def test_per_host_one_runs_one_users_cpuu_at_a_time(wave_factory):
 
     assert _starts_per_user(ws) == Counter({user: 1 for user in users})
     assert ws.cpuu_peak == 1
-    with Journal.in_reports(wave.reports) as journal:
-        row = journal.host(result.run_id, host)
-    assert row is not None and row["state"] == states.SUCCEEDED, row
+    row, runs = _host_and_run_steps(wave, result.run_id, host)
+    assert row["state"] == states.SUCCEEDED, row
+    assert len(runs) == len(users) and runs[0]["ended_at"] <= runs[1]["started_at"]
 
 
 def test_a_link_lost_while_three_users_run_is_retried_without_a_second_start(wave_factory):
@@ -126,8 +133,6 @@ def test_users_whose_cpuu_hangs_are_killed_on_their_deadline_one_start_each(wave
 
     assert _starts_per_user(ws) == Counter({user: 1 for user in users})
     assert ws.cpuu_peak == 2
-    with Journal.in_reports(wave.reports) as journal:
-        row = journal.host(result.run_id, host)
-        runs = [a for a in journal.attempts(result.run_id, host) if a["step"] == "run"]
-    assert row is not None and (row["state"], row["killed"]) == (states.FAILED, 1), row
+    row, runs = _host_and_run_steps(wave, result.run_id, host)
+    assert (row["state"], row["killed"]) == (states.FAILED, 1), row
     assert len(runs) == len(users) and {a["status"] for a in runs} == {"killed"}

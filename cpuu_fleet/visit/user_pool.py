@@ -171,7 +171,9 @@ class UserPool:
         entry = self.open[task]
         status = task_status(self.session, task)
         started = status.get("StartedAt")
-        elapsed = elapsed_since(started if isinstance(started, str) else entry.started_at)
+        if isinstance(started, str):
+            entry.started_at = started  # the marker's: the host's deadline counts from it
+        elapsed = elapsed_since(entry.started_at)
         active = task_active(status)
         has_run = status.get("LastRunTime") is not None
         if active and not SettlePacer.due(elapsed, self.options.timeout, has_run):

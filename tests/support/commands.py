@@ -55,10 +55,13 @@ def running_run_steps(journal: Path) -> tuple[str | None, int]:
     return (rows[0][0], rows[0][1]) if rows else (None, 0)
 
 
-def kill_9_with_run_steps_open(wave: Any, playbook: Path, count: int) -> tuple[str | None, int]:
-    """``cpuu-fleet play PLAYBOOK`` against the lab wave in a subprocess, killed with SIGKILL as
-    soon as ``count`` run steps are open in its journal (CPUU at work, the controller gone
-    without a word): the run's id and how many run steps were open (fewer: never got there)."""
+def stop_with_run_steps_open(
+    wave: Any, playbook: Path, count: int, *signals: signal.Signals
+) -> tuple[str | None, int]:
+    """``cpuu-fleet play PLAYBOOK`` against the lab wave in a subprocess, sent ``signals`` (by
+    default SIGKILL: the controller gone without a word) as soon as ``count`` run steps are open
+    in its journal (CPUU at work): the run's id and how many run steps were open (fewer: it
+    never got there)."""
     controller = subprocess.Popen(
         [sys.executable, "-m", "cpuu_fleet", "play", str(playbook),
          "-i", str(wave.inventory_path), "--reports", str(wave.reports), "--json"],
@@ -70,6 +73,8 @@ def kill_9_with_run_steps_open(wave: Any, playbook: Path, count: int) -> tuple[s
     while time.monotonic() < deadline and running < count:
         run_id, running = running_run_steps(journal_path)
         time.sleep(0.05)
-    os.kill(controller.pid, signal.SIGKILL)
-    controller.wait(timeout=10)
+    for signum in signals or (signal.SIGKILL,):
+        controller.send_signal(signum)
+        time.sleep(0.2)  # two Ctrl-C are two key presses, not one
+    controller.wait(timeout=30)
     return run_id, running

@@ -13,8 +13,8 @@ from pathlib import Path
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from tests.support.commands import cli_env as _env
-from tests.support.commands import kill_9_with_run_steps_open
 from tests.support.commands import running_run_steps as _running_run_steps
+from tests.support.commands import stop_with_run_steps_open
 from tests.support.waves import make_playbook
 
 REPO = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
         workstation._launcher = counting
     playbook = make_playbook(wave.payload, timeout=30)
     # Killed with some hosts mid-run, others maybe not started.
-    run_id, running = kill_9_with_run_steps_open(wave, playbook.path, 2)
+    run_id, running = stop_with_run_steps_open(wave, playbook.path, 2)
     assert run_id is not None and running >= 2, "the controller never reached the run step"
 
     resumed = wave.follow_up(resume=run_id, inventory=None)

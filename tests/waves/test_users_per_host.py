@@ -1,17 +1,21 @@
 """``run: {users: each, per_host: N}``: up to N users' CPUU at once on a Remote Desktop Session
 Host, proven by the lab's own record of CPUU starts and ends (never the controller's word), and
-never twice per user, through a dropped link and a controller killed with SIGKILL."""
+never twice per user, through a dropped link, a controller killed with SIGKILL, and a second
+Ctrl-C."""
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
 from collections import Counter
+
+import pytest
 
 from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.workstation import OutlookProfile
-from tests.support.commands import kill_9_with_run_steps_open
+from tests.support.commands import stop_with_run_steps_open
 from tests.support.links import DropsOnce
 from tests.support.waves import make_playbook
 
@@ -101,13 +105,22 @@ def test_a_link_lost_while_three_users_run_is_retried_without_a_second_start(wav
     assert not [a for a in attempts if a["status"] == "running"]
 
 
-def test_sigkill_while_three_users_run_then_resume_starts_each_users_cpuu_once(wave_factory):
+@pytest.mark.parametrize(
+    "signals", [(signal.SIGKILL,), (signal.SIGINT, signal.SIGINT)], ids=["SIGKILL", "double SIGINT"]
+)
+def test_a_controller_stopped_while_three_users_run_then_resumed_starts_each_users_cpuu_once(
+    wave_factory, signals
+):
+    """``kill -9``, or the documented second Ctrl-C (which leaves a started CPUU to finish on the
+    host), while three users' CPUU run: ``--resume`` asks about those three, starts the other
+    three, and collects all six users' results; the lab counts one start per user."""
     wave, host, ws, users = _rds_host(wave_factory, cpuu_seconds=4.0)
     playbook = make_playbook(wave.payload, users="each", per_host=3, timeout=60, retries=0)
-    # Killed with three users' CPUU at work on the host.
-    run_id, running = kill_9_with_run_steps_open(wave, playbook.path, 3)
+    run_id, running = stop_with_run_steps_open(wave, playbook.path, 3, *signals)
     assert run_id is not None and running == 3, "the controller never had three users running"
     assert len(ws.cpuu_starts) == 3
+    with Journal.in_reports(wave.reports) as journal:  # left open for --resume to ask about
+        assert len([a for a in journal.unfinished_steps(run_id) if a["step"] == "run"]) == 3
 
     resumed = wave.follow_up(resume=run_id, inventory=None)
     assert _starts_per_user(ws) == Counter({user: 1 for user in users})  # once each, lab count

@@ -21,9 +21,9 @@ left running unrecorded. A lost link fails every open attempt (transient: the re
 reads each marker). A second Ctrl-C leaves the open attempts ``running`` for ``--resume``.
 
 Measured on the lab (one RDS host, six users, CPUU 5 s each, a playbook of all four steps):
-the whole visit took 31.2 s with ``per_host: 1``, 16.8 s with 2,
-11.7 s with 3 and 6.0 s with 6, for 20, 34, 38 and 50 WS-Man Commands (each ``Status`` is one
-pipeline; ``expected_seconds`` or the first users' median time saves most of them).
+the whole visit took 31.2 s with ``per_host: 1``, 16.8 s with 2, 11.7 s with 3 and 6.0 s with 6,
+for 20, 34, 38 and 50 WS-Man Commands (each ``Status`` is one pipeline; ``expected_seconds``, or
+the median time of the users that ended first, saves most of them).
 """
 
 from __future__ import annotations

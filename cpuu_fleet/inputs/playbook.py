@@ -38,6 +38,13 @@ DISCONNECTED = ("skip", "run")
 :attr:`RunOptions.disconnected`)."""
 USERS = ("one", "each")
 """The run's ``users``: ``one`` CPUU run per host, or ``each`` logged-on user's own (RDS)."""
+DEFAULT_PER_HOST = 1
+"""With ``users: each``, how many users' CPUU may run at once on one host by default: one. CPUU
+stops each user's Outlook, rewrites their profiles and, where the OST is recreated, starts its
+rebuild (migration field notes 2.3): N runs at once share the server's disk, CPU and network
+with every other user still working on it (an RDS or Citrix server), and the vendor says
+nothing about runs side by side on one machine. So parallel runs are the operator's choice,
+never the default; 1 also keeps the behaviour plays had before the option existed."""
 
 DEFAULT_FORKS = 5  # Ansible's default; the CLI may override per run.
 DEFAULT_RETRIES = 2
@@ -75,6 +82,7 @@ _RUN_KEYS = (
     "disconnected",
     "attached",
     "expected_seconds",
+    "per_host",
 )
 # Keys people bring from Ansible: say what to write instead of just "unknown".
 _ANSIBLE_HINTS = {
@@ -103,7 +111,7 @@ class RunOptions:
     users: str = "one"
     """``one``: one CPUU run per host, for the user ``cpuu_user`` names or the one logged on;
     ``each``: one run per logged-on user (a Remote Desktop Session Host, Citrix), each in its
-    own session, one after the other (the preflight step lists the sessions)."""
+    own session, at most ``per_host`` at once (the preflight step lists the sessions)."""
     disconnected: str = "skip"
     """A user whose session is disconnected (they closed their RDP client without logging off):
     ``skip`` leaves them *waiting* (never done) for a later run; ``run`` starts CPUU in that
@@ -120,6 +128,10 @@ class RunOptions:
     expected_seconds: int | None = None
     """How long CPUU usually runs on this fleet: a detached host is first asked this long after
     its start. None: learned from the hosts that ended (polls back off until one has)."""
+    per_host: int = DEFAULT_PER_HOST
+    """With ``users: each``: at most this many users' CPUU run at once on one host (each its
+    own task, started with ``run-task -Action Start`` and asked with ``Status`` on the visit's
+    one session; the next user is started when one ends). See :data:`DEFAULT_PER_HOST`."""
 
     @property
     def command(self) -> str:
@@ -721,6 +733,7 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
             f"{label}: step 'run': 'expected_seconds' must be a whole number of seconds > 0",
             where("expected_seconds"),
         )
+    per_host = _per_host(check, options, users, label, where("per_host"))
     return RunOptions(
         mode=mode,
         when_no_user=when,
@@ -730,4 +743,26 @@ def _parse_run(check: _Checker, options: Any, label: str, line: int | None) -> R
         disconnected=disconnected,
         attached=attached,
         expected_seconds=int(expected) if expected is not None else None,
+        per_host=per_host,
     )
+
+
+def _per_host(check: _Checker, options: LineDict, users: str, label: str, line: int | None) -> int:
+    """The run's ``per_host``: a whole number >= 1, and only where it means something (one run
+    per user); on a ``users: one`` play it would silently do nothing."""
+    if "per_host" not in options:
+        return DEFAULT_PER_HOST
+    value = options["per_host"]
+    if not _is_int(value) or value < 1:
+        raise check.fail(
+            f"{label}: step 'run': 'per_host' must be a whole number >= 1 (users whose CPUU"
+            " may run at once on one host)",
+            line,
+        )
+    if users != "each":
+        raise check.fail(
+            f"{label}: step 'run': 'per_host' caps the runs of 'users: each' (one CPUU run per"
+            " user); with 'users: one' a host has one run: add 'users: each' or remove 'per_host'",
+            line,
+        )
+    return int(value)

@@ -477,9 +477,12 @@ class CpuuProcess:
             self.log_failed = True
 
     def kill(self) -> int:
+        self.ws.cpuu_ended(self, self.ws.now())
         return KILLED_EXIT_CODE
 
     def complete(self) -> int:
+        # The work happened by finish_at, however late somebody looks (see Workstation.refresh).
+        self.ws.cpuu_ended(self, self.finish_at if self.finish_at is not None else self.ws.now())
         ini = self._read_ini()
         result = run_cpuu(self.ws, self.user, self.args, ini)
         # The work happened by finish_at, however late somebody looks (see Workstation.refresh).

@@ -366,6 +366,11 @@ class LabFleet:
             counts = Counter(start.host for start in self.cpuu_starts)
         return {plan.name: counts.get(plan.name, 0) for plan in self._plans}
 
+    def cpuu_peaks(self) -> dict[str, int]:
+        """The most CPUU processes that ran at one time on each workstation (0: none ran), from
+        each workstation's own record of CPUU starts and ends."""
+        return {host.name: host.workstation.cpuu_peak for host in self.hosts}
+
     def summary(self) -> dict[str, int]:
         """Hosts per scenario."""
         counts: dict[str, int] = {}

@@ -289,6 +289,30 @@ class CpuuStart:
 
 
 @dataclass
+class CpuuSpan:
+    """When one CPUU process ran here, by the workstation's clock (its own record, not the
+    controller's): what proves how many runs overlapped (:attr:`Workstation.cpuu_peak`)."""
+
+    user: str
+    start: float
+    end: float | None = None
+    """When it ended (on its own at its finish time, or killed); None: still running."""
+
+
+def peak_overlap(spans: Iterable[CpuuSpan]) -> int:
+    """The most spans open at one instant; one that ends when another starts does not overlap."""
+    events = sorted(
+        [(span.start, 1) for span in spans]
+        + [(span.end, -1) for span in spans if span.end is not None]
+    )
+    peak = running = 0
+    for _, step in events:  # at one instant an end (-1) sorts before a start (+1)
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@dataclass
 class ScheduledTask:
     """One registered scheduled task, with the state ``Get-ScheduledTaskInfo`` reports."""
 
@@ -413,6 +437,10 @@ class Workstation:
         self.cpuu_starts: list[CpuuStart] = []
         """Every start of CPUU here, in order (a start that ends at once, because the program
         or folder is missing, is no start: CPUU never ran)."""
+        self.cpuu_spans: list[CpuuSpan] = []
+        """Every CPUU process here, from its start to its end, in order of start."""
+        self._open_spans: dict[object, CpuuSpan] = {}
+        """The running ones, by their process (a process ends once: a second kill is no end)."""
         self.on_cpuu_start: Callable[[CpuuStart], None] | None = None
         """Called (under the workstation's lock) for each start: the fleet's record."""
         self.last_user: str | None = None
@@ -805,6 +833,21 @@ class Workstation:
                 victim.work.kill()
             return True
 
+    def cpuu_ended(self, process: TaskProcess, at: float) -> None:
+        """A CPUU process ended at clock time ``at`` (called by the process itself)."""
+        with self.lock:
+            span = self._open_spans.pop(process, None)
+            if span is not None:
+                span.end = at
+
+    @property
+    def cpuu_peak(self) -> int:
+        """The most CPUU processes that ran here at one time, by the record of starts and ends
+        (what ``run: {users: each, per_host: N}`` must keep at N or below)."""
+        with self.lock:
+            self.refresh()
+            return peak_overlap(self.cpuu_spans)
+
     @property
     def cpuu_running(self) -> list[Process]:
         """CPUU processes alive now, whoever started them (a task, or one it left behind)."""
@@ -952,7 +995,7 @@ class Workstation:
         process = self._launcher(self, task, user)
         cpuu = _runs_cpuu(process)
         if cpuu:
-            self._note_cpuu_start(task, user)
+            self._note_cpuu_start(task, user, process)
         if task.once_per_user:
             task.ran_for[user.casefold()] = TASK_TERMINATED  # the wrapper's file, before CPUU
         if process.finish_at is not None and process.finish_at <= self.clock():
@@ -974,9 +1017,12 @@ class Workstation:
         if task.once_per_user and task.run_as is not None:
             task.ran_for[task.run_as.casefold()] = task.last_result
 
-    def _note_cpuu_start(self, task: ScheduledTask, user: str) -> None:
+    def _note_cpuu_start(self, task: ScheduledTask, user: str, process: TaskProcess) -> None:
         start = CpuuStart(self.name, task.name, user, task.trigger, _utc(self.clock()).isoformat())
         self.cpuu_starts.append(start)
+        span = CpuuSpan(user, self.clock())
+        self.cpuu_spans.append(span)
+        self._open_spans[process] = span
         if self.on_cpuu_start is not None:
             self.on_cpuu_start(start)
 

@@ -3,8 +3,8 @@
 Why apart from :mod:`.host_visit`: a workstation's run step is one CPUU run for one user; here
 the play's ``run: {users: each}`` runs CPUU once in each user's own session, each as its own
 scheduled task with its own run folder, result file and journal rows (a ``run`` attempt each),
-one user after the other (a cap of one concurrent CPUU run per host: CPUU stops Outlook and
-rewrites profiles, and many at once on one server would compete for its disk and CPU). A user
+one user after the other by default, or up to ``per_host`` at once (:mod:`.user_pool`; why one
+is the default: :data:`~cpuu_fleet.inputs.playbook.DEFAULT_PER_HOST`). A user
 whose session is disconnected is passed over by the host under ``disconnected: skip`` (the
 default): that user's run reads ``waiting``, and so does the host.
 
@@ -32,6 +32,7 @@ from cpuu_fleet.journal import Journal
 from cpuu_fleet.visit.outcome import HostOutcome, RunResult, judge
 from cpuu_fleet.visit.session import HostSession, SessionError
 from cpuu_fleet.visit.steps import HostContext, RunOptions, cpuu_task_name, run_cpuu
+from cpuu_fleet.visit.user_pool import Recorder, UserPool, UserRun
 from cpuu_fleet.vocabulary import WORST_FIRST, ErrorClass
 
 MAX_NAMED_USERS = 8
@@ -103,39 +104,43 @@ def finished_runs(journal: Journal, run_ids: tuple[str, ...], host: str) -> dict
     return done
 
 
-Step = Callable[[str, Callable[[], RunResult], Callable[[RunResult], str]], RunResult]
-
-
 def run_each_user(
     ctx: HostContext,
     session: HostSession,
     options: RunOptions,
     earlier: dict[str, RunResult],
-    step: Step,
+    steps: Recorder,
     status: Callable[[RunResult], str],
     into: list[RunResult],
 ) -> None:
-    """One CPUU run per target user, one after the other, each recorded as its own ``run``
-    attempt by ``step`` and appended to ``into`` as it ends (a failure part-way keeps the runs
-    before it). A run that already ended in this CPUU run is reused, never asked again. No user
-    at all: one run for nobody in particular, so ``when_no_user`` decides as on a workstation
-    (skip, or an at-logon task for the first expected user)."""
+    """One CPUU run per target user, each recorded as its own ``run`` attempt in ``steps`` and
+    appended to ``into`` as it ends (a failure part-way keeps the runs before it): one after the
+    other, or up to ``options.per_host`` at once (:class:`~.user_pool.UserPool`). A run that
+    already ended in this CPUU run is reused, never asked again. No user at all: one run for
+    nobody in particular, so ``when_no_user`` decides as on a workstation (skip, or an at-logon
+    task for the first expected user)."""
     users = targets(ctx, earlier)
     if not any(target.present for target in users) and not earlier:
-        into.append(step("run", lambda: run_cpuu(ctx, session, options), status))
+        into.append(steps.run("run", lambda: run_cpuu(ctx, session, options), status))
         return
     one = replace(options, when_no_user="skip")  # logged off meanwhile: no at-logon task
+    todo: list[UserRun] = []
     for target in users:
         task = user_task_name(ctx, options, target.user)
         if task in earlier:
             into.append(earlier[task])
-            continue
+        else:
+            todo.append(UserRun(task, target.user, target.who))
+    if options.per_host > 1:
+        UserPool(ctx, session, one, steps, status, into).run(todo)
+        return
+    for user in todo:
 
-        def action(task: str = task, target: Target = target) -> RunResult:
-            run = run_cpuu(ctx, session, one, task, users=(target.who,))
-            return run if run.user else replace(run, user=target.user)
+        def action(user: UserRun = user) -> RunResult:
+            run = run_cpuu(ctx, session, one, user.task, users=(user.who,))
+            return run if run.user else replace(run, user=user.user)
 
-        into.append(step("run", action, status))
+        into.append(steps.run("run", action, status))
 
 
 def profile_results(rows: list[dict[str, Any]], user: str | None = None) -> list[ProfileResult]:

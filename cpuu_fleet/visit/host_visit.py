@@ -511,7 +511,7 @@ class _Visit:
         earlier = finished_runs(play.journal, play.same_cpuu_runs, ctx.host)
         runs = self.user_runs
         self.users_unfinished = True
-        run_each_user(ctx, self.session, options, earlier, self.steps.run, _run_status, runs)
+        run_each_user(ctx, self.session, options, earlier, self.steps, _run_status, runs)
         self.users_unfinished = False
         self.run_result = runs[0] if runs else None
         self.details["run"] = [run.details() for run in runs]

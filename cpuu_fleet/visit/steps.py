@@ -757,6 +757,8 @@ class StartedRun:
     started_at: str | None
     """The marker's ``StartedAt`` (host clock): the host's deadline counts from it."""
     user: str | None = None
+    claimed: bool = True
+    """This ``Start`` claimed the run (False: it found a run an earlier call had started)."""
 
 
 def task_active(data: Any) -> bool:
@@ -774,29 +776,35 @@ def task_active(data: Any) -> bool:
 
 
 def start_cpuu(
-    ctx: HostContext, session: HostSession, options: RunOptions
+    ctx: HostContext,
+    session: HostSession,
+    options: RunOptions,
+    task_name: str | None = None,
+    *,
+    users: tuple[str, ...] | None = None,
 ) -> RunResult | StartedRun:
     """The detached run step's first half: claim and start CPUU's task (``run-task -Action
     Start``, never twice: the same marker as :func:`run_cpuu`) and return at once.
 
     A :class:`StartedRun` when CPUU is at work; a :class:`RunResult` when there is nothing to
     wait for (nobody logged on, pending at logon, refused, or a run that already ended).
+    ``task_name`` and ``users`` as for :func:`run_cpuu` (one user's own run).
     """
     mode = options.mode
-    task_name = cpuu_task_name(ctx, mode)
+    task_name = task_name or cpuu_task_name(ctx, mode)
     refusal = _refusal(ctx, mode)
     if refusal:
         return RunResult(task_name, refused=refusal)
     ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
     started = time.monotonic()
-    parameters = _task_parameters(ctx, options, task_name, "Start")
+    parameters = _task_parameters(ctx, options, task_name, "Start", users)
     result = session.run("run-task", parameters, during=f"start {mode.value}")
     data = result.first
     if task_active(data):
         user = _text(data.get("User"))
         if user:
             ctx.user = user
-        return StartedRun(task_name, _text(data.get("StartedAt")), user)
+        return StartedRun(task_name, _text(data.get("StartedAt")), user, bool(data.get("Claimed")))
     run = read_task_report(data, task_name, options.when_no_user, time.monotonic() - started)
     return _as_run(ctx, run, parameters)
 

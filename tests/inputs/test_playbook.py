@@ -299,6 +299,33 @@ def test_validation_errors_name_file_line_and_key(write_playbook, text, line, fr
     assert error.render().startswith(f"{error.where}:{line}: ")
 
 
+_EACH = "- name: rds\n  hosts: rds\n  steps:\n    - preflight\n    - run:\n        mode: update\n"
+
+
+def test_per_host_caps_users_each_and_defaults_to_one_run_at_a_time(write_playbook):
+    default = write_playbook(_EACH + "        users: each\n").plays[0].run_options
+    capped = write_playbook(_EACH + "        users: each\n        per_host: 3\n").plays[0]
+    assert (default.users, default.per_host) == ("each", 1)
+    assert (capped.run_options.users, capped.run_options.per_host) == ("each", 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ("        users: each\n        per_host: 0\n", "'per_host' must be a whole number >= 1"),
+        ("        users: each\n        per_host: '3'\n", "'per_host' must be a whole number"),
+        ("        users: each\n        per_host: true\n", "'per_host' must be a whole number"),
+        ("        users: each\n        per_host: 2.5\n", "'per_host' must be a whole number"),
+        ("        per_host: 3\n", "'per_host' caps the runs of 'users: each'"),
+        ("        users: one\n        per_host: 3\n", "add 'users: each' or remove 'per_host'"),
+    ],
+)
+def test_a_bad_per_host_names_the_line_and_says_why(write_playbook, extra, fragment):
+    error = _error(write_playbook, _EACH + extra)
+    assert fragment in error.message, error.render()
+    assert error.line == _EACH.count("\n") + extra.count("\n"), error.render()  # per_host's line
+
+
 def test_a_missing_playbook_or_payload_is_one_clear_error(tmp_path, write_playbook):
     with pytest.raises(InputError, match="playbook not found"):
         load_playbook(tmp_path / "nope.yml")

@@ -103,3 +103,34 @@ def test_cpuu_seconds_sets_every_workstations_cpuu_run_time(
 def test_cpuu_seconds_must_not_be_negative(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cpuu_seconds"):
         LabFleet(1, workdir=tmp_path, cpuu_seconds=-1)
+
+
+def test_the_lab_records_each_cpuu_from_start_to_end_and_the_most_that_ran_at_once(bench):
+    """The witness of ``per_host``: CPUU's spans by the workstation's clock. One that ends when
+    another starts does not overlap it; a killed one ends when it is killed, once."""
+    bench.add("Outlook")
+    ws, clock = bench.ws, bench.clock
+    ws.cpuu.base_seconds, ws.cpuu.per_profile_seconds = 10.0, 0.0
+    t0 = clock()
+
+    def start(task: str) -> None:
+        ws.register_task(task, UPDATE, bench.stage_dir, user=bench.user)
+        ws.start_task(task)
+
+    start("t1")
+    start("t2")
+    clock.advance(5)
+    start("t3")
+    assert ws.cpuu_peak == 3
+    clock.advance(5)  # t1 and t2 end by themselves at 10 s, the instant t4 starts
+    start("t4")
+    assert [(s.start - t0, s.end and s.end - t0) for s in ws.cpuu_spans] == [
+        (0, 10), (0, 10), (5, None), (10, None),
+    ]  # fmt: skip
+    clock.advance(1)
+    (cpuu,) = [p for p in ws.cpuu_running if p.parent_pid == ws.task("t3").pid]
+    assert ws.terminate_process(cpuu.pid)  # killed at 11 s (the model ends it twice: one end)
+    clock.advance(9)
+    ws.refresh()  # the model applies what time brought when somebody looks
+    assert [s.end - t0 for s in ws.cpuu_spans if s.end] == [10, 10, 11, 20]
+    assert ws.cpuu_peak == 3

@@ -45,6 +45,7 @@ def make_playbook(
     disconnected: str | None = None,
     attached: bool | None = None,
     expected_seconds: int | None = None,
+    per_host: int | None = None,
 ) -> Playbook:
     """Write a real playbook YAML (as an operator would) and load it with the real loader."""
     spec: list[object] = []
@@ -59,6 +60,8 @@ def make_playbook(
                 run["attached"] = attached
             if expected_seconds is not None:
                 run["expected_seconds"] = expected_seconds
+            if per_host is not None:
+                run["per_host"] = per_host
             spec.append({"run": run})
         else:
             spec.append(name)

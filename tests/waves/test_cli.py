@@ -4,28 +4,20 @@ after the controller was killed (``kill -9``) while CPUU ran on the workstations
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from cpuu_fleet import journal as states
-from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
 from cpuu_fleet.journal import Journal
+from tests.support.commands import cli_env as _env
+from tests.support.commands import running_run_steps as _running_run_steps
+from tests.support.commands import stop_with_run_steps_open
 from tests.support.waves import make_playbook
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(wave) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(wave.fleet.env)
-    env.update(DEMO_SECRETS)
-    env["PYTHONPATH"] = str(REPO)
-    return env
 
 
 def _cli(wave, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -77,23 +69,6 @@ def test_failed_hosts_give_exit_code_3_and_status_lists_them(wave_factory):
     assert "--retry-failed" not in step.stdout
 
 
-def _running_run_steps(journal: Path) -> tuple[str | None, int]:
-    if not journal.exists():
-        return None, 0
-    try:
-        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
-        try:
-            rows = db.execute(
-                "SELECT run_id, COUNT(*) FROM attempts WHERE step = 'run' AND status = 'running'"
-                " GROUP BY run_id"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.OperationalError:
-        return None, 0
-    return (rows[0][0], rows[0][1]) if rows else (None, 0)
-
-
 def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
     wave = wave_factory(4)
     launches: dict[str, int] = {}
@@ -108,19 +83,8 @@ def test_resume_after_kill_9_never_runs_cpuu_twice(wave_factory):
 
         workstation._launcher = counting
     playbook = make_playbook(wave.payload, timeout=30)
-    controller = subprocess.Popen(
-        [sys.executable, "-m", "cpuu_fleet", "play", str(playbook.path),
-         "-i", str(wave.inventory_path), "--reports", str(wave.reports), "--json"],
-        env=_env(wave), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    journal_path = wave.reports / Journal.FILENAME
-    deadline = time.monotonic() + 60
-    run_id, running = None, 0
-    while time.monotonic() < deadline and running < 2:
-        run_id, running = _running_run_steps(journal_path)
-        time.sleep(0.05)
-    os.kill(controller.pid, signal.SIGKILL)  # some hosts mid-run, others maybe not started
-    controller.wait(timeout=10)
+    # Killed with some hosts mid-run, others maybe not started.
+    run_id, running = stop_with_run_steps_open(wave, playbook.path, 2)
     assert run_id is not None and running >= 2, "the controller never reached the run step"
 
     resumed = wave.follow_up(resume=run_id, inventory=None)

@@ -18,9 +18,7 @@ from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.workstation import OutlookProfile
-from cpuu_fleet.visit.host_visit import open_session
-from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.vocabulary import ErrorClass
+from tests.support.links import DropsOnce
 from tests.support.users import (
     TECHNICIAN,
     expect_users,
@@ -159,34 +157,13 @@ def test_an_rds_host_gets_one_cpuu_run_and_one_result_per_logged_on_user(wave_fa
     assert set(users) <= report_users
 
 
-class _ThirdRunDropsOnce(HostSession):
-    """A real session whose link drops once, as the third user's run is sent (before the host
-    gets it): the run step fails transiently part-way through the users."""
-
-    calls = 0
-
-    def run(self, script, parameters=None, **kwargs):  # type: ignore[no-untyped-def]
-        if script == "run-task" and (parameters or {}).get("Action") == "Run":
-            _ThirdRunDropsOnce.calls += 1
-            if _ThirdRunDropsOnce.calls == 3:
-                self._broken = True
-                raise SessionError(ErrorClass.UNREACHABLE, "run: connection reset (test)")
-        return super().run(script, parameters, **kwargs)
-
-
-def _dropping_once(name, connection):  # type: ignore[no-untyped-def]
-    session = open_session(name, connection)
-    session.__class__ = _ThirdRunDropsOnce
-    return session
-
-
 def test_a_retried_rds_visit_never_starts_a_users_cpuu_twice(wave_factory):
     """The link drops after two users' CPUU ran: the retry (same run) reuses those two runs from
     the journal, runs the other users, and every user's CPUU starts exactly once."""
     wave, host, ws, users = _rds_host(wave_factory)
-    _ThirdRunDropsOnce.calls = 0
     playbook = make_playbook(wave.payload, users="each", retries=1)
-    result = wave.run(playbook, session_factory=_dropping_once, write_report=False)
+    drops = DropsOnce("Run", 3)  # as the third user's run is sent, before the host gets it
+    result = wave.run(playbook, session_factory=drops, write_report=False)
     assert sorted(start.user for start in ws.cpuu_starts) == sorted(users)  # once each
     row = _row(wave, result.run_id, host)
     assert (row["state"], row["attempts"]) == (states.SUCCEEDED, 2), row
@@ -262,9 +239,9 @@ def test_a_retried_rds_visit_with_a_disconnected_user_never_starts_anyones_cpuu_
     wave, host, ws, users = _rds_host(wave_factory)
     away = RDS_USERS[0]
     ws.rdp_disconnect(away)
-    _ThirdRunDropsOnce.calls = 0
     playbook = make_playbook(wave.payload, users="each", retries=1)
-    result = wave.run(playbook, session_factory=_dropping_once, write_report=False)
+    drops = DropsOnce("Run", 3)  # as the third user's run is sent, before the host gets it
+    result = wave.run(playbook, session_factory=drops, write_report=False)
     starts = [start.user for start in ws.cpuu_starts]
     assert sorted(starts) == sorted(u for u in users if u != away)  # once each, never the away
     row = _row(wave, result.run_id, host)

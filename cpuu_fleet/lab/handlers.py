@@ -74,6 +74,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "ExpectedUser",
             "SourceDirectory",
             "Disconnected",
+            "RemoveEnded",
         ),
         ("Action", "TaskName"),
     ),
@@ -1069,6 +1070,15 @@ class _TaskCall:
         waiting = marker.get("Trigger", "Now") == "Now" and not _has_run(task) and task.enabled
         return task.state == "Running" or waiting
 
+    def ended(self) -> bool:
+        """Started on demand, came up and is over (by itself, or killed): what Remove would
+        unregister. Never an at-logon task nor one that never came up (``Test-Ended``)."""
+        task = self.ws.task(self.name)
+        marker = self.marker()
+        if task is None or marker is None or marker.get("Trigger", "Now") != "Now":
+            return False
+        return not self.active() and task.enabled and _has_run(task)
+
 
 @register("run-task")
 def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
@@ -1115,6 +1125,11 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         other_users=task.other_users,
         disconnected=task.disconnected,
     )
+    report["Removed"] = False
+    if action == "Status" and call.param("RemoveEnded", False) and not not_started and task.ended():
+        task.save_outcome(False)  # read first, then gone: the marker keeps the outcome
+        ws.unregister_task(task.name)
+        report["Removed"] = True
     host.write_output(report)
 
 

@@ -341,6 +341,8 @@ class _Visit:
         self.plan: PushPlan | None = None
         self.session: HostSession
         self.unsettled = _unsettled_run(play, name) if play.detached else None
+        self.task_removed = False
+        """The settling question (``Status -RemoveEnded``) already unregistered the ended task."""
         """A detached run step of this CPUU run that started CPUU and has not ended: this visit
         settles it (asks the host, then collects) and repeats none of the steps before run."""
 
@@ -472,7 +474,8 @@ class _Visit:
         options, pacer = play.run, play.pacer
         assert options is not None and pacer is not None
         task_name = cpuu_task_name(ctx, options.mode)
-        status = task_status(session, task_name)
+        status = task_status(session, task_name, remove_ended=True)
+        self.task_removed = status.get("Removed") is True
         elapsed = elapsed_since(_text_of(status.get("StartedAt")))
         active = task_active(status)
         has_run = status.get("LastRunTime") is not None
@@ -581,7 +584,7 @@ class _Visit:
     def _ran(self, run: RunResult) -> None:
         self.run_result = run
         self.details["run"] = run.details()
-        if run.ran:
+        if run.ran and not self.task_removed:
             _remove_task_quietly(self.session, run, self.details)
 
     # ------------------------------------------------------------------------------ the end

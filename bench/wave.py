@@ -194,48 +194,12 @@ def run_cpuu_fleet(
     info: dict[str, Any], payload: Path, reports: Path, attached: bool = True, forks: int = FORKS
 ) -> dict[str, Any]:
     """One update wave with cpuu-fleet, then a second (unchanged) push; metrics as a dict."""
-    os.environ.update(info["env"])
-    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
-    from cpuu_fleet.cpuu import Mode
-    from cpuu_fleet.engine.wave import Engine, PlayRequest
-    from cpuu_fleet.inputs.inventory import Inventory
-    from cpuu_fleet.inputs.playbook import Play, Playbook, RunOptions, StepSpec
+    from cpuu_fleet.engine.wave import Engine
     from cpuu_fleet.journal import Journal
 
-    os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
     polls = PollCounter(counter)
-    templates = find_playbook().parent / "templates"
-
-    def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
-        play = Play(
-            name="bench",
-            hosts="all",
-            steps=steps,
-            forks=forks,
-            payload=payload,
-            templates=templates,
-            retries=0,
-        )
-        return Playbook(path=Path("bench.yml"), plays=(play,))
-
-    wave = playbook(
-        (
-            StepSpec("preflight"),
-            StepSpec("push"),
-            StepSpec("run", run=RunOptions(mode=Mode.UPDATE, timeout=900, attached=attached)),
-            StepSpec("collect"),
-        )
-    )
-    repush = playbook((StepSpec("preflight"), StepSpec("push")))
-    inventory = Inventory.load(info["inventory"])
-    request = PlayRequest(
-        playbook=None,
-        inventory=Path(info["inventory"]),
-        reports_dir=reports,
-        write_report=False,
-        handle_sigint=False,
-    )
+    wave, repush, inventory, request = _bench_wave(info, payload, reports, attached, forks)
     cpu0, t0, n0 = cpu_seconds(), time.monotonic(), counter.count
     with Engine(request) as engine:
         first = engine.run(wave, inventory, None)
@@ -281,6 +245,144 @@ def run_cpuu_fleet(
         "push_s_second": sum(only_second) / n,
         "repush_wave_s": repush_wall,
     }
+
+
+def _bench_wave(
+    info: dict[str, Any], payload: Path, reports: Path, attached: bool, forks: int
+) -> tuple[Any, Any, Any, Any]:
+    """The bench's update wave (preflight, push, run, collect), an unchanged re-push, the lab's
+    inventory and the engine's request (no report, no signal handler)."""
+    os.environ.update(info["env"])
+    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
+    from cpuu_fleet.cpuu import Mode
+    from cpuu_fleet.engine.wave import PlayRequest
+    from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.inputs.playbook import Play, Playbook, RunOptions, StepSpec
+
+    os.environ.update(DEMO_SECRETS)
+    templates = find_playbook().parent / "templates"
+
+    def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
+        play = Play(
+            name="bench",
+            hosts="all",
+            steps=steps,
+            forks=forks,
+            payload=payload,
+            templates=templates,
+            retries=0,
+        )
+        return Playbook(path=Path("bench.yml"), plays=(play,))
+
+    run = RunOptions(mode=Mode.UPDATE, timeout=900, attached=attached)
+    wave = playbook(
+        (StepSpec("preflight"), StepSpec("push"), StepSpec("run", run=run), StepSpec("collect"))
+    )
+    repush = playbook((StepSpec("preflight"), StepSpec("push")))
+    request = PlayRequest(
+        playbook=None,
+        inventory=Path(info["inventory"]),
+        reports_dir=reports,
+        write_report=False,
+        handle_sigint=False,
+    )
+    return wave, repush, Inventory.load(info["inventory"]), request
+
+
+def run_waiting(
+    info: dict[str, Any], payload: Path, reports: Path, attached: bool, forks: int
+) -> dict[str, Any]:
+    """One update wave while a sampler reads the controller's RSS and thread count (``/proc``)
+    every 0.2 s: how many hosts were waiting for CPUU at once (detached: parked, a journal row
+    and a timer; attached: held in a visit, a fork's thread and socket) and what the controller
+    weighed while the most of them waited."""
+    from cpuu_fleet.engine.wave import Engine
+    from cpuu_fleet.journal import Journal
+
+    wave, _, inventory, request = _bench_wave(info, payload, reports, attached, forks)
+    waiting = WaitingCounter(attached)
+    samples: list[tuple[int, float, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            rss, threads = _proc_status()
+            samples.append((waiting.now, rss, threads))
+
+    sampler = threading.Thread(target=sample, name="bench-sampler", daemon=True)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    sampler.start()
+    with Engine(request) as engine:
+        result = engine.run(wave, inventory, None)
+    done.set()
+    sampler.join()
+    most = max((n for n, _, _ in samples), default=0)
+    at_most = [(rss, threads) for n, rss, threads in samples if n == most] or [(0.0, 0)]
+    with Journal.in_reports(reports) as journal:
+        states = journal.state_counts(result.run_id)
+    return {
+        "states": states,
+        "wall_s": time.monotonic() - t0,
+        "cpu_per_host_s": (cpu_seconds() - cpu0) / max(1, len(inventory.select("all"))),
+        "waiting_most": most,
+        "rss_at_most_mib": max(rss for rss, _ in at_most),
+        "threads_at_most": max(threads for _, threads in at_most),
+        "threads_peak": max((t for _, _, t in samples), default=0),
+        "peak_mib": peak_mib(),
+    }
+
+
+class WaitingCounter:
+    """How many hosts wait for their CPUU right now. Detached: parked (a visit returned
+    ``settle_in``) and not yet settled; attached: inside the run step's ``run_cpuu`` call."""
+
+    def __init__(self, attached: bool) -> None:
+        from cpuu_fleet.visit import host_visit
+
+        self.now = 0
+        self._parked: set[str] = set()
+        self._lock = threading.Lock()
+        counter = self
+        if attached:
+            original_cpuu = host_visit.run_cpuu
+
+            def run_cpuu(*args: Any, **kwargs: Any) -> Any:
+                counter._move(+1)
+                try:
+                    return original_cpuu(*args, **kwargs)
+                finally:
+                    counter._move(-1)
+
+            host_visit.run_cpuu = run_cpuu  # type: ignore[assignment]
+            return
+        original_run = host_visit._Visit.run
+
+        def run(visit: Any) -> Any:
+            outcome = original_run(visit)
+            with counter._lock:
+                if outcome.settle_in is not None:
+                    counter._parked.add(visit.ctx.host)
+                else:
+                    counter._parked.discard(visit.ctx.host)
+                counter.now = len(counter._parked)
+            return outcome
+
+        host_visit._Visit.run = run  # type: ignore[method-assign]
+
+    def _move(self, by: int) -> None:
+        with self._lock:
+            self.now += by
+
+
+def _proc_status() -> tuple[float, int]:
+    """This process's resident memory (MiB) and thread count, from ``/proc/self/status``."""
+    rss, threads = 0.0, 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, threads
 
 
 class PollCounter:
@@ -415,9 +517,11 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
 
 def controller(kind: str, info_path: str, payload: str, out: str) -> None:
     info = json.loads(Path(info_path).read_text())
+    forks = int(os.environ.get("CPUU_BENCH_FORKS", FORKS))
     if kind in ("attached", "detached"):
-        forks = int(os.environ.get("CPUU_BENCH_FORKS", FORKS))
         result = run_cpuu_fleet(info, Path(payload), Path(out), kind == "attached", forks)
+    elif kind in ("waiting-attached", "waiting-detached"):
+        result = run_waiting(info, Path(payload), Path(out), kind == "waiting-attached", forks)
     elif kind == "cpuu-fleet":
         result = run_cpuu_fleet(info, Path(payload), Path(out))
     else:
@@ -468,6 +572,11 @@ def main() -> None:
     )
     parser.add_argument("--cpuu-spread", type=float, default=0.0, help="±share of that time")
     parser.add_argument("--forks", type=int, default=FORKS, help="with --cpuu-seconds")
+    parser.add_argument(
+        "--waiting",
+        type=int,
+        help="with --cpuu-seconds: this many hosts detached, all waiting at once (RSS, threads)",
+    )
     args = parser.parse_args()
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
@@ -476,6 +585,10 @@ def main() -> None:
     payload = make_standin_payload(Path(tempfile.mkdtemp(prefix="cpuu-bench-payload-")))
     if args.cpuu_seconds is not None:
         os.environ["CPUU_BENCH_FORKS"] = str(args.forks)
+    if args.waiting:
+        _measure_waiting(args, payload)
+        return
+    if args.cpuu_seconds is not None:
         for size in sizes:
             for latency in latencies:
                 pair = [
@@ -545,6 +658,38 @@ def _print_modes(
         a, d = attached[key], detached[key]
         ratio = f"{d / a:.2f}x" if a else "-"
         print(f"| {label} | {form.format(a)} | {form.format(d)} | {ratio} |", flush=True)
+
+
+WAITING_METRICS = (
+    ("waiting_most", "hosts waiting for CPUU at once", "{:d}"),
+    ("rss_at_most_mib", "controller RSS then, MiB", "{:.0f}"),
+    ("threads_at_most", "controller threads then", "{:d}"),
+    ("threads_peak", "controller threads, peak", "{:d}"),
+    ("peak_mib", "controller peak RSS (whole wave), MiB", "{:.0f}"),
+    ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
+    ("wall_s", "wall s", "{:.1f}"),
+)
+
+
+def _measure_waiting(args: Any, payload: Path) -> None:
+    """Detached: ``--waiting`` hosts, all started and parked at once (CPUU outlasts the starts).
+    Attached at the same forks holds at most ``forks`` hosts at once: one round of that many."""
+    if args.cpuu_seconds is None:
+        raise SystemExit("--waiting needs --cpuu-seconds (longer than it takes to start them all)")
+    runs = {
+        "attached": measure("waiting-attached", args.forks, 0, payload, args.cpuu_seconds),
+        "detached": measure("waiting-detached", args.waiting, 0, payload, args.cpuu_seconds),
+    }
+    print(
+        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: attached {args.forks} hosts,"
+        f" detached {args.waiting} hosts; states {runs['attached']['states']} /"
+        f" {runs['detached']['states']}"
+    )
+    print("| metric | attached | detached |")
+    print("|---|---:|---:|")
+    for key, label, form in WAITING_METRICS:
+        values = [form.format(runs[mode][key]) for mode in ("attached", "detached")]
+        print(f"| {label} | {values[0]} | {values[1]} |", flush=True)
 
 
 def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:

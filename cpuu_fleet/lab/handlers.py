@@ -1080,6 +1080,14 @@ class _TaskCall:
         return not self.active() and task.enabled and _has_run(task)
 
 
+def _reads_ended(report: dict[str, Any]) -> bool:
+    """A report of a run that is over: not Running or Queued, and a real exit code."""
+    not_an_exit = (TASK_HAS_NOT_RUN, TASK_RUNNING)
+    return (
+        report["State"] not in ("Running", "Queued") and report["LastTaskResult"] not in not_an_exit
+    )
+
+
 @register("run-task")
 def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
     """Start/Wait/Run/Status/Stop/Remove the interactive user's one-shot scheduled task, never
@@ -1126,7 +1134,8 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         disconnected=task.disconnected,
     )
     report["Removed"] = False
-    if action == "Status" and call.param("RemoveEnded", False) and not not_started and task.ended():
+    removing = action == "Status" and bool(call.param("RemoveEnded", False)) and not not_started
+    if removing and _reads_ended(report) and task.ended():  # as the report read it, and still
         task.save_outcome(False)  # read first, then gone: the marker keeps the outcome
         ws.unregister_task(task.name)
         report["Removed"] = True

@@ -966,10 +966,11 @@ if (-not $notStarted) {
 
 $report = Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited -NotStarted $notStarted -Settled $settled
 $report['Removed'] = $false
-if ($Action -eq 'Status' -and $RemoveEnded -and -not $notStarted -and (Test-Ended)) {
-    # A detached run step's settling question: the run is over, so its task goes in the same
-    # call (one pipeline, not Status then Remove). The report above is read first; the marker
-    # keeps the outcome for any later caller, as Remove does.
+$reportEnded = (@('Running', 'Queued') -notcontains [string]$report['State']) -and (@($hasNotRun, $running) -notcontains [int64]$report['LastTaskResult'])
+if ($Action -eq 'Status' -and $RemoveEnded -and -not $notStarted -and $reportEnded -and (Test-Ended)) {
+    # A detached run step's settling question: the run is over (as the report above read it,
+    # and still), so its task goes in the same call (one pipeline, not Status then Remove). The
+    # marker keeps the outcome for any later caller, as Remove does.
     Save-Outcome -Killed $false
     $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false -ErrorAction Stop
     $report['Removed'] = $true

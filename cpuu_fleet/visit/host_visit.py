@@ -391,9 +391,12 @@ class _Visit:
         )
 
     def _not_yet(self) -> float:
-        """Seconds until this settling host is to be asked (by the run step's journal start)."""
+        """Seconds until this settling host is to be asked. Counted from CPUU's start by its
+        marker, the clock the expected run time is learned on; the run step's journal start
+        (before the ``Start`` call) only after a ``--resume``."""
         assert self.unsettled is not None and self.play.run is not None
-        elapsed = elapsed_since(self.unsettled[2])
+        assert self.play.pacer is not None
+        elapsed = elapsed_since(self.play.pacer.started_at(self.ctx.host) or self.unsettled[2])
         return self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ steps
@@ -462,6 +465,7 @@ class _Visit:
         )
         if isinstance(value, StartedRun):
             self.details["run"] = {"task_name": value.task_name, "started_at": value.started_at}
+            play.pacer.started(ctx.host, value.started_at)  # type: ignore[union-attr]
             raise _Parked(self._next_gap(elapsed_since(value.started_at)))
         return value
 

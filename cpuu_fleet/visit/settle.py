@@ -76,6 +76,8 @@ class SettlePacer:
         self.expected_s = expected_s
         self._seen: list[float] = []
         self._asked: dict[str, float] = {}
+        self._started: dict[str, str] = {}
+        """Each parked host's CPUU start by its marker (``StartedAt``), as its start visit read it."""
         self._canary: str | None = None
         self._canary_ran = 0.0
         """How long the canary had run when it was last seen at work."""
@@ -88,6 +90,19 @@ class SettlePacer:
         with self._lock:
             return statistics.median(self._seen) if self._seen else None
 
+    def started(self, host: str, started_at: str | None) -> None:
+        """``host``'s CPUU started at ``started_at`` (the marker's ``StartedAt``)."""
+        if started_at:
+            with self._lock:
+                self._started[host] = started_at
+
+    def started_at(self, host: str) -> str | None:
+        """When ``host``'s CPUU started, by its marker; None when this controller did not start
+        it (a ``--resume``): the caller then counts from the run step's journal row, which
+        began before the ``Start`` call and so asks up to that call's time early."""
+        with self._lock:
+            return self._started.get(host)
+
     def asked(self, host: str, elapsed_s: float) -> None:
         """``host`` was just asked, after its CPUU had run ``elapsed_s``, and still runs."""
         with self._lock:
@@ -99,6 +114,7 @@ class SettlePacer:
         """``host`` is settled; ``run_s``: its CPUU ended by itself after about that long."""
         with self._lock:
             self._asked.pop(host, None)
+            self._started.pop(host, None)
             if self._canary == host:
                 self._canary, self._canary_ran = None, 0.0
             if run_s is not None:

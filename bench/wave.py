@@ -4,6 +4,7 @@
     python bench/wave.py --sizes 10,100,500   # add 500 hosts
     python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0   # attached vs detached
+    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300    # hosts parked at once
 
 With ``--cpuu-seconds S`` every lab CPUU runs S seconds (``--cpuu-spread F``: each host's time
 drawn from S × [1-F, 1+F]) and the bench plays the same wave twice on fresh labs, the run step
@@ -13,27 +14,66 @@ hosts per minute, controller CPU per host, peak RSS, round trips per host and th
 how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
 one poll late).
 
-Measured 2026-12-06 on the shared 2-CPU machine (load average 3-5 from other work), healthy lab,
+Measured 2026-12-06 on the shared 2-CPU machine (other engineers' tests running), healthy lab,
 no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
-for a quarter of an hour in attached mode alone):
+for a quarter of an hour in attached mode alone). Before: main 4c29530, rerun 16:35 UTC (load
+average 2.6 at the start, 8.5 at the end); after: branch ``settle``, 17:01 (20 s, load 4.5) and
+17:00 (0 s, load 5.4-7.0, one commit earlier: the marker clock for wake-ups, which only moves
+parked hosts):
 
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
     python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
 
-    metric                        CPUU 20 s: attached  detached      CPUU 0 s: attached  detached
-    wall s                                   98.5      47.7                    23.0      24.2
-    hosts / min                              60.9     125.8                   260.5     248.0
-    controller CPU s / host                  0.127     0.172                   0.108     0.109
-    controller peak RSS MiB                  173       184                     177       179
-    round trips / host                       26.6      36.5                    25.1      25.1
-    polls / host (asked, parked again)       -         0.24                    -         0
-    polls' round trips / host                -         2.2                     -         0
-    CPUU on the slowest host, s              21.6      24.6                    1.6       1.8
+    metric                      CPUU 20 s before: attached detached  after: attached detached
+    wall s                                        103.3    49.9              102.1    46.6
+    hosts / min                                    58.1   120.3               58.8   128.7
+    controller CPU s / host                       0.135   0.169 (1.25x)      0.138   0.150 (1.09x)
+    controller peak RSS MiB                         173     186                176     177
+    round trips / host                             26.1    34.3 (1.31x)       26.5    33.5 (1.26x)
+    polls / host (asked, parked again)                -    0.00                  -    0.10
+    polls' round trips / host                         -     0.0                  -     0.9
+    CPUU on the slowest host, s                    21.9    22.2               22.4    27.9
 
-Detached 47.7 s ≤ 1.3 × (20 s + 24.2 s) = 57.5 s: CPUU's time overlaps. Its cost is one more
-session per host (the settling visit: open, Status, close, about 8 round trips and 0.04 s of
-controller CPU for NTLM and encryption) plus the polls, about 9 round trips each; a CPUU that has
-ended by the time ``Start`` answers costs nothing more (the 0 s rows).
+    after, CPUU 0 s: wall 25.9 / 24.2 s, CPU 0.113 / 0.117 s per host, 25.1 / 25.6 round trips,
+    peak RSS 180 / 174 MiB (attached / detached; the first measurement, 23.0 / 24.2 s,
+    0.108 / 0.109 s, 25.1 / 25.1, was taken at a lower load).
+
+(The first measurement of the detached mode, by its author: 47.7 s, 0.172 s CPU and 36.5 round
+trips per host, 0.24 polls of 9 round trips each.) Detached 46.6 s ≤ 1.3 × (20 s + 24.2 s) =
+57.5 s: CPUU's time overlaps. Where the detached extra went (a per-thread cProfile of the
+controller and the lab's WS-Man actions per visit): a settled host had one more session (NTLM's
+three legs, Create, two Receives to open the pool, Delete: 7 round trips, the same on real Windows:
+../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml, winrm-notes.md) and one more
+``run-task`` pipeline (Start and Status where attached has Run; the script's 40 kB escaped anew by
+pypsrp each time, about a fifth of a pipeline's CPU), plus the polls. Now: the scripts' CLIXML text
+is escaped once per process; ``Status -RemoveEnded`` unregisters an ended task in the settling
+question itself, so a settled host runs as many pipelines as an attached one; the hosts other than
+the canary are not asked while it is at work; and a wake-up counts from CPUU's start by its marker,
+not from the journal row that began before the ``Start`` call (which asked hosts early by that
+call's time: a poll each). What remains is the second session: 7 round trips and its NTLM, pool and
+encryption CPU. Detached is still 6 round trips (23 %) above attached without the polls: once a
+waiting host's connection is released, collect needs a session of its own (a cheaper question than
+``Status``, such as a WS-Man Enumerate, would only make polls cheaper, and there are 0.1 per host).
+An attached run pays a Receive per OperationTimeout (20 s) instead, so with CPUU's real minutes (a
+5-minute CPUU: 15 Receives) detached needs fewer round trips than attached.
+
+Hosts waiting at once (``--waiting N``: N detached hosts whose CPUU outlasts their start, all
+parked at once, beside attached at the same forks, which holds at most ``forks`` hosts, each a
+worker thread, a Receive thread and a socket). 1,000 lab hosts would have held this shared
+machine for about a quarter of an hour, so 500 (branch ``settle`` at 99e763a, 16:42-16:57 UTC,
+load average 9.9 at the start, 2.3 at the end; the sampler reads ``/proc/self/status`` every
+0.2 s):
+
+    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300
+
+    metric                                   attached (25 hosts)  detached (500 hosts)
+    hosts waiting for CPUU at once                    25                  500
+    controller RSS then, MiB                         109                  147
+    controller threads then (and peak)                54                   28
+    controller peak RSS (whole wave), MiB            174                  191
+
+A parked host costs a heap entry, a journal row and its rendered files (held for the whole play
+either way); the peak comes from the 25 forks' visits, not from the waiting hosts.
 
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is

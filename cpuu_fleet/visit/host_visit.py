@@ -391,12 +391,15 @@ class _Visit:
         )
 
     def _not_yet(self) -> float:
-        """Seconds until this settling host is to be asked. Counted from CPUU's start by its
-        marker, the clock the expected run time is learned on; the run step's journal start
-        (before the ``Start`` call) only after a ``--resume``."""
+        """Seconds until this settling host is to be asked. Counted from what the ``Start``
+        call's answer said CPUU had run (the marker, the clock the expected run time is learned
+        on), then by our clock; from the run step's journal start, which came before that call,
+        only after a ``--resume``."""
         assert self.unsettled is not None and self.play.run is not None
         assert self.play.pacer is not None
-        elapsed = elapsed_since(self.play.pacer.started_at(self.ctx.host) or self.unsettled[2])
+        elapsed = self.play.pacer.elapsed(self.ctx.host)
+        if elapsed is None:
+            elapsed = elapsed_since(self.unsettled[2])
         return self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ steps
@@ -465,8 +468,9 @@ class _Visit:
         )
         if isinstance(value, StartedRun):
             self.details["run"] = {"task_name": value.task_name, "started_at": value.started_at}
-            play.pacer.started(ctx.host, value.started_at)  # type: ignore[union-attr]
-            raise _Parked(self._next_gap(elapsed_since(value.started_at)))
+            elapsed = elapsed_since(value.started_at)
+            play.pacer.started(ctx.host, elapsed)  # type: ignore[union-attr]
+            raise _Parked(self._next_gap(elapsed))
         return value
 
     def _settle(self, unsettled: tuple[int, str, str | None]) -> RunResult:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from datetime import datetime, timezone
 
 #: The fine schedule: gaps of this share of the time CPUU has run, within these bounds.
@@ -76,8 +77,8 @@ class SettlePacer:
         self.expected_s = expected_s
         self._seen: list[float] = []
         self._asked: dict[str, float] = {}
-        self._started: dict[str, str] = {}
-        """Each parked host's CPUU start by its marker (``StartedAt``), as its start visit read it."""
+        self._started: dict[str, float] = {}
+        """When each parked host's ``Start`` call answered that CPUU runs (``time.monotonic``)."""
         self._canary: str | None = None
         self._canary_ran = 0.0
         """How long the canary had run when it was last seen at work."""
@@ -90,18 +91,20 @@ class SettlePacer:
         with self._lock:
             return statistics.median(self._seen) if self._seen else None
 
-    def started(self, host: str, started_at: str | None) -> None:
-        """``host``'s CPUU started at ``started_at`` (the marker's ``StartedAt``)."""
-        if started_at:
-            with self._lock:
-                self._started[host] = started_at
-
-    def started_at(self, host: str) -> str | None:
-        """When ``host``'s CPUU started, by its marker; None when this controller did not start
-        it (a ``--resume``): the caller then counts from the run step's journal row, which
-        began before the ``Start`` call and so asks up to that call's time early."""
+    def started(self, host: str, elapsed_s: float) -> None:
+        """``host``'s ``Start`` call just answered that CPUU has run ``elapsed_s`` (about 0)."""
         with self._lock:
-            return self._started.get(host)
+            self._started[host] = time.monotonic() - elapsed_s
+
+    def elapsed(self, host: str) -> float | None:
+        """How long ``host``'s CPUU has run: what its ``Start`` call's answer said (by the
+        marker, as the expected run time is learned), plus our time since; None when this
+        controller did not start it (a ``--resume``): the caller then counts from the run
+        step's journal row, which began before the ``Start`` call and so asks up to that
+        call's time early."""
+        with self._lock:
+            started = self._started.get(host)
+        return None if started is None else time.monotonic() - started
 
     def asked(self, host: str, elapsed_s: float) -> None:
         """``host`` was just asked, after its CPUU had run ``elapsed_s``, and still runs."""

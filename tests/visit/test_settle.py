@@ -57,14 +57,15 @@ def test_while_the_canary_is_at_work_the_others_are_not_asked_up_to_the_safeguar
 
 
 def test_a_hosts_cpuu_start_is_kept_while_it_waits_and_forgotten_once_settled():
-    """The start visit's reading of the marker is what a wake-up counts from (the expected run
-    time is learned on that clock); a resumed host, never started here, has none."""
+    """A wake-up counts from the ``Start`` call's answer, by our clock; a resumed host, never
+    started by this controller, has no such time."""
     pacer = SettlePacer(expected_s=20)
-    assert pacer.started_at("pc-1") is None
-    pacer.started("pc-1", "2026-12-06T16:00:01.5000000Z")
-    assert pacer.started_at("pc-1") == "2026-12-06T16:00:01.5000000Z"
+    assert pacer.elapsed("pc-1") is None
+    pacer.started("pc-1", 2.0)  # Start answered: CPUU has run 2 s
+    elapsed = pacer.elapsed("pc-1")
+    assert elapsed is not None and 2.0 <= elapsed < 60
     pacer.settled("pc-1", 20.0)
-    assert pacer.started_at("pc-1") is None
+    assert pacer.elapsed("pc-1") is None
 
 
 def test_a_killed_run_teaches_nothing_and_the_deadline_is_never_passed_by_more_than_a_second():

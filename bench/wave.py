@@ -4,6 +4,7 @@
     python bench/wave.py --sizes 10,100,500   # add 500 hosts
     python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0   # attached vs detached
+    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300    # hosts parked at once
 
 With ``--cpuu-seconds S`` every lab CPUU runs S seconds (``--cpuu-spread F``: each host's time
 drawn from S × [1-F, 1+F]) and the bench plays the same wave twice on fresh labs, the run step
@@ -13,27 +14,66 @@ hosts per minute, controller CPU per host, peak RSS, round trips per host and th
 how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
 one poll late).
 
-Measured 2026-12-06 on the shared 2-CPU machine (load average 3-5 from other work), healthy lab,
+Measured 2026-12-06 on the shared 2-CPU machine (other engineers' tests running), healthy lab,
 no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
-for a quarter of an hour in attached mode alone):
+for a quarter of an hour in attached mode alone). Before: main 4c29530, rerun 16:35 UTC (load
+average 2.6 at the start, 8.5 at the end); after: branch ``settle``, 17:01 (20 s, load 4.5) and
+17:00 (0 s, load 5.4-7.0, one commit earlier: the marker clock for wake-ups, which only moves
+parked hosts):
 
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
     python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
 
-    metric                        CPUU 20 s: attached  detached      CPUU 0 s: attached  detached
-    wall s                                   98.5      47.7                    23.0      24.2
-    hosts / min                              60.9     125.8                   260.5     248.0
-    controller CPU s / host                  0.127     0.172                   0.108     0.109
-    controller peak RSS MiB                  173       184                     177       179
-    round trips / host                       26.6      36.5                    25.1      25.1
-    polls / host (asked, parked again)       -         0.24                    -         0
-    polls' round trips / host                -         2.2                     -         0
-    CPUU on the slowest host, s              21.6      24.6                    1.6       1.8
+    metric                      CPUU 20 s before: attached detached  after: attached detached
+    wall s                                        103.3    49.9              102.1    46.6
+    hosts / min                                    58.1   120.3               58.8   128.7
+    controller CPU s / host                       0.135   0.169 (1.25x)      0.138   0.150 (1.09x)
+    controller peak RSS MiB                         173     186                176     177
+    round trips / host                             26.1    34.3 (1.31x)       26.5    33.5 (1.26x)
+    polls / host (asked, parked again)                -    0.00                  -    0.10
+    polls' round trips / host                         -     0.0                  -     0.9
+    CPUU on the slowest host, s                    21.9    22.2               22.4    27.9
 
-Detached 47.7 s ≤ 1.3 × (20 s + 24.2 s) = 57.5 s: CPUU's time overlaps. Its cost is one more
-session per host (the settling visit: open, Status, close, about 8 round trips and 0.04 s of
-controller CPU for NTLM and encryption) plus the polls, about 9 round trips each; a CPUU that has
-ended by the time ``Start`` answers costs nothing more (the 0 s rows).
+    after, CPUU 0 s: wall 25.9 / 24.2 s, CPU 0.113 / 0.117 s per host, 25.1 / 25.6 round trips,
+    peak RSS 180 / 174 MiB (attached / detached; the first measurement, 23.0 / 24.2 s,
+    0.108 / 0.109 s, 25.1 / 25.1, was taken at a lower load).
+
+(The first measurement of the detached mode, by its author: 47.7 s, 0.172 s CPU and 36.5 round
+trips per host, 0.24 polls of 9 round trips each.) Detached 46.6 s ≤ 1.3 × (20 s + 24.2 s) =
+57.5 s: CPUU's time overlaps. Where the detached extra went (a per-thread cProfile of the
+controller and the lab's WS-Man actions per visit): a settled host had one more session (NTLM's
+three legs, Create, two Receives to open the pool, Delete: 7 round trips, the same on real Windows:
+../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml, winrm-notes.md) and one more
+``run-task`` pipeline (Start and Status where attached has Run; the script's 40 kB escaped anew by
+pypsrp each time, about a fifth of a pipeline's CPU), plus the polls. Now: the scripts' CLIXML text
+is escaped once per process; ``Status -RemoveEnded`` unregisters an ended task in the settling
+question itself, so a settled host runs as many pipelines as an attached one; the hosts other than
+the canary are not asked while it is at work; and a wake-up counts from CPUU's start by its marker,
+not from the journal row that began before the ``Start`` call (which asked hosts early by that
+call's time: a poll each). What remains is the second session: 7 round trips and its NTLM, pool and
+encryption CPU. Detached is still 6 round trips (23 %) above attached without the polls: once a
+waiting host's connection is released, collect needs a session of its own (a cheaper question than
+``Status``, such as a WS-Man Enumerate, would only make polls cheaper, and there are 0.1 per host).
+An attached run pays a Receive per OperationTimeout (20 s) instead, so with CPUU's real minutes (a
+5-minute CPUU: 15 Receives) detached needs fewer round trips than attached.
+
+Hosts waiting at once (``--waiting N``: N detached hosts whose CPUU outlasts their start, all
+parked at once, beside attached at the same forks, which holds at most ``forks`` hosts, each a
+worker thread, a Receive thread and a socket). 1,000 lab hosts would have held this shared
+machine for about a quarter of an hour, so 500 (branch ``settle`` at 99e763a, 16:42-16:57 UTC,
+load average 9.9 at the start, 2.3 at the end; the sampler reads ``/proc/self/status`` every
+0.2 s):
+
+    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300
+
+    metric                                   attached (25 hosts)  detached (500 hosts)
+    hosts waiting for CPUU at once                    25                  500
+    controller RSS then, MiB                         109                  147
+    controller threads then (and peak)                54                   28
+    controller peak RSS (whole wave), MiB            174                  191
+
+A parked host costs a heap entry, a journal row and its rendered files (held for the whole play
+either way); the peak comes from the 25 forks' visits, not from the waiting hosts.
 
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is
@@ -194,48 +234,12 @@ def run_cpuu_fleet(
     info: dict[str, Any], payload: Path, reports: Path, attached: bool = True, forks: int = FORKS
 ) -> dict[str, Any]:
     """One update wave with cpuu-fleet, then a second (unchanged) push; metrics as a dict."""
-    os.environ.update(info["env"])
-    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
-    from cpuu_fleet.cpuu import Mode
-    from cpuu_fleet.engine.wave import Engine, PlayRequest
-    from cpuu_fleet.inputs.inventory import Inventory
-    from cpuu_fleet.inputs.playbook import Play, Playbook, RunOptions, StepSpec
+    from cpuu_fleet.engine.wave import Engine
     from cpuu_fleet.journal import Journal
 
-    os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()
     polls = PollCounter(counter)
-    templates = find_playbook().parent / "templates"
-
-    def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
-        play = Play(
-            name="bench",
-            hosts="all",
-            steps=steps,
-            forks=forks,
-            payload=payload,
-            templates=templates,
-            retries=0,
-        )
-        return Playbook(path=Path("bench.yml"), plays=(play,))
-
-    wave = playbook(
-        (
-            StepSpec("preflight"),
-            StepSpec("push"),
-            StepSpec("run", run=RunOptions(mode=Mode.UPDATE, timeout=900, attached=attached)),
-            StepSpec("collect"),
-        )
-    )
-    repush = playbook((StepSpec("preflight"), StepSpec("push")))
-    inventory = Inventory.load(info["inventory"])
-    request = PlayRequest(
-        playbook=None,
-        inventory=Path(info["inventory"]),
-        reports_dir=reports,
-        write_report=False,
-        handle_sigint=False,
-    )
+    wave, repush, inventory, request = _bench_wave(info, payload, reports, attached, forks)
     cpu0, t0, n0 = cpu_seconds(), time.monotonic(), counter.count
     with Engine(request) as engine:
         first = engine.run(wave, inventory, None)
@@ -281,6 +285,144 @@ def run_cpuu_fleet(
         "push_s_second": sum(only_second) / n,
         "repush_wave_s": repush_wall,
     }
+
+
+def _bench_wave(
+    info: dict[str, Any], payload: Path, reports: Path, attached: bool, forks: int
+) -> tuple[Any, Any, Any, Any]:
+    """The bench's update wave (preflight, push, run, collect), an unchanged re-push, the lab's
+    inventory and the engine's request (no report, no signal handler)."""
+    os.environ.update(info["env"])
+    from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
+    from cpuu_fleet.cpuu import Mode
+    from cpuu_fleet.engine.wave import PlayRequest
+    from cpuu_fleet.inputs.inventory import Inventory
+    from cpuu_fleet.inputs.playbook import Play, Playbook, RunOptions, StepSpec
+
+    os.environ.update(DEMO_SECRETS)
+    templates = find_playbook().parent / "templates"
+
+    def playbook(steps: tuple[StepSpec, ...]) -> Playbook:
+        play = Play(
+            name="bench",
+            hosts="all",
+            steps=steps,
+            forks=forks,
+            payload=payload,
+            templates=templates,
+            retries=0,
+        )
+        return Playbook(path=Path("bench.yml"), plays=(play,))
+
+    run = RunOptions(mode=Mode.UPDATE, timeout=900, attached=attached)
+    wave = playbook(
+        (StepSpec("preflight"), StepSpec("push"), StepSpec("run", run=run), StepSpec("collect"))
+    )
+    repush = playbook((StepSpec("preflight"), StepSpec("push")))
+    request = PlayRequest(
+        playbook=None,
+        inventory=Path(info["inventory"]),
+        reports_dir=reports,
+        write_report=False,
+        handle_sigint=False,
+    )
+    return wave, repush, Inventory.load(info["inventory"]), request
+
+
+def run_waiting(
+    info: dict[str, Any], payload: Path, reports: Path, attached: bool, forks: int
+) -> dict[str, Any]:
+    """One update wave while a sampler reads the controller's RSS and thread count (``/proc``)
+    every 0.2 s: how many hosts were waiting for CPUU at once (detached: parked, a journal row
+    and a timer; attached: held in a visit, a fork's thread and socket) and what the controller
+    weighed while the most of them waited."""
+    from cpuu_fleet.engine.wave import Engine
+    from cpuu_fleet.journal import Journal
+
+    wave, _, inventory, request = _bench_wave(info, payload, reports, attached, forks)
+    waiting = WaitingCounter(attached)
+    samples: list[tuple[int, float, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.2):
+            rss, threads = _proc_status()
+            samples.append((waiting.now, rss, threads))
+
+    sampler = threading.Thread(target=sample, name="bench-sampler", daemon=True)
+    cpu0, t0 = cpu_seconds(), time.monotonic()
+    sampler.start()
+    with Engine(request) as engine:
+        result = engine.run(wave, inventory, None)
+    done.set()
+    sampler.join()
+    most = max((n for n, _, _ in samples), default=0)
+    at_most = [(rss, threads) for n, rss, threads in samples if n == most] or [(0.0, 0)]
+    with Journal.in_reports(reports) as journal:
+        states = journal.state_counts(result.run_id)
+    return {
+        "states": states,
+        "wall_s": time.monotonic() - t0,
+        "cpu_per_host_s": (cpu_seconds() - cpu0) / max(1, len(inventory.select("all"))),
+        "waiting_most": most,
+        "rss_at_most_mib": max(rss for rss, _ in at_most),
+        "threads_at_most": max(threads for _, threads in at_most),
+        "threads_peak": max((t for _, _, t in samples), default=0),
+        "peak_mib": peak_mib(),
+    }
+
+
+class WaitingCounter:
+    """How many hosts wait for their CPUU right now. Detached: parked (a visit returned
+    ``settle_in``) and not yet settled; attached: inside the run step's ``run_cpuu`` call."""
+
+    def __init__(self, attached: bool) -> None:
+        from cpuu_fleet.visit import host_visit
+
+        self.now = 0
+        self._parked: set[str] = set()
+        self._lock = threading.Lock()
+        counter = self
+        if attached:
+            original_cpuu = host_visit.run_cpuu
+
+            def run_cpuu(*args: Any, **kwargs: Any) -> Any:
+                counter._move(+1)
+                try:
+                    return original_cpuu(*args, **kwargs)
+                finally:
+                    counter._move(-1)
+
+            host_visit.run_cpuu = run_cpuu  # type: ignore[assignment]
+            return
+        original_run = host_visit._Visit.run
+
+        def run(visit: Any) -> Any:
+            outcome = original_run(visit)
+            with counter._lock:
+                if outcome.settle_in is not None:
+                    counter._parked.add(visit.ctx.host)
+                else:
+                    counter._parked.discard(visit.ctx.host)
+                counter.now = len(counter._parked)
+            return outcome
+
+        host_visit._Visit.run = run  # type: ignore[method-assign]
+
+    def _move(self, by: int) -> None:
+        with self._lock:
+            self.now += by
+
+
+def _proc_status() -> tuple[float, int]:
+    """This process's resident memory (MiB) and thread count, from ``/proc/self/status``."""
+    rss, threads = 0.0, 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, threads
 
 
 class PollCounter:
@@ -415,9 +557,11 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
 
 def controller(kind: str, info_path: str, payload: str, out: str) -> None:
     info = json.loads(Path(info_path).read_text())
+    forks = int(os.environ.get("CPUU_BENCH_FORKS", FORKS))
     if kind in ("attached", "detached"):
-        forks = int(os.environ.get("CPUU_BENCH_FORKS", FORKS))
         result = run_cpuu_fleet(info, Path(payload), Path(out), kind == "attached", forks)
+    elif kind in ("waiting-attached", "waiting-detached"):
+        result = run_waiting(info, Path(payload), Path(out), kind == "waiting-attached", forks)
     elif kind == "cpuu-fleet":
         result = run_cpuu_fleet(info, Path(payload), Path(out))
     else:
@@ -468,6 +612,11 @@ def main() -> None:
     )
     parser.add_argument("--cpuu-spread", type=float, default=0.0, help="±share of that time")
     parser.add_argument("--forks", type=int, default=FORKS, help="with --cpuu-seconds")
+    parser.add_argument(
+        "--waiting",
+        type=int,
+        help="with --cpuu-seconds: this many hosts detached, all waiting at once (RSS, threads)",
+    )
     args = parser.parse_args()
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
@@ -476,6 +625,10 @@ def main() -> None:
     payload = make_standin_payload(Path(tempfile.mkdtemp(prefix="cpuu-bench-payload-")))
     if args.cpuu_seconds is not None:
         os.environ["CPUU_BENCH_FORKS"] = str(args.forks)
+    if args.waiting:
+        _measure_waiting(args, payload)
+        return
+    if args.cpuu_seconds is not None:
         for size in sizes:
             for latency in latencies:
                 pair = [
@@ -545,6 +698,38 @@ def _print_modes(
         a, d = attached[key], detached[key]
         ratio = f"{d / a:.2f}x" if a else "-"
         print(f"| {label} | {form.format(a)} | {form.format(d)} | {ratio} |", flush=True)
+
+
+WAITING_METRICS = (
+    ("waiting_most", "hosts waiting for CPUU at once", "{:d}"),
+    ("rss_at_most_mib", "controller RSS then, MiB", "{:.0f}"),
+    ("threads_at_most", "controller threads then", "{:d}"),
+    ("threads_peak", "controller threads, peak", "{:d}"),
+    ("peak_mib", "controller peak RSS (whole wave), MiB", "{:.0f}"),
+    ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
+    ("wall_s", "wall s", "{:.1f}"),
+)
+
+
+def _measure_waiting(args: Any, payload: Path) -> None:
+    """Detached: ``--waiting`` hosts, all started and parked at once (CPUU outlasts the starts).
+    Attached at the same forks holds at most ``forks`` hosts at once: one round of that many."""
+    if args.cpuu_seconds is None:
+        raise SystemExit("--waiting needs --cpuu-seconds (longer than it takes to start them all)")
+    runs = {
+        "attached": measure("waiting-attached", args.forks, 0, payload, args.cpuu_seconds),
+        "detached": measure("waiting-detached", args.waiting, 0, payload, args.cpuu_seconds),
+    }
+    print(
+        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: attached {args.forks} hosts,"
+        f" detached {args.waiting} hosts; states {runs['attached']['states']} /"
+        f" {runs['detached']['states']}"
+    )
+    print("| metric | attached | detached |")
+    print("|---|---:|---:|")
+    for key, label, form in WAITING_METRICS:
+        values = [form.format(runs[mode][key]) for mode in ("attached", "detached")]
+        print(f"| {label} | {values[0]} | {values[1]} |", flush=True)
 
 
 def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:

@@ -74,6 +74,7 @@ PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "ExpectedUser",
             "SourceDirectory",
             "Disconnected",
+            "RemoveEnded",
         ),
         ("Action", "TaskName"),
     ),
@@ -1069,6 +1070,23 @@ class _TaskCall:
         waiting = marker.get("Trigger", "Now") == "Now" and not _has_run(task) and task.enabled
         return task.state == "Running" or waiting
 
+    def ended(self) -> bool:
+        """Started on demand, came up and is over (by itself, or killed): what Remove would
+        unregister. Never an at-logon task nor one that never came up (``Test-Ended``)."""
+        task = self.ws.task(self.name)
+        marker = self.marker()
+        if task is None or marker is None or marker.get("Trigger", "Now") != "Now":
+            return False
+        return not self.active() and task.enabled and _has_run(task)
+
+
+def _reads_ended(report: dict[str, Any]) -> bool:
+    """A report of a run that is over: not Running or Queued, and a real exit code."""
+    not_an_exit = (TASK_HAS_NOT_RUN, TASK_RUNNING)
+    return (
+        report["State"] not in ("Running", "Queued") and report["LastTaskResult"] not in not_an_exit
+    )
+
 
 @register("run-task")
 def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
@@ -1115,6 +1133,12 @@ def run_task(ws: Workstation, call: ScriptCall, host: PipelineHost) -> None:
         other_users=task.other_users,
         disconnected=task.disconnected,
     )
+    report["Removed"] = False
+    removing = action == "Status" and bool(call.param("RemoveEnded", False)) and not not_started
+    if removing and _reads_ended(report) and task.ended():  # as the report read it, and still
+        task.save_outcome(False)  # read first, then gone: the marker keeps the outcome
+        ws.unregister_task(task.name)
+        report["Removed"] = True
     host.write_output(report)
 
 

@@ -341,6 +341,8 @@ class _Visit:
         self.plan: PushPlan | None = None
         self.session: HostSession
         self.unsettled = _unsettled_run(play, name) if play.detached else None
+        self.task_removed = False
+        """The settling question (``Status -RemoveEnded``) already unregistered the ended task."""
         """A detached run step of this CPUU run that started CPUU and has not ended: this visit
         settles it (asks the host, then collects) and repeats none of the steps before run."""
 
@@ -389,9 +391,15 @@ class _Visit:
         )
 
     def _not_yet(self) -> float:
-        """Seconds until this settling host is to be asked (by the run step's journal start)."""
+        """Seconds until this settling host is to be asked. Counted from what the ``Start``
+        call's answer said CPUU had run (the marker, the clock the expected run time is learned
+        on), then by our clock; from the run step's journal start, which came before that call,
+        only after a ``--resume``."""
         assert self.unsettled is not None and self.play.run is not None
-        elapsed = elapsed_since(self.unsettled[2])
+        assert self.play.pacer is not None
+        elapsed = self.play.pacer.elapsed(self.ctx.host)
+        if elapsed is None:
+            elapsed = elapsed_since(self.unsettled[2])
         return self.play.pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------ steps
@@ -460,7 +468,9 @@ class _Visit:
         )
         if isinstance(value, StartedRun):
             self.details["run"] = {"task_name": value.task_name, "started_at": value.started_at}
-            raise _Parked(self._next_gap(elapsed_since(value.started_at)))
+            elapsed = elapsed_since(value.started_at)
+            play.pacer.started(ctx.host, elapsed)  # type: ignore[union-attr]
+            raise _Parked(self._next_gap(elapsed))
         return value
 
     def _settle(self, unsettled: tuple[int, str, str | None]) -> RunResult:
@@ -472,7 +482,8 @@ class _Visit:
         options, pacer = play.run, play.pacer
         assert options is not None and pacer is not None
         task_name = cpuu_task_name(ctx, options.mode)
-        status = task_status(session, task_name)
+        status = task_status(session, task_name, remove_ended=True)
+        self.task_removed = status.get("Removed") is True
         elapsed = elapsed_since(_text_of(status.get("StartedAt")))
         active = task_active(status)
         has_run = status.get("LastRunTime") is not None
@@ -581,7 +592,7 @@ class _Visit:
     def _ran(self, run: RunResult) -> None:
         self.run_result = run
         self.details["run"] = run.details()
-        if run.ran:
+        if run.ran and not self.task_removed:
             _remove_task_quietly(self.session, run, self.details)
 
     # ------------------------------------------------------------------------------ the end

@@ -16,6 +16,7 @@ control.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import socket
@@ -325,12 +326,31 @@ class QuickStringSerializer(Serializer):
     they find nothing: 2.3 ms of the 4.4 ms it takes to pack one full Send. A string of
     printable ASCII without ``_`` contains nothing either pass could change, so it is returned
     as is; every other string takes pypsrp's own path. The CLIXML is byte for byte the same.
+
+
+    A long string with line breaks or ``_`` (a remote script: ``run-task`` is 40 kB, hundreds
+    of line breaks, each a regular-expression callback) is escaped once per process and then
+    looked up: the scripts are the same text in every pipeline of every visit, and a detached
+    run step runs ``run-task`` twice or more per host (Start, Status, Remove).
     """
 
     def _serialize_string(self, value: str | None) -> str | None:
         if type(value) is str and value.isascii() and value.isprintable() and "_" not in value:
             return value
+        if type(value) is str and _CACHED_MIN <= len(value) <= _CACHED_MAX:
+            return _escaped(value)
         return super()._serialize_string(value)  # type: ignore[no-any-return]
+
+
+_CACHED_MIN, _CACHED_MAX = 4096, 262144
+"""The strings :class:`QuickStringSerializer` escapes once: long enough to be a script, short
+enough that the cache stays small (at most ``maxsize`` × 256 kB; the scripts are under 50 kB)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _escaped(value: str) -> str:
+    """pypsrp's own escaping of ``value`` (the cache is keyed and compared by the whole text)."""
+    return Serializer()._serialize_string(value)  # type: ignore[no-any-return]
 
 
 def _use_quick_strings(pool: RunspacePool) -> None:

@@ -12,10 +12,13 @@ so the schedule follows CPUU's expected run time instead of a fixed tick:
   late, with a handful of polls;
 * with none yet (the first hosts of a wave all start before any ends), one host, the *canary*,
   is asked on that fine schedule, and the others on a coarse one (first after 10 s, then at
-  gaps of four times the time run, at most 120 s: a safeguard should the canary hang); they
-  wake on the fine schedule without asking, so once the canary has ended they are asked when
-  the run time it showed has passed. A wave of hundreds costs about one poll per host, not one
-  per host per second;
+  gaps of four times the time run, at most 120 s: a safeguard should the canary hang), but
+  not before they have run as long as the canary will have at its next question (at most
+  120 s): CPUU runs about as long everywhere and the canary was parked first, so while it is
+  at work the others most likely are too. They wake on the fine schedule without asking, so
+  once the canary has ended they are asked when the run time it showed has passed. A wave of
+  hundreds costs the canary's few polls and about none per other host (without that floor:
+  one per host, every host asked at 10 s of a 20 s CPUU);
 * never later than just past the host's deadline, where the ``Run`` call kills CPUU on the host
   (which counts the deadline itself, from the marker's ``StartedAt``).
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import statistics
 import threading
+import time
 from datetime import datetime, timezone
 
 #: The fine schedule: gaps of this share of the time CPUU has run, within these bounds.
@@ -73,7 +77,11 @@ class SettlePacer:
         self.expected_s = expected_s
         self._seen: list[float] = []
         self._asked: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        """When each parked host's ``Start`` call answered that CPUU runs (``time.monotonic``)."""
         self._canary: str | None = None
+        self._canary_ran = 0.0
+        """How long the canary had run when it was last seen at work."""
         self._lock = threading.Lock()
 
     def expected(self) -> float | None:
@@ -83,17 +91,35 @@ class SettlePacer:
         with self._lock:
             return statistics.median(self._seen) if self._seen else None
 
+    def started(self, host: str, elapsed_s: float) -> None:
+        """``host``'s ``Start`` call just answered that CPUU has run ``elapsed_s`` (about 0)."""
+        with self._lock:
+            self._started[host] = time.monotonic() - elapsed_s
+
+    def elapsed(self, host: str) -> float | None:
+        """How long ``host``'s CPUU has run: what its ``Start`` call's answer said (by the
+        marker, as the expected run time is learned), plus our time since; None when this
+        controller did not start it (a ``--resume``): the caller then counts from the run
+        step's journal row, which began before the ``Start`` call and so asks up to that
+        call's time early."""
+        with self._lock:
+            started = self._started.get(host)
+        return None if started is None else time.monotonic() - started
+
     def asked(self, host: str, elapsed_s: float) -> None:
         """``host`` was just asked, after its CPUU had run ``elapsed_s``, and still runs."""
         with self._lock:
             self._asked[host] = elapsed_s
+            if host == self._canary:
+                self._canary_ran = max(self._canary_ran, elapsed_s)
 
     def settled(self, host: str, run_s: float | None) -> None:
         """``host`` is settled; ``run_s``: its CPUU ended by itself after about that long."""
         with self._lock:
             self._asked.pop(host, None)
+            self._started.pop(host, None)
             if self._canary == host:
-                self._canary = None
+                self._canary, self._canary_ran = None, 0.0
             if run_s is not None:
                 self._seen.append(run_s)
                 del self._seen[:-_KEPT]
@@ -115,6 +141,10 @@ class SettlePacer:
                     else (COARSE_SHARE, COARSE_MIN_S, COARSE_MAX_S)
                 )
                 ask_at = last + _gap(last, share, low, high)
+                if not canary:  # not while the canary is at work (up to the safeguard)
+                    ran = self._canary_ran
+                    canary_next = ran + _gap(ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
+                    ask_at = max(ask_at, min(canary_next, COARSE_MAX_S))
         ask_at = min(ask_at, timeout_s + PAST_DEADLINE_S)
         if elapsed_s >= ask_at:
             return 0.0

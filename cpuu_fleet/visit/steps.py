@@ -809,12 +809,17 @@ def start_cpuu(
     return _as_run(ctx, run, parameters)
 
 
-def task_status(session: HostSession, task_name: str) -> dict[str, Any]:
-    result = session.run(
-        "run-task",
-        {"Action": "Status", "TaskName": task_name, "StateDirectory": STATE_DIR},
-        during="task status",
-    )
+def task_status(
+    session: HostSession, task_name: str, *, remove_ended: bool = False
+) -> dict[str, Any]:
+    """``run-task -Action Status``. ``remove_ended``: a run that is over is also unregistered in
+    the same pipeline, after the report was read (``Removed`` says so): a settling visit needs
+    no second ``run-task`` call for the task's removal."""
+    parameters: dict[str, Any] = {"Action": "Status", "TaskName": task_name}
+    parameters["StateDirectory"] = STATE_DIR
+    if remove_ended:
+        parameters["RemoveEnded"] = True
+    result = session.run("run-task", parameters, during="task status")
     if not isinstance(result.first, dict):
         raise _protocol_error("task status: expected one hashtable")
     return result.first

@@ -236,6 +236,7 @@ def test_run_starts_waits_and_reports_cpuu_exit_code(staged):
         "Settled": True,
         "OtherUsers": [],
         "Disconnected": [],
+        "Removed": False,
     }
     assert staged.ws.fs.glob(run_dir("cpuu-fleet-run"), "CPUU_pc-0001_*.csv")
     assert _run(staged, Action="Remove")["State"] == "NotFound"
@@ -475,6 +476,37 @@ def test_a_finished_and_removed_run_is_never_started_again(staged):
     assert len(launched) == 1
     assert again["Claimed"] is False and again["Marker"] is True
     assert again["LastTaskResult"] == ExitFlags.SUCCESS  # kept by the marker, not the task
+
+
+def test_status_remove_ended_leaves_a_running_task_and_removes_an_ended_one_after_reading_it(
+    staged,
+):
+    """The settling question of a detached run step: one pipeline reads an ended run and
+    unregisters its task; a run at work is left alone; and the marker keeps the outcome, so the
+    run is never started again and a later question reads the same exit code."""
+    launched = _launches(staged)
+    staged.ws.cpuu.base_seconds = 100
+    start = _run(staged, Action="Start", **staged.task_files("cpuu-fleet-run"))
+    assert start["State"] == "Running"
+    at_work = _run(staged, Action="Status", RemoveEnded=True)
+    assert (at_work["State"], at_work["Removed"]) == ("Running", False)
+    staged.clock.advance(101)
+    plain = _run(staged, Action="Status")  # read-only: what the settle would have read
+    ended = _run(staged, Action="Status", RemoveEnded=True)
+    assert ended == {**plain, "Removed": True}
+    assert ended["Exists"] is True and ended["LastTaskResult"] == ExitFlags.SUCCESS
+    later = _run(staged, Action="Status", RemoveEnded=True)
+    assert (later["Exists"], later["Marker"], later["Removed"]) == (False, True, False)
+    assert later["LastTaskResult"] == ExitFlags.SUCCESS  # kept by the marker
+    again = _run_task(staged, TimeoutSeconds=600)
+    assert again["Claimed"] is False and len(launched) == 1
+
+
+def test_status_remove_ended_leaves_an_at_logon_task_waiting_for_its_user(staged):
+    staged.ws.logoff()
+    _run(staged, Action="Start", **staged.task_files("cpuu-fleet-run"), WhenNoUser="AtLogon")
+    report = _run(staged, Action="Status", RemoveEnded=True)
+    assert (report["Trigger"], report["Exists"], report["Removed"]) == ("AtLogon", True, False)
 
 
 def test_a_kill_on_the_deadline_is_remembered_after_the_task_is_gone(staged):

@@ -148,6 +148,8 @@ def test_proxy_settings_come_from_the_environment_once(monkeypatch):
         "café ☕ 𝄞",
         "",
         " ",
+        "a_x0041_ line\r\n\tof a script 𝄞 $_\n" * 200,  # long: escaped once, then looked up
+        "x" * 300_000 + "\n",  # longer than the cache takes
     ],
 )
 def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
@@ -165,6 +167,22 @@ def test_quick_string_serializer_writes_the_same_clixml_as_pypsrp(value):
         return Message(Destination.SERVER, pool, pipeline, PipelineInput(data=value), serializer)
 
     assert packed(QuickStringSerializer()).pack() == packed(Serializer()).pack()
+    assert packed(QuickStringSerializer()).pack() == packed(Serializer()).pack()  # cached
+
+
+def test_every_remote_script_is_sent_as_the_same_clixml_as_pypsrp_writes():
+    """The scripts are the long strings the serializer keeps escaped: the text as pypsrp would
+    send it, the first time and every time after."""
+    from pypsrp.serializer import Serializer
+
+    from cpuu_fleet.visit.remote import load_script
+    from cpuu_fleet.visit.session import QuickStringSerializer
+
+    for name in ("run-task", "upload", "download", "preflight"):
+        script = load_script(name)
+        for _ in range(2):
+            quick = QuickStringSerializer()._serialize_string(script)
+            assert quick == Serializer()._serialize_string(script), name
 
 
 def test_an_open_session_packs_with_the_quick_serializer(fleet):

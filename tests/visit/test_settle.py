@@ -39,6 +39,35 @@ def test_with_nothing_expected_one_canary_is_asked_often_and_the_others_learn_fr
     assert pacer.wait("third", 0, TIMEOUT) == pytest.approx(20)
 
 
+def test_while_the_canary_is_at_work_the_others_are_not_asked_up_to_the_safeguard():
+    """A wave of hosts with the same CPUU: the others wait for what the canary shows instead of
+    each costing a question at 10 s; a canary that hangs holds them back for 120 s at most."""
+    pacer = SettlePacer()
+    assert pacer.wait("canary", 0, TIMEOUT) == pytest.approx(1)
+    pacer.asked("canary", 15)  # at work after 15 s: its next question comes at 18 s
+    assert pacer.wait("other", 10, TIMEOUT) > 0  # no longer asked at 10 s
+    assert pacer.wait("other", 17.9, TIMEOUT) > 0
+    assert pacer.wait("other", 18, TIMEOUT) == 0
+    pacer.asked("canary", 600)  # a canary that hangs
+    assert pacer.wait("late", 119, TIMEOUT) > 0
+    assert pacer.wait("late", 120, TIMEOUT) == 0  # the safeguard
+    pacer.asked("late", 120)
+    assert pacer.wait("late", 239, TIMEOUT) > 0  # then the coarse gaps: 120 s
+    assert pacer.wait("late", 240, TIMEOUT) == 0
+
+
+def test_a_hosts_cpuu_start_is_kept_while_it_waits_and_forgotten_once_settled():
+    """A wake-up counts from the ``Start`` call's answer, by our clock; a resumed host, never
+    started by this controller, has no such time."""
+    pacer = SettlePacer(expected_s=20)
+    assert pacer.elapsed("pc-1") is None
+    pacer.started("pc-1", 2.0)  # Start answered: CPUU has run 2 s
+    elapsed = pacer.elapsed("pc-1")
+    assert elapsed is not None and 2.0 <= elapsed < 60
+    pacer.settled("pc-1", 20.0)
+    assert pacer.elapsed("pc-1") is None
+
+
 def test_a_killed_run_teaches_nothing_and_the_deadline_is_never_passed_by_more_than_a_second():
     pacer = SettlePacer()
     pacer.settled("pc-1", None)

@@ -9,7 +9,9 @@ from collections import Counter
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet import journal as states
+from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import Journal
+from cpuu_fleet.visit.steps import task_name_for
 from tests.support.waves import make_playbook
 
 
@@ -66,11 +68,12 @@ def test_users_each_stays_attached_even_when_the_play_asks_for_detached(wave_fac
     assert runs and {a["status"] for a in runs} == {"changed"}
 
 
-def test_a_detached_visit_costs_one_more_session_and_one_status_on_the_wire(
+def test_a_detached_visit_costs_one_more_session_and_no_more_pipelines_on_the_wire(
     wave_factory, monkeypatch
 ):
-    """Start, then (asked once, when CPUU is expected to have ended) Status, Remove and collect
-    on a second session: one more pool and one more pipeline than attached, nothing else."""
+    """Start, then (asked once, when CPUU is expected to have ended) Status, which also removes
+    the ended task, and collect on a second session: one more pool than attached and as many
+    pipelines (attached: preflight, upload, Run, Remove, download)."""
     wave = wave_factory(1)
     wave.fleet.hosts[0].workstation.cpuu.base_seconds = 1.0
     actions: Counter[str] = Counter()
@@ -85,6 +88,8 @@ def test_a_detached_visit_costs_one_more_session_and_one_status_on_the_wire(
     result = wave.run(playbook)
 
     assert result.counts == {states.SUCCEEDED: 1}
-    # preflight, upload, run-task Start | run-task Status, run-task Remove, download
-    assert actions["Command"] == 6
+    # preflight, upload, run-task Start | run-task Status -RemoveEnded, download
+    assert actions["Command"] == 5
     assert (actions["Create"], actions["Delete"]) == (2, 2)
+    task = task_name_for(result.run_id, Mode.UPDATE)
+    assert wave.workstation(wave.fleet.hosts[0].name).task(task) is None  # removed all the same

@@ -10,7 +10,8 @@
     which runs once for that user and expires.
 
     Actions: Start (register and start), Wait (poll until it is no longer running; stop it when
-    -TimeoutSeconds passes), Run (Start then Wait), Status, Stop, Remove (unregister).
+    -TimeoutSeconds passes), Run (Start then Wait), Status (-RemoveEnded: and unregister a task
+    whose run is over, after reading it), Stop, Remove (unregister).
     Output: one hashtable describing the task (see docs/remote-scripts.md). LastTaskResult is kept
     whole: CPUU's exit code is a bit mask whose values above 255 are real.
 
@@ -56,7 +57,9 @@ param(
     [string]$SourceDirectory,
 
     [ValidateSet('Skip', 'Run')]
-    [string]$Disconnected = 'Run'
+    [string]$Disconnected = 'Run',
+
+    [switch]$RemoveEnded
 )
 
 Set-StrictMode -Version 2.0
@@ -708,6 +711,18 @@ function Test-Active {
     return ((Test-OnDemand) -and $state -ne 'Disabled' -and -not (Test-HasRun -Task $task -Info $info))
 }
 
+function Test-Ended {
+    # A run started on demand that came up and is over (by itself, or killed): what Remove would
+    # unregister, its outcome kept by the marker. Never an at-logon task (it waits for a logon)
+    # nor one that never came up (Run must read and disable it).
+    $task = Get-FleetTask
+    if ($null -eq $task -or $null -eq (Read-Marker) -or -not (Test-OnDemand) -or (Test-Active)) {
+        return $false
+    }
+    $info = Get-ScheduledTaskInfo -InputObject $task -ErrorAction Stop
+    return ([string]$task.State -ne 'Disabled' -and (Test-HasRun -Task $task -Info $info))
+}
+
 function Get-Deadline {
     # The deadline counts from when CPUU started (the marker), not from this call: a resumed
     # controller must not grant a hung CPUU a second full timeout.
@@ -949,4 +964,15 @@ if (-not $notStarted) {
     $notStarted = Test-NeverCameUp
 }
 
-Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited -NotStarted $notStarted -Settled $settled
+$report = Get-TaskReport -NoUser $noUser -Killed $killed -Claimed $claimed -Waited $waited -NotStarted $notStarted -Settled $settled
+$report['Removed'] = $false
+$reportEnded = (@('Running', 'Queued') -notcontains [string]$report['State']) -and (@($hasNotRun, $running) -notcontains [int64]$report['LastTaskResult'])
+if ($Action -eq 'Status' -and $RemoveEnded -and -not $notStarted -and $reportEnded -and (Test-Ended)) {
+    # A detached run step's settling question: the run is over (as the report above read it,
+    # and still), so its task goes in the same call (one pipeline, not Status then Remove). The
+    # marker keeps the outcome for any later caller, as Remove does.
+    Save-Outcome -Killed $false
+    $null = Unregister-ScheduledTask -TaskPath $taskPath -TaskName $TaskName -Confirm:$false -ErrorAction Stop
+    $report['Removed'] = $true
+}
+$report

@@ -102,6 +102,7 @@ class FaultLab:
             cpuu_seconds=cpuu_seconds,
             launch_log=self.launch_log,
         )
+        self.cpuu_seconds = cpuu_seconds
         self.playbook = self._write_playbook(run_timeout, attached)
         self.inventory: Path | None = None
         self.env: dict[str, str] = {}
@@ -124,6 +125,8 @@ class FaultLab:
             if isinstance(step, dict) and "run" in step:
                 step["run"]["timeout"] = run_timeout
                 step["run"]["attached"] = attached
+                if not attached:  # the lab's CPUU time is known: no canary round to learn it
+                    step["run"]["expected_seconds"] = max(1, round(self.cpuu_seconds))
         path = self.root / "update.yml"
         path.write_text(yaml.safe_dump([play], sort_keys=False), encoding="utf-8")
         return path

@@ -191,7 +191,7 @@ def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row:
     record(matrix_row, problems, f"{first_out[-1500:]}\n--- second ---\n{second_out}")
 
 
-LIVE_CPUU_SECONDS = 12.0
+LIVE_CPUU_SECONDS = 6.0
 """CPUU's time in the live-run case: long enough that the second controller (a Python start,
 imports, the journal) certainly asks while the first one's CPUU still runs, on a loaded machine."""
 

@@ -68,24 +68,37 @@ READINESS_SHOWN = 200
 
 
 def _readiness_row(host: str, outcome: Any) -> list[str]:
-    """One host's readiness, from its preflight facts (made printable: a workstation wrote them)."""
-    facts = (outcome.details or {}).get("preflight") or {}
-    free = facts.get("free_bytes")
-    outlook = facts.get("outlook_version") or "-"
-    if facts.get("outlook_running"):
+    """One host's readiness: the report's reading of its preflight facts
+    (:func:`cpuu_fleet.report.preflight.preflight_facts`), made printable (a workstation wrote
+    them)."""
+    from cpuu_fleet.report.preflight import PREFLIGHT_COLUMNS, preflight_facts
+
+    facts = dict(
+        zip(
+            PREFLIGHT_COLUMNS,
+            preflight_facts((outcome.details or {}).get("preflight")),
+            strict=True,
+        )
+    )
+    outlook = facts["preflight_outlook_version"] or "-"
+    if facts["preflight_outlook_running"] == "yes":
         outlook += " (running)"
-    sessions = facts.get("sessions") or []
     note = outcome.error_message or ""
-    if facts.get("locked"):
-        note = (note + "; " if note else "") + f"{len(facts['locked'])} staged file(s) locked"
+    if facts["preflight_locked_files"]:
+        note = (
+            note + "; " if note else ""
+        ) + f"{facts['preflight_locked_files']} staged file(s) locked"
+    free = facts["preflight_free_gb"]
+    sessions = facts["preflight_sessions"]
+    staged = ((outcome.details or {}).get("preflight") or {}).get("staged_files", "-")
     return [
         escape(host),
         state_cell(outcome.state),
-        escape(printable(str(facts.get("user") or "-"))),
-        str(len(sessions)) if sessions else "-",
+        escape(printable(str(facts["preflight_user"] or "-"))),
+        str(sessions) if sessions else "-",
         escape(printable(outlook)),
-        f"{free / 2**30:.1f} GiB" if isinstance(free, int) else "-",
-        str(facts.get("staged_files", "-")),
+        f"{free:.1f} GB" if free is not None else "-",
+        escape(printable(str(staged))),
         escape(printable(note)[:120]),
     ]
 

@@ -46,11 +46,18 @@ def add_preflight_columns(hosts: pd.DataFrame, attempts: pd.DataFrame) -> pd.Dat
 
 
 def _facts(text: object) -> tuple[Any, ...]:
-    """One preflight's details as the column values; empty where unreadable."""
+    """One preflight's journalled details as the column values; empty where unreadable."""
     try:
         data = json.loads(str(text))
     except ValueError:
         data = None
+    return preflight_facts(data)
+
+
+def preflight_facts(data: object) -> tuple[Any, ...]:
+    """One preflight's details (:meth:`~cpuu_fleet.visit.steps.PreflightResult.details`) as the
+    values of :data:`PREFLIGHT_COLUMNS`, None where a value is missing or of the wrong type: the
+    one reading the report's columns and the console's readiness table share."""
     if not isinstance(data, dict):
         return (None,) * len(PREFLIGHT_COLUMNS)
     free = data.get("free_bytes")

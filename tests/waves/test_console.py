@@ -139,7 +139,7 @@ def test_preflight_prints_a_readiness_table_worst_first_with_the_deciding_facts(
         line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "│ pc-" in line
     }
     assert set(rows) == {"pc-0001", "pc-0002", "pc-0003"}
-    assert "succeeded" in rows["pc-0001"] and "GiB" in rows["pc-0001"]
+    assert "succeeded" in rows["pc-0001"] and " GB" in rows["pc-0001"]
     assert rows["pc-0002"].split("│")[4].strip() == "2"  # console + RDP sessions
     assert "\x1b" not in done.stdout and "16.0 \\x1b[31m=cmd" in rows["pc-0002"]  # shown, inert
     for name in ("pc-0001", "pc-0002", "pc-0003"):

@@ -163,3 +163,31 @@ def kdc_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield realm
     finally:
         realm.stop()
+
+
+# ------------------------------------------------------------------------- the fault matrix table
+
+_ROWS_SEEN: list[tuple[str, ...]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Gather the fault matrix's rows from the teardown reports: in the one process, or in
+    pytest-xdist's controller, which receives every worker's reports with their properties."""
+    if report.when != "teardown" or not report.user_properties:
+        return
+    from tests.faults.fault_bench import ROW_PROPERTY
+
+    for name, cells in report.user_properties:
+        if name == ROW_PROPERTY:
+            _ROWS_SEEN.append(tuple(cells))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """The fault matrix (case, signal, step, CPUU starts per host, final state, verdict), one
+    row per case in the order the cases ended, after every run that included any."""
+    if not _ROWS_SEEN:
+        return
+    from tests.faults.fault_bench import render_table
+
+    terminalreporter.section("fault matrix")
+    terminalreporter.write_line(render_table(_ROWS_SEEN))

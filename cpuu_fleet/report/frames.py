@@ -76,9 +76,12 @@ class ReportFrames:
 
 
 def _utc(series: pd.Series) -> pd.Series:
-    """ISO-8601 text from the journal to naive UTC datetimes (NaT where missing or unreadable)."""
+    """ISO-8601 text from the journal to naive UTC datetimes (NaT where missing or unreadable).
+
+    Always in microseconds: pandas infers the unit from the text (seconds when no value has a
+    fraction), and columns of two units cannot fill one another."""
     parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
-    return parsed.dt.tz_convert(None)
+    return parsed.dt.tz_convert(None).astype("datetime64[us]")
 
 
 def _map_distinct(series: pd.Series, function: Callable[[Any], Any]) -> pd.Series:

@@ -14,8 +14,8 @@ Steps are found by polling the controller's journal read-only (``attempts`` rows
 ``running``) and the launch log. The lab's latency and CPUU's set run time stretch each step long
 enough to be hit: see the constants below.
 
-The module's table (case, signal, step, CPUU starts per host, final state) is collected in
-:data:`ROWS` (see ``conftest.py``, which prints it).
+The module's table (case, signal, step, CPUU starts per host, final state) travels on the test
+reports under :data:`ROW_PROPERTY` (see ``conftest.py``) and is printed by :func:`render_table`.
 """
 
 from __future__ import annotations
@@ -301,8 +301,8 @@ class MatrixRow:
         return (self.case, self.signal, self.step, self.hit, self.starts, self.final, self.verdict)
 
 
-ROWS: list[MatrixRow] = []
-"""The session's table rows, in the order the cases ended."""
+ROW_PROPERTY = "fault_matrix_row"
+"""The user property that carries a case's row (its cells) from the worker to the summary."""
 
 
 def starts_cell(counts: dict[str, int]) -> str:
@@ -319,8 +319,9 @@ def states_cell(states: dict[str, str]) -> str:
     return tally(states.values())
 
 
-def render_table(rows: list[MatrixRow]) -> str:
-    cells = [COLUMNS, *(row.cells() for row in rows)]
+def render_table(rows: Iterable[tuple[str, ...]]) -> str:
+    """The table of rows' cells under :data:`COLUMNS`, columns padded to their widest cell."""
+    cells = [COLUMNS, *rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -143,7 +143,12 @@ class Journal:
     FILENAME = "journal.sqlite3"
 
     def __init__(
-        self, location: str | Path, *, redactor: Redactor = REDACTOR, read_only: bool = False
+        self,
+        location: str | Path,
+        *,
+        redactor: Redactor = REDACTOR,
+        read_only: bool = False,
+        reports_dir: str | Path | None = None,
     ):
         self._redactor = redactor
         self._lock = threading.RLock()
@@ -155,12 +160,15 @@ class Journal:
         """Attempt id → (started_at, step) of steps this journal started and has not ended."""
         self.statements = 0
         """Statements sent (SQLite) — the journal writes and reads a visit costs."""
+        self.reports_dir = Path(reports_dir) if reports_dir is not None else None
+        """The folder of the collected files and run folders (SQLite: the journal's own)."""
         if journal_pg.is_url(location):
             self._open_postgresql(str(location), read_only)
             return
         self.dialect = "sqlite"
         self._order = "rowid"
         self.path: Path | str = Path(location)
+        self.reports_dir = self.reports_dir or self.path.parent
         if read_only:  # status, report: a journal on a read-only share or copy must still open
             self._db = open_read_only(self.path)
             self._db.row_factory = sqlite3.Row
@@ -191,6 +199,7 @@ class Journal:
         self.dialect = "postgresql"
         self._order = "seq"
         self.path = journal_pg.shown(url)
+        self.reports_dir = self.reports_dir or Path("reports")
         try:
             self._db = journal_pg.PgConnection(url)
         except InputError:
@@ -236,7 +245,7 @@ class Journal:
     def in_reports(cls, reports_dir: str | Path, url: str | None = None) -> Journal:
         """The journal at ``url`` when one is set (``--journal``), else the file in reports/."""
         if url:
-            return cls(url)
+            return cls(url, reports_dir=reports_dir)
         return cls(Path(reports_dir) / cls.FILENAME)
 
     @property

@@ -187,8 +187,12 @@ def create_statements(dialect: str) -> list[str]:
     from sqlalchemy.schema import CreateIndex, CreateTable
 
     compiler = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect]
+    meta = metadata()
+    # hosts.seq: an identity is NOT NULL on PostgreSQL; SQLite has no identity, fills nothing in
+    # (rowid is its order) and so must let it be NULL. The one column that differs, said here.
+    meta.tables["hosts"].c.seq.nullable = dialect != "postgresql"
     statements = []
-    for table in metadata().sorted_tables:
+    for table in meta.sorted_tables:
         statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=compiler)))
         statements.extend(
             str(CreateIndex(index, if_not_exists=True).compile(dialect=compiler))

@@ -851,6 +851,40 @@ class Journal:
             members.append(run_id)
         return root, tuple(members)
 
+    def steps_since(self, after_id: int, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up."""
+        where, params = "id > ?", [after_id]
+        if run_id is not None:
+            where, params = "id > ? AND run_id = ?", [after_id, run_id]
+        return self._rows(f"SELECT * FROM attempts WHERE {where} ORDER BY id", params)
+
+    def follow(
+        self,
+        after_id: int = 0,
+        *,
+        run_id: str | None = None,
+        wait_s: float = 1.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every new step row, as it is written (by this or any controller or relay), until
+        ``stop`` is set. PostgreSQL: woken by a notification per step row; SQLite: polled every
+        ``wait_s``. Either way the rows are read by id from ``after_id`` on, so a dropped
+        listener or a missed notification loses nothing (the next read catches up)."""
+        stop = stop or threading.Event()
+        listener = journal_pg.Listener(self._db.url) if self.dialect == "postgresql" else None
+        try:
+            while not stop.is_set():
+                for row in self.steps_since(after_id, run_id):
+                    after_id = int(row["id"])
+                    yield row
+                if listener is not None:
+                    listener.wait(wait_s)
+                else:
+                    stop.wait(wait_s)
+        finally:
+            if listener is not None:
+                listener.close()
+
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(
             "SELECT state, COUNT(*) AS n FROM hosts WHERE run_id = ? GROUP BY state", (run_id,)

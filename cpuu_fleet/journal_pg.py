@@ -82,6 +82,51 @@ def translate(sql: str, params: Sequence[Any]) -> str:
     return sql.replace("%", "%%").replace("?", "%s") if params else sql
 
 
+class Listener:
+    """A connection of its own that LISTENs on :data:`NOTIFY_CHANNEL` (a listener must not share
+    the writers' connection). A dropped connection is opened again at the next wait; whatever
+    was notified meanwhile is found by the reader's catch-up by id, not by the notifications."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
+        password = _keyring_password(self.url)
+        if password:
+            kwargs["password"] = password
+        conn = psycopg.connect(self.url, **kwargs)
+        conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return conn
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a step row; True if one was notified. Never
+        raises for a lost connection: it says False and the next call connects again."""
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = self._connect()
+            return any(True for _ in self._conn.notifies(timeout=timeout, stop_after=1))
+        except psycopg.Error:
+            self.close()
+            return False
+
+    def backend_pid(self) -> int | None:
+        """The server process serving this listener (tests cut it off to prove the catch-up)."""
+        return None if self._conn is None else int(self._conn.info.backend_pid)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+
 class PgConnection:
     """A psycopg connection (autocommit, dict rows) with the sqlite3 methods the journal calls.
 

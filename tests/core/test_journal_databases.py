@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,3 +233,44 @@ def test_the_password_comes_from_the_keyring_when_libpq_has_none(
     memory_keyring.set_password("cpuu-fleet-journal", "cpuu@127.0.0.1", postgres_cluster.password)
     with Journal(pg_url) as journal:
         assert journal.runs() == []
+
+
+def _until(predicate: Callable[[], bool], limit_s: float = 30.0) -> bool:
+    """Wait for ``predicate`` (a generous limit on a loaded machine: not a timed assertion)."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_follow_sees_every_step_row_and_catches_up_after_a_dropped_listener(journal_location):
+    writer, reader = Journal(journal_location), Journal(journal_location)
+    run = writer.start_run(run_id="r1")
+    writer.start_run(run_id="other")
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        for row in reader.follow(run_id=run, wait_s=0.2, stop=stop):
+            seen.append(row["id"])
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        written = [writer.start_step(run, f"pc-{i}", "run") for i in range(5)]
+        writer.start_step("other", "pc-9", "run")  # another run's row: not followed
+        assert _until(lambda: len(seen) == 5), seen
+        if writer.dialect == "postgresql":  # cut the listener off while rows keep coming
+            cut = writer._rows(
+                "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity"
+                " WHERE query = 'LISTEN cpuu_fleet_steps' AND pid <> pg_backend_pid()"
+            )
+            assert [row["done"] for row in cut] == [True]
+        written += [writer.start_step(run, f"pc-{i}", "collect") for i in range(5)]
+        assert _until(lambda: len(seen) == 10), seen
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen == written

@@ -307,7 +307,8 @@ class Journal:
         if pending:
             statements = list(pending)
             pending.clear()
-            self._db.pipeline(statements)
+            with self._lock:  # never inside another thread's batch() or lease transaction
+                self._db.pipeline(statements)
 
     def _write(self, sql: str, params: Iterable[Any] = (), *, guard: bool = True) -> Any:
         """One write: at once (with any held writes before it, in one round trip), or held
@@ -321,7 +322,8 @@ class Journal:
             if pending:
                 statements = [*pending, (sql, params)]
                 pending.clear()
-                return self._db.pipeline(statements)
+                with self._lock:
+                    return self._db.pipeline(statements)
         with self._lock:
             self.statements += 1
             return self._db.execute(sql, params)
@@ -692,8 +694,14 @@ class Journal:
     # ---------------------------------------------------------------------------------- reading
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        """Rows as dicts; this thread's held writes are sent first, so it reads its own."""
-        self.flush()
+        """Rows as dicts; this thread's held writes go first, in the same round trip, so it
+        reads its own."""
+        pending = getattr(self._local, "pending", None)
+        if pending:
+            statements = [*pending, (sql, tuple(params))]
+            pending.clear()
+            with self._lock:
+                return [dict(row) for row in self._db.pipeline(statements).fetchall()]
         with self._lock:
             self.statements += 1
             return [dict(row) for row in self._db.execute(sql, tuple(params)).fetchall()]

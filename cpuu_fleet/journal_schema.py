@@ -6,7 +6,9 @@ DDL for each database (``AUTOINCREMENT`` on SQLite, identities on PostgreSQL, th
 driver's connection (``sqlite3``, psycopg 3): a visit makes some 27 journal writes, and SQL that
 both databases read the same way costs nothing on top of the driver, where compiling Core
 statements would cost some 50-100 µs each; the hot path then imports no SQLAlchemy at all (only
-creating or upgrading a journal does). Measured with ``bench/wave.py``: see docs/journal.md.
+creating or upgrading a journal does: 0.23 s and some 18 MiB once). Measured with
+``bench/wave.py`` (docs/journal.md): controller CPU per host unchanged (0.112-0.115 s before and
+after on SQLite, 100 lab hosts), journal statements per host 29.9 before, 25.0 after.
 
 Why not Alembic: a journal is opened by the tool itself, embedded (SQLite) or shared (PostgreSQL),
 never by an operator running ``alembic upgrade``; its migrations are a short list of functions

@@ -658,6 +658,13 @@ class Runner:
         heapq.heapify(batch.heap)
 
     def _attempt(self, run_id: str, batch: _Batch, task: _Task, work: HostWork) -> None:
+        """One attempt at a host, its journal writes deferred to its guard writes and its end
+        (``Journal.deferred``: the host row's ``running`` goes with the first step's write-ahead
+        row on PostgreSQL; no change on SQLite)."""
+        with self.journal.deferred():
+            self._attempt_now(run_id, batch, task, work)
+
+    def _attempt_now(self, run_id: str, batch: _Batch, task: _Task, work: HostWork) -> None:
         if task.started_at is None:
             task.started_at = utcnow()
             task.first_monotonic = time.monotonic()

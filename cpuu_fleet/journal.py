@@ -431,6 +431,8 @@ class Journal:
             self._scrub(value) if name in _TEXT_TO_SCRUB and isinstance(value, str) else value
             for name, value in fields.items()
         ]
+        # Flags are INTEGER columns (SQLite has no boolean): PostgreSQL takes no bool for them.
+        values = [int(value) if isinstance(value, bool) else value for value in values]
         sets = ", ".join(f'"{name}" = ?' for name in fields)
         self._write(
             f"UPDATE hosts SET {sets} WHERE run_id = ? AND host = ?",

@@ -72,7 +72,10 @@ class Cluster:
 
     def __init__(self) -> None:
         self.bin = bin_dir()
-        self.root = Path(tempfile.mkdtemp(prefix="cpuu-pg-"))
+        # As root the server runs as 'postgres', who must reach the folder: under /tmp, not a
+        # TMPDIR of root's own (a folder of its own, removed at the end, as any temp folder).
+        base = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="cpuu-pg-", dir=base))
         self.data = self.root / "data"
         self.socket_dir = self.root / "run"
         self.password = secrets.token_urlsafe(18)

@@ -110,6 +110,7 @@ Above 25 round trips per host are extra Receives of a loaded lab (output sent as
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -129,6 +130,30 @@ FORKS = 25
 
 
 # ------------------------------------------------------------------------------ shared helpers
+
+
+class JournalCounter:
+    """Counts the journal's work in a wave: on SQLite each statement SQLite runs (its trace
+    callback: an ``executemany`` row counts as one; ``writes`` leave out reads and transaction
+    control), on PostgreSQL the connection's round trips (``Journal.round_trips``)."""
+
+    def __init__(self, journal: Any):
+        self.journal = journal
+        self.statements = 0
+        self.writes = 0
+        self.start_trips = getattr(journal, "round_trips", 0)
+        if getattr(journal, "dialect", "sqlite") == "sqlite":
+            journal.connection().set_trace_callback(self._traced)
+
+    def _traced(self, sql: str) -> None:
+        self.statements += 1
+        if sql.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            self.writes += 1
+
+    def round_trips(self) -> int:
+        if getattr(self.journal, "dialect", "sqlite") == "sqlite":
+            return self.statements
+        return self.journal.round_trips - self.start_trips
 
 
 class RequestCounter:
@@ -242,7 +267,9 @@ def run_cpuu_fleet(
     wave, repush, inventory, request = _bench_wave(info, payload, reports, attached, forks)
     cpu0, t0, n0 = cpu_seconds(), time.monotonic(), counter.count
     with Engine(request) as engine:
+        journal_work = JournalCounter(engine.journal)
         first = engine.run(wave, inventory, None)
+        journal_trips, journal_writes = journal_work.round_trips(), journal_work.writes
     wall = time.monotonic() - t0
     cpu = cpu_seconds() - cpu0
     requests_made = counter.count - n0
@@ -251,7 +278,8 @@ def run_cpuu_fleet(
     with Engine(request) as engine:
         second = engine.run(repush, inventory, None)
     repush_wall = time.monotonic() - t1
-    with Journal.in_reports(reports) as journal:
+    url = os.environ.get("CPUU_BENCH_JOURNAL")
+    with Journal.in_reports(reports, *([url] if url else [])) as journal:
         hosts = journal.hosts(first.run_id)
         durations = [_seconds(h["started_at"], h["ended_at"]) for h in hosts]
         steps = journal.attempts(first.run_id)
@@ -275,6 +303,8 @@ def run_cpuu_fleet(
         "poll_round_trips_per_host": polls.round_trips / n,
         "slowest_cpuu_s": max(cpuu_s, default=0.0),
         "round_trips_per_host": requests_made / n,
+        "journal_round_trips_per_host": journal_trips / n,
+        "journal_writes_per_host": journal_writes / n,
         "wall_per_host_s": sum(durations) / n,
         "hosts_per_min": n / wall * 60,
         "cpu_per_host_s": cpu / n,
@@ -326,6 +356,8 @@ def _bench_wave(
         write_report=False,
         handle_sigint=False,
     )
+    if os.environ.get("CPUU_BENCH_JOURNAL"):  # (a keyword older checkouts' requests lack)
+        request = dataclasses.replace(request, journal_url=os.environ["CPUU_BENCH_JOURNAL"])
     return wave, repush, Inventory.load(info["inventory"]), request
 
 
@@ -617,7 +649,15 @@ def main() -> None:
         type=int,
         help="with --cpuu-seconds: this many hosts detached, all waiting at once (RSS, threads)",
     )
+    parser.add_argument(
+        "--journal",
+        metavar="URL",
+        help="with --cpuu-seconds: the controller's journal on this PostgreSQL database"
+        " (postgresql://USER@HOST/DB, password from PGPASSWORD or ~/.pgpass)",
+    )
     args = parser.parse_args()
+    if args.journal:
+        os.environ["CPUU_BENCH_JOURNAL"] = args.journal
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
     from cpuu_fleet.cli.demo_lab import make_standin_payload
@@ -678,6 +718,12 @@ MODE_METRICS = (
     ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
     ("peak_wave_mib", "controller peak RSS MiB", "{:.0f}"),
     ("round_trips_per_host", "round trips / host", "{:.1f}"),
+    (
+        "journal_round_trips_per_host",
+        "journal statements (SQLite) / round trips (PG) / host",
+        "{:.1f}",
+    ),
+    ("journal_writes_per_host", "journal writes / host (SQLite)", "{:.1f}"),
     ("polls_per_host", "polls / host", "{:.2f}"),
     ("poll_round_trips_per_host", "polls' round trips / host", "{:.1f}"),
     ("slowest_cpuu_s", "CPUU on the slowest host, s", "{:.1f}"),

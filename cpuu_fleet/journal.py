@@ -1,4 +1,6 @@
-"""The journal: every run, host, step attempt, profile result and collected file, in SQLite.
+"""The journal: every run, host, step attempt, profile result and collected file, in SQLite
+(embedded, the default: ``reports/journal.sqlite3``) or PostgreSQL (shared by several
+controllers and relays: a ``postgresql://`` URL, :mod:`cpuu_fleet.journal_pg`).
 
 Why SQLite (WAL): the controller may be killed at any moment (``kill -9``, a laptop lid), and the
 operator must still be able to resume without running CPUU twice on a workstation. So every step is
@@ -8,6 +10,24 @@ transaction, so nothing acknowledged is lost.
 
 The report reads only this file and the collected files it indexes. Nothing secret is ever stored:
 free text goes through the process :data:`~cpuu_fleet.redact.REDACTOR` on its way in.
+
+One schema for both databases (:mod:`cpuu_fleet.journal_schema`, which also upgrades an older
+journal in place when it is opened), and one text per statement: SQL that SQLite and PostgreSQL
+read alike (``ON CONFLICT``, ``"user"`` quoted), run on the driver's own connection, no ORM on
+the hot path. Where they differ, the code says so (``rowid``, the id of a new row).
+
+On a network database a round trip costs what a visit's WinRM round trip does, so a visit's
+writes are split (:meth:`Journal.deferred`): *guard* writes (a step's write-ahead row, the run
+step's task name, the end of a run or collect step, the lease's rows) are sent at once and
+committed before the controller acts; the others (other steps' ends, host fields, profile, file
+and audit rows) wait and go with the next guard write or the visit's end, in one round trip and
+one transaction. Nothing a ``--resume`` needs is deferred: it reads the write-ahead rows and the
+task name. SQLite, local, writes everything at once as ever.
+
+The fencing token: every host a run's lease holds gets a number from one counter, and each
+step's write-ahead row is inserted only if the lease row still holds that number, in the same
+statement; a controller or relay that lost its lease (expired, taken over) cannot write a step,
+so it does not act (:class:`LeaseLost`).
 """
 
 from __future__ import annotations
@@ -18,6 +38,7 @@ import os
 import secrets
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,15 +46,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cpuu_fleet import journal_pg
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import ControllerWriteError, InputError, write_fault
+from cpuu_fleet.journal_schema import SCHEMA_VERSION, upgrade, version_probe
 from cpuu_fleet.redact import REDACTOR, Redactor
-
-SCHEMA_VERSION = 1
 
 # Host states: defined in cpuu_fleet.vocabulary (with their names, colours, flags and follow-ups)
 # and re-exported here, where the journal stores them and much code imports them from.
-from cpuu_fleet.vocabulary import (  # noqa: E402, F401
+from cpuu_fleet.vocabulary import (  # noqa: F401
     FAILED,
     FINAL_STATES,
     NOT_RUN,
@@ -46,107 +67,6 @@ from cpuu_fleet.vocabulary import (  # noqa: E402, F401
     SUCCEEDED,
     UNREACHABLE,
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,              -- play | retry | resume | step (ad-hoc single step)
-    parent_run TEXT,                 -- the run a retry/resume continues
-    status TEXT NOT NULL,            -- running | completed | stopped | interrupted
-    stop_reason TEXT,                -- why later batches were not started (max_fail_percentage, Ctrl-C)
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    operator TEXT,
-    playbook TEXT,
-    inventory TEXT,
-    limit_pattern TEXT,
-    mode TEXT,
-    payload_sha256 TEXT,
-    tool_version TEXT,
-    check_mode INTEGER NOT NULL DEFAULT 0,
-    options_json TEXT
-);
-CREATE TABLE IF NOT EXISTS hosts (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    host TEXT NOT NULL,
-    play TEXT,
-    wave TEXT,                       -- the inventory wave group (or the play's pattern)
-    batch INTEGER,                   -- serial batch number within the play, from 1
-    address TEXT,
-    groups_json TEXT,
-    state TEXT NOT NULL,
-    user TEXT,                       -- the interactive user CPUU ran for
-    exit_code INTEGER,               -- CPUU's bit mask, kept whole (values above 255 are real)
-    exit_flags TEXT,                 -- decoded, e.g. SUCCESS|SWITCH_ERR
-    killed INTEGER NOT NULL DEFAULT 0, -- we stopped CPUU on deadline: its exit code 1 is NOT success
-    error_class TEXT,                -- unreachable | authentication | certificate | timeout | remote | protocol | policy | cpuu | local | limit
-    error_message TEXT,
-    started_at TEXT,
-    ended_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    result_dir TEXT,                 -- where this host's collected files are, relative to reports/
-    task_name TEXT,                  -- the scheduled task the run step registered (for resume)
-    PRIMARY KEY (run_id, host)
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    step TEXT NOT NULL,              -- connect | preflight | push | run | collect
-    attempt INTEGER NOT NULL,
-    status TEXT NOT NULL,            -- running | ok | changed | skipped | failed | killed
-    error_class TEXT,
-    error_message TEXT,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    duration_s REAL,
-    details_json TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_by_host ON attempts (run_id, host);
-CREATE TABLE IF NOT EXISTS profiles (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    user TEXT,
-    profile TEXT NOT NULL,
-    current_code INTEGER NOT NULL,
-    previous_code INTEGER,
-    result_file TEXT,                -- local path of the collected CSV, relative to reports/
-    line INTEGER
-);
-CREATE INDEX IF NOT EXISTS profiles_by_host ON profiles (run_id, host);
-CREATE TABLE IF NOT EXISTS files (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    kind TEXT NOT NULL,              -- result | log | ini | other
-    remote_path TEXT NOT NULL,
-    local_path TEXT NOT NULL,        -- relative to reports/
-    sha256 TEXT NOT NULL,             -- of the bytes as the host has them (secrets are masked in the stored copy); the INI: as stored
-    size INTEGER NOT NULL,           -- bytes received from the host (likewise)
-    collected_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS files_by_host ON files (host, sha256);
-CREATE TABLE IF NOT EXISTS audit_rows (  -- an audit step's rows (cpuu_fleet.audit.AuditRow)
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    host TEXT NOT NULL,
-    attempt_id INTEGER NOT NULL,     -- the audit step's attempt: a play may audit twice
-    row_json TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_rows_by_host ON audit_rows (run_id, host);
-CREATE TABLE IF NOT EXISTS leases (  -- one live controller per run (see lease.py)
-    run_id TEXT PRIMARY KEY,
-    owner_json TEXT NOT NULL,        -- machine, pid, process start, operator
-    acquired_at TEXT NOT NULL,
-    heartbeat_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS lease_hosts (  -- ... and per host: the key makes a host held once
-    host TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL
-);
-"""
 
 _HOST_FIELDS = {
     "play",
@@ -168,6 +88,24 @@ _HOST_FIELDS = {
     "task_name",
 }
 _TEXT_TO_SCRUB = {"error_message", "user"}
+_GUARD_STEPS = {"run", "collect"}
+"""Steps whose end is written at once even on a network database: the run step's verdict and
+the collected results are what a resume must not have to ask for again."""
+_LEASE_LOCK = 0x43505556
+"""PostgreSQL advisory lock of :meth:`Journal.take_lease` (SQLite: ``BEGIN IMMEDIATE``)."""
+
+
+class LeaseLost(Exception):
+    """A step's write-ahead row was refused: this run's lease on the host is gone (expired and
+    taken by another controller or relay). The visit must not act on the host."""
+
+    def __init__(self, run_id: str, host: str):
+        super().__init__(
+            f"{host}: the lease of run {run_id} on this host was lost (another controller or"
+            " relay holds it now); nothing was started"
+        )
+        self.run_id = run_id
+        self.host = host
 
 
 def utcnow() -> str:
@@ -193,53 +131,131 @@ class HostEntry:
 
 
 class Journal:
-    """One SQLite journal file, safe to share between the runner's worker threads.
+    """One journal (a SQLite file or a PostgreSQL database), safe to share between the runner's
+    worker threads.
 
     One connection guarded by a lock: SQLite serialises writers anyway, and a single connection
     keeps WAL checkpoints and ``kill -9`` semantics simple. Every public write commits at once
-    unless it runs inside :meth:`batch`.
+    unless it runs inside :meth:`batch` (or, on PostgreSQL, is deferred by :meth:`deferred`).
+    ``location`` is a path or a ``postgresql://`` URL (without its password).
     """
 
     FILENAME = "journal.sqlite3"
 
-    def __init__(self, path: str | Path, *, redactor: Redactor = REDACTOR, read_only: bool = False):
-        self.path = Path(path)
+    def __init__(
+        self,
+        location: str | Path,
+        *,
+        redactor: Redactor = REDACTOR,
+        read_only: bool = False,
+        reports_dir: str | Path | None = None,
+    ):
         self._redactor = redactor
         self._lock = threading.RLock()
         self._depth = 0
+        self._local = threading.local()
+        self._tokens: dict[tuple[str, str], int] = {}
+        """The fencing token this journal holds for (run, host): its step rows check it."""
+        self._open: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        """Attempt id → (started_at, step) of steps this journal started and has not ended."""
+        self.statements = 0
+        """Statements sent (SQLite) — the journal writes and reads a visit costs."""
+        self.reports_dir = Path(reports_dir) if reports_dir is not None else None
+        """The folder of the collected files and run folders (SQLite: the journal's own)."""
+        if journal_pg.is_url(location):
+            self._open_postgresql(str(location), read_only)
+            return
+        self.dialect = "sqlite"
+        self._order = "rowid"
+        self.path: Path | str = Path(location)
+        self.reports_dir = self.reports_dir or self.path.parent
         if read_only:  # status, report: a journal on a read-only share or copy must still open
             self._db = open_read_only(self.path)
             self._db.row_factory = sqlite3.Row
             return
+        self._open_sqlite(self.path)
+
+    def _open_sqlite(self, path: Path) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            _raise_write_fault(exc, self.path)
-            raise InputError(f"cannot open the journal ({_why(exc)})", where=self.path) from None
+            _raise_write_fault(exc, path)
+            raise InputError(f"cannot open the journal ({_why(exc)})", where=path) from None
         try:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        except sqlite3.Error as exc:
+            self._upgrade()
+        except (sqlite3.Error, RuntimeError) as exc:
             # --reports pointing at the wrong folder, a file that is not a journal, a read-only
             # disk: bad input, said in one line before anything is touched.
             self._db.close()
-            _raise_write_fault(exc, self.path)
-            raise InputError(f"cannot use the journal ({_why(exc)})", where=self.path) from None
+            _raise_write_fault(exc, path)
+            raise InputError(f"cannot use the journal ({_why(exc)})", where=path) from None
+
+    def _open_postgresql(self, url: str, read_only: bool) -> None:
+        self.dialect = "postgresql"
+        self._order = "seq"
+        self.path = journal_pg.shown(url)
+        self.reports_dir = self.reports_dir or Path("reports")
+        try:
+            self._db = journal_pg.PgConnection(url)
+        except InputError:
+            raise
+        except Exception as exc:  # psycopg.OperationalError: refused, no such database, auth
+            raise InputError(
+                f"cannot open the journal ({' '.join(str(exc).split())})", where=self.path
+            ) from None
+        try:
+            if read_only:
+                self._db.execute("SET default_transaction_read_only = on")
+                self._db.execute("SELECT 1 FROM runs LIMIT 1")
+            else:
+                self._upgrade()
+        except (*self._db.errors, RuntimeError) as exc:
+            self._db.close()
+            raise InputError(
+                f"cannot use the journal ({' '.join(str(exc).split())})", where=self.path
+            ) from None
+
+    def _upgrade(self) -> None:
+        """Create or upgrade the schema in place, in one transaction (journal_schema.upgrade).
+        A journal already current costs two small reads and no import of SQLAlchemy."""
+        probe = self._db.execute(version_probe(self.dialect)).fetchall()
+        if probe:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None and int(row["value"]) == SCHEMA_VERSION:
+                return
+
+        def execute(sql: str, params: tuple[Any, ...]) -> list[Any]:
+            cursor = self._db.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            upgrade(execute, self.dialect)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @classmethod
-    def in_reports(cls, reports_dir: str | Path) -> Journal:
+    def in_reports(cls, reports_dir: str | Path, url: str | None = None) -> Journal:
+        """The journal at ``url`` when one is set (``--journal``), else the file in reports/."""
+        if url:
+            return cls(url, reports_dir=reports_dir)
         return cls(Path(reports_dir) / cls.FILENAME)
+
+    @property
+    def round_trips(self) -> int:
+        """Journal round trips so far: PostgreSQL's over the network, SQLite's statements."""
+        return self._db.round_trips if self.dialect == "postgresql" else self.statements
 
     def close(self) -> None:
         with self._lock:
+            self.flush()
             self._db.close()
 
     def __enter__(self) -> Journal:
@@ -254,6 +270,7 @@ class Journal:
     def batch(self) -> Iterator[None]:
         """Group many writes into one transaction (bulk loads, benchmarks)."""
         with self._lock:
+            self.flush()
             if self._depth == 0:
                 self._db.execute("BEGIN")
             self._depth += 1
@@ -268,9 +285,69 @@ class Journal:
             if self._depth == 0:
                 self._db.execute("COMMIT")
 
-    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold this thread's non-guard writes (one visit's) until the next guard write or the
+        end of the block, then send them in one round trip. PostgreSQL only: on SQLite, a local
+        file, every write goes at once as before. Reads in the block see the held writes (they
+        are sent first)."""
+        if self.dialect != "postgresql" or getattr(self._local, "pending", None) is not None:
+            yield
+            return
+        self._local.pending = []
+        try:
+            yield
+        finally:
+            self.flush()
+            self._local.pending = None
+
+    def flush(self) -> None:
+        """Send this thread's held writes now (a well-defined point: a visit's end)."""
+        pending = getattr(self._local, "pending", None)
+        if pending:
+            statements = list(pending)
+            pending.clear()
+            with self._lock:  # never inside another thread's batch() or lease transaction
+                self._db.pipeline(statements)
+
+    def _write(self, sql: str, params: Iterable[Any] = (), *, guard: bool = True) -> Any:
+        """One write: at once (with any held writes before it, in one round trip), or held
+        when it is no guard and this thread defers."""
+        params = tuple(params)
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
+            if not guard:
+                pending.append((sql, params))
+                return None
+            if pending:
+                statements = [*pending, (sql, params)]
+                pending.clear()
+                with self._lock:
+                    return self._db.pipeline(statements)
         with self._lock:
-            return self._db.execute(sql, tuple(params))
+            self.statements += 1
+            return self._db.execute(sql, params)
+
+    def _write_many(self, sql: str, rows: list[tuple[Any, ...]], *, guard: bool = False) -> None:
+        pending = getattr(self._local, "pending", None)
+        if pending is not None and not guard:
+            pending.extend((sql, row) for row in rows)
+            return
+        self.flush()
+        with self._lock:
+            self.statements += 1
+            self._db.executemany(sql, rows)
+
+    def _insert_id(self, sql: str, params: tuple[Any, ...]) -> int | None:
+        """Insert one row (a guard write) and return its id, or None when the statement's own
+        condition inserted nothing. SQLite: ``lastrowid`` (no RETURNING before SQLite 3.35);
+        PostgreSQL: ``RETURNING id``."""
+        if self.dialect == "postgresql":
+            row = self._write(sql + " RETURNING id", params).fetchone()
+            return None if row is None else int(row["id"])
+        with self._lock:
+            cursor = self._write(sql, params)
+            return int(cursor.lastrowid) if cursor.rowcount == 1 else None
 
     def _scrub(self, text: str | None) -> str | None:
         return self._redactor.scrub(text)
@@ -335,15 +412,16 @@ class Journal:
             (run_id, e.host, e.play, e.wave, e.batch, e.address, json.dumps(list(e.groups)), state)
             for e in entries
         ]
-        with self._lock:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO hosts (run_id, host, play, wave, batch, address, groups_json,"
-                " state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        self._write_many(
+            "INSERT INTO hosts (run_id, host, play, wave, batch, address, groups_json, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, host) DO NOTHING",
+            rows,
+            guard=True,
+        )
 
     def set_host(self, run_id: str, host: str, **fields: Any) -> None:
-        """Update a host's row; free text is scrubbed of secrets on the way in."""
+        """Update a host's row; free text is scrubbed of secrets on the way in. The run step's
+        task name is a guard write (a resume asks the host by it); the rest may be deferred."""
         unknown = set(fields) - _HOST_FIELDS
         if unknown:
             raise ValueError(f"unknown host fields: {sorted(unknown)}")
@@ -353,19 +431,42 @@ class Journal:
             self._scrub(value) if name in _TEXT_TO_SCRUB and isinstance(value, str) else value
             for name, value in fields.items()
         ]
-        sets = ", ".join(f"{name} = ?" for name in fields)
+        # Flags are INTEGER columns (SQLite has no boolean): PostgreSQL takes no bool for them.
+        values = [int(value) if isinstance(value, bool) else value for value in values]
+        sets = ", ".join(f'"{name}" = ?' for name in fields)
         self._write(
-            f"UPDATE hosts SET {sets} WHERE run_id = ? AND host = ?", (*values, run_id, host)
+            f"UPDATE hosts SET {sets} WHERE run_id = ? AND host = ?",
+            (*values, run_id, host),
+            guard="task_name" in fields,
         )
 
     def start_step(self, run_id: str, host: str, step: str, attempt: int = 1) -> int:
-        """Record that a step is about to touch a host. Returns the attempt's id."""
-        cursor = self._write(
-            "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
-            " VALUES (?, ?, ?, ?, 'running', ?)",
-            (run_id, host, step, attempt, utcnow()),
-        )
-        return int(cursor.lastrowid)
+        """Record that a step is about to touch a host (a guard write, committed before the
+        step acts). Returns the attempt's id. Where this journal holds a fencing token for the
+        host, the row is inserted only if the lease still holds that token, in the same
+        statement: else :class:`LeaseLost`, and the step must not act."""
+        started = utcnow()
+        values = (run_id, host, step, attempt, started)
+        token = self._tokens.get((run_id, host))
+        if token is None:
+            new_id = self._insert_id(
+                "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
+                " VALUES (?, ?, ?, ?, 'running', ?)",
+                values,
+            )
+        else:
+            new_id = self._insert_id(
+                "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
+                " SELECT ?, ?, ?, ?, 'running', ? WHERE EXISTS (SELECT 1 FROM lease_hosts"
+                " WHERE host = ? AND run_id = ? AND token = ?)",
+                (*values, host, run_id, token),
+            )
+        if new_id is None:
+            raise LeaseLost(run_id, host)
+        self._open[new_id] = (started, step)
+        while len(self._open) > 10_000:  # steps left open for good (a detached run, a crash)
+            self._open.popitem(last=False)
+        return new_id
 
     def end_step(
         self,
@@ -376,31 +477,34 @@ class Journal:
         error_message: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
+        """End an attempt. The end of a run or collect step is a guard write; other steps' ends
+        may be deferred (a resume that finds them ``running`` only asks again)."""
         ended = utcnow()
-        with self._lock:
-            row = self._db.execute(
-                "SELECT started_at FROM attempts WHERE id = ?", (attempt_id,)
-            ).fetchone()
-            duration = None
-            if row is not None:
-                duration = (
-                    datetime.fromisoformat(ended) - datetime.fromisoformat(row["started_at"])
-                ).total_seconds()
-            self._db.execute(
-                "UPDATE attempts SET status = ?, error_class = ?, error_message = ?, ended_at = ?,"
-                " duration_s = ?, details_json = ? WHERE id = ?",
-                (
-                    status,
-                    error_class,
-                    self._scrub(error_message),
-                    ended,
-                    duration,
-                    self._scrub(json.dumps(details, sort_keys=True, default=str))
-                    if details is not None
-                    else None,
-                    attempt_id,
-                ),
-            )
+        started, step = self._open.pop(attempt_id, (None, None))
+        if started is None:  # started by another process or an earlier visit: read it
+            rows = self._rows("SELECT started_at, step FROM attempts WHERE id = ?", (attempt_id,))
+            started, step = (rows[0]["started_at"], rows[0]["step"]) if rows else (None, None)
+        duration = None
+        if started is not None:
+            duration = (
+                datetime.fromisoformat(ended) - datetime.fromisoformat(started)
+            ).total_seconds()
+        self._write(
+            "UPDATE attempts SET status = ?, error_class = ?, error_message = ?, ended_at = ?,"
+            " duration_s = ?, details_json = ? WHERE id = ?",
+            (
+                status,
+                error_class,
+                self._scrub(error_message),
+                ended,
+                duration,
+                self._scrub(json.dumps(details, sort_keys=True, default=str))
+                if details is not None
+                else None,
+                attempt_id,
+            ),
+            guard=step is None or step in _GUARD_STEPS,
+        )
 
     def add_profiles(
         self,
@@ -414,12 +518,11 @@ class Journal:
             (run_id, host, user, r.profile, r.current, r.previous, result_file, r.line)
             for r in results
         ]
-        with self._lock:
-            self._db.executemany(
-                "INSERT INTO profiles (run_id, host, user, profile, current_code, previous_code,"
-                " result_file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        self._write_many(
+            'INSERT INTO profiles (run_id, host, "user", profile, current_code, previous_code,'
+            " result_file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     def add_file(
         self,
@@ -436,6 +539,7 @@ class Journal:
             "INSERT INTO files (run_id, host, kind, remote_path, local_path, sha256, size,"
             " collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
+            guard=False,
         )
 
     def add_audit_rows(
@@ -445,11 +549,10 @@ class Journal:
         values = [
             (run_id, host, attempt_id, self._scrub(json.dumps(row, sort_keys=True))) for row in rows
         ]
-        with self._lock:
-            self._db.executemany(
-                "INSERT INTO audit_rows (run_id, host, attempt_id, row_json) VALUES (?, ?, ?, ?)",
-                values,
-            )
+        self._write_many(
+            "INSERT INTO audit_rows (run_id, host, attempt_id, row_json) VALUES (?, ?, ?, ?)",
+            values,
+        )
 
     # ---------------------------------------------------------------------------------- leases
 
@@ -464,32 +567,41 @@ class Journal:
 
         Leases whose controller ``is_dead(owner, heartbeat_at)`` are cleared first (their run, if
         still ``running``, becomes ``interrupted``). Exclusivity comes from the key of
-        ``lease_hosts``, not from reading first: a shared server database (PostgreSQL) gives the
-        same guarantee with the same statements. Returns None when taken, else the holder's lease
-        row (with ``host``: one host it holds).
+        ``lease_hosts``, not from reading first; the transaction is SQLite's ``BEGIN IMMEDIATE``
+        or, on PostgreSQL, serialised by an advisory lock, so two controllers racing for
+        overlapping hosts end with exactly one holder. Each host held gets a new fencing token
+        (:meth:`start_step` checks it). Returns None when taken, else the holder's lease row
+        (with ``host``: one host it holds).
         """
         names = sorted(set(hosts))
         now = utcnow()
         with self._lock:
+            self.flush()
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if self.dialect == "postgresql":
+                    self._db.execute(f"SELECT pg_advisory_xact_lock({_LEASE_LOCK})")
                 for row in self._db.execute("SELECT * FROM leases").fetchall():
                     if is_dead(json.loads(row["owner_json"]), row["heartbeat_at"]):
                         self._drop_lease(row["run_id"], interrupted=True)
                 self._db.execute(
-                    "INSERT OR REPLACE INTO leases (run_id, owner_json, acquired_at, heartbeat_at)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO leases (run_id, owner_json, acquired_at, heartbeat_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET"
+                    " owner_json = excluded.owner_json, acquired_at = excluded.acquired_at,"
+                    " heartbeat_at = excluded.heartbeat_at",
                     (run_id, json.dumps(owner, sort_keys=True), now, now),
                 )
+                first = self._draw_tokens(len(names))
+                tokens = {name: first + index for index, name in enumerate(names)}
                 self._db.executemany(
-                    "INSERT INTO lease_hosts (host, run_id) VALUES (?, ?)"
-                    " ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id"
-                    " WHERE lease_hosts.run_id = excluded.run_id",
-                    [(name, run_id) for name in names],
+                    "INSERT INTO lease_hosts (host, run_id, token) VALUES (?, ?, ?)"
+                    " ON CONFLICT (host) DO UPDATE SET run_id = excluded.run_id,"
+                    " token = excluded.token WHERE lease_hosts.run_id = excluded.run_id",
+                    [(name, run_id, tokens[name]) for name in names],
                 )
                 held = self._db.execute(
-                    "SELECT COUNT(*) FROM lease_hosts WHERE run_id = ?", (run_id,)
-                ).fetchone()[0]
+                    "SELECT COUNT(*) AS n FROM lease_hosts WHERE run_id = ?", (run_id,)
+                ).fetchone()["n"]
                 if held < len(names):
                     holder = self._lease_holder(run_id, names)
                     self._db.execute("ROLLBACK")
@@ -498,7 +610,49 @@ class Journal:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._tokens.update({(run_id, name): token for name, token in tokens.items()})
         return None
+
+    def _draw_tokens(self, count: int) -> int:
+        """Reserve ``count`` fencing tokens from the journal's one counter (inside the lease's
+        transaction); returns the first. Tokens only grow, so a new holder's never matches an
+        old one's."""
+        self._db.execute(
+            "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + ? AS TEXT)"
+            " WHERE key = 'lease_token'",
+            (count,),
+        )
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'lease_token'").fetchone()
+        return int(row["value"]) - count + 1
+
+    def renew_host_lease(self, run_id: str, host: str) -> int | None:
+        """Give ``host``, which ``run_id`` holds, a new fencing token and write its steps with
+        it: a new delivery of a visit (a relay's) supersedes any earlier one, whose next step
+        row is then refused. Returns the token, or None when the run no longer holds the host."""
+        with self._lock:
+            self.flush()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.dialect == "postgresql":
+                    self._db.execute(f"SELECT pg_advisory_xact_lock({_LEASE_LOCK})")
+                token = self._draw_tokens(1)
+                changed = self._db.execute(
+                    "UPDATE lease_hosts SET token = ? WHERE host = ? AND run_id = ?",
+                    (token, host, run_id),
+                ).rowcount
+                self._db.execute("COMMIT" if changed == 1 else "ROLLBACK")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            if changed != 1:
+                self._tokens.pop((run_id, host), None)
+                return None
+            self._tokens[(run_id, host)] = token
+        return token
+
+    def lease_token(self, run_id: str, host: str) -> int | None:
+        """The fencing token this journal writes ``host``'s steps with, if it holds one."""
+        return self._tokens.get((run_id, host))
 
     def _lease_holder(self, run_id: str, names: list[str]) -> dict[str, Any]:
         for start in range(0, len(names), 500):
@@ -529,9 +683,12 @@ class Journal:
 
     def release_lease(self, run_id: str) -> None:
         with self._lock:
+            self.flush()
             self._db.execute("BEGIN IMMEDIATE")
             self._drop_lease(run_id, interrupted=False)
             self._db.execute("COMMIT")
+            for key in [key for key in self._tokens if key[0] == run_id]:
+                del self._tokens[key]
 
     def leases(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM leases ORDER BY acquired_at")
@@ -539,8 +696,24 @@ class Journal:
     # ---------------------------------------------------------------------------------- reading
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as dicts; this thread's held writes go first, in the same round trip, so it
+        reads its own."""
+        pending = getattr(self._local, "pending", None)
+        if pending:
+            statements = [*pending, (sql, tuple(params))]
+            pending.clear()
+            with self._lock:
+                return [dict(row) for row in self._db.pipeline(statements).fetchall()]
         with self._lock:
+            self.statements += 1
             return [dict(row) for row in self._db.execute(sql, tuple(params)).fetchall()]
+
+    def _host_rows(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        """Host rows in the order they were added, as before ``seq`` existed (without it)."""
+        rows = self._rows(f"SELECT * FROM hosts WHERE {where} ORDER BY {self._order}", params)
+        for row in rows:
+            row.pop("seq", None)
+        return rows
 
     def runs(self) -> list[dict[str, Any]]:
         return self._rows("SELECT * FROM runs ORDER BY started_at, run_id")
@@ -554,10 +727,10 @@ class Journal:
         return rows[0] if rows else None
 
     def hosts(self, run_id: str) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM hosts WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return self._host_rows("run_id = ?", (run_id,))
 
     def host(self, run_id: str, host: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM hosts WHERE run_id = ? AND host = ?", (run_id, host))
+        rows = self._host_rows("run_id = ? AND host = ?", (run_id, host))
         return rows[0] if rows else None
 
     def attempts(self, run_id: str, host: str | None = None) -> list[dict[str, Any]]:
@@ -602,7 +775,8 @@ class Journal:
         wanted = tuple(states)
         marks = ", ".join("?" for _ in wanted)
         rows = self._rows(
-            f"SELECT host FROM hosts WHERE run_id = ? AND state IN ({marks}) ORDER BY rowid",
+            f"SELECT host FROM hosts WHERE run_id = ? AND state IN ({marks})"
+            f" ORDER BY {self._order}",
             (run_id, *wanted),
         )
         return [row["host"] for row in rows]
@@ -687,15 +861,51 @@ class Journal:
             members.append(run_id)
         return root, tuple(members)
 
+    def steps_since(self, after_id: int, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up."""
+        where, params = "id > ?", [after_id]
+        if run_id is not None:
+            where, params = "id > ? AND run_id = ?", [after_id, run_id]
+        return self._rows(f"SELECT * FROM attempts WHERE {where} ORDER BY id", params)
+
+    def follow(
+        self,
+        after_id: int = 0,
+        *,
+        run_id: str | None = None,
+        wait_s: float = 1.0,
+        stop: threading.Event | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every new step row, as it is written (by this or any controller or relay), until
+        ``stop`` is set. PostgreSQL: woken by a notification per step row; SQLite: polled every
+        ``wait_s``. Either way the rows are read by id from ``after_id`` on, so a dropped
+        listener or a missed notification loses nothing (the next read catches up)."""
+        stop = stop or threading.Event()
+        listener = journal_pg.Listener(self._db.url) if self.dialect == "postgresql" else None
+        try:
+            while not stop.is_set():
+                for row in self.steps_since(after_id, run_id):
+                    after_id = int(row["id"])
+                    yield row
+                if listener is not None:
+                    listener.wait(wait_s)
+                else:
+                    stop.wait(wait_s)
+        finally:
+            if listener is not None:
+                listener.close()
+
     def state_counts(self, run_id: str) -> dict[str, int]:
         rows = self._rows(
             "SELECT state, COUNT(*) AS n FROM hosts WHERE run_id = ? GROUP BY state", (run_id,)
         )
         return {row["state"]: row["n"] for row in rows}
 
-    def connection(self) -> sqlite3.Connection:
-        """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
-        return self._db
+    def connection(self) -> Any:
+        """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long.
+        SQLite: the ``sqlite3.Connection``; PostgreSQL: the psycopg connection."""
+        self.flush()
+        return self._db.raw if self.dialect == "postgresql" else self._db
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

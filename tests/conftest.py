@@ -147,6 +147,42 @@ def wave_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Any]:
+    """A private PostgreSQL cluster for the session (``tests/support/postgres.py``), on 127.0.0.1
+    at a free port; skips, saying why, where the server binaries or psycopg are missing."""
+    from tests.support import postgres
+
+    why = postgres.missing()
+    if why:
+        pytest.skip(f"PostgreSQL tests need a real server: {why}")
+    cluster = postgres.Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh PostgreSQL database's URL (no password: ``PGPASSFILE`` is set for the test and
+    its subprocesses, as an operator's ~/.pgpass would be)."""
+    cluster = request.getfixturevalue("postgres_cluster")
+    for name, value in cluster.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    return cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a journal test's journal lives: run once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        return tmp_path / "reports" / Journal.FILENAME
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
 def kdc_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real MIT KDC on loopback with a fresh realm for the session (``tests/support/kdc.py``);
     skips, saying why, where krb5kdc or gssapi is missing. Tests enter ``realm.environment()``.

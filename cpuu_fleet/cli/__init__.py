@@ -39,6 +39,7 @@ from cpuu_fleet.errors import (
     InputError,
     write_fault,
 )
+from cpuu_fleet.redact import REDACTOR
 
 app = typer.Typer(
     name="cpuu-fleet",
@@ -103,6 +104,15 @@ def main() -> None:
         if why is None:
             raise
         line = ControllerWriteError(f"the controller could not write ({why})").render()
+        typer.echo(f"cpuu-fleet: error: {line}", err=True)
+        sys.exit(CONTROLLER_WRITE_EXIT)
+    except Exception as exc:
+        # The journal's PostgreSQL server gone or refusing mid-command (psycopg's errors, which
+        # name no password): one line, the controller's fault (exit 4), not a traceback.
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        why = REDACTOR.scrub(" ".join(str(exc).split())[:300])
+        line = ControllerWriteError(f"the journal's database failed ({why})").render()
         typer.echo(f"cpuu-fleet: error: {line}", err=True)
         sys.exit(CONTROLLER_WRITE_EXIT)
     except KeyboardInterrupt:

@@ -68,6 +68,16 @@ ReportsOption = Annotated[
     Path,
     typer.Option("--reports", metavar="DIR", help="Folder of journal.sqlite3 and the run files."),
 ]
+JournalOption = Annotated[
+    str | None,
+    typer.Option(
+        "--journal",
+        metavar="URL",
+        help="A shared PostgreSQL journal (postgresql://USER@HOST/DB?sslmode=verify-full; the"
+        " password from PGPASSWORD, ~/.pgpass or the keyring, never the URL) instead of"
+        " journal.sqlite3 in --reports.",
+    ),
+]
 AskPassOption = Annotated[
     bool,
     typer.Option("--ask-pass", "-k", help="Prompt for secrets that are not set (never echoed)."),
@@ -166,9 +176,12 @@ def parse_extra_vars(values: list[str] | None) -> dict[str, Any]:
     return result
 
 
-def existing_journal(reports: Path) -> Journal:
-    """The journal in ``--reports``, for commands that only read it: never created, and opened
-    read-only, so a journal on a read-only share, a copy or an archive can be read."""
+def existing_journal(reports: Path, url: str | None = None) -> Journal:
+    """The journal in ``--reports`` (or at ``--journal URL``), for commands that only read it:
+    never created, and opened read-only, so a journal on a read-only share, a copy or an archive
+    can be read."""
+    if url:
+        return Journal(url, read_only=True, reports_dir=reports)
     path = reports / Journal.FILENAME
     if not path.is_file():
         raise InputError(f"no runs in {path}")

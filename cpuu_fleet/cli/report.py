@@ -15,7 +15,7 @@ from cpuu_fleet.cli.mailboxes import (
     MailboxesOption,
     read_mailbox_options,
 )
-from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
+from cpuu_fleet.cli.options import JournalOption, JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.errors import InputError
 
 CsvDialectOption = Annotated[
@@ -76,6 +76,7 @@ def report(
         ),
     ] = None,
     reports: ReportsOption = Path("reports"),
+    journal: JournalOption = None,
     mailboxes: MailboxesOption = None,
     devices: DevicesOption = None,
     mailbox_columns: ColumnOption = None,
@@ -96,11 +97,11 @@ def report(
         raise InputError("--run and --all cannot be used together")
     check_report_style(csv_dialect, timezone)
     batch = read_mailbox_options(mailboxes, devices, mailbox_columns)
-    with existing_journal(reports) as journal:
-        run_ids = resolve_runs(journal, run, all_runs=all_runs)
+    with existing_journal(reports, journal) as opened:
+        run_ids = resolve_runs(opened, run, all_runs=all_runs)
         out_dir = out if out is not None else default_out_dir(reports, run_ids, wave)
         result = write_report(
-            journal,
+            opened,
             run_ids,
             out_dir,
             wave=wave,

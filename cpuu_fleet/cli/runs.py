@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
+from cpuu_fleet.cli.options import JournalOption, JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.cli.present import stdout_console
 from cpuu_fleet.cli.status import shown_run, shown_state
 from cpuu_fleet.engine.run_log import summary_line
@@ -46,10 +46,11 @@ def register(app: typer.Typer) -> None:
             typer.Option("--last", "-n", min=1, metavar="N", help="Only the latest N runs."),
         ] = None,
         reports: ReportsOption = Path("reports"),
+        journal: JournalOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        with existing_journal(reports) as journal:
-            listed = run_rows(journal)
+        with existing_journal(reports, journal) as opened:
+            listed = run_rows(opened)
         if last is not None:
             listed = listed[-last:]
         if as_json:

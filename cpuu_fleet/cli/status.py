@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cpuu_fleet import vocabulary
-from cpuu_fleet.cli.options import JsonOption, ReportsOption, existing_journal
+from cpuu_fleet.cli.options import JournalOption, JsonOption, ReportsOption, existing_journal
 from cpuu_fleet.cli.present import counts_table, state_cell, stdout_console
 from cpuu_fleet.engine.lease import live_status
 from cpuu_fleet.errors import InputError
@@ -32,13 +32,14 @@ def register(app: typer.Typer) -> None:
     def status(
         run: Annotated[str | None, typer.Argument(help="Run id (default: the latest run).")] = None,
         reports: ReportsOption = Path("reports"),
+        journal: JournalOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        _status(run, reports, as_json)
+        _status(run, reports, as_json, journal)
 
 
-def _status(run_id: str | None, reports: Path, as_json: bool) -> None:
-    with existing_journal(reports) as journal:
+def _status(run_id: str | None, reports: Path, as_json: bool, url: str | None = None) -> None:
+    with existing_journal(reports, url) as journal:
         run = journal.run(run_id) if run_id else journal.latest_run()
         if run is None:
             raise InputError(

@@ -16,6 +16,7 @@ from cpuu_fleet.cli.options import (
     ExtraVarsOption,
     ForksOption,
     InventoryOption,
+    JournalOption,
     LimitOption,
     ModeOption,
     PayloadOption,
@@ -44,13 +45,15 @@ def register(app: typer.Typer) -> None:
             forks: ForksOption = 10,
             as_json: EventsJsonOption = False,
             reports: ReportsOption = Path("reports"),
+            journal: JournalOption = None,
             ask_pass: AskPassOption = False,
             vault_password_file: VaultPasswordFileOption = None,
             vault_id: VaultIdOption = None,
             ask_vault_pass: AskVaultPassOption = False,
             verbose: VerboseOption = 0,
         ) -> None:
-            _single(step, inventory, limit, forks, None, None, as_json, reports, ask_pass, verbose)
+            given = (inventory, limit, forks, None, None, as_json, reports, ask_pass, verbose)
+            _single(step, *given, journal_url=journal)
 
     _read_only_step("preflight", "Read-only look at hosts: user, Outlook, disk, staged files.")
 
@@ -67,6 +70,7 @@ def register(app: typer.Typer) -> None:
         templates: TemplatesOption = None,
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
+        journal: JournalOption = None,
         ask_pass: AskPassOption = False,
         vault_password_file: VaultPasswordFileOption = None,
         vault_id: VaultIdOption = None,
@@ -75,7 +79,7 @@ def register(app: typer.Typer) -> None:
         verbose: VerboseOption = 0,
     ) -> None:
         given = (inventory, limit, forks, payload, templates, as_json, reports, ask_pass, verbose)
-        _single("push", *given, extra_vars=parse_extra_vars(extra))
+        _single("push", *given, journal_url=journal, extra_vars=parse_extra_vars(extra))
 
     _read_only_step("collect", "Fetch new CPUU result files and logs (pending hosts too).")
 
@@ -97,6 +101,7 @@ def register(app: typer.Typer) -> None:
         templates: TemplatesOption = None,
         as_json: EventsJsonOption = False,
         reports: ReportsOption = Path("reports"),
+        journal: JournalOption = None,
         ask_pass: AskPassOption = False,
         vault_password_file: VaultPasswordFileOption = None,
         vault_id: VaultIdOption = None,
@@ -110,6 +115,7 @@ def register(app: typer.Typer) -> None:
         _single(
             "run",
             *given,
+            journal_url=journal,
             extra_vars=parse_extra_vars(extra),
             mode=Mode.parse(mode),
             when_no_user=when_no_user,
@@ -129,6 +135,7 @@ def _single(
     ask_pass: bool,
     verbosity: int = 0,
     extra_vars: dict[str, Any] | None = None,
+    journal_url: str | None = None,
     **options: Any,
 ) -> None:
     from cpuu_fleet.engine.wave import PlayRequest, run_single_step
@@ -140,6 +147,7 @@ def _single(
         playbook=None,
         inventory=inventory,
         reports_dir=reports,
+        journal_url=journal_url,
         limit=limit,
         ask_pass=ask_pass_prompt(ask_pass),
         extra_vars=extra_vars or {},

@@ -658,6 +658,22 @@ class Runner:
         heapq.heapify(batch.heap)
 
     def _attempt(self, run_id: str, batch: _Batch, task: _Task, work: HostWork) -> None:
+        """One attempt at a host, its journal writes deferred to its guard writes and its end
+        (``Journal.deferred``: the host row's ``running`` goes with the first step's write-ahead
+        row on PostgreSQL; no change on SQLite)."""
+        with self.journal.deferred():
+            self._attempt_now(run_id, batch, task, work)
+            self._send_held(run_id, task.planned.name)
+
+    def _send_held(self, run_id: str, name: str) -> None:
+        """The attempt's held journal writes, sent: a failure is logged (or a controller fault),
+        like any host row write, and the wave goes on."""
+        try:
+            self.journal.flush()
+        except Exception as exc:
+            self._journal_failed(run_id, name, exc)
+
+    def _attempt_now(self, run_id: str, batch: _Batch, task: _Task, work: HostWork) -> None:
         if task.started_at is None:
             task.started_at = utcnow()
             task.first_monotonic = time.monotonic()
@@ -792,11 +808,16 @@ class Runner:
         try:
             self.journal.set_host(run_id, name, **fields)
         except Exception as exc:
-            why = write_fault(exc)
-            if why is not None:
-                self._controller_fault(why)
-                return
-            RUN_LOG.exception("journal write failed for %s", name, extra={"run_id": run_id})
+            self._journal_failed(run_id, name, exc)
+
+    def _journal_failed(self, run_id: str, name: str, exc: Exception) -> None:
+        """A journal write of a worker failed: a controller fault when the disk says so (full,
+        read-only), else logged; the wave goes on either way."""
+        why = write_fault(exc)
+        if why is not None:
+            self._controller_fault(why)
+            return
+        RUN_LOG.exception("journal write failed for %s", name, extra={"run_id": run_id})
 
     def _call(self, run_id: str, work: HostWork, job: HostJob) -> HostOutcome:
         """Run the host work; whatever goes wrong inside becomes this host's FAILED outcome."""

@@ -111,6 +111,8 @@ class PlayRequest:
     playbook: Path | None
     inventory: Path | None
     reports_dir: Path = Path("reports")
+    journal_url: str | None = None
+    """``--journal``: a shared PostgreSQL journal instead of ``reports_dir``'s SQLite file."""
     limit: str | None = None
     forks: int | None = None
     check: bool = False
@@ -386,7 +388,7 @@ class Engine:
     def __init__(self, request: PlayRequest):
         self.request = request
         self.reports_dir = Path(request.reports_dir)
-        self.journal = Journal.in_reports(self.reports_dir)
+        self.journal = Journal.in_reports(self.reports_dir, request.journal_url)
         self.payload_override: Path | None = None
         """The payload folder that replaces the playbook's (``--payload`` or the resumed run's)."""
 

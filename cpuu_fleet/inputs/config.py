@@ -54,6 +54,7 @@ ENV_VARS = {
     "reports": "CPUU_FLEET_REPORTS",
     "forks": "CPUU_FLEET_FORKS",
     "inventory_reader": "CPUU_FLEET_INVENTORY_READER",
+    "journal": "CPUU_FLEET_JOURNAL",  # a postgresql:// URL (no password), see journal_pg.py
 }
 """Each setting's environment variable (``CPUU_FLEET_*``; the secrets' variables are others)."""
 _SECRET_LIKE = re.compile(r"pass|secret|token|credential|api_?key|private", re.IGNORECASE)
@@ -143,6 +144,10 @@ def _value(key: str, value: Any, where: str, base: Path | None) -> Any:
     if key in CHOICE_KEYS:
         if value not in CHOICE_KEYS[key]:
             raise InputError(f"{key} must be one of: {', '.join(CHOICE_KEYS[key])}", where=where)
+        return value
+    if key == "journal":  # a database URL, not a path: checked (no password) when opened
+        if not isinstance(value, str) or not value.startswith(("postgresql://", "postgres://")):
+            raise InputError("journal must be a postgresql:// URL", where=where)
         return value
     if key in INT_KEYS:
         try:

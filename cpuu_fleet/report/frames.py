@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,8 @@ class ReportFrames:
     waves: list[str]
     journal_path: str
     notes: list[str] = field(default_factory=list)
+    #: The folder collected files are recorded relative to (a PostgreSQL journal has none).
+    reports_dir: Path | None = None
     #: Every host row of the selected runs and waves (check-mode rows settled as not run), in
     #: run order: the history :mod:`.progress` replays.
     rows: pd.DataFrame | None = field(default=None, repr=False)
@@ -174,6 +177,7 @@ def _shape(
         waves=waves,
         journal_path=str(journal.path),
         notes=notes,
+        reports_dir=journal.reports_dir,
         rows=every_row[list(HISTORY_COLUMNS)],
     )
 
@@ -239,7 +243,7 @@ def _profiles(
     """One row per host x user x profile, from the run each host's reported row comes from."""
     every_profile = reader.table("profiles", ", ".join(collected.PROFILE_COLUMNS), run_ids)
     recovered, recovery_notes = collected.recover_profiles(
-        reader.journal.path.parent, files, hosts, every_profile
+        reader.journal.reports_dir, files, hosts, every_profile
     )
     notes.extend(recovery_notes)
     if len(recovered):

@@ -227,7 +227,7 @@ def write_workbook(
         if progress is not None:
             write_progress_sheet(book, formats, progress)
         # Collected files are recorded relative to the journal's folder (the reports folder).
-        links = LinkBase(Path(frames.journal_path).parent, Path(path).parent)
+        links = LinkBase(frames.reports_dir or Path(frames.journal_path).parent, Path(path).parent)
         for name, frame, columns in tables:
             result.sheets[name] = write_table(
                 book, formats, name, frame, columns, max_rows=max_rows, fast=fast, links=links

@@ -25,7 +25,7 @@ from cpuu_fleet.audit import AuditPolicy
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.inputs.connection import DEFAULTS
 from cpuu_fleet.inputs.payload import Payload
-from cpuu_fleet.journal import Journal
+from cpuu_fleet.journal import Journal, LeaseLost
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.visit.audit import HostAudit, read_audit
@@ -166,7 +166,12 @@ class _StepRecorder:
     ) -> Any:
         """Journal ``step`` around ``action``; ``leave_open(value)`` true: the attempt stays
         ``running`` (a detached run step whose CPUU runs on), for :meth:`finish` to end."""
-        attempt_id = self.play.journal.start_step(self.play.run_id, self.host, step, self.attempt)
+        try:
+            attempt_id = self.play.journal.start_step(
+                self.play.run_id, self.host, step, self.attempt
+            )
+        except LeaseLost as lost:  # another controller or relay holds the host now: never act
+            raise SessionError(ErrorClass.POLICY, str(lost), transient=False) from None
         self.emit("step_started", step, {"attempt": self.attempt})
         return self.finish(attempt_id, step, action, status_of, leave_open=leave_open)
 
@@ -294,8 +299,12 @@ def visit_host(
     stopping: threading.Event | None = None,
     emit: Emit = _no_emit,
 ) -> HostOutcome:
-    """Visit one host: session → the play's steps in order → close → the host's verdict."""
-    return _Visit(play, name, connection, attempt, stopping or threading.Event(), emit).run()
+    """Visit one host: session → the play's steps in order → close → the host's verdict.
+
+    The visit's non-guard journal writes are deferred to its guard writes and its end
+    (``Journal.deferred``: one round trip each on PostgreSQL, no change on SQLite)."""
+    with play.journal.deferred():
+        return _Visit(play, name, connection, attempt, stopping or threading.Event(), emit).run()
 
 
 class _Visit:

@@ -20,8 +20,8 @@ from cpuu_fleet.redact import Redactor
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_run_hosts_steps_profiles_and_files_round_trip(tmp_path):
-    journal = Journal.in_reports(tmp_path)
+def test_run_hosts_steps_profiles_and_files_round_trip(journal_location):
+    journal = Journal(journal_location)
     run = journal.start_run(playbook="update.yml", mode="update", inventory="inv.yml")
     journal.add_hosts(
         run, [HostEntry("pc-1", wave="wave1", batch=1), HostEntry("pc-2", wave="wave1")]
@@ -41,7 +41,8 @@ def test_run_hosts_steps_profiles_and_files_round_trip(tmp_path):
     )
     journal.finish_run(run, "completed")
 
-    reopened = Journal.in_reports(tmp_path)
+    journal.close()
+    reopened = Journal(journal_location)
     assert reopened.run(run)["status"] == "completed"
     assert [h["host"] for h in reopened.hosts(run)] == ["pc-1", "pc-2"]
     assert reopened.host(run, "pc-1")["exit_code"] == 4097  # above 255, kept whole
@@ -92,16 +93,17 @@ def test_unfinished_steps_survive_kill_9(tmp_path):
     assert journal.run("r1")["status"] == "running"
 
 
-def test_concurrent_writers_from_worker_threads(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+def test_concurrent_writers_from_worker_threads(journal_location):
+    journal = Journal(journal_location)
     run = journal.start_run()
     journal.add_hosts(run, [HostEntry(f"pc-{i}") for i in range(40)])
 
     def work(i: int) -> None:
-        for step in ("preflight", "push", "run", "collect"):
-            attempt = journal.start_step(run, f"pc-{i}", step)
-            journal.end_step(attempt, "ok")
-        journal.set_host(run, f"pc-{i}", state=SUCCEEDED)
+        with journal.deferred():  # a visit's writes (held back on PostgreSQL)
+            for step in ("preflight", "push", "run", "collect"):
+                attempt = journal.start_step(run, f"pc-{i}", step)
+                journal.end_step(attempt, "ok")
+            journal.set_host(run, f"pc-{i}", state=SUCCEEDED)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
     for thread in threads:
@@ -112,8 +114,8 @@ def test_concurrent_writers_from_worker_threads(tmp_path):
     assert len(journal.attempts(run)) == 160
 
 
-def test_cleanup_success_is_remembered_per_host(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+def test_cleanup_success_is_remembered_per_host(journal_location):
+    journal = Journal(journal_location)
     run = journal.start_run(mode="cleanup")
     journal.add_hosts(run, [HostEntry("pc-1"), HostEntry("pc-2")])
     journal.set_host(run, "pc-1", state=SUCCEEDED, ended_at="2026-11-21T10:00:00+00:00")
@@ -122,8 +124,8 @@ def test_cleanup_success_is_remembered_per_host(tmp_path):
     assert journal.cleanup_succeeded("pc-2") is None
 
 
-def test_a_check_run_of_cleanup_does_not_forbid_undo(tmp_path):
-    journal = Journal(tmp_path / "j.sqlite3")
+def test_a_check_run_of_cleanup_does_not_forbid_undo(journal_location):
+    journal = Journal(journal_location)
     dry = journal.start_run(mode="cleanup", check_mode=True)
     journal.add_hosts(dry, [HostEntry("pc-1")])
     journal.set_host(dry, "pc-1", state=SUCCEEDED, error_message="check mode: nothing changed")

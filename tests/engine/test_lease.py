@@ -16,8 +16,9 @@ from cpuu_fleet.journal import Journal
 
 
 @pytest.fixture
-def journal(tmp_path):
-    with Journal(tmp_path / "journal.sqlite3") as j:
+def journal(journal_location):
+    """The same lease rules on SQLite and on a shared PostgreSQL."""
+    with Journal(journal_location) as j:
         yield j
 
 

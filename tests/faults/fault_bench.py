@@ -90,8 +90,11 @@ class FaultLab:
         run_timeout: int = RUN_TIMEOUT_S,
         cpuu_seconds: float = CPUU_SECONDS,
         attached: bool = True,
+        journal_url: str | None = None,
     ):
         self.root = root
+        self.journal_url = journal_url
+        """A PostgreSQL journal (``--journal``) instead of the SQLite file in reports/."""
         self.launch_log = root / "launches.jsonl"
         self.reports = root / "reports"
         self.fleet = LabFleet(
@@ -151,8 +154,9 @@ class FaultLab:
     def start(self, *args: str) -> subprocess.Popen[str]:
         """``cpuu-fleet ARGS --reports DIR`` as its own process (own process group: a signal
         for it never reaches pytest)."""
+        journal = ["--journal", self.journal_url] if self.journal_url else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cpuu_fleet", *args, "--reports", str(self.reports)],
+            [sys.executable, "-m", "cpuu_fleet", *args, "--reports", str(self.reports), *journal],
             cwd=self.root,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -202,6 +206,8 @@ class FaultLab:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Read the journal read-only while a controller may be writing it."""
+        if self.journal_url:
+            return self._query_postgresql(sql, params)
         path = self.reports / Journal.FILENAME
         if not path.exists():
             return []
@@ -210,6 +216,15 @@ class FaultLab:
                 return db.execute(sql, params).fetchall()
         except sqlite3.Error:
             return []  # not created yet, or caught between two writes: ask again
+
+    def _query_postgresql(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.journal_url, autocommit=True, connect_timeout=5) as db:
+                return db.execute(sql.replace("?", "%s"), params or None).fetchall()
+        except psycopg.Error:
+            return []  # not created yet: ask again
 
     def run_ids(self) -> list[str]:
         """The journal's runs, oldest first."""
@@ -243,7 +258,7 @@ class FaultLab:
 
     def final_rows(self, run_id: str) -> dict[str, dict[str, Any]]:
         """Each host's latest row across RUN and its resumes/retries."""
-        with Journal.in_reports(self.reports) as journal:
+        with Journal.in_reports(self.reports, self.journal_url) as journal:
             return latest_rows(journal, run_id)
 
     def collected(self) -> dict[str, list[str]]:

@@ -110,8 +110,9 @@ OK_STEPS = [
 ]
 
 
-def build_fleet(reports: Path) -> Fleet:
-    journal = Journal.in_reports(reports)
+def build_fleet(reports: Path, url: str | None = None) -> Fleet:
+    """The fleet in ``reports``' journal, or in the PostgreSQL journal at ``url``."""
+    journal = Journal.in_reports(reports, url)
     run1 = journal.start_run(
         run_id="20261121-100000-aaaa",
         playbook="update.yml",

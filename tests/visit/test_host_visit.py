@@ -33,6 +33,19 @@ def _wait_for_logon_run(workstation, timeout_s: float = 10) -> None:
     raise AssertionError("the at-logon task never ran")
 
 
+def _count_launches(workstation) -> list[str]:  # type: ignore[no-untyped-def]
+    """The names of the tasks the lab workstation launches CPUU for, from now on."""
+    launches: list[str] = []
+    original = workstation._launcher
+
+    def counting(ws, task, user):  # type: ignore[no-untyped-def]
+        launches.append(task.name)
+        return original(ws, task, user)
+
+    workstation._launcher = counting
+    return launches
+
+
 def test_a_pending_task_survives_single_step_and_check_runs(wave_factory):
     """preflight/push-only runs and --check runs never reach the run step: they must not make
     a later collect forget the at-logon task an earlier run left pending."""
@@ -157,15 +170,7 @@ def test_a_bug_in_a_step_closes_its_attempt_but_leaves_run_open_for_resume(
 ):
     wave = wave_factory(2)
     broken_push, bug_after_cpuu = wave.fleet.hosts[0].name, wave.fleet.hosts[1].name
-    workstation = wave.workstation(bug_after_cpuu)
-    launches = []
-    original = workstation._launcher
-
-    def counting(ws, task, user):  # type: ignore[no-untyped-def]
-        launches.append(task.name)
-        return original(ws, task, user)
-
-    workstation._launcher = counting
+    launches = _count_launches(wave.workstation(bug_after_cpuu))
     real_push, real_run_status = host_visit.push, host_visit._run_status
 
     def push(ctx, session):  # type: ignore[no-untyped-def]
@@ -234,3 +239,28 @@ def test_no_payload_version_is_a_classified_host_error_not_input_error(tmp_path)
     assert caught.value.error_class is ErrorClass.POLICY
     assert not caught.value.transient
     assert "push a payload first" in caught.value.message
+
+
+def test_a_visit_whose_lease_was_taken_over_never_starts_cpuu(wave_factory, monkeypatch):
+    """The controller froze past its lease's expiry and another took the host over (the fencing
+    token changed): the next step's write-ahead row is refused, so the run step never acts. The
+    host is a policy failure of this run, and CPUU never started."""
+    wave = wave_factory(1)
+    host = wave.fleet.hosts[0].name
+    launches = _count_launches(wave.workstation(host))
+    real_push = host_visit.push
+
+    def push_then_lose_the_lease(ctx, session):  # type: ignore[no-untyped-def]
+        with Journal.in_reports(wave.reports) as other:
+            other.start_run(run_id="usurper")
+            assert other.take_lease("usurper", [host], {"pid": 0}, lambda *_: True) is None
+        return real_push(ctx, session)
+
+    monkeypatch.setattr(host_visit, "push", push_then_lose_the_lease)
+    result = wave.run(make_playbook(wave.payload, retries=0))
+    with Journal.in_reports(wave.reports) as journal:
+        row = journal.host(result.run_id, host)
+        steps_written = [a["step"] for a in journal.attempts(result.run_id, host)]
+    assert (row["state"], row["error_class"]) == (states.FAILED, "policy"), row
+    assert "lease of run" in row["error_message"]
+    assert "run" not in steps_written and launches == []

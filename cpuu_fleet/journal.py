@@ -13,6 +13,7 @@ free text goes through the process :data:`~cpuu_fleet.redact.REDACTOR` on its wa
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import secrets
@@ -147,6 +148,38 @@ CREATE TABLE IF NOT EXISTS lease_hosts (  -- ... and per host: the key makes a h
     run_id TEXT NOT NULL
 );
 """
+
+# ---- sites (relays, cpuu_fleet/sites/): begin ------------------------------------------------
+# Content-addressed blobs (the inventory-and-templates bundle, the payload, collected files) and
+# the visits dispatched to relays, so relays on other machines reach them through the shared
+# journal. Kept in this one section so that it merges as a block.
+_SITES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS site_blobs (  -- stored once per content: digest = sha256 of data
+    digest TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- bundle, payload, file
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_visits (  -- one dispatched host visit (one broker message)
+    visit_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    site TEXT NOT NULL,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    relay TEXT,                      -- the relay of the latest delivery
+    outcome_json TEXT,               -- the visit's HostOutcome, once it ended
+    dispatched_at TEXT NOT NULL,
+    ended_at TEXT
+);
+CREATE TABLE IF NOT EXISTS site_signals (  -- Ctrl-C on the controller, for the relays
+    run_id TEXT PRIMARY KEY,
+    level INTEGER NOT NULL           -- 1: drain (queued visits end not_run), 2: abort
+);
+"""
+_SCHEMA += _SITES_SCHEMA
+# ---- sites: end --------------------------------------------------------------------------------
 
 _HOST_FIELDS = {
     "play",
@@ -696,6 +729,81 @@ class Journal:
     def connection(self) -> sqlite3.Connection:
         """The raw connection, for read-only bulk queries (pandas.read_sql). Hold no lock long."""
         return self._db
+
+    # ---- sites (relays, cpuu_fleet/sites/): begin ----------------------------------------------
+
+    def put_blob(self, kind: str, data: bytes) -> str:
+        """Store ``data`` once under its sha256 (a second put of the same bytes writes nothing)."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(
+            "INSERT OR IGNORE INTO site_blobs (digest, kind, size, data, stored_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (digest, kind, len(data), sqlite3.Binary(data), utcnow()),
+        )
+        return digest
+
+    def has_blob(self, digest: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM site_blobs WHERE digest = ?", (digest,)))
+
+    def blob(self, digest: str) -> bytes | None:
+        """The bytes stored under ``digest``, checked against it (None: not stored)."""
+        rows = self._rows("SELECT data FROM site_blobs WHERE digest = ?", (digest,))
+        if not rows:
+            return None
+        data = bytes(rows[0]["data"])
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise InputError(f"blob {digest[:12]} in the journal does not match its hash")
+        return data
+
+    def add_site_visit(
+        self, visit_id: str, run_id: str, host: str, attempt: int, site: str
+    ) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO site_visits (visit_id, run_id, host, attempt, site,"
+            " dispatched_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (visit_id, run_id, host, attempt, site, utcnow()),
+        )
+
+    def deliver_site_visit(self, visit_id: str, relay: str) -> dict[str, Any] | None:
+        """Count one more delivery of a visit to ``relay``; the visit's row after it."""
+        with self.batch():
+            self._write(
+                "UPDATE site_visits SET deliveries = deliveries + 1, relay = ? WHERE visit_id = ?",
+                (relay, visit_id),
+            )
+            return self.site_visit(visit_id)
+
+    def end_site_visit(self, visit_id: str, outcome: dict[str, Any]) -> bool:
+        """Record a visit's outcome once; False when it already had one (the first one stays)."""
+        cursor = self._write(
+            "UPDATE site_visits SET outcome_json = ?, ended_at = ?"
+            " WHERE visit_id = ? AND outcome_json IS NULL",
+            (json.dumps(outcome, default=str), utcnow(), visit_id),
+        )
+        return cursor.rowcount == 1
+
+    def site_visit(self, visit_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM site_visits WHERE visit_id = ?", (visit_id,))
+        return rows[0] if rows else None
+
+    def signal_sites(self, run_id: str, level: int) -> None:
+        """Tell the relays of a run's Ctrl-C: 1 drains, 2 aborts (never lowered)."""
+        self._write(
+            "INSERT INTO site_signals (run_id, level) VALUES (?, ?) ON CONFLICT (run_id)"
+            " DO UPDATE SET level = MAX(level, excluded.level)",
+            (run_id, level),
+        )
+
+    def lease_holder_of(self, host: str) -> str | None:
+        """The run whose lease holds ``host`` now (None: no run holds it)."""
+        rows = self._rows("SELECT run_id FROM lease_hosts WHERE host = ?", (host,))
+        return str(rows[0]["run_id"]) if rows else None
+
+    def site_signal(self, run_id: str) -> int:
+        rows = self._rows("SELECT level FROM site_signals WHERE run_id = ?", (run_id,))
+        return int(rows[0]["level"]) if rows else 0
+
+    # ---- sites: end ----------------------------------------------------------------------------
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

@@ -138,16 +138,35 @@ class RelayProcess:
         return self.log.read_text(errors="replace")
 
 
+def start_controller(sites: TwoSites, broker_url: str, *args: str) -> subprocess.Popen[str]:
+    """``cpuu-fleet ARGS --reports DIR`` with the broker in its environment, as its own process
+    (own process group: a signal for it never reaches pytest)."""
+    env = {**os.environ, **sites.environment, "CPUU_FLEET_BROKER": broker_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cpuu_fleet", *args, "--reports", str(sites.reports)],
+        cwd=sites.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
 @contextmanager
 def relays(
-    sites: TwoSites, broker_url: str, per_site: int = 1, concurrency: int = 2
+    sites: TwoSites,
+    broker_url: str,
+    per_site: int = 1,
+    concurrency: int = 2,
+    only: tuple[str, ...] = SITES,
 ) -> Iterator[list[RelayProcess]]:
-    """``per_site`` relays for each site, stopped at the end (whatever happened)."""
+    """``per_site`` relays for each site (of ``only``), stopped at the end (whatever happened)."""
     sites.reports.mkdir(parents=True, exist_ok=True)
     Journal.in_reports(sites.reports).close()  # the relays open the controller's journal
     started = [
         RelayProcess(sites, site, broker_url, f"{site}-{n}", concurrency)
-        for site in SITES
+        for site in only
         for n in range(per_site)
     ]
     try:

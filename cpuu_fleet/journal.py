@@ -786,6 +786,12 @@ class Journal:
         rows = self._rows("SELECT * FROM site_visits WHERE visit_id = ?", (visit_id,))
         return rows[0] if rows else None
 
+    def site_visits(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's dispatched visits, in the order they were sent."""
+        return self._rows(
+            "SELECT * FROM site_visits WHERE run_id = ? ORDER BY dispatched_at, rowid", (run_id,)
+        )
+
     def signal_sites(self, run_id: str, level: int) -> None:
         """Tell the relays of a run's Ctrl-C: 1 drains, 2 aborts (never lowered)."""
         self._write(

@@ -35,9 +35,17 @@ def _playbook(sites: TwoSites) -> str:
     return str(make_playbook(sites.payload, timeout=120, attached=True).path)
 
 
+def _play_north(sites: TwoSites, broker_url: str) -> Any:
+    """``cpuu-fleet play`` over the north site's hosts, dispatched to its relays."""
+    return start_controller(
+        sites, broker_url, "play", _playbook(sites), "-i", str(sites.inventory_path),
+        "--limit", "north",
+    )  # fmt: skip
+
+
 def _site_visits(sites: TwoSites) -> list[dict[str, Any]]:
     with sites.journal() as journal:
-        return journal._rows("SELECT * FROM site_visits ORDER BY dispatched_at")
+        return journal.site_visits(str(journal.latest_run()["run_id"]))
 
 
 def _states(sites: TwoSites, run_id: str) -> dict[str, str]:
@@ -59,10 +67,7 @@ def test_a_relay_killed_inside_the_run_step_leaves_the_visit_to_its_sibling(rabb
         two_sites(tmp_path, 1, cpuu_seconds=CPUU_SECONDS) as sites,
         relays(sites, rabbitmq.url, per_site=2, concurrency=1, only=("north",)) as started,
     ):
-        controller = start_controller(
-            sites, rabbitmq.url, "play", _playbook(sites), "-i", str(sites.inventory_path),
-            "--limit", "north",
-        )  # fmt: skip
+        controller = _play_north(sites, rabbitmq.url)
         wait_for(lambda: _north_starts(sites)["north-pc-0001"] >= 1, 120, "CPUU started")
         holder = _site_visits(sites)[0]["relay"]
         victim = next(r for r in started if holder.endswith(f".{r.process.pid}"))
@@ -86,10 +91,7 @@ def test_the_controller_killed_then_resumed_with_relays_runs_cpuu_once(rabbitmq,
         two_sites(tmp_path, 2, cpuu_seconds=CPUU_SECONDS) as sites,
         relays(sites, rabbitmq.url, per_site=1, concurrency=2, only=("north",)),
     ):
-        controller = start_controller(
-            sites, rabbitmq.url, "play", _playbook(sites), "-i", str(sites.inventory_path),
-            "--limit", "north",
-        )  # fmt: skip
+        controller = _play_north(sites, rabbitmq.url)
         wait_for(lambda: any(_north_starts(sites).values()), 120, "CPUU started")
         os.killpg(controller.pid, signal.SIGKILL)
         controller.communicate(timeout=30)
@@ -111,10 +113,7 @@ def test_ctrl_c_drains_the_queued_visits(rabbitmq, tmp_path):
         two_sites(tmp_path, 3, cpuu_seconds=CPUU_SECONDS) as sites,
         relays(sites, rabbitmq.url, per_site=1, concurrency=1, only=("north",)),
     ):
-        controller = start_controller(
-            sites, rabbitmq.url, "play", _playbook(sites), "-i", str(sites.inventory_path),
-            "--limit", "north",
-        )  # fmt: skip
+        controller = _play_north(sites, rabbitmq.url)
         wait_for(lambda: any(_north_starts(sites).values()), 120, "CPUU started")
         os.killpg(controller.pid, signal.SIGINT)
         out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)

@@ -12,8 +12,8 @@ already has an outcome (a re-delivery after the relay acknowledged too late) end
 delivered more than :data:`DELIVERY_CAP` times ends failed, saying so, instead of looping; a host
 already final in its run, a run drained by Ctrl-C, or a host no longer held by the run's lease
 return at once without a connection (not_run). A guard callable (:attr:`Relay.guard`) is asked
-before the visit; the fencing token of the shared journal's host lease belongs there, checked
-before every step (docs/sites.md).
+before the visit and before each of its steps; the fencing token of the shared journal's host
+lease belongs there (docs/sites.md).
 """
 
 from __future__ import annotations
@@ -47,13 +47,19 @@ DELIVERY_CAP = 3
 #: How often a running visit looks for the controller's second Ctrl-C.
 ABORT_POLL_S = 0.5
 
-Guard = Callable[[dict[str, Any]], str | None]
-"""Asked before a visit with its ids: None lets it go on, a text is why it must not (the hook
-for the fencing token of the shared journal's host lease)."""
+Guard = Callable[[dict[str, Any], str | None], str | None]
+"""Asked with the visit's ids before the visit (step None) and before each of its steps (the
+step's name): None lets it go on, a text is why it must not. The hook for the fencing token of
+the shared journal's host lease: a relay frozen past its lease, then woken, is refused here
+before its next step, and writes no outcome (the visit is its sibling's by then)."""
 
 
-def _no_guard(ids: dict[str, Any]) -> str | None:
+def _no_guard(ids: dict[str, Any], step: str | None) -> str | None:
     return None
+
+
+class _Fenced(Exception):
+    """The guard refused a step in the middle of a visit: this relay must not write anything."""
 
 
 class Relay:
@@ -100,6 +106,9 @@ class Relay:
         if outcome is None:
             try:
                 outcome = self._visit(ids)
+            except _Fenced as fenced:
+                LOG.warning("visit %s stopped by its guard: %s", visit, fenced)
+                return
             except Exception as exc:  # the relay's own fault: this host's result, not a crash
                 LOG.exception("visit %s failed on relay %s", visit, self.name)
                 text = REDACTOR.scrub(f"internal error on relay {self.name}: {exc}")
@@ -127,7 +136,7 @@ class Relay:
         holder = self.journal.lease_holder_of(host)
         if holder is not None and holder != run:
             return HostOutcome(NOT_RUN, None, f"not started: the host is held by run {holder}")
-        why = self.guard(ids)
+        why = self.guard(ids, None)
         if why:
             return HostOutcome(NOT_RUN, None, f"not started: {why}")
         return None
@@ -161,7 +170,15 @@ class Relay:
         if len(host) != 1:
             raise ValueError(f"host {host_name[:100]!r} is not in the bundle's inventory")
         prep = PlayPrep(play, host, {})
-        settings = self._settings(run, prep, host_name)
+        refused: list[str] = []
+
+        def guard(step: str) -> str | None:
+            why = self.guard(ids, step)
+            if why:
+                refused.append(why)
+            return why
+
+        settings = replace(self._settings(run, prep, host_name), guard=guard)
         stopping = threading.Event()
         done = threading.Event()
         watcher = threading.Thread(
@@ -169,11 +186,14 @@ class Relay:
         )
         watcher.start()
         try:
-            return visit_host(
+            outcome = visit_host(
                 settings, host_name, prep.connections[host_name], attempt=attempt, stopping=stopping
             )
         finally:
             done.set()
+        if refused:
+            raise _Fenced(refused[0])
+        return outcome
 
     def _inventory(self, digest: str, bundle: Path) -> Inventory:
         with self._lock:

@@ -99,7 +99,9 @@ def test_a_host_held_by_another_run_is_not_visited(journal, tmp_path):
 
 def test_the_guard_hook_stops_a_visit_before_the_host(journal, tmp_path):
     ids = _visit(journal)
-    _relay(journal, tmp_path, guard=lambda ids: "the lease's fencing token moved on").handle(ids)
+    _relay(journal, tmp_path, guard=lambda ids, step: "the lease's fencing token moved on").handle(
+        ids
+    )
     outcome = _outcome(journal, ids)
     assert outcome["state"] == NOT_RUN and "fencing token" in outcome["error_message"]
 

@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 
-from cpuu_fleet.journal import SUCCEEDED
+from cpuu_fleet.cli.demo_lab import lab_environment
+from cpuu_fleet.engine.wave import WorkContext
+from cpuu_fleet.inputs.payload import load_payload
+from cpuu_fleet.journal import SUCCEEDED, HostEntry
 from cpuu_fleet.sites.app import VISIT_FIELDS, BrokerSettings, make_app, queue_name
-from cpuu_fleet.sites.dispatch import dispatching
+from cpuu_fleet.sites.dispatch import Dispatcher, dispatching
+from cpuu_fleet.sites.relay import Relay
 from tests.support.sites import (
     SITES,
     TwoSites,
@@ -121,3 +125,48 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, 
             assert all(len(ids[key]) == 64 for key in ("bundle", "payload"))
             hosts.add(ids["host"])
         assert hosts == {h for h in sites.host_names() if h.startswith(f"{site}-")}
+
+
+def test_a_step_the_guard_refuses_is_never_started_and_the_relay_writes_no_outcome(tmp_path):
+    """The hook for the lease's fencing token: asked before every step, here refusing ``run``
+    (as a relay frozen past its lease, then woken, must be): no CPUU, no run step row, and no
+    outcome, which belongs to the relay that holds the lease by then."""
+    with two_sites(tmp_path, 1) as sites, lab_environment(sites.fleet):
+        playbook = make_playbook(sites.payload, attached=True)
+        play = playbook.plays[0]
+        sites.reports.mkdir(parents=True)
+        with sites.journal() as journal:
+            run = journal.start_run(payload_sha256=None)
+            journal.add_hosts(
+                run, [HostEntry(host="north-pc-0001", play=play.name, wave="all", batch=1)]
+            )
+            context = WorkContext(
+                run, journal, sites.reports, playbook, sites.inventory_path,
+                {play.name: load_payload(sites.payload)}, lambda job: None,
+            )  # fmt: skip
+            dispatcher = Dispatcher(None, context)
+            ids = {
+                "visit": f"{run}.north-pc-0001.1.1", "run": run, "play": play.name,
+                "host": "north-pc-0001", "attempt": 1, "site": "north",
+                "bundle": dispatcher.bundle_digest(), "payload": dispatcher.payload_digest(play.name),
+            }  # fmt: skip
+            journal.add_site_visit(ids["visit"], run, "north-pc-0001", 1, "north")
+            asked: list[str | None] = []
+
+            def guard(ids: dict[str, Any], step: str | None) -> str | None:
+                asked.append(step)
+                return "fencing token 7 is stale" if step == "run" else None
+
+            relay = Relay(
+                journal, "north", cache_dir=tmp_path / "cache", reports_dir=tmp_path / "relay",
+                name="north@test", guard=guard,
+            )  # fmt: skip
+            relay.handle(ids)
+            steps = [row["step"] for row in journal.attempts(run)]
+            row = journal.site_visit(ids["visit"])
+        starts = sites.cpuu_starts()
+
+    assert asked == [None, "connect", "preflight", "push", "run"]
+    assert "run" not in steps and {"preflight", "push"} <= set(steps)
+    assert row["outcome_json"] is None
+    assert starts["north-pc-0001"] == 0

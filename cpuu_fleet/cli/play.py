@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
             warn=warn_one,
             mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
             report_style={"csv_dialect": csv_dialect, "timezone": timezone},
-            wrap_work=_relays(broker),
+            wrap_work=_relays(broker, extra),
             **policy_fields(serial, max_fail_percentage, max_unreachable_percentage),
         )
         if list_hosts:
@@ -161,11 +161,17 @@ def register(app: typer.Typer) -> None:
         finish(run_play(request), as_json=as_json, check=check)
 
 
-def _relays(broker: str | None) -> Any:
+def _relays(broker: str | None, extra: list[str] | None) -> Any:
     """``--broker``: hosts with a ``cpuu_site`` are visited by their site's relays."""
     celery_app = broker_app(broker)
     if celery_app is None:
         return None
+    if extra:
+        # Relays render from the bundle (inventory, playbook, templates) and their own secrets:
+        # -e would make the controller's checks and the relays' files differ.
+        raise InputError(
+            "-e/--extra-vars is not passed to relays: put the variables in the inventory"
+        )
     from cpuu_fleet.sites.dispatch import dispatching
 
     return dispatching(celery_app)

@@ -19,6 +19,7 @@ from cpuu_fleet.sites.app import BrokerSettings, check_site, queue_name, shown_u
 from cpuu_fleet.sites.bundle import Cache, bundle_entries, pack
 from cpuu_fleet.sites.dispatch import Dispatcher
 from cpuu_fleet.sites.relay import DELIVERY_CAP, Relay
+from tests.support.commands import run_subprocess
 
 RUN = "20260101-000000-abcd"
 HOST = "north-pc-0001"
@@ -189,3 +190,18 @@ def test_collected_files_reach_the_controller_only_inside_their_host_folder(jour
     host_dir = reports / RUN / "hosts" / HOST
     assert (host_dir / "ok.csv").read_bytes() == good
     assert sorted(p.name for p in reports.rglob("*") if p.is_file()) == ["ok.csv"]
+
+
+def test_play_refuses_extra_vars_with_relays_without_showing_the_password(tmp_path):
+    """Relays render from the bundle: ``-e`` would make their files differ from the checked
+    ones, so it is one line (exit 2) before anything, and the broker URL's password stays out."""
+    pytest.importorskip("celery", reason="the sites extra (celery) is not installed")
+    playbook = tmp_path / "play.yml"
+    playbook.write_text("- name: p\n  hosts: all\n  steps: [preflight]\n")
+    result = run_subprocess(
+        "play", playbook, "-i", tmp_path / "none.yml", "-e", "x=1", "--reports", tmp_path / "r",
+        cwd=tmp_path, env={"CPUU_FLEET_BROKER": "amqp://cpuu:pw-9f8e7d@127.0.0.1:1//"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "-e/--extra-vars is not passed to relays" in result.stderr
+    assert "pw-9f8e7d" not in result.stdout + result.stderr

@@ -773,11 +773,18 @@ class Journal:
             )
             return self.site_visit(visit_id)
 
-    def end_site_visit(self, visit_id: str, outcome: dict[str, Any]) -> bool:
-        """Record a visit's outcome once; False when it already had one (the first one stays)."""
+    def end_site_visit(
+        self, visit_id: str, outcome: dict[str, Any], *, undelivered_only: bool = False
+    ) -> bool:
+        """Record a visit's outcome once; False when it already had one (the first one stays).
+
+        ``undelivered_only``: only if no relay has taken the visit yet, in the same statement
+        (the controller's drain; a relay counts its delivery and reads the row in one
+        transaction, so exactly one of them owns the visit)."""
+        condition = " AND deliveries = 0" if undelivered_only else ""
         cursor = self._write(
             "UPDATE site_visits SET outcome_json = ?, ended_at = ?"
-            " WHERE visit_id = ? AND outcome_json IS NULL",
+            f" WHERE visit_id = ? AND outcome_json IS NULL{condition}",
             (json.dumps(outcome, default=str), utcnow(), visit_id),
         )
         return cursor.rowcount == 1

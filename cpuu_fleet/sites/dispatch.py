@@ -23,15 +23,18 @@ from typing import Any
 from cpuu_fleet.engine.runner import HostJob
 from cpuu_fleet.engine.wave import WorkContext
 from cpuu_fleet.errors import InputError
+from cpuu_fleet.journal import NOT_RUN
 from cpuu_fleet.sites.app import SITE_VARIABLE, VISIT_TASK, check_site, queue_name
 from cpuu_fleet.sites.bundle import bundle_entries, pack
-from cpuu_fleet.sites.outcomes import outcome_from_json
+from cpuu_fleet.sites.outcomes import outcome_from_json, outcome_to_json
 from cpuu_fleet.visit.outcome import HostOutcome
 
 #: How often the controller looks at the journal for a visit's outcome.
 POLL_S = 0.2
 #: Ctrl-C levels written for the relays (``Journal.signal_sites``).
 DRAIN, ABORT = 1, 2
+#: The outcome of a visit that Ctrl-C kept from starting (the relays write the same).
+DRAINED = outcome_to_json(HostOutcome(NOT_RUN, None, "not started: the run was interrupted"))
 
 
 def site_of(host: Any) -> str | None:
@@ -107,13 +110,19 @@ class Dispatcher:
         return outcome
 
     def _wait(self, visit: str, job: HostJob) -> HostOutcome:
-        """Poll the journal until the visit's row has its outcome; pass Ctrl-C on to relays."""
+        """Poll the journal until the visit's row has its outcome; pass Ctrl-C on to relays.
+
+        After the first Ctrl-C a visit no relay has taken yet ends ``not_run`` here (a site
+        whose relays are all down still drains); a relay that gets its message later finds the
+        outcome and leaves the host alone."""
         told = 0
         while True:
             level = ABORT if job.stopping.is_set() else DRAIN if job.draining.is_set() else 0
             if level > told:
                 self.journal.signal_sites(job.run_id, level)
                 told = level
+            if level >= DRAIN:
+                self.journal.end_site_visit(visit, DRAINED, undelivered_only=True)
             row = self.journal.site_visit(visit)
             if row is not None and row.get("outcome_json"):
                 return outcome_from_json(json.loads(row["outcome_json"]))

@@ -35,8 +35,8 @@ from cpuu_fleet.journal import FAILED, FINAL_STATES, NOT_RUN, Journal
 from cpuu_fleet.redact import REDACTOR
 from cpuu_fleet.sites.app import VISIT_FIELDS
 from cpuu_fleet.sites.bundle import INVENTORY_DIR, PLAYBOOK_DIR, TEMPLATES_DIR, Cache
-from cpuu_fleet.sites.dispatch import ABORT, DRAIN
-from cpuu_fleet.sites.outcomes import outcome_to_json
+from cpuu_fleet.sites.dispatch import ABORT, DRAIN, DRAINED
+from cpuu_fleet.sites.outcomes import outcome_from_json, outcome_to_json
 from cpuu_fleet.visit.host_visit import PlaySettings, open_session, visit_host
 from cpuu_fleet.visit.outcome import HostOutcome
 from cpuu_fleet.vocabulary import ErrorClass
@@ -132,7 +132,7 @@ class Relay:
                 current["state"], current.get("error_class"), current.get("error_message")
             )
         if self.journal.site_signal(run) >= DRAIN:
-            return HostOutcome(NOT_RUN, None, "not started: the run was interrupted (Ctrl-C)")
+            return outcome_from_json(DRAINED)
         holder = self.journal.lease_holder_of(host)
         if holder is not None and holder != run:
             return HostOutcome(NOT_RUN, None, f"not started: the host is held by run {holder}")

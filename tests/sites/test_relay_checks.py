@@ -8,7 +8,9 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -205,3 +207,18 @@ def test_play_refuses_extra_vars_with_relays_without_showing_the_password(tmp_pa
     assert result.returncode == 2, result.stderr
     assert "-e/--extra-vars is not passed to relays" in result.stderr
     assert "pw-9f8e7d" not in result.stdout + result.stderr
+
+
+def test_ctrl_c_drains_a_visit_no_relay_took_and_a_late_relay_leaves_the_host_alone(
+    journal, tmp_path
+):
+    ids = _visit(journal)
+    job = SimpleNamespace(run_id=RUN, stopping=threading.Event(), draining=threading.Event())
+    job.draining.set()  # the first Ctrl-C, with the site's relays all down
+    context = WorkContext(RUN, journal, tmp_path / "reports", None, "", {}, lambda job: None)
+    outcome = Dispatcher(None, context)._wait(str(ids["visit"]), job)
+    assert outcome.state == NOT_RUN
+    journal.signal_sites(RUN, 0)  # even were the relay not told: the outcome is there
+    _relay(journal, tmp_path).handle(ids)
+    assert journal.attempts(RUN, HOST) == []
+    assert journal.site_visit(str(ids["visit"]))["deliveries"] == 1

@@ -78,8 +78,21 @@ def _collected_files_are_there(sites: TwoSites, run_id: str) -> list[str]:
     return problems if rows else ["no file collected"]
 
 
-def _all_queued(rabbitmq: Any) -> dict[str, list[tuple[bytes, dict]]] | None:
-    found = {site: rabbitmq.queue_messages(queue_name(site)) for site in SITES}
+def _all_queued(rabbitmq: Any, sites: TwoSites) -> dict[str, list[tuple[bytes, dict]]] | None:
+    """Each site's messages of this wave's run, once all are queued (the session's broker may
+    still hold messages an earlier test's run left, which its relays drop)."""
+    if not (sites.reports / "journal.sqlite3").exists():
+        return None
+    with sites.journal() as journal:
+        run = journal.latest_run()
+    if run is None:
+        return None
+    found = {
+        site: [
+            m for m in rabbitmq.queue_messages(queue_name(site)) if run["run_id"].encode() in m[0]
+        ]
+        for site in SITES
+    }
     return found if all(len(m) == HOSTS_PER_SITE for m in found.values()) else None
 
 
@@ -94,7 +107,9 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, 
         playbook = make_playbook(sites.payload)
         thread, box = in_background(lambda: sites.run(playbook, wrap_work=dispatching(app)))
         # No relay yet: every visit waits in its site's queue, as the broker stores it.
-        queued = wait_for(lambda: _all_queued(rabbitmq), 120, "every visit in its site's queue")
+        queued = wait_for(
+            lambda: _all_queued(rabbitmq, sites), 120, "every visit in its site's queue"
+        )
         with relays(sites, rabbitmq.url) as started:
             join_while_relays_live(thread, started, 400)
         assert "error" not in box, box.get("error")

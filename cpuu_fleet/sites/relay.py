@@ -58,6 +58,13 @@ def _no_guard(ids: dict[str, Any], step: str | None) -> str | None:
     return None
 
 
+def _number(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 class _Fenced(Exception):
     """The guard refused a step in the middle of a visit: this relay must not write anything."""
 
@@ -102,6 +109,14 @@ class Relay:
             return
         if row.get("outcome_json"):
             return  # delivered again after it ended: the first outcome stands
+        recorded = (row["run_id"], row["host"], int(row["attempt"]), row["site"])
+        if (str(ids["run"]), str(ids["host"]), _number(ids["attempt"]), ids["site"]) != recorded:
+            # The journal's row, written by the controller, is the truth about a visit.
+            LOG.warning("visit %s: the message does not match the journal: dropped", visit[:200])
+            return
+        if row["site"] != self.site:
+            LOG.warning("visit %s is for site %s, not %s: dropped", visit, row["site"], self.site)
+            return
         outcome = self._refusal(ids, int(row["deliveries"]))
         if outcome is None:
             try:

@@ -222,3 +222,22 @@ def test_ctrl_c_drains_a_visit_no_relay_took_and_a_late_relay_leaves_the_host_al
     _relay(journal, tmp_path).handle(ids)
     assert journal.attempts(RUN, HOST) == []
     assert journal.site_visit(str(ids["visit"]))["deliveries"] == 1
+
+
+@pytest.mark.parametrize(
+    "forged", [{"host": "south-pc-0001"}, {"run": "20260101-020000-0000"}, {"site": "south"}]
+)
+def test_a_message_that_does_not_match_its_journal_row_is_dropped(journal, tmp_path, forged):
+    """Whoever can publish to the queue cannot point a known visit at another host or run."""
+    ids = {**_visit(journal), **forged}
+    _relay(journal, tmp_path).handle(ids)
+    assert journal.site_visit(str(ids["visit"]))["outcome_json"] is None
+    assert journal.attempts(RUN) == []
+
+
+def test_a_message_for_another_site_is_dropped(journal, tmp_path):
+    ids = _visit(journal)
+    Relay(
+        journal, "south", cache_dir=tmp_path / "c", reports_dir=tmp_path / "r", name="s@t"
+    ).handle(ids)
+    assert journal.site_visit(str(ids["visit"]))["outcome_json"] is None

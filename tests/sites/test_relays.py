@@ -112,6 +112,7 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, 
         )
         with relays(sites, rabbitmq.url) as started:
             join_while_relays_live(thread, started, 400)
+            listening = {relay.site: relay.listening() for relay in started}
         assert "error" not in box, box.get("error")
         result = box["result"]
         got = _outcomes(sites, result.run_id)
@@ -122,6 +123,7 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, 
         payload_head = (sites.payload / "ClientProfileUpdatingUtility.exe").read_bytes()[:48]
 
     assert set(result.summary.states.values()) == {SUCCEEDED}
+    assert listening == {site: [] for site in SITES}  # relays connect outward only
     assert got == expected
     assert profiles == expected_profiles  # read from the files the relays collected
     assert starts == dict.fromkeys(sites.host_names(), 1)

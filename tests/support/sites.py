@@ -137,6 +137,23 @@ class RelayProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def listening(self) -> list[str]:
+        """The TCP sockets this relay listens on (a relay connects outward only: none), read
+        from /proc: its sockets' inodes, matched with the kernel's table in the LISTEN state."""
+        inodes = set()
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        found = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                    found.append(fields[1])
+        return found
+
 
 def start_controller(sites: TwoSites, broker_url: str, *args: str) -> subprocess.Popen[str]:
     """``cpuu-fleet ARGS --reports DIR`` with the broker in its environment, as its own process

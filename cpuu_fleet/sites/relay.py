@@ -117,10 +117,11 @@ class Relay:
         if row["site"] != self.site:
             LOG.warning("visit %s is for site %s, not %s: dropped", visit, row["site"], self.site)
             return
-        outcome = self._refusal(ids, int(row["deliveries"]))
+        delivery = int(row["deliveries"])
+        outcome = self._refusal(ids, delivery)
         if outcome is None:
             try:
-                outcome = self._visit(ids)
+                outcome = self._visit(ids, delivery)
             except _Fenced as fenced:
                 LOG.warning("visit %s stopped by its guard: %s", visit, fenced)
                 return
@@ -158,7 +159,18 @@ class Relay:
 
     # ------------------------------------------------------------------------------ the visit
 
-    def _visit(self, ids: dict[str, Any]) -> HostOutcome:
+    def _still_mine(self, visit: str, delivery: int) -> str | None:
+        """The delivery count as a fencing token: a later delivery (the broker gave the visit
+        to a sibling while this relay was frozen or cut off) makes this one stale. Checked
+        before each step; it narrows the window, the journal's host lease will close it (the
+        token checked in the same statement as the step's row)."""
+        row = self.journal.site_visit(visit)
+        if row is None or int(row["deliveries"]) != delivery:
+            now = row["deliveries"] if row is not None else "?"
+            return f"this relay's delivery {delivery} of the visit is stale (now {now})"
+        return None
+
+    def _visit(self, ids: dict[str, Any], delivery: int) -> HostOutcome:
         run, host_name, attempt = str(ids["run"]), str(ids["host"]), int(ids["attempt"])
         bundle = self.cache.folder(str(ids["bundle"]), self.journal.blob)
         payload = (
@@ -188,7 +200,7 @@ class Relay:
         refused: list[str] = []
 
         def guard(step: str) -> str | None:
-            why = self.guard(ids, step)
+            why = self._still_mine(str(ids["visit"]), delivery) or self.guard(ids, step)
             if why:
                 refused.append(why)
             return why

@@ -144,41 +144,52 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, 
         assert hosts == {h for h in sites.host_names() if h.startswith(f"{site}-")}
 
 
+def _one_visit(sites: TwoSites, tmp_path: Path) -> tuple[str, dict[str, Any], Any]:
+    """A run with one visit of ``north-pc-0001`` dispatched into the journal, as the controller
+    does it (bundle and payload stored by content), and a maker of a relay with a guard."""
+    playbook = make_playbook(sites.payload, attached=True)
+    play = playbook.plays[0]
+    sites.reports.mkdir(parents=True)
+    with sites.journal() as journal:
+        run = journal.start_run()
+        journal.add_hosts(
+            run, [HostEntry(host="north-pc-0001", play=play.name, wave="all", batch=1)]
+        )
+        context = WorkContext(
+            run, journal, sites.reports, playbook, sites.inventory_path,
+            {play.name: load_payload(sites.payload)}, lambda job: None,
+        )  # fmt: skip
+        dispatcher = Dispatcher(None, context)
+        ids = {
+            "visit": f"{run}.north-pc-0001.1.1", "run": run, "play": play.name,
+            "host": "north-pc-0001", "attempt": 1, "site": "north",
+            "bundle": dispatcher.bundle_digest(), "payload": dispatcher.payload_digest(play.name),
+        }  # fmt: skip
+        journal.add_site_visit(ids["visit"], run, "north-pc-0001", 1, "north")
+
+    def relay_for(journal: Any, guard: Any) -> Relay:
+        return Relay(
+            journal, "north", cache_dir=tmp_path / "cache", reports_dir=tmp_path / "relay",
+            name="north@test", guard=guard,
+        )  # fmt: skip
+
+    return run, ids, relay_for
+
+
 def test_a_step_the_guard_refuses_is_never_started_and_the_relay_writes_no_outcome(tmp_path):
     """The hook for the lease's fencing token: asked before every step, here refusing ``run``
     (as a relay frozen past its lease, then woken, must be): no CPUU, no run step row, and no
     outcome, which belongs to the relay that holds the lease by then."""
     with two_sites(tmp_path, 1) as sites, lab_environment(sites.fleet):
-        playbook = make_playbook(sites.payload, attached=True)
-        play = playbook.plays[0]
-        sites.reports.mkdir(parents=True)
+        run, ids, relay_for = _one_visit(sites, tmp_path)
+        asked: list[str | None] = []
+
+        def guard(ids: dict[str, Any], step: str | None) -> str | None:
+            asked.append(step)
+            return "fencing token 7 is stale" if step == "run" else None
+
         with sites.journal() as journal:
-            run = journal.start_run(payload_sha256=None)
-            journal.add_hosts(
-                run, [HostEntry(host="north-pc-0001", play=play.name, wave="all", batch=1)]
-            )
-            context = WorkContext(
-                run, journal, sites.reports, playbook, sites.inventory_path,
-                {play.name: load_payload(sites.payload)}, lambda job: None,
-            )  # fmt: skip
-            dispatcher = Dispatcher(None, context)
-            ids = {
-                "visit": f"{run}.north-pc-0001.1.1", "run": run, "play": play.name,
-                "host": "north-pc-0001", "attempt": 1, "site": "north",
-                "bundle": dispatcher.bundle_digest(), "payload": dispatcher.payload_digest(play.name),
-            }  # fmt: skip
-            journal.add_site_visit(ids["visit"], run, "north-pc-0001", 1, "north")
-            asked: list[str | None] = []
-
-            def guard(ids: dict[str, Any], step: str | None) -> str | None:
-                asked.append(step)
-                return "fencing token 7 is stale" if step == "run" else None
-
-            relay = Relay(
-                journal, "north", cache_dir=tmp_path / "cache", reports_dir=tmp_path / "relay",
-                name="north@test", guard=guard,
-            )  # fmt: skip
-            relay.handle(ids)
+            relay_for(journal, guard).handle(ids)
             steps = [row["step"] for row in journal.attempts(run)]
             row = journal.site_visit(ids["visit"])
         starts = sites.cpuu_starts()
@@ -186,4 +197,26 @@ def test_a_step_the_guard_refuses_is_never_started_and_the_relay_writes_no_outco
     assert asked == [None, "connect", "preflight", "push", "run"]
     assert "run" not in steps and {"preflight", "push"} <= set(steps)
     assert row["outcome_json"] is None
+    assert starts["north-pc-0001"] == 0
+
+
+def test_a_relay_whose_visit_was_delivered_again_meanwhile_stops_before_its_next_step(tmp_path):
+    """A relay frozen (or cut off) while the broker gave its visit to a sibling: the delivery
+    count moved on, so the woken relay starts no further step and writes no outcome."""
+    with two_sites(tmp_path, 1) as sites, lab_environment(sites.fleet):
+        run, ids, relay_for = _one_visit(sites, tmp_path)
+
+        def sibling_takes_over(ids: dict[str, Any], step: str | None) -> None:
+            if step == "push":  # while this relay pushes, the broker re-delivers the visit
+                with sites.journal() as other:
+                    other.deliver_site_visit(str(ids["visit"]), "north@sibling")
+
+        with sites.journal() as journal:
+            relay_for(journal, sibling_takes_over).handle(ids)
+            steps = [row["step"] for row in journal.attempts(run)]
+            row = journal.site_visit(ids["visit"])
+        starts = sites.cpuu_starts()
+
+    assert steps == ["connect", "preflight", "push"]
+    assert row["outcome_json"] is None and row["relay"] == "north@sibling"
     assert starts["north-pc-0001"] == 0

@@ -19,6 +19,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cpuu_fleet.errors import InputError
@@ -78,7 +79,7 @@ class Cache:
         self.root = root
         self._lock = threading.Lock()
 
-    def folder(self, digest: str, fetch: callable) -> Path:  # type: ignore[valid-type]
+    def folder(self, digest: str, fetch: Callable[[str], bytes | None]) -> Path:
         """The extracted archive ``digest``; ``fetch(digest)`` gives its bytes the first time."""
         if not digest.isalnum():
             raise InputError(f"not a content hash: {digest[:70]!r}")
@@ -86,6 +87,8 @@ class Cache:
         with self._lock:
             if target.is_dir():
                 return target
+            if not hasattr(tarfile, "data_filter"):  # Python 3.10.12+, 3.11.4+
+                raise InputError("relays need tarfile's 'data' filter: Python 3.10.12 or later")
             data = fetch(digest)
             if data is None:
                 raise InputError(f"archive {digest[:12]} is not in the journal")

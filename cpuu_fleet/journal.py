@@ -33,6 +33,7 @@ so it does not act (:class:`LeaseLost`).
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import secrets
@@ -906,6 +907,96 @@ class Journal:
         SQLite: the ``sqlite3.Connection``; PostgreSQL: the psycopg connection."""
         self.flush()
         return self._db.raw if self.dialect == "postgresql" else self._db
+
+    # ---- sites (relays, cpuu_fleet/sites/): begin ----------------------------------------------
+
+    def put_blob(self, kind: str, data: bytes) -> str:
+        """Store ``data`` once under its sha256 (a second put of the same bytes writes nothing)."""
+        digest = hashlib.sha256(data).hexdigest()
+        self._write(
+            "INSERT INTO site_blobs (digest, kind, size, data, stored_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+            (digest, kind, len(data), data, utcnow()),
+        )
+        return digest
+
+    def has_blob(self, digest: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM site_blobs WHERE digest = ?", (digest,)))
+
+    def blob(self, digest: str) -> bytes | None:
+        """The bytes stored under ``digest``, checked against it (None: not stored)."""
+        rows = self._rows("SELECT data FROM site_blobs WHERE digest = ?", (digest,))
+        if not rows:
+            return None
+        data = bytes(rows[0]["data"])
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise InputError(f"blob {digest[:12]} in the journal does not match its hash")
+        return data
+
+    def add_site_visit(
+        self, visit_id: str, run_id: str, host: str, attempt: int, site: str
+    ) -> None:
+        self._write(
+            "INSERT INTO site_visits (visit_id, run_id, host, attempt, site,"
+            " dispatched_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (visit_id) DO NOTHING",
+            (visit_id, run_id, host, attempt, site, utcnow()),
+        )
+
+    def deliver_site_visit(self, visit_id: str, relay: str) -> dict[str, Any] | None:
+        """Count one more delivery of a visit to ``relay``; the visit's row after it."""
+        with self.batch():
+            self._write(
+                "UPDATE site_visits SET deliveries = deliveries + 1, relay = ? WHERE visit_id = ?",
+                (relay, visit_id),
+            )
+            return self.site_visit(visit_id)
+
+    def end_site_visit(
+        self, visit_id: str, outcome: dict[str, Any], *, undelivered_only: bool = False
+    ) -> bool:
+        """Record a visit's outcome once; False when it already had one (the first one stays).
+
+        ``undelivered_only``: only if no relay has taken the visit yet, in the same statement
+        (the controller's drain; a relay counts its delivery and reads the row in one
+        transaction, so exactly one of them owns the visit)."""
+        condition = " AND deliveries = 0" if undelivered_only else ""
+        cursor = self._write(
+            "UPDATE site_visits SET outcome_json = ?, ended_at = ?"
+            f" WHERE visit_id = ? AND outcome_json IS NULL{condition}",
+            (json.dumps(outcome, default=str), utcnow(), visit_id),
+        )
+        return cursor.rowcount == 1
+
+    def site_visit(self, visit_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM site_visits WHERE visit_id = ?", (visit_id,))
+        return rows[0] if rows else None
+
+    def site_visits(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's dispatched visits, in the order they were sent."""
+        return self._rows(
+            "SELECT * FROM site_visits WHERE run_id = ? ORDER BY dispatched_at, visit_id",
+            (run_id,),
+        )
+
+    def signal_sites(self, run_id: str, level: int) -> None:
+        """Tell the relays of a run's Ctrl-C: 1 drains, 2 aborts (never lowered)."""
+        self._write(
+            "INSERT INTO site_signals (run_id, level) VALUES (?, ?) ON CONFLICT (run_id)"
+            " DO UPDATE SET level = CASE WHEN excluded.level > site_signals.level"
+            " THEN excluded.level ELSE site_signals.level END",
+            (run_id, level),
+        )
+
+    def lease_holder_of(self, host: str) -> str | None:
+        """The run whose lease holds ``host`` now (None: no run holds it)."""
+        rows = self._rows("SELECT run_id FROM lease_hosts WHERE host = ?", (host,))
+        return str(rows[0]["run_id"]) if rows else None
+
+    def site_signal(self, run_id: str) -> int:
+        rows = self._rows("SELECT level FROM site_signals WHERE run_id = ?", (run_id,))
+        return int(rows[0]["level"]) if rows else 0
+
+    # ---- sites: end ----------------------------------------------------------------------------
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

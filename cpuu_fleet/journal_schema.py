@@ -27,10 +27,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """1: the first journal (no fencing token). 2: ``lease_hosts.token`` (the fencing token checked
 by every step's write-ahead row), ``hosts.seq`` (the insertion order PostgreSQL has no rowid for),
-``meta.lease_token`` (the counter tokens are drawn from)."""
+``meta.lease_token`` (the counter tokens are drawn from). 3: the relays' tables (``site_blobs``,
+``site_visits``, ``site_signals``: docs/sites.md)."""
+
+SITE_TABLES = ("site_blobs", "site_visits", "site_signals")
+"""The tables version 3 added, for host visits on relays (cpuu_fleet/sites/)."""
 
 UPGRADE_LOCK = 0x43505555  # "CPUU": the advisory lock key of an upgrade on PostgreSQL
 
@@ -44,6 +48,7 @@ def metadata() -> Any:
         Identity,
         Index,
         Integer,
+        LargeBinary,
         MetaData,
         Table,
         Text,
@@ -179,29 +184,73 @@ def metadata() -> Any:
         Column("run_id", Text, nullable=False),
         Column("token", BigInteger, nullable=False, server_default="0"),  # the fencing token
     )
+    # Relays (cpuu_fleet/sites/): content-addressed blobs (the inventory-and-templates bundle,
+    # the payload, collected files) and the visits dispatched to relays, so relays on other
+    # machines reach them through the shared journal.
+    Table(
+        "site_blobs",  # stored once per content: digest = sha256 of data
+        meta,
+        Column("digest", Text, primary_key=True),
+        Column("kind", Text, nullable=False),  # bundle | payload | file
+        Column("size", BigInteger, nullable=False),
+        Column("data", LargeBinary, nullable=False),  # SQLite BLOB, PostgreSQL BYTEA
+        Column("stored_at", Text, nullable=False),
+    )
+    Table(
+        "site_visits",  # one dispatched host visit (one broker message)
+        meta,
+        Column("visit_id", Text, primary_key=True),
+        Column("run_id", Text, nullable=False),
+        Column("host", Text, nullable=False),
+        Column("attempt", Integer, nullable=False),
+        Column("site", Text, nullable=False),
+        Column("deliveries", Integer, nullable=False, server_default="0"),
+        Column("relay", Text),  # the relay of the latest delivery
+        Column("outcome_json", Text),  # the visit's HostOutcome, once it ended
+        Column("dispatched_at", Text, nullable=False),
+        Column("ended_at", Text),
+        Index("site_visits_by_run", "run_id"),
+    )
+    Table(
+        "site_signals",  # Ctrl-C on the controller, for the relays
+        meta,
+        Column("run_id", Text, primary_key=True),
+        Column("level", Integer, nullable=False),  # 1: drain (queued visits end not_run), 2: abort
+    )
     return meta
 
 
 def create_statements(dialect: str) -> list[str]:
     """``CREATE TABLE/INDEX IF NOT EXISTS`` for every table of :func:`metadata`, as ``dialect``
     (``sqlite`` or ``postgresql``) writes them."""
-    from sqlalchemy.dialects import postgresql, sqlite
-    from sqlalchemy.schema import CreateIndex, CreateTable
-
-    compiler = {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect]
     meta = metadata()
+    compiler = _compiler(dialect)
     # hosts.seq: an identity is NOT NULL on PostgreSQL; SQLite has no identity, fills nothing in
     # (rowid is its order) and so must let it be NULL. The one column that differs, said here.
     meta.tables["hosts"].c.seq.nullable = dialect != "postgresql"
+    statements = _table_statements(meta.sorted_tables, compiler)
+    if dialect == "postgresql":
+        statements.extend(STEP_NOTIFY)
+    return statements
+
+
+def _compiler(dialect: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return {"sqlite": sqlite.dialect(), "postgresql": postgresql.dialect()}[dialect]
+
+
+def _table_statements(tables: Any, compiler: Any) -> list[str]:
+    """``CREATE TABLE`` and then ``CREATE INDEX`` (both ``IF NOT EXISTS``) of each table."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
     statements = []
-    for table in meta.sorted_tables:
+    for table in tables:
         statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=compiler)))
         statements.extend(
             str(CreateIndex(index, if_not_exists=True).compile(dialect=compiler))
             for index in sorted(table.indexes, key=lambda i: i.name or "")
         )
-    if dialect == "postgresql":
-        statements.extend(STEP_NOTIFY)
     return statements
 
 
@@ -233,7 +282,14 @@ def _to_2(execute: Execute, dialect: str) -> None:
         execute("ALTER TABLE hosts ADD COLUMN seq BIGINT")
 
 
-MIGRATIONS: dict[int, Callable[[Execute, str], None]] = {2: _to_2}
+def _to_3(execute: Execute, dialect: str) -> None:
+    """The relays' tables, created as a new journal has them."""
+    tables = metadata().tables
+    for statement in _table_statements([tables[name] for name in SITE_TABLES], _compiler(dialect)):
+        execute(statement)
+
+
+MIGRATIONS: dict[int, Callable[[Execute, str], None]] = {2: _to_2, 3: _to_3}
 """Version N's migration takes a journal of version N-1 to N, in place."""
 
 

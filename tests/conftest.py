@@ -183,6 +183,24 @@ def journal_location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Pa
 
 
 @pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private RabbitMQ node for the session, per xdist worker (``tests/support/rabbitmq.py``):
+    free ports on 127.0.0.1, its own epmd and cookie; skips, saying why, where the server or the
+    ``sites`` extra is missing."""
+    from tests.support import rabbitmq as broker
+
+    why = broker.missing()
+    if why:
+        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
+    node = broker.Broker(tmp_path_factory.mktemp("rabbitmq"))
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
 def kdc_realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real MIT KDC on loopback with a fresh realm for the session (``tests/support/kdc.py``);
     skips, saying why, where krb5kdc or gssapi is missing. Tests enter ``realm.environment()``.

@@ -15,6 +15,8 @@ when adding or moving a module):
   wire (``visit``, ``engine``, pypsrp and its transports);
 * ``lab/`` leans only on the bottom (it plays Windows; it must not lean on the controller's
   internals, or a bug there would hide itself);
+* ``sites/`` (relays) imports the bottom, the inputs, the visit and the engine: it dispatches
+  the engine's host visits and runs them on relays; only ``cli/`` imports it;
 * only ``cli/`` (the wiring) reaches into the lab, and nothing imports ``cli/``.
 """
 
@@ -37,7 +39,8 @@ ALLOWED = {
     "engine": {"bottom", "inputs", "visit", "engine", "report"},
     "report": {"bottom", "inputs", "report"},
     "lab": {"bottom", "lab"},
-    "cli": {"bottom", "inputs", "visit", "engine", "report", "lab", "cli"},
+    "sites": {"bottom", "inputs", "visit", "engine", "sites"},
+    "cli": {"bottom", "inputs", "visit", "engine", "report", "lab", "sites", "cli"},
     "main": {"cli"},
 }
 """Each area and the areas it may import (itself included)."""
@@ -132,6 +135,8 @@ def test_no_module_imports_ansible():
         ("cpuu_fleet.lab.handlers", "cpuu_fleet.visit.steps", "lab"),
         ("cpuu_fleet.engine.runner", "cpuu_fleet.cli.progress", "engine"),
         ("cpuu_fleet.visit.steps", "cpuu_fleet.lab.fleet", "visit"),
+        ("cpuu_fleet.engine.wave", "cpuu_fleet.sites.dispatch", "engine"),
+        ("cpuu_fleet.sites.relay", "cpuu_fleet.cli.relay", "sites"),
     ],
 )
 def test_an_upward_import_is_found(module, imported, of_area):
@@ -149,4 +154,5 @@ def test_the_rules_see_the_package():
         "cpuu_fleet.report.frames",
         "cpuu_fleet.lab.handlers",
         "cpuu_fleet.cli.play",
+        "cpuu_fleet.sites.relay",
     } <= set(IMPORTS)

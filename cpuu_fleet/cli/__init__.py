@@ -23,6 +23,7 @@ from cpuu_fleet.cli import (
     lab,
     mailboxes,
     play,
+    relay,
     render,
     report,
     results,
@@ -83,6 +84,7 @@ for _module in (
     mailboxes,
     audit,
     init,
+    relay,
 ):
     _module.register(app)
 

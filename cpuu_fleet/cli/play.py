@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -37,6 +37,7 @@ from cpuu_fleet.cli.policy import (
     policy_fields,
 )
 from cpuu_fleet.cli.present import EXIT_CODES_HELP, ask_pass_prompt, finish, processors, warn_one
+from cpuu_fleet.cli.relay import BrokerOption, broker_app
 from cpuu_fleet.cli.report import CsvDialectOption, TimezoneOption, check_report_style
 from cpuu_fleet.cli.settings import from_settings
 from cpuu_fleet.errors import InputError
@@ -125,6 +126,7 @@ def register(app: typer.Typer) -> None:
         mailbox_columns: ColumnOption = None,
         csv_dialect: CsvDialectOption = "en",
         timezone: TimezoneOption = None,
+        broker: BrokerOption = None,
     ) -> None:
         from cpuu_fleet.engine.wave import PlayRequest, run_play
 
@@ -150,6 +152,7 @@ def register(app: typer.Typer) -> None:
             warn=warn_one,
             mailboxes=read_mailbox_options(mailboxes, devices, mailbox_columns),
             report_style={"csv_dialect": csv_dialect, "timezone": timezone},
+            wrap_work=_relays(broker, extra),
             **policy_fields(serial, max_fail_percentage, max_unreachable_percentage),
         )
         if list_hosts:
@@ -159,3 +162,19 @@ def register(app: typer.Typer) -> None:
             print_plan(plan_play(request), as_json=as_json)
             return
         finish(run_play(request), as_json=as_json, check=check)
+
+
+def _relays(broker: str | None, extra: list[str] | None) -> Any:
+    """``--broker``: hosts with a ``cpuu_site`` are visited by their site's relays."""
+    celery_app = broker_app(broker)
+    if celery_app is None:
+        return None
+    if extra:
+        # Relays render from the bundle (inventory, playbook, templates) and their own secrets:
+        # -e would make the controller's checks and the relays' files differ.
+        raise InputError(
+            "-e/--extra-vars is not passed to relays: put the variables in the inventory"
+        )
+    from cpuu_fleet.sites.dispatch import dispatching
+
+    return dispatching(celery_app)

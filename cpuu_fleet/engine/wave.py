@@ -144,6 +144,22 @@ class PlayRequest:
     the report at the end shows the batch's mailboxes."""
     report_style: dict[str, Any] = field(default_factory=dict)
     """``csv_dialect`` and ``timezone`` for the report at the end (``report.write_report``)."""
+    wrap_work: Callable[[WorkContext], Callable[[HostJob], HostOutcome]] | None = None
+    """Replaces each run's host work, given the local one (sites: dispatch to relays)."""
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """What a replacement of the host work is given (``PlayRequest.wrap_work``): the run, its
+    inputs as loaded, each play's payload, and the local host work it may fall back on."""
+
+    run_id: str
+    journal: Journal
+    reports_dir: Path
+    playbook: Playbook
+    inventory_path: Path | str
+    payloads: dict[str, Payload | None]
+    local: Callable[[HostJob], HostOutcome]
 
 
 @dataclass
@@ -227,6 +243,39 @@ class _PlayPrep:
                 self.audit_policies[host.name] = audit_policy(scope)
         self._check_batch_file()
 
+    def settings(
+        self,
+        run_id: str,
+        journal: Journal,
+        reports_dir: Path,
+        *,
+        version: str | None,
+        check: bool,
+        resume_tasks: dict[str, str],
+        session_factory: SessionFactory,
+    ) -> PlaySettings:
+        """The play's settings for its hosts' visits: made alike by the controller and by a
+        relay (cpuu_fleet/sites/relay.py), which has only the journal to go by."""
+        cpuu_root, cpuu_runs = journal.cpuu_runs(run_id)
+        return PlaySettings(
+            run_id=run_id,
+            journal=journal,
+            reports_dir=reports_dir,
+            steps=self.play.step_names,
+            run=self.run,
+            payload=self.payload,
+            version=version,
+            rendered=self.rendered,
+            check=check,
+            resume_tasks=resume_tasks,
+            session_factory=session_factory,
+            cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
+            cpuu_runs=cpuu_runs,
+            limits=self.play.limits,
+            expected_users=self.expected_users,
+            audit_policies=self.audit_policies,
+        )
+
     def _check_batch_file(self) -> None:
         """A play that pushes must push the batch file its run step starts.
 
@@ -243,6 +292,10 @@ class _PlayPrep:
                 " nor a file at the top of the payload, so no host would have it",
                 key="steps",
             )
+
+
+#: One play made ready, for a relay that visits one host of it (cpuu_fleet/sites/relay.py).
+PlayPrep = _PlayPrep
 
 
 def _select_follow_up(journal: Journal, request: PlayRequest) -> Selection | None:
@@ -550,26 +603,16 @@ class Engine:
             for name, hint in selection.ask_first.items():
                 if hint.task_name:
                     resume_tasks[name] = hint.task_name
-        cpuu_root, cpuu_runs = self.journal.cpuu_runs(run_id)
         settings: dict[str, PlaySettings] = {}
         for name, prep in preps.items():
-            settings[name] = PlaySettings(
-                run_id=run_id,
-                journal=self.journal,
-                reports_dir=self.reports_dir,
-                steps=prep.play.step_names,
-                run=prep.run,
-                payload=prep.payload,
+            settings[name] = prep.settings(
+                run_id,
+                self.journal,
+                self.reports_dir,
                 version=prep.payload.version if prep.payload else known_version,
-                rendered=prep.rendered,
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
-                cpuu_run_id=cpuu_root if cpuu_root != run_id else None,
-                cpuu_runs=cpuu_runs,
-                limits=prep.play.limits,
-                expected_users=prep.expected_users,
-                audit_policies=prep.audit_policies,
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}
@@ -589,6 +632,18 @@ class Engine:
                 emit=lambda kind, step, data: _emit(job, kind, step, data),
             )
 
+        if request.wrap_work is not None:
+            work = request.wrap_work(
+                WorkContext(
+                    run_id=run_id,
+                    journal=self.journal,
+                    reports_dir=self.reports_dir,
+                    playbook=playbook,
+                    inventory_path=inventory_path(inventory),
+                    payloads={name: prep.payload for name, prep in preps.items()},
+                    local=work,
+                )
+            )
         if selection is not None:  # a controller killed outright left its reserve behind
             SpaceReserve(self.reports_dir / selection.parent_run / SpaceReserve.FILENAME).release()
         reserve = SpaceReserve.claim(self.reports_dir / run_id, self.journal, run_id)
@@ -645,11 +700,7 @@ class Engine:
             self.request.warn(f"... and {len(distinct) - MAX_WARNINGS} more warning(s) like these")
 
     def _known_version(self) -> str | None:
-        """The payload version of the latest run that pushed one (for run/collect without push)."""
-        for run in reversed(self.journal.runs()):
-            if run.get("payload_sha256") and not run.get("check_mode"):  # --check pushes nothing
-                return _version_of(str(run["payload_sha256"]))
-        return None
+        return known_version(self.journal)
 
     def _report(self, result: PlayResult) -> None:
         try:
@@ -690,6 +741,14 @@ def _fault_line(summary: RunnerSummary) -> str:
         f"{head} stopped, and the journal could not record it either (it still says running):"
         f" free space, then cpuu-fleet play --resume {summary.run_id}"
     )
+
+
+def known_version(journal: Journal) -> str | None:
+    """The payload version of the latest run that pushed one (for run/collect without push)."""
+    for run in reversed(journal.runs()):
+        if run.get("payload_sha256") and not run.get("check_mode"):  # --check pushes nothing
+            return _version_of(str(run["payload_sha256"]))
+    return None
 
 
 def _version_of(payload_sha256: str) -> str:

@@ -119,6 +119,9 @@ class PlaySettings:
     """Host name → its source/target patterns, for the ``audit`` step."""
     pacer: SettlePacer | None = None
     """When to ask detached hosts again (shared by the play's hosts); made from ``run``."""
+    guard: Callable[[str], str | None] | None = None
+    """Asked before each step with its name: a text stops the visit there, before the step's
+    row (a relay whose lease moved on must not act: cpuu_fleet/sites/relay.py)."""
 
     def __post_init__(self) -> None:
         if self.pacer is None:
@@ -166,6 +169,9 @@ class _StepRecorder:
     ) -> Any:
         """Journal ``step`` around ``action``; ``leave_open(value)`` true: the attempt stays
         ``running`` (a detached run step whose CPUU runs on), for :meth:`finish` to end."""
+        why = self.play.guard(step) if self.play.guard is not None else None
+        if why:
+            raise Interrupted(f"{step} not started: {why}")
         try:
             attempt_id = self.play.journal.start_step(
                 self.play.run_id, self.host, step, self.attempt

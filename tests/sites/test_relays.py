@@ -166,6 +166,8 @@ def _one_visit(sites: TwoSites, tmp_path: Path) -> tuple[str, dict[str, Any], An
             "bundle": dispatcher.bundle_digest(), "payload": dispatcher.payload_digest(play.name),
         }  # fmt: skip
         journal.add_site_visit(ids["visit"], run, "north-pc-0001", 1, "north")
+        # The run holds the host, as a controller's play does (a relay renews that lease).
+        assert journal.take_lease(run, ["north-pc-0001"], {"pid": 1}, lambda *_: False) is None
 
     def relay_for(journal: Any, guard: Any) -> Relay:
         return Relay(
@@ -218,5 +220,32 @@ def test_a_relay_whose_visit_was_delivered_again_meanwhile_stops_before_its_next
         starts = sites.cpuu_starts()
 
     assert steps == ["connect", "preflight", "push"]
+    assert row["outcome_json"] is None and row["relay"] == "north@sibling"
+    assert starts["north-pc-0001"] == 0
+
+
+def test_a_delivery_superseded_between_its_check_and_its_step_is_refused_by_the_fencing_token(
+    tmp_path,
+):
+    """The window the delivery check leaves open: the sibling takes the visit (a delivery and
+    a new fencing token) just after this relay's check before ``run`` and before its row. The
+    run step's write-ahead row carries the old token, so the journal refuses it in the same
+    statement: no CPUU, no run row, and this relay writes no outcome (the sibling's word)."""
+    with two_sites(tmp_path, 1) as sites, lab_environment(sites.fleet):
+        run, ids, relay_for = _one_visit(sites, tmp_path)
+
+        def sibling_takes_over_after_the_check(ids: dict[str, Any], step: str | None) -> None:
+            if step == "run":  # asked after this relay's own delivery check passed
+                with sites.journal() as other:
+                    other.deliver_site_visit(str(ids["visit"]), "north@sibling")
+                    assert other.renew_host_lease(run, "north-pc-0001") is not None
+
+        with sites.journal() as journal:
+            relay_for(journal, sibling_takes_over_after_the_check).handle(ids)
+            steps = [row["step"] for row in journal.attempts(run)]
+            row = journal.site_visit(ids["visit"])
+        starts = sites.cpuu_starts()
+
+    assert "run" not in steps and {"preflight", "push"} <= set(steps)
     assert row["outcome_json"] is None and row["relay"] == "north@sibling"
     assert starts["north-pc-0001"] == 0

@@ -45,7 +45,12 @@ class JournalReader:
         return self._own if self._own is not None else self.journal.connection()
 
     def table(self, table: str, columns: str, run_ids: Sequence[str]) -> pd.DataFrame:
-        """``SELECT columns FROM table`` for the selected runs, in one query."""
+        """``SELECT columns FROM table`` for the selected runs, in one query. Plain column names
+        are quoted: PostgreSQL reads a bare ``user`` as the database's user, not the column."""
+        columns = ", ".join(
+            f'"{name}"' if name.isidentifier() else name
+            for name in (part.strip() for part in columns.split(","))
+        )
         if self.journal.dialect == "postgresql":
             frame = self._pg_table(table, columns.replace("rowid", "seq"), run_ids)
         else:

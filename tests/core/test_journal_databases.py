@@ -188,6 +188,10 @@ def test_the_report_reads_the_same_from_sqlite_and_postgresql(tmp_path, pg_url):
         one = _figures(on_sqlite.journal, run, tmp_path / "out-a")
         other = _figures(on_postgresql.journal, run, tmp_path / "out-b")
         assert _timeless(one) == _timeless(other)
+        for name in ("profiles.csv", "hosts.csv"):  # every column, the users' names among them
+            text_a = (tmp_path / "out-a" / name).read_text(encoding="utf-8-sig")
+            text_b = (tmp_path / "out-b" / name).read_text(encoding="utf-8-sig")
+            assert _timeless(text_a) == _timeless(text_b), name
     assert on_postgresql.journal.hosts(on_postgresql.first_run) == on_sqlite.journal.hosts(
         on_sqlite.first_run
     )

@@ -81,7 +81,7 @@ def _collected_files_are_there(sites: TwoSites, run_id: str) -> list[str]:
 def _all_queued(rabbitmq: Any, sites: TwoSites) -> dict[str, list[tuple[bytes, dict]]] | None:
     """Each site's messages of this wave's run, once all are queued (the session's broker may
     still hold messages an earlier test's run left, which its relays drop)."""
-    if not (sites.reports / "journal.sqlite3").exists():
+    if sites.journal_url is None and not (sites.reports / "journal.sqlite3").exists():
         return None
     with sites.journal() as journal:
         run = journal.latest_run()
@@ -96,13 +96,19 @@ def _all_queued(rabbitmq: Any, sites: TwoSites) -> dict[str, list[tuple[bytes, d
     return found if all(len(m) == HOSTS_PER_SITE for m in found.values()) else None
 
 
-def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(rabbitmq, tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(
+    rabbitmq, tmp_path, request, database
+):
+    """On PostgreSQL the relays reach the journal, the bundle, the payload and give back the
+    collected files over the database only, as relays on other machines do."""
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
     with two_sites(tmp_path / "alone", HOSTS_PER_SITE) as alone:
         baseline = alone.run(make_playbook(alone.payload))
         expected = _outcomes(alone, baseline.run_id)
         expected_profiles = _report_csv(alone, baseline.run_id, "profiles.csv")
 
-    with two_sites(tmp_path / "relayed", HOSTS_PER_SITE) as sites:
+    with two_sites(tmp_path / "relayed", HOSTS_PER_SITE, journal_url=url) as sites:
         app = make_app(BrokerSettings(rabbitmq.url), SITES)
         playbook = make_playbook(sites.payload)
         thread, box = in_background(lambda: sites.run(playbook, wrap_work=dispatching(app)))

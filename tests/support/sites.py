@@ -36,7 +36,11 @@ class TwoSites(Wave):
     run, follow up and request as a :class:`~tests.support.waves.Wave` (the fleets share the
     lab's password, so one fleet's environment serves both)."""
 
-    def __init__(self, fleets: dict[str, LabFleet], root: Path):  # no Wave.__init__: two fleets
+    def __init__(
+        self, fleets: dict[str, LabFleet], root: Path, journal_url: str | None = None
+    ):  # no Wave.__init__: two fleets
+        self.journal_url = journal_url
+        """A shared PostgreSQL journal (relays as on other machines), else reports/' SQLite."""
         self.fleets = fleets
         self.fleet = next(iter(fleets.values()))
         self.root = root
@@ -77,11 +81,20 @@ class TwoSites(Wave):
         }
 
     def journal(self) -> Journal:
-        return Journal.in_reports(self.reports)
+        return Journal.in_reports(self.reports, self.journal_url)
+
+    def run(self, playbook: Any = None, **overrides: Any) -> Any:
+        return super().run(playbook, **{"journal_url": self.journal_url, **overrides})
 
 
 @contextmanager
-def two_sites(root: Path, hosts: int, scenario: str = "healthy", **lab: Any) -> Iterator[TwoSites]:
+def two_sites(
+    root: Path,
+    hosts: int,
+    scenario: str = "healthy",
+    journal_url: str | None = None,
+    **lab: Any,
+) -> Iterator[TwoSites]:
     with ExitStack() as stack:
         fleets = {
             site: stack.enter_context(
@@ -89,7 +102,7 @@ def two_sites(root: Path, hosts: int, scenario: str = "healthy", **lab: Any) -> 
             )
             for site in SITES
         }
-        yield TwoSites(fleets, root)
+        yield TwoSites(fleets, root, journal_url)
 
 
 class RelayProcess:
@@ -108,7 +121,7 @@ class RelayProcess:
             "--site",
             site,
             "--journal",
-            str(sites.reports / Journal.FILENAME),
+            sites.journal_url or str(sites.reports / Journal.FILENAME),
             "--concurrency",
             str(concurrency),
             "--work-dir",
@@ -180,7 +193,7 @@ def relays(
 ) -> Iterator[list[RelayProcess]]:
     """``per_site`` relays for each site (of ``only``), stopped at the end (whatever happened)."""
     sites.reports.mkdir(parents=True, exist_ok=True)
-    Journal.in_reports(sites.reports).close()  # the relays open the controller's journal
+    sites.journal().close()  # the relays open the controller's journal
     started = [
         RelayProcess(sites, site, broker_url, f"{site}-{n}", concurrency)
         for site in only

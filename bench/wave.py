@@ -271,8 +271,10 @@ def run_cpuu_fleet(
         "states": states,
         "wall_s": wall,
         "peak_wave_mib": peak_wave,
-        "polls_per_host": polls.parked / n,
+        "polls_per_host": polls.questions / n,
+        "parked_again_per_host": polls.parked / n,
         "poll_round_trips_per_host": polls.round_trips / n,
+        "visit_round_trips_per_host": (requests_made - polls.round_trips) / n,
         "slowest_cpuu_s": max(cpuu_s, default=0.0),
         "round_trips_per_host": requests_made / n,
         "wall_per_host_s": sum(durations) / n,
@@ -426,33 +428,55 @@ def _proc_status() -> tuple[float, int]:
 
 
 class PollCounter:
-    """Counts the visits of detached hosts that only asked (``Status``) and parked again, and
-    the round trips they cost (their session's open and close included)."""
+    """The polls in the issue's sense: every ``run-task Status`` question to a detached host,
+    each with the session it needs of its own (NTLM's legs, Create, the open's Receives, Delete)
+    and its pipeline. A settling visit that only asked and parked again is all poll; the one that
+    finds CPUU ended is a poll up to its ``Status`` answer, plus its session's close, and its
+    collect (the same session) is the visit's work, as it is attached."""
 
     def __init__(self, requests: RequestCounter) -> None:
         from cpuu_fleet.visit import host_visit
+        from cpuu_fleet.visit.session import HostSession
 
+        self.questions = 0
         self.parked = 0
         self.round_trips = 0
         self._lock = threading.Lock()
-        original_settle = host_visit._Visit._settle
+        self._local = threading.local()
+        original_status = host_visit.task_status
+        original_close = HostSession.close
         original_run = host_visit._Visit.run
-        counter = self
+        counter, local = self, self._local
 
-        def settle(visit: Any, unsettled: Any) -> Any:
-            visit._settling = True
-            return original_settle(visit, unsettled)
+        def task_status(*args: Any, **kwargs: Any) -> Any:
+            answer = original_status(*args, **kwargs)
+            local.status_at = requests.mine()
+            return answer
+
+        def close(session: Any) -> None:
+            before = requests.mine()
+            original_close(session)
+            local.close_rt = getattr(local, "close_rt", 0) + requests.mine() - before
 
         def run(visit: Any) -> Any:
+            local.status_at, local.close_rt = None, 0
             before = requests.mine()
             outcome = original_run(visit)
-            if getattr(visit, "_settling", False) and outcome.settle_in is not None:
-                with counter._lock:
-                    counter.parked += 1
-                    counter.round_trips += requests.mine() - before
+            spent = requests.mine() - before
+            if visit.unsettled is None or not spent:  # not settling, or not yet time to ask
+                return outcome
+            if outcome.settle_in is not None or local.status_at is None:
+                polled = spent
+            else:
+                polled = local.status_at - before + local.close_rt
+            with counter._lock:
+                counter.questions += 1
+                counter.parked += outcome.settle_in is not None
+                counter.round_trips += polled
             return outcome
 
-        host_visit._Visit._settle = settle  # type: ignore[method-assign]
+        host_visit.task_status = task_status
+        HostSession.close = close  # type: ignore[method-assign]
         host_visit._Visit.run = run  # type: ignore[method-assign]
 
 
@@ -617,7 +641,22 @@ def main() -> None:
         type=int,
         help="with --cpuu-seconds: this many hosts detached, all waiting at once (RSS, threads)",
     )
+    parser.add_argument(
+        "--modes",
+        default="attached,detached",
+        help="with --cpuu-seconds: which run modes to measure (attached 300 × 60 s holds the"
+        " machine for 12 minutes: 'detached' alone prints attached's estimate with --zero)",
+    )
+    parser.add_argument(
+        "--zero",
+        action="store_true",
+        help="with --cpuu-seconds: also the same wave with CPUU at 0 s, and the issue's bound"
+        " 1.3 × (S + that wave's wall time)",
+    )
     args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or set(args.modes) - {"attached", "detached"}:
+        raise SystemExit("--modes: attached, detached or both, comma-separated")
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
     latencies = [float(x) for x in args.latencies.split(",")]
     from cpuu_fleet.cli.demo_lab import make_standin_payload
@@ -631,11 +670,14 @@ def main() -> None:
     if args.cpuu_seconds is not None:
         for size in sizes:
             for latency in latencies:
-                pair = [
-                    measure(kind, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
-                    for kind in ("attached", "detached")
-                ]
-                _print_modes(size, latency, args, *pair)
+                runs = {
+                    mode: measure(mode, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
+                    for mode in args.modes
+                }
+                _print_modes(size, latency, args, runs)
+                if args.zero:
+                    zero = {mode: measure(mode, size, latency, payload, 0.0) for mode in args.modes}
+                    _print_overlap(size, args, runs, zero)
         return
     rows = []
     for size in sizes:
@@ -678,26 +720,57 @@ MODE_METRICS = (
     ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
     ("peak_wave_mib", "controller peak RSS MiB", "{:.0f}"),
     ("round_trips_per_host", "round trips / host", "{:.1f}"),
-    ("polls_per_host", "polls / host", "{:.2f}"),
-    ("poll_round_trips_per_host", "polls' round trips / host", "{:.1f}"),
+    ("visit_round_trips_per_host", "  the visit's (attached: all)", "{:.1f}"),
+    ("poll_round_trips_per_host", "  the polls' (session + Status)", "{:.1f}"),
+    ("polls_per_host", "polls / host (Status questions)", "{:.2f}"),
+    ("parked_again_per_host", "  of which parked again", "{:.2f}"),
     ("slowest_cpuu_s", "CPUU on the slowest host, s", "{:.1f}"),
 )
 
 
-def _print_modes(
-    size: int, latency: float, args: Any, attached: dict[str, Any], detached: dict[str, Any]
-) -> None:
+def _print_modes(size: int, latency: float, args: Any, runs: dict[str, dict[str, Any]]) -> None:
     spread = f" ±{args.cpuu_spread:.0%}" if args.cpuu_spread else ""
+    states = " / ".join(str(run["states"]) for run in runs.values())
     print(
         f"\n{size} hosts, CPUU {args.cpuu_seconds:g} s{spread}, forks {args.forks},"
-        f" latency {latency:g} ms; states {attached['states']} / {detached['states']}"
+        f" latency {latency:g} ms; states {states}"
     )
-    print("| metric | attached | detached | detached / attached |")
-    print("|---|---:|---:|---:|")
+    both = len(runs) == 2
+    print(f"| metric | {' | '.join(runs)} |" + (" detached / attached |" if both else ""))
+    print("|---|" + "---:|" * (len(runs) + both))
     for key, label, form in MODE_METRICS:
-        a, d = attached[key], detached[key]
-        ratio = f"{d / a:.2f}x" if a else "-"
-        print(f"| {label} | {form.format(a)} | {form.format(d)} | {ratio} |", flush=True)
+        values = [run[key] for run in runs.values()]
+        row = f"| {label} | {' | '.join(form.format(v) for v in values)} |"
+        if both:
+            a, d = runs["attached"][key], runs["detached"][key]
+            row += f" {d / a:.2f}x |" if a else " - |"
+        print(row, flush=True)
+
+
+def _print_overlap(
+    size: int, args: Any, runs: dict[str, dict[str, Any]], zero: dict[str, dict[str, Any]]
+) -> None:
+    """The issue's first goal: wall time at most 1.3 × (CPUU's time + the same wave's wall time
+    with CPUU at 0 s). Attached, when not run, is estimated as ``ceil(hosts / forks)`` rounds of
+    CPUU's time plus the 0 s wave (said so)."""
+    cpuu = args.cpuu_seconds
+    print(f"\nthe same {size} hosts with CPUU at 0 s; bound = 1.3 × ({cpuu:g} s + that wall):")
+    print("| mode | wall at 0 s | bound | wall at CPUU s | met |")
+    print("|---|---:|---:|---:|---|")
+    for mode, run in runs.items():
+        bound = 1.3 * (cpuu + zero[mode]["wall_s"])
+        met = "yes" if run["wall_s"] <= bound else "no"
+        print(
+            f"| {mode} | {zero[mode]['wall_s']:.1f} | {bound:.1f} | {run['wall_s']:.1f} | {met} |"
+        )
+    if "attached" not in runs:
+        rounds = -(-size // args.forks)
+        estimate = rounds * cpuu + zero["detached"]["wall_s"]
+        print(
+            f"| attached (estimate, not run: {rounds} rounds × {cpuu:g} s + the detached 0 s wave)"
+            f" | | | {estimate:.0f} | |",
+            flush=True,
+        )
 
 
 WAITING_METRICS = (
@@ -716,20 +789,20 @@ def _measure_waiting(args: Any, payload: Path) -> None:
     Attached at the same forks holds at most ``forks`` hosts at once: one round of that many."""
     if args.cpuu_seconds is None:
         raise SystemExit("--waiting needs --cpuu-seconds (longer than it takes to start them all)")
+    sizes = {"attached": args.forks, "detached": args.waiting}
     runs = {
-        "attached": measure("waiting-attached", args.forks, 0, payload, args.cpuu_seconds),
-        "detached": measure("waiting-detached", args.waiting, 0, payload, args.cpuu_seconds),
+        mode: measure(f"waiting-{mode}", sizes[mode], 0, payload, args.cpuu_seconds)
+        for mode in args.modes
     }
     print(
-        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: attached {args.forks} hosts,"
-        f" detached {args.waiting} hosts; states {runs['attached']['states']} /"
-        f" {runs['detached']['states']}"
+        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: "
+        + ", ".join(f"{mode} {sizes[mode]} hosts, states {runs[mode]['states']}" for mode in runs)
     )
-    print("| metric | attached | detached |")
-    print("|---|---:|---:|")
+    print(f"| metric | {' | '.join(runs)} |")
+    print("|---|" + "---:|" * len(runs))
     for key, label, form in WAITING_METRICS:
-        values = [form.format(runs[mode][key]) for mode in ("attached", "detached")]
-        print(f"| {label} | {values[0]} | {values[1]} |", flush=True)
+        values = [form.format(run[key]) for run in runs.values()]
+        print(f"| {label} | {' | '.join(values)} |", flush=True)
 
 
 def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:

@@ -4,76 +4,93 @@
     python bench/wave.py --sizes 10,100,500   # add 500 hosts
     python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0   # attached vs detached
-    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300    # hosts parked at once
+    python bench/wave.py --cpuu-seconds 60 --sizes 300 --latencies 0 --modes detached --zero
+    python bench/wave.py --waiting 1000 --forks 25 --cpuu-seconds 420 --modes detached
 
 With ``--cpuu-seconds S`` every lab CPUU runs S seconds (``--cpuu-spread F``: each host's time
-drawn from S × [1-F, 1+F]) and the bench plays the same wave twice on fresh labs, the run step
-attached and detached (``run: {attached: false}``), and prints them side by side: wall time,
-hosts per minute, controller CPU per host, peak RSS, round trips per host and the polls'
-(``run-task Status`` questions to hosts whose CPUU still ran, each a session of its own), and
-how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
-one poll late).
+drawn from S × [1-F, 1+F]) and the bench plays the same wave on fresh labs, the run step attached
+and detached (``run: {attached: false}``; ``--modes`` picks one), and prints them side by side:
+wall time, hosts per minute, controller CPU per host, peak RSS, round trips per host, and how
+long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to one
+poll late). ``--zero`` plays the same wave again with CPUU at 0 s and prints the issue's bound,
+1.3 × (S + that wall time), beside the wall time at S (and, for a mode not run, attached's
+estimate: ``ceil(hosts / forks)`` rounds of S plus the 0 s wave, said to be one).
+
+Round trips per host are split into the visit's and the polls'. **The polls** (the issue's word)
+are the ``run-task Status`` questions to a detached host, each with the session it needs of its
+own: NTLM's three legs (the unauthenticated probe, negotiate, authenticate), Create, the open's
+two Receives (real Windows sends RunspacePoolState(Opened) in a second Receive: winrm-notes.md
+"Message ordering", ../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml; pypsrp 0.9.1
+loops Receive until then) and Delete (without it the shell and its wsmprovhost stay on the host
+until the idle timeout): 7 round trips, none optional, plus the ``Status`` pipeline's Command and
+Receive: 9 round trips a question. A host needs one question, the one that finds CPUU ended,
+whose session then serves the collect; the visit's round trips are all the rest. Only the canary
+(the first host parked while the run time is not known) is asked more often.
 
 Measured 2026-12-06 on the shared 2-CPU machine (other engineers' tests running), healthy lab,
-no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
-for a quarter of an hour in attached mode alone). Before: main 4c29530, rerun 16:35 UTC (load
-average 2.6 at the start, 8.5 at the end); after: branch ``settle``, 17:01 (20 s, load 4.5) and
-17:00 (0 s, load 5.4-7.0, one commit earlier: the marker clock for wake-ups, which only moves
-parked hosts):
+no added latency, forks 25. Branch ``settle2`` (the pacer asks the others one fine step past the
+canary's next question and wakes them just after its answers), 18:40 UTC, load average 7.6 at
+the start, 5.8 at the end:
 
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
-    python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
 
-    metric                      CPUU 20 s before: attached detached  after: attached detached
-    wall s                                        103.3    49.9              102.1    46.6
-    hosts / min                                    58.1   120.3               58.8   128.7
-    controller CPU s / host                       0.135   0.169 (1.25x)      0.138   0.150 (1.09x)
-    controller peak RSS MiB                         173     186                176     177
-    round trips / host                             26.1    34.3 (1.31x)       26.5    33.5 (1.26x)
-    polls / host (asked, parked again)                -    0.00                  -    0.10
-    polls' round trips / host                         -     0.0                  -     0.9
-    CPUU on the slowest host, s                    21.9    22.2               22.4    27.9
+    100 hosts, CPUU 20 s, forks 25, latency 0 ms; states {'succeeded': 100} / {'succeeded': 100}
+    | metric | attached | detached | detached / attached |
+    |---|---:|---:|---:|
+    | wall s | 98.6 | 42.3 | 0.43x |
+    | hosts / min | 60.9 | 142.0 | 2.33x |
+    | controller CPU s / host | 0.105 | 0.113 | 1.08x |
+    | controller peak RSS MiB | 179 | 182 | 1.01x |
+    | round trips / host | 26.1 | 33.5 | 1.28x |
+    |   the visit's (attached: all) | 26.1 | 23.1 | 0.89x |
+    |   the polls' (session + Status) | 0.0 | 10.4 | - |
+    | polls / host (Status questions) | 0.00 | 1.15 | - |
+    |   of which parked again | 0.00 | 0.15 | - |
+    | CPUU on the slowest host, s | 22.2 | 25.5 | 1.15x |
 
-    after, CPUU 0 s: wall 25.9 / 24.2 s, CPU 0.113 / 0.117 s per host, 25.1 / 25.6 round trips,
-    peak RSS 180 / 174 MiB (attached / detached; the first measurement, 23.0 / 24.2 s,
-    0.108 / 0.109 s, 25.1 / 25.1, was taken at a lower load).
+Before (branch ``settle``, 17:01, load 4.5, same command): wall 102.1 / 46.6 s, CPU 0.138 /
+0.150 s per host (1.09x), round trips 26.5 / 33.5 per host, 0.10 polls per host parked again,
+CPUU on the slowest host 22.4 / 27.9 s. In a 40-host wave (20 s, the lab in its own process,
+a per-host log of the pacer's questions) 3 hosts started in the canary's round were asked once
+before their end, just before the canary's answer came in (now none: only the canary's 9-10
+questions are parked again), and the others heard of the run time on their own fine schedule,
+up to a fifth of it late: settled at 22.1 to 25.1 s of CPUU's run, now 22.7 to 23.5 s.
 
-(The first measurement of the detached mode, by its author: 47.7 s, 0.172 s CPU and 36.5 round
-trips per host, 0.24 polls of 9 round trips each.) Detached 46.6 s ≤ 1.3 × (20 s + 24.2 s) =
-57.5 s: CPUU's time overlaps. Where the detached extra went (a per-thread cProfile of the
-controller and the lab's WS-Man actions per visit): a settled host had one more session (NTLM's
-three legs, Create, two Receives to open the pool, Delete: 7 round trips, the same on real Windows:
-../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml, winrm-notes.md) and one more
-``run-task`` pipeline (Start and Status where attached has Run; the script's 40 kB escaped anew by
-pypsrp each time, about a fifth of a pipeline's CPU), plus the polls. Now: the scripts' CLIXML text
-is escaped once per process; ``Status -RemoveEnded`` unregisters an ended task in the settling
-question itself, so a settled host runs as many pipelines as an attached one; the hosts other than
-the canary are not asked while it is at work; and a wake-up counts from CPUU's start by its marker,
-not from the journal row that began before the ``Start`` call (which asked hosts early by that
-call's time: a poll each). What remains is the second session: 7 round trips and its NTLM, pool and
-encryption CPU. Detached is still 6 round trips (23 %) above attached without the polls: once a
-waiting host's connection is released, collect needs a session of its own (a cheaper question than
-``Status``, such as a WS-Man Enumerate, would only make polls cheaper, and there are 0.1 per host).
-An attached run pays a Receive per OperationTimeout (20 s) instead, so with CPUU's real minutes (a
-5-minute CPUU: 15 Receives) detached needs fewer round trips than attached.
+The issue's goals, read off these runs:
 
-Hosts waiting at once (``--waiting N``: N detached hosts whose CPUU outlasts their start, all
-parked at once, beside attached at the same forks, which holds at most ``forks`` hosts, each a
-worker thread, a Receive thread and a socket). 1,000 lab hosts would have held this shared
-machine for about a quarter of an hour, so 500 (branch ``settle`` at 99e763a, 16:42-16:57 UTC,
-load average 9.9 at the start, 2.3 at the end; the sampler reads ``/proc/self/status`` every
-0.2 s):
+* **300 hosts, CPUU 60 s, forks 25**: detached 134.8 s ≤ 1.3 × (60 s + 59.1 s) = 154.9 s
+  (18:36-18:40 UTC, load 3.8 to 11.7; 1.00 polls per host, none parked again: the starts of
+  300 hosts take about as long as CPUU, and the runner starts every host before it wakes a
+  parked one, so the canary's first question found CPUU ended; CPU 0.127 s per host, 32.2 round
+  trips per host = 23.2 the visit's + 9.0 the polls'):
 
-    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300
+      python bench/wave.py --cpuu-seconds 60 --sizes 300 --latencies 0 --forks 25 --modes detached --zero
 
-    metric                                   attached (25 hosts)  detached (500 hosts)
-    hosts waiting for CPUU at once                    25                  500
-    controller RSS then, MiB                         109                  147
-    controller threads then (and peak)                54                   28
-    controller peak RSS (whole wave), MiB            174                  191
+  ATTACHED300
 
-A parked host costs a heap entry, a journal row and its rendered files (held for the whole play
-either way); the peak comes from the 25 forks' visits, not from the waiting hosts.
+* **1,000 started hosts waiting at once: controller peak RSS under 300 MB.** 1,000 detached
+  hosts, CPUU 420 s (longer than starting them all takes), the lab in its own process (the
+  figure is the controller process alone: ``/proc/self/status`` sampled every 0.2 s, and its
+  ``ru_maxrss``), 18:20-18:31 UTC, branch ``settle2`` before the pacer change (which moves no
+  memory): 1,000 waiting at once, RSS then 175 MiB, 28 threads; peak RSS of the whole wave
+  203 MiB (the 25 forks' visits, as with 500 hosts: 147 MiB then, 191 MiB peak); all 1,000
+  succeeded; wall 659 s; CPU 0.159 s per host.
+
+      python bench/wave.py --waiting 1000 --forks 25 --cpuu-seconds 420 --modes detached
+
+* **Controller CPU per host no higher than attached; round trips within 10 % of attached plus
+  the polls.** Round trips: met, the visit's 23.1 against attached's 26.1 (a settled host runs
+  Start, Status and the download where attached runs Run, Remove and the download; attached
+  pays a Receive per 20 s OperationTimeout while CPUU runs, so with CPUU's real minutes the
+  visit's share only gains), plus the polls: 9 round trips each, 1.15 per host at 100 hosts
+  × 20 s, 1.00 at 300 × 60 s. CPU: 1.08x at 100 × 20 s (0.113 against 0.105 s; 1.09x before),
+  not met. What is left is the second session itself, about 12 ms of controller CPU per host
+  by a per-phase ``time.thread_time`` count (open 12.4 ms, close 1.8 ms; the rest of a settled
+  host's work is attached's): NTLM's handshake (about 1 ms of it pyspnego's pure-Python DES
+  for an LM hash NTLMv2 never sends), the pool's open messages and their encryption. Left out:
+  ``Status`` and the collect's download in one pipeline when CPUU has ended (about 5 ms and 2
+  round trips per host) needs the host to download only after ``Status`` says ended, a change to
+  both remote scripts and the lab's dispatch.
 
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is

@@ -14,12 +14,12 @@ so the schedule follows CPUU's expected run time instead of a fixed tick:
   is asked on that fine schedule, and the others on a coarse one (first after 10 s, then at
   gaps of four times the time run, at most 120 s: a safeguard should the canary hang), but
   not before they have run one fine step longer than the canary will have at its next
-  question (at most 120 s), so that its answer is in: CPUU runs about as long everywhere and
-  the canary was parked first, so while it is at work the others most likely are too. They
-  wake without asking just after each of the canary's answers, so once it has ended they are
-  asked when the run time it showed has passed. A wave of hundreds costs the canary's few
-  polls and about none per other host (without that floor: one per host, every host asked at
-  10 s of a 20 s CPUU);
+  question, nor while that answer is overdue (at most 120 s), so that its answer is in: CPUU
+  runs about as long everywhere and the canary was parked first, so while it is at work the
+  others most likely are too. They wake without asking just after each of the canary's
+  answers, so once it has ended they are asked when the run time it showed has passed. A
+  wave of hundreds costs the canary's few polls and about none per other host (without that
+  floor: one per host, every host asked at 10 s of a 20 s CPUU);
 * never later than just past the host's deadline, where the ``Run`` call kills CPUU on the host
   (which counts the deadline itself, from the marker's ``StartedAt``).
 
@@ -31,6 +31,7 @@ question asked early at worst waits in the ``Run`` call for the host's own deadl
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -145,7 +146,10 @@ class SettlePacer:
                 )
                 ask_at = last + _gap(last, share, low, high)
                 if not canary:  # not while the canary is at work (up to the safeguard)
-                    ask_at = max(ask_at, min(self._canary_floor(), COARSE_MAX_S))
+                    answer_at = self._canary_answer_at()
+                    overdue = answer_at is not None and time.monotonic() > answer_at
+                    floor = math.inf if overdue else self._canary_floor()
+                    ask_at = max(ask_at, min(floor, COARSE_MAX_S))
         ask_at = min(ask_at, timeout_s + PAST_DEADLINE_S)
         if elapsed_s >= ask_at:
             return 0.0
@@ -161,13 +165,24 @@ class SettlePacer:
         to a fifth of their run time late, and were asked that late."""
         fine = _gap(elapsed_s, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
         with self._lock:
-            started = self._started.get(self._canary) if self._canary else None
-            ran = self._canary_ran
-        if started is None:
+            answer_at = self._canary_answer_at()
+        if answer_at is None:
             return fine
-        answer_at = started + ran + _gap(ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S) + HEAR_MARGIN_S
         until = answer_at - time.monotonic()
         return max(until, HEAR_MARGIN_S / 2) if until > 0 else fine
+
+    def _canary_answer_at(self) -> float | None:
+        """When (``time.monotonic``) the canary's answer to its next question is due; None for
+        no canary, or one this controller did not start. Called with the lock held. Past that
+        time and no answer (the forks busy starting hosts, which go first, or a canary that
+        hangs), the others are not asked either, up to the safeguard: asked then, every host
+        started in the first rounds of a wave cost a poll before its end (0.15 per host at 100
+        hosts × 20 s, 4 rounds of starts)."""
+        started = self._started.get(self._canary) if self._canary else None
+        if started is None:
+            return None
+        ran = self._canary_ran
+        return started + ran + _gap(ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S) + HEAR_MARGIN_S
 
     def _canary_floor(self) -> float:
         """The time run before which no other host is asked while the canary is at work: one

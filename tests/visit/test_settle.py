@@ -105,3 +105,17 @@ def test_the_others_wake_just_after_the_canarys_answer_to_hear_of_the_run_time_a
     late.wait("canary", 40, TIMEOUT)
     late.asked("canary", 15)  # its answer to the 18 s question is long overdue
     assert late.wait("other", 5, TIMEOUT) == pytest.approx(1)  # the fine schedule again
+
+
+def test_while_the_canarys_answer_is_overdue_the_others_wait_for_it_up_to_the_safeguard():
+    """The runner starts every host before it wakes a parked one, so in a wave of several rounds
+    of starts the canary is asked late; the hosts started before it is were asked at 10 s (the
+    coarse safeguard) and, CPUU still at work, cost a poll each."""
+    pacer = SettlePacer()
+    pacer.started("canary", 30.0)  # parked 30 s ago and never asked since: its answer is late
+    assert pacer.wait("canary", 30, TIMEOUT) == 0
+    assert pacer.wait("other", 10, TIMEOUT) > 0  # not at the coarse 10 s
+    assert pacer.wait("other", 119, TIMEOUT) > 0
+    assert pacer.wait("other", 120, TIMEOUT) == 0  # the safeguard, should the canary hang
+    pacer.asked("canary", 30)  # its answer: at work after 30 s; the next question at 36 s
+    assert pacer.wait("other", 30, TIMEOUT) > 0

@@ -762,6 +762,23 @@ def _print_modes(size: int, latency: float, args: Any, runs: dict[str, dict[str,
             a, d = runs["attached"][key], runs["detached"][key]
             row += f" {d / a:.2f}x |" if a else " - |"
         print(row, flush=True)
+    if both:
+        _print_cost_goal(runs["attached"], runs["detached"])
+
+
+def _print_cost_goal(attached: dict[str, Any], detached: dict[str, Any]) -> None:
+    """The issue's third goal, read off this run: CPU per host no higher than attached; round
+    trips per host within 10 % of attached plus the polls (the visit's against attached's)."""
+    cpu_a, cpu_d = attached["cpu_per_host_s"], detached["cpu_per_host_s"]
+    visit, whole = detached["visit_round_trips_per_host"], attached["round_trips_per_host"]
+    polls = detached["poll_round_trips_per_host"]
+    print(
+        f"goal, CPU per host no higher than attached: {cpu_d:.3f} vs {cpu_a:.3f} s:"
+        f" {'met' if cpu_d <= cpu_a else 'not met'}; round trips within 10 % of attached plus"
+        f" the polls: {visit:.1f} + {polls:.1f} vs 1.1 × {whole:.1f} + {polls:.1f}:"
+        f" {'met' if visit <= 1.1 * whole else 'not met'}",
+        flush=True,
+    )
 
 
 def _print_overlap(

@@ -188,7 +188,7 @@ class SettlePacer:
         """The time run before which no other host is asked while the canary is at work: one
         fine step past the canary's next question. Hosts started in the same round as the canary
         reach that question's time a moment after it, before its answer is in (asking them then
-        cost a poll each, a third of the hosts at 40 hosts × 20 s); one step later the answer has
+        cost a poll each: 3 of 40 hosts at 40 hosts × 20 s); one step later the answer has
         moved this floor (still at work) or given the expectation (ended)."""
         canary_next = self._canary_ran + _gap(self._canary_ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
         return canary_next + _gap(canary_next, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)

@@ -119,3 +119,15 @@ def test_while_the_canarys_answer_is_overdue_the_others_wait_for_it_up_to_the_sa
     assert pacer.wait("other", 120, TIMEOUT) == 0  # the safeguard, should the canary hang
     pacer.asked("canary", 30)  # its answer: at work after 30 s; the next question at 36 s
     assert pacer.wait("other", 30, TIMEOUT) > 0
+
+
+def test_a_canary_settled_without_a_run_time_holds_the_others_back_no_longer():
+    """A canary whose settling visit failed (unreachable) is forgotten: the others are asked on
+    the coarse safeguard again, not only at 120 s, and the next host to wait is the canary."""
+    pacer = SettlePacer()
+    pacer.started("canary", 30.0)
+    assert pacer.wait("canary", 30, TIMEOUT) == 0
+    assert pacer.wait("other", 10, TIMEOUT) > 0  # held back while its answer is overdue
+    pacer.settled("canary", None)
+    assert pacer.wait("other", 10, TIMEOUT) == 0
+    assert pacer.expected() is None

@@ -4,76 +4,125 @@
     python bench/wave.py --sizes 10,100,500   # add 500 hosts
     python bench/wave.py --quick              # 10 hosts, both latencies (a smoke run)
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0   # attached vs detached
-    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300    # hosts parked at once
+    python bench/wave.py --cpuu-seconds 60 --sizes 300 --latencies 0 --modes detached --zero
+    python bench/wave.py --waiting 1000 --forks 25 --cpuu-seconds 420 --modes detached
 
 With ``--cpuu-seconds S`` every lab CPUU runs S seconds (``--cpuu-spread F``: each host's time
-drawn from S × [1-F, 1+F]) and the bench plays the same wave twice on fresh labs, the run step
-attached and detached (``run: {attached: false}``), and prints them side by side: wall time,
-hosts per minute, controller CPU per host, peak RSS, round trips per host and the polls'
-(``run-task Status`` questions to hosts whose CPUU still ran, each a session of its own), and
-how long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to
-one poll late).
+drawn from S × [1-F, 1+F]) and the bench plays the same wave on fresh labs, the run step attached
+and detached (``run: {attached: false}``; ``--modes`` picks one), and prints them side by side:
+wall time, hosts per minute, controller CPU per host, peak RSS, round trips per host, and how
+long CPUU ran on the slowest host (the run step's seconds in the journal; detached, up to one
+poll late). ``--zero`` plays the same wave again with CPUU at 0 s and prints the issue's bound,
+1.3 × (S + that wall time), beside the wall time at S (and, for a mode not run, attached's
+estimate: ``ceil(hosts / forks)`` rounds of S plus the 0 s wave, said to be one).
+
+Round trips per host are split into the visit's and the polls'. **The polls** (the issue's word)
+are the ``run-task Status`` questions to a detached host, each with the session it needs of its
+own: NTLM's three legs (the unauthenticated probe, negotiate, authenticate), Create, the open's
+two Receives (real Windows sends RunspacePoolState(Opened) in a second Receive: winrm-notes.md
+"Message ordering", ../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml; pypsrp 0.9.1
+loops Receive until then) and Delete (without it the shell and its wsmprovhost stay on the host
+until the idle timeout): 7 round trips, none optional, plus the ``Status`` pipeline's Command and
+Receive: 9 round trips a question. A host needs one question, the one that finds CPUU ended,
+whose session then serves the collect; the visit's round trips are all the rest. Only the canary
+(the first host parked while the run time is not known) is asked more often.
 
 Measured 2026-12-06 on the shared 2-CPU machine (other engineers' tests running), healthy lab,
-no added latency, forks 25, 100 hosts (the issue's 300 hosts × 60 s would have held the machine
-for a quarter of an hour in attached mode alone). Before: main 4c29530, rerun 16:35 UTC (load
-average 2.6 at the start, 8.5 at the end); after: branch ``settle``, 17:01 (20 s, load 4.5) and
-17:00 (0 s, load 5.4-7.0, one commit earlier: the marker clock for wake-ups, which only moves
-parked hosts):
+no added latency, forks 25, branch ``settle2`` (the pacer holds the others back while the
+canary's answer is not in, and wakes them just after it), 18:59-19:02 UTC, load average 3.6 at
+the start, 5.2 at the end:
 
     python bench/wave.py --cpuu-seconds 20 --sizes 100 --latencies 0 --forks 25
-    python bench/wave.py --cpuu-seconds 0  --sizes 100 --latencies 0 --forks 25
 
-    metric                      CPUU 20 s before: attached detached  after: attached detached
-    wall s                                        103.3    49.9              102.1    46.6
-    hosts / min                                    58.1   120.3               58.8   128.7
-    controller CPU s / host                       0.135   0.169 (1.25x)      0.138   0.150 (1.09x)
-    controller peak RSS MiB                         173     186                176     177
-    round trips / host                             26.1    34.3 (1.31x)       26.5    33.5 (1.26x)
-    polls / host (asked, parked again)                -    0.00                  -    0.10
-    polls' round trips / host                         -     0.0                  -     0.9
-    CPUU on the slowest host, s                    21.9    22.2               22.4    27.9
+    100 hosts, CPUU 20 s, forks 25, latency 0 ms; states {'succeeded': 100} / {'succeeded': 100}
+    | metric | attached | detached | detached / attached |
+    |---|---:|---:|---:|
+    | wall s | 101.4 | 46.5 | 0.46x |
+    | hosts / min | 59.1 | 128.9 | 2.18x |
+    | controller CPU s / host | 0.126 | 0.144 | 1.14x |
+    | controller peak RSS MiB | 174 | 184 | 1.05x |
+    | round trips / host | 26.5 | 32.6 | 1.23x |
+    |   the visit's (attached: all) | 26.5 | 23.3 | 0.88x |
+    |   the polls' (session + Status) | 0.0 | 9.3 | - |
+    | polls / host (Status questions) | 0.00 | 1.02 | - |
+    |   of which parked again | 0.00 | 0.02 | - |
+    | CPUU on the slowest host, s | 21.9 | 25.8 | 1.18x |
+    goal, CPU per host no higher than attached: 0.144 vs 0.126 s: not met; round trips within
+    10 % of attached plus the polls: 23.3 + 9.3 vs 1.1 × 26.5 + 9.3: met
 
-    after, CPUU 0 s: wall 25.9 / 24.2 s, CPU 0.113 / 0.117 s per host, 25.1 / 25.6 round trips,
-    peak RSS 180 / 174 MiB (attached / detached; the first measurement, 23.0 / 24.2 s,
-    0.108 / 0.109 s, 25.1 / 25.1, was taken at a lower load).
+The same command again at 19:05-19:08 (load 5.1 at the start, 13.0 at the end):
 
-(The first measurement of the detached mode, by its author: 47.7 s, 0.172 s CPU and 36.5 round
-trips per host, 0.24 polls of 9 round trips each.) Detached 46.6 s ≤ 1.3 × (20 s + 24.2 s) =
-57.5 s: CPUU's time overlaps. Where the detached extra went (a per-thread cProfile of the
-controller and the lab's WS-Man actions per visit): a settled host had one more session (NTLM's
-three legs, Create, two Receives to open the pool, Delete: 7 round trips, the same on real Windows:
-../shared/fixtures/windows-wsman/test_psrp_open_runspace.yml, winrm-notes.md) and one more
-``run-task`` pipeline (Start and Status where attached has Run; the script's 40 kB escaped anew by
-pypsrp each time, about a fifth of a pipeline's CPU), plus the polls. Now: the scripts' CLIXML text
-is escaped once per process; ``Status -RemoveEnded`` unregisters an ended task in the settling
-question itself, so a settled host runs as many pipelines as an attached one; the hosts other than
-the canary are not asked while it is at work; and a wake-up counts from CPUU's start by its marker,
-not from the journal row that began before the ``Start`` call (which asked hosts early by that
-call's time: a poll each). What remains is the second session: 7 round trips and its NTLM, pool and
-encryption CPU. Detached is still 6 round trips (23 %) above attached without the polls: once a
-waiting host's connection is released, collect needs a session of its own (a cheaper question than
-``Status``, such as a WS-Man Enumerate, would only make polls cheaper, and there are 0.1 per host).
-An attached run pays a Receive per OperationTimeout (20 s) instead, so with CPUU's real minutes (a
-5-minute CPUU: 15 Receives) detached needs fewer round trips than attached.
+    | metric | attached | detached | detached / attached |
+    |---|---:|---:|---:|
+    | wall s | 98.3 | 60.7 | 0.62x |
+    | hosts / min | 61.0 | 98.9 | 1.62x |
+    | controller CPU s / host | 0.127 | 0.128 | 1.01x |
+    | controller peak RSS MiB | 175 | 181 | 1.03x |
+    | round trips / host | 26.1 | 32.3 | 1.24x |
+    |   the visit's (attached: all) | 26.1 | 23.3 | 0.89x |
+    |   the polls' (session + Status) | 0.0 | 9.0 | - |
+    | polls / host (Status questions) | 0.00 | 1.00 | - |
+    |   of which parked again | 0.00 | 0.00 | - |
+    | CPUU on the slowest host, s | 21.2 | 29.5 | 1.39x |
 
-Hosts waiting at once (``--waiting N``: N detached hosts whose CPUU outlasts their start, all
-parked at once, beside attached at the same forks, which holds at most ``forks`` hosts, each a
-worker thread, a Receive thread and a socket). 1,000 lab hosts would have held this shared
-machine for about a quarter of an hour, so 500 (branch ``settle`` at 99e763a, 16:42-16:57 UTC,
-load average 9.9 at the start, 2.3 at the end; the sampler reads ``/proc/self/status`` every
-0.2 s):
+Under that load the four rounds of starts outlasted CPUU's 20 s, so the canary was first asked
+late and found CPUU ended: one question per host, but the run time it taught is the time it had
+run when asked (the host's report holds no end time), and the others were asked that late.
 
-    python bench/wave.py --waiting 500 --forks 25 --cpuu-seconds 300
+Before (branch ``settle``, 17:01, load 4.5, the same command): wall 102.1 / 46.6 s, CPU 0.138 /
+0.150 s per host (1.09x), round trips 26.5 / 33.5 per host, 0.10 polls per host parked again,
+CPUU on the slowest host 22.4 / 27.9 s. Where those polls went: the runner starts every host
+before it wakes a parked one, so with four rounds of starts the canary was asked late, and the
+hosts started in the first rounds were asked at the others' coarse 10 s and, CPUU at work, cost
+a poll each; hosts started in the canary's round reached its next question's time a moment
+after it, before its answer was in (40 hosts × 20 s, a per-host log of the pacer's questions:
+3 of them); and the others heard of the run time on their own fine schedule, up to a fifth of
+it late (settled at 22.1 to 25.1 s of CPUU's run, now 22.7 to 23.5 s). Now only the canary is
+asked more than once. The CPU ratio moves with the load more than with these polls (1.08x in
+a run at 18:40, 1.14x and 1.01x above): the polls saved are about 2 ms per host.
 
-    metric                                   attached (25 hosts)  detached (500 hosts)
-    hosts waiting for CPUU at once                    25                  500
-    controller RSS then, MiB                         109                  147
-    controller threads then (and peak)                54                   28
-    controller peak RSS (whole wave), MiB            174                  191
+The issue's goals, read off these runs:
 
-A parked host costs a heap entry, a journal row and its rendered files (held for the whole play
-either way); the peak comes from the 25 forks' visits, not from the waiting hosts.
+* **300 hosts, CPUU 60 s, forks 25: met.** Detached 121.5 s ≤ 1.3 × (60 s + 67.5 s) = 165.7 s
+  (19:02-19:05 UTC, load 5.2 to 6.0; 1.00 polls per host, none parked again: starting 300
+  hosts takes about as long as CPUU, so the canary's first question found CPUU ended; CPU
+  0.137 s per host, peak RSS 186 MiB, 32.9 round trips per host = 23.8 the visit's + 9.1 the
+  polls'; CPUU on the slowest host 65.3 s). An earlier run of the branch (18:36, one commit
+  before the overdue rule): 134.8 s ≤ 1.3 × (60 + 59.1) = 154.9 s.
+
+      python bench/wave.py --cpuu-seconds 60 --sizes 300 --latencies 0 --forks 25 --modes detached --zero
+
+  Attached, run once (18:44-18:58 UTC, load 3.3 to 8.8, ``--modes attached --zero``): 748.5 s
+  (12 rounds of 60 s; its 0 s wave 70.7 s), CPU 0.117 s per host, 28.1 round trips per host (a
+  Receive per 20 s OperationTimeout while CPUU runs), peak RSS 177 MiB, CPUU on the slowest
+  host 61.2 s. Detached is 0.16x its wall time.
+
+* **1,000 started hosts waiting at once: controller peak RSS under 300 MB: met.** 1,000
+  detached hosts, CPUU 420 s (longer than starting them all takes), the lab in its own process
+  (the figure is the controller process alone: ``/proc/self/status`` sampled every 0.2 s, and
+  its ``ru_maxrss``), 18:20-18:31 UTC, branch ``settle2`` before the pacer changes (which move
+  no memory): 1,000 waiting at once, RSS then 175 MiB, 28 threads; peak RSS of the whole wave
+  203 MiB (the 25 forks' visits, as with 500 hosts: 147 MiB then, 191 MiB peak); all 1,000
+  succeeded; wall 659 s; CPU 0.159 s per host.
+
+      python bench/wave.py --waiting 1000 --forks 25 --cpuu-seconds 420 --modes detached
+
+* **Round trips within 10 % of attached plus the polls: met**; the visit's 23.3 against
+  attached's 26.5 (a settled host runs Start, Status and the download where attached runs
+  Run, Remove and the download; attached also pays a Receive per 20 s OperationTimeout while
+  CPUU runs: 28.1 at 60 s), plus the polls, 9 round trips each, 1.02 per host at 100 × 20 s,
+  1.00 at 300 × 60 s. The lab's record of a settled host's WS-Man actions: Create, two
+  Receives (the open), Command and Receive (``Status -RemoveEnded``), Command and Receive (the
+  download), Delete: one session, two pipelines.
+* **Controller CPU per host no higher than attached: not met**, 1.01x to 1.17x in the runs
+  above (1.09x before). What is left is the second session itself, about 12 ms of controller
+  CPU per host by a per-phase ``time.thread_time`` count (open 12.4 ms, close 1.8 ms; a
+  settled host's other work is attached's): NTLM's handshake (about 1 ms of it pyspnego's
+  pure-Python DES for an LM hash NTLMv2 never sends), the pool's open messages and their
+  encryption; the wake-ups of parked hosts cost about 1.5 ms per host. Left out: ``Status``
+  and the collect's download in one pipeline when CPUU has ended (about 5 ms and 2 round trips
+  per host) needs the host to download only once ``Status`` says ended: a change to both
+  remote scripts and to the lab's dispatch.
 
 Each measurement runs in fresh processes: the lab (``LabFleet``, healthy hosts) in one, the
 controller in another, so the controller's CPU time and peak memory are its own. The baseline is
@@ -299,8 +348,10 @@ def run_cpuu_fleet(
         "states": states,
         "wall_s": wall,
         "peak_wave_mib": peak_wave,
-        "polls_per_host": polls.parked / n,
+        "polls_per_host": polls.questions / n,
+        "parked_again_per_host": polls.parked / n,
         "poll_round_trips_per_host": polls.round_trips / n,
+        "visit_round_trips_per_host": (requests_made - polls.round_trips) / n,
         "slowest_cpuu_s": max(cpuu_s, default=0.0),
         "round_trips_per_host": requests_made / n,
         "journal_round_trips_per_host": journal_trips / n,
@@ -458,33 +509,55 @@ def _proc_status() -> tuple[float, int]:
 
 
 class PollCounter:
-    """Counts the visits of detached hosts that only asked (``Status``) and parked again, and
-    the round trips they cost (their session's open and close included)."""
+    """The polls in the issue's sense: every ``run-task Status`` question to a detached host,
+    each with the session it needs of its own (NTLM's legs, Create, the open's Receives, Delete)
+    and its pipeline. A settling visit that only asked and parked again is all poll; the one that
+    finds CPUU ended is a poll up to its ``Status`` answer, plus its session's close, and its
+    collect (the same session) is the visit's work, as it is attached."""
 
     def __init__(self, requests: RequestCounter) -> None:
         from cpuu_fleet.visit import host_visit
+        from cpuu_fleet.visit.session import HostSession
 
+        self.questions = 0
         self.parked = 0
         self.round_trips = 0
         self._lock = threading.Lock()
-        original_settle = host_visit._Visit._settle
+        self._local = threading.local()
+        original_status = host_visit.task_status
+        original_close = HostSession.close
         original_run = host_visit._Visit.run
-        counter = self
+        counter, local = self, self._local
 
-        def settle(visit: Any, unsettled: Any) -> Any:
-            visit._settling = True
-            return original_settle(visit, unsettled)
+        def task_status(*args: Any, **kwargs: Any) -> Any:
+            answer = original_status(*args, **kwargs)
+            local.status_at = requests.mine()
+            return answer
+
+        def close(session: Any) -> None:
+            before = requests.mine()
+            original_close(session)
+            local.close_rt = getattr(local, "close_rt", 0) + requests.mine() - before
 
         def run(visit: Any) -> Any:
+            local.status_at, local.close_rt = None, 0
             before = requests.mine()
             outcome = original_run(visit)
-            if getattr(visit, "_settling", False) and outcome.settle_in is not None:
-                with counter._lock:
-                    counter.parked += 1
-                    counter.round_trips += requests.mine() - before
+            spent = requests.mine() - before
+            if visit.unsettled is None or not spent:  # not settling, or not yet time to ask
+                return outcome
+            if outcome.settle_in is not None or local.status_at is None:
+                polled = spent
+            else:
+                polled = local.status_at - before + local.close_rt
+            with counter._lock:
+                counter.questions += 1
+                counter.parked += outcome.settle_in is not None
+                counter.round_trips += polled
             return outcome
 
-        host_visit._Visit._settle = settle  # type: ignore[method-assign]
+        host_visit.task_status = task_status
+        HostSession.close = close  # type: ignore[method-assign]
         host_visit._Visit.run = run  # type: ignore[method-assign]
 
 
@@ -655,7 +728,22 @@ def main() -> None:
         help="with --cpuu-seconds: the controller's journal on this PostgreSQL database"
         " (postgresql://USER@HOST/DB, password from PGPASSWORD or ~/.pgpass)",
     )
+    parser.add_argument(
+        "--modes",
+        default="attached,detached",
+        help="with --cpuu-seconds: which run modes to measure (attached 300 × 60 s holds the"
+        " machine for 12 minutes: 'detached' alone prints attached's estimate with --zero)",
+    )
+    parser.add_argument(
+        "--zero",
+        action="store_true",
+        help="with --cpuu-seconds: also the same wave with CPUU at 0 s, and the issue's bound"
+        " 1.3 × (S + that wave's wall time)",
+    )
     args = parser.parse_args()
+    args.modes = [m for m in args.modes.split(",") if m]
+    if not args.modes or set(args.modes) - {"attached", "detached"}:
+        raise SystemExit("--modes: attached, detached or both, comma-separated")
     if args.journal:
         os.environ["CPUU_BENCH_JOURNAL"] = args.journal
     sizes = [10] if args.quick else [int(s) for s in args.sizes.split(",")]
@@ -671,11 +759,14 @@ def main() -> None:
     if args.cpuu_seconds is not None:
         for size in sizes:
             for latency in latencies:
-                pair = [
-                    measure(kind, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
-                    for kind in ("attached", "detached")
-                ]
-                _print_modes(size, latency, args, *pair)
+                runs = {
+                    mode: measure(mode, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
+                    for mode in args.modes
+                }
+                _print_modes(size, latency, args, runs)
+                if args.zero:
+                    zero = {mode: measure(mode, size, latency, payload, 0.0) for mode in args.modes}
+                    _print_overlap(size, args, runs, zero)
         return
     rows = []
     for size in sizes:
@@ -718,32 +809,80 @@ MODE_METRICS = (
     ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
     ("peak_wave_mib", "controller peak RSS MiB", "{:.0f}"),
     ("round_trips_per_host", "round trips / host", "{:.1f}"),
+    ("visit_round_trips_per_host", "  the visit's (attached: all)", "{:.1f}"),
+    ("poll_round_trips_per_host", "  the polls' (session + Status)", "{:.1f}"),
+    ("polls_per_host", "polls / host (Status questions)", "{:.2f}"),
+    ("parked_again_per_host", "  of which parked again", "{:.2f}"),
     (
         "journal_round_trips_per_host",
         "journal statements (SQLite) / round trips (PG) / host",
         "{:.1f}",
     ),
     ("journal_writes_per_host", "journal writes / host (SQLite)", "{:.1f}"),
-    ("polls_per_host", "polls / host", "{:.2f}"),
-    ("poll_round_trips_per_host", "polls' round trips / host", "{:.1f}"),
     ("slowest_cpuu_s", "CPUU on the slowest host, s", "{:.1f}"),
 )
 
 
-def _print_modes(
-    size: int, latency: float, args: Any, attached: dict[str, Any], detached: dict[str, Any]
-) -> None:
+def _print_modes(size: int, latency: float, args: Any, runs: dict[str, dict[str, Any]]) -> None:
     spread = f" ±{args.cpuu_spread:.0%}" if args.cpuu_spread else ""
+    states = " / ".join(str(run["states"]) for run in runs.values())
     print(
         f"\n{size} hosts, CPUU {args.cpuu_seconds:g} s{spread}, forks {args.forks},"
-        f" latency {latency:g} ms; states {attached['states']} / {detached['states']}"
+        f" latency {latency:g} ms; states {states}"
     )
-    print("| metric | attached | detached | detached / attached |")
-    print("|---|---:|---:|---:|")
+    both = len(runs) == 2
+    print(f"| metric | {' | '.join(runs)} |" + (" detached / attached |" if both else ""))
+    print("|---|" + "---:|" * (len(runs) + both))
     for key, label, form in MODE_METRICS:
-        a, d = attached[key], detached[key]
-        ratio = f"{d / a:.2f}x" if a else "-"
-        print(f"| {label} | {form.format(a)} | {form.format(d)} | {ratio} |", flush=True)
+        values = [run[key] for run in runs.values()]
+        row = f"| {label} | {' | '.join(form.format(v) for v in values)} |"
+        if both:
+            a, d = runs["attached"][key], runs["detached"][key]
+            row += f" {d / a:.2f}x |" if a else " - |"
+        print(row, flush=True)
+    if both:
+        _print_cost_goal(runs["attached"], runs["detached"])
+
+
+def _print_cost_goal(attached: dict[str, Any], detached: dict[str, Any]) -> None:
+    """The issue's third goal, read off this run: CPU per host no higher than attached; round
+    trips per host within 10 % of attached plus the polls (the visit's against attached's)."""
+    cpu_a, cpu_d = attached["cpu_per_host_s"], detached["cpu_per_host_s"]
+    visit, whole = detached["visit_round_trips_per_host"], attached["round_trips_per_host"]
+    polls = detached["poll_round_trips_per_host"]
+    print(
+        f"goal, CPU per host no higher than attached: {cpu_d:.3f} vs {cpu_a:.3f} s:"
+        f" {'met' if cpu_d <= cpu_a else 'not met'}; round trips within 10 % of attached plus"
+        f" the polls: {visit:.1f} + {polls:.1f} vs 1.1 × {whole:.1f} + {polls:.1f}:"
+        f" {'met' if visit <= 1.1 * whole else 'not met'}",
+        flush=True,
+    )
+
+
+def _print_overlap(
+    size: int, args: Any, runs: dict[str, dict[str, Any]], zero: dict[str, dict[str, Any]]
+) -> None:
+    """The issue's first goal: wall time at most 1.3 × (CPUU's time + the same wave's wall time
+    with CPUU at 0 s). Attached, when not run, is estimated as ``ceil(hosts / forks)`` rounds of
+    CPUU's time plus the 0 s wave (said so)."""
+    cpuu = args.cpuu_seconds
+    print(f"\nthe same {size} hosts with CPUU at 0 s; bound = 1.3 × ({cpuu:g} s + that wall):")
+    print("| mode | wall at 0 s | bound | wall at CPUU s | met |")
+    print("|---|---:|---:|---:|---|")
+    for mode, run in runs.items():
+        bound = 1.3 * (cpuu + zero[mode]["wall_s"])
+        met = "yes" if run["wall_s"] <= bound else "no"
+        print(
+            f"| {mode} | {zero[mode]['wall_s']:.1f} | {bound:.1f} | {run['wall_s']:.1f} | {met} |"
+        )
+    if "attached" not in runs:
+        rounds = -(-size // args.forks)
+        estimate = rounds * cpuu + zero["detached"]["wall_s"]
+        print(
+            f"| attached (estimate, not run: {rounds} rounds × {cpuu:g} s + the detached 0 s wave)"
+            f" | | | {estimate:.0f} | |",
+            flush=True,
+        )
 
 
 WAITING_METRICS = (
@@ -762,20 +901,20 @@ def _measure_waiting(args: Any, payload: Path) -> None:
     Attached at the same forks holds at most ``forks`` hosts at once: one round of that many."""
     if args.cpuu_seconds is None:
         raise SystemExit("--waiting needs --cpuu-seconds (longer than it takes to start them all)")
+    sizes = {"attached": args.forks, "detached": args.waiting}
     runs = {
-        "attached": measure("waiting-attached", args.forks, 0, payload, args.cpuu_seconds),
-        "detached": measure("waiting-detached", args.waiting, 0, payload, args.cpuu_seconds),
+        mode: measure(f"waiting-{mode}", sizes[mode], 0, payload, args.cpuu_seconds)
+        for mode in args.modes
     }
     print(
-        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: attached {args.forks} hosts,"
-        f" detached {args.waiting} hosts; states {runs['attached']['states']} /"
-        f" {runs['detached']['states']}"
+        f"\nCPUU {args.cpuu_seconds:g} s, forks {args.forks}: "
+        + ", ".join(f"{mode} {sizes[mode]} hosts, states {runs[mode]['states']}" for mode in runs)
     )
-    print("| metric | attached | detached |")
-    print("|---|---:|---:|")
+    print(f"| metric | {' | '.join(runs)} |")
+    print("|---|" + "---:|" * len(runs))
     for key, label, form in WAITING_METRICS:
-        values = [form.format(runs[mode][key]) for mode in ("attached", "detached")]
-        print(f"| {label} | {values[0]} | {values[1]} |", flush=True)
+        values = [form.format(run[key]) for run in runs.values()]
+        print(f"| {label} | {' | '.join(values)} |", flush=True)
 
 
 def _print_row(size: int, latency: float, ours: dict[str, Any], base: dict[str, Any]) -> None:

@@ -661,6 +661,10 @@ class _Visit:
     def _finish(self, visit: HostOutcome) -> HostOutcome:
         """The journal host columns the runner stores with the final state."""
         ctx, run = self.ctx, self.run_result
+        if self.unsettled is not None and self.play.pacer is not None:
+            # A settling visit that failed (unreachable, dropped) before its run step ended: the
+            # pacer forgets the host, so that a canary gone away holds no other host back.
+            self.play.pacer.settled(ctx.host, None)
         fields: dict[str, Any] = {}
         if ctx.user:
             fields["user"] = ctx.user

@@ -13,12 +13,13 @@ so the schedule follows CPUU's expected run time instead of a fixed tick:
 * with none yet (the first hosts of a wave all start before any ends), one host, the *canary*,
   is asked on that fine schedule, and the others on a coarse one (first after 10 s, then at
   gaps of four times the time run, at most 120 s: a safeguard should the canary hang), but
-  not before they have run as long as the canary will have at its next question (at most
-  120 s): CPUU runs about as long everywhere and the canary was parked first, so while it is
-  at work the others most likely are too. They wake on the fine schedule without asking, so
-  once the canary has ended they are asked when the run time it showed has passed. A wave of
-  hundreds costs the canary's few polls and about none per other host (without that floor:
-  one per host, every host asked at 10 s of a 20 s CPUU);
+  not before they have run one fine step longer than the canary will have at its next
+  question, nor while that answer is overdue (at most 120 s), so that its answer is in: CPUU
+  runs about as long everywhere and the canary was parked first, so while it is at work the
+  others most likely are too. They wake without asking just after each of the canary's
+  answers, so once it has ended they are asked when the run time it showed has passed. A
+  wave of hundreds costs the canary's few polls and about none per other host (without that
+  floor: one per host, every host asked at 10 s of a 20 s CPUU);
 * never later than just past the host's deadline, where the ``Run`` call kills CPUU on the host
   (which counts the deadline itself, from the marker's ``StartedAt``).
 
@@ -30,6 +31,7 @@ question asked early at worst waits in the ``Run`` call for the host's own deadl
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -45,6 +47,8 @@ COARSE_MIN_S = 10.0
 COARSE_MAX_S = 120.0
 #: How long after the host's deadline the question that makes it kill CPUU is asked.
 PAST_DEADLINE_S = 1.0
+#: How long after the canary's question its answer is expected in (a session and a ``Status``).
+HEAR_MARGIN_S = 1.0
 #: Task Scheduler's start grace period (``run-task``): a task not come up by then is for ``Run``.
 START_GRACE_S = 60.0
 #: At most this many observed run times are kept for the median.
@@ -142,15 +146,52 @@ class SettlePacer:
                 )
                 ask_at = last + _gap(last, share, low, high)
                 if not canary:  # not while the canary is at work (up to the safeguard)
-                    ran = self._canary_ran
-                    canary_next = ran + _gap(ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
-                    ask_at = max(ask_at, min(canary_next, COARSE_MAX_S))
+                    answer_at = self._canary_answer_at()
+                    overdue = answer_at is not None and time.monotonic() > answer_at
+                    floor = math.inf if overdue else self._canary_floor()
+                    ask_at = max(ask_at, min(floor, COARSE_MAX_S))
         ask_at = min(ask_at, timeout_s + PAST_DEADLINE_S)
         if elapsed_s >= ask_at:
             return 0.0
-        if expected is None:  # wake on the fine schedule, to hear of an expectation soon
-            return min(ask_at - elapsed_s, _gap(elapsed_s, GAP_SHARE, MIN_GAP_S, MAX_GAP_S))
+        if expected is None:  # wake to hear of an expectation soon
+            return min(ask_at - elapsed_s, self._hear_canary(elapsed_s))
         return ask_at - elapsed_s
+
+    def _hear_canary(self, elapsed_s: float) -> float:
+        """Seconds until a host other than the canary wakes while nothing is expected: just
+        after the canary's answer to its next question, which teaches the run time once the
+        canary has ended (else on the fine schedule: a canary not started by this controller,
+        or its answer late). On the fine schedule alone the others heard of the expectation up
+        to a fifth of their run time late, and were asked that late."""
+        fine = _gap(elapsed_s, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
+        with self._lock:
+            answer_at = self._canary_answer_at()
+        if answer_at is None:
+            return fine
+        until = answer_at - time.monotonic()
+        return max(until, HEAR_MARGIN_S / 2) if until > 0 else fine
+
+    def _canary_answer_at(self) -> float | None:
+        """When (``time.monotonic``) the canary's answer to its next question is due; None for
+        no canary, or one this controller did not start. Called with the lock held. Past that
+        time and no answer (the forks busy starting hosts, which go first, or a canary that
+        hangs), the others are not asked either, up to the safeguard: asked then, every host
+        started in the first rounds of a wave cost a poll before its end (0.15 per host at 100
+        hosts × 20 s, 4 rounds of starts)."""
+        started = self._started.get(self._canary) if self._canary else None
+        if started is None:
+            return None
+        ran = self._canary_ran
+        return started + ran + _gap(ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S) + HEAR_MARGIN_S
+
+    def _canary_floor(self) -> float:
+        """The time run before which no other host is asked while the canary is at work: one
+        fine step past the canary's next question. Hosts started in the same round as the canary
+        reach that question's time a moment after it, before its answer is in (asking them then
+        cost a poll each: 3 of 40 hosts at 40 hosts × 20 s); one step later the answer has
+        moved this floor (still at work) or given the expectation (ended)."""
+        canary_next = self._canary_ran + _gap(self._canary_ran, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
+        return canary_next + _gap(canary_next, GAP_SHARE, MIN_GAP_S, MAX_GAP_S)
 
     @staticmethod
     def due(elapsed_s: float, timeout_s: float, has_run: bool) -> bool:

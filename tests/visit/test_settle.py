@@ -46,8 +46,12 @@ def test_while_the_canary_is_at_work_the_others_are_not_asked_up_to_the_safeguar
     assert pacer.wait("canary", 0, TIMEOUT) == pytest.approx(1)
     pacer.asked("canary", 15)  # at work after 15 s: its next question comes at 18 s
     assert pacer.wait("other", 10, TIMEOUT) > 0  # no longer asked at 10 s
-    assert pacer.wait("other", 17.9, TIMEOUT) > 0
-    assert pacer.wait("other", 18, TIMEOUT) == 0
+    # Not at 18 s either, when the canary's answer to that question may not be in yet: one
+    # fine step later (18 s + a fifth), by when it has moved the floor or taught the time.
+    assert pacer.wait("other", 18, TIMEOUT) == pytest.approx(3.6)
+    assert pacer.wait("other", 21.6, TIMEOUT) == 0
+    pacer.asked("canary", 18)  # its answer: still at work, so the others wait for the next one
+    assert pacer.wait("other", 21.6, TIMEOUT) > 0
     pacer.asked("canary", 600)  # a canary that hangs
     assert pacer.wait("late", 119, TIMEOUT) > 0
     assert pacer.wait("late", 120, TIMEOUT) == 0  # the safeguard
@@ -85,3 +89,45 @@ def test_elapsed_reads_the_hosts_iso_time_and_is_zero_when_unknown():
     assert elapsed_since(started, now) == pytest.approx(42)
     assert elapsed_since("2026-12-06T11:59:00.0000000Z", now) == pytest.approx(60)
     assert elapsed_since(None, now) == 0 and elapsed_since("garbage", now) == 0
+
+
+def test_the_others_wake_just_after_the_canarys_answer_to_hear_of_the_run_time_at_once():
+    """Waking only on the fine schedule, the others heard of the canary's end (and so were
+    asked) up to a fifth of their run time late."""
+    pacer = SettlePacer()
+    pacer.started("canary", 15.0)  # its Start answered now, CPUU had run 15 s
+    assert pacer.wait("canary", 15, TIMEOUT) == 0  # the first to wait: the canary, asked now
+    pacer.asked("canary", 15)  # at work: its next question at 18 s, the answer in by 19 s
+    woken = pacer.wait("other", 5, TIMEOUT)
+    assert 3.5 < woken <= 4.0  # 19 s of the canary's, less the 15 s it had run: not 1 s later
+    late = SettlePacer()
+    late.started("canary", 40.0)
+    late.wait("canary", 40, TIMEOUT)
+    late.asked("canary", 15)  # its answer to the 18 s question is long overdue
+    assert late.wait("other", 5, TIMEOUT) == pytest.approx(1)  # the fine schedule again
+
+
+def test_while_the_canarys_answer_is_overdue_the_others_wait_for_it_up_to_the_safeguard():
+    """The runner starts every host before it wakes a parked one, so in a wave of several rounds
+    of starts the canary is asked late; the hosts started before it is were asked at 10 s (the
+    coarse safeguard) and, CPUU still at work, cost a poll each."""
+    pacer = SettlePacer()
+    pacer.started("canary", 30.0)  # parked 30 s ago and never asked since: its answer is late
+    assert pacer.wait("canary", 30, TIMEOUT) == 0
+    assert pacer.wait("other", 10, TIMEOUT) > 0  # not at the coarse 10 s
+    assert pacer.wait("other", 119, TIMEOUT) > 0
+    assert pacer.wait("other", 120, TIMEOUT) == 0  # the safeguard, should the canary hang
+    pacer.asked("canary", 30)  # its answer: at work after 30 s; the next question at 36 s
+    assert pacer.wait("other", 30, TIMEOUT) > 0
+
+
+def test_a_canary_settled_without_a_run_time_holds_the_others_back_no_longer():
+    """A canary whose settling visit failed (unreachable) is forgotten: the others are asked on
+    the coarse safeguard again, not only at 120 s, and the next host to wait is the canary."""
+    pacer = SettlePacer()
+    pacer.started("canary", 30.0)
+    assert pacer.wait("canary", 30, TIMEOUT) == 0
+    assert pacer.wait("other", 10, TIMEOUT) > 0  # held back while its answer is overdue
+    pacer.settled("canary", None)
+    assert pacer.wait("other", 10, TIMEOUT) == 0
+    assert pacer.expected() is None

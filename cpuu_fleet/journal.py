@@ -1018,11 +1018,19 @@ class Journal:
             members.append(run_id)
         return root, tuple(members)
 
-    def steps_since(self, after_id: int, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up."""
+    def steps_since(
+        self, after_id: int, run_id: str | None = None, *, also: Iterable[int] = ()
+    ) -> list[dict[str, Any]]:
+        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up; with
+        ``also``, those rows too (steps a reader saw start, read again for their end)."""
+        again = tuple(also)
         where, params = "id > ?", [after_id]
+        if again:
+            where = f"({where} OR id IN ({', '.join('?' for _ in again)}))"
+            params.extend(again)
         if run_id is not None:
-            where, params = "id > ? AND run_id = ?", [after_id, run_id]
+            where += " AND run_id = ?"
+            params.append(run_id)
         return self._rows(f"SELECT * FROM attempts WHERE {where} ORDER BY id", params)
 
     def follow(
@@ -1032,17 +1040,29 @@ class Journal:
         run_id: str | None = None,
         wait_s: float = 1.0,
         stop: threading.Event | None = None,
+        ends: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every new step row, as it is written (by this or any controller or relay), until
-        ``stop`` is set. PostgreSQL: woken by a notification per step row; SQLite: polled every
-        ``wait_s``. Either way the rows are read by id from ``after_id`` on, so a dropped
-        listener or a missed notification loses nothing (the next read catches up)."""
+        ``stop`` is set. PostgreSQL: woken by a notification per step row (inserted or
+        updated); SQLite: polled every ``wait_s``. Either way the rows are read by id from
+        ``after_id`` on, so a dropped listener or a missed notification loses nothing (the next
+        read catches up). ``ends``: a row it accepts that is still ``running`` is yielded again
+        once it has ended (read again by id at each wake: bounded by the rows accepted)."""
         stop = stop or threading.Event()
         listener = journal_pg.Listener(self._db.url) if self.dialect == "postgresql" else None
+        running: set[int] = set()
         try:
             while not stop.is_set():
-                for row in self.steps_since(after_id, run_id):
-                    after_id = int(row["id"])
+                for row in self.steps_since(after_id, run_id, also=sorted(running)):
+                    row_id = int(row["id"])
+                    if row_id in running:
+                        if row["status"] == "running":
+                            continue
+                        running.discard(row_id)
+                    else:
+                        after_id = max(after_id, row_id)
+                        if ends is not None and row["status"] == "running" and ends(row):
+                            running.add(row_id)
                     yield row
                 if listener is not None:
                     listener.wait(wait_s)

@@ -280,6 +280,43 @@ def test_follow_sees_every_step_row_and_catches_up_after_a_dropped_listener(jour
     assert seen == written
 
 
+def test_follow_with_ends_yields_an_accepted_step_again_when_it_ends(journal_location):
+    """What a controller shows of relays' hosts: each step's start and, read again by id, its
+    end; a step of a host the reader does not want is yielded once, as it was written."""
+    writer, reader = Journal(journal_location), Journal(journal_location)
+    run = writer.start_run(run_id="r1")
+    seen: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        wanted = lambda row: row["host"] == "pc-relayed"  # noqa: E731
+        for row in reader.follow(run_id=run, wait_s=0.2, stop=stop, ends=wanted):
+            seen.append((row["host"], row["step"], row["status"]))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        push = writer.start_step(run, "pc-relayed", "push")
+        local = writer.start_step(run, "pc-local", "push")
+        assert _until(lambda: len(seen) == 2), seen
+        writer.end_step(push, "changed")
+        writer.end_step(local, "ok")
+        collect = writer.start_step(run, "pc-relayed", "collect")
+        assert _until(lambda: len(seen) == 4), seen
+        writer.end_step(collect, "ok")
+        assert _until(lambda: len(seen) == 5), seen
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen == [
+        ("pc-relayed", "push", "running"),
+        ("pc-local", "push", "running"),
+        ("pc-relayed", "push", "changed"),
+        ("pc-relayed", "collect", "running"),
+        ("pc-relayed", "collect", "ok"),
+    ]
+
+
 def test_a_visits_view_answers_as_the_journal_does_with_its_own_writes(journal_location):
     """``Journal.visit_view``: the host's history read once (with the first write-ahead row on
     PostgreSQL), then kept current by the visit's own writes; every answer equals what a

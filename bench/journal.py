@@ -5,14 +5,17 @@
 
 Each visit writes what a visit of preflight, push, run and collect writes (the host row's
 ``running``, four steps around their write-ahead rows, the run step's task name, a profile row
-and a result file, the final host row), inside ``Journal.deferred`` as the runner does, with the
-run's lease held (so every step row checks its fencing token). It prints the controller CPU and
-the journal round trips per visit (SQLite: statements). A real visit also reads the journal some
-5 times (``bench/wave.py --journal`` counts those too).
+and a result file, the final host row) and asks what a visit asks (its earlier run step and
+pending task, the collected files twice, the profile rows), inside ``Journal.deferred`` and
+``Journal.visit_view`` as the runner and the visit do, with the run's lease held (so every step
+row checks its fencing token). It prints the controller CPU and the journal round trips per
+visit (SQLite: statements).
 
-Measured 2026-12-06 (shared 2-CPU machine, load 6-8): SQLite 0.31-0.38 ms CPU and 13 statements
-a visit, as before the PostgreSQL journal (main ff1cc16, this visit run against it: 0.31 ms);
-PostgreSQL on loopback: 1.95 ms CPU (psycopg) and 8.0 round trips a visit.
+Measured 2026-12-06 (shared 2-CPU machine, load 6-8), writes only: SQLite 0.31-0.38 ms CPU and
+13 statements a visit, as before the PostgreSQL journal (main ff1cc16: 0.31 ms); PostgreSQL on
+loopback: 1.95 ms CPU (psycopg) and 8.0 round trips a visit. With the visit's questions (the
+view, later the same day): SQLite 17 statements (13 writes, the view's 4 reads: 18 without it),
+PostgreSQL still 8.0 round trips (the reads go with the first write-ahead row; 13 without).
 """
 
 from __future__ import annotations
@@ -35,13 +38,18 @@ def visit(journal: object, run: str, host: str) -> None:
     j.set_host(run, host, state="running", started_at="2026-12-06T00:00:00+00:00", attempts=1)
     for step in ("preflight", "push", "run", "collect"):
         attempt = j.start_step(run, host, step)
-        if step == "run":
+        if step == "run":  # the questions a visit asks before its run step and in collect
+            j.attempts(run, host)
+            j.pending_task(host, excluding=(run,))
             j.set_host(run, host, task_name="CPUU-bench")
         if step == "collect":
+            j.files(run, host)
+            j.files(run, host)
             j.add_profiles(run, host, "CORP\\u", [ProfileResult("Outlook", 10, 0, 1)], "r.csv")
             j.add_file(run, host, kind="result", remote_path="C:\\r.csv", local_path="r.csv",
                        sha256="ab" * 32, size=1)  # fmt: skip
         j.end_step(attempt, "ok", details={"exit_code": 1})
+    j.profiles(run, host)
     j.set_host(run, host, state="succeeded", exit_code=1, ended_at="2026-12-06T00:00:01+00:00")
 
 
@@ -60,7 +68,7 @@ def main() -> None:
         assert journal.take_lease(run, hosts, {"pid": 0}, lambda *_: False) is None
         trips, cpu = journal.round_trips, time.process_time()
         for host in hosts:
-            with journal.deferred():
+            with journal.deferred(), journal.visit_view(host, (run,)):
                 visit(journal, run, host)
         cpu, trips = time.process_time() - cpu, journal.round_trips - trips
         journal.release_lease(run)

@@ -22,7 +22,9 @@ step's task name, the end of a run or collect step, the lease's rows) are sent a
 committed before the controller acts; the others (other steps' ends, host fields, profile, file
 and audit rows) wait and go with the next guard write or the visit's end, in one round trip and
 one transaction. Nothing a ``--resume`` needs is deferred: it reads the write-ahead rows and the
-task name. SQLite, local, writes everything at once as ever.
+task name. SQLite, local, writes everything at once as ever. A visit's questions about its
+host's history are answered from one read (:meth:`Journal.visit_view`), which on PostgreSQL
+goes with the visit's first write-ahead row.
 
 The fencing token: every host a run's lease holds gets a number from one counter, and each
 step's write-ahead row is inserted only if the lease row still holds that number, in the same
@@ -42,7 +44,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,22 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
+@dataclass
+class _HostView:
+    """One host's history as a visit asks it (:meth:`Journal.visit_view`): its step attempts,
+    profile rows (the runs of this CPUU run), collected files (every run) and the latest run
+    step of an earlier CPUU run. Read once, in one round trip, at the visit's first question;
+    the visit's own writes for the host are added to it as they are made."""
+
+    host: str
+    run_ids: tuple[str, ...]
+    loaded: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    earlier_run_step: dict[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class HostEntry:
     """A host as a run targets it, before anything happened to it."""
@@ -158,6 +176,8 @@ class Journal:
         self._tokens: dict[tuple[str, str], int] = {}
         """The fencing token this journal holds for (run, host): its step rows check it."""
         self._open: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self._views: dict[str, _HostView] = {}
+        """Host → the history its visit read once (:meth:`visit_view`), kept current."""
         """Attempt id → (started_at, step) of steps this journal started and has not ended."""
         self.statements = 0
         """Statements sent (SQLite) — the journal writes and reads a visit costs."""
@@ -449,22 +469,34 @@ class Journal:
         started = utcnow()
         values = (run_id, host, step, attempt, started)
         token = self._tokens.get((run_id, host))
-        if token is None:
-            new_id = self._insert_id(
-                "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
-                " VALUES (?, ?, ?, ?, 'running', ?)",
-                values,
-            )
-        else:
-            new_id = self._insert_id(
+        insert: tuple[str, tuple[Any, ...]] = (
+            "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
+            " VALUES (?, ?, ?, ?, 'running', ?)",
+            values,
+        )
+        if token is not None:
+            insert = (
                 "INSERT INTO attempts (run_id, host, step, attempt, status, started_at)"
                 " SELECT ?, ?, ?, ?, 'running', ? WHERE EXISTS (SELECT 1 FROM lease_hosts"
                 " WHERE host = ? AND run_id = ? AND token = ?)",
                 (*values, host, run_id, token),
             )
+        view = self._views.get(host)
+        if self.dialect == "postgresql" and view is not None and not view.loaded:
+            # The visit's first write-ahead row brings the host's history back with it: the
+            # same round trip, the row committed with it as any guard write.
+            inserted = self._load_view(view, (insert[0] + " RETURNING id", insert[1]))
+            new_id = int(inserted[0]["id"]) if inserted else None
+        else:
+            new_id = self._insert_id(*insert)
         if new_id is None:
             raise LeaseLost(run_id, host)
         self._open[new_id] = (started, step)
+        self._seen(host, run_id, "attempts", {
+            "id": new_id, "run_id": run_id, "host": host, "step": step, "attempt": attempt,
+            "status": "running", "error_class": None, "error_message": None,
+            "started_at": started, "ended_at": None, "duration_s": None, "details_json": None,
+        })  # fmt: skip
         while len(self._open) > 10_000:  # steps left open for good (a detached run, a crash)
             self._open.popitem(last=False)
         return new_id
@@ -490,22 +522,27 @@ class Journal:
             duration = (
                 datetime.fromisoformat(ended) - datetime.fromisoformat(started)
             ).total_seconds()
+        ending = {
+            "status": status,
+            "error_class": error_class,
+            "error_message": self._scrub(error_message),
+            "ended_at": ended,
+            "duration_s": duration,
+            "details_json": self._scrub(json.dumps(details, sort_keys=True, default=str))
+            if details is not None
+            else None,
+        }
         self._write(
             "UPDATE attempts SET status = ?, error_class = ?, error_message = ?, ended_at = ?,"
             " duration_s = ?, details_json = ? WHERE id = ?",
-            (
-                status,
-                error_class,
-                self._scrub(error_message),
-                ended,
-                duration,
-                self._scrub(json.dumps(details, sort_keys=True, default=str))
-                if details is not None
-                else None,
-                attempt_id,
-            ),
+            (*ending.values(), attempt_id),
             guard=step is None or step in _GUARD_STEPS,
         )
+        with self._lock:
+            for view in self._views.values():
+                for row in view.attempts:
+                    if row["id"] == attempt_id:
+                        row.update(ending)
 
     def add_profiles(
         self,
@@ -524,6 +561,10 @@ class Journal:
             " result_file, line) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+        names = ("run_id", "host", "user", "profile", "current_code", "previous_code")
+        for row in rows:
+            values = dict(zip((*names, "result_file", "line"), row, strict=True))
+            self._seen(host, run_id, "profiles", {"id": None, **values})
 
     def add_file(
         self,
@@ -536,12 +577,99 @@ class Journal:
         sha256: str,
         size: int,
     ) -> None:
+        row = {
+            "run_id": run_id,
+            "host": host,
+            "kind": kind,
+            "remote_path": remote_path,
+            "local_path": local_path,
+            "sha256": sha256,
+            "size": size,
+            "collected_at": utcnow(),
+        }
         self._write(
             "INSERT INTO files (run_id, host, kind, remote_path, local_path, sha256, size,"
             " collected_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, host, kind, remote_path, local_path, sha256, size, utcnow()),
+            tuple(row.values()),
             guard=False,
         )
+        self._seen(host, None, "files", {"id": None, **row})
+
+    # ------------------------------------------------------------------------ a visit's view
+
+    @contextmanager
+    def visit_view(self, host: str, run_ids: Iterable[str]) -> Iterator[None]:
+        """While a visit of ``host`` runs: answer its questions about the host's history (step
+        attempts and profile rows of ``run_ids``, the runs of this CPUU run; collected files of
+        every run; the latest run step of an earlier CPUU run) from one read, made at its first
+        question (one round trip, with the writes held before it), kept current with the
+        visit's own writes. Why it is safe: the lease lets one visit at a time write a host's
+        rows (a superseded delivery cannot write a step), so nothing else changes them
+        meanwhile. Only this process's writes through this journal are seen, as before."""
+        with self._lock:
+            if host in self._views:  # a visit inside a visit of the same host: one view
+                yield
+                return
+            view = self._views[host] = _HostView(host, tuple(run_ids))
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._views.get(host) is view:
+                    del self._views[host]
+
+    def _view(self, host: str | None, run_id: str | None = None) -> _HostView | None:
+        """The loaded view of ``host`` when it can answer for ``run_id`` (None: read as ever)."""
+        view = self._views.get(host) if host is not None else None
+        if view is None or (run_id is not None and run_id not in view.run_ids):
+            return None
+        if not view.loaded:
+            self._load_view(view)
+        return view
+
+    def _load_view(
+        self, view: _HostView, first: tuple[str, tuple[Any, ...]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Read ``view`` (one round trip on PostgreSQL); ``first``: a statement sent before
+        the reads, in the same transaction, whose rows are returned."""
+        marks = ", ".join("?" for _ in view.run_ids)
+        runs = (view.host, *view.run_ids)
+        before = [first] if first is not None else []
+        *answer, attempts, files, profiles, earlier = self._read_many(
+            [
+                *before,
+                (
+                    f"SELECT * FROM attempts WHERE host = ? AND run_id IN ({marks}) ORDER BY id",
+                    runs,
+                ),
+                ("SELECT * FROM files WHERE host = ? ORDER BY id", (view.host,)),
+                (
+                    f"SELECT * FROM profiles WHERE host = ? AND run_id IN ({marks}) ORDER BY id",
+                    runs,
+                ),
+                self._latest_run_step_query(view.host, view.run_ids),
+            ]
+        )
+        with self._lock:
+            view.attempts, view.files, view.profiles = attempts, files, profiles
+            view.earlier_run_step = earlier[0] if earlier else None
+            view.loaded = True
+        return answer[0] if answer else []
+
+    def _seen(self, host: str, run_id: str | None, table: str, row: dict[str, Any]) -> None:
+        """A row this journal just wrote for ``host``: into its loaded view (``run_id`` None:
+        the view keeps the table's rows of every run)."""
+        with self._lock:
+            view = self._views.get(host)
+            if (
+                view is None
+                or not view.loaded
+                or (run_id is not None and run_id not in view.run_ids)
+            ):
+                return
+            rows = getattr(view, table)
+            if row["id"] is None or all(known["id"] != row["id"] for known in rows):
+                rows.append(row)  # (a step row the view's own read brought back is there)
 
     def add_audit_rows(
         self, run_id: str, host: str, attempt_id: int, rows: Iterable[dict[str, Any]]
@@ -709,6 +837,17 @@ class Journal:
             self.statements += 1
             return [dict(row) for row in self._db.execute(sql, tuple(params)).fetchall()]
 
+    def _read_many(self, queries: list[tuple[str, tuple[Any, ...]]]) -> list[list[dict[str, Any]]]:
+        """Several reads; on PostgreSQL in one round trip, after this thread's held writes."""
+        if self.dialect != "postgresql":
+            return [self._rows(sql, params) for sql, params in queries]
+        pending = getattr(self._local, "pending", None) or []
+        writes = list(pending)
+        pending.clear()
+        with self._lock:
+            results = self._db.pipeline_reads(writes, queries)
+        return [[dict(row) for row in rows] for rows in results]
+
     def _host_rows(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
         """Host rows in the order they were added, as before ``seq`` existed (without it)."""
         rows = self._rows(f"SELECT * FROM hosts WHERE {where} ORDER BY {self._order}", params)
@@ -735,6 +874,9 @@ class Journal:
         return rows[0] if rows else None
 
     def attempts(self, run_id: str, host: str | None = None) -> list[dict[str, Any]]:
+        view = self._view(host, run_id)
+        if view is not None:
+            return [dict(row) for row in view.attempts if row["run_id"] == run_id]
         if host is None:
             return self._rows("SELECT * FROM attempts WHERE run_id = ? ORDER BY id", (run_id,))
         return self._rows(
@@ -748,6 +890,9 @@ class Journal:
         )
 
     def profiles(self, run_id: str, host: str | None = None) -> list[dict[str, Any]]:
+        view = self._view(host, run_id)
+        if view is not None:
+            return [dict(row) for row in view.profiles if row["run_id"] == run_id]
         if host is None:
             return self._rows("SELECT * FROM profiles WHERE run_id = ? ORDER BY id", (run_id,))
         return self._rows(
@@ -755,6 +900,9 @@ class Journal:
         )
 
     def files(self, run_id: str | None = None, host: str | None = None) -> list[dict[str, Any]]:
+        view = self._view(host)
+        if view is not None:
+            return [dict(row) for row in view.files if run_id in (None, row["run_id"])]
         clauses, params = [], []
         if run_id is not None:
             clauses.append("run_id = ?")
@@ -811,7 +959,12 @@ class Journal:
 
     def pending_task(self, host: str, *, excluding: Iterable[str]) -> str | None:
         """The at-logon task the host's latest run step left pending, if it is still pending."""
-        row = self._latest_run_step(host, excluding)
+        left_out = tuple(excluding)
+        view = self._view(host)
+        if view is not None and left_out == view.run_ids:
+            row = view.earlier_run_step
+        else:
+            row = self._latest_run_step(host, left_out)
         if row is not None and row["state"] == PENDING and row["task_name"]:
             return str(row["task_name"])
         return None
@@ -830,9 +983,13 @@ class Journal:
         push-only run, or a check run, "succeeds" without knowing anything about the task, so it
         must not hide it from a later collect or run.
         """
-        left_out = tuple(excluding)
+        rows = self._rows(*self._latest_run_step_query(host, tuple(excluding)))
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _latest_run_step_query(host: str, left_out: tuple[str, ...]) -> tuple[str, tuple[Any, ...]]:
         marks = ", ".join("?" for _ in left_out) or "''"  # NOT IN (NULL) would match nothing
-        rows = self._rows(
+        return (
             "SELECT h.state, h.task_name FROM hosts h JOIN runs r ON r.run_id = h.run_id"
             f" WHERE h.host = ? AND h.run_id NOT IN ({marks}) AND r.check_mode = 0"
             " AND EXISTS (SELECT 1 FROM attempts a"
@@ -840,7 +997,6 @@ class Journal:
             " ORDER BY r.started_at DESC, r.run_id DESC LIMIT 1",
             (host, *left_out),
         )
-        return rows[0] if rows else None
 
     def cpuu_runs(self, run_id: str) -> tuple[str, tuple[str, ...]]:
         """The run whose CPUU RUN carries on, and every run that carries on that same CPUU run.
@@ -862,11 +1018,19 @@ class Journal:
             members.append(run_id)
         return root, tuple(members)
 
-    def steps_since(self, after_id: int, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up."""
+    def steps_since(
+        self, after_id: int, run_id: str | None = None, *, also: Iterable[int] = ()
+    ) -> list[dict[str, Any]]:
+        """Step rows with an id above ``after_id`` (in id order): a reader's catch-up; with
+        ``also``, those rows too (steps a reader saw start, read again for their end)."""
+        again = tuple(also)
         where, params = "id > ?", [after_id]
+        if again:
+            where = f"({where} OR id IN ({', '.join('?' for _ in again)}))"
+            params.extend(again)
         if run_id is not None:
-            where, params = "id > ? AND run_id = ?", [after_id, run_id]
+            where += " AND run_id = ?"
+            params.append(run_id)
         return self._rows(f"SELECT * FROM attempts WHERE {where} ORDER BY id", params)
 
     def follow(
@@ -876,17 +1040,29 @@ class Journal:
         run_id: str | None = None,
         wait_s: float = 1.0,
         stop: threading.Event | None = None,
+        ends: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every new step row, as it is written (by this or any controller or relay), until
-        ``stop`` is set. PostgreSQL: woken by a notification per step row; SQLite: polled every
-        ``wait_s``. Either way the rows are read by id from ``after_id`` on, so a dropped
-        listener or a missed notification loses nothing (the next read catches up)."""
+        ``stop`` is set. PostgreSQL: woken by a notification per step row (inserted or
+        updated); SQLite: polled every ``wait_s``. Either way the rows are read by id from
+        ``after_id`` on, so a dropped listener or a missed notification loses nothing (the next
+        read catches up). ``ends``: a row it accepts that is still ``running`` is yielded again
+        once it has ended (read again by id at each wake: bounded by the rows accepted)."""
         stop = stop or threading.Event()
         listener = journal_pg.Listener(self._db.url) if self.dialect == "postgresql" else None
+        running: set[int] = set()
         try:
             while not stop.is_set():
-                for row in self.steps_since(after_id, run_id):
-                    after_id = int(row["id"])
+                for row in self.steps_since(after_id, run_id, also=sorted(running)):
+                    row_id = int(row["id"])
+                    if row_id in running:
+                        if row["status"] == "running":
+                            continue
+                        running.discard(row_id)
+                    else:
+                        after_id = max(after_id, row_id)
+                        if ends is not None and row["status"] == "running" and ends(row):
+                            running.add(row_id)
                     yield row
                 if listener is not None:
                     listener.wait(wait_s)

@@ -184,6 +184,22 @@ class PgConnection:
                     cursor = self._conn.execute(translate(sql, params), params or None)
             return cursor
 
+    def pipeline_reads(
+        self, writes: list[tuple[str, tuple[Any, ...]]], reads: list[tuple[str, tuple[Any, ...]]]
+    ) -> list[list[Any]]:
+        """Send ``writes`` then ``reads`` in one round trip and one transaction; each read's
+        rows (a visit's one read of its host's history, with the writes it held)."""
+        with self._lock:
+            self.round_trips += 1
+            with self._conn.pipeline(), self._conn.transaction():
+                for sql, params in writes:
+                    self._conn.execute(translate(sql, params), params or None)
+                cursors = [
+                    self._conn.execute(translate(sql, params), params or None)
+                    for sql, params in reads
+                ]
+            return [cursor.fetchall() for cursor in cursors]
+
     def close(self) -> None:
         self._conn.close()
 

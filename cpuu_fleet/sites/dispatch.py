@@ -27,6 +27,7 @@ from cpuu_fleet.journal import NOT_RUN
 from cpuu_fleet.sites.app import SITE_VARIABLE, VISIT_TASK, check_site, queue_name
 from cpuu_fleet.sites.bundle import bundle_entries, pack
 from cpuu_fleet.sites.outcomes import outcome_from_json, outcome_to_json
+from cpuu_fleet.sites.progress import RelaySteps
 from cpuu_fleet.visit.outcome import HostOutcome
 
 #: How often the controller looks at the journal for a visit's outcome.
@@ -54,6 +55,8 @@ class Dispatcher:
         self._calls: Counter[tuple[str, int]] = Counter()
         self._bundle: str | None = None
         self._payloads: dict[str, str | None] = {}
+        self.steps = RelaySteps(self.journal, context.run_id)
+        """The relays' steps of this run, shown live as local hosts' are."""
 
     def bundle_digest(self) -> str:
         """The inventory-and-templates bundle of this run, stored once (by content)."""
@@ -97,15 +100,19 @@ class Dispatcher:
             "payload": self.payload_digest(job.play.name),
         }
         self.journal.add_site_visit(visit, job.run_id, job.name, job.attempt, site)
-        self.app.send_task(
-            VISIT_TASK,
-            kwargs={"ids": message},
-            queue=queue_name(site),
-            routing_key=queue_name(site),
-            exchange=queue_name(site),
-            task_id=visit,
-        )
-        outcome = self._wait(visit, job)
+        self.steps.waiting(job)
+        try:
+            self.app.send_task(
+                VISIT_TASK,
+                kwargs={"ids": message},
+                queue=queue_name(site),
+                routing_key=queue_name(site),
+                exchange=queue_name(site),
+                task_id=visit,
+            )
+            outcome = self._wait(visit, job)
+        finally:
+            self.steps.done(job)
         self._materialise(job.run_id, job.name)
         return outcome
 

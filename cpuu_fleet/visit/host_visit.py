@@ -308,8 +308,10 @@ def visit_host(
     """Visit one host: session → the play's steps in order → close → the host's verdict.
 
     The visit's non-guard journal writes are deferred to its guard writes and its end
-    (``Journal.deferred``: one round trip each on PostgreSQL, no change on SQLite)."""
-    with play.journal.deferred():
+    (``Journal.deferred``: one round trip each on PostgreSQL, no change on SQLite), and its
+    questions about the host's history (earlier run steps, pending task, collected files,
+    profile rows) are answered from one read (``Journal.visit_view``)."""
+    with play.journal.deferred(), play.journal.visit_view(name, play.same_cpuu_runs):
         return _Visit(play, name, connection, attempt, stopping or threading.Event(), emit).run()
 
 

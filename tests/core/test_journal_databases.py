@@ -278,3 +278,96 @@ def test_follow_sees_every_step_row_and_catches_up_after_a_dropped_listener(jour
         stop.set()
         thread.join(timeout=30)
     assert seen == written
+
+
+def test_follow_with_ends_yields_an_accepted_step_again_when_it_ends(journal_location):
+    """What a controller shows of relays' hosts: each step's start and, read again by id, its
+    end; a step of a host the reader does not want is yielded once, as it was written."""
+    writer, reader = Journal(journal_location), Journal(journal_location)
+    run = writer.start_run(run_id="r1")
+    seen: list[tuple[str, str, str]] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        wanted = lambda row: row["host"] == "pc-relayed"  # noqa: E731
+        for row in reader.follow(run_id=run, wait_s=0.2, stop=stop, ends=wanted):
+            seen.append((row["host"], row["step"], row["status"]))
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        push = writer.start_step(run, "pc-relayed", "push")
+        local = writer.start_step(run, "pc-local", "push")
+        assert _until(lambda: len(seen) == 2), seen
+        writer.end_step(push, "changed")
+        writer.end_step(local, "ok")
+        collect = writer.start_step(run, "pc-relayed", "collect")
+        assert _until(lambda: len(seen) == 4), seen
+        writer.end_step(collect, "ok")
+        assert _until(lambda: len(seen) == 5), seen
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert seen == [
+        ("pc-relayed", "push", "running"),
+        ("pc-local", "push", "running"),
+        ("pc-relayed", "push", "changed"),
+        ("pc-relayed", "collect", "running"),
+        ("pc-relayed", "collect", "ok"),
+    ]
+
+
+def test_a_visits_view_answers_as_the_journal_does_with_its_own_writes(journal_location):
+    """``Journal.visit_view``: the host's history read once (with the first write-ahead row on
+    PostgreSQL), then kept current by the visit's own writes; every answer equals what a
+    second journal reads from the database afterwards, and other hosts are read as ever."""
+    journal = Journal(journal_location)
+    earlier = journal.start_run(run_id="r0")
+    journal.add_hosts(earlier, [HostEntry("pc-1")])
+    old = journal.start_step(earlier, "pc-1", "run")
+    journal.set_host(earlier, "pc-1", task_name="cpuu-fleet update r0", state="pending")
+    journal.end_step(old, "ok")
+    journal.add_file(earlier, "pc-1", kind="result", remote_path="C:\\old.csv",
+                     local_path="old.csv", sha256="0" * 64, size=1)  # fmt: skip
+    run = journal.start_run(run_id="r1")
+    journal.add_hosts(run, [HostEntry("pc-1"), HostEntry("pc-2")])
+    answers = []
+    with journal.deferred(), journal.visit_view("pc-1", (run,)):
+        for step in ("preflight", "run", "collect"):
+            attempt = journal.start_step(run, "pc-1", step)
+            answers.append(journal.pending_task("pc-1", excluding=(run,)))
+            if step == "collect":
+                journal.add_profiles(run, "pc-1", "CORP\\u", [ProfileResult("Outlook", 10, 0, 1)])
+                journal.add_file(run, "pc-1", kind="result", remote_path="C:\\new.csv",
+                                 local_path="new.csv", sha256="1" * 64, size=2)  # fmt: skip
+            journal.end_step(attempt, "changed" if step == "run" else "ok", details={"n": 1})
+            answers.append(journal.attempts(run, "pc-1"))
+        answers += [journal.files(host="pc-1"), journal.files(run, "pc-1")]
+        answers.append(journal.profiles(run, "pc-1"))
+        journal.start_step(run, "pc-2", "preflight")  # another host: no view, read as ever
+        answers.append(journal.attempts(run, "pc-2"))
+    other = Journal(journal_location)
+    truth = []
+    for answer in answers[:-4]:
+        if isinstance(answer, str) or answer is None:
+            truth.append(other.pending_task("pc-1", excluding=(run,)))
+    assert [a for a in answers[:-4] if not isinstance(a, list)] == truth
+    assert truth == ["cpuu-fleet update r0"] * 3
+
+    def same(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+    steps = [a for a in answers[:-4] if isinstance(a, list)]
+    assert [[(r["step"], r["status"]) for r in rows] for rows in steps] == [
+        [("preflight", "ok")],
+        [("preflight", "ok"), ("run", "changed")],
+        [("preflight", "ok"), ("run", "changed"), ("collect", "ok")],
+    ]
+    assert steps[-1] == other.attempts(run, "pc-1")
+    assert same(answers[-4]) == same(other.files(host="pc-1"))
+    assert [r["remote_path"] for r in answers[-4]] == ["C:\\old.csv", "C:\\new.csv"]
+    assert same(answers[-3]) == same(other.files(run, "pc-1"))
+    assert same(answers[-2]) == same(other.profiles(run, "pc-1"))
+    assert answers[-1] == other.attempts(run, "pc-2")
+    journal.close()
+    other.close()

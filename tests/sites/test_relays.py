@@ -5,6 +5,7 @@ sites of lab workstations, and the lab's CPUU start count as the judge.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from cpuu_fleet.cli.demo_lab import lab_environment
+from cpuu_fleet.cli.progress import JsonLinesPrinter
 from cpuu_fleet.engine.wave import WorkContext
 from cpuu_fleet.inputs.payload import load_payload
 from cpuu_fleet.journal import SUCCEEDED, HostEntry
@@ -58,6 +60,38 @@ def _outcomes(sites: TwoSites, run_id: str) -> dict[str, tuple[Any, ...]]:
         }
 
 
+def _step_events(stream: io.StringIO) -> dict[str, list[tuple[str, ...]]]:
+    """Each host's events from the ``--json`` stream, in the order they were printed: its steps
+    (start, end with status) and its end."""
+    shown: dict[str, list[tuple[str, ...]]] = {}
+    for line in stream.getvalue().splitlines():
+        event = json.loads(line)
+        if event["event"] == "step_started":
+            shown.setdefault(event["host"], []).append(("started", event["step"]))
+        elif event["event"] == "step_finished":
+            shown.setdefault(event["host"], []).append(("finished", event["step"], event["status"]))
+        elif event["event"] == "host_finished":
+            shown.setdefault(event["host"], []).append(("host_finished", event["state"]))
+    return shown
+
+
+def _shown_while_visiting(stream: io.StringIO, visits: list[dict[str, Any]]) -> list[str]:
+    """The hosts whose first step was on the controller's stream before their relay's first
+    visit had ended (its outcome's time in the journal): shown live, not only at the end."""
+    first_step: dict[str, str] = {}
+    for line in stream.getvalue().splitlines():
+        event = json.loads(line)
+        if event["event"] == "step_started":
+            first_step.setdefault(event["host"], event["at"])
+    first_end: dict[str, str] = {}
+    for row in visits:
+        if row["ended_at"]:
+            first_end[row["host"]] = min(
+                first_end.get(row["host"], row["ended_at"]), row["ended_at"]
+            )
+    return sorted(h for h, at in first_step.items() if h in first_end and at < first_end[h])
+
+
 def _report_csv(sites: TwoSites, run_id: str, name: str) -> str:
     """One of the run's report CSVs, its run id and CPUU's time stamps made neutral."""
     text = (sites.reports / run_id / name).read_text(encoding="utf-8-sig")
@@ -101,17 +135,27 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(
     rabbitmq, tmp_path, request, database
 ):
     """On PostgreSQL the relays reach the journal, the bundle, the payload and give back the
-    collected files over the database only, as relays on other machines do."""
+    collected files over the database only, as relays on other machines do. The controller's
+    ``--json`` events show each relay's host step by step, as the lone controller shows its
+    own hosts (``Journal.follow``: PostgreSQL's notifications, SQLite's polling)."""
     url = request.getfixturevalue("pg_url") if database == "postgresql" else None
     with two_sites(tmp_path / "alone", HOSTS_PER_SITE) as alone:
-        baseline = alone.run(make_playbook(alone.payload))
+        alone_events = io.StringIO()
+        baseline = alone.run(
+            make_playbook(alone.payload), processors=[JsonLinesPrinter(alone_events)]
+        )
         expected = _outcomes(alone, baseline.run_id)
         expected_profiles = _report_csv(alone, baseline.run_id, "profiles.csv")
 
     with two_sites(tmp_path / "relayed", HOSTS_PER_SITE, journal_url=url) as sites:
         app = make_app(BrokerSettings(rabbitmq.url), SITES)
         playbook = make_playbook(sites.payload)
-        thread, box = in_background(lambda: sites.run(playbook, wrap_work=dispatching(app)))
+        events = io.StringIO()
+        thread, box = in_background(
+            lambda: sites.run(
+                playbook, wrap_work=dispatching(app), processors=[JsonLinesPrinter(events)]
+            )
+        )
         # No relay yet: every visit waits in its site's queue, as the broker stores it.
         queued = wait_for(
             lambda: _all_queued(rabbitmq, sites), 120, "every visit in its site's queue"
@@ -122,6 +166,8 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(
         assert "error" not in box, box.get("error")
         result = box["result"]
         got = _outcomes(sites, result.run_id)
+        with sites.journal() as journal:
+            live = _shown_while_visiting(events, journal.site_visits(result.run_id))
         starts = sites.cpuu_starts()
         files = _collected_files_are_there(sites, result.run_id)
         profiles = _report_csv(sites, result.run_id, "profiles.csv")
@@ -131,6 +177,12 @@ def test_a_two_site_wave_through_relays_is_the_wave_of_one_controller(
     assert set(result.summary.states.values()) == {SUCCEEDED}
     assert listening == {site: [] for site in SITES}  # relays connect outward only
     assert got == expected
+    shown, shown_alone = _step_events(events), _step_events(alone_events)
+    assert set(shown) == set(sites.host_names())
+    for host, seen in shown.items():
+        assert ("started", "run") in seen and seen[-1] == ("host_finished", SUCCEEDED)
+        assert seen == shown_alone[host]  # each step, started then ended, before the host's end
+    assert live  # followed as the relays wrote them (not only read back at each visit's end)
     assert profiles == expected_profiles  # read from the files the relays collected
     assert starts == dict.fromkeys(sites.host_names(), 1)
     assert files == []

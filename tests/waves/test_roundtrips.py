@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 import requests.adapters
 from pypsrp.wsman import WSMan
 
 from cpuu_fleet import journal as states
+from cpuu_fleet.engine import lease
+from cpuu_fleet.engine.runner import Runner
+from cpuu_fleet.journal import Journal
 from tests.support.waves import make_playbook
 
 
@@ -59,3 +63,38 @@ def test_a_plays_audit_step_costs_one_pipeline(wave_factory, monkeypatch):
     assert actions["Command"] == 2  # preflight, audit
     assert actions["Receive"] - 2 == 2  # opening the pool takes two; one per pipeline
     assert (actions["Create"], actions["Delete"], actions["Signal"]) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_healthy_visit_costs_few_journal_round_trips(
+    wave_factory, monkeypatch, request, database
+):
+    """preflight, push, run and collect of one host, the runner's attempt around it: on
+    PostgreSQL each round trip is a network wait (issue 14's goal: at most 10 a visit). The
+    writes go with the guards (the write-ahead rows, the task name, the ends of run and collect,
+    the visit's end), and the visit's questions about the host's history are answered from
+    what its first write-ahead row brought back."""
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 3600.0)  # no heartbeat inside the count
+    wave = wave_factory(1)
+    trips: list[int] = []
+    attempt = Runner._attempt
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        before = self.journal.round_trips
+        attempt(self, *args, **kwargs)
+        trips.append(self.journal.round_trips - before)
+
+    monkeypatch.setattr(Runner, "_attempt", counted)
+    result = wave.run(make_playbook(wave.payload, attached=True), journal_url=url)
+    assert result.counts.get(states.SUCCEEDED) == 1, result.counts
+    with Journal.in_reports(wave.reports, url) as journal:
+        steps = [row["step"] for row in journal.attempts(result.run_id)]
+    assert steps == ["connect", "preflight", "push", "run", "collect"]
+    if database == "postgresql":
+        # 5 write-ahead rows (the first brings the host's history back: earlier run steps,
+        # pending task, files, profiles), the task name, the ends of run and collect, the
+        # visit's end. Before issue 14's batching of reads: 14.
+        assert trips == [9]
+    else:
+        assert trips == [21]  # SQLite, local: each write its own statement (22 before)

@@ -12,9 +12,10 @@ so the schedule follows CPUU's expected run time instead of a fixed tick:
   late, with a handful of polls;
 * with none yet (the first hosts of a wave all start before any ends), one host, the *canary*,
   is asked on that fine schedule, and the others on a coarse one (first after 10 s, then at
-  gaps of four times the time run, at most 120 s: a safeguard should the canary hang), but
-  not before they have run one fine step longer than the canary will have at its next
-  question, nor while that answer is overdue (at most 120 s), so that its answer is in: CPUU
+  gaps of four times the time run, at most 120 s), but not before they have run one fine step
+  longer than the canary will have at its next question, nor while that answer is overdue, so
+  that its answer is in; one of them per 120 s is asked all the same, the safeguard should the
+  canary hang or be the slow one (one that has ended teaches the run time to all): CPUU
   runs about as long everywhere and the canary was parked first, so while it is at work the
   others most likely are too. They wake without asking just after each of the canary's
   answers, so once it has ended they are asked when the run time it showed has passed. A
@@ -35,6 +36,7 @@ import math
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 #: The fine schedule: gaps of this share of the time CPUU has run, within these bounds.
@@ -77,12 +79,18 @@ class SettlePacer:
     """The one schedule of questions for the detached hosts of one play (thread-safe); it keeps
     a float per waiting host (when it was last asked) and the run times seen."""
 
-    def __init__(self, expected_s: float | None = None) -> None:
+    def __init__(
+        self, expected_s: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.expected_s = expected_s
+        self._clock = clock
+        self._probed = clock()
+        """When another host than the canary was last let through while the canary is at work
+        (the safeguard: one such host per :data:`COARSE_MAX_S`, for the whole play)."""
         self._seen: list[float] = []
         self._asked: dict[str, float] = {}
         self._started: dict[str, float] = {}
-        """When each parked host's ``Start`` call answered that CPUU runs (``time.monotonic``)."""
+        """When each parked host's ``Start`` call answered that CPUU runs (on the pacer's clock)."""
         self._canary: str | None = None
         self._canary_ran = 0.0
         """How long the canary had run when it was last seen at work."""
@@ -98,7 +106,7 @@ class SettlePacer:
     def started(self, host: str, elapsed_s: float) -> None:
         """``host``'s ``Start`` call just answered that CPUU has run ``elapsed_s`` (about 0)."""
         with self._lock:
-            self._started[host] = time.monotonic() - elapsed_s
+            self._started[host] = self._clock() - elapsed_s
 
     def elapsed(self, host: str) -> float | None:
         """How long ``host``'s CPUU has run: what its ``Start`` call's answer said (by the
@@ -108,7 +116,7 @@ class SettlePacer:
         call's time early."""
         with self._lock:
             started = self._started.get(host)
-        return None if started is None else time.monotonic() - started
+        return None if started is None else self._clock() - started
 
     def asked(self, host: str, elapsed_s: float) -> None:
         """``host`` was just asked, after its CPUU had run ``elapsed_s``, and still runs."""
@@ -146,10 +154,7 @@ class SettlePacer:
                 )
                 ask_at = last + _gap(last, share, low, high)
                 if not canary:  # not while the canary is at work (up to the safeguard)
-                    answer_at = self._canary_answer_at()
-                    overdue = answer_at is not None and time.monotonic() > answer_at
-                    floor = math.inf if overdue else self._canary_floor()
-                    ask_at = max(ask_at, min(floor, COARSE_MAX_S))
+                    ask_at = self._held_back(ask_at, elapsed_s)
         ask_at = min(ask_at, timeout_s + PAST_DEADLINE_S)
         if elapsed_s >= ask_at:
             return 0.0
@@ -168,11 +173,30 @@ class SettlePacer:
             answer_at = self._canary_answer_at()
         if answer_at is None:
             return fine
-        until = answer_at - time.monotonic()
+        until = answer_at - self._clock()
         return max(until, HEAR_MARGIN_S / 2) if until > 0 else fine
 
+    def _held_back(self, ask_at: float, elapsed_s: float) -> float:
+        """When a host other than the canary is asked while nothing is expected (the lock
+        held): not before one fine step past the canary's next question, nor while that answer
+        is overdue; but one such host per :data:`COARSE_MAX_S` of the play is let through, the
+        safeguard should the canary hang or be the slow one. A let-through host that has ended
+        teaches the run time (the others are then asked once, at once); one still at work
+        costs one poll for the whole wave. Before, every other host was asked each 120 s of a
+        long CPUU: 4 polls per host at 300 s, where the attached visit's receives cost less."""
+        answer_at = self._canary_answer_at()
+        now = self._clock()
+        overdue = answer_at is not None and now > answer_at
+        floor = math.inf if overdue else self._canary_floor()
+        if elapsed_s < ask_at or elapsed_s >= floor:
+            return max(ask_at, floor)
+        if now - self._probed >= COARSE_MAX_S:
+            self._probed = now
+            return ask_at
+        return floor
+
     def _canary_answer_at(self) -> float | None:
-        """When (``time.monotonic``) the canary's answer to its next question is due; None for
+        """When (on the pacer's clock) the canary's answer to its next question is due; None for
         no canary, or one this controller did not start. Called with the lock held. Past that
         time and no answer (the forks busy starting hosts, which go first, or a canary that
         hangs), the others are not asked either, up to the safeguard: asked then, every host

@@ -12,6 +12,16 @@ from cpuu_fleet.visit.settle import SettlePacer, elapsed_since
 TIMEOUT = 900
 
 
+class Clock:
+    """A monotonic clock that moves only when told (the pacer's safeguard counts its time)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_with_an_expected_time_the_first_question_comes_then_and_later_ones_follow_the_run():
     pacer = SettlePacer(expected_s=60)
     assert pacer.wait("pc-1", 0, TIMEOUT) == pytest.approx(60)
@@ -41,8 +51,10 @@ def test_with_nothing_expected_one_canary_is_asked_often_and_the_others_learn_fr
 
 def test_while_the_canary_is_at_work_the_others_are_not_asked_up_to_the_safeguard():
     """A wave of hosts with the same CPUU: the others wait for what the canary shows instead of
-    each costing a question at 10 s; a canary that hangs holds them back for 120 s at most."""
-    pacer = SettlePacer()
+    each costing a question at 10 s; while a canary hangs (or is the slow one), one other host
+    per 120 s is asked all the same, not each of them."""
+    clock = Clock()
+    pacer = SettlePacer(clock=clock)
     assert pacer.wait("canary", 0, TIMEOUT) == pytest.approx(1)
     pacer.asked("canary", 15)  # at work after 15 s: its next question comes at 18 s
     assert pacer.wait("other", 10, TIMEOUT) > 0  # no longer asked at 10 s
@@ -53,10 +65,15 @@ def test_while_the_canary_is_at_work_the_others_are_not_asked_up_to_the_safeguar
     pacer.asked("canary", 18)  # its answer: still at work, so the others wait for the next one
     assert pacer.wait("other", 21.6, TIMEOUT) > 0
     pacer.asked("canary", 600)  # a canary that hangs
-    assert pacer.wait("late", 119, TIMEOUT) > 0
-    assert pacer.wait("late", 120, TIMEOUT) == 0  # the safeguard
-    pacer.asked("late", 120)
-    assert pacer.wait("late", 239, TIMEOUT) > 0  # then the coarse gaps: 120 s
+    assert pacer.wait("late", 120, TIMEOUT) > 0
+    clock.now += 120  # 120 s of the play: the safeguard lets one other host through
+    assert pacer.wait("late", 120, TIMEOUT) == 0
+    pacer.asked("late", 120)  # at work too
+    assert pacer.wait("other", 240, TIMEOUT) > 0  # one per 120 s, not every host
+    assert pacer.wait("late", 240, TIMEOUT) > 0
+    clock.now += 120
+    assert pacer.wait("other", 240, TIMEOUT) == 0
+    pacer.settled("other", 230.0)  # it had ended: the run time, learned for all
     assert pacer.wait("late", 240, TIMEOUT) == 0
 
 
@@ -111,11 +128,13 @@ def test_while_the_canarys_answer_is_overdue_the_others_wait_for_it_up_to_the_sa
     """The runner starts every host before it wakes a parked one, so in a wave of several rounds
     of starts the canary is asked late; the hosts started before it is were asked at 10 s (the
     coarse safeguard) and, CPUU still at work, cost a poll each."""
-    pacer = SettlePacer()
+    clock = Clock()
+    pacer = SettlePacer(clock=clock)
     pacer.started("canary", 30.0)  # parked 30 s ago and never asked since: its answer is late
     assert pacer.wait("canary", 30, TIMEOUT) == 0
     assert pacer.wait("other", 10, TIMEOUT) > 0  # not at the coarse 10 s
-    assert pacer.wait("other", 119, TIMEOUT) > 0
+    assert pacer.wait("other", 120, TIMEOUT) > 0
+    clock.now += 120
     assert pacer.wait("other", 120, TIMEOUT) == 0  # the safeguard, should the canary hang
     pacer.asked("canary", 30)  # its answer: at work after 30 s; the next question at 36 s
     assert pacer.wait("other", 30, TIMEOUT) > 0

@@ -1,0 +1,130 @@
+"""Relays, the broker and the journal's database under faults (slow; issue 14, point 5).
+
+Real processes throughout: the controller and the relays are ``cpuu-fleet`` commands, the broker
+a private RabbitMQ node of the test's own (so it may be frozen out, stopped and started), the
+journal a private PostgreSQL database. The judge is always the lab's own count of CPUU starts per
+host (at most once per host and run) and the final states the journal and the report show.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cpuu_fleet.engine.wave import ExitCode
+from cpuu_fleet.journal import SUCCEEDED
+from tests.support.sites import TwoSites, relays, start_controller, two_sites, wait_for
+from tests.support.waves import make_playbook
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+PROCESS_TIMEOUT_S = 300
+#: The broker's consumer timeout in the frozen-relay test: well below CPUU's run time, so the
+#: broker takes the visit back while the frozen relay is still inside its run step.
+SHORT_CONSUMER_TIMEOUT_MS = 5_000
+
+
+@pytest.fixture
+def own_broker(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """A private RabbitMQ node for one test (the session's node must not be frozen out or
+    restarted under other tests); ``request.param`` may give its consumer timeout (ms)."""
+    from tests.support import rabbitmq as broker
+
+    why = broker.missing()
+    if why:
+        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
+    timeout = getattr(request, "param", None) or 3_600_000
+    node = broker.Broker(tmp_path_factory.mktemp("own-rabbitmq"), consumer_timeout_ms=timeout)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def _play(sites: TwoSites, broker_url: str, *hosts: str, timeout: int = 120) -> Any:
+    """``cpuu-fleet play`` (attached run steps: a visit holds its relay while CPUU runs)."""
+    playbook = make_playbook(sites.payload, timeout=timeout, attached=True).path
+    return start_controller(
+        sites, broker_url, "play", str(playbook), "-i", str(sites.inventory_path),
+        "--limit", ",".join(hosts),
+    )  # fmt: skip
+
+
+def _latest_run(sites: TwoSites) -> str:
+    with sites.journal() as journal:
+        return str(journal.latest_run()["run_id"])
+
+
+def _site_visits(sites: TwoSites, run_id: str) -> list[dict[str, Any]]:
+    with sites.journal() as journal:
+        return journal.site_visits(run_id)
+
+
+def _states(sites: TwoSites, run_id: str) -> dict[str, str]:
+    with sites.journal() as journal:
+        return {row["host"]: row["state"] for row in journal.hosts(run_id)}
+
+
+def _report_states(sites: TwoSites, run_id: str) -> dict[str, str]:
+    """Each host's state as the run's report (``hosts.csv``) shows it."""
+    path = sites.reports / run_id / "hosts.csv"
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return {row["host"]: row["state"] for row in csv.DictReader(handle)}
+
+
+def _starts(sites: TwoSites, *hosts: str) -> dict[str, int]:
+    counts = sites.cpuu_starts()
+    return {host: counts[host] for host in hosts}
+
+
+@pytest.mark.parametrize("own_broker", [SHORT_CONSUMER_TIMEOUT_MS], indirect=True)
+def test_a_relay_frozen_in_the_run_step_then_woken_does_not_act(own_broker, tmp_path: Path):
+    """SIGSTOP inside the run step: the thread pool sends no AMQP heartbeats and the frozen
+    process's socket stays open, so the broker takes the visit back at its consumer timeout and
+    gives it to the sibling, which waits for the CPUU already running and finishes the visit.
+    SIGCONT: the woken relay is refused before its next step and writes nothing.
+
+    What else happens, as seen here (Celery 5.7, RabbitMQ 3.10): the broker closes the channel
+    with PRECONDITION_FAILED, which Celery's worker takes as unrecoverable: the woken relay
+    stops (warm: its running visit ends first). The sibling holds its own delivery past the
+    test's short timeout too, after writing the outcome: its ack fails, the outcome stands."""
+    host = "north-pc-0001"
+    with (
+        two_sites(tmp_path, 1, cpuu_seconds=20) as sites,
+        relays(sites, own_broker.url, per_site=2, concurrency=1, only=("north",)) as started,
+    ):
+        controller = _play(sites, own_broker.url, host)
+        wait_for(lambda: _starts(sites, host)[host] >= 1, 120, "CPUU started")
+        run_id = _latest_run(sites)
+        holder = _site_visits(sites, run_id)[0]["relay"]
+        frozen = next(r for r in started if holder.endswith(f".{r.process.pid}"))
+        os.killpg(frozen.process.pid, signal.SIGSTOP)
+        try:
+            out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
+            taken_over = _site_visits(sites, run_id)
+        finally:
+            os.killpg(frozen.process.pid, signal.SIGCONT)
+        wait_for(
+            lambda: "stopped by its guard" in frozen.output(), 120, "the woken relay's refusal"
+        )
+        visits = _site_visits(sites, run_id)
+        states = _states(sites, run_id)
+        starts = _starts(sites, host)
+
+    assert controller.returncode == ExitCode.OK, out
+    assert starts == {host: 1}
+    assert states == {host: SUCCEEDED}
+    assert _report_states(sites, run_id) == {host: SUCCEEDED}
+    # The sibling took the second delivery and wrote the outcome; the woken relay changed nothing.
+    assert len(taken_over) == 1 and taken_over[0]["deliveries"] == 2
+    assert taken_over[0]["relay"] != holder and taken_over[0]["outcome_json"]
+    assert visits == taken_over

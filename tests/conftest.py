@@ -187,17 +187,10 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private RabbitMQ node for the session, per xdist worker (``tests/support/rabbitmq.py``):
     free ports on 127.0.0.1, its own epmd and cookie; skips, saying why, where the server or the
     ``sites`` extra is missing."""
-    from tests.support import rabbitmq as broker
+    from tests.support.rabbitmq import running_broker
 
-    why = broker.missing()
-    if why:
-        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
-    node = broker.Broker(tmp_path_factory.mktemp("rabbitmq"))
-    node.start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("rabbitmq")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="session")

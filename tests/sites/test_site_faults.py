@@ -19,6 +19,7 @@ import pytest
 
 from cpuu_fleet.engine.wave import ExitCode
 from cpuu_fleet.journal import SUCCEEDED
+from tests.support.rabbitmq import running_broker
 from tests.support.sites import TwoSites, relays, start_controller, two_sites, wait_for
 from tests.support.waves import make_playbook
 
@@ -36,23 +37,16 @@ def own_broker(
 ) -> Iterator[Any]:
     """A private RabbitMQ node for one test (the session's node must not be frozen out or
     restarted under other tests); ``request.param`` may give its consumer timeout (ms)."""
-    from tests.support import rabbitmq as broker
-
-    why = broker.missing()
-    if why:
-        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
     timeout = getattr(request, "param", None) or 3_600_000
-    node = broker.Broker(tmp_path_factory.mktemp("own-rabbitmq"), consumer_timeout_ms=timeout)
-    node.start()
-    try:
+    with running_broker(
+        tmp_path_factory.mktemp("own-rabbitmq"), consumer_timeout_ms=timeout
+    ) as node:
         yield node
-    finally:
-        node.stop()
 
 
-def _play(sites: TwoSites, broker_url: str, *hosts: str, timeout: int = 120) -> Any:
+def _play(sites: TwoSites, broker_url: str, *hosts: str, forks: int = 25) -> Any:
     """``cpuu-fleet play`` (attached run steps: a visit holds its relay while CPUU runs)."""
-    playbook = make_playbook(sites.payload, timeout=timeout, attached=True).path
+    playbook = make_playbook(sites.payload, timeout=120, attached=True, forks=forks).path
     return start_controller(
         sites, broker_url, "play", str(playbook), "-i", str(sites.inventory_path),
         "--limit", ",".join(hosts),
@@ -79,6 +73,12 @@ def _report_states(sites: TwoSites, run_id: str) -> dict[str, str]:
     path = sites.reports / run_id / "hosts.csv"
     with path.open(encoding="utf-8-sig", newline="") as handle:
         return {row["host"]: row["state"] for row in csv.DictReader(handle)}
+
+
+def _ended(sites: TwoSites, count: int) -> bool:
+    """Have ``count`` of the latest run's visits an outcome in the journal?"""
+    visits = _site_visits(sites, _latest_run(sites))
+    return sum(1 for visit in visits if visit["outcome_json"]) >= count
 
 
 def _starts(sites: TwoSites, *hosts: str) -> dict[str, int]:
@@ -128,3 +128,38 @@ def test_a_relay_frozen_in_the_run_step_then_woken_does_not_act(own_broker, tmp_
     assert len(taken_over) == 1 and taken_over[0]["deliveries"] == 2
     assert taken_over[0]["relay"] != holder and taken_over[0]["outcome_json"]
     assert visits == taken_over
+
+
+@pytest.mark.parametrize("down_until_visits_end", [False, True], ids=["at-once", "down-a-while"])
+def test_the_broker_restarted_mid_wave_every_host_is_visited_once(
+    own_broker, tmp_path: Path, down_until_visits_end: bool
+):
+    """The broker stopped and started while visits run (CPUU started) and others are queued:
+    durable queues and persistent messages keep the queued visits, a running visit's message,
+    unacknowledged, is delivered again after the restart (its new delivery fences the old one
+    and waits for the CPUU already running), and the relays reconnect. Two forks: the controller
+    sends the last visits after the restart, on a connection it must open again; kept down until
+    the first visits ended (their relays write the journal, not the broker), it sends them while
+    there is no broker at all (it tries again: ``PUBLISH_RETRY``)."""
+    hosts = [f"north-pc-000{n}" for n in range(1, 5)]
+    with (
+        two_sites(tmp_path, 4, cpuu_seconds=8) as sites,
+        relays(sites, own_broker.url, per_site=2, concurrency=1, only=("north",)),
+    ):
+        controller = _play(sites, own_broker.url, *hosts, forks=2)
+        wait_for(lambda: any(_starts(sites, *hosts).values()), 120, "CPUU started")
+        if down_until_visits_end:
+            own_broker.restart(lambda: wait_for(lambda: _ended(sites, 2), 120, "visits ended"))
+        else:
+            own_broker.restart()
+        out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
+        run_id = _latest_run(sites)
+        states = _states(sites, run_id)
+        starts = _starts(sites, *hosts)
+        visits = _site_visits(sites, run_id)
+
+    assert controller.returncode == ExitCode.OK, out
+    assert starts == dict.fromkeys(hosts, 1)
+    assert states == dict.fromkeys(hosts, SUCCEEDED)
+    assert _report_states(sites, run_id) == dict.fromkeys(hosts, SUCCEEDED)
+    assert all(visit["outcome_json"] for visit in visits)

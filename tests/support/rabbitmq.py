@@ -23,6 +23,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -129,10 +131,12 @@ class Broker:
         self._write_files()
         self._boot()
 
-    def restart(self) -> None:
+    def restart(self, while_down: Callable[[], object] | None = None) -> None:
         """Stop the node and start it again on the same ports and data (durable queues and
-        persistent messages survive; connections are cut)."""
+        persistent messages survive; connections are cut), calling ``while_down`` between."""
         self.stop()
+        if while_down is not None:
+            while_down()
         self._boot()
 
     def _boot(self) -> None:
@@ -211,3 +215,20 @@ class Broker:
                 found.append((body, dict(message.properties)))
             channel.close()  # unacknowledged: the broker puts them all back
         return found
+
+
+@contextmanager
+def running_broker(root: Path, **settings: int) -> Iterator[Broker]:
+    """A started :class:`Broker` in ``root``, stopped at the end; skips, saying why, where one
+    cannot be started here."""
+    import pytest
+
+    why = missing()
+    if why:
+        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
+    node = Broker(root, **settings)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -150,17 +150,10 @@ def wave_factory(tmp_path: Path) -> Iterator[Any]:
 def postgres_cluster() -> Iterator[Any]:
     """A private PostgreSQL cluster for the session (``tests/support/postgres.py``), on 127.0.0.1
     at a free port; skips, saying why, where the server binaries or psycopg are missing."""
-    from tests.support import postgres
+    from tests.support.postgres import running_cluster
 
-    why = postgres.missing()
-    if why:
-        pytest.skip(f"PostgreSQL tests need a real server: {why}")
-    cluster = postgres.Cluster()
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -212,3 +212,31 @@ def test_the_database_restarted_mid_wave_loses_nothing(rabbitmq, own_database, t
     assert starts == dict.fromkeys(hosts, 1)
     assert states == dict.fromkeys(hosts, SUCCEEDED)
     assert shown == dict.fromkeys(hosts, SUCCEEDED)
+
+
+def test_two_operators_on_overlapping_hosts_one_holds_them(rabbitmq, pg_url, tmp_path: Path):
+    """Two controllers, one PostgreSQL journal, the same relays, started together on host sets
+    that overlap in one host per site: exactly one takes the lease and runs its wave; the other
+    is refused before any host (bad input, 2), naming the run that holds them (docs/journal.md)."""
+    first = ["north-pc-0001", "north-pc-0002", "south-pc-0001"]
+    second = ["north-pc-0002", "north-pc-0003", "south-pc-0001", "south-pc-0002"]
+    with (
+        two_sites(tmp_path, 3, journal_url=pg_url, cpuu_seconds=4) as sites,
+        relays(sites, rabbitmq.url, per_site=1, concurrency=2),
+    ):
+        controllers = [_play(sites, rabbitmq.url, *hosts) for hosts in (first, second)]
+        outs = [c.communicate(timeout=PROCESS_TIMEOUT_S)[0] for c in controllers]
+        with sites.journal() as journal:
+            runs = [str(row["run_id"]) for row in journal.runs()]
+        starts = sites.cpuu_starts()
+
+    codes = [c.returncode for c in controllers]
+    assert sorted(codes) == [ExitCode.OK, ExitCode.BAD_INPUT], outs
+    winner = codes.index(ExitCode.OK)
+    hosts = (first, second)[winner]
+    refused = outs[1 - winner]
+    assert len(runs) == 1 and runs[0] in refused, refused
+    assert _states(sites, runs[0]) == dict.fromkeys(hosts, SUCCEEDED)
+    assert _report_states(sites, runs[0]) == dict.fromkeys(hosts, SUCCEEDED)
+    # CPUU once on each host of the wave that ran, never on a host only the refused one named.
+    assert starts == {h: int(h in hosts) for h in sites.host_names()}

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 PROCESS_TIMEOUT_S = 300
 #: The broker's consumer timeout in the frozen-relay test: well below CPUU's run time, so the
 #: broker takes the visit back while the frozen relay is still inside its run step.
-SHORT_CONSUMER_TIMEOUT_MS = 5_000
+SHORT_CONSUMER_TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_a_relay_frozen_in_the_run_step_then_woken_does_not_act(own_broker, tmp_
     test's short timeout too, after writing the outcome: its ack fails, the outcome stands."""
     host = "north-pc-0001"
     with (
-        two_sites(tmp_path, 1, cpuu_seconds=20) as sites,
+        two_sites(tmp_path, 1, cpuu_seconds=45) as sites,
         relays(sites, own_broker.url, per_site=2, concurrency=1, only=("north",)) as started,
     ):
         controller = _play(sites, own_broker.url, host)

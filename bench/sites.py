@@ -20,6 +20,17 @@ Measured on the 2-CPU development machine, 2026-12-06, shared with three other e
 
 (``--hosts 10``, 4 visits at once per relay: 4.6 s, 0.182 s/host alone; 4.8 s, 0.107 s/host
 through relays.) docs/sites.md says what the figures include.
+
+Issue 14's goal, ``python bench/sites.py --hosts 100 --relays 2 --concurrency 10``, 2026-12-06
+19:24 UTC (load average 6.1 rising to 9.2 on the 2 CPUs: noisy walls):
+
+    2 sites x 100 lab hosts, forks 25, no added latency
+      one controller               wall   40.9 s   controller CPU 0.088 s/host   exit 0
+      relays (2/site x 10)         wall   31.3 s   controller CPU 0.018 s/host   exit 0
+
+Again at 19:35 UTC, quieter (load average 0.3 rising to 2.6): 33.5 s and 0.106 s/host alone,
+36.7 s and 0.025 s/host through relays. Wall 0.77 x and 1.10 x (goal <= 1.3 x), controller CPU
+per host 0.20 x and 0.24 x (goal <= 1/3).
 """
 
 from __future__ import annotations

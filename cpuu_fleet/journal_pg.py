@@ -19,8 +19,11 @@ and counts its round trips (a visit's cost on a network database).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +35,10 @@ SCHEMES = ("postgresql://", "postgres://")
 KEYRING_SERVICE = "cpuu-fleet-journal"
 NOTIFY_CHANNEL = "cpuu_fleet_steps"
 """The channel each step row is announced on (payload: the attempt's id)."""
+#: How long a statement waits for the database to come back (a restart, a fail-over) before
+#: it fails; tried again every RECONNECT_PAUSE_S.
+RECONNECT_S = 120.0
+RECONNECT_PAUSE_S = 0.5
 
 
 def is_url(location: object) -> bool:
@@ -156,14 +163,81 @@ class PgConnection:
         if "connect_timeout" not in url:
             kwargs["connect_timeout"] = connect_timeout
         kwargs["application_name"] = "cpuu-fleet"
+        self._kwargs = kwargs
         self._conn = psycopg.connect(url, **kwargs)
         self.round_trips += 1
         self._lock = threading.RLock()
+        self._in_transaction = False
+
+    # A restarted database ends every session. What is safe to do again, and how this knows:
+    # - a connection the server dropped while it was idle (its FATAL message and end of stream
+    #   are waiting on the socket, read before sending: no round trip) is opened again before
+    #   the statement is sent; nothing of the statement reached the old one;
+    # - a read (SELECT) that failed with the connection is read again on a new one;
+    # - a write that failed with the connection may have committed (PostgreSQL may end a
+    #   session between a commit and its reply): it is never sent again; the error goes up
+    #   (a guard write's caller then does not act), as does a loss inside a transaction.
+
+    def _usable(self) -> Any:
+        """The connection, opened again first when the server dropped it while idle."""
+        if not (self._conn.closed or self._conn.broken or self._dropped_while_idle()):
+            return self._conn
+        if self._in_transaction:
+            raise self._psycopg.OperationalError(
+                "the journal's connection was lost in a transaction"
+            )
+        return self._reconnect()
+
+    def _dropped_while_idle(self) -> bool:
+        """Did the server end this idle session (its goodbye waits on the socket)? Anything
+        else waiting on a writer's idle connection (a notice) leaves it usable."""
+        pgconn = self._conn.pgconn
+        if pgconn.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            return False
+        for _ in range(3):  # the FATAL message, then the end of the stream
+            readable, _, _ = select.select([self._conn.fileno()], [], [], 0)
+            if not readable:
+                return False
+            try:
+                pgconn.consume_input()
+            except self._psycopg.OperationalError:
+                return True
+            if pgconn.status == self._psycopg.pq.ConnStatus.BAD:
+                return True
+        return False
+
+    def _reconnect(self) -> Any:
+        """A new session, waiting up to :data:`RECONNECT_S` for the database to come back."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        deadline = time.monotonic() + RECONNECT_S
+        while True:
+            try:
+                self._conn = self._psycopg.connect(self.url, **self._kwargs)
+                self.round_trips += 1
+                return self._conn
+            except self._psycopg.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(RECONNECT_PAUSE_S)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        query, values = translate(sql, params), tuple(params) or None
         with self._lock:
             self.round_trips += 1
-            return self._conn.execute(translate(sql, params), tuple(params) or None)
+            if query == "ROLLBACK" and (self._conn.closed or self._conn.broken):
+                self._in_transaction = False  # the server rolled back when the session ended
+                return None
+            conn = self._usable()
+            try:
+                cursor = conn.execute(query, values)
+            except self._psycopg.OperationalError:
+                if self._in_transaction or not conn.broken or not _is_read(query):
+                    raise
+                cursor = self._reconnect().execute(query, values)
+            if query in ("BEGIN", "COMMIT", "ROLLBACK"):
+                self._in_transaction = query == "BEGIN"
+            return cursor
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = [tuple(row) for row in rows]
@@ -171,17 +245,18 @@ class PgConnection:
             return
         with self._lock:
             self.round_trips += 1
-            with self._conn.cursor() as cursor:
+            with self._usable().cursor() as cursor:
                 cursor.executemany(translate(sql, rows[0]), rows)
 
     def pipeline(self, statements: list[tuple[str, tuple[Any, ...]]]) -> Any:
         """Send ``statements`` in one round trip, in one transaction; the last one's cursor."""
         with self._lock:
             self.round_trips += 1
-            with self._conn.pipeline(), self._conn.transaction():
+            conn = self._usable()
+            with conn.pipeline(), conn.transaction():
                 cursor = None
                 for sql, params in statements:
-                    cursor = self._conn.execute(translate(sql, params), params or None)
+                    cursor = conn.execute(translate(sql, params), params or None)
             return cursor
 
     def pipeline_reads(
@@ -210,4 +285,10 @@ class PgConnection:
     @property
     def raw(self) -> Any:
         """The psycopg connection itself (the report's bulk reads)."""
-        return self._conn
+        with self._lock:
+            return self._usable()
+
+
+def _is_read(query: str) -> bool:
+    """A statement that changes nothing, so it may be sent again."""
+    return query.lstrip()[:6].upper() == "SELECT"

@@ -150,17 +150,10 @@ def wave_factory(tmp_path: Path) -> Iterator[Any]:
 def postgres_cluster() -> Iterator[Any]:
     """A private PostgreSQL cluster for the session (``tests/support/postgres.py``), on 127.0.0.1
     at a free port; skips, saying why, where the server binaries or psycopg are missing."""
-    from tests.support import postgres
+    from tests.support.postgres import running_cluster
 
-    why = postgres.missing()
-    if why:
-        pytest.skip(f"PostgreSQL tests need a real server: {why}")
-    cluster = postgres.Cluster()
-    try:
-        cluster.start()
+    with running_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
@@ -187,17 +180,10 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private RabbitMQ node for the session, per xdist worker (``tests/support/rabbitmq.py``):
     free ports on 127.0.0.1, its own epmd and cookie; skips, saying why, where the server or the
     ``sites`` extra is missing."""
-    from tests.support import rabbitmq as broker
+    from tests.support.rabbitmq import running_broker
 
-    why = broker.missing()
-    if why:
-        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
-    node = broker.Broker(tmp_path_factory.mktemp("rabbitmq"))
-    node.start()
-    try:
+    with running_broker(tmp_path_factory.mktemp("rabbitmq")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SUPERUSER = "cpuu"
@@ -157,6 +159,17 @@ class Cluster:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name)
 
+    def restart(self) -> None:
+        """``pg_ctl restart`` (fast: every session is ended, as in a real restart), with the
+        same options (pg_ctl keeps them) and log (it does not: given again)."""
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D", str(self.data),
+            "-l", str(self.root / "server.log"),
+            "-m", "fast", "-w", "-t", "60",
+            "restart",
+        )  # fmt: skip
+
     def stop(self) -> None:
         try:
             if self.data.exists():
@@ -165,3 +178,20 @@ class Cluster:
             pass
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def running_cluster() -> Iterator[Cluster]:
+    """A started :class:`Cluster`, stopped and removed at the end; skips, saying why, where one
+    cannot be made here."""
+    import pytest
+
+    why = missing()
+    if why:
+        pytest.skip(f"PostgreSQL tests need a real server: {why}")
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

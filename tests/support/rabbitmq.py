@@ -23,6 +23,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -54,8 +56,11 @@ def free_port() -> int:
 class Broker:
     """One private RabbitMQ node (see the module docstring); :meth:`start`, then :meth:`stop`."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, consumer_timeout_ms: int = 3_600_000):
         self.root = root
+        self.consumer_timeout_ms = consumer_timeout_ms
+        """How long a consumer may hold a message unacknowledged before the broker closes its
+        channel and re-delivers (above the longest visit, except in the frozen-relay test)."""
         self.user = "cpuu"
         self.password = secrets.token_urlsafe(18)
         self.port = free_port()
@@ -102,7 +107,11 @@ class Broker:
             (self.root / folder).mkdir(exist_ok=True)
         (self.root / "rabbitmq-env.conf").write_text("")
         (self.root / "enabled_plugins").write_text("[].\n")
-        (self.root / "advanced.config").write_text("[].\n")
+        # RabbitMQ checks consumer timeouts on its channel tick (once a minute by default): a
+        # test's short timeout is checked every second.
+        tick = "[{rabbit, [{channel_tick_interval, 1000}]}].\n"
+        short = self.consumer_timeout_ms < 60_000
+        (self.root / "advanced.config").write_text(tick if short else "[].\n")
         (self.root / "rabbitmq.conf").write_text(
             "\n".join(
                 [
@@ -111,7 +120,7 @@ class Broker:
                     f"default_pass = {self.password}",
                     "loopback_users = none",
                     # Above the longest visit of the tests (see docs/sites.md for production).
-                    "consumer_timeout = 3600000",
+                    f"consumer_timeout = {self.consumer_timeout_ms}",
                     "disk_free_limit.absolute = 50MB",
                     "",
                 ]
@@ -120,8 +129,19 @@ class Broker:
 
     def start(self) -> None:
         self._write_files()
+        self._boot()
+
+    def restart(self, while_down: Callable[[], object] | None = None) -> None:
+        """Stop the node and start it again on the same ports and data (durable queues and
+        persistent messages survive; connections are cut), calling ``while_down`` between."""
+        self.stop()
+        if while_down is not None:
+            while_down()
+        self._boot()
+
+    def _boot(self) -> None:
         env = self.environment()
-        log = (self.root / "server.out").open("wb")
+        log = (self.root / "server.out").open("ab")
         self._epmd = subprocess.Popen(
             [EPMD, "-port", str(self.epmd_port), "-address", "127.0.0.1"],
             env=env,
@@ -195,3 +215,20 @@ class Broker:
                 found.append((body, dict(message.properties)))
             channel.close()  # unacknowledged: the broker puts them all back
         return found
+
+
+@contextmanager
+def running_broker(root: Path, **settings: int) -> Iterator[Broker]:
+    """A started :class:`Broker` in ``root``, stopped at the end; skips, saying why, where one
+    cannot be started here."""
+    import pytest
+
+    why = missing()
+    if why:
+        pytest.skip(f"relay tests need a real RabbitMQ: {why}")
+    node = Broker(root, **settings)
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

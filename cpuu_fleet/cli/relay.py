@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
 
         @celery_app.task(name=VISIT_TASK, acks_late=True, reject_on_worker_lost=True)
         def visit(ids: dict[str, Any]) -> None:
-            runner.handle(ids)
+            runner.run_task(ids)
 
         typer.echo(f"relay {node}: {concurrency} visit(s) at once from {queue_name(site)}")
         worker = celery_app.Worker(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +48,9 @@ LOG = logging.getLogger("cpuu_fleet.sites.relay")
 DELIVERY_CAP = 3
 #: How often a running visit looks for the controller's second Ctrl-C.
 ABORT_POLL_S = 0.5
+#: The pause before a visit whose journal writes failed goes back to the queue (the database
+#: is likely away: no hot loop of deliveries meanwhile).
+REQUEUE_PAUSE_S = 5.0
 
 Guard = Callable[[dict[str, Any], str | None], str | None]
 """Asked with the visit's ids before the visit (step None) and before each of its steps (the
@@ -99,6 +103,28 @@ class Relay:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------ one message
+
+    def run_task(self, ids: dict[str, Any]) -> None:
+        """The Celery task's body: :meth:`handle`, and a visit whose journal writes failed
+        (the database away past ``journal_pg.RECONNECT_S``, a write cut off in flight) goes
+        back to the queue after a pause instead of being acknowledged as done: acknowledged,
+        no relay would write its outcome and the controller would wait for it for ever.
+        Requeued, a sibling (or this relay) takes it again; never twice holds on the host (the
+        run marker), and the delivery cap ends a visit that keeps failing, saying so."""
+        from celery.exceptions import Reject
+
+        try:
+            self.handle(ids)
+        except Exception as exc:
+            why = REDACTOR.scrub(f"{type(exc).__name__}: {exc}")[:500]
+            LOG.warning(
+                "visit %s could not be recorded in the journal (%s): back to the queue in %s s",
+                str(ids.get("visit"))[:200],
+                why,
+                REQUEUE_PAUSE_S,
+            )
+            time.sleep(REQUEUE_PAUSE_S)
+            raise Reject(why, requeue=True) from None
 
     def handle(self, ids: dict[str, Any]) -> None:
         """One delivery of a visit message; the outcome goes to the journal, never raised."""

@@ -307,3 +307,37 @@ def test_a_delivery_superseded_between_its_check_and_its_step_is_refused_by_the_
     assert "run" not in steps and {"preflight", "push"} <= set(steps)
     assert row["outcome_json"] is None and row["relay"] == "north@sibling"
     assert starts["north-pc-0001"] == 0
+
+
+def test_a_visit_whose_outcome_could_not_be_written_goes_back_to_the_queue(tmp_path, monkeypatch):
+    """The journal fails as the relay writes the visit's outcome (the database away for good):
+    the message is rejected back to the queue, not acknowledged as done, so a later delivery
+    writes the outcome the controller waits for; CPUU still ran once (the run marker)."""
+    from celery.exceptions import Reject
+
+    import cpuu_fleet.sites.relay as relay_module
+
+    monkeypatch.setattr(relay_module, "REQUEUE_PAUSE_S", 0.0)
+    with two_sites(tmp_path, 1) as sites, lab_environment(sites.fleet):
+        _run, ids, relay_for = _one_visit(sites, tmp_path)
+        with sites.journal() as journal:
+            relay = relay_for(journal, lambda ids, step: None)
+            real = journal.end_site_visit
+
+            def database_gone(*args: Any, **kwargs: Any) -> bool:
+                raise OSError("could not reach the journal's database")
+
+            monkeypatch.setattr(journal, "end_site_visit", database_gone)
+            with pytest.raises(Reject) as rejected:
+                relay.run_task(ids)
+            first = journal.site_visit(ids["visit"])
+            monkeypatch.setattr(journal, "end_site_visit", real)
+            relay.run_task(ids)  # the broker's next delivery of the requeued message
+            second = journal.site_visit(ids["visit"])
+        starts = sites.cpuu_starts()
+
+    assert rejected.value.requeue is True
+    assert first["outcome_json"] is None
+    assert json.loads(second["outcome_json"])["state"] == SUCCEEDED
+    assert second["deliveries"] == 2
+    assert starts["north-pc-0001"] == 1

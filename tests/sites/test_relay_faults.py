@@ -1,5 +1,5 @@
-"""Relays under faults (slow): a relay ``kill -9``'d inside the run step, the controller killed
-and resumed, Ctrl-C with visits still queued. Real processes throughout: the controller and the
+"""Relays under faults (slow): a relay ``kill -9``'d inside each step (preflight, push, run,
+collect), the controller killed and resumed, Ctrl-C with visits still queued. Real processes throughout: the controller and the
 relays are ``cpuu-fleet`` commands, the broker a private RabbitMQ node; the lab's count of CPUU
 starts is the judge (at most once per host and run, exactly once where the wave finishes).
 """
@@ -127,3 +127,55 @@ def test_ctrl_c_drains_the_queued_visits(rabbitmq, tmp_path):
     assert {h: s for h, s in states.items() if h not in started} == dict.fromkeys(
         set(states) - set(started), NOT_RUN
     )
+
+
+#: The lab's added latency per round trip in the step cases: each step lasts long enough to be hit.
+STEP_LATENCY_S = 0.3
+
+
+def _running_step(sites: TwoSites, host: str) -> dict[str, Any] | None:
+    """The step row the journal shows ``host`` inside now (written, not yet ended)."""
+    with sites.journal() as journal:
+        run = journal.latest_run()
+        if run is None:
+            return None
+        rows = [r for r in journal.attempts(str(run["run_id"]), host) if r["status"] == "running"]
+        return rows[-1] if rows else None
+
+
+def _attempt(sites: TwoSites, attempt_id: int) -> dict[str, Any]:
+    with sites.journal() as journal:
+        run = str(journal.latest_run()["run_id"])
+        return next(r for r in journal.attempts(run) if r["id"] == attempt_id)
+
+
+@pytest.mark.parametrize("step", ["preflight", "push", "collect"])
+def test_a_relay_killed_inside_each_step_leaves_the_visit_to_its_sibling(rabbitmq, tmp_path, step):
+    """The run step's case above, in the other steps that touch the host: whichever step the
+    relay dies in, the sibling takes the redelivered visit, finishes it, and CPUU ran once."""
+    host = "north-pc-0001"
+    with (
+        two_sites(tmp_path, 1, cpuu_seconds=1, latency_s=STEP_LATENCY_S) as sites,
+        relays(sites, rabbitmq.url, per_site=2, concurrency=1, only=("north",)) as started,
+    ):
+        controller = _play_north(sites, rabbitmq.url)
+        inside = wait_for(
+            lambda: (row := _running_step(sites, host)) and row["step"] == step and row,
+            180,
+            f"{host} inside {step}",
+        )
+        holder = _site_visits(sites)[0]["relay"]
+        victim = next(r for r in started if holder.endswith(f".{r.process.pid}"))
+        victim.kill()
+        out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
+        hit = _attempt(sites, int(inside["id"]))  # the dead relay's row: never ended by it
+        visits = _site_visits(sites)
+        states = _states(sites, _latest_run(sites))
+        starts = _north_starts(sites)
+
+    assert hit["step"] == step and hit["status"] == "running"  # killed inside it, not after
+    assert controller.returncode == ExitCode.OK, out
+    assert states == {host: SUCCEEDED}
+    assert starts == {host: 1}
+    assert len(visits) == 1 and visits[0]["deliveries"] == 2
+    assert visits[0]["relay"] != holder and visits[0]["outcome_json"]

@@ -357,17 +357,24 @@ class _Visit:
         """The latest ``audit`` step's rows (a play may audit before and after its run)."""
         self.plan: PushPlan | None = None
         self.session: HostSession
-        self.unsettled = _unsettled_run(play, name) if play.detached else None
+        self.unsettled: tuple[int, str, str | None] | None = None
+        """A detached run step of this CPUU run that started CPUU and has not ended: this visit
+        settles it (asks the host, then collects) and repeats none of the steps before run
+        (read from the journal in :meth:`run`, once it is time to ask)."""
         self.task_removed = False
         """The settling question (``Status -RemoveEnded``) already unregistered the ended task."""
-        """A detached run step of this CPUU run that started CPUU and has not ended: this visit
-        settles it (asks the host, then collects) and repeats none of the steps before run."""
 
     def run(self) -> HostOutcome:
         play, ctx = self.play, self.ctx
         steps = play.steps
+        wait: float | None = None
+        if play.detached:
+            wait = self._known_wait()
+            if wait is not None and wait > 0:  # not yet time to ask: no session, no journal
+                return HostOutcome(states.RUNNING, settle_in=wait)
+            self.unsettled = _unsettled_run(play, ctx.host)
         if self.unsettled is not None:
-            wait = self._not_yet()
+            wait = self._not_yet() if wait is None else wait
             if wait > 0:  # not yet time to ask: no session, no journal row
                 return HostOutcome(states.RUNNING, settle_in=wait)
             steps = steps[steps.index("run") :] if "run" in steps else steps
@@ -406,6 +413,20 @@ class _Visit:
         return self.steps.run(
             "connect", lambda: play.session_factory(ctx.host, self.connection).open(), _ok
         )
+
+    def _known_wait(self) -> float | None:
+        """Seconds until a host this controller parked is to be asked, without reading the
+        journal (None: the pacer does not know the host, e.g. a first visit or a ``--resume``).
+        A parked host wakes often (just after each of the canary's answers); each wake that is
+        not yet time to ask then costs nothing but this. Asked once per visit: the pacer's
+        safeguard lets one host through per period, and a second call would not."""
+        pacer = self.play.pacer
+        if pacer is None or self.play.run is None:
+            return None
+        elapsed = pacer.elapsed(self.ctx.host)
+        if elapsed is None:
+            return None
+        return pacer.wait(self.ctx.host, elapsed, self.play.run.timeout)
 
     def _not_yet(self) -> float:
         """Seconds until this settling host is to be asked. Counted from what the ``Start``

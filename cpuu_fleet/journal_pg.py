@@ -266,12 +266,12 @@ class PgConnection:
         rows (a visit's one read of its host's history, with the writes it held)."""
         with self._lock:
             self.round_trips += 1
-            with self._conn.pipeline(), self._conn.transaction():
+            conn = self._usable()  # a session the server ended while idle: a new one first
+            with conn.pipeline(), conn.transaction():
                 for sql, params in writes:
-                    self._conn.execute(translate(sql, params), params or None)
+                    conn.execute(translate(sql, params), params or None)
                 cursors = [
-                    self._conn.execute(translate(sql, params), params or None)
-                    for sql, params in reads
+                    conn.execute(translate(sql, params), params or None) for sql, params in reads
                 ]
             return [cursor.fetchall() for cursor in cursors]
 

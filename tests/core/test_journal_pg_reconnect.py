@@ -75,3 +75,13 @@ def test_a_write_cut_off_in_flight_is_never_sent_again(db, pg_url):
     ender.join()
     # The write went once (and was rolled back by the server): never sent again.
     assert db.execute("SELECT COUNT(*) AS c FROM t").fetchone()["c"] == 0
+
+
+def test_a_visits_first_write_and_read_go_on_a_new_session_after_an_idle_drop(db, pg_url):
+    """A visit's first write-ahead row travels with its read of the host's history in one
+    pipeline (``pipeline_reads``): a session the server ended while idle is opened again before
+    that pipeline is sent, as before any other statement."""
+    with _admin(pg_url) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 30000)", (db.raw.info.backend_pid,))
+    (rows,) = db.pipeline_reads([("INSERT INTO t (n) VALUES (?)", (7,))], [("SELECT n FROM t", ())])
+    assert rows == [{"n": 7}]

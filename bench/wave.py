@@ -69,6 +69,20 @@ Under that load the four rounds of starts outlasted CPUU's 20 s, so the canary w
 late and found CPUU ended: one question per host, but the run time it taught is the time it had
 run when asked (the host's report holds no end time), and the others were asked that late.
 
+Longer runs, on main after the pacer's safeguard lets one other host through per 120 s (not
+every host each 120 s) and a wake not yet due reads no journal, 2026-12-06 19:41-20:03 UTC:
+
+    python bench/wave.py --cpuu-seconds 300 --sizes 25 --latencies 0 --forks 25
+      controller CPU s / host 0.299 attached, 0.269 detached (0.90x); round trips 40.8 vs
+      24.3 + 20.1 polls' (2.16 polls / host; 4.00 before the safeguard's change, CPU 1.18x)
+    python bench/wave.py --cpuu-seconds 300 --sizes 25 --latencies 0 --forks 25 --modes detached
+      journal statements / host 34.3 (137.6 while every wake read the host's history)
+    python bench/wave.py --cpuu-seconds 60 --sizes 50 --latencies 0 --forks 25
+      wall 132.2 vs 79.1 s; CPU 0.171 vs 0.182 s / host (1.06x); 1.26 polls / host
+
+So the cost goal's CPU half holds where CPUU runs minutes (attached pays a Receive every 20 s of
+it) and not at a minute or less (the second session per host, about 12 ms).
+
 Before (branch ``settle``, 17:01, load 4.5, the same command): wall 102.1 / 46.6 s, CPU 0.138 /
 0.150 s per host (1.09x), round trips 26.5 / 33.5 per host, 0.10 polls per host parked again,
 CPUU on the slowest host 22.4 / 27.9 s. Where those polls went: the runner starts every host

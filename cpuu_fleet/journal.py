@@ -111,6 +111,14 @@ class LeaseLost(Exception):
         self.host = host
 
 
+class _RolledBack(Exception):
+    """Leaves a lease transaction rolled back, carrying what the caller returns instead."""
+
+    def __init__(self, value: Any):
+        super().__init__()
+        self.value = value
+
+
 def utcnow() -> str:
     """ISO-8601 UTC with milliseconds: sortable as text, readable by pandas."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -704,12 +712,8 @@ class Journal:
         """
         names = sorted(set(hosts))
         now = utcnow()
-        with self._lock:
-            self.flush()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self.dialect == "postgresql":
-                    self._db.execute(f"SELECT pg_advisory_xact_lock({_LEASE_LOCK})")
+        try:
+            with self._lease_transaction():
                 for row in self._db.execute("SELECT * FROM leases").fetchall():
                     if is_dead(json.loads(row["owner_json"]), row["heartbeat_at"]):
                         self._drop_lease(row["run_id"], interrupted=True)
@@ -732,15 +736,28 @@ class Journal:
                     "SELECT COUNT(*) AS n FROM lease_hosts WHERE run_id = ?", (run_id,)
                 ).fetchone()["n"]
                 if held < len(names):
-                    holder = self._lease_holder(run_id, names)
-                    self._db.execute("ROLLBACK")
-                    return holder
-                self._db.execute("COMMIT")
+                    raise _RolledBack(self._lease_holder(run_id, names))
+        except _RolledBack as refused:
+            return refused.value
+        self._tokens.update({(run_id, name): token for name, token in tokens.items()})
+        return None
+
+    @contextmanager
+    def _lease_transaction(self) -> Iterator[None]:
+        """One transaction over the lease rows, committed on leaving, rolled back on an
+        exception: SQLite's write lock (``BEGIN IMMEDIATE``), and on PostgreSQL the advisory
+        lock that serialises every lease change, so reading then writing the rows is safe."""
+        with self._lock:
+            self.flush()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.dialect == "postgresql":
+                    self._db.execute(f"SELECT pg_advisory_xact_lock({_LEASE_LOCK})")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._tokens.update({(run_id, name): token for name, token in tokens.items()})
-        return None
+            self._db.execute("COMMIT")
 
     def _draw_tokens(self, count: int) -> int:
         """Reserve ``count`` fencing tokens from the journal's one counter (inside the lease's
@@ -758,25 +775,19 @@ class Journal:
         """Give ``host``, which ``run_id`` holds, a new fencing token and write its steps with
         it: a new delivery of a visit (a relay's) supersedes any earlier one, whose next step
         row is then refused. Returns the token, or None when the run no longer holds the host."""
-        with self._lock:
-            self.flush()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                if self.dialect == "postgresql":
-                    self._db.execute(f"SELECT pg_advisory_xact_lock({_LEASE_LOCK})")
+        try:
+            with self._lease_transaction():
                 token = self._draw_tokens(1)
                 changed = self._db.execute(
                     "UPDATE lease_hosts SET token = ? WHERE host = ? AND run_id = ?",
                     (token, host, run_id),
                 ).rowcount
-                self._db.execute("COMMIT" if changed == 1 else "ROLLBACK")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            if changed != 1:
-                self._tokens.pop((run_id, host), None)
-                return None
-            self._tokens[(run_id, host)] = token
+                if changed != 1:
+                    raise _RolledBack(None)
+        except _RolledBack:
+            self._tokens.pop((run_id, host), None)
+            return None
+        self._tokens[(run_id, host)] = token
         return token
 
     def lease_token(self, run_id: str, host: str) -> int | None:
@@ -812,10 +823,8 @@ class Journal:
 
     def release_lease(self, run_id: str) -> None:
         with self._lock:
-            self.flush()
-            self._db.execute("BEGIN IMMEDIATE")
-            self._drop_lease(run_id, interrupted=False)
-            self._db.execute("COMMIT")
+            with self._lease_transaction():
+                self._drop_lease(run_id, interrupted=False)
             for key in [key for key in self._tokens if key[0] == run_id]:
                 del self._tokens[key]
 

@@ -62,6 +62,14 @@ def _north_starts(sites: TwoSites) -> dict[str, int]:
     return {h: n for h, n in sites.cpuu_starts().items() if h.startswith("north-")}
 
 
+def _kill_the_visits_relay(sites: TwoSites, started: list[Any]) -> str:
+    """``kill -9`` the relay that holds the run's one visit now; its name, as the journal has it."""
+    holder = str(_site_visits(sites)[0]["relay"])
+    victim = next(r for r in started if holder.endswith(f".{r.process.pid}"))
+    victim.kill()
+    return holder
+
+
 def test_a_relay_killed_inside_the_run_step_leaves_the_visit_to_its_sibling(rabbitmq, tmp_path):
     with (
         two_sites(tmp_path, 1, cpuu_seconds=CPUU_SECONDS) as sites,
@@ -69,9 +77,7 @@ def test_a_relay_killed_inside_the_run_step_leaves_the_visit_to_its_sibling(rabb
     ):
         controller = _play_north(sites, rabbitmq.url)
         wait_for(lambda: _north_starts(sites)["north-pc-0001"] >= 1, 120, "CPUU started")
-        holder = _site_visits(sites)[0]["relay"]
-        victim = next(r for r in started if holder.endswith(f".{r.process.pid}"))
-        victim.kill()
+        holder = _kill_the_visits_relay(sites, started)
         out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
         run_id = _latest_run(sites)
         visits = _site_visits(sites)
@@ -164,9 +170,7 @@ def test_a_relay_killed_inside_each_step_leaves_the_visit_to_its_sibling(rabbitm
             180,
             f"{host} inside {step}",
         )
-        holder = _site_visits(sites)[0]["relay"]
-        victim = next(r for r in started if holder.endswith(f".{r.process.pid}"))
-        victim.kill()
+        holder = _kill_the_visits_relay(sites, started)
         out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
         hit = _attempt(sites, int(inside["id"]))  # the dead relay's row: never ended by it
         visits = _site_visits(sites)

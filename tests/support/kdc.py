@@ -29,6 +29,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from unittest import mock
 
+from tests.support.ports import free_port
+
 REALM = "LAB.TEST"
 USER = "labadmin"
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -53,12 +55,6 @@ def missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Realm:
     """One MIT realm served by a ``krb5kdc`` child process (see module docstring)."""
 
@@ -67,7 +63,7 @@ class Realm:
         self.realm = realm
         self.user = user
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.krb5_conf = root / "krb5.conf"
         self.kdc_conf = root / "kdc.conf"
         self.keytab = root / "services.keytab"

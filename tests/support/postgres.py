@@ -20,13 +20,14 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 SUPERUSER = "cpuu"
 
@@ -61,12 +62,6 @@ def missing() -> str | None:
         if shutil.which("runuser") is None:
             return "running as root and there is no runuser to drop to the 'postgres' user"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:
@@ -113,7 +108,7 @@ class Cluster:
         )  # fmt: skip
         pwfile.unlink()
         for attempt in range(3):  # a free port may be taken between the probe and the start
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -c port={self.port}"
                 f" -c unix_socket_directories={self.socket_dir} -c fsync=off"

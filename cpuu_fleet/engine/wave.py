@@ -63,6 +63,7 @@ from cpuu_fleet.visit.host_visit import (
     open_session,
     visit_host,
 )
+from cpuu_fleet.visit.shelf import SessionShelf
 from cpuu_fleet.visit.steps import LOGON_USER_VAR
 
 
@@ -253,6 +254,7 @@ class _PlayPrep:
         check: bool,
         resume_tasks: dict[str, str],
         session_factory: SessionFactory,
+        shelf: SessionShelf | None = None,
     ) -> PlaySettings:
         """The play's settings for its hosts' visits: made alike by the controller and by a
         relay (cpuu_fleet/sites/relay.py), which has only the journal to go by."""
@@ -274,6 +276,7 @@ class _PlayPrep:
             limits=self.play.limits,
             expected_users=self.expected_users,
             audit_policies=self.audit_policies,
+            shelf=shelf,
         )
 
     def _check_batch_file(self) -> None:
@@ -613,6 +616,7 @@ class Engine:
                 check=request.check,
                 resume_tasks=resume_tasks,
                 session_factory=request.session_factory,
+                shelf=SessionShelf(),
             )
 
         staged = {host: _version_of(sha) for host, sha in self.journal.staged_versions().items()}
@@ -665,6 +669,9 @@ class Engine:
             )
         finally:
             reserve.release()
+            for play_settings in settings.values():  # kept for parked hosts a stop left parked
+                if play_settings.shelf is not None:
+                    play_settings.shelf.close_all()
         if summary.fault is not None:
             raise ControllerWriteError(_fault_line(summary))
         result = PlayResult(

@@ -43,6 +43,7 @@ from cpuu_fleet.visit.session import (
     local_error,
 )
 from cpuu_fleet.visit.settle import MIN_GAP_S, SettlePacer, elapsed_since
+from cpuu_fleet.visit.shelf import SessionShelf
 from cpuu_fleet.visit.steps import (
     CollectResult,
     HostContext,
@@ -119,6 +120,10 @@ class PlaySettings:
     """Host name → its source/target patterns, for the ``audit`` step."""
     pacer: SettlePacer | None = None
     """When to ask detached hosts again (shared by the play's hosts); made from ``run``."""
+    shelf: SessionShelf | None = None
+    """Parked hosts' sessions kept for their settling visit (:mod:`.shelf`); None: every parked
+    host's session is closed (a relay, whose next visit of the host may be on another relay).
+    The play's owner closes what is left on it when the play ends."""
     guard: Callable[[str], str | None] | None = None
     """Asked before each step with its name: a text stops the visit there, before the step's
     row (a relay whose lease moved on must not act: cpuu_fleet/sites/relay.py)."""
@@ -363,6 +368,8 @@ class _Visit:
         (read from the journal in :meth:`run`, once it is time to ask)."""
         self.task_removed = False
         """The settling question (``Status -RemoveEnded``) already unregistered the ended task."""
+        self.kept_session = False
+        """The session came off the play's shelf (opened by an earlier visit, maybe gone)."""
 
     def run(self) -> HostOutcome:
         play, ctx = self.play, self.ctx
@@ -371,12 +378,12 @@ class _Visit:
         if play.detached:
             wait = self._known_wait()
             if wait is not None and wait > 0:  # not yet time to ask: no session, no journal
-                return HostOutcome(states.RUNNING, settle_in=wait)
+                return self._not_yet_time(wait)
             self.unsettled = _unsettled_run(play, ctx.host)
         if self.unsettled is not None:
             wait = self._not_yet() if wait is None else wait
             if wait > 0:  # not yet time to ask: no session, no journal row
-                return HostOutcome(states.RUNNING, settle_in=wait)
+                return self._not_yet_time(wait)
             steps = steps[steps.index("run") :] if "run" in steps else steps
         try:
             self.session = self._connect()
@@ -392,7 +399,7 @@ class _Visit:
                     break
                 getattr(self, f"_{step}")()
         except _Parked as parked:  # CPUU runs on: release the host until the runner asks again
-            self.session.close()
+            self._park_session(parked.after)
             return HostOutcome(states.RUNNING, details=self.details, settle_in=parked.after)
         except SessionError as exc:
             error = exc
@@ -409,10 +416,45 @@ class _Visit:
         only ask and park again, and a waiting host must cost one journal row, not one a poll."""
         play, ctx = self.play, self.ctx
         if self.unsettled is not None:
+            kept = play.shelf.take(ctx.host) if play.shelf is not None else None
+            if kept is not None:
+                self.kept_session = True
+                return kept  # type: ignore[return-value]
             return play.session_factory(ctx.host, self.connection).open()
         return self.steps.run(
             "connect", lambda: play.session_factory(ctx.host, self.connection).open(), _ok
         )
+
+    def _not_yet_time(self, wait: float) -> HostOutcome:
+        """A wake that asks nothing: park again (and drop a kept session put off too long)."""
+        if self.play.shelf is not None:
+            self.play.shelf.recheck(self.ctx.host, wait)
+        return HostOutcome(states.RUNNING, settle_in=wait)
+
+    def _park_session(self, wake_in: float) -> None:
+        """Keep the session for the host's settling visit if it comes soon, else close it."""
+        if self.play.shelf is None:
+            self.session.close()
+        else:
+            self.play.shelf.keep(self.ctx.host, self.session, wake_in)
+
+    def _status(self, task_name: str) -> dict[str, Any]:
+        """The settling question. On a kept session that fails (its connection closed while it
+        waited: an idle timeout, a middlebox), asked again once on a fresh session. Safe: the
+        question starts nothing, and a message on a dead logon is refused unread (:mod:`.shelf`).
+        A host that fails on the fresh session too fails as any settling visit does."""
+        try:
+            return task_status(self.session, task_name, remove_ended=True)
+        except Interrupted:
+            raise
+        except SessionError as exc:
+            if not self.kept_session or exc.error_class in _HOST_ANSWERED:
+                raise
+        self.session.drop()
+        self.kept_session = False
+        self.session = self._connect()
+        self.session.limits = self.play.limits
+        return task_status(self.session, task_name, remove_ended=True)
 
     def _known_wait(self) -> float | None:
         """Seconds until a host this controller parked is to be asked, without reading the
@@ -520,7 +562,8 @@ class _Visit:
         options, pacer = play.run, play.pacer
         assert options is not None and pacer is not None
         task_name = cpuu_task_name(ctx, options.mode)
-        status = task_status(session, task_name, remove_ended=True)
+        status = self._status(task_name)
+        session = self.session
         self.task_removed = status.get("Removed") is True
         elapsed = elapsed_since(_text_of(status.get("StartedAt")))
         active = task_active(status)
@@ -699,6 +742,11 @@ class _Visit:
             fields["result_dir"] = ctx.host_dir.relative_to(self.play.reports_dir).as_posix()
         visit.host_fields.update(fields)
         return visit
+
+
+_HOST_ANSWERED = frozenset({ErrorClass.REMOTE, ErrorClass.LIMIT, ErrorClass.LOCAL})
+"""Failures of a settling question that the host's own answer caused: a fresh session would
+hear the same, so a kept session is not blamed for them."""
 
 
 def _ok(_: Any) -> str:

@@ -448,6 +448,13 @@ class HostSession:
                         REDACTOR.scrub(_short(exc)),
                     )
 
+    def drop(self) -> None:
+        """Close without the shell's Delete: the connection is known to be gone (a kept session
+        whose first call failed, :mod:`.shelf`), so a Delete would only log on again to fail.
+        The host reaps the shell after its idle timeout."""
+        self._broken = True
+        self.close()
+
     def __enter__(self) -> HostSession:
         return self.open()
 

@@ -3,8 +3,9 @@
 A detached run step starts CPUU's task and releases the host (``run: {attached: false}``); the
 runner parks the host (a journal row and a timer) and calls the visit again when this module says
 so. A wake-up that is not yet time to ask costs nothing on the network; a question (a *poll*)
-costs a fresh session and one short ``run-task -Action Status`` pipeline, about nine round trips,
-so the schedule follows CPUU's expected run time instead of a fixed tick:
+costs one short ``run-task -Action Status`` pipeline (two round trips on the session kept from the
+start, :mod:`.shelf`; nine with a fresh session, for a host asked too late to keep one), so the
+schedule follows CPUU's expected run time instead of a fixed tick:
 
 * with an expectation (the play's ``expected_seconds``, else the median run time of the hosts of
   this play that ended by themselves so far) a host is first asked when CPUU is expected to have

@@ -190,6 +190,11 @@ class FaultLab:
         text = self.launch_log.read_text(encoding="utf-8")
         return [json.loads(line) for line in text.splitlines() if line.endswith("}")]
 
+    def open_shells(self) -> dict[str, int]:
+        """Shells (Windows: a wsmprovhost each) still open per host, where there are any."""
+        counts = {h.name: len(h.endpoint.dispatcher.shells) for h in self.fleet.hosts}
+        return {name: count for name, count in counts.items() if count}
+
     def start_counts(self) -> dict[str, int]:
         """CPUU starts per host, from the launch log (0 where CPUU never started)."""
         counts = Counter(entry["host"] for entry in self.launches())

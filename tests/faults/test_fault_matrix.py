@@ -126,8 +126,8 @@ def test_stopped_controller_then_resume(
     _stop_then_resume(fault_lab, how, step, reference, matrix_row)
 
 
-#: The steps whose order detached mode changes: CPUU runs with no fork and no session (the host is
-#: parked), and collect runs in a later visit on a fresh connection.
+#: The steps whose order detached mode changes: CPUU runs with no fork (the host is parked, its
+#: session kept only if it is asked again soon), and collect runs in a later visit.
 DETACHED_STEPS = ("run wait", "collect")
 
 
@@ -137,10 +137,14 @@ def test_stopped_detached_controller_then_resume(
     how: str, step: str, tmp_path: Path, reference, matrix_row: MatrixRow
 ) -> None:
     """Detached (``run: {attached: false}``): the controller is stopped while hosts are started
-    and not settled (or in their collect); ``--resume`` settles every host, CPUU once each."""
+    and not settled (or in their collect); ``--resume`` settles every host, CPUU once each. A
+    controller that could clean up (not SIGKILL) closed the sessions it kept for parked hosts:
+    no shell (wsmprovhost) is left open on any host."""
     matrix_row.case, matrix_row.signal, matrix_row.step = "detached: stop, --resume", how, step
     with FaultLab(tmp_path, attached=False) as lab:
         _stop_then_resume(lab, how, step, reference, matrix_row)
+        if how != "SIGKILL":
+            assert lab.open_shells() == {}
 
 
 def _stop_then_resume(lab: FaultLab, how: str, step: str, reference, matrix_row: MatrixRow) -> None:

@@ -8,18 +8,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cpuu_fleet.visit.settle import SettlePacer, elapsed_since
+from tests.support.clock import ManualClock as Clock
 
 TIMEOUT = 900
-
-
-class Clock:
-    """A monotonic clock that moves only when told (the pacer's safeguard counts its time)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_with_an_expected_time_the_first_question_comes_then_and_later_ones_follow_the_run():

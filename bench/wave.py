@@ -333,6 +333,7 @@ def run_cpuu_fleet(
         journal_work = JournalCounter(engine.journal)
         first = engine.run(wave, inventory, None)
         journal_trips, journal_writes = journal_work.round_trips(), journal_work.writes
+    sessions = polls.sessions  # the wave's (the second run below opens one a host)
     wall = time.monotonic() - t0
     cpu = cpu_seconds() - cpu0
     requests_made = counter.count - n0
@@ -365,6 +366,7 @@ def run_cpuu_fleet(
         "polls_per_host": polls.questions / n,
         "parked_again_per_host": polls.parked / n,
         "poll_round_trips_per_host": polls.round_trips / n,
+        "sessions_per_host": sessions / n,
         "visit_round_trips_per_host": (requests_made - polls.round_trips) / n,
         "slowest_cpuu_s": max(cpuu_s, default=0.0),
         "round_trips_per_host": requests_made / n,
@@ -523,9 +525,9 @@ def _proc_status() -> tuple[float, int]:
 
 
 class PollCounter:
-    """The polls in the issue's sense: every ``run-task Status`` question to a detached host,
-    each with the session it needs of its own (NTLM's legs, Create, the open's Receives, Delete)
-    and its pipeline. A settling visit that only asked and parked again is all poll; the one that
+    """The polls in the issue's sense: every ``run-task Status`` question to a detached host:
+    its pipeline, and the session it needs of its own (NTLM's legs, Create, the open's Receives,
+    Delete) unless the host's session was kept since its start (cpuu_fleet/visit/shelf.py). A settling visit that only asked and parked again is all poll; the one that
     finds CPUU ended is a poll up to its ``Status`` answer, plus its session's close, and its
     collect (the same session) is the visit's work, as it is attached."""
 
@@ -536,10 +538,13 @@ class PollCounter:
         self.questions = 0
         self.parked = 0
         self.round_trips = 0
+        self.sessions = 0
+        """Sessions opened (each an NTLM logon, a Create and the pool's open)."""
         self._lock = threading.Lock()
         self._local = threading.local()
         original_status = host_visit.task_status
         original_close = HostSession.close
+        original_open = HostSession.open
         original_run = host_visit._Visit.run
         counter, local = self, self._local
 
@@ -552,6 +557,11 @@ class PollCounter:
             before = requests.mine()
             original_close(session)
             local.close_rt = getattr(local, "close_rt", 0) + requests.mine() - before
+
+        def open_session(session: Any) -> Any:
+            with counter._lock:
+                counter.sessions += 1
+            return original_open(session)
 
         def run(visit: Any) -> Any:
             local.status_at, local.close_rt = None, 0
@@ -572,6 +582,7 @@ class PollCounter:
 
         host_visit.task_status = task_status
         HostSession.close = close  # type: ignore[method-assign]
+        HostSession.open = open_session  # type: ignore[method-assign]
         host_visit._Visit.run = run  # type: ignore[method-assign]
 
 
@@ -824,9 +835,10 @@ MODE_METRICS = (
     ("peak_wave_mib", "controller peak RSS MiB", "{:.0f}"),
     ("round_trips_per_host", "round trips / host", "{:.1f}"),
     ("visit_round_trips_per_host", "  the visit's (attached: all)", "{:.1f}"),
-    ("poll_round_trips_per_host", "  the polls' (session + Status)", "{:.1f}"),
+    ("poll_round_trips_per_host", "  the polls' (Status, + session if not kept)", "{:.1f}"),
     ("polls_per_host", "polls / host (Status questions)", "{:.2f}"),
     ("parked_again_per_host", "  of which parked again", "{:.2f}"),
+    ("sessions_per_host", "sessions (NTLM logons) / host", "{:.2f}"),
     (
         "journal_round_trips_per_host",
         "journal statements (SQLite) / round trips (PG) / host",

@@ -54,16 +54,23 @@ def _split_pattern(text: str) -> tuple[str, str]:
     return head, word
 
 
+COMPLETION_CONNECT_S = 2
+"""How long a Tab press waits for a PostgreSQL journal's server before offering nothing."""
+
+
 def run_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
-    """The journal's runs (newest first) with their kind and status as the help text."""
-    reports = _param(ctx, "reports") or Path("reports")
-    journal_file = Path(reports) / "journal.sqlite3"
-    if not journal_file.is_file():
+    """The journal's runs (newest first) with their kind and status as the help text: the
+    shared PostgreSQL journal when one is set (``--journal``, ``CPUU_FLEET_JOURNAL``, the
+    settings), else the file in ``--reports``; read-only, so a Tab press never creates one."""
+    reports = Path(_param(ctx, "reports") or "reports")
+    url = _param(ctx, "journal")
+    if not url and not (reports / "journal.sqlite3").is_file():
         return []
     try:
         from cpuu_fleet.journal import Journal
 
-        with Journal.in_reports(Path(reports)) as journal:
+        location = _quick_url(str(url)) if url else reports / "journal.sqlite3"
+        with Journal(location, read_only=True, reports_dir=reports) as journal:
             runs = journal.runs()
     except Exception:
         return []
@@ -72,3 +79,11 @@ def run_ids(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
         for run in reversed(runs)
     ]
     return [item for item in found if item[0].startswith(incomplete)]
+
+
+def _quick_url(url: str) -> str:
+    """The URL with a short connect timeout unless it sets its own: a server down must not
+    hold the operator's shell for the journal's usual 10 s."""
+    if "connect_timeout=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}connect_timeout={COMPLETION_CONNECT_S}"

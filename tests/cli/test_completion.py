@@ -10,9 +10,10 @@ from tests.support.commands import REPO, run_subprocess
 EXAMPLE = REPO / "inventories" / "example.yml"
 
 
-def complete(words: str, cwd: Path) -> list[str]:
+def complete(words: str, cwd: Path, **env: str) -> list[str]:
     """What bash's completion function would offer after ``words`` (the last word unfinished)."""
     env = {
+        **env,
         "_CPUU_FLEET_COMPLETE": "complete_bash",
         "COMP_WORDS": words,
         "COMP_CWORD": str(len(words.split()) - (0 if words.endswith(" ") else 1)),
@@ -44,3 +45,25 @@ def test_resume_completes_the_journals_runs_newest_first(tmp_path):
     offered = complete("cpuu-fleet play --resume ", tmp_path)
     assert offered == newest_first and set(offered) == started
     assert complete("cpuu-fleet play --retry-failed nothing", tmp_path) == []
+
+
+def test_resume_completes_a_postgresql_journals_runs_and_a_tab_press_creates_nothing(
+    tmp_path, pg_url
+):
+    import psycopg
+
+    def tables() -> int:
+        with psycopg.connect(pg_url) as conn:
+            query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+            return conn.execute(query).fetchone()[0]
+
+    words = f"cpuu-fleet play --journal {pg_url} --resume "
+    assert complete(words, tmp_path) == [] and tables() == 0  # an empty database stays empty
+    with Journal(pg_url) as journal:
+        started = {journal.start_run(kind="play", playbook="update.yml") for _ in range(2)}
+        newest_first = [run["run_id"] for run in reversed(journal.runs())]
+    assert complete(words, tmp_path) == newest_first and set(newest_first) == started
+    settings_only = complete("cpuu-fleet play --resume ", tmp_path, CPUU_FLEET_JOURNAL=pg_url)
+    assert settings_only == newest_first
+    down = "postgresql://cpuu@127.0.0.1:1/journal"  # nothing listens there: nothing offered
+    assert complete(f"cpuu-fleet play --journal {down} --resume ", tmp_path) == []

@@ -66,6 +66,10 @@ def _columns(path: Path, table: str) -> list[str]:
         return [row[1] for row in db.execute(f"PRAGMA table_info({table})") if row[1] != "seq"]
 
 
+def _alive(*_: object) -> bool:
+    return False
+
+
 ORDERED = ("hosts", "attempts", "profiles", "files", "audit_rows")
 """Tables whose order PostgreSQL keeps (an id or ``seq``); the others are compared as sets."""
 
@@ -76,8 +80,13 @@ def test_every_row_and_value_is_copied_ids_kept_and_later_ids_follow(cli, tmp_pa
     blob = bytes(range(256)) * 3  # no text: every byte value, as a payload archive has
     digest = fleet.journal.put_blob("payload", blob)
     top = max(a["id"] for a in fleet.journal.attempts(fleet.first_run))
+    owner = {"machine": "gone01", "pid": 7}  # a controller on another machine, long dead:
+    assert fleet.journal.take_lease(fleet.retry_run, ["pc-02", "pc-03"], owner, _alive) is None
     fleet.journal.close()
     source = reports / Journal.FILENAME
+    with closing(sqlite3.connect(source)) as db, db:  # its heartbeat stopped long ago
+        db.execute("UPDATE leases SET heartbeat_at = '2026-11-21T10:05:00.000+00:00'")
+        tokens = [token for (token,) in db.execute("SELECT token FROM lease_hosts")]
 
     code, out, err = cli("journal-copy", "--to", pg_url, "--reports", reports)
 
@@ -98,6 +107,8 @@ def test_every_row_and_value_is_copied_ids_kept_and_later_ids_follow(cli, tmp_pa
         assert shared.start_step(fleet.first_run, "pc-01", "collect") > top  # no collision
         shared.add_hosts(fleet.first_run, [HostEntry("pc-99")])
         assert shared.hosts(fleet.first_run)[-1]["host"] == "pc-99"  # after the copied ones
+        assert shared.take_lease("later", ["pc-02"], {"pid": 8}, lambda o, _: o["pid"] == 7) is None
+        assert shared.lease_token("later", "pc-02") > max(tokens)  # fencing tokens only grow
 
 
 def test_a_wave_copied_reads_the_same_and_its_retry_visits_only_the_failed_host(
@@ -114,9 +125,10 @@ def test_a_wave_copied_reads_the_same_and_its_retry_visits_only_the_failed_host(
     assert code == 0, err
 
     shared = ("--reports", reports, "--journal", pg_url)
-    for command in (("runs", "--json"), ("status", first.run_id, "--json")):
+    for command in (("runs",), ("runs", "--json"), ("status", first.run_id), ("status", "--json")):
         on_sqlite = cli(*command, "--reports", reports)
         on_postgresql = cli(*command, *shared)
+        assert first.run_id in on_sqlite[1], on_sqlite
         assert on_sqlite[0] == on_postgresql[0] and on_sqlite[1] == on_postgresql[1], command
     with Journal.in_reports(wave.reports) as old, Journal(pg_url, read_only=True) as new:
         assert_same_report(old, new, first.run_id, tmp_path)

@@ -73,6 +73,11 @@ def copy_journal(
 ) -> CopySummary:
     """Copy the SQLite journal at ``source`` into the PostgreSQL journal at ``url``, or refuse
     (:class:`~cpuu_fleet.errors.InputError`) with the target untouched."""
+    if not journal_pg.is_url(url):
+        raise InputError(  # shown masked: a mistyped URL may still hold a password
+            "the copy goes to a PostgreSQL journal: postgresql://USER@HOST/DB, not"
+            f" {journal_pg.shown(url)}"
+        )
     journal_pg.check_url(url)  # before anything is opened: the password is never sent or shown
     if not source.is_file():
         raise InputError(f"no journal to copy: {source} does not exist")

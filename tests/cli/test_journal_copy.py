@@ -17,6 +17,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.journal_schema import SCHEMA_VERSION, metadata
 from tests.faults.fault_bench import FaultLab
@@ -142,6 +144,7 @@ def test_a_wave_copied_reads_the_same_and_its_retry_visits_only_the_failed_host(
     assert wave.fleet.cpuu_start_counts() == {"pc-0001": 1, "pc-0002": 1, "pc-0003": 1}
 
 
+@pytest.mark.slow  # a controller killed for real, as in the fault matrix
 def test_a_run_killed_mid_wave_is_copied_and_resumed_from_the_shared_journal(tmp_path, pg_url):
     with FaultLab(tmp_path) as lab:  # the controller on SQLite, killed in the run step
         run_id = lab.killed_in_run_step()
@@ -206,6 +209,8 @@ def test_a_password_in_the_url_is_refused_and_never_shown(cli, tmp_path, pg_url)
 
     assert "holds a password" in line and "Sekr1t-pw" not in line
     assert _tables(pg_url) == []
+    line = _refused(cli, tmp_path / "reports", "mysql://ops:Sekr1t-pw@db/j")
+    assert "the copy goes to a PostgreSQL journal" in line and "Sekr1t-pw" not in line
 
 
 def test_a_copy_killed_mid_way_leaves_the_target_empty_and_a_second_succeeds(tmp_path, pg_url):

@@ -30,7 +30,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "cpuu_fleet"
 BOTTOM = {
     "vocabulary", "errors", "cpuu", "wintext", "redact", "limits", "filenames", "journal", "audit",
-    "journal_schema", "journal_pg",
+    "journal_schema", "journal_pg", "journal_copy",
 }  # fmt: skip
 ALLOWED = {
     "bottom": {"bottom"},

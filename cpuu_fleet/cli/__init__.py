@@ -20,6 +20,7 @@ from cpuu_fleet.cli import (
     demo,
     init,
     inventory,
+    journal_copy,
     lab,
     mailboxes,
     play,
@@ -85,6 +86,7 @@ for _module in (
     audit,
     init,
     relay,
+    journal_copy,
 ):
     _module.register(app)
 

@@ -3,7 +3,6 @@ race, a visit's round trips, and a report that reads the same from SQLite and Po
 
 from __future__ import annotations
 
-import re
 import sqlite3
 import threading
 import time
@@ -16,9 +15,7 @@ import pytest
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.errors import InputError
 from cpuu_fleet.journal import SCHEMA_VERSION, SUCCEEDED, HostEntry, Journal, LeaseLost
-from cpuu_fleet.report import write_report
-from cpuu_fleet.report.figures import build_figures
-from tests.support.report import build_fleet
+from tests.support.report import assert_same_report, build_fleet, report_figures, timeless
 
 V1_SCHEMA = Path(__file__).resolve().parents[1] / "data" / "journal_v1.sql"
 
@@ -134,17 +131,17 @@ def test_an_old_sqlite_journal_is_upgraded_in_place_and_its_report_is_unchanged(
     old = reports / "old" / Journal.FILENAME
     _downgrade_to_v1(reports / Journal.FILENAME, old)
     with Journal(old, read_only=True) as journal:  # read-only: read as it is, never upgraded
-        before = _figures(journal, fleet.first_run, tmp_path / "before")
+        before = report_figures(journal, fleet.first_run, tmp_path / "before")
     with sqlite3.connect(old) as raw:
         assert raw.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
     with Journal(old) as journal:
         assert _version(journal) == SCHEMA_VERSION
-        after = _figures(journal, fleet.first_run, tmp_path / "after")
+        after = report_figures(journal, fleet.first_run, tmp_path / "after")
         # The upgraded journal works as a new one: a lease with tokens, a fenced step.
         journal.start_run(run_id="r-new")
         assert journal.take_lease("r-new", ["pc-01"], {"pid": 1}, _alive) is None
         assert journal.start_step("r-new", "pc-01", "run") > 0
-    assert _timeless(before) == _timeless(after)
+    assert timeless(before) == timeless(after)
 
 
 def _downgrade_to_v1(source: Path, target: Path) -> None:
@@ -161,37 +158,13 @@ def _downgrade_to_v1(source: Path, target: Path) -> None:
             old.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
 
 
-def _figures(journal: Journal, run_id: str, out: Path) -> dict:
-    return build_figures(write_report(journal, [run_id], out)).to_dict()
-
-
-_WHEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
-
-
-def _timeless(value: Any) -> Any:
-    """The figures without their clock times (two fleets built a second apart)."""
-    if isinstance(value, dict):
-        return {key: _timeless(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_timeless(item) for item in value]
-    if isinstance(value, str):
-        return _WHEN.sub("<time>", value)
-    return value
-
-
 def test_the_report_reads_the_same_from_sqlite_and_postgresql(tmp_path, pg_url):
     on_sqlite = build_fleet(tmp_path / "a")
     on_postgresql = build_fleet(tmp_path / "b", pg_url)
     assert on_postgresql.journal.dialect == "postgresql"
     assert not (tmp_path / "b" / Journal.FILENAME).exists()
     for run in (on_sqlite.first_run, on_sqlite.retry_run):
-        one = _figures(on_sqlite.journal, run, tmp_path / "out-a")
-        other = _figures(on_postgresql.journal, run, tmp_path / "out-b")
-        assert _timeless(one) == _timeless(other)
-        for name in ("profiles.csv", "hosts.csv"):  # every column, the users' names among them
-            text_a = (tmp_path / "out-a" / name).read_text(encoding="utf-8-sig")
-            text_b = (tmp_path / "out-b" / name).read_text(encoding="utf-8-sig")
-            assert _timeless(text_a) == _timeless(text_b), name
+        assert_same_report(on_sqlite.journal, on_postgresql.journal, run, tmp_path)
     assert on_postgresql.journal.hosts(on_postgresql.first_run) == on_sqlite.journal.hosts(
         on_sqlite.first_run
     )

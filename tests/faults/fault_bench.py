@@ -181,6 +181,25 @@ class FaultLab:
     def resume(self, run_id: str) -> subprocess.CompletedProcess[str]:
         return self.run("play", "--resume", run_id)
 
+    def killed_in_run_step(self) -> str:
+        """A play killed with SIGKILL while CPUU runs on a host (its run step left open); the
+        run's id."""
+        proc = self.start_play()
+        assert self.wait_in_step(proc, "run wait") is not None, "never reached the run step"
+        assert stop(proc, "SIGKILL") is not None
+        (run_id,) = self.run_ids()
+        return run_id
+
+    def assert_resumed_once(self, run_id: str) -> None:
+        """``--resume RUN`` settles every host: CPUU started once on each (the launch log),
+        each succeeded, no result file lost."""
+        resumed = self.resume(run_id)
+        assert resumed.returncode in (0, 3), resumed.stdout[-3000:]
+        assert set(self.start_counts().values()) == {1}, self.start_counts()
+        states = {host: row["state"] for host, row in self.final_rows(run_id).items()}
+        assert set(states.values()) == {"succeeded"}, states
+        assert self.lost_results() == []
+
     # -- what the lab saw --------------------------------------------------------------
 
     def launches(self) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.fault_bench import FaultLab, stop
+from tests.faults.fault_bench import FaultLab
 
 pytestmark = [pytest.mark.slow]
 
@@ -68,17 +68,7 @@ def test_a_wave_on_postgresql_reports_what_the_same_wave_on_sqlite_does(tmp_path
 
 def test_kill_9_in_the_run_step_then_resume_starts_cpuu_once_per_host(tmp_path, pg_url):
     with FaultLab(tmp_path, journal_url=pg_url) as lab:
-        proc = lab.start_play()
-        seen = lab.wait_in_step(proc, "run wait")
-        assert seen is not None, "the controller never reached the run step"
-        assert stop(proc, "SIGKILL") is not None
-        (run_id,) = lab.run_ids()
-        resumed = lab.resume(run_id)
-        assert resumed.returncode in (0, 3), resumed.stdout[-3000:]
-        assert set(lab.start_counts().values()) == {1}, lab.start_counts()
-        states = {host: row["state"] for host, row in lab.final_rows(run_id).items()}
-        assert set(states.values()) == {"succeeded"}, states
-        assert lab.lost_results() == []
+        lab.assert_resumed_once(lab.killed_in_run_step())
 
 
 def test_two_controllers_on_one_wave_exactly_one_runs_it(tmp_path, pg_url):

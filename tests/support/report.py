@@ -6,12 +6,16 @@ the real schema and the real SQLite file.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cpuu_fleet import journal as J
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.journal import HostEntry, Journal
+from cpuu_fleet.report import write_report
+from cpuu_fleet.report.figures import build_figures
 
 HYPERLINK = '=HYPERLINK("http://evil.example/x","click me")'
 DDE = "+cmd|' /C calc'!A0"
@@ -226,3 +230,35 @@ def build_fleet(reports: Path, url: str | None = None) -> Fleet:
     journal.set_host(run2, "pc-07", state=J.NOT_RUN)
     journal.finish_run(run2, "completed")
     return Fleet(journal, reports, run1, run2)
+
+
+def report_figures(journal: Journal, run_id: str, out: Path) -> dict[str, Any]:
+    """The run's report written to ``out``, and its figures (what ``report --json`` prints)."""
+    return build_figures(write_report(journal, [run_id], out)).to_dict()
+
+
+_WHEN = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)?")
+
+
+def timeless(value: Any) -> Any:
+    """The figures without their clock times (two fleets built a second apart)."""
+    if isinstance(value, dict):
+        return {key: timeless(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [timeless(item) for item in value]
+    if isinstance(value, str):
+        return _WHEN.sub("<time>", value)
+    return value
+
+
+def assert_same_report(one: Journal, other: Journal, run_id: str, tmp: Path) -> None:
+    """The run's report reads the same from both journals (SQLite and PostgreSQL): its figures,
+    and profiles.csv and hosts.csv in every column, the users' names among them."""
+    out_a, out_b = tmp / f"out-a-{run_id}", tmp / f"out-b-{run_id}"
+    assert timeless(report_figures(one, run_id, out_a)) == timeless(
+        report_figures(other, run_id, out_b)
+    )
+    for name in ("profiles.csv", "hosts.csv"):
+        text_a = (out_a / name).read_text(encoding="utf-8-sig")
+        text_b = (out_b / name).read_text(encoding="utf-8-sig")
+        assert timeless(text_a) == timeless(text_b), name

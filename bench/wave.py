@@ -173,6 +173,7 @@ Above 25 round trips per host are extra Receives of a loaded lab (output sent as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -441,12 +442,17 @@ def run_waiting(
     wave, _, inventory, request = _bench_wave(info, payload, reports, attached, forks)
     waiting = WaitingCounter(attached)
     samples: list[tuple[int, float, int]] = []
+    sockets: list[tuple[int, int]] = []
     done = threading.Event()
 
     def sample() -> None:
+        ticks = 0
         while not done.wait(0.2):
             rss, threads = _proc_status()
             samples.append((waiting.now, rss, threads))
+            ticks += 1
+            if ticks % 5 == 0:  # a readlink per open file: once a second is enough
+                sockets.append((waiting.now, _open_sockets()))
 
     sampler = threading.Thread(target=sample, name="bench-sampler", daemon=True)
     cpu0, t0 = cpu_seconds(), time.monotonic()
@@ -467,6 +473,8 @@ def run_waiting(
         "rss_at_most_mib": max(rss for rss, _ in at_most),
         "threads_at_most": max(threads for _, threads in at_most),
         "threads_peak": max((t for _, _, t in samples), default=0),
+        "sockets_at_most": max((n for w, n in sockets if w == most), default=0),
+        "sockets_peak": max((n for _, n in sockets), default=0),
         "peak_mib": peak_mib(),
     }
 
@@ -511,6 +519,15 @@ class WaitingCounter:
     def _move(self, by: int) -> None:
         with self._lock:
             self.now += by
+
+
+def _open_sockets() -> int:
+    """This process's open sockets (WinRM connections, kept sessions' included), from /proc."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
 
 
 def _proc_status() -> tuple[float, int]:
@@ -916,6 +933,8 @@ WAITING_METRICS = (
     ("rss_at_most_mib", "controller RSS then, MiB", "{:.0f}"),
     ("threads_at_most", "controller threads then", "{:d}"),
     ("threads_peak", "controller threads, peak", "{:d}"),
+    ("sockets_at_most", "controller sockets then (sampled each second)", "{:d}"),
+    ("sockets_peak", "controller sockets, peak", "{:d}"),
     ("peak_mib", "controller peak RSS (whole wave), MiB", "{:.0f}"),
     ("cpu_per_host_s", "controller CPU s / host", "{:.3f}"),
     ("wall_s", "wall s", "{:.1f}"),

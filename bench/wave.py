@@ -637,7 +637,7 @@ def run_baseline(info: dict[str, Any], payload: Path, out: Path) -> dict[str, An
     from cpuu_fleet.cli.demo_lab import DEMO_SECRETS, find_playbook
     from cpuu_fleet.inputs.inventory import Inventory
     from cpuu_fleet.inputs.render import Renderer
-    from cpuu_fleet.visit.steps import run_dir
+    from cpuu_fleet.visit.steps.context import run_dir
 
     os.environ.update(DEMO_SECRETS)
     counter = RequestCounter()

@@ -18,6 +18,11 @@ when adding or moving a module):
 * ``sites/`` (relays) imports the bottom, the inputs, the visit and the engine: it dispatches
   the engine's host visits and runs them on relays; only ``cli/`` imports it;
 * only ``cli/`` (the wiring) reaches into the lab, and nothing imports ``cli/``.
+
+Inside ``visit/steps/`` (one module a step), the steps import none of one another but
+``context`` (what they all share) and ``push`` (its file list and ``upload``: what preflight
+hashes, what collect leaves out, how run places Cleanup's marker); ``push`` imports only
+``context``, and ``context`` no step at run time (``STEP_IMPORTS``).
 """
 
 from __future__ import annotations
@@ -96,6 +101,74 @@ def violations(imports: dict[str, set[str]], of_area: str) -> dict[str, list[str
     return found
 
 
+STEPS = "cpuu_fleet.visit.steps"
+STEP_IMPORTS = {
+    "__init__": set(),
+    "context": set(),
+    "explain": set(),
+    "push": {"context"},
+    "preflight": {"context", "push"},
+    "run": {"context", "push"},
+    "collect": {"context", "push"},
+}
+"""Each module of ``visit/steps/`` and the step modules it may import at run time: a step that
+needs another's code gets it moved to ``context`` rather than an import that could turn into a
+cycle (``context`` names ``PreflightResult`` for type checking only)."""
+
+
+def _step_imports() -> dict[str, set[str]]:
+    """Each module of ``visit/steps/`` and the step modules it imports, outside ``if
+    TYPE_CHECKING:`` blocks (never run, so never a cycle)."""
+    found: dict[str, set[str]] = {}
+    for path in (PACKAGE / "visit" / "steps").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+            for inner in ast.walk(node)
+        }
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module == STEPS:
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(STEPS + "."):
+                names.add(node.module.split(".")[3])  # type: ignore[union-attr]
+            elif isinstance(node, ast.Import):
+                names.update(
+                    a.name.split(".")[3] for a in node.names if a.name.startswith(STEPS + ".")
+                )
+        found[path.stem] = names
+    return found
+
+
+def step_violations(imports: dict[str, set[str]]) -> dict[str, list[str]]:
+    """The step modules that import a step module ``STEP_IMPORTS`` does not allow them (a module
+    missing from it is allowed none)."""
+    found = {}
+    for module, names in sorted(imports.items()):
+        bad = sorted(names - STEP_IMPORTS.get(module, set()) - {module})
+        if bad:
+            found[module] = bad
+    return found
+
+
+def test_the_steps_import_one_another_only_through_context_and_push():
+    found = _step_imports()
+    assert set(found) == set(STEP_IMPORTS)  # every step module has its rule, and the walk saw them
+    assert step_violations(found) == {}
+
+
+def test_a_step_importing_another_is_found():
+    """The steps' rule can fail: run importing collect, push importing preflight, and a new step
+    module importing run are each against it."""
+    assert step_violations(
+        {"run": {"context", "collect"}, "push": {"preflight"}, "audit": {"run"}}
+    ) == {"run": ["collect"], "push": ["preflight"], "audit": ["run"]}
+
+
 @pytest.mark.parametrize("of_area", sorted(ALLOWED))
 def test_each_area_imports_only_the_areas_below_it(of_area):
     assert violations(IMPORTS, of_area) == {}
@@ -132,9 +205,9 @@ def test_no_module_imports_ansible():
         ("cpuu_fleet.inputs.inventory", "cpuu_fleet.visit.session", "inputs"),
         ("cpuu_fleet.journal", "cpuu_fleet.engine.runner", "bottom"),
         ("cpuu_fleet.report.frames", "cpuu_fleet.engine.wave", "report"),
-        ("cpuu_fleet.lab.handlers", "cpuu_fleet.visit.steps", "lab"),
+        ("cpuu_fleet.lab.handlers", "cpuu_fleet.visit.steps.context", "lab"),
         ("cpuu_fleet.engine.runner", "cpuu_fleet.cli.progress", "engine"),
-        ("cpuu_fleet.visit.steps", "cpuu_fleet.lab.fleet", "visit"),
+        ("cpuu_fleet.visit.steps.run", "cpuu_fleet.lab.fleet", "visit"),
         ("cpuu_fleet.engine.wave", "cpuu_fleet.sites.dispatch", "engine"),
         ("cpuu_fleet.sites.relay", "cpuu_fleet.cli.relay", "sites"),
     ],
@@ -149,7 +222,7 @@ def test_the_rules_see_the_package():
     assert {
         "cpuu_fleet.cpuu",
         "cpuu_fleet.inputs.inventory",
-        "cpuu_fleet.visit.steps",
+        "cpuu_fleet.visit.steps.run",
         "cpuu_fleet.engine.runner",
         "cpuu_fleet.report.frames",
         "cpuu_fleet.lab.handlers",

@@ -64,7 +64,7 @@ from cpuu_fleet.visit.host_visit import (
     visit_host,
 )
 from cpuu_fleet.visit.shelf import SessionShelf
-from cpuu_fleet.visit.steps import LOGON_USER_VAR
+from cpuu_fleet.visit.steps.context import LOGON_USER_VAR
 
 
 def expected_users(scope: Any, host: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ _READ_BLOCK = 1024 * 1024
 # name here, so "a\\b" would land as a file in a folder "a").
 _WINDOWS_FORBIDDEN = re.compile(r'[\x00-\x1f<>:"|?*\\]')
 #: Longest path inside the payload: the upload writes ``C:\ProgramData\cpuu-fleet\<version>\``
-#: (39 characters, steps.version_dir) + the path + ``.partial`` (8), and Windows PowerShell 5.1
+#: (39 characters, context.version_dir) + the path + ``.partial`` (8), and Windows PowerShell 5.1
 #: keeps to MAX_PATH (259 characters and the NUL) unless long paths are enabled on the workstation,
 #: which we do not assume.
 MAX_RELATIVE = 259 - 39 - len(".partial")

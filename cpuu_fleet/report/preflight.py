@@ -2,7 +2,7 @@
 space, who was logged on, whether Outlook ran and which version, how many sessions, locked files.
 
 Where they come from: the details preflight recorded with its attempt (``attempts.details_json``,
-written by :meth:`cpuu_fleet.visit.steps.PreflightResult.details`), the host's latest preflight in
+written by :meth:`cpuu_fleet.visit.steps.preflight.PreflightResult.details`), the host's latest preflight in
 the run its row comes from. That text came from a workstation: it is parsed defensively (a value
 of the wrong type is left empty, text is cut to :data:`MAX_TEXT`), and written by the same rules
 as every other workstation text (never a formula, control characters escaped).
@@ -55,7 +55,7 @@ def _facts(text: object) -> tuple[Any, ...]:
 
 
 def preflight_facts(data: object) -> tuple[Any, ...]:
-    """One preflight's details (:meth:`~cpuu_fleet.visit.steps.PreflightResult.details`) as the
+    """One preflight's details (:meth:`~cpuu_fleet.visit.steps.preflight.PreflightResult.details`) as the
     values of :data:`PREFLIGHT_COLUMNS`, None where a value is missing or of the wrong type: the
     one reading the report's columns and the console's readiness table share."""
     if not isinstance(data, dict):

@@ -28,10 +28,12 @@ from typing import Any
 
 from cpuu_fleet.cpuu import ProfileResult
 from cpuu_fleet.filenames import task_folder_name
+from cpuu_fleet.inputs.playbook import RunOptions
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.visit.outcome import HostOutcome, RunResult, judge
 from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.visit.steps import HostContext, RunOptions, cpuu_task_name, run_cpuu
+from cpuu_fleet.visit.steps.context import HostContext
+from cpuu_fleet.visit.steps.run import cpuu_task_name, run_cpuu
 from cpuu_fleet.visit.user_pool import Recorder, UserPool, UserRun
 from cpuu_fleet.vocabulary import WORST_FIRST, ErrorClass
 

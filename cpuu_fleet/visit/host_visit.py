@@ -25,6 +25,7 @@ from cpuu_fleet.audit import AuditPolicy
 from cpuu_fleet.cpuu import ExitStatus, Mode, ProfileResult
 from cpuu_fleet.inputs.connection import DEFAULTS
 from cpuu_fleet.inputs.payload import Payload
+from cpuu_fleet.inputs.playbook import RunOptions
 from cpuu_fleet.journal import Journal, LeaseLost
 from cpuu_fleet.limits import DEFAULT_LIMITS, Limits
 from cpuu_fleet.redact import REDACTOR
@@ -35,7 +36,7 @@ from cpuu_fleet.visit.each_user import (
     profile_results,
     run_each_user,
 )
-from cpuu_fleet.visit.outcome import HostOutcome, judge, judge_audit
+from cpuu_fleet.visit.outcome import HostOutcome, RunResult, judge, judge_audit
 from cpuu_fleet.visit.session import (
     HostSession,
     Interrupted,
@@ -44,25 +45,19 @@ from cpuu_fleet.visit.session import (
 )
 from cpuu_fleet.visit.settle import MIN_GAP_S, SettlePacer, elapsed_since
 from cpuu_fleet.visit.shelf import SessionShelf
-from cpuu_fleet.visit.steps import (
-    CollectResult,
-    HostContext,
-    PushPlan,
-    RunOptions,
-    RunResult,
+from cpuu_fleet.visit.steps.collect import CollectResult, collect
+from cpuu_fleet.visit.steps.context import HostContext, run_dir
+from cpuu_fleet.visit.steps.explain import explain
+from cpuu_fleet.visit.steps.preflight import preflight
+from cpuu_fleet.visit.steps.push import PushPlan, plan_push, push
+from cpuu_fleet.visit.steps.run import (
     StartedRun,
-    collect,
     cpuu_task_name,
-    explain,
     is_task_of,
-    plan_push,
-    preflight,
-    push,
     read_task_report,
     remove_task,
     resume_cpuu,
     run_cpuu,
-    run_dir,
     start_cpuu,
     task_active,
     task_status,

@@ -36,12 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from cpuu_fleet.inputs.playbook import RunOptions
 from cpuu_fleet.visit.outcome import RunResult
 from cpuu_fleet.visit.session import HostSession, Interrupted, SessionError
 from cpuu_fleet.visit.settle import GAP_SHARE, MAX_GAP_S, MIN_GAP_S, SettlePacer, elapsed_since
-from cpuu_fleet.visit.steps import (
-    HostContext,
-    RunOptions,
+from cpuu_fleet.visit.steps.context import HostContext
+from cpuu_fleet.visit.steps.run import (
     StartedRun,
     read_task_report,
     run_cpuu,

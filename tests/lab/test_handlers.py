@@ -19,7 +19,7 @@ from cpuu_fleet.lab.contract import PipelineStopped, ScriptCall, ScriptFailed
 from cpuu_fleet.lab.registry import lookup
 from cpuu_fleet.lab.winfs import DiskFullError
 from cpuu_fleet.visit.remote import SCRIPT_NAMES, load_script
-from cpuu_fleet.visit.steps import run_dir
+from cpuu_fleet.visit.steps.context import run_dir
 from tests.support.handlers import (
     ROOT,
     STAGE,

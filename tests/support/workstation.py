@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from cpuu_fleet.cpuu import ExitStatus, ResultFile, parse_result_bytes
 from cpuu_fleet.lab.workstation import OutlookProfile, Workstation
-from cpuu_fleet.visit.steps import run_dir
+from cpuu_fleet.visit.steps.context import run_dir
 
 STAGE = r"C:\ProgramData\cpuu-fleet\0123456789ab"
 USER = "CORP\\jdupont"

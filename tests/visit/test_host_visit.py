@@ -14,10 +14,12 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.engine.wave import run_single_step
 from cpuu_fleet.errors import ControllerWriteError
 from cpuu_fleet.journal import Journal
-from cpuu_fleet.visit import host_visit, steps
+from cpuu_fleet.visit import host_visit
 from cpuu_fleet.visit.host_visit import open_session
 from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.visit.steps import HostContext, plan_push
+from cpuu_fleet.visit.steps import collect as collect_step
+from cpuu_fleet.visit.steps.context import HostContext
+from cpuu_fleet.visit.steps.push import plan_push
 from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import lab_env, make_playbook
 
@@ -137,8 +139,9 @@ def test_a_download_broken_part_way_loses_and_duplicates_nothing(wave_factory):
 
 
 class _FullDiskOs:
-    """``os`` as steps.py sees it, on a controller whose disk fills up during collect: the
-    first write of downloaded content fails with ENOSPC (the one thing the lab cannot play)."""
+    """``os`` as the collect step (``visit/steps/collect.py``) sees it, on a controller whose disk
+    fills up during collect: the first write of downloaded content fails with ENOSPC (the one
+    thing the lab cannot play)."""
 
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(os, name)
@@ -151,7 +154,7 @@ class _FullDiskOs:
 def test_a_full_local_disk_while_collecting_keeps_cpuus_verdict(wave_factory, monkeypatch):
     wave = wave_factory(1)
     host = wave.fleet.hosts[0].name
-    monkeypatch.setattr(steps, "os", _FullDiskOs())
+    monkeypatch.setattr(collect_step, "os", _FullDiskOs())
     with pytest.raises(ControllerWriteError, match="recorded as interrupted"):
         wave.run(make_playbook(wave.payload, retries=0))  # the controller's fault: exit 4
     with Journal.in_reports(wave.reports) as journal:

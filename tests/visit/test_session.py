@@ -17,7 +17,7 @@ from cpuu_fleet.visit.session import (
     Interrupted,
     SessionError,
 )
-from cpuu_fleet.visit.steps import OutgoingFile, upload
+from cpuu_fleet.visit.steps.push import OutgoingFile, upload
 from cpuu_fleet.vocabulary import ErrorClass
 
 

@@ -16,7 +16,8 @@ from pypsrp.serializer import Serializer
 
 from cpuu_fleet.limits import Limits
 from cpuu_fleet.visit.session import SessionError
-from cpuu_fleet.visit.steps import OutgoingFile, _DownloadSink, upload_input
+from cpuu_fleet.visit.steps.collect import _DownloadSink
+from cpuu_fleet.visit.steps.push import OutgoingFile, upload_input
 from cpuu_fleet.vocabulary import ErrorClass
 
 

@@ -8,11 +8,15 @@ import time
 import pytest
 
 from cpuu_fleet.cpuu import Mode
+from cpuu_fleet.inputs.playbook import RunOptions
 from cpuu_fleet.journal import HostEntry, Journal
 from cpuu_fleet.lab import handlers
 from cpuu_fleet.lab.winfs import Acl
 from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.visit.steps import HostContext, RunOptions, plan_push, preflight, resume_cpuu
+from cpuu_fleet.visit.steps.context import HostContext
+from cpuu_fleet.visit.steps.preflight import preflight
+from cpuu_fleet.visit.steps.push import plan_push
+from cpuu_fleet.visit.steps.run import resume_cpuu
 from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import make_playbook
 

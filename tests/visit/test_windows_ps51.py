@@ -23,7 +23,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.fleet import LabFleet
 from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.visit.steps import OutgoingFile, _header, upload
+from cpuu_fleet.visit.steps.push import OutgoingFile, _header, upload
 from cpuu_fleet.vocabulary import ErrorClass
 from tests.support.waves import host_row as _host_row
 from tests.support.waves import make_playbook

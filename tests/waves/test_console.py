@@ -11,7 +11,7 @@ import sys
 from cpuu_fleet import vocabulary
 from cpuu_fleet.cli.demo_lab import DEMO_SECRETS
 from cpuu_fleet.journal import HostEntry, Journal
-from cpuu_fleet.visit.steps import STAGING_ROOT
+from cpuu_fleet.visit.steps.context import STAGING_ROOT
 from tests.support.commands import REPO, run_subprocess
 from tests.support.waves import make_playbook
 

@@ -15,7 +15,7 @@ from cpuu_fleet.cpuu import Mode
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.transport import WSManRequestHandler
 from cpuu_fleet.visit import shelf
-from cpuu_fleet.visit.steps import task_name_for
+from cpuu_fleet.visit.steps.run import task_name_for
 from tests.support.waves import make_playbook
 
 

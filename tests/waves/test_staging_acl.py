@@ -20,7 +20,7 @@ from cpuu_fleet import journal as states
 from cpuu_fleet.journal import Journal
 from cpuu_fleet.lab.scenarios import INTRUDER
 from cpuu_fleet.visit.session import HostSession, SessionError
-from cpuu_fleet.visit.steps import STAGING_ROOT, WORK_ROOT
+from cpuu_fleet.visit.steps.context import STAGING_ROOT, WORK_ROOT
 from tests.support.waves import host_row as _host_row
 from tests.support.waves import make_playbook
 

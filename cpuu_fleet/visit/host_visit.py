@@ -82,9 +82,6 @@ def open_session(name: str, connection: Any) -> HostSession:
     )
 
 
-"""The run step's options as the engine hands them over (one definition, in ``steps``)."""
-
-
 @dataclass
 class PlaySettings:
     """What every host of one play in one run shares."""

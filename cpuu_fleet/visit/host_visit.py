@@ -420,7 +420,7 @@ class _Visit:
     def _not_yet_time(self, wait: float) -> HostOutcome:
         """A wake that asks nothing: park again (and drop a kept session put off too long)."""
         if self.play.shelf is not None:
-            self.play.shelf.recheck(self.ctx.host, wait)
+            self.play.shelf.recheck(self.ctx.host, self._question_in(wait))
         return HostOutcome(states.RUNNING, settle_in=wait)
 
     def _park_session(self, wake_in: float) -> None:
@@ -428,7 +428,16 @@ class _Visit:
         if self.play.shelf is None:
             self.session.close()
         else:
-            self.play.shelf.keep(self.ctx.host, self.session, wake_in)
+            self.play.shelf.keep(self.ctx.host, self.session, self._question_in(wake_in))
+
+    def _question_in(self, wake_in: float) -> float:
+        """Seconds until the host's next question at the soonest: its next wake, or later when
+        the pacer can tell that wake will not ask (the canary has run longer than this host)."""
+        pacer = self.play.pacer
+        elapsed = pacer.elapsed(self.ctx.host) if pacer is not None else None
+        if pacer is None or elapsed is None:
+            return wake_in
+        return max(wake_in, pacer.not_before(self.ctx.host, elapsed))
 
     def _status(self, task_name: str) -> dict[str, Any]:
         """The settling question. On a kept session that fails (its connection closed while it

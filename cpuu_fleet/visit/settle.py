@@ -163,6 +163,20 @@ class SettlePacer:
             return min(ask_at - elapsed_s, self._hear_canary(elapsed_s))
         return ask_at - elapsed_s
 
+    def not_before(self, host: str, elapsed_s: float) -> float:
+        """Seconds from now before which ``host`` (CPUU run ``elapsed_s``) will surely not be
+        asked, as far as the pacer can tell: with nothing expected yet, a host other than the
+        canary waits at least until it has run as long as the canary already has (CPUU runs
+        about as long everywhere: the pacer's premise), whatever its next wake. 0 when the
+        wait is the question itself (an expectation, or the canary). For :mod:`.shelf`: a
+        session is kept only for a question that may come soon."""
+        if self.expected() is not None:
+            return 0.0
+        with self._lock:
+            if self._canary is None or self._canary == host:
+                return 0.0
+            return max(0.0, self._canary_ran - elapsed_s)
+
     def _hear_canary(self, elapsed_s: float) -> float:
         """Seconds until a host other than the canary wakes while nothing is expected: just
         after the canary's answer to its next question, which teaches the run time once the

@@ -141,3 +141,17 @@ def test_a_canary_settled_without_a_run_time_holds_the_others_back_no_longer():
     pacer.settled("canary", None)
     assert pacer.wait("other", 10, TIMEOUT) == 0
     assert pacer.expected() is None
+
+
+def test_a_host_is_surely_not_asked_before_it_has_run_as_long_as_the_canary_already_has():
+    """What the session shelf keeps by: while nothing is expected, another host's wakes do
+    not ask before it has run as long as the canary was last seen at work."""
+    pacer = SettlePacer()
+    pacer.started("pc-canary", 0)
+    pacer.wait("pc-canary", 0, TIMEOUT)  # the first host asked about is the canary
+    pacer.asked("pc-canary", 60)  # at work after 60 s
+    assert pacer.not_before("pc-other", 10) == pytest.approx(50)
+    assert pacer.not_before("pc-other", 75) == 0
+    assert pacer.not_before("pc-canary", 60) == 0  # its wakes are its questions
+    pacer.settled("pc-canary", 70)  # ended: 70 s is now expected, and waits are questions
+    assert pacer.not_before("pc-other", 10) == 0

@@ -30,10 +30,10 @@ shelf or in one visit): pypsrp's rule is one client per thread *at a time* (docs
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 KEEP_S = 90.0
@@ -44,6 +44,9 @@ CAPACITY = 256
 
 CLOSE_THREADS = 16
 """Sessions closed at once when the play ends with some still kept (an abort)."""
+
+CLOSE_WAIT_S = 10.0
+"""The longest the end of a play waits for those closes."""
 
 
 class Closable(Protocol):
@@ -131,18 +134,41 @@ class SessionShelf:
         entry[0].close()
         return False
 
-    def close_all(self) -> int:
-        """Close every session still kept (the play ended or was aborted with hosts parked);
-        a few at once, as each close is a round trip (the shell's Delete)."""
+    def close_all(self, wait_s: float | None = None) -> int:
+        """Close every session still kept (the play ended or was aborted with hosts parked), a
+        few at once, as each close is a round trip (the shell's Delete). Waits at most
+        ``wait_s`` (:data:`CLOSE_WAIT_S`): a site whose link dropped would otherwise hold an
+        operator's abort for a connect timeout per session; what is not closed by then is left
+        to the closing threads (daemons: they end with the process, and the host reaps the
+        shell after its idle timeout). Returns how many were closed in time."""
         with self._lock:
             sessions = [session for session, _ in self._kept.values()]
             self._kept.clear()
-        if len(sessions) == 1:
-            sessions[0].close()
-        elif sessions:
-            with ThreadPoolExecutor(min(CLOSE_THREADS, len(sessions))) as pool:
-                list(pool.map(lambda session: session.close(), sessions))
-        return len(sessions)
+        if not sessions:
+            return 0
+        todo: queue.SimpleQueue[Closable] = queue.SimpleQueue()
+        for session in sessions:
+            todo.put(session)
+        closed = threading.Semaphore(0)
+
+        def closer() -> None:
+            while True:
+                try:
+                    session = todo.get_nowait()
+                except queue.Empty:
+                    return
+                session.close()
+                closed.release()
+
+        for number in range(min(CLOSE_THREADS, len(sessions))):
+            threading.Thread(target=closer, name=f"shelf-close-{number}", daemon=True).start()
+        deadline = time.monotonic() + (CLOSE_WAIT_S if wait_s is None else wait_s)
+        done = 0
+        while done < len(sessions) and closed.acquire(
+            timeout=max(0.0, deadline - time.monotonic())
+        ):
+            done += 1
+        return done
 
     def _take_expired(self, now: float) -> list[Closable]:
         """Remove and return the sessions kept too long to be used (called under the lock)."""

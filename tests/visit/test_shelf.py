@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from cpuu_fleet.visit.shelf import SessionShelf
 from tests.support.clock import ManualClock as Clock
@@ -83,12 +84,47 @@ def test_a_wake_that_puts_the_question_off_too_long_closes_the_session_while_it_
     assert not shelf.recheck("pc-9", 1)  # a host with nothing kept
 
 
+class RoundTripSession(FakeSession):
+    """A close that takes a round trip's time (the shell's Delete)."""
+
+    def close(self) -> None:
+        time.sleep(0.02)
+        super().close()
+
+
 def test_what_a_play_leaves_on_the_shelf_is_closed_several_at_once():
     shelf = SessionShelf(keep_s=90, capacity=40, clock=Clock())
-    sessions = [FakeSession(f"pc-{i}") for i in range(20)]
+    sessions = [RoundTripSession(f"pc-{i}") for i in range(20)]
     for session in sessions:
         shelf.keep(session.name, session, wake_in=5)
     assert shelf.close_all() == 20
     assert {s.closed for s in sessions} == {1} and len(shelf) == 0
     assert len(set().union(*(s.closed_by for s in sessions))) > 1  # not one after another
     assert shelf.close_all() == 0
+
+
+class HangingSession(FakeSession):
+    """A host whose link dropped: its Delete waits for a connect timeout."""
+
+    def __init__(self, name: str, release: threading.Event):
+        super().__init__(name)
+        self.release = release
+
+    def close(self) -> None:
+        self.release.wait(30)
+        super().close()
+
+
+def test_an_abort_waits_a_bounded_time_for_hosts_whose_link_dropped():
+    shelf = SessionShelf(keep_s=90, capacity=40, clock=Clock())
+    release = threading.Event()
+    hanging = [HangingSession(f"pc-down-{i}", release) for i in range(20)]
+    healthy = [FakeSession(f"pc-up-{i}") for i in range(3)]
+    for session in [*hanging, *healthy]:
+        shelf.keep(session.name, session, wake_in=5)
+    try:
+        closed = shelf.close_all(wait_s=0.5)  # 20 hanging, 16 closers: the healthy ones wait
+        assert closed < 23 and len(shelf) == 0
+        assert {s.closed for s in hanging} == {0}
+    finally:
+        release.set()

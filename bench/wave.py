@@ -777,6 +777,13 @@ def main() -> None:
         " machine for 12 minutes: 'detached' alone prints attached's estimate with --zero)",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="with --cpuu-seconds: play each mode this many times, alternately; the table shows"
+        " each mode's run of median controller CPU, and every run's CPU is printed under it",
+    )
+    parser.add_argument(
         "--zero",
         action="store_true",
         help="with --cpuu-seconds: also the same wave with CPUU at 0 s, and the issue's bound"
@@ -801,11 +808,18 @@ def main() -> None:
     if args.cpuu_seconds is not None:
         for size in sizes:
             for latency in latencies:
-                runs = {
-                    mode: measure(mode, size, latency, payload, args.cpuu_seconds, args.cpuu_spread)
-                    for mode in args.modes
-                }
+                repeats: dict[str, list[dict[str, Any]]] = {mode: [] for mode in args.modes}
+                for _ in range(args.repeat):  # alternately, so a load change hits both modes
+                    for mode in args.modes:
+                        repeats[mode].append(
+                            measure(
+                                mode, size, latency, payload, args.cpuu_seconds, args.cpuu_spread
+                            )
+                        )
+                runs = {mode: _median_run(found) for mode, found in repeats.items()}
                 _print_modes(size, latency, args, runs)
+                if args.repeat > 1:
+                    _print_repeats(repeats)
                 if args.zero:
                     zero = {mode: measure(mode, size, latency, payload, 0.0) for mode in args.modes}
                     _print_overlap(size, args, runs, zero)
@@ -885,6 +899,19 @@ def _print_modes(size: int, latency: float, args: Any, runs: dict[str, dict[str,
         print(row, flush=True)
     if both:
         _print_cost_goal(runs["attached"], runs["detached"])
+
+
+def _median_run(found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose controller CPU per host is the median (the lower middle of an even count)."""
+    ordered = sorted(found, key=lambda run: run["cpu_per_host_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _print_repeats(repeats: dict[str, list[dict[str, Any]]]) -> None:
+    """Every run's controller CPU per host, in the order played: the spread the median hides."""
+    for mode, found in repeats.items():
+        cpus = ", ".join(f"{run['cpu_per_host_s']:.3f}" for run in found)
+        print(f"{mode}: controller CPU s / host per run, in order: {cpus}", flush=True)
 
 
 def _print_cost_goal(attached: dict[str, Any], detached: dict[str, Any]) -> None:

@@ -188,13 +188,10 @@ def run_cpuu(
     its death. ``users`` overrides whom it is for (``-ExpectedUser``): one user's own run.
     """
     mode, when_no_user, timeout_s = options.mode, options.when_no_user, float(options.timeout)
-    task_name = task_name or cpuu_task_name(ctx, mode)
-    refusal = _refusal(ctx, mode)
-    if refusal:
-        return RunResult(task_name, refused=refusal)
-    ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
+    task_name, parameters = _task_call(ctx, options, task_name, "Run", users)
+    if isinstance(parameters, RunResult):
+        return parameters
     started = time.monotonic()
-    parameters = _task_parameters(ctx, options, task_name, "Run", users)
     result = session.run(
         "run-task",
         parameters,
@@ -206,8 +203,22 @@ def run_cpuu(
     return _as_run(ctx, run, parameters)
 
 
-def _refusal(ctx: HostContext, mode: Mode) -> str | None:
-    return undo_refusal(ctx) if mode is Mode.UNDO else None
+def _task_call(
+    ctx: HostContext,
+    options: RunOptions,
+    task_name: str | None,
+    action: str,
+    users: tuple[str, ...] | None,
+) -> tuple[str, dict[str, Any] | RunResult]:
+    """The task's name and ``run-task``'s parameters for its ``Run`` or ``Start`` call, the name
+    journalled before the call; or, for an Undo after Cleanup, the refusal as the run's result,
+    with nothing journalled and nothing sent."""
+    task_name = task_name or cpuu_task_name(ctx, options.mode)
+    refusal = undo_refusal(ctx) if options.mode is Mode.UNDO else None
+    if refusal:
+        return task_name, RunResult(task_name, refused=refusal)
+    ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
+    return task_name, _task_parameters(ctx, options, task_name, action, users)
 
 
 def _as_run(ctx: HostContext, run: RunResult, parameters: dict[str, Any]) -> RunResult:
@@ -285,15 +296,11 @@ def start_cpuu(
     wait for (nobody logged on, pending at logon, refused, or a run that already ended).
     ``task_name`` and ``users`` as for :func:`run_cpuu` (one user's own run).
     """
-    mode = options.mode
-    task_name = task_name or cpuu_task_name(ctx, mode)
-    refusal = _refusal(ctx, mode)
-    if refusal:
-        return RunResult(task_name, refused=refusal)
-    ctx.journal.set_host(ctx.run_id, ctx.host, task_name=task_name)
+    task_name, parameters = _task_call(ctx, options, task_name, "Start", users)
+    if isinstance(parameters, RunResult):
+        return parameters
     started = time.monotonic()
-    parameters = _task_parameters(ctx, options, task_name, "Start", users)
-    result = session.run("run-task", parameters, during=f"start {mode.value}")
+    result = session.run("run-task", parameters, during=f"start {options.mode.value}")
     data = result.first
     if task_active(data):
         user = _text(data.get("User"))

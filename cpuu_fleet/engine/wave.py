@@ -63,6 +63,7 @@ from cpuu_fleet.visit.host_visit import (
     open_session,
     visit_host,
 )
+from cpuu_fleet.visit.session import HostSession
 from cpuu_fleet.visit.shelf import SessionShelf
 from cpuu_fleet.visit.steps.context import LOGON_USER_VAR
 
@@ -254,7 +255,7 @@ class _PlayPrep:
         check: bool,
         resume_tasks: dict[str, str],
         session_factory: SessionFactory,
-        shelf: SessionShelf | None = None,
+        shelf: SessionShelf[HostSession] | None = None,
     ) -> PlaySettings:
         """The play's settings for its hosts' visits: made alike by the controller and by a
         relay (cpuu_fleet/sites/relay.py), which has only the journal to go by."""

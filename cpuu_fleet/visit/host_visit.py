@@ -112,7 +112,7 @@ class PlaySettings:
     """Host name → its source/target patterns, for the ``audit`` step."""
     pacer: SettlePacer | None = None
     """When to ask detached hosts again (shared by the play's hosts); made from ``run``."""
-    shelf: SessionShelf | None = None
+    shelf: SessionShelf[HostSession] | None = None
     """Parked hosts' sessions kept for their settling visit (:mod:`.shelf`); None: every parked
     host's session is closed (a relay, whose next visit of the host may be on another relay).
     The play's owner closes what is left on it when the play ends."""
@@ -411,7 +411,7 @@ class _Visit:
             kept = play.shelf.take(ctx.host) if play.shelf is not None else None
             if kept is not None:
                 self.kept_session = True
-                return kept  # type: ignore[return-value]
+                return kept
             return play.session_factory(ctx.host, self.connection).open()
         return self.steps.run(
             "connect", lambda: play.session_factory(ctx.host, self.connection).open(), _ok

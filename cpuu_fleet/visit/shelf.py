@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 KEEP_S = 90.0
 """The longest a session is kept idle (below HTTP.sys's 120 s idle connection timeout)."""
@@ -55,7 +55,10 @@ class Closable(Protocol):
     def close(self) -> None: ...
 
 
-class SessionShelf:
+Session = TypeVar("Session", bound=Closable)
+
+
+class SessionShelf(Generic[Session]):
     """Host name → its parked session, with the time it was parked. Thread-safe."""
 
     def __init__(
@@ -68,7 +71,7 @@ class SessionShelf:
         self.capacity = CAPACITY if capacity is None else capacity
         self._clock = clock
         self._lock = threading.Lock()
-        self._kept: dict[str, tuple[Closable, float]] = {}
+        self._kept: dict[str, tuple[Session, float]] = {}
         self.kept_total = 0
         """Sessions kept so far (the bench prints it)."""
         self.reused_total = 0
@@ -78,11 +81,11 @@ class SessionShelf:
         with self._lock:
             return len(self._kept)
 
-    def keep(self, host: str, session: Closable, wake_in: float) -> bool:
+    def keep(self, host: str, session: Session, wake_in: float) -> bool:
         """Keep ``session`` for the host's next visit, due in ``wake_in`` seconds; or close it
         (not soon enough, or the shelf is full even without the sessions kept too long)."""
         now = self._clock()
-        expired: list[Closable] = []
+        expired: list[Session] = []
         kept = False
         with self._lock:
             if 0 <= wake_in <= self.keep_s:
@@ -101,7 +104,7 @@ class SessionShelf:
             stale.close()
         return kept
 
-    def take(self, host: str) -> Closable | None:
+    def take(self, host: str) -> Session | None:
         """The host's kept session, if it was parked less than :data:`KEEP_S` ago; a session
         kept longer is closed (its connection may be gone) and None returned."""
         with self._lock:
@@ -146,7 +149,7 @@ class SessionShelf:
             self._kept.clear()
         if not sessions:
             return 0
-        todo: queue.SimpleQueue[Closable] = queue.SimpleQueue()
+        todo: queue.SimpleQueue[Session] = queue.SimpleQueue()
         for session in sessions:
             todo.put(session)
         closed = threading.Semaphore(0)
@@ -170,7 +173,7 @@ class SessionShelf:
             done += 1
         return done
 
-    def _take_expired(self, now: float) -> list[Closable]:
+    def _take_expired(self, now: float) -> list[Session]:
         """Remove and return the sessions kept too long to be used (called under the lock)."""
         old = [host for host, (_, at) in self._kept.items() if now - at > self.keep_s]
         return [self._kept.pop(host)[0] for host in old]

@@ -73,7 +73,7 @@ class SessionShelf(Generic[Session]):
         self._lock = threading.Lock()
         self._kept: dict[str, tuple[Session, float]] = {}
         self.kept_total = 0
-        """Sessions kept so far (the bench prints it)."""
+        """Sessions kept so far (with :attr:`reused_total`: what the shelf saved, for diagnostics)."""
         self.reused_total = 0
         """Sessions a settling visit took back."""
 

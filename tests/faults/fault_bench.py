@@ -178,6 +178,21 @@ class FaultLab:
     def play(self) -> subprocess.CompletedProcess[str]:
         return self.run("play", str(self.playbook), "-i", str(self.inventory))
 
+    def two_plays(
+        self,
+    ) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        """Two ``play``s of the same wave, the second 0.5 s after the first, each waited for:
+        the race a second controller makes."""
+        first = self.start_play()
+        time.sleep(0.5)
+        second = self.start_play()
+        second_out, _ = second.communicate(timeout=120)
+        first_out, _ = first.communicate(timeout=120)
+        return (
+            subprocess.CompletedProcess(first.args, first.returncode, first_out, ""),
+            subprocess.CompletedProcess(second.args, second.returncode, second_out, ""),
+        )
+
     def resume(self, run_id: str) -> subprocess.CompletedProcess[str]:
         return self.run("play", "--resume", run_id)
 

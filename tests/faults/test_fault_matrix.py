@@ -175,11 +175,8 @@ def test_two_controllers_on_one_wave(fault_lab: FaultLab, reference, matrix_row:
     writes no run; CPUU starts once per host. (Which one wins is a race on a loaded machine: a
     Python start and its imports take longer than 0.5 s there.)"""
     matrix_row.case, matrix_row.step = "two controllers", "second play 0.5 s later"
-    first = fault_lab.start_play()
-    time.sleep(0.5)
-    second = fault_lab.start_play()
-    second_out, _ = second.communicate(timeout=120)
-    first_out, _ = first.communicate(timeout=120)
+    first, second = fault_lab.two_plays()
+    first_out, second_out = first.stdout, second.stdout
     runs = fault_lab.run_ids()
     run_id = runs[0]
     problems = []

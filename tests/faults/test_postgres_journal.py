@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +72,8 @@ def test_kill_9_in_the_run_step_then_resume_starts_cpuu_once_per_host(tmp_path, 
 
 def test_two_controllers_on_one_wave_exactly_one_runs_it(tmp_path, pg_url):
     with FaultLab(tmp_path, journal_url=pg_url) as lab:
-        first = lab.start_play()
-        time.sleep(0.5)
-        second = lab.start_play()
-        second_out, _ = second.communicate(timeout=120)
-        first_out, _ = first.communicate(timeout=120)
+        first, second = lab.two_plays()
+        first_out, second_out = first.stdout, second.stdout
         runs = lab.run_ids()
         assert len(runs) == 1, runs
         assert sorted((first.returncode, second.returncode)) == [0, 2], first_out + second_out

@@ -43,6 +43,13 @@ def _play_north(sites: TwoSites, broker_url: str) -> Any:
     )  # fmt: skip
 
 
+def _play_north_until_cpuu_runs(sites: TwoSites, broker_url: str) -> Any:
+    """:func:`_play_north`, returned once a north host's CPUU has started (the lab's count)."""
+    controller = _play_north(sites, broker_url)
+    wait_for(lambda: any(_north_starts(sites).values()), 120, "CPUU started")
+    return controller
+
+
 def _site_visits(sites: TwoSites) -> list[dict[str, Any]]:
     with sites.journal() as journal:
         return journal.site_visits(str(journal.latest_run()["run_id"]))
@@ -97,8 +104,7 @@ def test_the_controller_killed_then_resumed_with_relays_runs_cpuu_once(rabbitmq,
         two_sites(tmp_path, 2, cpuu_seconds=CPUU_SECONDS) as sites,
         relays(sites, rabbitmq.url, per_site=1, concurrency=2, only=("north",)),
     ):
-        controller = _play_north(sites, rabbitmq.url)
-        wait_for(lambda: any(_north_starts(sites).values()), 120, "CPUU started")
+        controller = _play_north_until_cpuu_runs(sites, rabbitmq.url)
         os.killpg(controller.pid, signal.SIGKILL)
         controller.communicate(timeout=30)
         first = _latest_run(sites)
@@ -119,8 +125,7 @@ def test_ctrl_c_drains_the_queued_visits(rabbitmq, tmp_path):
         two_sites(tmp_path, 3, cpuu_seconds=CPUU_SECONDS) as sites,
         relays(sites, rabbitmq.url, per_site=1, concurrency=1, only=("north",)),
     ):
-        controller = _play_north(sites, rabbitmq.url)
-        wait_for(lambda: any(_north_starts(sites).values()), 120, "CPUU started")
+        controller = _play_north_until_cpuu_runs(sites, rabbitmq.url)
         os.killpg(controller.pid, signal.SIGINT)
         out, _ = controller.communicate(timeout=PROCESS_TIMEOUT_S)
         states = _states(sites, _latest_run(sites))
